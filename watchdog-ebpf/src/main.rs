@@ -1,0 +1,24 @@
+//! The watchdog's eBPF programs, linked into one object that the daemon embeds.
+//!
+//! Programs only count into bounded maps; nothing per-packet crosses to userspace.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod kfree_skb;
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// "Dual MIT/GPL" is GPL-compatible, which `bpf_probe_read_kernel` requires.
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// Host builds (e.g. `cargo clippy --workspace`) get an empty binary.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -1,0 +1,15 @@
+//! watchdog: a node-local eBPF network watchdog.
+//!
+//! Data flows one way: kernel (eBPF probes, netlink) → snapshots → detectors → sinks
+//! (metrics, alerts, repair, API). See `shared/DESIGN.md`.
+
+pub mod btf;
+pub mod caps;
+pub mod config;
+pub mod daemon;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod probes;
+pub mod procfs;
+pub mod tracefs;

@@ -1,0 +1,169 @@
+//! The eBPF side, from userspace: load the embedded object, configure and attach each
+//! probe, read its maps. Probes only count in the kernel; this module turns the maps into
+//! plain snapshots for the rest of the daemon.
+
+pub mod kfree_skb;
+
+use std::fmt;
+
+use aya::{Ebpf, EbpfLoader};
+
+use crate::{btf::Btf, tracefs::Tracefs};
+
+/// The eBPF object built by `build.rs` from `watchdog-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog"));
+
+/// Errors that stop every probe (a single probe's failure is a [`ProbeState::Failed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The kernel refused the object (maps or BTF): nothing can attach.
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+}
+
+/// What the daemon knows about the kernel it runs on, gathered once at start-up.
+pub struct KernelEnv<'a> {
+    /// tracefs, if found (tracepoint format files).
+    pub tracefs: Option<&'a Tracefs>,
+    /// Kernel BTF, if available (struct offsets).
+    pub btf: Option<&'a Btf>,
+    /// Only report this network namespace (inode number); `None` reports all.
+    pub filter_netns: Option<u32>,
+}
+
+/// Whether a probe is counting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeState {
+    /// Attached and counting.
+    Attached,
+    /// Enabled, but it could not be set up or attached; the reason says why.
+    Failed(String),
+}
+
+/// One probe's name and state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeStatus {
+    /// The probe's name, e.g. `kfree_skb` (the `probe` label of `watchdog_probe_up`).
+    pub name: &'static str,
+    /// Its state.
+    pub state: ProbeState,
+}
+
+impl fmt::Display for ProbeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.state {
+            ProbeState::Attached => write!(f, "probe {} attached", self.name),
+            ProbeState::Failed(why) => write!(f, "probe {} failed: {why}", self.name),
+        }
+    }
+}
+
+/// The loaded eBPF object and its attached probes. Dropping it detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    /// Set up when `kfree_skb` is enabled and its format could be read.
+    kfree_skb: Option<kfree_skb::KfreeSkb>,
+    status: Vec<ProbeStatus>,
+    logger: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        if let Some(logger) = self.logger.take() {
+            logger.abort();
+        }
+    }
+}
+
+impl Probes {
+    /// Loads the object with each enabled probe configured for this kernel, then attaches
+    /// them. A probe that cannot be set up is reported as failed; the others still run.
+    pub fn start(enabled: &crate::config::Probes, env: &KernelEnv<'_>) -> Result<Self, ProbeError> {
+        let mut status = Vec::new();
+        let kfree_plan = enabled.kfree_skb.then(|| kfree_skb::Plan::new(env));
+        let kfree_config = match &kfree_plan {
+            Some(Ok(plan)) => plan.config,
+            _ => watchdog_common::KfreeSkbConfig::UNCONFIGURED,
+        };
+        let mut loader = EbpfLoader::new();
+        // Our programs are classic tracepoints: they need no BTF relocation, and must load
+        // on kernels without BTF too.
+        loader.btf(None);
+        loader.override_global("KFREE_SKB_CONFIG", &kfree_config, true);
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
+        let logger = start_ebpf_logger(&mut ebpf);
+
+        let mut kfree = None;
+        match kfree_plan {
+            None => {}
+            Some(Err(why)) => status.push(failed(kfree_skb::NAME, why)),
+            Some(Ok(plan)) => match kfree_skb::KfreeSkb::attach(&mut ebpf, plan) {
+                Ok(probe) => {
+                    status.push(ProbeStatus {
+                        name: kfree_skb::NAME,
+                        state: ProbeState::Attached,
+                    });
+                    kfree = Some(probe);
+                }
+                Err(why) => status.push(failed(kfree_skb::NAME, why)),
+            },
+        }
+        for probe in &status {
+            match probe.state {
+                ProbeState::Attached => tracing::info!("{probe}"),
+                ProbeState::Failed(_) => tracing::error!("{probe}"),
+            }
+        }
+        Ok(Self {
+            ebpf,
+            kfree_skb: kfree,
+            status,
+            logger,
+        })
+    }
+
+    /// Every enabled probe's state.
+    pub fn status(&self) -> &[ProbeStatus] {
+        &self.status
+    }
+
+    /// The drop counter probe, if attached.
+    pub fn kfree_skb(&self) -> Option<&kfree_skb::KfreeSkb> {
+        self.kfree_skb.as_ref()
+    }
+
+    /// Reads the drop counters (None if the probe is not attached).
+    pub fn read_drops(&self) -> Option<Result<kfree_skb::DropSnapshot, aya::maps::MapError>> {
+        self.kfree_skb.as_ref().map(|probe| probe.read(&self.ebpf))
+    }
+}
+
+fn failed(name: &'static str, why: impl fmt::Display) -> ProbeStatus {
+    ProbeStatus {
+        name,
+        state: ProbeState::Failed(why.to_string()),
+    }
+}
+
+/// Forwards aya-log records from the eBPF programs into `log`, which tracing picks up.
+fn start_ebpf_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
+    let logger = aya_log::EbpfLogger::init(ebpf)
+        .inspect_err(|err| tracing::warn!("eBPF logs will not be shown: {err}"))
+        .ok()?;
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    Some(handle.spawn(async move {
+        // SAFETY: the logger owns its ring buffer's fd, which stays open and unchanged for as
+        // long as the logger (owned by the AsyncFd) lives.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
+        let Ok(mut fd) = registered else {
+            tracing::warn!("eBPF logs will not be shown: cannot poll the log ring buffer");
+            return;
+        };
+        while let Ok(mut guard) = fd.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    }))
+}
