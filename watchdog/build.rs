@@ -9,6 +9,7 @@ use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
+    add_cargo_bin_to_path();
     if std::env::var_os("AYA_BUILD_SKIP").is_none() && which("bpf-linker").is_none() {
         return Err(anyhow!(
             "bpf-linker is not on PATH: run `cargo xtask setup` (it builds bpf-linker against \
@@ -26,6 +27,28 @@ fn main() -> anyhow::Result<()> {
     };
     aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))
         .context("building the eBPF programs (watchdog-ebpf) failed")
+}
+
+/// `cargo install` puts bpf-linker in $CARGO_HOME/bin, which a bare PATH may lack.
+fn add_cargo_bin_to_path() {
+    let Some(cargo_home) = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo"))
+        })
+    else {
+        return;
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<_> = std::env::split_paths(&path).collect();
+    let bin = cargo_home.join("bin");
+    if !dirs.contains(&bin) {
+        dirs.push(bin);
+        if let Ok(joined) = std::env::join_paths(dirs) {
+            // SAFETY: single-threaded build script; the nested cargo inherits it.
+            unsafe { std::env::set_var("PATH", joined) };
+        }
+    }
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {

@@ -1,1 +1,415 @@
+//! The lab: real network namespaces, the real daemon binary as a process, real traffic.
+//!
+//! Used by the integration tests in `tests/tests/` and by `cargo xtask bench`. Everything
+//! created here is removed by a guard's `Drop`, also when a test panics.
 
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream, UdpSocket},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// True when running as root. Otherwise says why the test cannot run, and fails under CI
+/// (`CI` set), where the suite must run for real.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let message =
+        format!("{test}: needs root (network namespaces and eBPF); run `cargo xtask test` as root");
+    assert!(std::env::var_os("CI").is_none(), "{message}");
+    eprintln!("SKIPPED {message}");
+    false
+}
+
+/// Runs `ip` with `args`, panicking with its stderr on failure.
+pub fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+static UNIQUE: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A named network namespace (`ip netns add`) with loopback up; deleted on drop.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Creates a namespace whose name starts with `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        let name = unique(prefix);
+        ip(&["netns", "add", &name]);
+        let ns = Self { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The bind-mount path of the namespace.
+    pub fn path(&self) -> PathBuf {
+        Path::new("/var/run/netns").join(&self.name)
+    }
+
+    /// The namespace's inode number (what the daemon labels `netns`).
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        fs::metadata(self.path()).expect("netns file").ino()
+    }
+
+    /// Runs `f` on a thread that has entered this namespace: sockets it opens live here.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = self.path();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    let file = fs::File::open(&path).expect("open netns");
+                    // SAFETY: a valid namespace fd; setns only affects this thread.
+                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                    f()
+                })
+                .join()
+                .expect("thread in netns panicked")
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates an empty directory.
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(unique(prefix));
+        fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The daemon binary: `WATCHDOG_BIN` if set, else built (once per process) with cargo.
+pub fn daemon_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("WATCHDOG_BIN") {
+                return PathBuf::from(path);
+            }
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let output = Command::new(cargo)
+                .args([
+                    "build",
+                    "--package",
+                    "watchdog",
+                    "--bin",
+                    "watchdog",
+                    "--message-format=json-render-diagnostics",
+                ])
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run cargo build");
+            assert!(output.status.success(), "building the daemon failed");
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|message| message["target"]["name"] == "watchdog")
+                .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+                .expect("cargo reported no watchdog executable")
+        })
+        .clone()
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `timeout` saying what it waited for.
+pub fn poll_until<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A plain HTTP/1.0 GET; `None` if nothing listens.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.get(9..12)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// The daemon, started as `ip netns exec <ns> watchdog run --config <file>`.
+/// Dropping it kills the process if it still runs.
+#[derive(Debug)]
+pub struct Daemon<'ns> {
+    ns: &'ns NetNs,
+    child: Child,
+    listen: SocketAddr,
+    dir: TempDir,
+}
+
+impl<'ns> Daemon<'ns> {
+    /// Starts the daemon in `ns` with the embedded default config overridden by `config`
+    /// (TOML), serving on 127.0.0.1:9477 inside the namespace.
+    pub fn start(ns: &'ns NetNs, config: &str) -> Self {
+        Self::start_with_args(ns, config, &[])
+    }
+
+    /// As [`Daemon::start`], with extra arguments after `watchdog run`.
+    pub fn start_with_args(ns: &'ns NetNs, config: &str, args: &[&str]) -> Self {
+        let dir = TempDir::new("watchdog-test");
+        let config_path = dir.path().join("config.toml");
+        fs::write(&config_path, config).expect("write config");
+        let log = fs::File::create(dir.path().join("daemon.log")).expect("create log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .arg(daemon_binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the daemon");
+        Self {
+            ns,
+            child,
+            listen: "127.0.0.1:9477".parse().expect("address"),
+            dir,
+        }
+    }
+
+    /// Everything the daemon has logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// GET `path` from the daemon (inside its namespace).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let listen = self.listen;
+        self.ns.run(|| http_get(listen, path))
+    }
+
+    /// Waits until the HTTP server answers (any status), failing if the daemon exits.
+    pub fn wait_serving(&mut self) {
+        poll_until(Duration::from_secs(30), "the daemon's HTTP server", || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the daemon exited ({status}) before serving:\n{}",
+                    self.log()
+                );
+            }
+            self.get("/healthz").map(|_| ())
+        });
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&mut self) {
+        self.wait_serving();
+        let mut last = String::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.get("/readyz") {
+                Some((200, _)) => return,
+                Some((_, body)) => last = body,
+                None => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not ready after 30 s: {last}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A scrape of `/metrics`.
+    pub fn metrics(&self) -> Metrics {
+        let (status, body) = self.get("/metrics").expect("scrape /metrics");
+        assert_eq!(status, 200, "{body}");
+        Metrics(body)
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let child = &mut self.child;
+        poll_until(
+            Duration::from_secs(10),
+            "the daemon to exit after SIGTERM",
+            || child.try_wait().expect("wait"),
+        )
+    }
+
+    /// The exit status, if the daemon has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A `/metrics` scrape (OpenMetrics text).
+#[derive(Clone, Debug)]
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the sample `name{labels}` whose labels are exactly `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        self.0.lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let mut have: Vec<&str> = if label_text.is_empty() {
+                Vec::new()
+            } else {
+                label_text.split(',').collect()
+            };
+            have.sort_unstable();
+            let mut want: Vec<&str> = wanted.iter().map(String::as_str).collect();
+            want.sort_unstable();
+            (have == want).then(|| value.parse().ok()).flatten()
+        })
+    }
+
+    /// Like [`Metrics::value`], with 0 for an absent series.
+    pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.value(name, labels).unwrap_or(0.0) as u64
+    }
+}
+
+/// Drop generators: each packet is dropped by the receiving kernel with a known reason.
+pub mod traffic {
+    use super::*;
+
+    /// `n` UDP datagrams to a closed port on loopback: `NO_SOCKET` drops. Call inside a
+    /// namespace ([`NetNs::run`]).
+    pub fn udp_to_closed_port(n: u32, ipv6: bool) {
+        let (bind, dest): (&str, &str) = if ipv6 {
+            ("[::1]:0", "[::1]:9")
+        } else {
+            ("127.0.0.1:0", "127.0.0.1:9")
+        };
+        let socket = UdpSocket::bind(bind).expect("bind udp");
+        for _ in 0..n {
+            socket.send_to(b"watchdog", dest).expect("send udp");
+        }
+    }
+
+    /// `n` IPv4 packets of an unused protocol (253) to 127.0.0.1: `IP_NOPROTO` drops.
+    pub fn ip_unknown_protocol(n: u32) {
+        // SAFETY: plain socket(2); the fd is closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let loopback = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be_bytes();
+        let mut header = [0u8; 20];
+        header[0] = 0x45; // version 4, 5 words
+        header[3] = 20; // total length
+        header[8] = 64; // ttl
+        header[9] = 253; // protocol reserved for experiments
+        header[12..16].copy_from_slice(&loopback);
+        header[16..20].copy_from_slice(&loopback);
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(loopback),
+            },
+            sin_zero: [0; 8],
+        };
+        for _ in 0..n {
+            // SAFETY: valid buffer and address for the duration of the call.
+            let sent = unsafe {
+                libc::sendto(
+                    fd,
+                    header.as_ptr().cast(),
+                    header.len(),
+                    0,
+                    (&raw const address).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(sent, 20, "sendto: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: our fd.
+        unsafe { libc::close(fd) };
+    }
+}

@@ -1,1 +1,64 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | run | test | bench`.
+//!
+//! Every task that needs the toolchain runs `setup` first, so a fresh machine needs no
+//! separate installation step.
+
+mod bench;
+mod setup;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "watchdog project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what this machine lacks to build and test: Debian packages, the rust-src
+    /// component, and bpf-linker built against rustc's own LLVM. Idempotent; a second run
+    /// takes seconds.
+    Setup,
+    /// Set up, build the daemon (release) and run it with the embedded default config on
+    /// this host (serves http://127.0.0.1:9477/metrics). Needs root.
+    Run {
+        /// Arguments after `watchdog run`, e.g. `-- --listen 127.0.0.1:9000`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run the whole test suite (unit and kernel integration tests; needs root).
+    Test {
+        /// Extra arguments for `cargo test`, e.g. `-- --nocapture`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks: ratios measured side by side in one run.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Run { args } => {
+            setup::run()?;
+            let binary = util::build_daemon()?;
+            let mut command = std::process::Command::new(&binary);
+            command.arg("run").args(args);
+            util::exec(command)
+        }
+        Task::Test { args } => {
+            setup::run()?;
+            let mut command = util::cargo();
+            command.args(["test", "--workspace"]).args(args);
+            util::status(&mut command)
+        }
+        Task::Bench(bench) => {
+            setup::run()?;
+            bench.run()
+        }
+    }
+}

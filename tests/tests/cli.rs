@@ -1,0 +1,221 @@
+//! The command line: clear errors for bad input, readiness, a clean shutdown and restart.
+
+use std::{net::TcpListener, process::Command, time::Duration};
+
+use watchdog_tests::{Daemon, NetNs, TempDir, daemon_binary, poll_until, require_root};
+
+/// Runs `watchdog args…` to completion; returns (exit code, stdout, stderr).
+fn watchdog(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(daemon_binary())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run watchdog");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn run_with_config(name: &str, text: &str) -> (i32, String) {
+    let dir = TempDir::new("watchdog-cli");
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    let (code, _, stderr) = watchdog(&["run", "--config", path.to_str().unwrap()]);
+    (code, stderr)
+}
+
+#[test]
+fn version_and_help_document_the_options() {
+    let (code, stdout, _) = watchdog(&["--version"]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (0, concat!("watchdog ", env!("CARGO_PKG_VERSION")))
+    );
+    let (code, stdout, _) = watchdog(&["run", "--help"]);
+    assert_eq!(code, 0);
+    for option in [
+        "--config <FILE>",
+        "--listen <ADDR:PORT>",
+        "127.0.0.1:9477",
+        "CAP_BPF",
+    ] {
+        assert!(
+            stdout.contains(option),
+            "run --help lacks {option}:\n{stdout}"
+        );
+    }
+    let (code, stdout, _) = watchdog(&["config", "default"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("listen = \"127.0.0.1:9477\""), "{stdout}");
+}
+
+#[test]
+fn bad_config_is_one_clear_error_and_nothing_attached() {
+    let (code, stderr) = run_with_config("c.toml", "listen = 5\n");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("c.toml") && stderr.contains("listen"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("attached"), "{stderr}");
+
+    let (code, stderr) = run_with_config("c.toml", "[probes]\nkfree_skbs = true\n");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("unknown field `kfree_skbs`"), "{stderr}");
+    assert!(stderr.contains("expected `kfree_skb`"), "{stderr}");
+
+    let (code, stderr) = run_with_config("c.yaml", "namespaces: mine\n");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("namespaces") && stderr.contains("`own`"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = watchdog(&["run", "--config", "/nonexistent/watchdog.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("cannot read config file /nonexistent/watchdog.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_listen_address_is_a_usage_error() {
+    let (code, _, stderr) = watchdog(&["run", "--listen", "localhost"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--listen <ADDR:PORT>"), "{stderr}");
+    assert!(stderr.contains("invalid socket address"), "{stderr}");
+}
+
+#[test]
+fn port_in_use_is_a_clear_error_before_anything_attaches() {
+    if !require_root("port_in_use_is_a_clear_error_before_anything_attaches") {
+        return;
+    }
+    let ns = NetNs::new("wd-port");
+    let _taken: TcpListener = ns.run(|| TcpListener::bind("127.0.0.1:9477").unwrap());
+    let mut daemon = Daemon::start(&ns, "");
+    let status = poll_until(Duration::from_secs(20), "the daemon to exit", || {
+        daemon.try_exit()
+    });
+    assert_eq!(status.code(), Some(1));
+    let log = daemon.log();
+    assert!(log.contains("cannot listen on 127.0.0.1:9477"), "{log}");
+    assert!(log.contains("is another watchdog running?"), "{log}");
+    assert!(!log.contains("attached"), "{log}");
+}
+
+#[test]
+fn without_capabilities_names_the_missing_ones() {
+    if !require_root("without_capabilities_names_the_missing_ones") {
+        return;
+    }
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(daemon_binary())
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("missing capabilities: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn readyz_is_503_with_the_reason_when_a_probe_cannot_attach() {
+    if !require_root("readyz_is_503_with_the_reason_when_a_probe_cannot_attach") {
+        return;
+    }
+    let ns = NetNs::new("wd-unready");
+    let mut daemon = Daemon::start(&ns, "tracefs_path = \"/nonexistent/tracing\"\n");
+    daemon.wait_serving();
+    let (status, body) = daemon.get("/readyz").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("probe kfree_skb failed") && body.contains("tracefs"),
+        "{body}"
+    );
+    assert_eq!(daemon.get("/healthz"), Some((200, "ok\n".into())));
+    let metrics = daemon.metrics();
+    assert_eq!(
+        metrics.value("watchdog_probe_up", &[("probe", "kfree_skb")]),
+        Some(0.0)
+    );
+}
+
+/// IDs of the BPF programs whose fds process `pid` holds (from /proc/<pid>/fdinfo).
+fn programs_of(pid: u32) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u64> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("prog_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+fn program_exists(id: u64) -> bool {
+    Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+#[test]
+fn sigterm_detaches_everything_and_a_restart_works() {
+    if !require_root("sigterm_detaches_everything_and_a_restart_works") {
+        return;
+    }
+    let pinned_before = std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let ns = NetNs::new("wd-restart");
+    let mut daemon = Daemon::start(&ns, "");
+    daemon.wait_ready();
+    let programs = programs_of(daemon.pid());
+    assert!(
+        !programs.is_empty(),
+        "bpftool shows no program held by the daemon"
+    );
+    let log_path_daemon = daemon.log();
+    let status = daemon.stop();
+    assert!(status.success(), "exit {status}\n{log_path_daemon}");
+    for id in &programs {
+        assert!(
+            !program_exists(*id),
+            "program {id} still loaded after SIGTERM"
+        );
+    }
+    let pinned_after = std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(
+        pinned_before, pinned_after,
+        "something was pinned in /sys/fs/bpf"
+    );
+
+    let mut again = Daemon::start(&ns, "");
+    again.wait_ready();
+    let log = again.log();
+    assert!(log.contains("probe kfree_skb attached"), "{log}");
+    assert!(again.stop().success());
+}

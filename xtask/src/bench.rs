@@ -1,0 +1,197 @@
+//! Benchmarks, each printing ratios measured side by side in one run.
+
+use std::{
+    io::BufRead as _,
+    net::UdpSocket,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use watchdog_tests::{Daemon, NetNs, poll_until, require_root};
+
+use crate::util;
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Drop-storm cost: UDP datagrams to a closed port on loopback (each one a NO_SOCKET
+    /// drop) per second with nothing attached, with the watchdog attached, and with
+    /// bpftrace's `@[args->reason] = count()` attached; rounds interleave the three.
+    Drops {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Rounds of (none, watchdog, bpftrace).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
+    /// Idle cost: the daemon's resident memory and CPU time over a quiet period.
+    Idle {
+        /// Seconds to observe.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+impl Bench {
+    pub fn run(self) -> anyhow::Result<()> {
+        if !require_root("cargo xtask bench") {
+            bail!("benchmarks load eBPF programs and create namespaces: run as root");
+        }
+        let binary = util::build_daemon()?;
+        // SAFETY: set before any thread starts; the lab reads it to find the daemon.
+        unsafe { std::env::set_var("WATCHDOG_BIN", &binary) };
+        match self {
+            Bench::Drops { seconds, rounds } => drops(Duration::from_secs(seconds), rounds),
+            Bench::Idle { seconds } => idle(Duration::from_secs(seconds)),
+        }
+    }
+}
+
+/// Sends UDP datagrams to a closed loopback port for `period`; returns datagrams per second.
+fn storm(ns: &NetNs, period: Duration) -> (u64, f64) {
+    ns.run(|| {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while start.elapsed() < period {
+            for _ in 0..1000 {
+                if socket.send_to(b"x", "127.0.0.1:9").is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        (sent, sent as f64 / start.elapsed().as_secs_f64())
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+const BPFTRACE: &str = "tracepoint:skb:kfree_skb { @[args->reason] = count(); }";
+
+fn start_bpftrace() -> anyhow::Result<Child> {
+    let mut child = Command::new("bpftrace")
+        .args(["-e", BPFTRACE])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start bpftrace (cargo xtask setup installs it)")?;
+    // bpftrace prints "Attaching N probes..." once its program is attached.
+    let stdout = child.stdout.take().context("bpftrace stdout")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("Attaching") => break,
+            Some(Ok(_)) => {}
+            _ => bail!("bpftrace exited before attaching"),
+        }
+    }
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok(child)
+}
+
+fn drops(period: Duration, rounds: u32) -> anyhow::Result<()> {
+    let ns = NetNs::new("wd-bench");
+    let (mut none, mut watchdog, mut bpftrace) = (Vec::new(), Vec::new(), Vec::new());
+    let mut counted_exactly = true;
+    eprintln!("bench drops: {rounds} rounds x 3 setups x {period:?} each");
+    for round in 0..rounds {
+        none.push(storm(&ns, period).1);
+
+        let mut daemon = Daemon::start(&ns, "poll_interval = \"250ms\"\n");
+        daemon.wait_ready();
+        let before = daemon.metrics().count(DROPS, &[("reason", "NO_SOCKET")]);
+        let (sent, rate) = storm(&ns, period);
+        watchdog.push(rate);
+        // Every datagram must have been counted, even in a storm.
+        let counted = poll_until(
+            Duration::from_secs(5),
+            "the storm's drops to be read",
+            || {
+                let now = daemon.metrics().count(DROPS, &[("reason", "NO_SOCKET")]);
+                (now - before >= sent).then_some(now - before)
+            },
+        );
+        counted_exactly &= counted == sent;
+        daemon.stop();
+
+        let mut tracer = start_bpftrace()?;
+        bpftrace.push(storm(&ns, period).1);
+        let _ = tracer.kill();
+        let _ = tracer.wait();
+        eprintln!(
+            "  round {}: none {:.0}/s, watchdog {:.0}/s (counted {counted} of {sent}), bpftrace {:.0}/s",
+            round + 1,
+            none.last().unwrap(),
+            watchdog.last().unwrap(),
+            bpftrace.last().unwrap()
+        );
+    }
+    let (none, watchdog, bpftrace) = (
+        median(&mut none),
+        median(&mut watchdog),
+        median(&mut bpftrace),
+    );
+    println!("drop storm on loopback, median of {rounds} rounds of {period:?}:");
+    println!("  no probe          {none:>12.0} drops/s");
+    println!(
+        "  watchdog          {watchdog:>12.0} drops/s   ratio {:.3}",
+        watchdog / none
+    );
+    println!(
+        "  bpftrace count()  {bpftrace:>12.0} drops/s   ratio {:.3}",
+        bpftrace / none
+    );
+    println!("  watchdog counted every drop exactly: {counted_exactly}");
+    if !counted_exactly {
+        bail!("the watchdog's count differed from the drops sent");
+    }
+    Ok(())
+}
+
+const DROPS: &str = "watchdog_kernel_drops_total";
+
+fn idle(period: Duration) -> anyhow::Result<()> {
+    let ns = NetNs::new("wd-idle");
+    let mut daemon = Daemon::start(&ns, "");
+    daemon.wait_ready();
+    let pid = daemon.pid();
+    let cpu_start = cpu_ticks(pid)?;
+    eprintln!("bench idle: observing the ready daemon for {period:?}");
+    std::thread::sleep(period);
+    let cpu = (cpu_ticks(pid)? - cpu_start) as f64 / clock_ticks();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> String {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(|value| value.trim().to_owned())
+            .unwrap_or_default()
+    };
+    println!("idle daemon over {period:?}:");
+    println!("  resident memory (VmRSS)      {}", field("VmRSS:"));
+    println!("  peak resident memory (VmHWM) {}", field("VmHWM:"));
+    println!(
+        "  CPU time {cpu:.3} s = {:.4}% of one core",
+        100.0 * cpu / period.as_secs_f64()
+    );
+    daemon.stop();
+    Ok(())
+}
+
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let (_, rest) = stat.rsplit_once(')').context("malformed stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}

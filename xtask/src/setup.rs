@@ -1,0 +1,141 @@
+//! `cargo xtask setup`: make a clean Debian machine able to build and test the project.
+//!
+//! Each step checks before it acts, so a second run only checks.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::util::{output, status};
+
+/// Debian packages used by the build, the tests and the benchmarks.
+const PACKAGES: &[&str] = &[
+    "iproute2",     // ip: namespaces, veths, routes in the integration tests
+    "iputils-ping", // ping in the lab
+    "util-linux",   // setpriv: run the daemon without capabilities in a test
+    "bpftool",      // inspect loaded programs
+    "bpftrace",     // the reference tool in `bench drops`
+];
+
+/// The bpf-linker release known to work with the pinned aya and rustc 1.95 (LLVM 22).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Installs whatever is missing.
+pub fn run() -> anyhow::Result<()> {
+    debian_packages()?;
+    rust_src()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| !installed(package))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("setup: Debian packages present ({})", PACKAGES.join(" "));
+        return Ok(());
+    }
+    eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "installing {} needs root: run `sudo apt-get install {}` or run this as root",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    status(Command::new("apt-get").args(["update", "-qq"]))?;
+    status(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+}
+
+fn sysroot() -> anyhow::Result<PathBuf> {
+    Ok(PathBuf::from(
+        output(Command::new("rustc").args(["--print", "sysroot"]))?.trim(),
+    ))
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    if sysroot()?
+        .join("lib/rustlib/src/rust/library/core")
+        .is_dir()
+    {
+        eprintln!("setup: rust-src present");
+        return Ok(());
+    }
+    eprintln!("setup: installing the rust-src component (eBPF builds need core's source)");
+    status(Command::new("rustup").args(["component", "add", "rust-src"]))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let current = Command::new("bpf-linker").arg("--version").output();
+    if let Ok(out) = &current
+        && out.status.success()
+        && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
+    {
+        eprintln!("setup: bpf-linker {BPF_LINKER_VERSION} present");
+        return Ok(());
+    }
+    // bpf-linker must use the same LLVM as rustc: link it against rustc's own libLLVM, found
+    // in the sysroot, through a prefix directory llvm-sys understands.
+    let sysroot = sysroot()?;
+    let lib = sysroot.join("lib");
+    let libllvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("cannot list {}", lib.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with("libLLVM.so."))
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.* in {}: is this a rustup toolchain?",
+                lib.display()
+            )
+        })?;
+    // libLLVM.so.22.1-rust-1.95.0-stable → 22, 1
+    let version = libllvm.trim_start_matches("libLLVM.so.");
+    let mut numbers = version.split(['.', '-']);
+    let major = numbers.next().unwrap_or_default();
+    let minor = numbers.next().unwrap_or_default();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    // bpf-linker keeps this path as its run-time library path, so it must stay.
+    let prefix = cargo_home.join("bpf-linker-llvm").join(version);
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("cannot create {}", prefix_lib.display()))?;
+    for name in ["libLLVM.so", libllvm.as_str()] {
+        let link = prefix_lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib.join(&libllvm), &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+    }
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against rustc's LLVM {major}.{minor} \
+         (about a minute)"
+    );
+    status(
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--locked", "--force", "--version"])
+            .arg(BPF_LINKER_VERSION)
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{major}"))
+            .env("LLVM_PREFIX", &prefix)
+            .env(format!("LLVM_SYS_{major}{minor}_PREFIX"), &prefix),
+    )
+}

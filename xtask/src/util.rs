@@ -1,0 +1,70 @@
+//! Small helpers for running commands.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// `cargo` as invoked us, run from the workspace root.
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+/// Runs `command`, failing unless it exits 0.
+pub fn status(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs `command` and returns its standard output, failing unless it exits 0.
+pub fn output(command: &mut Command) -> anyhow::Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Builds the daemon in release mode and returns the binary's path.
+pub fn build_daemon() -> anyhow::Result<PathBuf> {
+    eprintln!("xtask: building the daemon (release)");
+    status(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "watchdog",
+        "--bin",
+        "watchdog",
+    ]))?;
+    Ok(root().join("target/release/watchdog"))
+}
+
+/// Replaces this process with `command` (so signals reach it directly).
+pub fn exec(mut command: Command) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let err = command.exec();
+    Err(err).with_context(|| format!("cannot run {command:?}"))
+}
