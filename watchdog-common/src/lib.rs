@@ -80,8 +80,87 @@ impl KfreeSkbConfig {
     };
 }
 
+/// Capacity of the per-peer traffic LRU map (least recently seen peers are evicted).
+pub const PEER_MAP_ENTRIES: u32 = 8192;
+
+/// Key of the `PEERS` LRU map: one remote address as seen on one interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey {
+    /// IPv4 (first 4 bytes, rest zero) or IPv6 address, network byte order.
+    pub addr: [u8; 16],
+    /// Interface the traffic was seen on.
+    pub ifindex: u32,
+    /// 4 or 6.
+    pub family: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 3],
+}
+
+/// Traffic with one peer on one CPU (the `PEERS` map is per-CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Packets sent to the peer.
+    pub tx_packets: u64,
+    /// Bytes sent to the peer.
+    pub tx_bytes: u64,
+    /// Packets received from the peer.
+    pub rx_packets: u64,
+    /// Bytes received from the peer.
+    pub rx_bytes: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet sent; 0 if none.
+    pub last_tx_ns: u64,
+    /// Same for the last packet received.
+    pub last_rx_ns: u64,
+    /// [`encap`] bits seen in this peer's traffic.
+    pub encap: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+
+/// Encapsulations recognised by UDP port on the underlay; the peer is then a tunnel
+/// endpoint.
+pub mod encap {
+    /// VXLAN (UDP 8472, Linux/Flannel default, or 4789, IANA).
+    pub const VXLAN: u32 = 1;
+    /// Geneve (UDP 6081).
+    pub const GENEVE: u32 = 2;
+    /// WireGuard (UDP port configured, 51820 and Tailscale's 41641 by default).
+    pub const WIREGUARD: u32 = 4;
+}
+
+/// Indexes of the `PEER_STATS` per-CPU array.
+pub mod peer_stat {
+    /// New peers inserted (evictions = inserts - entries).
+    pub const INSERTS: u32 = 0;
+    /// Packets not recorded because the insert failed.
+    pub const INSERT_FAILED: u32 = 1;
+    /// Number of slots.
+    pub const COUNT: u32 = 2;
+}
+
+/// Configuration of the TC programs, written into `.rodata` by the loader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcConfig {
+    /// UDP ports treated as WireGuard (0 = unused).
+    pub wireguard_ports: [u16; 4],
+}
+
+impl TcConfig {
+    /// WireGuard's and Tailscale's default ports.
+    pub const DEFAULT: Self = Self {
+        wireguard_ports: [51820, 41641, 0, 0],
+    };
+}
+
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: #[repr(C)], plain integers, explicit padding fields.
+    unsafe impl aya::Pod for super::PeerKey {}
+    unsafe impl aya::Pod for super::PeerStats {}
+    unsafe impl aya::Pod for super::TcConfig {}
     // SAFETY: both are #[repr(C)], contain only u32 fields and have no padding.
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::KfreeSkbConfig {}
@@ -90,3 +169,6 @@ mod user {
 // Layout is part of the kernel/userspace contract: fail the build if it drifts.
 const _: () = assert!(core::mem::size_of::<DropKey>() == 8);
 const _: () = assert!(core::mem::size_of::<KfreeSkbConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
+const _: () = assert!(core::mem::size_of::<PeerStats>() == 56);
+const _: () = assert!(core::mem::size_of::<TcConfig>() == 8);

@@ -6,6 +6,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod kfree_skb;
+#[cfg(target_arch = "bpf")]
+mod peers;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -30,6 +30,31 @@ pub struct Config {
     pub tracefs_path: Option<PathBuf>,
     /// Which probes are enabled.
     pub probes: Probes,
+    /// Per-peer traffic probe settings.
+    pub peers: PeersConfig,
+}
+
+/// Settings of the per-peer traffic probe (TC programs).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeersConfig {
+    /// Interfaces to watch; empty: every non-loopback interface of the daemon's namespace,
+    /// including ones that appear later.
+    pub interfaces: Vec<String>,
+    /// UDP ports whose traffic is WireGuard (the peer is then the tunnel endpoint). At most 4.
+    pub wireguard_ports: Vec<u16>,
+    /// How many peers `/metrics` shows (the busiest by packets sent).
+    pub top_n: usize,
+}
+
+impl Default for PeersConfig {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            wireguard_ports: vec![51820, 41641],
+            top_n: 20,
+        }
+    }
 }
 
 /// Which network namespaces' drops are reported.
@@ -48,6 +73,8 @@ pub enum Namespaces {
 pub struct Probes {
     /// `skb:kfree_skb` drop counting.
     pub kfree_skb: bool,
+    /// TC per-peer traffic counting.
+    pub peers: bool,
 }
 
 /// A configuration the user has to fix.
@@ -99,13 +126,17 @@ impl Default for Config {
             btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
             tracefs_path: None,
             probes: Probes::default(),
+            peers: PeersConfig::default(),
         }
     }
 }
 
 impl Default for Probes {
     fn default() -> Self {
-        Self { kfree_skb: true }
+        Self {
+            kfree_skb: true,
+            peers: true,
+        }
     }
 }
 
@@ -149,6 +180,23 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.peers.wireguard_ports.len() > 4 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "peers.wireguard_ports",
+                problem: format!(
+                    "lists {} ports; at most 4 are supported",
+                    self.peers.wireguard_ports.len()
+                ),
+            });
+        }
+        if self.peers.top_n > 1000 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "peers.top_n",
+                problem: format!("is {}; use 0 to 1000", self.peers.top_n),
+            });
+        }
         let range = Duration::from_millis(100)..=Duration::from_secs(3600);
         if !range.contains(&self.poll_interval) {
             return Err(ConfigError::Invalid {

@@ -102,12 +102,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         btf: btf.as_ref(),
         filter_netns: (config.namespaces == Namespaces::Own).then_some(own_netns),
     };
-    let probes = Probes::start(&config.probes, &env)?;
+    let mut probes = Probes::start(&config, &env)?;
     // The BTF (several MiB parsed) is only needed to plan the probes: give it back to the
     // system, not just to the allocator, so the idle daemon stays small.
     drop(btf);
     release_free_heap();
-    publish_probe_status(&probes, &metrics, &health);
+    let failures = publish_probe_status(&probes, &metrics);
+    if !failures.is_empty() {
+        health.set_not_ready(failures.join("; "));
+    }
 
     let label_netns = config.namespaces == Namespaces::All
         && probes
@@ -116,7 +119,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::pin!(server);
     let result = tokio::select! {
         () = shutdown => Ok(()),
-        () = read_loop(&probes, &metrics, &health, config.poll_interval, label_netns) => Ok(()),
+        () = read_loop(&mut probes, &metrics, &health, &config, label_netns) => Ok(()),
         served = &mut server => Err(DaemonError::Serve(match served {
             Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
             Ok(Err(err)) => err,
@@ -133,7 +136,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     result
 }
 
-fn publish_probe_status(probes: &Probes, metrics: &Metrics, health: &Health) {
+/// Exports each probe's state; returns the failures (empty when all are attached).
+fn publish_probe_status(probes: &Probes, metrics: &Metrics) -> Vec<String> {
     let mut failures = Vec::new();
     for status in probes.status() {
         let up = matches!(status.state, ProbeState::Attached);
@@ -149,44 +153,50 @@ fn publish_probe_status(probes: &Probes, metrics: &Metrics, health: &Health) {
         .kfree_skb()
         .is_some_and(|probe| *probe.attribution() == Attribution::PerNamespace);
     metrics.netns_attribution.set(i64::from(attributed));
-    if failures.is_empty() {
-        health.set_not_ready("waiting for the first read of the probe maps");
-    } else {
-        health.set_not_ready(failures.join("; "));
-    }
+    failures
 }
 
-/// Reads the in-kernel counters every `interval` and publishes them; never returns.
+/// Reads the in-kernel counters every poll interval and publishes them; never returns.
+/// Ready while every enabled probe is attached and the maps have been read.
 async fn read_loop(
-    probes: &Probes,
+    probes: &mut Probes,
     metrics: &Metrics,
     health: &Health,
-    interval: Duration,
+    config: &Config,
     label_netns: bool,
 ) {
-    let all_attached = probes
-        .status()
-        .iter()
-        .all(|status| status.state == ProbeState::Attached);
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval(config.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ready = false;
+    let mut maps_read = false;
     loop {
         ticker.tick().await;
-        let ok = match (probes.kfree_skb(), probes.read_drops()) {
-            (Some(probe), Some(Ok(snapshot))) => {
-                metrics.set_drops(probe, &snapshot, label_netns);
-                true
-            }
+        probes.sync_interfaces();
+        let mut ok = true;
+        match (probes.kfree_skb(), probes.read_drops()) {
+            (Some(probe), Some(Ok(snapshot))) => metrics.set_drops(probe, &snapshot, label_netns),
             (_, Some(Err(err))) => {
                 metrics.map_read_errors.inc();
                 tracing::warn!("reading the drop counters failed: {err}");
-                false
+                ok = false;
             }
-            _ => true,
-        };
-        if ok && all_attached && !ready {
-            ready = true;
+            _ => {}
+        }
+        match probes.read_peers() {
+            Some(Ok(snapshot)) => metrics.set_peers(&snapshot, config.peers.top_n),
+            Some(Err(err)) => {
+                metrics.map_read_errors.inc();
+                tracing::warn!("reading the peer counters failed: {err}");
+                ok = false;
+            }
+            None => {}
+        }
+        maps_read |= ok;
+        let failures = publish_probe_status(probes, metrics);
+        if !failures.is_empty() {
+            health.set_not_ready(failures.join("; "));
+        } else if !maps_read {
+            health.set_not_ready("waiting for the first read of the probe maps");
+        } else if health.readiness().is_err() {
             health.set_ready();
             tracing::info!("ready: every enabled probe is attached and its maps were read");
         }

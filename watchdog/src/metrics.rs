@@ -15,7 +15,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::probes::kfree_skb::{DropSnapshot, KfreeSkb};
+use crate::probes::{
+    kfree_skb::{DropSnapshot, KfreeSkb},
+    peers::{PeerSnapshot, interface_name},
+};
 
 /// A label set: (name, value) pairs.
 type Labels = Vec<(&'static str, String)>;
@@ -109,7 +112,43 @@ impl Metrics {
                 snapshot.unattributed,
             ),
         ];
-        *self.drops.view.write().expect("drop view lock") = DropView { rows, skipped };
+        let mut view = self.drops.view.write().expect("drop view lock");
+        view.rows = rows;
+        view.skipped = skipped;
+    }
+
+    /// Publishes the busiest `top_n` peers (by packets sent) and the peer map's health.
+    pub fn set_peers(&self, snapshot: &PeerSnapshot, top_n: usize) {
+        let mut busiest: Vec<_> = snapshot.peers.iter().collect();
+        busiest.sort_by(|a, b| b.1.tx_packets.cmp(&a.1.tx_packets).then(a.0.cmp(b.0)));
+        let mut packets = Vec::with_capacity(top_n * 2);
+        let mut bytes = Vec::with_capacity(top_n * 2);
+        for ((ifindex, addr), sample) in busiest.into_iter().take(top_n) {
+            let interface = interface_name(*ifindex);
+            for (direction, count, octets) in [
+                ("tx", sample.tx_packets, sample.tx_bytes),
+                ("rx", sample.rx_packets, sample.rx_bytes),
+            ] {
+                let labels = vec![
+                    ("interface", interface.clone()),
+                    ("peer", addr.to_string()),
+                    ("direction", direction.to_owned()),
+                ];
+                packets.push((labels.clone(), count));
+                bytes.push((labels, octets));
+            }
+        }
+        let mut view = self.drops.view.write().expect("drop view lock");
+        view.peer_packets = packets;
+        view.peer_bytes = bytes;
+        view.peer_map = vec![
+            (vec![("event", "insert".to_owned())], snapshot.inserts),
+            (
+                vec![("event", "insert_failed".to_owned())],
+                snapshot.insert_failed,
+            ),
+        ];
+        view.peer_entries = snapshot.peers.len() as i64;
     }
 
     /// The OpenMetrics text of every metric.
@@ -121,7 +160,7 @@ impl Metrics {
     }
 }
 
-/// The latest drop counters, encoded on each scrape.
+/// The latest kernel counter readings (drops, peers), encoded on each scrape.
 #[derive(Debug, Default)]
 struct DropCollector {
     view: RwLock<DropView>,
@@ -131,6 +170,10 @@ struct DropCollector {
 struct DropView {
     rows: Vec<(Labels, u64)>,
     skipped: Vec<(Labels, u64)>,
+    peer_packets: Vec<(Labels, u64)>,
+    peer_bytes: Vec<(Labels, u64)>,
+    peer_map: Vec<(Labels, u64)>,
+    peer_entries: i64,
 }
 
 impl Collector for DropCollector {
@@ -148,7 +191,35 @@ impl Collector for DropCollector {
             "Drops the probe saw but did not count: map_full (counter map full), \
              other_netns (another network namespace), unattributed (namespace unreadable).",
             &view.skipped,
-        )
+        )?;
+        encode_counters(
+            &mut encoder,
+            "watchdog_peer_packets",
+            "Packets to (tx) and from (rx) a remote address on an interface; only the busiest \
+             peers.top_n peers by packets sent are shown.",
+            &view.peer_packets,
+        )?;
+        encode_counters(
+            &mut encoder,
+            "watchdog_peer_bytes",
+            "Bytes to (tx) and from (rx) a remote address on an interface; same peers as \
+             watchdog_peer_packets.",
+            &view.peer_bytes,
+        )?;
+        encode_counters(
+            &mut encoder,
+            "watchdog_peer_map_events",
+            "Peer map events: insert (a new peer; evictions = inserts - entries), \
+             insert_failed (packets not recorded).",
+            &view.peer_map,
+        )?;
+        let entries = ConstGauge::new(view.peer_entries);
+        entries.encode(encoder.encode_descriptor(
+            "watchdog_peer_map_entries",
+            "Peers currently held in the in-kernel LRU map.",
+            None,
+            entries.metric_type(),
+        )?)
     }
 }
 

@@ -3,6 +3,7 @@
 //! plain snapshots for the rest of the daemon.
 
 pub mod kfree_skb;
+pub mod peers;
 
 use std::fmt;
 
@@ -63,6 +64,8 @@ pub struct Probes {
     ebpf: Ebpf,
     /// Set up when `kfree_skb` is enabled and its format could be read.
     kfree_skb: Option<kfree_skb::KfreeSkb>,
+    /// Set up when `peers` is enabled and its programs loaded.
+    peers: Option<peers::Peers>,
     status: Vec<ProbeStatus>,
     logger: Option<tokio::task::JoinHandle<()>>,
 }
@@ -78,7 +81,8 @@ impl Drop for Probes {
 impl Probes {
     /// Loads the object with each enabled probe configured for this kernel, then attaches
     /// them. A probe that cannot be set up is reported as failed; the others still run.
-    pub fn start(enabled: &crate::config::Probes, env: &KernelEnv<'_>) -> Result<Self, ProbeError> {
+    pub fn start(config: &crate::config::Config, env: &KernelEnv<'_>) -> Result<Self, ProbeError> {
+        let enabled = &config.probes;
         let mut status = Vec::new();
         let kfree_plan = enabled.kfree_skb.then(|| kfree_skb::Plan::new(env));
         let kfree_config = match &kfree_plan {
@@ -90,6 +94,17 @@ impl Probes {
         // on kernels without BTF too.
         loader.btf(None);
         loader.override_global("KFREE_SKB_CONFIG", &kfree_config, true);
+        let mut tc_config = watchdog_common::TcConfig {
+            wireguard_ports: [0; 4],
+        };
+        for (slot, port) in tc_config
+            .wireguard_ports
+            .iter_mut()
+            .zip(&config.peers.wireguard_ports)
+        {
+            *slot = *port;
+        }
+        loader.override_global("TC_CONFIG", &tc_config, true);
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let logger = start_ebpf_logger(&mut ebpf);
 
@@ -108,6 +123,17 @@ impl Probes {
                 Err(why) => status.push(failed(kfree_skb::NAME, why)),
             },
         }
+        let mut peers = None;
+        if enabled.peers {
+            match peers::Peers::load(&mut ebpf, config.peers.interfaces.clone()) {
+                Ok(mut probe) => {
+                    probe.sync_interfaces(&mut ebpf);
+                    status.push(peers_status(&probe));
+                    peers = Some(probe);
+                }
+                Err(why) => status.push(failed(peers::NAME, why)),
+            }
+        }
         for probe in &status {
             match probe.state {
                 ProbeState::Attached => tracing::info!("{probe}"),
@@ -117,6 +143,7 @@ impl Probes {
         Ok(Self {
             ebpf,
             kfree_skb: kfree,
+            peers,
             status,
             logger,
         })
@@ -132,9 +159,46 @@ impl Probes {
         self.kfree_skb.as_ref()
     }
 
+    /// Attaches the peer probe to interfaces that appeared; updates its status.
+    pub fn sync_interfaces(&mut self) {
+        let Some(probe) = self.peers.as_mut() else {
+            return;
+        };
+        let before = probe.failed().len();
+        let added = probe.sync_interfaces(&mut self.ebpf);
+        if !added.is_empty() || probe.failed().len() != before {
+            let fresh = peers_status(probe);
+            if let Some(slot) = self.status.iter_mut().find(|s| s.name == peers::NAME) {
+                *slot = fresh;
+            }
+        }
+    }
+
+    /// Reads the peer map (None if the probe is not loaded).
+    pub fn read_peers(&self) -> Option<Result<peers::PeerSnapshot, aya::maps::MapError>> {
+        self.peers.as_ref().map(|probe| probe.read(&self.ebpf))
+    }
+
     /// Reads the drop counters (None if the probe is not attached).
     pub fn read_drops(&self) -> Option<Result<kfree_skb::DropSnapshot, aya::maps::MapError>> {
         self.kfree_skb.as_ref().map(|probe| probe.read(&self.ebpf))
+    }
+}
+
+/// The peer probe is up when it is attached everywhere it should be.
+fn peers_status(probe: &peers::Peers) -> ProbeStatus {
+    if probe.failed().is_empty() {
+        ProbeStatus {
+            name: peers::NAME,
+            state: ProbeState::Attached,
+        }
+    } else {
+        let list: Vec<String> = probe
+            .failed()
+            .iter()
+            .map(|(interface, why)| format!("{interface}: {why}"))
+            .collect();
+        failed(peers::NAME, format!("not attached on {}", list.join("; ")))
     }
 }
 
