@@ -161,10 +161,10 @@ fn idle(period: Duration) -> anyhow::Result<()> {
     let mut daemon = Daemon::start(&ns, "");
     daemon.wait_ready();
     let pid = daemon.pid();
-    let cpu_start = cpu_ticks(pid)?;
+    let cpu_start = cpu_ns(pid)?;
     eprintln!("bench idle: observing the ready daemon for {period:?}");
     std::thread::sleep(period);
-    let cpu = (cpu_ticks(pid)? - cpu_start) as f64 / clock_ticks();
+    let cpu = (cpu_ns(pid)? - cpu_start) as f64 / 1e9;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> String {
         status
@@ -177,21 +177,19 @@ fn idle(period: Duration) -> anyhow::Result<()> {
     println!("  resident memory (VmRSS)      {}", field("VmRSS:"));
     println!("  peak resident memory (VmHWM) {}", field("VmHWM:"));
     println!(
-        "  CPU time {cpu:.3} s = {:.4}% of one core",
+        "  CPU time {cpu:.4} s = {:.4}% of one core",
         100.0 * cpu / period.as_secs_f64()
     );
     daemon.stop();
     Ok(())
 }
 
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let (_, rest) = stat.rsplit_once(')').context("malformed stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+/// Nanoseconds the task has run on a CPU (first field of /proc/<pid>/schedstat).
+fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let schedstat = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))?;
+    Ok(schedstat
+        .split_whitespace()
+        .next()
+        .context("empty schedstat")?
+        .parse()?)
 }
