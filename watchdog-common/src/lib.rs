@@ -155,12 +155,127 @@ impl TcConfig {
     };
 }
 
+/// Capacity of the per-destination TCP connect outcome LRU map.
+pub const CONNECT_MAP_ENTRIES: u32 = 4096;
+
+/// Key of the `CONNECTS` LRU map: one TCP destination (address and port) in one namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectKey {
+    /// IPv4 (first 4 bytes) or IPv6 destination address.
+    pub addr: [u8; 16],
+    /// Network namespace inode ([`NETNS_UNKNOWN`] when not attributed).
+    pub netns: u32,
+    /// Destination port (host order).
+    pub port: u16,
+    /// 4 or 6.
+    pub family: u8,
+    /// Explicit padding; always zero.
+    pub _pad: u8,
+}
+
+/// TCP outcomes towards one destination on one CPU (the map is per-CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectStats {
+    /// Connects started (CLOSE → SYN_SENT).
+    pub attempts: u64,
+    /// Connects that succeeded (SYN_SENT → ESTABLISHED).
+    pub established: u64,
+    /// Connects that failed (SYN_SENT → CLOSE: refused, timed out, unreachable).
+    pub failed: u64,
+    /// Segments retransmitted to the destination, any state.
+    pub retransmits: u64,
+    /// SYNs retransmitted (state SYN_SENT): the destination does not answer.
+    pub syn_retransmits: u64,
+    /// `bpf_ktime_get_ns()` of the last failure; 0 if none.
+    pub last_failed_ns: u64,
+    /// `bpf_ktime_get_ns()` of the last success; 0 if none.
+    pub last_established_ns: u64,
+}
+
+/// Configuration of the TCP programs: tracepoint field offsets from the format files and
+/// the namespace path from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// `inet_sock_set_state`: offset of `skaddr`.
+    pub state_skaddr_off: u32,
+    /// `inet_sock_set_state`: offset of `oldstate`.
+    pub state_old_off: u32,
+    /// `inet_sock_set_state`: offset of `newstate`.
+    pub state_new_off: u32,
+    /// `inet_sock_set_state`: offset of `dport`.
+    pub state_dport_off: u32,
+    /// `inet_sock_set_state`: offset of `family`.
+    pub state_family_off: u32,
+    /// `inet_sock_set_state`: offset of `protocol`.
+    pub state_protocol_off: u32,
+    /// `inet_sock_set_state`: offset of `daddr`.
+    pub state_daddr_off: u32,
+    /// `inet_sock_set_state`: offset of `daddr_v6`.
+    pub state_daddr_v6_off: u32,
+    /// `tcp_retransmit_skb`: offset of `skaddr`.
+    pub retrans_skaddr_off: u32,
+    /// `tcp_retransmit_skb`: offset of `state`.
+    pub retrans_state_off: u32,
+    /// `tcp_retransmit_skb`: offset of `dport`.
+    pub retrans_dport_off: u32,
+    /// `tcp_retransmit_skb`: offset of `family`.
+    pub retrans_family_off: u32,
+    /// `tcp_retransmit_skb`: offset of `daddr`.
+    pub retrans_daddr_off: u32,
+    /// `tcp_retransmit_skb`: offset of `daddr_v6`.
+    pub retrans_daddr_v6_off: u32,
+    /// `offsetof(struct sock, __sk_common.skc_net)`, or [`OFFSET_UNKNOWN`].
+    pub sk_net_off: u32,
+    /// `offsetof(struct net, ns.inum)`, or [`OFFSET_UNKNOWN`].
+    pub net_inum_off: u32,
+    /// Only count this namespace; 0 counts all.
+    pub filter_netns: u32,
+    /// TCP state numbers, from the format file's table.
+    pub tcp_established: u32,
+    /// See `tcp_established`.
+    pub tcp_syn_sent: u32,
+    /// See `tcp_established`.
+    pub tcp_close: u32,
+}
+
+impl TcpConfig {
+    /// Nothing resolved: the programs count nothing.
+    pub const UNCONFIGURED: Self = Self {
+        state_skaddr_off: OFFSET_UNKNOWN,
+        state_old_off: OFFSET_UNKNOWN,
+        state_new_off: OFFSET_UNKNOWN,
+        state_dport_off: OFFSET_UNKNOWN,
+        state_family_off: OFFSET_UNKNOWN,
+        state_protocol_off: OFFSET_UNKNOWN,
+        state_daddr_off: OFFSET_UNKNOWN,
+        state_daddr_v6_off: OFFSET_UNKNOWN,
+        retrans_skaddr_off: OFFSET_UNKNOWN,
+        retrans_state_off: OFFSET_UNKNOWN,
+        retrans_dport_off: OFFSET_UNKNOWN,
+        retrans_family_off: OFFSET_UNKNOWN,
+        retrans_daddr_off: OFFSET_UNKNOWN,
+        retrans_daddr_v6_off: OFFSET_UNKNOWN,
+        sk_net_off: OFFSET_UNKNOWN,
+        net_inum_off: OFFSET_UNKNOWN,
+        filter_netns: 0,
+        tcp_established: 1,
+        tcp_syn_sent: 2,
+        tcp_close: 7,
+    };
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: #[repr(C)], plain integers, explicit padding fields.
     unsafe impl aya::Pod for super::PeerKey {}
     unsafe impl aya::Pod for super::PeerStats {}
     unsafe impl aya::Pod for super::TcConfig {}
+    unsafe impl aya::Pod for super::ConnectKey {}
+    unsafe impl aya::Pod for super::ConnectStats {}
+    unsafe impl aya::Pod for super::TcpConfig {}
     // SAFETY: both are #[repr(C)], contain only u32 fields and have no padding.
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::KfreeSkbConfig {}
@@ -172,3 +287,6 @@ const _: () = assert!(core::mem::size_of::<KfreeSkbConfig>() == 32);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerStats>() == 56);
 const _: () = assert!(core::mem::size_of::<TcConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<ConnectKey>() == 24);
+const _: () = assert!(core::mem::size_of::<ConnectStats>() == 56);
+const _: () = assert!(core::mem::size_of::<TcpConfig>() == 80);

@@ -8,6 +8,8 @@
 mod kfree_skb;
 #[cfg(target_arch = "bpf")]
 mod peers;
+#[cfg(target_arch = "bpf")]
+mod tcp;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -75,6 +75,8 @@ pub struct Probes {
     pub kfree_skb: bool,
     /// TC per-peer traffic counting.
     pub peers: bool,
+    /// TCP connect outcomes per destination.
+    pub tcp: bool,
 }
 
 /// A configuration the user has to fix.
@@ -136,6 +138,7 @@ impl Default for Probes {
         Self {
             kfree_skb: true,
             peers: true,
+            tcp: true,
         }
     }
 }

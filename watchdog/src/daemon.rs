@@ -190,6 +190,15 @@ async fn read_loop(
             }
             None => {}
         }
+        match probes.read_connects() {
+            Some(Ok(snapshot)) => metrics.set_connects(&snapshot, config.peers.top_n),
+            Some(Err(err)) => {
+                metrics.map_read_errors.inc();
+                tracing::warn!("reading the TCP counters failed: {err}");
+                ok = false;
+            }
+            None => {}
+        }
         maps_read |= ok;
         let failures = publish_probe_status(probes, metrics);
         if !failures.is_empty() {

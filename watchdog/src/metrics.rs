@@ -18,6 +18,7 @@ use prometheus_client::{
 use crate::probes::{
     kfree_skb::{DropSnapshot, KfreeSkb},
     peers::{PeerSnapshot, interface_name},
+    tcp::ConnectSnapshot,
 };
 
 /// A label set: (name, value) pairs.
@@ -33,7 +34,7 @@ pub struct Metrics {
     pub netns_attribution: Gauge,
     /// `watchdog_map_read_errors_total`: failed reads of the in-kernel maps.
     pub map_read_errors: Counter,
-    drops: Arc<DropCollector>,
+    kernel: Arc<KernelCollector>,
 }
 
 impl Default for Metrics {
@@ -70,15 +71,15 @@ impl Metrics {
             "Failed reads of the in-kernel counter maps",
             map_read_errors.clone(),
         );
-        let drops = Arc::new(DropCollector::default());
-        registry.register_collector(Box::new(drops.clone()));
+        let kernel = Arc::new(KernelCollector::default());
+        registry.register_collector(Box::new(kernel.clone()));
         registry.register_collector(Box::new(ProcessCollector));
         Self {
             registry,
             probe_up,
             netns_attribution,
             map_read_errors,
-            drops,
+            kernel,
         }
     }
 
@@ -112,7 +113,7 @@ impl Metrics {
                 snapshot.unattributed,
             ),
         ];
-        let mut view = self.drops.view.write().expect("drop view lock");
+        let mut view = self.kernel.view.write().expect("kernel view lock");
         view.rows = rows;
         view.skipped = skipped;
     }
@@ -138,7 +139,7 @@ impl Metrics {
                 bytes.push((labels, octets));
             }
         }
-        let mut view = self.drops.view.write().expect("drop view lock");
+        let mut view = self.kernel.view.write().expect("kernel view lock");
         view.peer_packets = packets;
         view.peer_bytes = bytes;
         view.peer_map = vec![
@@ -149,6 +150,37 @@ impl Metrics {
             ),
         ];
         view.peer_entries = snapshot.peers.len() as i64;
+    }
+
+    /// Publishes TCP outcomes of the `top_n` destinations with the most failures and SYN
+    /// retransmits (then the most attempts).
+    pub fn set_connects(&self, snapshot: &ConnectSnapshot, top_n: usize) {
+        let mut worst: Vec<_> = snapshot.iter().collect();
+        worst.sort_by(|a, b| {
+            let trouble = |s: &crate::probes::tcp::ConnectSample| s.failed + s.syn_retransmits;
+            trouble(b.1)
+                .cmp(&trouble(a.1))
+                .then(b.1.attempts.cmp(&a.1.attempts))
+                .then(a.0.cmp(b.0))
+        });
+        let mut connects = Vec::new();
+        let mut syn_retransmits = Vec::new();
+        for ((_, addr, port), sample) in worst.into_iter().take(top_n) {
+            let peer = || vec![("peer", addr.to_string()), ("port", port.to_string())];
+            for (outcome, count) in [
+                ("attempted", sample.attempts),
+                ("established", sample.established),
+                ("failed", sample.failed),
+            ] {
+                let mut labels = peer();
+                labels.push(("outcome", outcome.to_owned()));
+                connects.push((labels, count));
+            }
+            syn_retransmits.push((peer(), sample.syn_retransmits));
+        }
+        let mut view = self.kernel.view.write().expect("kernel view lock");
+        view.connects = connects;
+        view.syn_retransmits = syn_retransmits;
     }
 
     /// The OpenMetrics text of every metric.
@@ -162,23 +194,25 @@ impl Metrics {
 
 /// The latest kernel counter readings (drops, peers), encoded on each scrape.
 #[derive(Debug, Default)]
-struct DropCollector {
-    view: RwLock<DropView>,
+struct KernelCollector {
+    view: RwLock<KernelView>,
 }
 
 #[derive(Debug, Default)]
-struct DropView {
+struct KernelView {
     rows: Vec<(Labels, u64)>,
     skipped: Vec<(Labels, u64)>,
     peer_packets: Vec<(Labels, u64)>,
     peer_bytes: Vec<(Labels, u64)>,
     peer_map: Vec<(Labels, u64)>,
     peer_entries: i64,
+    connects: Vec<(Labels, u64)>,
+    syn_retransmits: Vec<(Labels, u64)>,
 }
 
-impl Collector for DropCollector {
+impl Collector for KernelCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let view = self.view.read().expect("drop view lock");
+        let view = self.view.read().expect("kernel view lock");
         encode_counters(
             &mut encoder,
             "watchdog_kernel_drops",
@@ -219,7 +253,21 @@ impl Collector for DropCollector {
             "Peers currently held in the in-kernel LRU map.",
             None,
             entries.metric_type(),
-        )?)
+        )?)?;
+        encode_counters(
+            &mut encoder,
+            "watchdog_tcp_connects",
+            "TCP connects to a destination by outcome (attempted, established, failed); only \
+             the peers.top_n destinations with the most failures are shown.",
+            &view.connects,
+        )?;
+        encode_counters(
+            &mut encoder,
+            "watchdog_tcp_syn_retransmits",
+            "SYNs retransmitted to a destination (it does not answer); same destinations as \
+             watchdog_tcp_connects.",
+            &view.syn_retransmits,
+        )
     }
 }
 

@@ -10,8 +10,7 @@ use aya::{
 };
 use watchdog_common::{DropKey, KfreeSkbConfig, REASON_UNKNOWN, drop_stat};
 
-use super::KernelEnv;
-use crate::btf::Btf;
+use super::{KernelEnv, NetnsOffsets};
 
 /// The probe's name in metrics and logs.
 pub const NAME: &str = "kfree_skb";
@@ -41,7 +40,7 @@ pub enum Attribution {
 
 impl Plan {
     /// Reads the tracepoint format and, with BTF, the struct offsets.
-    pub fn new(env: &KernelEnv<'_>) -> Result<Self, String> {
+    pub fn new(env: &KernelEnv<'_>, netns: Result<&NetnsOffsets, &str>) -> Result<Self, String> {
         let tracefs = env
             .tracefs
             .ok_or("tracefs is not available, so the tracepoint format cannot be read")?;
@@ -74,12 +73,18 @@ impl Plan {
                  every drop is counted as {UNKNOWN_REASON}"
             ),
         }
-        let attribution = match env.btf {
-            None => Attribution::Unavailable("no kernel BTF".into()),
-            Some(btf) => match netns_offsets(btf, &mut config) {
-                Ok(()) => Attribution::PerNamespace,
-                Err(err) => Attribution::Unavailable(format!("BTF lacks an offset: {err}")),
-            },
+        let attribution = match netns {
+            Ok(offsets) => {
+                config.net_inum_off = offsets.net_inum;
+                config.skb_dev_off = offsets.skb_dev;
+                config.dev_net_off = offsets.dev_net;
+                if let (Some(skb_sk), Some(sk_net)) = (offsets.skb_sk, offsets.sk_net) {
+                    config.skb_sk_off = skb_sk;
+                    config.sk_net_off = sk_net;
+                }
+                Attribution::PerNamespace
+            }
+            Err(why) => Attribution::Unavailable(why.to_owned()),
         };
         if attribution == Attribution::PerNamespace {
             config.filter_netns = env.filter_netns.unwrap_or(0);
@@ -90,22 +95,6 @@ impl Plan {
             attribution,
         })
     }
-}
-
-/// Fills the offsets the program follows from an skb to its namespace's inode number.
-fn netns_offsets(btf: &Btf, config: &mut KfreeSkbConfig) -> Result<(), crate::btf::BtfError> {
-    config.net_inum_off = btf.member_offset("net", &["ns", "inum"])?;
-    config.skb_dev_off = btf.member_offset("sk_buff", &["dev"])?;
-    config.dev_net_off = btf.member_offset("net_device", &["nd_net", "net"])?;
-    // The socket path is a fallback for skbs without a device; optional.
-    if let (Ok(sk), Ok(net)) = (
-        btf.member_offset("sk_buff", &["sk"]),
-        btf.member_offset("sock", &["__sk_common", "skc_net", "net"]),
-    ) {
-        config.skb_sk_off = sk;
-        config.sk_net_off = net;
-    }
-    Ok(())
 }
 
 /// The attached probe.

@@ -4,6 +4,7 @@
 
 pub mod kfree_skb;
 pub mod peers;
+pub mod tcp;
 
 use std::fmt;
 
@@ -30,6 +31,36 @@ pub struct KernelEnv<'a> {
     pub btf: Option<&'a Btf>,
     /// Only report this network namespace (inode number); `None` reports all.
     pub filter_netns: Option<u32>,
+}
+
+/// Struct offsets (from BTF) that lead from an skb or a socket to its network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetnsOffsets {
+    /// `offsetof(struct net, ns.inum)`.
+    pub net_inum: u32,
+    /// `offsetof(struct sk_buff, dev)`.
+    pub skb_dev: u32,
+    /// `offsetof(struct net_device, nd_net.net)`.
+    pub dev_net: u32,
+    /// `offsetof(struct sk_buff, sk)`, if known.
+    pub skb_sk: Option<u32>,
+    /// `offsetof(struct sock, __sk_common.skc_net.net)`, if known.
+    pub sk_net: Option<u32>,
+}
+
+impl NetnsOffsets {
+    /// Resolves the offsets; the socket path is optional.
+    pub fn from_btf(btf: &Btf) -> Result<Self, crate::btf::BtfError> {
+        Ok(Self {
+            net_inum: btf.member_offset("net", &["ns", "inum"])?,
+            skb_dev: btf.member_offset("sk_buff", &["dev"])?,
+            dev_net: btf.member_offset("net_device", &["nd_net", "net"])?,
+            skb_sk: btf.member_offset("sk_buff", &["sk"]).ok(),
+            sk_net: btf
+                .member_offset("sock", &["__sk_common", "skc_net", "net"])
+                .ok(),
+        })
+    }
 }
 
 /// Whether a probe is counting.
@@ -66,6 +97,8 @@ pub struct Probes {
     kfree_skb: Option<kfree_skb::KfreeSkb>,
     /// Set up when `peers` is enabled and its programs loaded.
     peers: Option<peers::Peers>,
+    /// Set up when `tcp` is enabled and attached.
+    tcp: Option<tcp::Tcp>,
     status: Vec<ProbeStatus>,
     logger: Option<tokio::task::JoinHandle<()>>,
 }
@@ -84,7 +117,18 @@ impl Probes {
     pub fn start(config: &crate::config::Config, env: &KernelEnv<'_>) -> Result<Self, ProbeError> {
         let enabled = &config.probes;
         let mut status = Vec::new();
-        let kfree_plan = enabled.kfree_skb.then(|| kfree_skb::Plan::new(env));
+        let netns = match env.btf {
+            None => Err("no kernel BTF".to_owned()),
+            Some(btf) => {
+                NetnsOffsets::from_btf(btf).map_err(|err| format!("BTF lacks an offset: {err}"))
+            }
+        };
+        let kfree_plan = enabled
+            .kfree_skb
+            .then(|| kfree_skb::Plan::new(env, netns.as_ref().map_err(String::as_str)));
+        let tcp_plan = enabled
+            .tcp
+            .then(|| tcp::Plan::new(env, netns.as_ref().ok()));
         let kfree_config = match &kfree_plan {
             Some(Ok(plan)) => plan.config,
             _ => watchdog_common::KfreeSkbConfig::UNCONFIGURED,
@@ -105,6 +149,11 @@ impl Probes {
             *slot = *port;
         }
         loader.override_global("TC_CONFIG", &tc_config, true);
+        let tcp_config = match &tcp_plan {
+            Some(Ok(plan)) => plan.config,
+            _ => watchdog_common::TcpConfig::UNCONFIGURED,
+        };
+        loader.override_global("TCP_CONFIG", &tcp_config, true);
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let logger = start_ebpf_logger(&mut ebpf);
 
@@ -134,6 +183,21 @@ impl Probes {
                 Err(why) => status.push(failed(peers::NAME, why)),
             }
         }
+        let mut tcp_probe = None;
+        match tcp_plan {
+            None => {}
+            Some(Err(why)) => status.push(failed(tcp::NAME, why)),
+            Some(Ok(_)) => match tcp::Tcp::attach(&mut ebpf) {
+                Ok(probe) => {
+                    status.push(ProbeStatus {
+                        name: tcp::NAME,
+                        state: ProbeState::Attached,
+                    });
+                    tcp_probe = Some(probe);
+                }
+                Err(why) => status.push(failed(tcp::NAME, why)),
+            },
+        }
         for probe in &status {
             match probe.state {
                 ProbeState::Attached => tracing::info!("{probe}"),
@@ -144,6 +208,7 @@ impl Probes {
             ebpf,
             kfree_skb: kfree,
             peers,
+            tcp: tcp_probe,
             status,
             logger,
         })
@@ -177,6 +242,11 @@ impl Probes {
     /// Reads the peer map (None if the probe is not loaded).
     pub fn read_peers(&self) -> Option<Result<peers::PeerSnapshot, aya::maps::MapError>> {
         self.peers.as_ref().map(|probe| probe.read(&self.ebpf))
+    }
+
+    /// Reads the TCP destination map (None if the probe is not attached).
+    pub fn read_connects(&self) -> Option<Result<tcp::ConnectSnapshot, aya::maps::MapError>> {
+        self.tcp.as_ref().map(|probe| probe.read(&self.ebpf))
     }
 
     /// Reads the drop counters (None if the probe is not attached).

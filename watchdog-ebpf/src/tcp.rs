@@ -1,0 +1,215 @@
+//! TCP connect outcomes and retransmissions per destination, from `sock:inet_sock_set_state`
+//! and `tcp:tcp_retransmit_skb`. Counts only; the destinations live in a bounded LRU map.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{map, tracepoint},
+    maps::LruPerCpuHashMap,
+    programs::TracePointContext,
+};
+use watchdog_common::{
+    CONNECT_MAP_ENTRIES, ConnectKey, ConnectStats, NETNS_UNKNOWN, OFFSET_UNKNOWN, TcpConfig,
+};
+
+#[unsafe(no_mangle)]
+static TCP_CONFIG: TcpConfig = TcpConfig::UNCONFIGURED;
+
+#[map]
+static CONNECTS: LruPerCpuHashMap<ConnectKey, ConnectStats> =
+    LruPerCpuHashMap::with_max_entries(CONNECT_MAP_ENTRIES, 0);
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+
+#[inline(always)]
+fn config() -> TcpConfig {
+    // SAFETY: our own .rodata global, rewritten by the loader.
+    unsafe { core::ptr::read_volatile(&TCP_CONFIG) }
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_set_state(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    let _ = try_retransmit(&ctx);
+    0
+}
+
+/// Reads a field at a format-file offset.
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i32> {
+    // SAFETY: offsets come from the tracepoint's format file.
+    unsafe { ctx.read_at::<T>(offset as usize) }
+}
+
+fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
+    let cfg = config();
+    if cfg.state_new_off == OFFSET_UNKNOWN {
+        return Ok(());
+    }
+    if field::<u16>(ctx, cfg.state_protocol_off)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    let old = field::<i32>(ctx, cfg.state_old_off)? as u32;
+    let new = field::<i32>(ctx, cfg.state_new_off)? as u32;
+    let outcome = if old == cfg.tcp_close && new == cfg.tcp_syn_sent {
+        Outcome::Attempt
+    } else if old == cfg.tcp_syn_sent && new == cfg.tcp_established {
+        Outcome::Established
+    } else if old == cfg.tcp_syn_sent && new == cfg.tcp_close {
+        Outcome::Failed
+    } else {
+        return Ok(());
+    };
+    let Some(key) = key_of(
+        ctx,
+        &cfg,
+        cfg.state_skaddr_off,
+        cfg.state_family_off,
+        cfg.state_dport_off,
+        cfg.state_daddr_off,
+        cfg.state_daddr_v6_off,
+    )?
+    else {
+        return Ok(());
+    };
+    record(&key, outcome);
+    Ok(())
+}
+
+fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
+    let cfg = config();
+    if cfg.retrans_state_off == OFFSET_UNKNOWN {
+        return Ok(());
+    }
+    let state = field::<i32>(ctx, cfg.retrans_state_off)? as u32;
+    let Some(key) = key_of(
+        ctx,
+        &cfg,
+        cfg.retrans_skaddr_off,
+        cfg.retrans_family_off,
+        cfg.retrans_dport_off,
+        cfg.retrans_daddr_off,
+        cfg.retrans_daddr_v6_off,
+    )?
+    else {
+        return Ok(());
+    };
+    let outcome = if state == cfg.tcp_syn_sent {
+        Outcome::SynRetransmit
+    } else {
+        Outcome::Retransmit
+    };
+    record(&key, outcome);
+    Ok(())
+}
+
+/// The destination key, or `None` if the socket is in another namespace than the filter.
+#[inline(always)]
+fn key_of(
+    ctx: &TracePointContext,
+    cfg: &TcpConfig,
+    skaddr_off: u32,
+    family_off: u32,
+    dport_off: u32,
+    daddr_off: u32,
+    daddr_v6_off: u32,
+) -> Result<Option<ConnectKey>, i32> {
+    let netns = netns_of(ctx, cfg, skaddr_off);
+    if cfg.filter_netns != 0 && netns != cfg.filter_netns {
+        return Ok(None);
+    }
+    let mut key = ConnectKey {
+        addr: [0; 16],
+        netns,
+        port: field::<u16>(ctx, dport_off)?,
+        family: 0,
+        _pad: 0,
+    };
+    match field::<u16>(ctx, family_off)? {
+        AF_INET => {
+            key.family = 4;
+            let addr: [u8; 4] = field(ctx, daddr_off)?;
+            key.addr[..4].copy_from_slice(&addr);
+        }
+        AF_INET6 => {
+            key.family = 6;
+            key.addr = field(ctx, daddr_v6_off)?;
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(key))
+}
+
+#[inline(always)]
+fn netns_of(ctx: &TracePointContext, cfg: &TcpConfig, skaddr_off: u32) -> u32 {
+    if cfg.sk_net_off == OFFSET_UNKNOWN || cfg.net_inum_off == OFFSET_UNKNOWN {
+        return NETNS_UNKNOWN;
+    }
+    let Ok(sk) = field::<u64>(ctx, skaddr_off) else {
+        return NETNS_UNKNOWN;
+    };
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    let net =
+        unsafe { bpf_probe_read_kernel((sk + cfg.sk_net_off as u64) as *const u64) }.unwrap_or(0);
+    if net == 0 {
+        return NETNS_UNKNOWN;
+    }
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel((net + cfg.net_inum_off as u64) as *const u32) }
+        .unwrap_or(NETNS_UNKNOWN)
+}
+
+#[derive(Clone, Copy)]
+enum Outcome {
+    Attempt,
+    Established,
+    Failed,
+    Retransmit,
+    SynRetransmit,
+}
+
+#[inline(always)]
+fn apply(stats: &mut ConnectStats, outcome: Outcome, now: u64) {
+    match outcome {
+        Outcome::Attempt => stats.attempts += 1,
+        Outcome::Established => {
+            stats.established += 1;
+            stats.last_established_ns = now;
+        }
+        Outcome::Failed => {
+            stats.failed += 1;
+            stats.last_failed_ns = now;
+        }
+        Outcome::Retransmit => stats.retransmits += 1,
+        Outcome::SynRetransmit => {
+            stats.retransmits += 1;
+            stats.syn_retransmits += 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn record(key: &ConnectKey, outcome: Outcome) {
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(stats) = CONNECTS.get_ptr_mut(key) {
+        // SAFETY: this CPU's value of a live entry.
+        apply(unsafe { &mut *stats }, outcome, now);
+        return;
+    }
+    let mut fresh = ConnectStats::default();
+    apply(&mut fresh, outcome, now);
+    if CONNECTS.insert(key, &fresh, BPF_NOEXIST as u64).is_err()
+        && let Some(stats) = CONNECTS.get_ptr_mut(key)
+    {
+        // SAFETY: as above.
+        apply(unsafe { &mut *stats }, outcome, now);
+    }
+}
