@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use watchdog_tests::{Daemon, NetNs, poll_until, require_root, traffic};
+use watchdog_tests::{Daemon, NetNs, ip, poll_until, require_root, traffic};
 
 const DROPS: &str = "watchdog_kernel_drops_total";
 
@@ -132,4 +132,87 @@ fn without_btf_counts_every_namespace_and_says_so() {
     let log = daemon.log();
     assert!(log.contains("running without kernel BTF"), "{log}");
     assert!(log.contains("counted together"), "{log}");
+}
+
+#[test]
+fn neighbour_failures_are_counted_per_destination() {
+    if !require_root("neighbour_failures_are_counted_per_destination") {
+        return;
+    }
+    let node = NetNs::new("wd-neigh");
+    let remote = NetNs::new("wd-neigh-remote");
+    ip(&[
+        "-n",
+        node.name(),
+        "link",
+        "add",
+        "wn0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "wn1",
+    ]);
+    ip(&[
+        "-n",
+        node.name(),
+        "link",
+        "set",
+        "wn1",
+        "netns",
+        remote.name(),
+    ]);
+    ip(&[
+        "-n",
+        node.name(),
+        "addr",
+        "add",
+        "10.79.0.1/24",
+        "dev",
+        "wn0",
+    ]);
+    ip(&["-n", node.name(), "link", "set", "wn0", "up"]);
+    ip(&["-n", remote.name(), "link", "set", "wn1", "up"]);
+    // A stale route: its gateway 10.79.0.9 never answers ARP. Resolve fast: one probe, 100 ms.
+    ip(&[
+        "-n",
+        node.name(),
+        "route",
+        "add",
+        "10.55.0.0/24",
+        "via",
+        "10.79.0.9",
+    ]);
+    for (key, value) in [("mcast_solicit", "1"), ("retrans_time_ms", "100")] {
+        let path = format!("/proc/sys/net/ipv4/neigh/wn0/{key}");
+        node.run(|| std::fs::write(&path, value).expect("neigh sysctl"));
+    }
+    let mut daemon = Daemon::start(&node, "");
+    daemon.wait_ready();
+    node.run(|| {
+        let socket = std::net::UdpSocket::bind("10.79.0.1:0").unwrap();
+        for _ in 0..5 {
+            socket.send_to(b"lost", "10.55.0.5:9").unwrap();
+        }
+    });
+    let labels = [("reason", "NEIGH_FAILED"), ("destination", "10.55.0.5")];
+    let metrics = poll_until(
+        Duration::from_secs(10),
+        "5 NEIGH_FAILED drops to 10.55.0.5",
+        || {
+            let metrics = daemon.metrics();
+            (metrics.count("watchdog_kernel_drop_destinations_total", &labels) >= 5)
+                .then_some(metrics)
+        },
+    );
+    assert_eq!(
+        metrics.count("watchdog_kernel_drop_destinations_total", &labels),
+        5
+    );
+    assert_eq!(
+        metrics.count(DROPS, &[("reason", "NEIGH_FAILED")]),
+        5,
+        "{}",
+        metrics.0
+    );
 }

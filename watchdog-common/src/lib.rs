@@ -64,6 +64,12 @@ pub struct KfreeSkbConfig {
     pub net_inum_off: u32,
     /// Only count drops in this namespace (inode number); 0 counts every namespace.
     pub filter_netns: u32,
+    /// `offsetof(struct sk_buff, head)`, or [`OFFSET_UNKNOWN`].
+    pub skb_head_off: u32,
+    /// `offsetof(struct sk_buff, network_header)` (a u16), or [`OFFSET_UNKNOWN`].
+    pub skb_network_header_off: u32,
+    /// Reasons (values below 256) whose drops are also counted per destination address.
+    pub attribute_reasons: [u64; 4],
 }
 
 impl KfreeSkbConfig {
@@ -77,7 +83,34 @@ impl KfreeSkbConfig {
         sk_net_off: OFFSET_UNKNOWN,
         net_inum_off: OFFSET_UNKNOWN,
         filter_netns: 0,
+        skb_head_off: OFFSET_UNKNOWN,
+        skb_network_header_off: OFFSET_UNKNOWN,
+        attribute_reasons: [0; 4],
     };
+
+    /// Whether drops with `reason` are attributed to their destination.
+    pub fn attributes(&self, reason: u32) -> bool {
+        reason < 256 && self.attribute_reasons[(reason / 64) as usize] & (1 << (reason % 64)) != 0
+    }
+}
+
+/// Capacity of the per-destination drop LRU map.
+pub const DROP_DEST_MAP_ENTRIES: u32 = 4096;
+
+/// Key of the `DROP_DESTS` LRU map: drops of one reason towards one destination address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DropDestKey {
+    /// IPv4 (first 4 bytes) or IPv6 destination of the dropped packet.
+    pub addr: [u8; 16],
+    /// Network namespace inode.
+    pub netns: u32,
+    /// Drop reason value.
+    pub reason: u32,
+    /// 4 or 6.
+    pub family: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 7],
 }
 
 /// Capacity of the per-peer traffic LRU map (least recently seen peers are evicted).
@@ -276,6 +309,7 @@ mod user {
     unsafe impl aya::Pod for super::ConnectKey {}
     unsafe impl aya::Pod for super::ConnectStats {}
     unsafe impl aya::Pod for super::TcpConfig {}
+    unsafe impl aya::Pod for super::DropDestKey {}
     // SAFETY: both are #[repr(C)], contain only u32 fields and have no padding.
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::KfreeSkbConfig {}
@@ -283,7 +317,8 @@ mod user {
 
 // Layout is part of the kernel/userspace contract: fail the build if it drifts.
 const _: () = assert!(core::mem::size_of::<DropKey>() == 8);
-const _: () = assert!(core::mem::size_of::<KfreeSkbConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<KfreeSkbConfig>() == 72);
+const _: () = assert!(core::mem::size_of::<DropDestKey>() == 32);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerStats>() == 56);
 const _: () = assert!(core::mem::size_of::<TcConfig>() == 8);

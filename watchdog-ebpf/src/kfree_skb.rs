@@ -4,13 +4,13 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::bpf_probe_read_kernel,
     macros::{map, tracepoint},
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
 use watchdog_common::{
-    DROP_MAP_ENTRIES, DropKey, KfreeSkbConfig, NETNS_UNKNOWN, OFFSET_UNKNOWN, REASON_UNKNOWN,
-    drop_stat,
+    DROP_DEST_MAP_ENTRIES, DROP_MAP_ENTRIES, DropDestKey, DropKey, KfreeSkbConfig, NETNS_UNKNOWN,
+    OFFSET_UNKNOWN, REASON_UNKNOWN, drop_stat,
 };
 
 /// Offsets and the namespace filter, written by the loader before verification.
@@ -19,6 +19,11 @@ static KFREE_SKB_CONFIG: KfreeSkbConfig = KfreeSkbConfig::UNCONFIGURED;
 
 #[map]
 static DROPS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(DROP_MAP_ENTRIES, 0);
+
+/// Drops per destination address, for the route and neighbour reasons userspace selects.
+#[map]
+static DROP_DESTS: LruPerCpuHashMap<DropDestKey, u64> =
+    LruPerCpuHashMap::with_max_entries(DROP_DEST_MAP_ENTRIES, 0);
 
 #[map]
 static DROP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_stat::COUNT, 0);
@@ -56,7 +61,74 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     count(ctx, &DropKey { netns, reason });
+    if cfg.attributes(reason) {
+        count_destination(ctx, &cfg, netns, reason);
+    }
     Ok(())
+}
+
+/// Counts the drop under the destination address of the packet's IP header.
+#[inline(always)]
+fn count_destination(ctx: &TracePointContext, cfg: &KfreeSkbConfig, netns: u32, reason: u32) {
+    if cfg.skb_head_off == OFFSET_UNKNOWN || cfg.skb_network_header_off == OFFSET_UNKNOWN {
+        return;
+    }
+    // SAFETY: offset from the format file.
+    let Ok(skb) = (unsafe { ctx.read_at::<u64>(cfg.skbaddr_off as usize) }) else {
+        return;
+    };
+    let head = read_ptr(skb, cfg.skb_head_off);
+    // SAFETY: bpf_probe_read_kernel tolerates any address.
+    let Ok(network) =
+        (unsafe { bpf_probe_read_kernel((skb + cfg.skb_network_header_off as u64) as *const u16) })
+    else {
+        return;
+    };
+    if head == 0 || network == u16::MAX {
+        return;
+    }
+    let header = head + network as u64;
+    // SAFETY: as above.
+    let Ok(first) = (unsafe { bpf_probe_read_kernel(header as *const u8) }) else {
+        return;
+    };
+    let mut key = DropDestKey {
+        addr: [0; 16],
+        netns,
+        reason,
+        family: 0,
+        _pad: [0; 7],
+    };
+    match first >> 4 {
+        4 => {
+            // SAFETY: as above.
+            let Ok(addr) = (unsafe { bpf_probe_read_kernel((header + 16) as *const [u8; 4]) })
+            else {
+                return;
+            };
+            key.family = 4;
+            key.addr[..4].copy_from_slice(&addr);
+        }
+        6 => {
+            // SAFETY: as above.
+            let Ok(addr) = (unsafe { bpf_probe_read_kernel((header + 24) as *const [u8; 16]) })
+            else {
+                return;
+            };
+            key.family = 6;
+            key.addr = addr;
+        }
+        _ => return,
+    }
+    if let Some(value) = DROP_DESTS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value.
+        unsafe { *value += 1 };
+    } else if DROP_DESTS.insert(&key, 1u64, BPF_NOEXIST as u64).is_err()
+        && let Some(value) = DROP_DESTS.get_ptr_mut(&key)
+    {
+        // SAFETY: as above.
+        unsafe { *value += 1 };
+    }
 }
 
 /// The inode number of the skb's network namespace: through `skb->dev`, else `skb->sk`.

@@ -173,7 +173,9 @@ async fn read_loop(
         probes.sync_interfaces();
         let mut ok = true;
         match (probes.kfree_skb(), probes.read_drops()) {
-            (Some(probe), Some(Ok(snapshot))) => metrics.set_drops(probe, &snapshot, label_netns),
+            (Some(probe), Some(Ok(snapshot))) => {
+                metrics.set_drops(probe, &snapshot, label_netns, config.peers.top_n);
+            }
             (_, Some(Err(err))) => {
                 metrics.map_read_errors.inc();
                 tracing::warn!("reading the drop counters failed: {err}");

@@ -84,7 +84,13 @@ impl Metrics {
     }
 
     /// Publishes a new reading of the drop counters.
-    pub fn set_drops(&self, probe: &KfreeSkb, snapshot: &DropSnapshot, label_netns: bool) {
+    pub fn set_drops(
+        &self,
+        probe: &KfreeSkb,
+        snapshot: &DropSnapshot,
+        label_netns: bool,
+        top_n: usize,
+    ) {
         let mut rows: Vec<(Labels, u64)> = Vec::with_capacity(snapshot.counts.len());
         for (key, count) in &snapshot.counts {
             let mut labels = Vec::with_capacity(2);
@@ -113,9 +119,23 @@ impl Metrics {
                 snapshot.unattributed,
             ),
         ];
+        let mut busiest: Vec<_> = snapshot.destinations.iter().collect();
+        busiest.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let destinations = busiest
+            .into_iter()
+            .take(top_n)
+            .map(|((_, reason, addr), count)| {
+                let labels = vec![
+                    ("reason", probe.reason_name(*reason).to_owned()),
+                    ("destination", addr.to_string()),
+                ];
+                (labels, *count)
+            })
+            .collect();
         let mut view = self.kernel.view.write().expect("kernel view lock");
         view.rows = rows;
         view.skipped = skipped;
+        view.drop_destinations = destinations;
     }
 
     /// Publishes the busiest `top_n` peers (by packets sent) and the peer map's health.
@@ -206,6 +226,7 @@ struct KernelView {
     peer_bytes: Vec<(Labels, u64)>,
     peer_map: Vec<(Labels, u64)>,
     peer_entries: i64,
+    drop_destinations: Vec<(Labels, u64)>,
     connects: Vec<(Labels, u64)>,
     syn_retransmits: Vec<(Labels, u64)>,
 }
@@ -225,6 +246,13 @@ impl Collector for KernelCollector {
             "Drops the probe saw but did not count: map_full (counter map full), \
              other_netns (another network namespace), unattributed (namespace unreadable).",
             &view.skipped,
+        )?;
+        encode_counters(
+            &mut encoder,
+            "watchdog_kernel_drop_destinations",
+            "Drops for route and neighbour reasons (NEIGH_FAILED, IP_OUTNOROUTES, ...) by the \
+             dropped packet's destination; only the peers.top_n busiest destinations.",
+            &view.drop_destinations,
         )?;
         encode_counters(
             &mut encoder,

@@ -1,19 +1,37 @@
 //! `skb:kfree_skb`: packets the kernel dropped, by the kernel's drop reason, per network
 //! namespace.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use aya::{
     Ebpf,
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
     programs::TracePoint,
 };
-use watchdog_common::{DropKey, KfreeSkbConfig, REASON_UNKNOWN, drop_stat};
+use watchdog_common::{DropDestKey, DropKey, KfreeSkbConfig, REASON_UNKNOWN, drop_stat};
 
 use super::{KernelEnv, NetnsOffsets};
 
 /// The probe's name in metrics and logs.
 pub const NAME: &str = "kfree_skb";
+
+/// Drop reasons whose packets are also counted per destination address: the route and
+/// neighbour failures that name a ghost route or gateway.
+pub const ATTRIBUTED_REASONS: &[&str] = &[
+    "IP_OUTNOROUTES",
+    "IP_INNOROUTES",
+    "IP_INADDRERRORS",
+    "NEIGH_FAILED",
+    "NEIGH_QUEUEFULL",
+    "NEIGH_DEAD",
+    "NEIGH_CREATEFAIL",
+    "PKT_TOO_BIG",
+    "NO_TX_TARGET",
+    "IP_INVALID_DEST",
+];
 
 /// Label of drops whose reason the kernel does not report (or reports with a value its own
 /// table does not name).
@@ -82,6 +100,15 @@ impl Plan {
                     config.skb_sk_off = skb_sk;
                     config.sk_net_off = sk_net;
                 }
+                if let Some((head, network)) = offsets.skb_head_network {
+                    config.skb_head_off = head;
+                    config.skb_network_header_off = network;
+                    for (value, name) in &reasons {
+                        if *value < 256 && ATTRIBUTED_REASONS.contains(&name.as_str()) {
+                            config.attribute_reasons[(*value / 64) as usize] |= 1 << (*value % 64);
+                        }
+                    }
+                }
                 Attribution::PerNamespace
             }
             Err(why) => Attribution::Unavailable(why.to_owned()),
@@ -109,6 +136,9 @@ pub struct KfreeSkb {
 pub struct DropSnapshot {
     /// Drops per (network namespace inode, reason value).
     pub counts: BTreeMap<DropKey, u64>,
+    /// Drops per (network namespace inode, reason value, destination address), for the
+    /// [`ATTRIBUTED_REASONS`].
+    pub destinations: BTreeMap<(u32, u32, IpAddr), u64>,
     /// Drops not counted because the key map was full.
     pub map_full: u64,
     /// Drops in other namespaces, skipped by the namespace filter.
@@ -174,6 +204,27 @@ impl KfreeSkb {
         for entry in drops.iter() {
             let (key, per_cpu) = entry?;
             *snapshot.counts.entry(key).or_default() += per_cpu.iter().sum::<u64>();
+        }
+        let dests: PerCpuHashMap<&MapData, DropDestKey, u64> =
+            PerCpuHashMap::try_from(ebpf.map("DROP_DESTS").ok_or(MapError::InvalidName {
+                name: "DROP_DESTS".into(),
+            })?)?;
+        for entry in dests.iter() {
+            let (key, per_cpu) = entry?;
+            let addr = match key.family {
+                4 => IpAddr::V4(Ipv4Addr::new(
+                    key.addr[0],
+                    key.addr[1],
+                    key.addr[2],
+                    key.addr[3],
+                )),
+                6 => IpAddr::V6(Ipv6Addr::from(key.addr)),
+                _ => continue,
+            };
+            *snapshot
+                .destinations
+                .entry((key.netns, key.reason, addr))
+                .or_default() += per_cpu.iter().sum::<u64>();
         }
         let stats: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(ebpf.map("DROP_STATS").ok_or(MapError::InvalidName {

@@ -46,6 +46,9 @@ pub struct NetnsOffsets {
     pub skb_sk: Option<u32>,
     /// `offsetof(struct sock, __sk_common.skc_net.net)`, if known.
     pub sk_net: Option<u32>,
+    /// `offsetof(struct sk_buff, head)` and `network_header`, if known: the way to a dropped
+    /// packet's IP header.
+    pub skb_head_network: Option<(u32, u32)>,
 }
 
 impl NetnsOffsets {
@@ -58,6 +61,10 @@ impl NetnsOffsets {
             skb_sk: btf.member_offset("sk_buff", &["sk"]).ok(),
             sk_net: btf
                 .member_offset("sock", &["__sk_common", "skc_net", "net"])
+                .ok(),
+            skb_head_network: btf
+                .member_offset("sk_buff", &["head"])
+                .and_then(|head| Ok((head, btf.member_offset("sk_buff", &["network_header"])?)))
                 .ok(),
         })
     }
