@@ -98,7 +98,7 @@ fn index_octet(i: usize) -> u8 {
 pub struct Node {
     index: usize,
     // Drop order matters: the responder thread holds a reference to the pod namespace.
-    _responder: Background,
+    responder: Background,
     pod: NetNs,
     ns: NetNs,
 }
@@ -275,7 +275,7 @@ impl Lab {
             let responder = responder(&pod, i);
             built.push(Some(Node {
                 index: i,
-                _responder: responder,
+                responder,
                 pod,
                 ns,
             }));
@@ -477,6 +477,26 @@ impl Lab {
         ip_tool("ip", Some(&self.node(i).ns), &["route", "show"])
     }
 
+    /// Packet counters of `dev` in node `i` (`ip -s -j link show dev <dev>`).
+    pub fn link_stats(&self, i: usize, dev: &str) -> LinkStats {
+        let text = ip_tool(
+            "ip",
+            Some(&self.node(i).ns),
+            &["-s", "-j", "link", "show", "dev", dev],
+        );
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("ip -s -j link show dev {dev}: {e}: {text}"));
+        let stats = &json[0]["stats64"];
+        let count = |dir: &str, key: &str| stats[dir][key].as_u64().unwrap_or(0);
+        LinkStats {
+            rx_packets: count("rx", "packets"),
+            rx_dropped: count("rx", "dropped"),
+            tx_packets: count("tx", "packets"),
+            tx_dropped: count("tx", "dropped"),
+            tx_errors: count("tx", "errors"),
+        }
+    }
+
     /// Runs `ip args…` inside node `i`'s namespace, panicking on failure.
     pub fn ip_in(&self, i: usize, args: &[&str]) {
         let mut full = vec!["-n", self.node(i).ns.name()];
@@ -579,7 +599,11 @@ impl Lab {
 
     /// The decommissioned node: deletes node `j`'s namespaces (node and pod, with their
     /// veths) while every other node keeps its route, neighbour and FDB entry for `j`.
-    /// Traffic to pod `j` then goes to an underlay address nothing answers.
+    /// Traffic to pod `j` then goes to an underlay address nothing answers (ARP for it
+    /// fails on the senders' `eth0`).
+    ///
+    /// Stop [`UdpStream`]s *from* pod `j` first: their threads hold the pod namespace
+    /// alive (unnamed) until they stop. Streams *to* pod `j` may keep running.
     pub fn remove_node(&mut self, j: usize) {
         let node = self.nodes[j]
             .take()
@@ -612,8 +636,12 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        // Threads and node namespaces first (each Node stops its thread before its
-        // namespaces go), then the underlay.
+        // Threads and node namespaces first (each Node joins its thread before its
+        // namespaces go), then the underlay. Signal every thread first so their
+        // receive timeouts run out together.
+        for node in self.nodes.iter().flatten() {
+            node.responder.stop.store(true, Ordering::Relaxed);
+        }
         self.nodes.clear();
     }
 }
@@ -652,6 +680,21 @@ impl FdbEntry {
             flags: flags.join(" "),
         })
     }
+}
+
+/// Interface packet counters, see [`Lab::link_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets dropped on receive.
+    pub rx_dropped: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Packets dropped on transmit (e.g. `flannel.1` with no FDB entry).
+    pub tx_dropped: u64,
+    /// Transmit errors (e.g. no route to the remote VTEP).
+    pub tx_errors: u64,
 }
 
 /// A pod pair that failed a round trip.

@@ -147,10 +147,28 @@ fn repoint_fdb_sends_one_pair_into_the_void() {
     stream.wait_replies(10, BREAK_TIMEOUT);
 
     lab.repoint_fdb(0, 1, RETIRED_VTEP);
+    let vxlan_before = lab.link_stats(0, VXLAN_DEV);
+    let eth0_before = lab.link_stats(0, "eth0");
 
-    // Packets keep leaving (no local error), none come back.
+    // Packets keep leaving (no local error or drop), none come back.
     let stats = stream.wait_blackout(50, BREAK_TIMEOUT);
     assert_eq!(stats.send_errors, 0, "{stats:?}");
+    let vxlan = lab.link_stats(0, VXLAN_DEV);
+    let eth0 = lab.link_stats(0, "eth0");
+    assert!(
+        vxlan.tx_packets >= vxlan_before.tx_packets + 50,
+        "{vxlan:?}"
+    );
+    assert!(eth0.tx_packets >= eth0_before.tx_packets + 50, "{eth0:?}");
+    assert_eq!(
+        (vxlan.tx_dropped, vxlan.tx_errors, eth0.tx_dropped),
+        (
+            vxlan_before.tx_dropped,
+            vxlan_before.tx_errors,
+            eth0_before.tx_dropped
+        ),
+        "the ghost VTEP must cost no local drop"
+    );
     let entry = lab
         .fdb(0)
         .into_iter()
@@ -290,11 +308,18 @@ fn flush_fdb_collapses_one_nodes_tunnels() {
         return;
     }
     let lab = healthy_lab(3);
+    let before = lab.link_stats(0, VXLAN_DEV);
     lab.flush_fdb(0);
     assert!(lab.fdb(0).is_empty());
     // Routes and neighbours stay: traffic still reaches flannel.1 and dies there.
     assert!(lab.routes(0).contains(&lab::pod_cidr(1)));
     assert_only_broken(&lab, &[(0, 1), (0, 2)]);
+    // The packets die on flannel.1 itself: no FDB entry, no remote.
+    let after = lab.link_stats(0, VXLAN_DEV);
+    assert!(
+        after.tx_dropped > before.tx_dropped,
+        "{before:?} -> {after:?}"
+    );
     assert_teardown(lab);
 }
 
