@@ -17,6 +17,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod lab;
+
 /// True when running as root. Otherwise says why the test cannot run, and fails under CI
 /// (`CI` set), where the suite must run for real.
 pub fn require_root(test: &str) -> bool {
