@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod mirror;
 pub mod probes;
 pub mod procfs;
 pub mod tracefs;
