@@ -7,6 +7,8 @@ pub mod btf;
 pub mod caps;
 pub mod config;
 pub mod daemon;
+pub mod detect;
+pub mod findings;
 pub mod health;
 pub mod http;
 pub mod metrics;

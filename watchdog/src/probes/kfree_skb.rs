@@ -20,7 +20,10 @@ pub const NAME: &str = "kfree_skb";
 
 /// Drop reasons whose packets are also counted per destination address: the route and
 /// neighbour failures that name a ghost route or gateway.
+/// `NOT_SPECIFIED` is included because forwarded packets that meet a blackhole,
+/// unreachable or prohibit route are dropped with it.
 pub const ATTRIBUTED_REASONS: &[&str] = &[
+    "NOT_SPECIFIED",
     "IP_OUTNOROUTES",
     "IP_INNOROUTES",
     "IP_INADDRERRORS",

@@ -1,0 +1,227 @@
+//! Detectors: pure functions from (network mirror, kernel counters, settings) to
+//! [`Candidate`]s. Nothing here touches the kernel, so every detector is unit-tested with
+//! hand-built snapshots.
+
+mod gateway;
+mod routes;
+mod traffic;
+mod vxlan;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize;
+
+use crate::{
+    findings::{Candidate, RouteRef},
+    mirror::model::{Resolution, Route, Snapshot, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN},
+    probes::{peers::PeerSample, tcp::ConnectSample},
+};
+
+/// Detector thresholds (`[detect]` in the config).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// A destination that gets packets and sends nothing back for this long is blackholed;
+    /// also the span over which drops and connect failures are counted.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Packets sent without reply within the window before a destination counts as
+    /// blackholed.
+    pub min_packets: u64,
+    /// Failed TCP connects within the window (with none succeeding) before a destination
+    /// counts as failing.
+    pub min_failed_connects: u64,
+    /// Consecutive cycles a problem must be seen before its finding fires.
+    pub confirm: u32,
+    /// Consecutive cycles without the problem before its finding resolves.
+    pub clear_after: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(10),
+            min_packets: 5,
+            min_failed_connects: 3,
+            confirm: 2,
+            clear_after: 5,
+        }
+    }
+}
+
+/// Kernel counters at one moment, as the detectors see them (this namespace only).
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    /// When it was read.
+    pub at: Option<Instant>,
+    /// Drops by (reason name, destination), cumulative.
+    pub drop_destinations: BTreeMap<(String, IpAddr), u64>,
+    /// Traffic by (interface index, remote address), cumulative.
+    pub peers: BTreeMap<(u32, IpAddr), PeerSample>,
+    /// TCP outcomes by (destination, port), cumulative.
+    pub connects: BTreeMap<(IpAddr, u16), ConnectSample>,
+}
+
+/// Recent samples: the newest and the one the window's deltas start from.
+#[derive(Debug)]
+pub struct History {
+    window: Duration,
+    samples: VecDeque<Arc<Sample>>,
+}
+
+impl History {
+    /// Keeps samples up to `window` old.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            samples: VecDeque::new(),
+        }
+    }
+
+    /// Adds the newest sample and forgets those older than the window.
+    pub fn push(&mut self, sample: Sample) {
+        let now = sample.at.unwrap_or_else(Instant::now);
+        self.samples.push_back(Arc::new(sample));
+        while self.samples.len() > 1
+            && self.samples[1]
+                .at
+                .is_some_and(|at| now.duration_since(at) >= self.window)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The newest sample.
+    pub fn now(&self) -> Option<&Sample> {
+        self.samples.back().map(Arc::as_ref)
+    }
+
+    /// The oldest sample within the window (the start of the deltas).
+    pub fn baseline(&self) -> Option<&Sample> {
+        self.samples.front().map(Arc::as_ref)
+    }
+}
+
+/// Everything a detector may look at.
+pub struct Inputs<'a> {
+    /// The network mirror.
+    pub net: &'a Snapshot,
+    /// The newest counters.
+    pub now: &'a Sample,
+    /// The counters at the start of the window (`now` itself when there is no history).
+    pub then: &'a Sample,
+    /// Thresholds.
+    pub settings: &'a Settings,
+}
+
+impl Inputs<'_> {
+    /// How much history the deltas cover.
+    pub fn span(&self) -> Duration {
+        match (self.now.at, self.then.at) {
+            (Some(now), Some(then)) => now.duration_since(then),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// True once the deltas cover (nearly) a whole window: silence-based detectors wait
+    /// for it.
+    pub fn full_window(&self) -> bool {
+        self.span() * 10 >= self.settings.window * 9
+    }
+
+    /// Drops by (reason, destination) within the window; only non-zero ones.
+    pub fn drop_deltas(&self) -> impl Iterator<Item = (&str, IpAddr, u64)> + '_ {
+        self.now
+            .drop_destinations
+            .iter()
+            .filter_map(|((reason, addr), count)| {
+                let before = self
+                    .then
+                    .drop_destinations
+                    .get(&(reason.clone(), *addr))
+                    .copied()
+                    .unwrap_or(0);
+                let delta = count.saturating_sub(before);
+                (delta > 0).then_some((reason.as_str(), *addr, delta))
+            })
+    }
+
+    /// The route the kernel would pick for `dst` (policy rules included).
+    pub fn route_for(&self, dst: IpAddr) -> Option<Resolution<'_>> {
+        self.net.lookup_with_rules(dst, None)
+    }
+
+    /// An interface's name, or `#<index>`.
+    pub fn dev(&self, ifindex: u32) -> String {
+        self.net
+            .link(ifindex)
+            .map_or_else(|| format!("#{ifindex}"), |link| link.name.clone())
+    }
+
+    /// The route as the finding's subject: `10.244.3.0/24 via … dev flannel.1 … table main`.
+    pub fn describe(&self, route: &Route) -> String {
+        route.display(self.net).to_string()
+    }
+
+    /// The route for the ghost-route info metric.
+    pub fn route_ref(&self, route: &Route) -> RouteRef {
+        RouteRef {
+            prefix: route.dst.to_string(),
+            gateway: route.gateway.map(|gw| gw.to_string()),
+            dev: route.oif.map(|oif| self.dev(oif)),
+            table: match route.table {
+                TABLE_MAIN => "main".into(),
+                TABLE_LOCAL => "local".into(),
+                TABLE_DEFAULT => "default".into(),
+                table => table.to_string(),
+            },
+        }
+    }
+
+    /// True for addresses of this host.
+    pub fn is_local(&self, addr: &IpAddr) -> bool {
+        self.net.addresses().any(|a| a.prefix.addr == *addr)
+    }
+}
+
+/// True for addresses that name one remote host (not multicast, broadcast, link-local or
+/// unspecified).
+pub fn is_unicast_host(addr: &IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(v4) => {
+            !(v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_unspecified()
+                || v4.is_link_local()
+                || v4.is_loopback())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_multicast()
+                || v6.is_unspecified()
+                || v6.is_loopback()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Runs every detector.
+pub fn detect(inputs: &Inputs<'_>) -> Vec<Candidate> {
+    let mut candidates = Vec::new();
+    candidates.extend(gateway::ghost_gateways(inputs));
+    candidates.extend(vxlan::stale_fdb(inputs));
+    candidates.extend(vxlan::vtep_collapse(inputs));
+    candidates.extend(traffic::blackholed_destinations(inputs));
+    candidates.extend(traffic::failing_tcp_destinations(inputs));
+    candidates.extend(routes::dead_link_routes(inputs));
+    candidates.extend(routes::gateways_not_onlink(inputs));
+    candidates.extend(routes::dropped_for_routes(inputs));
+    candidates
+}

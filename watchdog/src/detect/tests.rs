@@ -1,0 +1,414 @@
+//! Detector tests on hand-built snapshots of a Flannel node: no kernel, no root.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use super::*;
+use crate::{
+    findings::{Kind, Severity},
+    mirror::model::{
+        Address, FdbEntry, Link, NeighState, Neighbour, Prefix, Route, RouteKind, Snapshot, Update,
+        Vxlan,
+    },
+    probes::{peers::PeerSample, tcp::ConnectSample},
+};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn prefix(s: &str) -> Prefix {
+    s.parse().unwrap()
+}
+
+fn link(index: u32, name: &str) -> Link {
+    Link {
+        index,
+        name: name.into(),
+        kind: None,
+        admin_up: true,
+        oper_up: true,
+        mtu: 1500,
+        master: None,
+        mac: None,
+        vxlan: None,
+    }
+}
+
+fn mac(last: u8) -> [u8; 6] {
+    [0x02, 0xfa, 0, 0, 0, last]
+}
+
+const ETH0: u32 = 2;
+const FLANNEL: u32 = 3;
+
+/// Node 0 of a three-node Flannel overlay: eth0 192.168.77.10/24, flannel.1 over eth0,
+/// and per remote node j (1, 2) a route, a permanent neighbour and an FDB entry.
+fn flannel_node() -> Snapshot {
+    let mut net = Snapshot::new();
+    net.apply(Update::NewLink(link(ETH0, "eth0")));
+    net.apply(Update::NewLink(Link {
+        kind: Some("vxlan".into()),
+        vxlan: Some(Vxlan {
+            vni: 1,
+            local: Some(ip("192.168.77.10")),
+            port: 8472,
+            underlay: Some(ETH0),
+            learning: false,
+        }),
+        mtu: 1450,
+        ..link(FLANNEL, "flannel.1")
+    }));
+    net.apply(Update::NewAddress(Address {
+        ifindex: ETH0,
+        prefix: prefix("192.168.77.10/24"),
+    }));
+    net.apply(Update::NewRoute(Route {
+        oif: Some(ETH0),
+        protocol: 2,
+        scope: 253,
+        ..Route::unicast(prefix("192.168.77.0/24"))
+    }));
+    for j in 1..=2u8 {
+        net.apply(Update::NewRoute(Route {
+            gateway: Some(ip(&format!("10.244.{j}.0"))),
+            oif: Some(FLANNEL),
+            onlink: true,
+            ..Route::unicast(prefix(&format!("10.244.{j}.0/24")))
+        }));
+        net.apply(Update::NewNeighbour(Neighbour {
+            ifindex: FLANNEL,
+            ip: ip(&format!("10.244.{j}.0")),
+            mac: Some(mac(j)),
+            state: NeighState::PERMANENT,
+        }));
+        net.apply(Update::NewFdb(fdb(j, &format!("192.168.77.{}", 10 + j))));
+    }
+    net
+}
+
+fn fdb(j: u8, dst: &str) -> FdbEntry {
+    FdbEntry {
+        ifindex: FLANNEL,
+        mac: mac(j),
+        dst: Some(ip(dst)),
+        vlan: None,
+        vni: None,
+        port: None,
+        state: NeighState::PERMANENT,
+        master: None,
+    }
+}
+
+fn peer(tx: u64, rx: u64) -> PeerSample {
+    PeerSample {
+        tx_packets: tx,
+        rx_packets: rx,
+        last_tx_ago: Some(Duration::from_millis(100)),
+        last_rx_ago: (rx > 0).then(|| Duration::from_secs(11)),
+        ..PeerSample::default()
+    }
+}
+
+/// Two samples a full window apart.
+fn samples(start: Instant) -> (Sample, Sample) {
+    let then = Sample {
+        at: Some(start),
+        ..Sample::default()
+    };
+    let now = Sample {
+        at: Some(start + Duration::from_secs(10)),
+        ..Sample::default()
+    };
+    (then, now)
+}
+
+fn run(net: &Snapshot, then: &Sample, now: &Sample) -> Vec<Candidate> {
+    let settings = Settings::default();
+    detect(&Inputs {
+        net,
+        now,
+        then,
+        settings: &settings,
+    })
+}
+
+fn healthy_traffic(then: &mut Sample, now: &mut Sample) {
+    for j in 1..=2u8 {
+        let vtep = ip(&format!("192.168.77.{}", 10 + j));
+        let pod = ip(&format!("10.244.{j}.2"));
+        then.peers.insert((ETH0, vtep), peer(100, 100));
+        now.peers.insert((ETH0, vtep), peer(200, 200));
+        then.peers.insert((FLANNEL, pod), peer(100, 100));
+        now.peers.insert((FLANNEL, pod), peer(200, 200));
+    }
+}
+
+#[test]
+fn a_healthy_overlay_has_no_findings() {
+    let net = flannel_node();
+    let (mut then, mut now) = samples(Instant::now());
+    healthy_traffic(&mut then, &mut now);
+    assert_eq!(run(&net, &then, &now), vec![]);
+}
+
+#[test]
+fn an_fdb_entry_repointed_at_a_silent_vtep_is_named_with_its_route() {
+    let mut net = flannel_node();
+    net.apply(Update::NewFdb(fdb(2, "192.168.77.99")));
+    let (mut then, mut now) = samples(Instant::now());
+    healthy_traffic(&mut then, &mut now);
+    // The retired address gets VXLAN packets and never answers.
+    then.peers.insert((ETH0, ip("192.168.77.99")), peer(40, 0));
+    now.peers.insert((ETH0, ip("192.168.77.99")), peer(90, 0));
+    let candidates = run(&net, &then, &now);
+    let stale: Vec<_> = candidates
+        .iter()
+        .filter(|c| c.kind == Kind::StaleFdb)
+        .collect();
+    assert_eq!(stale.len(), 1, "{candidates:#?}");
+    assert_eq!(
+        stale[0].subject,
+        "fdb 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.99"
+    );
+    assert_eq!(
+        stale[0].evidence("route"),
+        Some("10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink table main")
+    );
+    assert!(
+        stale[0]
+            .evidence("problem")
+            .unwrap()
+            .contains("50 packets sent to VTEP 192.168.77.99 on eth0")
+    );
+    assert_eq!(stale[0].routes[0].prefix, "10.244.2.0/24");
+}
+
+#[test]
+fn silence_is_not_judged_before_a_full_window() {
+    let mut net = flannel_node();
+    net.apply(Update::NewFdb(fdb(2, "192.168.77.99")));
+    let start = Instant::now();
+    let (then, mut now) = samples(start);
+    now.at = Some(start + Duration::from_secs(3));
+    let mut then = then;
+    then.peers.insert((ETH0, ip("192.168.77.99")), peer(40, 0));
+    now.peers.insert((ETH0, ip("192.168.77.99")), peer(90, 0));
+    assert!(run(&net, &then, &now).is_empty());
+}
+
+#[test]
+fn an_fdb_entry_off_the_underlay_or_unroutable_is_stale() {
+    let mut net = flannel_node();
+    net.apply(Update::NewFdb(fdb(1, "10.67.0.5")));
+    let (then, now) = samples(Instant::now());
+    let candidates = run(&net, &then, &now);
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    assert_eq!(candidates[0].kind, Kind::StaleFdb);
+    assert_eq!(
+        candidates[0].evidence("problem"),
+        Some("no route to VTEP 10.67.0.5")
+    );
+}
+
+#[test]
+fn a_flushed_fdb_is_a_vtep_collapse_and_each_route_misses_its_entry() {
+    let mut net = flannel_node();
+    for j in 1..=2u8 {
+        net.apply(Update::DelFdb(fdb(j, &format!("192.168.77.{}", 10 + j))));
+    }
+    let (then, now) = samples(Instant::now());
+    let candidates = run(&net, &then, &now);
+    let collapse: Vec<_> = candidates
+        .iter()
+        .filter(|c| c.kind == Kind::VtepCollapse)
+        .collect();
+    assert_eq!(collapse.len(), 1);
+    assert_eq!(collapse[0].subject, "dev flannel.1");
+    assert_eq!(collapse[0].evidence("fdb_entries"), Some("0"));
+    assert_eq!(collapse[0].evidence("remote_node_routes"), Some("2"));
+    let mut missing: Vec<_> = candidates
+        .iter()
+        .filter(|c| c.kind == Kind::StaleFdb)
+        .map(|c| c.subject.as_str())
+        .collect();
+    missing.sort_unstable();
+    assert_eq!(
+        missing,
+        [
+            "fdb 02:fa:00:00:00:01 dev flannel.1 missing",
+            "fdb 02:fa:00:00:00:02 dev flannel.1 missing"
+        ]
+    );
+}
+
+#[test]
+fn a_gateway_that_never_answers_is_a_ghost_with_its_routes_and_drops() {
+    let mut net = flannel_node();
+    net.apply(Update::NewRoute(Route {
+        gateway: Some(ip("192.168.77.98")),
+        oif: Some(ETH0),
+        ..Route::unicast(prefix("10.55.0.0/24"))
+    }));
+    net.apply(Update::NewNeighbour(Neighbour {
+        ifindex: ETH0,
+        ip: ip("192.168.77.98"),
+        mac: None,
+        state: NeighState::FAILED,
+    }));
+    let (mut then, mut now) = samples(Instant::now());
+    then.drop_destinations
+        .insert(("NEIGH_FAILED".into(), ip("10.55.0.5")), 2);
+    now.drop_destinations
+        .insert(("NEIGH_FAILED".into(), ip("10.55.0.5")), 9);
+    let candidates = run(&net, &then, &now);
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    let ghost = &candidates[0];
+    assert_eq!(ghost.kind, Kind::GhostGateway);
+    assert_eq!(ghost.severity, Severity::Critical);
+    assert_eq!(ghost.subject, "gateway 192.168.77.98 dev eth0");
+    assert_eq!(ghost.evidence("neighbour_state"), Some("FAILED"));
+    assert_eq!(ghost.evidence("neigh_drops_in_window"), Some("7"));
+    assert_eq!(
+        ghost.evidence("route"),
+        Some("10.55.0.0/24 via 192.168.77.98 dev eth0 table main")
+    );
+}
+
+#[test]
+fn an_incomplete_neighbour_without_drops_is_not_a_ghost() {
+    let mut net = flannel_node();
+    net.apply(Update::NewRoute(Route {
+        gateway: Some(ip("192.168.77.98")),
+        oif: Some(ETH0),
+        ..Route::unicast(prefix("10.55.0.0/24"))
+    }));
+    net.apply(Update::NewNeighbour(Neighbour {
+        ifindex: ETH0,
+        ip: ip("192.168.77.98"),
+        mac: None,
+        state: NeighState::INCOMPLETE,
+    }));
+    let (then, now) = samples(Instant::now());
+    assert!(run(&net, &then, &now).is_empty());
+}
+
+#[test]
+fn routes_through_a_downed_link_are_dead() {
+    let mut net = flannel_node();
+    net.apply(Update::NewLink(Link {
+        oper_up: false,
+        ..link(ETH0, "eth0")
+    }));
+    let (then, now) = samples(Instant::now());
+    let candidates = run(&net, &then, &now);
+    let dead: Vec<_> = candidates
+        .iter()
+        .filter(|c| c.kind == Kind::DeadLinkRoute)
+        .collect();
+    assert_eq!(dead.len(), 1, "{candidates:#?}");
+    assert_eq!(dead[0].subject, "route 192.168.77.0/24 dev eth0 table main");
+    assert_eq!(
+        dead[0].evidence("problem"),
+        Some("device eth0 has no carrier")
+    );
+}
+
+#[test]
+fn a_blackhole_route_drawing_drops_is_named() {
+    let mut net = flannel_node();
+    net.apply(Update::NewRoute(Route {
+        kind: RouteKind::Blackhole,
+        ..Route::unicast(prefix("10.244.2.0/25"))
+    }));
+    let (then, mut now) = samples(Instant::now());
+    now.drop_destinations
+        .insert(("NOT_SPECIFIED".into(), ip("10.244.2.2")), 12);
+    let candidates = run(&net, &then, &now);
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    assert_eq!(candidates[0].kind, Kind::RejectRouteTraffic);
+    assert_eq!(
+        candidates[0].subject,
+        "route blackhole 10.244.2.0/25 table main"
+    );
+    assert_eq!(
+        candidates[0].evidence("drops_in_window_NOT_SPECIFIED"),
+        Some("12")
+    );
+}
+
+#[test]
+fn no_route_drops_are_grouped_by_prefix() {
+    let net = flannel_node();
+    let (then, mut now) = samples(Instant::now());
+    now.drop_destinations
+        .insert(("IP_INNOROUTES".into(), ip("10.9.9.1")), 3);
+    now.drop_destinations
+        .insert(("IP_INNOROUTES".into(), ip("10.9.9.7")), 4);
+    let candidates = run(&net, &then, &now);
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    assert_eq!(candidates[0].subject, "no route to 10.9.9.0/24");
+    assert_eq!(
+        candidates[0].evidence("drops_in_window_IP_INNOROUTES"),
+        Some("7")
+    );
+}
+
+#[test]
+fn a_destination_that_never_answers_is_blackholed_and_attributed() {
+    let net = flannel_node();
+    let (mut then, mut now) = samples(Instant::now());
+    healthy_traffic(&mut then, &mut now);
+    then.peers.insert((FLANNEL, ip("10.244.1.7")), peer(10, 0));
+    now.peers.insert((FLANNEL, ip("10.244.1.7")), peer(30, 0));
+    let candidates = run(&net, &then, &now);
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    assert_eq!(candidates[0].kind, Kind::BlackholedDestination);
+    assert_eq!(
+        candidates[0].subject,
+        "destination 10.244.1.7 dev flannel.1"
+    );
+    assert_eq!(
+        candidates[0].evidence("route"),
+        Some("10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink table main")
+    );
+}
+
+#[test]
+fn failing_tcp_destinations_need_failures_and_no_success() {
+    let net = flannel_node();
+    let (then, mut now) = samples(Instant::now());
+    let failing = ConnectSample {
+        attempts: 4,
+        failed: 4,
+        ..ConnectSample::default()
+    };
+    now.connects
+        .insert((ip("10.244.1.9"), 8080), failing.clone());
+    now.connects.insert(
+        (ip("10.244.1.2"), 8080),
+        ConnectSample {
+            established: 1,
+            ..failing
+        },
+    );
+    let candidates = run(&net, &then, &now);
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    assert_eq!(candidates[0].subject, "tcp 10.244.1.9:8080");
+}
+
+#[test]
+fn history_keeps_a_window_of_samples() {
+    let start = Instant::now();
+    let mut history = History::new(Duration::from_secs(10));
+    for second in 0..15 {
+        history.push(Sample {
+            at: Some(start + Duration::from_secs(second)),
+            ..Sample::default()
+        });
+    }
+    let span = history.now().unwrap().at.unwrap() - history.baseline().unwrap().at.unwrap();
+    assert_eq!(span, Duration::from_secs(10));
+}
