@@ -15,7 +15,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::probes::kfree_skb::{DropSnapshot, KfreeSkb};
+use crate::{
+    mirror::MirrorCounters,
+    probes::kfree_skb::{DropSnapshot, KfreeSkb},
+};
 
 /// A label set: (name, value) pairs.
 type Labels = Vec<(&'static str, String)>;
@@ -31,6 +34,7 @@ pub struct Metrics {
     /// `watchdog_map_read_errors_total`: failed reads of the in-kernel maps.
     pub map_read_errors: Counter,
     drops: Arc<DropCollector>,
+    mirror: Arc<MirrorCollector>,
 }
 
 impl Default for Metrics {
@@ -70,12 +74,15 @@ impl Metrics {
         let drops = Arc::new(DropCollector::default());
         registry.register_collector(Box::new(drops.clone()));
         registry.register_collector(Box::new(ProcessCollector));
+        let mirror = Arc::new(MirrorCollector::default());
+        registry.register_collector(Box::new(mirror.clone()));
         Self {
             registry,
             probe_up,
             netns_attribution,
             map_read_errors,
             drops,
+            mirror,
         }
     }
 
@@ -110,6 +117,11 @@ impl Metrics {
             ),
         ];
         *self.drops.view.write().expect("drop view lock") = DropView { rows, skipped };
+    }
+
+    /// Exports the network mirror's counters (`watchdog_mirror_*`) from now on.
+    pub fn attach_mirror(&self, counters: Arc<MirrorCounters>) {
+        *self.mirror.counters.write().expect("mirror counters lock") = Some(counters);
     }
 
     /// The OpenMetrics text of every metric.
@@ -170,6 +182,58 @@ fn encode_counters(
     Ok(())
 }
 
+/// The network mirror's counters, read on each scrape once attached.
+#[derive(Debug, Default)]
+struct MirrorCollector {
+    counters: RwLock<Option<Arc<MirrorCounters>>>,
+}
+
+impl Collector for MirrorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(counters) = self.counters.read().expect("mirror counters lock").clone() else {
+            return Ok(());
+        };
+        let stats = counters.stats();
+        let resyncs = [
+            (vec![("cause", "initial".to_owned())], stats.resyncs_initial),
+            (vec![("cause", "overrun".to_owned())], stats.resyncs_overrun),
+        ];
+        encode_counters(
+            &mut encoder,
+            "watchdog_mirror_resyncs",
+            "Full reloads of the network mirror: initial (start-up), overrun (the netlink \
+             notification socket overflowed and changes were lost).",
+            &resyncs,
+        )?;
+        let updates = ConstCounter::new(stats.updates);
+        updates.encode(encoder.encode_descriptor(
+            "watchdog_mirror_updates",
+            "Netlink notifications applied to the network mirror.",
+            None,
+            updates.metric_type(),
+        )?)?;
+        let objects = stats.objects;
+        let mut family = encoder.encode_descriptor(
+            "watchdog_mirror_objects",
+            "Objects in the network mirror, by kind.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (kind, count) in [
+            ("link", objects.links),
+            ("address", objects.addresses),
+            ("route", objects.routes),
+            ("rule", objects.rules),
+            ("neighbour", objects.neighbours),
+            ("fdb", objects.fdb),
+        ] {
+            let labels: Labels = vec![("kind", kind.to_owned())];
+            ConstGauge::new(count as i64).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// The daemon's own CPU time and resident memory, read from /proc on each scrape.
 #[derive(Debug)]
 struct ProcessCollector;
@@ -219,5 +283,22 @@ mod tests {
         let rss: f64 = rss_line.split(' ').nth(1).unwrap().parse().unwrap();
         assert!(rss > 1e6, "{rss_line}");
         assert!(text.ends_with("# EOF\n"));
+        assert!(!text.contains("watchdog_mirror"), "{text}");
+    }
+
+    #[test]
+    fn exports_mirror_counters_once_attached() {
+        let metrics = Metrics::new();
+        metrics.attach_mirror(Arc::new(MirrorCounters::default()));
+        let text = metrics.encode();
+        for line in [
+            "watchdog_mirror_resyncs_total{cause=\"initial\"} 0",
+            "watchdog_mirror_resyncs_total{cause=\"overrun\"} 0",
+            "watchdog_mirror_updates_total 0",
+            "watchdog_mirror_objects{kind=\"route\"} 0",
+            "watchdog_mirror_objects{kind=\"fdb\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }
