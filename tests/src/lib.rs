@@ -104,6 +104,154 @@ impl NetNs {
     }
 }
 
+impl NetNs {
+    /// Starts a thread that has entered this namespace and runs `f` there; unlike
+    /// [`NetNs::run`] the thread may outlive the call (join it before the guard drops).
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = self.path();
+        std::thread::spawn(move || {
+            let file = fs::File::open(&path).expect("open netns");
+            // SAFETY: a valid namespace fd; setns only affects this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+
+    /// Runs `ip <args>` inside the namespace, panicking with its stderr on failure.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.name()];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// Runs `bridge <args>` inside the namespace, panicking with its stderr on failure.
+    pub fn bridge(&self, args: &[&str]) {
+        let output = Command::new("ip")
+            .args(["netns", "exec", self.name(), "bridge"])
+            .args(args)
+            .output()
+            .expect("run bridge");
+        assert!(
+            output.status.success(),
+            "bridge {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Feeds `commands` (one per line) to `ip -batch -` inside the namespace.
+    pub fn ip_batch(&self, commands: &str) {
+        let mut child = Command::new("ip")
+            .args(["-n", self.name(), "-batch", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ip -batch");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(commands.as_bytes())
+            .expect("write ip -batch input");
+        let output = child.wait_with_output().expect("wait for ip -batch");
+        assert!(
+            output.status.success(),
+            "ip -batch: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// `ip -j <args>` inside the namespace, parsed.
+    pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
+        let output = Command::new("ip")
+            .args(["-n", self.name(), "-j"])
+            .args(args)
+            .output()
+            .expect("run ip -j");
+        assert!(
+            output.status.success(),
+            "ip -j {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("ip -j prints JSON")
+    }
+}
+
+/// The network mirror running on its own thread (a current-thread tokio runtime) inside
+/// a namespace; stopped and joined on drop.
+#[derive(Debug)]
+pub struct LiveMirror {
+    mirror: watchdog::mirror::Mirror,
+    load_time: Duration,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LiveMirror {
+    /// Starts the mirror in `ns` and waits for its initial load.
+    pub fn start(ns: &NetNs) -> Self {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = ns.spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async move {
+                let begin = Instant::now();
+                match watchdog::mirror::Mirror::start().await {
+                    Ok((mirror, task)) => {
+                        let _ = started_tx.send(Ok((mirror, begin.elapsed())));
+                        tokio::select! {
+                            _ = stopped => {}
+                            result = task => eprintln!("the mirror's task ended: {result:?}"),
+                        }
+                    }
+                    Err(error) => {
+                        let _ = started_tx.send(Err(error.to_string()));
+                    }
+                }
+            });
+        });
+        let (mirror, load_time) = started_rx
+            .recv()
+            .expect("the mirror thread died")
+            .unwrap_or_else(|error| panic!("the mirror did not start: {error}"));
+        Self {
+            mirror,
+            load_time,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// The mirror.
+    pub fn mirror(&self) -> &watchdog::mirror::Mirror {
+        &self.mirror
+    }
+
+    /// How long `Mirror::start` took (subscribe and initial dumps).
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+}
+
+impl Drop for LiveMirror {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = Command::new("ip")

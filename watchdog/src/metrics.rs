@@ -15,10 +15,13 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::probes::{
-    kfree_skb::{DropSnapshot, KfreeSkb},
-    peers::{PeerSnapshot, interface_name},
-    tcp::ConnectSnapshot,
+use crate::{
+    mirror::MirrorCounters,
+    probes::{
+        kfree_skb::{DropSnapshot, KfreeSkb},
+        peers::{PeerSnapshot, interface_name},
+        tcp::ConnectSnapshot,
+    },
 };
 
 /// A label set: (name, value) pairs.
@@ -35,6 +38,7 @@ pub struct Metrics {
     /// `watchdog_map_read_errors_total`: failed reads of the in-kernel maps.
     pub map_read_errors: Counter,
     kernel: Arc<KernelCollector>,
+    mirror: Arc<MirrorCollector>,
 }
 
 impl Default for Metrics {
@@ -74,12 +78,15 @@ impl Metrics {
         let kernel = Arc::new(KernelCollector::default());
         registry.register_collector(Box::new(kernel.clone()));
         registry.register_collector(Box::new(ProcessCollector));
+        let mirror = Arc::new(MirrorCollector::default());
+        registry.register_collector(Box::new(mirror.clone()));
         Self {
             registry,
             probe_up,
             netns_attribution,
             map_read_errors,
             kernel,
+            mirror,
         }
     }
 
@@ -203,6 +210,11 @@ impl Metrics {
         view.syn_retransmits = syn_retransmits;
     }
 
+    /// Exports the network mirror's counters (`watchdog_mirror_*`) from now on.
+    pub fn attach_mirror(&self, counters: Arc<MirrorCounters>) {
+        *self.mirror.counters.write().expect("mirror counters lock") = Some(counters);
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -317,6 +329,58 @@ fn encode_counters(
     Ok(())
 }
 
+/// The network mirror's counters, read on each scrape once attached.
+#[derive(Debug, Default)]
+struct MirrorCollector {
+    counters: RwLock<Option<Arc<MirrorCounters>>>,
+}
+
+impl Collector for MirrorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(counters) = self.counters.read().expect("mirror counters lock").clone() else {
+            return Ok(());
+        };
+        let stats = counters.stats();
+        let resyncs = [
+            (vec![("cause", "initial".to_owned())], stats.resyncs_initial),
+            (vec![("cause", "overrun".to_owned())], stats.resyncs_overrun),
+        ];
+        encode_counters(
+            &mut encoder,
+            "watchdog_mirror_resyncs",
+            "Full reloads of the network mirror: initial (start-up), overrun (the netlink \
+             notification socket overflowed and changes were lost).",
+            &resyncs,
+        )?;
+        let updates = ConstCounter::new(stats.updates);
+        updates.encode(encoder.encode_descriptor(
+            "watchdog_mirror_updates",
+            "Netlink notifications applied to the network mirror.",
+            None,
+            updates.metric_type(),
+        )?)?;
+        let objects = stats.objects;
+        let mut family = encoder.encode_descriptor(
+            "watchdog_mirror_objects",
+            "Objects in the network mirror, by kind.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (kind, count) in [
+            ("link", objects.links),
+            ("address", objects.addresses),
+            ("route", objects.routes),
+            ("rule", objects.rules),
+            ("neighbour", objects.neighbours),
+            ("fdb", objects.fdb),
+        ] {
+            let labels: Labels = vec![("kind", kind.to_owned())];
+            ConstGauge::new(count as i64).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// The daemon's own CPU time and resident memory, read from /proc on each scrape.
 #[derive(Debug)]
 struct ProcessCollector;
@@ -366,5 +430,22 @@ mod tests {
         let rss: f64 = rss_line.split(' ').nth(1).unwrap().parse().unwrap();
         assert!(rss > 1e6, "{rss_line}");
         assert!(text.ends_with("# EOF\n"));
+        assert!(!text.contains("watchdog_mirror"), "{text}");
+    }
+
+    #[test]
+    fn exports_mirror_counters_once_attached() {
+        let metrics = Metrics::new();
+        metrics.attach_mirror(Arc::new(MirrorCounters::default()));
+        let text = metrics.encode();
+        for line in [
+            "watchdog_mirror_resyncs_total{cause=\"initial\"} 0",
+            "watchdog_mirror_resyncs_total{cause=\"overrun\"} 0",
+            "watchdog_mirror_updates_total 0",
+            "watchdog_mirror_objects{kind=\"route\"} 0",
+            "watchdog_mirror_objects{kind=\"fdb\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

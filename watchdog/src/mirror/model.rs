@@ -1088,9 +1088,10 @@ impl Snapshot {
         self.link_names.insert(link.name.clone(), index);
         self.links.insert(index, link);
         if was_up == Some(true) && !admin_up {
-            // The kernel flushes the device's IPv4 routes and all its neighbours when it
-            // goes down, without announcing the IPv4 route deletions.
-            self.flush_link_state(index);
+            // The kernel flushes the device's IPv4 routes (but its local addresses' routes
+            // in table local) and all its neighbours when it goes down, without
+            // announcing the IPv4 route deletions.
+            self.flush_link_state(index, false);
         }
     }
 
@@ -1098,7 +1099,7 @@ impl Snapshot {
         if let Some(link) = self.links.remove(&index) {
             self.link_names.remove(&link.name);
         }
-        self.flush_link_state(index);
+        self.flush_link_state(index, true);
         self.addresses.retain(|(i, _, _), _| *i != index);
         self.fdb.retain(|(i, ..), _| *i != index);
         // IPv6 route deletions are announced, but a dead device cannot route either way.
@@ -1108,11 +1109,13 @@ impl Snapshot {
         self.tables.retain(|_, t| t.v4.count + t.v6.count > 0);
     }
 
-    /// What a device going down takes with it: IPv4 routes whose every path uses it,
-    /// and its neighbours.
-    fn flush_link_state(&mut self, index: u32) {
+    /// What a device going down (or away, `gone`) takes with it: IPv4 routes whose
+    /// every path uses it (local routes only when it is gone), and its neighbours.
+    fn flush_link_state(&mut self, index: u32, gone: bool) {
         for table in self.tables.values_mut() {
-            table.v4.retain(|r| !sends_only_via(r, index));
+            table
+                .v4
+                .retain(|r| !sends_only_via(r, index) || (!gone && r.kind == RouteKind::Local));
         }
         self.tables.retain(|_, t| t.v4.count + t.v6.count > 0);
         self.neighbours.retain(|(i, _), _| *i != index);

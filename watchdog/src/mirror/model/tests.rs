@@ -362,6 +362,12 @@ fn link_down_and_delete_flush_like_the_kernel() {
         Update::NewRoute(via("0.0.0.0/0", "192.168.1.1", 2)),
         Update::NewRoute(via("fd00::/64", "fd00::1", 3)),
         Update::NewRoute(Route {
+            table: TABLE_LOCAL,
+            kind: RouteKind::Local,
+            oif: Some(3),
+            ..Route::unicast(p("10.244.0.1/32"))
+        }),
+        Update::NewRoute(Route {
             nexthops: vec![
                 NextHop {
                     gateway: Some(ip("10.0.0.1")),
@@ -405,6 +411,11 @@ fn link_down_and_delete_flush_like_the_kernel() {
         s.lookup(ip("fd00::5")).is_some(),
         "IPv6 deletions are announced"
     );
+    assert_eq!(
+        s.routes_in_table(TABLE_LOCAL).count(),
+        1,
+        "local routes stay"
+    );
     assert_eq!(s.neighbours().count(), 0);
     assert_eq!(s.fdb().count(), 1);
     assert_eq!(s.addresses().count(), 1);
@@ -415,6 +426,7 @@ fn link_down_and_delete_flush_like_the_kernel() {
     assert_eq!(s.fdb().count(), 0);
     assert_eq!(s.addresses().count(), 0);
     assert!(s.lookup(ip("fd00::5")).is_none());
+    assert_eq!(s.routes_in_table(TABLE_LOCAL).count(), 0);
     assert_eq!(s.counts().routes, 2, "default and multipath remain");
 }
 

@@ -1,0 +1,480 @@
+//! The network mirror loads a namespace's real state by netlink dump and follows every
+//! change by notification.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, UdpSocket},
+    time::Duration,
+};
+
+use watchdog::mirror::{NeighState, Prefix, Resolution, RouteKind, Snapshot};
+use watchdog_tests::{LiveMirror, NetNs, poll_until, require_root};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+fn prefix(s: &str) -> Prefix {
+    s.parse().expect("prefix")
+}
+
+const VTEP_MAC: [u8; 6] = [0x02, 0x42, 0x0a, 0xf4, 0x03, 0x00];
+
+/// Waits until `check` holds on the mirror's snapshot.
+fn until(mirror: &LiveMirror, what: &str, check: impl Fn(&Snapshot) -> bool) {
+    poll_until(WAIT, what, || {
+        mirror.mirror().with_snapshot(|s| check(s)).then_some(())
+    });
+}
+
+/// The IPv4 routes of every table as (table, destination, type), as `ip` shows them.
+fn kernel_ipv4_routes(ns: &NetNs) -> BTreeSet<(u32, String, String)> {
+    let routes = ns.ip_json(&["-4", "route", "show", "table", "all"]);
+    routes
+        .as_array()
+        .expect("route list")
+        .iter()
+        .map(|r| {
+            let table = match r["table"].as_str() {
+                Some("local") => 255,
+                Some("default") => 253,
+                Some(number) => number.parse().expect("table number"),
+                None => 254,
+            };
+            let dst = match r["dst"].as_str().expect("dst") {
+                "default" => "0.0.0.0/0".to_owned(),
+                dst if dst.contains('/') => dst.to_owned(),
+                host => format!("{host}/32"),
+            };
+            let kind = r["type"].as_str().unwrap_or("unicast").to_owned();
+            (table, dst, kind)
+        })
+        .collect()
+}
+
+fn mirror_ipv4_routes(s: &Snapshot) -> BTreeSet<(u32, String, String)> {
+    s.routes()
+        .filter(|r| r.dst.is_ipv4())
+        .map(|r| {
+            let kind = match r.kind {
+                RouteKind::Unicast => "unicast".to_owned(),
+                kind => kind.word().unwrap_or("?").to_owned(),
+            };
+            (r.table, r.dst.to_string(), kind)
+        })
+        .collect()
+}
+
+/// Waits until the mirror's IPv4 routes equal the kernel's.
+fn until_routes_match_kernel(ns: &NetNs, mirror: &LiveMirror, when: &str) {
+    let mut last = (BTreeSet::new(), BTreeSet::new());
+    let matched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poll_until(
+            WAIT,
+            "the mirror's IPv4 routes to equal the kernel's",
+            || {
+                let kernel = kernel_ipv4_routes(ns);
+                let mirrored = mirror.mirror().with_snapshot(mirror_ipv4_routes);
+                let equal = kernel == mirrored;
+                last = (kernel, mirrored);
+                equal.then_some(())
+            },
+        )
+    }));
+    if matched.is_err() {
+        let (kernel, mirrored) = last;
+        panic!(
+            "{when}: routes differ\nonly in kernel: {:?}\nonly in mirror: {:?}",
+            kernel.difference(&mirrored).collect::<Vec<_>>(),
+            mirrored.difference(&kernel).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn mirror_loads_and_follows_the_namespace() {
+    if !require_root("mirror_loads_and_follows_the_namespace") {
+        return;
+    }
+    let node = NetNs::new("wd-mirror");
+    let peer = NetNs::new("wd-mirror-peer");
+
+    node.ip(&[
+        "link",
+        "add",
+        "veth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "veth1",
+        "netns",
+        peer.name(),
+    ]);
+    node.ip(&["addr", "add", "192.168.50.1/24", "dev", "veth0"]);
+    node.ip(&["addr", "add", "fd00:50::1/64", "dev", "veth0", "nodad"]);
+    node.ip(&["link", "set", "veth0", "mtu", "1450", "up"]);
+    peer.ip(&["addr", "add", "192.168.50.2/24", "dev", "veth1"]);
+    peer.ip(&["link", "set", "veth1", "up"]);
+    node.ip(&["link", "add", "br0", "type", "bridge"]);
+    node.ip(&["link", "set", "br0", "up"]);
+    node.ip(&[
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "local",
+        "192.168.50.1",
+        "dev",
+        "veth0",
+        "dstport",
+        "8472",
+        "nolearning",
+    ]);
+    node.ip(&["addr", "add", "10.244.0.0/32", "dev", "vx0"]);
+    node.ip(&["link", "set", "vx0", "up"]);
+    node.ip(&[
+        "route",
+        "add",
+        "10.244.3.0/24",
+        "via",
+        "10.244.3.0",
+        "dev",
+        "vx0",
+        "onlink",
+    ]);
+    node.ip(&["route", "add", "10.20.0.0/16", "via", "192.168.50.2"]);
+    node.ip(&[
+        "route",
+        "add",
+        "10.30.0.0/16",
+        "via",
+        "192.168.50.2",
+        "dev",
+        "veth0",
+        "table",
+        "100",
+    ]);
+    node.ip(&["route", "add", "blackhole", "10.66.0.0/16"]);
+    node.ip(&[
+        "route",
+        "add",
+        "unreachable",
+        "10.77.0.0/16",
+        "table",
+        "100",
+    ]);
+    node.ip(&[
+        "-6",
+        "route",
+        "add",
+        "fd00:99::/64",
+        "via",
+        "fd00:50::2",
+        "dev",
+        "veth0",
+    ]);
+    node.ip(&[
+        "rule",
+        "add",
+        "from",
+        "10.5.0.0/16",
+        "lookup",
+        "100",
+        "priority",
+        "1000",
+    ]);
+    node.ip(&[
+        "neigh",
+        "add",
+        "192.168.50.9",
+        "lladdr",
+        "02:00:00:00:00:09",
+        "dev",
+        "veth0",
+        "nud",
+        "permanent",
+    ]);
+    node.bridge(&[
+        "fdb",
+        "append",
+        "00:00:00:00:00:00",
+        "dev",
+        "vx0",
+        "dst",
+        "192.168.50.2",
+    ]);
+    node.bridge(&[
+        "fdb",
+        "append",
+        "00:00:00:00:00:00",
+        "dev",
+        "vx0",
+        "dst",
+        "192.168.50.3",
+    ]);
+    node.bridge(&[
+        "fdb",
+        "add",
+        "02:42:0a:f4:03:00",
+        "dev",
+        "vx0",
+        "dst",
+        "192.168.50.2",
+        "self",
+        "permanent",
+    ]);
+
+    let live = LiveMirror::start(&node);
+    let mirror = live.mirror();
+    let stats = mirror.stats();
+    assert_eq!(stats.resyncs_initial, 1);
+    assert_eq!(stats.resyncs_overrun, 0);
+
+    // The initial load.
+    let (veth0, vx0) = mirror.with_snapshot(|s| {
+        let veth0 = s.link_by_name("veth0").expect("veth0").clone();
+        assert_eq!(veth0.kind.as_deref(), Some("veth"));
+        assert!(veth0.admin_up);
+        assert_eq!(veth0.mtu, 1450);
+        assert!(veth0.mac.is_some());
+        let br0 = s.link_by_name("br0").expect("br0");
+        assert_eq!(br0.kind.as_deref(), Some("bridge"));
+        let vx0 = s.link_by_name("vx0").expect("vx0").clone();
+        assert_eq!(vx0.kind.as_deref(), Some("vxlan"));
+        let vxlan = vx0.vxlan.clone().expect("vxlan data");
+        assert_eq!(vxlan.vni, 42);
+        assert_eq!(vxlan.local, Some(ip("192.168.50.1")));
+        assert_eq!(vxlan.port, 8472);
+        assert_eq!(vxlan.underlay, Some(veth0.index));
+        assert!(!vxlan.learning);
+        assert!(s.link_by_name("lo").is_some());
+
+        assert!(
+            s.addresses()
+                .any(|a| a.ifindex == veth0.index && a.prefix == prefix("192.168.50.1/24"))
+        );
+        assert!(
+            s.addresses()
+                .any(|a| a.ifindex == veth0.index && a.prefix == prefix("fd00:50::1/64"))
+        );
+
+        let overlay = s.lookup(ip("10.244.3.9")).expect("overlay route");
+        assert_eq!(
+            overlay.display(s).to_string(),
+            "10.244.3.0/24 via 10.244.3.0 dev vx0 onlink table main"
+        );
+        assert!(overlay.onlink);
+        let lan = s.lookup(ip("10.20.1.1")).expect("10.20/16");
+        assert_eq!(
+            (lan.gateway, lan.oif),
+            (Some(ip("192.168.50.2")), Some(veth0.index))
+        );
+        let t100 = s.lookup_in_table(100, ip("10.30.1.1")).expect("table 100");
+        assert_eq!(t100.table, 100);
+        assert!(s.lookup(ip("10.30.1.1")).is_none(), "not in main");
+        assert_eq!(
+            s.lookup(ip("10.66.1.1")).expect("blackhole").kind,
+            RouteKind::Blackhole
+        );
+        assert_eq!(
+            s.lookup_in_table(100, ip("10.77.1.1"))
+                .expect("unreachable")
+                .kind,
+            RouteKind::Unreachable
+        );
+        let v6 = s.lookup(ip("fd00:99::1")).expect("IPv6 route");
+        assert_eq!(v6.gateway, Some(ip("fd00:50::2")));
+        // The local table is mirrored too.
+        assert!(
+            s.routes_in_table(255)
+                .any(|r| r.kind == RouteKind::Local && r.dst == prefix("192.168.50.1/32"))
+        );
+
+        let rule = s.rules().find(|r| r.priority == 1000).expect("rule 1000");
+        assert_eq!((rule.src, rule.table), (Some(prefix("10.5.0.0/16")), 100));
+        match s.lookup_with_rules(ip("10.30.1.1"), Some(ip("10.5.0.7"))) {
+            Some(Resolution::Route { route, rule }) => {
+                assert_eq!(route.table, 100);
+                assert_eq!(rule.map(|r| r.priority), Some(1000));
+            }
+            other => panic!("{other:?}"),
+        }
+        match s.lookup_with_rules(ip("192.168.50.1"), None) {
+            Some(Resolution::Route { route, .. }) => assert_eq!(route.kind, RouteKind::Local),
+            other => panic!("{other:?}"),
+        }
+
+        let n = s
+            .neighbour(veth0.index, &ip("192.168.50.9"))
+            .expect("permanent neighbour");
+        assert!(n.state.is_permanent());
+        assert_eq!(n.mac, Some([2, 0, 0, 0, 0, 9]));
+
+        let fdb: Vec<_> = s.fdb_of(vx0.index).cloned().collect();
+        let defaults: BTreeSet<_> = fdb
+            .iter()
+            .filter(|e| e.mac == [0; 6])
+            .filter_map(|e| e.dst)
+            .collect();
+        assert_eq!(
+            defaults,
+            [ip("192.168.50.2"), ip("192.168.50.3")].into(),
+            "{fdb:?}"
+        );
+        let vtep = fdb
+            .iter()
+            .find(|e| e.mac == VTEP_MAC)
+            .unwrap_or_else(|| panic!("per-MAC entry in {fdb:?}"));
+        assert_eq!(vtep.dst, Some(ip("192.168.50.2")));
+        assert!(vtep.state.is_permanent());
+        (veth0, vx0)
+    });
+    until_routes_match_kernel(&node, &live, "after the initial load");
+
+    let mut changes = mirror.subscribe();
+    let generation = mirror.generation();
+
+    // Route replace.
+    node.ip(&["route", "replace", "10.20.0.0/16", "via", "192.168.50.3"]);
+    until(&live, "10.20/16 via .3", |s| {
+        s.lookup(ip("10.20.1.1"))
+            .is_some_and(|r| r.gateway == Some(ip("192.168.50.3")))
+    });
+    assert!(mirror.generation() > generation);
+    assert!(changes.has_changed().expect("mirror alive"));
+    changes.mark_unchanged();
+
+    // Route deletion in table 100.
+    node.ip(&["route", "del", "10.30.0.0/16", "table", "100"]);
+    until(&live, "table 100 without 10.30/16", |s| {
+        s.lookup_in_table(100, ip("10.30.1.1")).is_none()
+    });
+
+    // Neighbour change.
+    node.ip(&[
+        "neigh",
+        "replace",
+        "192.168.50.9",
+        "lladdr",
+        "02:00:00:00:00:0a",
+        "dev",
+        "veth0",
+        "nud",
+        "permanent",
+    ]);
+    until(&live, "the neighbour's new MAC", |s| {
+        s.neighbour(veth0.index, &ip("192.168.50.9"))
+            .is_some_and(|n| n.mac == Some([2, 0, 0, 0, 0, 0x0a]))
+    });
+
+    // A neighbour that never answers goes INCOMPLETE, then FAILED (through the timer).
+    node.run(|| {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let _ = socket.send_to(b"anyone?", "192.168.50.77:9");
+    });
+    until(&live, "192.168.50.77 FAILED", |s| {
+        s.neighbour(veth0.index, &ip("192.168.50.77"))
+            .is_some_and(|n| n.state.is_failed())
+    });
+    assert_eq!(
+        live.mirror().with_snapshot(|s| s
+            .neighbour(veth0.index, &ip("192.168.50.77"))
+            .map(|n| n.state)),
+        Some(NeighState::FAILED)
+    );
+
+    // FDB: replace the VTEP of a MAC, delete one default destination.
+    node.bridge(&[
+        "fdb",
+        "replace",
+        "02:42:0a:f4:03:00",
+        "dev",
+        "vx0",
+        "dst",
+        "192.168.50.4",
+        "self",
+        "permanent",
+    ]);
+    until(&live, "the per-MAC FDB entry to point at .4", |s| {
+        let dsts: Vec<_> = s
+            .fdb_of(vx0.index)
+            .filter(|e| e.mac == VTEP_MAC)
+            .map(|e| e.dst)
+            .collect();
+        dsts == [Some(ip("192.168.50.4"))]
+    });
+    node.bridge(&[
+        "fdb",
+        "del",
+        "00:00:00:00:00:00",
+        "dev",
+        "vx0",
+        "dst",
+        "192.168.50.3",
+    ]);
+    until(&live, "one default FDB destination left", |s| {
+        let dsts: Vec<_> = s
+            .fdb_of(vx0.index)
+            .filter(|e| e.mac == [0; 6])
+            .map(|e| e.dst)
+            .collect();
+        dsts == [Some(ip("192.168.50.2"))]
+    });
+
+    // Link down: the flag, and the routes the kernel flushes without a word.
+    node.ip(&["link", "set", "br0", "down"]);
+    until(&live, "br0 down", |s| {
+        s.link_by_name("br0").is_some_and(|l| !l.admin_up)
+    });
+    node.ip(&["link", "set", "vx0", "down"]);
+    until(&live, "vx0 down", |s| {
+        s.link_by_name("vx0")
+            .is_some_and(|l| !l.admin_up && !l.oper_up)
+    });
+    until_routes_match_kernel(&node, &live, "after vx0 went down");
+    node.ip(&["link", "set", "vx0", "up"]);
+    node.ip(&[
+        "route",
+        "add",
+        "10.244.3.0/24",
+        "via",
+        "10.244.3.0",
+        "dev",
+        "vx0",
+        "onlink",
+    ]);
+    until(&live, "the overlay route back", |s| {
+        s.lookup(ip("10.244.3.1"))
+            .is_some_and(|r| r.oif == Some(vx0.index))
+    });
+
+    // Deleting the VXLAN device takes its FDB, addresses and routes with it.
+    node.ip(&["link", "del", "vx0"]);
+    until(&live, "vx0 and everything on it gone", |s| {
+        s.link(vx0.index).is_none()
+            && s.link_by_name("vx0").is_none()
+            && s.fdb_of(vx0.index).next().is_none()
+            && s.addresses().all(|a| a.ifindex != vx0.index)
+            && s.routes().all(|r| r.oifs().all(|oif| oif != vx0.index))
+    });
+    until_routes_match_kernel(&node, &live, "after vx0 was deleted");
+
+    // A new link appears.
+    node.ip(&["link", "add", "br1", "type", "bridge"]);
+    until(&live, "br1", |s| {
+        s.link_by_name("br1")
+            .is_some_and(|l| l.kind.as_deref() == Some("bridge"))
+    });
+
+    let stats = mirror.stats();
+    assert_eq!(stats.resyncs_overrun, 0);
+    assert!(stats.updates > 10, "{stats:?}");
+    let counts = mirror.with_snapshot(Snapshot::counts);
+    assert_eq!(stats.objects, counts);
+}
