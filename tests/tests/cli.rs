@@ -64,7 +64,7 @@ fn bad_config_is_one_clear_error_and_nothing_attached() {
     let (code, stderr) = run_with_config("c.toml", "[probes]\nkfree_skbs = true\n");
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("unknown field `kfree_skbs`"), "{stderr}");
-    assert!(stderr.contains("expected `kfree_skb`"), "{stderr}");
+    assert!(stderr.contains("expected one of `kfree_skb`"), "{stderr}");
 
     let (code, stderr) = run_with_config("c.yaml", "namespaces: mine\n");
     assert_eq!(code, 1, "{stderr}");

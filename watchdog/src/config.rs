@@ -32,6 +32,8 @@ pub struct Config {
     pub probes: Probes,
     /// Per-peer traffic probe settings.
     pub peers: PeersConfig,
+    /// Detector thresholds.
+    pub detect: crate::detect::Settings,
 }
 
 /// Settings of the per-peer traffic probe (TC programs).
@@ -129,6 +131,7 @@ impl Default for Config {
             tracefs_path: None,
             probes: Probes::default(),
             peers: PeersConfig::default(),
+            detect: crate::detect::Settings::default(),
         }
     }
 }
@@ -198,6 +201,24 @@ impl Config {
                 path: path.to_owned(),
                 field: "peers.top_n",
                 problem: format!("is {}; use 0 to 1000", self.peers.top_n),
+            });
+        }
+        let window = Duration::from_secs(1)..=Duration::from_secs(3600);
+        if !window.contains(&self.detect.window) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "detect.window",
+                problem: format!(
+                    "is {:?}; use a duration from 1s to 1h, e.g. \"10s\"",
+                    self.detect.window
+                ),
+            });
+        }
+        if self.detect.confirm == 0 || self.detect.clear_after == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "detect.confirm",
+                problem: "and detect.clear_after must be at least 1 (cycles)".into(),
             });
         }
         let range = Duration::from_millis(100)..=Duration::from_secs(3600);

@@ -1,18 +1,23 @@
-//! `watchdog run`: start-up checks, probes, the read loop and the HTTP server, and a clean
-//! shutdown that detaches everything.
+//! `watchdog run`: start-up checks, sources (probes, mirror), the detection loop and the
+//! HTTP server, and a clean shutdown that detaches everything.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use crate::{
-    btf::Btf,
     caps,
-    config::{Config, Namespaces},
+    config::Config,
+    findings::Change,
     health::Health,
     http::{self, AppState},
     metrics::Metrics,
-    probes::{KernelEnv, ProbeError, ProbeState, Probes, kfree_skb::Attribution},
+    pipeline::{Pipeline, SharedFindings},
+    probes::ProbeError,
     procfs,
-    tracefs::Tracefs,
+    sources::Sources,
 };
 
 /// Why the daemon could not start (nothing is attached when these are returned).
@@ -45,10 +50,17 @@ pub enum DaemonError {
     Serve(std::io::Error),
 }
 
-/// Runs the daemon until `shutdown` completes, then detaches every probe.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+/// Checks privileges and lifts the memlock limit: the start of every command that loads
+/// eBPF.
+pub fn prepare() -> Result<u32, DaemonError> {
     caps::check()?;
     raise_memlock_limit();
+    procfs::own_netns().map_err(DaemonError::Netns)
+}
+
+/// Runs the daemon until `shutdown` completes, then detaches every probe.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let own_netns = prepare()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -60,16 +72,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             },
             source,
         })?;
-    let own_netns = procfs::own_netns().map_err(DaemonError::Netns)?;
 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
+    let findings = SharedFindings::default();
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(
         listener,
         AppState {
             metrics: metrics.clone(),
             health: health.clone(),
+            findings: findings.clone(),
+            node: procfs::node_name().into(),
         },
         async move {
             let _ = http_stopped.await;
@@ -79,47 +93,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         listen = %config.listen,
         netns = own_netns,
         version = env!("CARGO_PKG_VERSION"),
-        "serving /metrics, /healthz and /readyz"
+        "serving /metrics, /healthz, /readyz and /api/v1/findings"
     );
 
-    let tracefs = match &config.tracefs_path {
-        Some(path) => Tracefs::at(path.clone()),
-        None => Tracefs::locate(),
-    };
-    let tracefs = tracefs
-        .inspect_err(|err| tracing::error!("tracepoints unavailable: {err}"))
-        .ok();
-    let btf = config.btf_path().and_then(|path| {
-        Btf::from_file(path)
-            .inspect_err(|err| tracing::warn!("running without kernel BTF: {err}"))
-            .ok()
-    });
-    if config.btf_path().is_none() {
-        tracing::warn!("running without kernel BTF: btf_path is empty in the config");
-    }
-    let env = KernelEnv {
-        tracefs: tracefs.as_ref(),
-        btf: btf.as_ref(),
-        filter_netns: (config.namespaces == Namespaces::Own).then_some(own_netns),
-    };
-    let mut probes = Probes::start(&config, &env)?;
-    // The BTF (several MiB parsed) is only needed to plan the probes: give it back to the
-    // system, not just to the allocator, so the idle daemon stays small.
-    drop(btf);
-    release_free_heap();
-    let failures = publish_probe_status(&probes, &metrics);
+    let mut sources = Sources::start(&config, own_netns).await?;
+    sources.publish_status(&metrics);
+    let failures = sources.failures();
     if !failures.is_empty() {
         health.set_not_ready(failures.join("; "));
     }
 
-    let label_netns = config.namespaces == Namespaces::All
-        && probes
-            .kfree_skb()
-            .is_some_and(|probe| *probe.attribution() == Attribution::PerNamespace);
     tokio::pin!(server);
     let result = tokio::select! {
         () = shutdown => Ok(()),
-        () = read_loop(&mut probes, &metrics, &health, &config, label_netns) => Ok(()),
+        () = detect_loop(&mut sources, &metrics, &health, &findings, &config) => Ok(()),
         served = &mut server => Err(DaemonError::Serve(match served {
             Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
             Ok(Err(err)) => err,
@@ -127,7 +114,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         })),
     };
     tracing::info!("shutting down: detaching probes");
-    drop(probes);
+    drop(sources);
     let _ = stop_http.send(());
     if result.is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
@@ -136,73 +123,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     result
 }
 
-/// Exports each probe's state; returns the failures (empty when all are attached).
-fn publish_probe_status(probes: &Probes, metrics: &Metrics) -> Vec<String> {
-    let mut failures = Vec::new();
-    for status in probes.status() {
-        let up = matches!(status.state, ProbeState::Attached);
-        metrics
-            .probe_up
-            .get_or_create(&vec![("probe", status.name.to_owned())])
-            .set(i64::from(up));
-        if !up {
-            failures.push(status.to_string());
-        }
-    }
-    let attributed = probes
-        .kfree_skb()
-        .is_some_and(|probe| *probe.attribution() == Attribution::PerNamespace);
-    metrics.netns_attribution.set(i64::from(attributed));
-    failures
-}
-
-/// Reads the in-kernel counters every poll interval and publishes them; never returns.
-/// Ready while every enabled probe is attached and the maps have been read.
-async fn read_loop(
-    probes: &mut Probes,
+/// Every poll interval: read the kernel, run the detectors, publish; never returns.
+/// Ready while every source works and the maps have been read.
+async fn detect_loop(
+    sources: &mut Sources,
     metrics: &Metrics,
     health: &Health,
+    findings: &SharedFindings,
     config: &Config,
-    label_netns: bool,
 ) {
     let mut ticker = tokio::time::interval(config.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pipeline = Pipeline::new(config.detect.clone());
     let mut maps_read = false;
     loop {
         ticker.tick().await;
-        probes.sync_interfaces();
-        let mut ok = true;
-        match (probes.kfree_skb(), probes.read_drops()) {
-            (Some(probe), Some(Ok(snapshot))) => {
-                metrics.set_drops(probe, &snapshot, label_netns, config.peers.top_n);
-            }
-            (_, Some(Err(err))) => {
-                metrics.map_read_errors.inc();
-                tracing::warn!("reading the drop counters failed: {err}");
-                ok = false;
-            }
-            _ => {}
-        }
-        match probes.read_peers() {
-            Some(Ok(snapshot)) => metrics.set_peers(&snapshot, config.peers.top_n),
-            Some(Err(err)) => {
-                metrics.map_read_errors.inc();
-                tracing::warn!("reading the peer counters failed: {err}");
-                ok = false;
-            }
-            None => {}
-        }
-        match probes.read_connects() {
-            Some(Ok(snapshot)) => metrics.set_connects(&snapshot, config.peers.top_n),
-            Some(Err(err)) => {
-                metrics.map_read_errors.inc();
-                tracing::warn!("reading the TCP counters failed: {err}");
-                ok = false;
-            }
-            None => {}
-        }
+        let (sample, ok) = sources.read(metrics, config.peers.top_n);
         maps_read |= ok;
-        let failures = publish_probe_status(probes, metrics);
+        if let Some(mirror) = sources.mirror() {
+            let changes =
+                mirror.with_snapshot(|net| pipeline.cycle(net, sample, SystemTime::now()));
+            log_changes(&changes);
+            let active = pipeline.active();
+            metrics.set_findings(&active);
+            *findings.write().expect("findings lock") = active;
+        }
+        sources.publish_status(metrics);
+        let failures = sources.failures();
         if !failures.is_empty() {
             health.set_not_ready(failures.join("; "));
         } else if !maps_read {
@@ -214,12 +161,30 @@ async fn read_loop(
     }
 }
 
-/// Returns freed heap pages to the kernel (glibc keeps them otherwise).
-fn release_free_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases memory the allocator holds free.
-    unsafe {
-        libc::malloc_trim(0);
+fn log_changes(changes: &[Change]) {
+    for change in changes {
+        match change {
+            Change::Fired(finding) => {
+                let evidence: Vec<String> = finding
+                    .candidate
+                    .evidence
+                    .iter()
+                    .map(|e| format!("{}={}", e.name, e.value))
+                    .collect();
+                tracing::warn!(
+                    kind = finding.candidate.kind.as_str(),
+                    severity = finding.candidate.severity.as_str(),
+                    "finding: {} [{}]",
+                    finding.candidate.subject,
+                    evidence.join("; ")
+                );
+            }
+            Change::Resolved(finding) => tracing::info!(
+                kind = finding.candidate.kind.as_str(),
+                "resolved: {}",
+                finding.candidate.subject
+            ),
+        }
     }
 }
 

@@ -172,6 +172,32 @@ fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::
     serializer.collect_str(&humantime::format_rfc3339_millis(*time))
 }
 
+/// The answer of `GET /api/v1/findings` and `watchdog check --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// `watchdog.findings/v1`.
+    pub schema: &'static str,
+    /// The node (NODE_NAME, else the host name).
+    pub node: String,
+    /// When the report was made (RFC 3339).
+    #[serde(serialize_with = "rfc3339")]
+    pub generated_at: SystemTime,
+    /// Active findings, most severe first.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// A report made now.
+    pub fn new(node: &str, findings: Vec<Finding>) -> Self {
+        Self {
+            schema: "watchdog.findings/v1",
+            node: node.to_owned(),
+            generated_at: SystemTime::now(),
+            findings,
+        }
+    }
+}
+
 /// A finding's change in one cycle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {

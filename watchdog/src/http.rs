@@ -10,7 +10,7 @@ use axum::{
     routing::get,
 };
 
-use crate::{health::Health, metrics::Metrics};
+use crate::{health::Health, metrics::Metrics, pipeline::SharedFindings};
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -19,6 +19,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Readiness.
     pub health: Arc<Health>,
+    /// The active findings.
+    pub findings: SharedFindings,
+    /// This node's name in API answers.
+    pub node: Arc<str>,
 }
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -29,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/api/v1/findings", get(findings))
         .with_state(state)
 }
 
@@ -37,6 +42,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, OPENMETRICS)],
         state.metrics.encode(),
     )
+}
+
+/// `GET /api/v1/findings`: see the README for the schema.
+async fn findings(State(state): State<AppState>) -> impl IntoResponse {
+    let findings = state.findings.read().expect("findings lock").clone();
+    axum::Json(crate::findings::Report::new(&state.node, findings))
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -87,6 +98,8 @@ mod tests {
         let state = AppState {
             metrics: Arc::new(Metrics::new()),
             health: health.clone(),
+            findings: SharedFindings::default(),
+            node: "test-node".into(),
         };
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -103,5 +116,11 @@ mod tests {
         let (status, body) = get(addr, "/metrics");
         assert_eq!(status, 200);
         assert!(body.contains("watchdog_build_info"), "{body}");
+        let (status, body) = get(addr, "/api/v1/findings");
+        assert_eq!(status, 200);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["schema"], "watchdog.findings/v1");
+        assert_eq!(json["node"], "test-node");
+        assert_eq!(json["findings"], serde_json::json!([]));
     }
 }

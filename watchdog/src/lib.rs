@@ -5,6 +5,7 @@
 
 pub mod btf;
 pub mod caps;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod detect;
@@ -13,6 +14,8 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod mirror;
+pub mod pipeline;
 pub mod probes;
 pub mod procfs;
+pub mod sources;
 pub mod tracefs;

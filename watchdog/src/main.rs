@@ -34,6 +34,22 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<SocketAddr>,
     },
+    /// Audit this host once: load the probes and the network mirror, watch the traffic for
+    /// a short window, print the findings, exit.
+    ///
+    /// Exit code 0: no findings; 1: findings; 2: the audit could not run. Silence-based
+    /// findings (a destination that never answers) need traffic during the whole window.
+    Check {
+        /// Configuration file (as for `run`); only the probe and detector settings matter.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How long to observe, e.g. 5s, 30s, 1m.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        window: std::time::Duration,
+        /// Print the report as JSON (schema `watchdog.findings/v1`, as /api/v1/findings).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or check configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -54,6 +70,14 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if let Command::Check {
+        config,
+        window,
+        json,
+    } = cli.command
+    {
+        return check(config, window, json);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -63,8 +87,46 @@ fn main() -> ExitCode {
     }
 }
 
+/// `watchdog check`: exit 0 clean, 1 findings, 2 error.
+fn check(config: Option<PathBuf>, window: std::time::Duration, json: bool) -> ExitCode {
+    let audit = || -> anyhow::Result<watchdog::findings::Report> {
+        let config = Config::load(config.as_deref())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let report = runtime.block_on(watchdog::check::audit(&config, window, |left| {
+            eprint!("\robserving traffic: {}s left ", left.as_secs_f64().ceil());
+        }))?;
+        eprintln!();
+        Ok(report)
+    };
+    match audit() {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("a report serializes")
+                );
+            } else {
+                print!("{}", watchdog::check::table(&report));
+            }
+            if report.findings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Check { .. } => unreachable!("handled in main"),
         Command::Config(ConfigCommand::Default) => {
             print!("{DEFAULT_CONFIG}");
             Ok(())

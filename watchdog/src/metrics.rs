@@ -16,6 +16,7 @@ use prometheus_client::{
 };
 
 use crate::{
+    findings::{Finding, Kind, Severity},
     mirror::MirrorCounters,
     probes::{
         kfree_skb::{DropSnapshot, KfreeSkb},
@@ -37,6 +38,8 @@ pub struct Metrics {
     pub netns_attribution: Gauge,
     /// `watchdog_map_read_errors_total`: failed reads of the in-kernel maps.
     pub map_read_errors: Counter,
+    findings: Family<Labels, Gauge>,
+    ghost_routes: Family<Labels, Gauge>,
     kernel: Arc<KernelCollector>,
     mirror: Arc<MirrorCollector>,
 }
@@ -75,6 +78,23 @@ impl Metrics {
             "Failed reads of the in-kernel counter maps",
             map_read_errors.clone(),
         );
+        let findings = Family::<Labels, Gauge>::default();
+        registry.register(
+            "watchdog_findings",
+            "Active findings by kind and severity",
+            findings.clone(),
+        );
+        for kind in Kind::ALL {
+            for severity in [Severity::Warning, Severity::Critical] {
+                let _ = findings.get_or_create(&finding_labels(kind, severity));
+            }
+        }
+        let ghost_routes = Family::<Labels, Gauge>::default();
+        registry.register(
+            "watchdog_ghost_route_info",
+            "A route named by an active finding (value 1): the route to look at",
+            ghost_routes.clone(),
+        );
         let kernel = Arc::new(KernelCollector::default());
         registry.register_collector(Box::new(kernel.clone()));
         registry.register_collector(Box::new(ProcessCollector));
@@ -85,6 +105,8 @@ impl Metrics {
             probe_up,
             netns_attribution,
             map_read_errors,
+            findings,
+            ghost_routes,
             kernel,
             mirror,
         }
@@ -215,6 +237,34 @@ impl Metrics {
         *self.mirror.counters.write().expect("mirror counters lock") = Some(counters);
     }
 
+    /// Publishes the active findings.
+    pub fn set_findings(&self, active: &[Finding]) {
+        for kind in Kind::ALL {
+            for severity in [Severity::Warning, Severity::Critical] {
+                let count = active
+                    .iter()
+                    .filter(|f| f.candidate.kind == kind && f.candidate.severity == severity)
+                    .count();
+                self.findings
+                    .get_or_create(&finding_labels(kind, severity))
+                    .set(count as i64);
+            }
+        }
+        self.ghost_routes.clear();
+        for finding in active {
+            for route in &finding.candidate.routes {
+                let labels = vec![
+                    ("kind", finding.candidate.kind.as_str().to_owned()),
+                    ("prefix", route.prefix.clone()),
+                    ("gateway", route.gateway.clone().unwrap_or_default()),
+                    ("dev", route.dev.clone().unwrap_or_default()),
+                    ("table", route.table.clone()),
+                ];
+                self.ghost_routes.get_or_create(&labels).set(1);
+            }
+        }
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -222,6 +272,13 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+fn finding_labels(kind: Kind, severity: Severity) -> Labels {
+    vec![
+        ("kind", kind.as_str().to_owned()),
+        ("severity", severity.as_str().to_owned()),
+    ]
 }
 
 /// The latest kernel counter readings (drops, peers), encoded on each scrape.

@@ -56,6 +56,24 @@ pub fn own_netns() -> std::io::Result<u32> {
     u32::try_from(inode).map_err(|_| std::io::Error::other("namespace inode beyond 32 bits"))
 }
 
+/// This node's name: `NODE_NAME` (set from the Kubernetes downward API), else the host
+/// name.
+pub fn node_name() -> String {
+    if let Ok(name) = std::env::var("NODE_NAME")
+        && !name.is_empty()
+    {
+        return name;
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its length.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
