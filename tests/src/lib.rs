@@ -439,6 +439,55 @@ impl<'ns> Daemon<'ns> {
         Metrics(body)
     }
 
+    /// The active findings from `/api/v1/findings`.
+    pub fn findings(&self) -> Vec<Finding> {
+        let (status, body) = self.get("/api/v1/findings").expect("GET /api/v1/findings");
+        assert_eq!(status, 200, "{body}");
+        let report: serde_json::Value = serde_json::from_str(&body).expect("findings JSON");
+        report["findings"]
+            .as_array()
+            .expect("findings array")
+            .iter()
+            .map(|finding| Finding {
+                kind: finding["kind"].as_str().unwrap_or_default().to_owned(),
+                subject: finding["subject"].as_str().unwrap_or_default().to_owned(),
+                severity: finding["severity"].as_str().unwrap_or_default().to_owned(),
+                evidence: finding["evidence"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        (
+                            e["name"].as_str().unwrap_or_default().to_owned(),
+                            e["value"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Polls `/api/v1/findings` until one of `kind` whose subject contains `subject`
+    /// appears; panics after `timeout` with the findings and the log.
+    pub fn wait_finding(&self, kind: &str, subject: &str, timeout: Duration) -> Finding {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let findings = self.findings();
+            if let Some(found) = findings
+                .iter()
+                .find(|f| f.kind == kind && f.subject.contains(subject))
+            {
+                return found.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {kind} finding on {subject:?} after {timeout:?}; findings: {findings:#?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn stop(mut self) -> ExitStatus {
         // SAFETY: plain kill(2) on our child's pid.
@@ -468,6 +517,30 @@ impl Drop for Daemon<'_> {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A finding as `/api/v1/findings` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// e.g. `ghost_gateway`.
+    pub kind: String,
+    /// The object to fix.
+    pub subject: String,
+    /// `warning` or `critical`.
+    pub severity: String,
+    /// (name, value) pairs.
+    pub evidence: Vec<(String, String)>,
+}
+
+impl Finding {
+    /// Every value of evidence `name`.
+    pub fn evidence(&self, name: &str) -> Vec<&str> {
+        self.evidence
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 

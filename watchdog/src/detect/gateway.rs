@@ -67,9 +67,15 @@ pub fn ghost_gateways(inputs: &Inputs<'_>) -> Vec<Candidate> {
         } else {
             Severity::Warning
         };
+        // Without a route through it, the hop is a directly connected destination.
+        let role = if routes.is_empty() {
+            "neighbour"
+        } else {
+            "gateway"
+        };
         let mut candidate = Candidate::new(
             Kind::GhostGateway,
-            format!("gateway {hop} dev {}", inputs.dev(ifindex)),
+            format!("{role} {hop} dev {}", inputs.dev(ifindex)),
             severity,
         )
         .with(

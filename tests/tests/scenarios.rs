@@ -1,0 +1,183 @@
+//! Each incident of DESIGN.md, injected into a real Flannel-style lab while traffic runs:
+//! the daemon in node 0's namespace must name the guilty object.
+
+use std::{net::UdpSocket, time::Duration};
+
+use watchdog_tests::{
+    Daemon, require_root,
+    lab::{Lab, MISSING_GATEWAY, RETIRED_VTEP, VXLAN_DEV},
+};
+
+/// Fast cycles so each scenario takes seconds: 250 ms polls, a 3 s window.
+const CONFIG: &str = "poll_interval = \"250ms\"\n[detect]\nwindow = \"3s\"\n";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn lab_with_daemon(test: &str) -> Option<Lab> {
+    if !require_root(test) {
+        return None;
+    }
+    let lab = Lab::new(3);
+    lab.check_pod_connectivity().expect("the lab works before injection");
+    Some(lab)
+}
+
+#[test]
+fn fdb_entry_repointed_at_a_retired_address() {
+    let Some(lab) = lab_with_daemon("fdb_entry_repointed_at_a_retired_address") else {
+        return;
+    };
+    let mut daemon = Daemon::start(lab.node(0).ns(), CONFIG);
+    daemon.wait_ready();
+    let _healthy = lab.udp_stream(0, 1, 20);
+    let _victim = lab.udp_stream(0, 2, 20);
+    lab.repoint_fdb(0, 2, RETIRED_VTEP);
+    let finding = daemon.wait_finding(
+        "stale_fdb",
+        &format!("fdb 02:fa:00:00:00:02 dev {VXLAN_DEV} dst {RETIRED_VTEP}"),
+        DEADLINE,
+    );
+    assert_eq!(finding.severity, "critical");
+    assert_eq!(
+        finding.evidence("route"),
+        ["10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink table main"]
+    );
+    assert!(
+        finding.evidence("problem")[0].contains("none back"),
+        "{finding:#?}"
+    );
+    // The healthy remote is not blamed.
+    let findings = daemon.findings();
+    assert!(
+        findings.iter().all(|f| !f.subject.contains("02:fa:00:00:00:01")
+            && !f.subject.contains("10.244.1.")),
+        "{findings:#?}"
+    );
+}
+
+#[test]
+fn route_via_a_gateway_that_no_longer_exists() {
+    let Some(lab) = lab_with_daemon("route_via_a_gateway_that_no_longer_exists") else {
+        return;
+    };
+    let mut daemon = Daemon::start(lab.node(0).ns(), CONFIG);
+    daemon.wait_ready();
+    lab.route_via_missing_gateway(0, "10.55.0.0/24", MISSING_GATEWAY);
+    // Pod 0 keeps sending towards the stale route (forwarded by node 0).
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            lab.node(0).pod_ns().run(|| {
+                let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = socket.send_to(b"stale", "10.55.0.5:9");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        });
+        let finding = daemon.wait_finding(
+            "ghost_gateway",
+            &format!("gateway {MISSING_GATEWAY} dev eth0"),
+            DEADLINE,
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            finding.evidence("route"),
+            [format!("10.55.0.0/24 via {MISSING_GATEWAY} dev eth0 onlink table main")]
+        );
+        assert!(
+            ["INCOMPLETE", "FAILED"].contains(&finding.evidence("neighbour_state")[0]),
+            "{finding:#?}"
+        );
+    });
+}
+
+#[test]
+fn route_via_a_link_that_went_down() {
+    let Some(lab) = lab_with_daemon("route_via_a_link_that_went_down") else {
+        return;
+    };
+    let mut daemon = Daemon::start(lab.node(0).ns(), CONFIG);
+    daemon.wait_ready();
+    let _stream = lab.udp_stream(0, 1, 20);
+    lab.cut_carrier(0);
+    let finding = daemon.wait_finding("dead_link_route", "192.168.77.0/24", DEADLINE);
+    assert_eq!(finding.evidence("problem"), ["device eth0 has no carrier"]);
+}
+
+#[test]
+fn blackhole_route_drawing_traffic() {
+    let Some(lab) = lab_with_daemon("blackhole_route_drawing_traffic") else {
+        return;
+    };
+    let mut daemon = Daemon::start(lab.node(0).ns(), CONFIG);
+    daemon.wait_ready();
+    let _stream = lab.udp_stream(0, 2, 20);
+    lab.blackhole_route(0, "10.244.2.0/25");
+    let finding = daemon.wait_finding(
+        "reject_route_traffic",
+        "route blackhole 10.244.2.0/25",
+        DEADLINE,
+    );
+    assert_eq!(finding.severity, "critical");
+}
+
+#[test]
+fn node_removed_while_its_routes_and_fdb_entries_remain() {
+    let Some(mut lab) = lab_with_daemon("node_removed_while_its_routes_and_fdb_entries_remain")
+    else {
+        return;
+    };
+    let mut daemon = Daemon::start(lab.node(0).ns(), CONFIG);
+    daemon.wait_ready();
+    let _stream = lab.udp_stream(0, 2, 20);
+    lab.remove_node(2);
+    let finding = daemon.wait_finding(
+        "stale_fdb",
+        &format!("fdb 02:fa:00:00:00:02 dev {VXLAN_DEV} dst 192.168.77.12"),
+        DEADLINE,
+    );
+    assert_eq!(
+        finding.evidence("route"),
+        ["10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink table main"]
+    );
+}
+
+#[test]
+fn fdb_table_flushed_on_one_node() {
+    let Some(lab) = lab_with_daemon("fdb_table_flushed_on_one_node") else {
+        return;
+    };
+    let mut daemon = Daemon::start(lab.node(0).ns(), CONFIG);
+    daemon.wait_ready();
+    let _stream = lab.udp_stream(0, 1, 20);
+    lab.flush_fdb(0);
+    let finding = daemon.wait_finding("vtep_collapse", &format!("dev {VXLAN_DEV}"), DEADLINE);
+    assert_eq!(finding.evidence("fdb_entries"), ["0"]);
+    assert_eq!(finding.evidence("remote_node_routes"), ["2"]);
+    daemon.wait_finding("stale_fdb", "02:fa:00:00:00:01 dev flannel.1 missing", DEADLINE);
+}
+
+#[test]
+fn another_nodes_problem_is_not_reported_here() {
+    let Some(lab) = lab_with_daemon("another_nodes_problem_is_not_reported_here") else {
+        return;
+    };
+    let mut here = Daemon::start(lab.node(0).ns(), CONFIG);
+    let mut there = Daemon::start(lab.node(1).ns(), CONFIG);
+    here.wait_ready();
+    there.wait_ready();
+    let _streams = [lab.udp_stream(0, 1, 20), lab.udp_stream(1, 0, 20)];
+    lab.flush_fdb(1);
+    there.wait_finding("vtep_collapse", "dev flannel.1", DEADLINE);
+    // Node 0 keeps all its entries; its traffic to node 1 is answered... except that node
+    // 1 can no longer answer (its FDB is gone): the only thing node 0 may say is that
+    // pod 1 stopped answering, never that its own FDB or routes are broken.
+    let findings = here.findings();
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.kind == "blackholed_destination" || f.kind == "stale_fdb" && f.evidence("problem").iter().all(|p| p.contains("none back"))),
+        "{findings:#?}"
+    );
+    assert!(findings.iter().all(|f| f.kind != "vtep_collapse"), "{findings:#?}");
+}
