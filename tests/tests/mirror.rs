@@ -465,6 +465,16 @@ fn mirror_loads_and_follows_the_namespace() {
     });
     until_routes_match_kernel(&node, &live, "after vx0 was deleted");
 
+    // The underlay goes down: the kernel silently drops its IPv4 routes and flushes its
+    // neighbours, permanent ones included.
+    node.ip(&["link", "set", "veth0", "down"]);
+    until_routes_match_kernel(&node, &live, "after veth0 went down");
+    until(&live, "no neighbours on veth0", |s| {
+        s.neighbours().all(|n| n.ifindex != veth0.index)
+    });
+    let kernel_neighbours = node.ip_json(&["neigh", "show", "dev", "veth0"]);
+    assert_eq!(kernel_neighbours.as_array().map(Vec::len), Some(0));
+
     // A new link appears.
     node.ip(&["link", "add", "br1", "type", "bridge"]);
     until(&live, "br1", |s| {
