@@ -195,6 +195,11 @@ pub struct LiveMirror {
 impl LiveMirror {
     /// Starts the mirror in `ns` and waits for its initial load.
     pub fn start(ns: &NetNs) -> Self {
+        Self::start_with(ns, watchdog::mirror::MirrorOptions::default())
+    }
+
+    /// As [`LiveMirror::start`], with `options`.
+    pub fn start_with(ns: &NetNs, options: watchdog::mirror::MirrorOptions) -> Self {
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = ns.spawn(move || {
@@ -204,7 +209,7 @@ impl LiveMirror {
                 .expect("tokio runtime");
             runtime.block_on(async move {
                 let begin = Instant::now();
-                match watchdog::mirror::Mirror::start().await {
+                match watchdog::mirror::Mirror::start_with(options).await {
                     Ok((mirror, task)) => {
                         let _ = started_tx.send(Ok((mirror, begin.elapsed())));
                         tokio::select! {

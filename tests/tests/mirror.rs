@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use watchdog::mirror::{NeighState, Prefix, Resolution, RouteKind, Snapshot};
+use watchdog::mirror::{MirrorOptions, NeighState, Prefix, Resolution, RouteKind, Snapshot};
 use watchdog_tests::{LiveMirror, NetNs, poll_until, require_root};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -465,6 +465,16 @@ fn mirror_loads_and_follows_the_namespace() {
     });
     until_routes_match_kernel(&node, &live, "after vx0 was deleted");
 
+    // The underlay goes down: the kernel silently drops its IPv4 routes and flushes its
+    // neighbours, permanent ones included.
+    node.ip(&["link", "set", "veth0", "down"]);
+    until_routes_match_kernel(&node, &live, "after veth0 went down");
+    until(&live, "no neighbours on veth0", |s| {
+        s.neighbours().all(|n| n.ifindex != veth0.index)
+    });
+    let kernel_neighbours = node.ip_json(&["neigh", "show", "dev", "veth0"]);
+    assert_eq!(kernel_neighbours.as_array().map(Vec::len), Some(0));
+
     // A new link appears.
     node.ip(&["link", "add", "br1", "type", "bridge"]);
     until(&live, "br1", |s| {
@@ -477,4 +487,51 @@ fn mirror_loads_and_follows_the_namespace() {
     assert!(stats.updates > 10, "{stats:?}");
     let counts = mirror.with_snapshot(Snapshot::counts);
     assert_eq!(stats.objects, counts);
+}
+
+#[test]
+fn mirror_reloads_after_an_overrun() {
+    if !require_root("mirror_reloads_after_an_overrun") {
+        return;
+    }
+    let node = NetNs::new("wd-mirror-overrun");
+    node.ip(&[
+        "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+    ]);
+    node.ip(&["addr", "add", "10.200.0.1/16", "dev", "veth0"]);
+    node.ip(&["link", "set", "veth0", "up"]);
+    node.ip(&["link", "set", "veth1", "up"]);
+    let live = LiveMirror::start_with(
+        &node,
+        MirrorOptions {
+            receive_buffer: 16 * 1024,
+        },
+    );
+    let mut batch = String::new();
+    for i in 0..3000u32 {
+        batch.push_str(&format!(
+            "route add 20.{}.{}.0/24 via 10.200.0.2\n",
+            i >> 8,
+            i & 0xff
+        ));
+    }
+    // Holding the read lock stalls the mirror's writer, and with it the runtime thread
+    // that reads the socket: the burst overruns the small buffer.
+    live.mirror().with_snapshot(|_| {
+        node.ip_batch(&batch);
+    });
+    until(&live, "all 3000 routes after a reload", |s| {
+        s.routes_in_table(254)
+            .filter(|r| r.gateway == Some(ip("10.200.0.2")))
+            .count()
+            == 3000
+    });
+    let stats = live.mirror().stats();
+    assert!(stats.resyncs_overrun >= 1, "{stats:?}");
+    until_routes_match_kernel(&node, &live, "after the reload");
+    // And it keeps following.
+    node.ip(&["route", "del", "20.0.0.0/24"]);
+    until(&live, "20.0.0.0/24 deleted", |s| {
+        s.lookup(ip("20.0.0.1")).is_none()
+    });
 }

@@ -32,6 +32,19 @@ pub enum Bench {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Network mirror cost: initial load time and memory with many routes and neighbours,
+    /// LPM lookup time, and how long a burst of route changes takes to be reflected.
+    Mirror {
+        /// Routes (/24, via a veth) to install before loading.
+        #[arg(long, default_value_t = 100_000)]
+        routes: u32,
+        /// Permanent neighbours to install before loading.
+        #[arg(long, default_value_t = 10_000)]
+        neighbours: u32,
+        /// Route replacements in the burst.
+        #[arg(long, default_value_t = 10_000)]
+        changes: u32,
+    },
 }
 
 impl Bench {
@@ -39,14 +52,30 @@ impl Bench {
         if !require_root("cargo xtask bench") {
             bail!("benchmarks load eBPF programs and create namespaces: run as root");
         }
-        let binary = util::build_daemon()?;
-        // SAFETY: set before any thread starts; the lab reads it to find the daemon.
-        unsafe { std::env::set_var("WATCHDOG_BIN", &binary) };
         match self {
-            Bench::Drops { seconds, rounds } => drops(Duration::from_secs(seconds), rounds),
-            Bench::Idle { seconds } => idle(Duration::from_secs(seconds)),
+            Bench::Drops { seconds, rounds } => {
+                use_release_daemon()?;
+                drops(Duration::from_secs(seconds), rounds)
+            }
+            Bench::Idle { seconds } => {
+                use_release_daemon()?;
+                idle(Duration::from_secs(seconds))
+            }
+            Bench::Mirror {
+                routes,
+                neighbours,
+                changes,
+            } => mirror(routes, neighbours, changes),
         }
     }
+}
+
+/// Builds the daemon (release) and points the lab at it.
+fn use_release_daemon() -> anyhow::Result<()> {
+    let binary = util::build_daemon()?;
+    // SAFETY: set before any thread starts; the lab reads it to find the daemon.
+    unsafe { std::env::set_var("WATCHDOG_BIN", &binary) };
+    Ok(())
 }
 
 /// Sends UDP datagrams to a closed loopback port for `period`; returns datagrams per second.
@@ -192,4 +221,76 @@ fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
         .next()
         .context("empty schedstat")?
         .parse()?)
+}
+
+/// The /24 destination of route number `i`: 20.0.0.0/24, 20.0.1.0/24, …
+fn bench_prefix(i: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(0x1400_0000u32 + (i << 8))
+}
+
+fn mirror(routes: u32, neighbours: u32, changes: u32) -> anyhow::Result<()> {
+    if changes > routes || neighbours > 60_000 {
+        bail!("--changes must not exceed --routes, and --neighbours at most 60000");
+    }
+    eprintln!("xtask: building the mirror bench helper (release)");
+    util::status(util::cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "watchdog",
+        "--example",
+        "mirror_bench",
+    ]))?;
+    let helper = util::root().join("target/release/examples/mirror_bench");
+
+    let ns = NetNs::new("wd-bench-mirror");
+    ns.ip(&["link", "add", "vb0", "type", "veth", "peer", "name", "vb1"]);
+    ns.ip(&["addr", "add", "10.200.0.1/16", "dev", "vb0"]);
+    ns.ip(&["link", "set", "vb0", "up"]);
+    ns.ip(&["link", "set", "vb1", "up"]);
+
+    let mut batch = String::new();
+    for i in 0..routes {
+        batch.push_str(&format!(
+            "route add {}/24 via 10.200.0.2 dev vb0\n",
+            bench_prefix(i)
+        ));
+    }
+    for i in 0..neighbours {
+        let host = 10 + i;
+        batch.push_str(&format!(
+            "neigh add 10.200.{}.{} lladdr 02:00:00:00:{:02x}:{:02x} dev vb0 nud permanent\n",
+            host >> 8,
+            host & 0xff,
+            host >> 8,
+            host & 0xff
+        ));
+    }
+    let begin = Instant::now();
+    ns.ip_batch(&batch);
+    eprintln!(
+        "bench mirror: installed {routes} routes and {neighbours} neighbours in {:.1} s",
+        begin.elapsed().as_secs_f64()
+    );
+
+    let dir = watchdog_tests::TempDir::new("wd-bench-mirror");
+    let burst = dir.path().join("burst.batch");
+    let mut text = String::new();
+    for i in 0..changes {
+        // Spread the changes over the whole table.
+        let n = (u64::from(i) * u64::from(routes) / u64::from(changes)) as u32;
+        text.push_str(&format!(
+            "route replace {}/24 via 10.200.0.3 dev vb0\n",
+            bench_prefix(n)
+        ));
+    }
+    std::fs::write(&burst, text)?;
+
+    println!("network mirror with {routes} routes and {neighbours} neighbours (release build):");
+    util::status(
+        Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .arg(&helper)
+            .arg(&burst),
+    )
 }

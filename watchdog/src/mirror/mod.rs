@@ -3,7 +3,7 @@
 //! namespace, loaded by netlink dumps and kept current by netlink notifications.
 //!
 //! Two netlink sockets: one subscribed to the rtnetlink multicast groups before anything
-//! is dumped, one for the dumps. Notifications that arrive during a dump wait in the
+//! is dumped, one for the dumps (opened for each load). Notifications that arrive during a dump wait in the
 //! first socket's queue and are applied afterwards; each one carries an object's whole
 //! state, so applying them in order after the dump converges on the kernel's state.
 //! When the notification socket overruns (ENOBUFS: the kernel dropped notifications),
@@ -43,9 +43,24 @@ pub use model::{
     TABLE_LOCAL, TABLE_MAIN, Update, Vxlan,
 };
 
-/// Receive buffer of the notification socket. A burst of 10 000 route changes is about
-/// 8 MiB of socket memory; the kernel doubles the value set here.
+/// Receive buffer of the notification socket. The kernel doubles the value set here.
 const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// How the mirror is set up.
+#[derive(Clone, Copy, Debug)]
+pub struct MirrorOptions {
+    /// Receive buffer of the notification socket in bytes (default 4 MiB; the kernel
+    /// doubles it). Smaller means full reloads after shorter bursts of changes.
+    pub receive_buffer: usize,
+}
+
+impl Default for MirrorOptions {
+    fn default() -> Self {
+        Self {
+            receive_buffer: RECEIVE_BUFFER,
+        }
+    }
+}
 
 /// Most notifications applied under one write lock, so readers are not starved.
 const MAX_BATCH: usize = 2048;
@@ -169,8 +184,7 @@ const GROUPS: [MulticastGroup; 8] = [
     MulticastGroup::Neigh,
 ];
 
-/// Aborts a spawned task when dropped (the netlink connections live as long as the
-/// mirror's own task).
+/// Aborts a spawned task (a netlink connection) when dropped.
 struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -184,16 +198,22 @@ impl Mirror {
     /// follows changes (on the current tokio runtime; a current-thread runtime works).
     /// The task runs until it fails or is aborted; aborting it closes the sockets.
     pub async fn start() -> Result<(Mirror, JoinHandle<Result<(), MirrorError>>), MirrorError> {
+        Self::start_with(MirrorOptions::default()).await
+    }
+
+    /// As [`Mirror::start`], with `options`.
+    pub async fn start_with(
+        options: MirrorOptions,
+    ) -> Result<(Mirror, JoinHandle<Result<(), MirrorError>>), MirrorError> {
         let (mut events_conn, _events_handle, events) =
             rtnetlink::new_multicast_connection(&GROUPS).map_err(MirrorError::Subscribe)?;
-        set_receive_buffer(events_conn.socket_mut().socket_mut(), RECEIVE_BUFFER);
+        set_receive_buffer(
+            events_conn.socket_mut().socket_mut(),
+            options.receive_buffer,
+        );
         let events_task = AbortOnDrop(tokio::spawn(events_conn));
 
-        let (dump_conn, mut handle, _) =
-            rtnetlink::new_connection().map_err(MirrorError::Socket)?;
-        let dump_task = AbortOnDrop(tokio::spawn(dump_conn));
-
-        let snapshot = dump_all(&mut handle).await?;
+        let snapshot = dump_all().await?;
         let counters = Arc::new(MirrorCounters::default());
         counters.resyncs_initial.fetch_add(1, Ordering::Relaxed);
         counters.set_counts(snapshot.counts());
@@ -203,12 +223,7 @@ impl Mirror {
             generation: watch::channel(0).0,
             counters,
         });
-        let task = tokio::spawn(follow(
-            shared.clone(),
-            events,
-            handle,
-            [events_task, dump_task],
-        ));
+        let task = tokio::spawn(follow(shared.clone(), events, events_task));
         Ok((Mirror { shared }, task))
     }
 
@@ -282,8 +297,7 @@ async fn follow(
         NetlinkMessage<RouteNetlinkMessage>,
         netlink_sys::SocketAddr,
     )>,
-    mut handle: Handle,
-    _connections: [AbortOnDrop; 2],
+    _connection: AbortOnDrop,
 ) -> Result<(), MirrorError> {
     let counters = &shared.counters;
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -332,7 +346,7 @@ async fn follow(
             // Notifications were lost: reload. Those queued after the overrun are
             // applied on top of the fresh snapshot.
             tracing::warn!("netlink notifications overran the socket buffer; reloading");
-            let fresh = dump_all(&mut handle).await?;
+            let fresh = dump_all().await?;
             counters.set_counts(fresh.counts());
             *shared
                 .snapshot
@@ -345,8 +359,13 @@ async fn follow(
     }
 }
 
-/// Dumps everything into a fresh snapshot, retrying when a dump was interrupted.
-async fn dump_all(handle: &mut Handle) -> Result<Snapshot, MirrorError> {
+/// Dumps everything into a fresh snapshot, retrying when a dump was interrupted. Each
+/// load uses its own connection, closed afterwards: a connection's queues grow to the
+/// size of the largest dump and never shrink.
+async fn dump_all() -> Result<Snapshot, MirrorError> {
+    let (connection, mut handle, _) = rtnetlink::new_connection().map_err(MirrorError::Socket)?;
+    let _connection = AbortOnDrop(tokio::spawn(connection));
+    let handle = &mut handle;
     let mut attempt = 1;
     loop {
         let mut snapshot = Snapshot::new();

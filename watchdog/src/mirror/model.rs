@@ -720,7 +720,8 @@ impl FamilyTable {
             .entry(route.dst.len)
             .or_default()
             .entry(dst)
-            .or_default();
+            // Most destinations have one route: no room for four (Vec's first growth).
+            .or_insert_with(|| Vec::with_capacity(1));
         self.lens.insert(route.dst.len);
         let key = (route.tos, route.priority);
         match slot.binary_search_by_key(&key, |r| (r.tos, r.priority)) {
@@ -777,10 +778,10 @@ impl FamilyTable {
             let Some(map) = self.by_len.get(len) else {
                 continue;
             };
-            if let Some(slot) = map.get(&(addr & mask(*len, width))) {
-                if let Some(route) = slot.iter().find(|r| r.tos == 0 && accept(r)) {
-                    return Some(route);
-                }
+            if let Some(slot) = map.get(&(addr & mask(*len, width)))
+                && let Some(route) = slot.iter().find(|r| r.tos == 0 && accept(r))
+            {
+                return Some(route);
             }
         }
         None
@@ -1079,10 +1080,10 @@ impl Snapshot {
 
     fn new_link(&mut self, link: Link) {
         let was_up = self.links.get(&link.index).map(|old| old.admin_up);
-        if let Some(old) = self.links.get(&link.index) {
-            if old.name != link.name {
-                self.link_names.remove(&old.name);
-            }
+        if let Some(old) = self.links.get(&link.index)
+            && old.name != link.name
+        {
+            self.link_names.remove(&old.name);
         }
         let (index, admin_up) = (link.index, link.admin_up);
         self.link_names.insert(link.name.clone(), index);
