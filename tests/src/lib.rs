@@ -88,11 +88,17 @@ impl NetNs {
 
     /// Runs `f` on a thread that has entered this namespace: sockets it opens live here.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = self.path();
+        run_in(&self.path(), f)
+    }
+}
+
+/// Runs `f` on a thread that has entered the network namespace bound at `path`.
+pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
+    {
         std::thread::scope(|scope| {
             scope
                 .spawn(move || {
-                    let file = fs::File::open(&path).expect("open netns");
+                    let file = fs::File::open(path).expect("open netns");
                     // SAFETY: a valid namespace fd; setns only affects this thread.
                     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
                     assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
@@ -352,22 +358,23 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 /// The daemon, started as `ip netns exec <ns> watchdog run --config <file>`.
 /// Dropping it kills the process if it still runs.
 #[derive(Debug)]
-pub struct Daemon<'ns> {
-    ns: &'ns NetNs,
+pub struct Daemon {
+    /// The namespace's bind mount (the daemon keeps running if a lab drops it).
+    ns_path: PathBuf,
     child: Child,
     listen: SocketAddr,
     dir: TempDir,
 }
 
-impl<'ns> Daemon<'ns> {
+impl Daemon {
     /// Starts the daemon in `ns` with the embedded default config overridden by `config`
     /// (TOML), serving on 127.0.0.1:9477 inside the namespace.
-    pub fn start(ns: &'ns NetNs, config: &str) -> Self {
+    pub fn start(ns: &NetNs, config: &str) -> Self {
         Self::start_with_args(ns, config, &[])
     }
 
     /// As [`Daemon::start`], with extra arguments after `watchdog run`.
-    pub fn start_with_args(ns: &'ns NetNs, config: &str, args: &[&str]) -> Self {
+    pub fn start_with_args(ns: &NetNs, config: &str, args: &[&str]) -> Self {
         let dir = TempDir::new("watchdog-test");
         let config_path = dir.path().join("config.toml");
         fs::write(&config_path, config).expect("write config");
@@ -386,7 +393,7 @@ impl<'ns> Daemon<'ns> {
             .spawn()
             .expect("start the daemon");
         Self {
-            ns,
+            ns_path: ns.path(),
             child,
             listen: "127.0.0.1:9477".parse().expect("address"),
             dir,
@@ -401,7 +408,7 @@ impl<'ns> Daemon<'ns> {
     /// GET `path` from the daemon (inside its namespace).
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let listen = self.listen;
-        self.ns.run(|| http_get(listen, path))
+        run_in(&self.ns_path, || http_get(listen, path))
     }
 
     /// Waits until the HTTP server answers (any status), failing if the daemon exits.
@@ -516,7 +523,7 @@ impl<'ns> Daemon<'ns> {
     }
 }
 
-impl Drop for Daemon<'_> {
+impl Drop for Daemon {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();

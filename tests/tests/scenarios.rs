@@ -4,8 +4,9 @@
 use std::{net::UdpSocket, time::Duration};
 
 use watchdog_tests::{
-    Daemon, require_root,
+    Daemon,
     lab::{Lab, MISSING_GATEWAY, RETIRED_VTEP, VXLAN_DEV},
+    require_root,
 };
 
 /// Fast cycles so each scenario takes seconds: 250 ms polls, a 3 s window.
@@ -17,7 +18,8 @@ fn lab_with_daemon(test: &str) -> Option<Lab> {
         return None;
     }
     let lab = Lab::new(3);
-    lab.check_pod_connectivity().expect("the lab works before injection");
+    lab.check_pod_connectivity()
+        .expect("the lab works before injection");
     Some(lab)
 }
 
@@ -48,8 +50,9 @@ fn fdb_entry_repointed_at_a_retired_address() {
     // The healthy remote is not blamed.
     let findings = daemon.findings();
     assert!(
-        findings.iter().all(|f| !f.subject.contains("02:fa:00:00:00:01")
-            && !f.subject.contains("10.244.1.")),
+        findings
+            .iter()
+            .all(|f| !f.subject.contains("02:fa:00:00:00:01") && !f.subject.contains("10.244.1.")),
         "{findings:#?}"
     );
 }
@@ -82,7 +85,9 @@ fn route_via_a_gateway_that_no_longer_exists() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(
             finding.evidence("route"),
-            [format!("10.55.0.0/24 via {MISSING_GATEWAY} dev eth0 onlink table main")]
+            [format!(
+                "10.55.0.0/24 via {MISSING_GATEWAY} dev eth0 onlink table main"
+            )]
         );
         assert!(
             ["INCOMPLETE", "FAILED"].contains(&finding.evidence("neighbour_state")[0]),
@@ -154,7 +159,11 @@ fn fdb_table_flushed_on_one_node() {
     let finding = daemon.wait_finding("vtep_collapse", &format!("dev {VXLAN_DEV}"), DEADLINE);
     assert_eq!(finding.evidence("fdb_entries"), ["0"]);
     assert_eq!(finding.evidence("remote_node_routes"), ["2"]);
-    daemon.wait_finding("stale_fdb", "02:fa:00:00:00:01 dev flannel.1 missing", DEADLINE);
+    daemon.wait_finding(
+        "stale_fdb",
+        "02:fa:00:00:00:01 dev flannel.1 missing",
+        DEADLINE,
+    );
 }
 
 #[test]
@@ -173,11 +182,65 @@ fn another_nodes_problem_is_not_reported_here() {
     // 1 can no longer answer (its FDB is gone): the only thing node 0 may say is that
     // pod 1 stopped answering, never that its own FDB or routes are broken.
     let findings = here.findings();
+    let only_silence = |f: &watchdog_tests::Finding| {
+        f.kind == "blackholed_destination"
+            || (f.kind == "stale_fdb"
+                && f.evidence("problem")
+                    .iter()
+                    .all(|p| p.contains("none back")))
+    };
+    assert!(findings.iter().all(only_silence), "{findings:#?}");
+}
+
+#[test]
+fn a_healthy_lab_with_traffic_for_a_minute_has_no_findings() {
+    let Some(lab) = lab_with_daemon("a_healthy_lab_with_traffic_for_a_minute_has_no_findings")
+    else {
+        return;
+    };
+    // Default settings: the healthy run must not trip the defaults.
+    let mut daemon = Daemon::start(lab.node(0).ns(), "");
+    daemon.wait_ready();
+    let streams: Vec<_> = (0..3)
+        .flat_map(|from| {
+            (0..3)
+                .filter(move |&to| to != from)
+                .map(move |to| (from, to))
+        })
+        .map(|(from, to)| lab.udp_stream(from, to, 10))
+        .collect();
+    let start = std::time::Instant::now();
+    let mut checks = 0;
+    while start.elapsed() < Duration::from_secs(60) {
+        let findings = daemon.findings();
+        assert!(
+            findings.is_empty(),
+            "after {:?}: {findings:#?}",
+            start.elapsed()
+        );
+        let report = lab.tcp_connect_attempts(
+            0,
+            watchdog_tests::lab::pod_ip(1),
+            watchdog_tests::lab::TCP_PORT,
+            1,
+        );
+        assert_eq!(report.failed(), 0, "{report:?}");
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for stream in streams {
+        let stats = stream.stop();
+        assert!(stats.replies > 500, "{stats:?}");
+    }
+    let metrics = daemon.metrics();
+    assert!(checks > 60);
     assert!(
-        findings
-            .iter()
-            .all(|f| f.kind == "blackholed_destination" || f.kind == "stale_fdb" && f.evidence("problem").iter().all(|p| p.contains("none back"))),
-        "{findings:#?}"
+        metrics
+            .0
+            .lines()
+            .filter(|line| line.starts_with("watchdog_findings{"))
+            .all(|line| line.ends_with(" 0")),
+        "{}",
+        metrics.0
     );
-    assert!(findings.iter().all(|f| f.kind != "vtep_collapse"), "{findings:#?}");
 }
