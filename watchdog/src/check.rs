@@ -51,6 +51,7 @@ pub async fn audit(
     let mirror = sources.mirror().expect("failures() checked the mirror");
     let settings = detect::Settings {
         window,
+        vtep_window: window.min(config.detect.vtep_window),
         ..config.detect.clone()
     };
     let now = SystemTime::now();
@@ -59,6 +60,7 @@ pub async fn audit(
             net,
             now: &last,
             then: &first,
+            recent: &first,
             settings: &settings,
         })
     });

@@ -77,13 +77,18 @@ impl Pipeline {
     /// Adds `sample`, runs the detectors over the window, and returns what changed.
     pub fn cycle(&mut self, net: &Snapshot, sample: Sample, now: SystemTime) -> Vec<Change> {
         self.history.push(sample);
-        let (Some(newest), Some(baseline)) = (self.history.now(), self.history.baseline()) else {
+        let (Some(newest), Some(baseline), Some(recent)) = (
+            self.history.now(),
+            self.history.baseline(),
+            self.history.before(self.settings.vtep_window),
+        ) else {
             return Vec::new();
         };
         let candidates = detect::detect(&Inputs {
             net,
             now: newest,
             then: baseline,
+            recent,
             settings: &self.settings,
         });
         self.tracker.update(now, candidates)

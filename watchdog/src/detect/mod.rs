@@ -33,6 +33,11 @@ pub struct Settings {
     /// also the span over which drops and connect failures are counted.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
+    /// A VXLAN VTEP (an FDB destination) that gets `min_packets` and answers nothing for
+    /// this long is silent. Shorter than `window`: node-to-node overlay traffic always
+    /// flows both ways, and a ghost VTEP must be named within seconds.
+    #[serde(with = "humantime_serde")]
+    pub vtep_window: Duration,
     /// Packets sent without reply within the window before a destination counts as
     /// blackholed.
     pub min_packets: u64,
@@ -49,6 +54,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             window: Duration::from_secs(10),
+            vtep_window: Duration::from_secs(2),
             min_packets: 5,
             min_failed_connects: 3,
             confirm: 2,
@@ -108,6 +114,17 @@ impl History {
     pub fn baseline(&self) -> Option<&Sample> {
         self.samples.front().map(Arc::as_ref)
     }
+
+    /// The newest sample at least `age` older than the newest one, else the oldest.
+    pub fn before(&self, age: Duration) -> Option<&Sample> {
+        let now = self.now()?.at?;
+        self.samples
+            .iter()
+            .rev()
+            .find(|sample| sample.at.is_some_and(|at| now.duration_since(at) >= age))
+            .or_else(|| self.samples.front())
+            .map(Arc::as_ref)
+    }
 }
 
 /// Everything a detector may look at.
@@ -118,6 +135,8 @@ pub struct Inputs<'a> {
     pub now: &'a Sample,
     /// The counters at the start of the window (`now` itself when there is no history).
     pub then: &'a Sample,
+    /// The counters about `vtep_window` ago.
+    pub recent: &'a Sample,
     /// Thresholds.
     pub settings: &'a Settings,
 }
@@ -135,6 +154,16 @@ impl Inputs<'_> {
     /// for it.
     pub fn full_window(&self) -> bool {
         self.span() * 10 >= self.settings.window * 9
+    }
+
+    /// True once `recent` is (nearly) `vtep_window` old.
+    pub fn full_vtep_window(&self) -> bool {
+        match (self.now.at, self.recent.at) {
+            (Some(now), Some(recent)) => {
+                now.duration_since(recent) * 10 >= self.settings.vtep_window * 9
+            }
+            _ => false,
+        }
     }
 
     /// Drops by (reason, destination) within the window; only non-zero ones.

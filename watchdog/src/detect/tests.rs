@@ -131,6 +131,7 @@ fn run(net: &Snapshot, then: &Sample, now: &Sample) -> Vec<Candidate> {
         net,
         now,
         then,
+        recent: then,
         settings: &settings,
     })
 }
@@ -181,7 +182,7 @@ fn an_fdb_entry_repointed_at_a_silent_vtep_is_named_with_its_route() {
         stale[0]
             .evidence("problem")
             .unwrap()
-            .contains("50 packets sent to VTEP 192.168.77.99 on eth0")
+            .contains("50 packets sent to VTEP 192.168.77.99 on eth0 in the last 2s")
     );
     assert_eq!(stale[0].routes[0].prefix, "10.244.2.0/24");
 }
@@ -192,7 +193,7 @@ fn silence_is_not_judged_before_a_full_window() {
     net.apply(Update::NewFdb(fdb(2, "192.168.77.99")));
     let start = Instant::now();
     let (then, mut now) = samples(start);
-    now.at = Some(start + Duration::from_secs(3));
+    now.at = Some(start + Duration::from_secs(1));
     let mut then = then;
     then.peers.insert((ETH0, ip("192.168.77.99")), peer(40, 0));
     now.peers.insert((ETH0, ip("192.168.77.99")), peer(90, 0));
@@ -409,6 +410,11 @@ fn history_keeps_a_window_of_samples() {
             ..Sample::default()
         });
     }
-    let span = history.now().unwrap().at.unwrap() - history.baseline().unwrap().at.unwrap();
-    assert_eq!(span, Duration::from_secs(10));
+    let newest = history.now().unwrap().at.unwrap();
+    assert_eq!(
+        newest - history.baseline().unwrap().at.unwrap(),
+        Duration::from_secs(10)
+    );
+    let before = history.before(Duration::from_secs(2)).unwrap().at.unwrap();
+    assert_eq!(newest - before, Duration::from_secs(2));
 }

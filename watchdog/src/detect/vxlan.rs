@@ -81,7 +81,8 @@ pub fn stale_fdb(inputs: &Inputs<'_>) -> Vec<Candidate> {
             }
             if let Some((sent, dev)) = silent {
                 problems.push(format!(
-                    "{sent} packets sent to VTEP {dst} on {dev} in the window, none back"
+                    "{sent} packets sent to VTEP {dst} on {dev} in the last {}, none back",
+                    humantime::format_duration(inputs.settings.vtep_window)
                 ));
             }
             if problems.is_empty() {
@@ -152,14 +153,14 @@ fn routes_via_mac<'a>(inputs: &'a Inputs<'_>, link: &Link, mac: &[u8; 6]) -> Vec
 }
 
 /// `(packets sent, device)` when `dst` got at least `min_packets` on one of `devices`
-/// during a full window and answered nothing.
+/// during the last `vtep_window` and answered nothing.
 fn silence(inputs: &Inputs<'_>, devices: &[u32], dst: IpAddr) -> Option<(u64, String)> {
-    if !inputs.full_window() {
+    if !inputs.full_vtep_window() {
         return None;
     }
     devices.iter().find_map(|&ifindex| {
         let now = inputs.now.peers.get(&(ifindex, dst))?;
-        let then = inputs.then.peers.get(&(ifindex, dst))?;
+        let then = inputs.recent.peers.get(&(ifindex, dst))?;
         let sent = now.tx_packets - then.tx_packets.min(now.tx_packets);
         let back = now.rx_packets - then.rx_packets.min(now.rx_packets);
         (then.tx_packets > 0 && sent >= inputs.settings.min_packets && back == 0)
