@@ -8,7 +8,7 @@ use std::{
 };
 
 use watchdog::mirror::{MirrorOptions, NeighState, Prefix, Resolution, RouteKind, Snapshot};
-use watchdog_tests::{LiveMirror, NetNs, poll_until, require_root};
+use watchdog_tests::{NetNs, poll_until, require_root};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -534,4 +534,71 @@ fn mirror_reloads_after_an_overrun() {
     until(&live, "20.0.0.0/24 deleted", |s| {
         s.lookup(ip("20.0.0.1")).is_none()
     });
+}
+
+/// The network mirror running on its own thread (a current-thread tokio runtime) inside
+/// a namespace; stopped and joined on drop.
+#[derive(Debug)]
+struct LiveMirror {
+    mirror: watchdog::mirror::Mirror,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LiveMirror {
+    /// Starts the mirror in `ns` and waits for its initial load.
+    fn start(ns: &NetNs) -> Self {
+        Self::start_with(ns, watchdog::mirror::MirrorOptions::default())
+    }
+
+    /// As [`LiveMirror::start`], with `options`.
+    fn start_with(ns: &NetNs, options: watchdog::mirror::MirrorOptions) -> Self {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = ns.spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async move {
+                match watchdog::mirror::Mirror::start_with(options).await {
+                    Ok((mirror, task)) => {
+                        let _ = started_tx.send(Ok(mirror));
+                        tokio::select! {
+                            _ = stopped => {}
+                            result = task => eprintln!("the mirror's task ended: {result:?}"),
+                        }
+                    }
+                    Err(error) => {
+                        let _ = started_tx.send(Err(error.to_string()));
+                    }
+                }
+            });
+        });
+        let mirror = started_rx
+            .recv()
+            .expect("the mirror thread died")
+            .unwrap_or_else(|error| panic!("the mirror did not start: {error}"));
+        Self {
+            mirror,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// The mirror.
+    fn mirror(&self) -> &watchdog::mirror::Mirror {
+        &self.mirror
+    }
+}
+
+impl Drop for LiveMirror {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -9,7 +9,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use watchdog_tests::{Daemon, NetNs, poll_until, require_root};
+use watchdog_tests::{
+    Daemon, NetNs,
+    lab::{self, Lab},
+    poll_until, require_root,
+};
 
 use crate::util;
 
@@ -34,6 +38,17 @@ pub enum Bench {
     },
     /// Network mirror cost: initial load time and memory with many routes and neighbours,
     /// LPM lookup time, and how long a burst of route changes takes to be reflected.
+    /// Detection latency: for each lab scenario, the time from injecting the fault (traffic
+    /// runs at 50 packets/s, so the first blackholed packet follows within 20 ms) to the
+    /// finding on /api/v1/findings, with the default settings, over `runs` fresh labs.
+    Latency {
+        /// Runs per scenario.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// Only these scenarios (comma separated): fdb, gateway, link, blackhole, node, flush.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
     Mirror {
         /// Routes (/24, via a veth) to install before loading.
         #[arg(long, default_value_t = 100_000)]
@@ -61,6 +76,7 @@ impl Bench {
                 use_release_daemon()?;
                 idle(Duration::from_secs(seconds))
             }
+            Bench::Latency { runs, only } => latency(runs, &only),
             Bench::Mirror {
                 routes,
                 neighbours,
@@ -293,4 +309,110 @@ fn mirror(routes: u32, neighbours: u32, changes: u32) -> anyhow::Result<()> {
             .arg(&helper)
             .arg(&burst),
     )
+}
+
+/// A fault to inject and the finding that must name it.
+struct Scenario {
+    name: &'static str,
+    kind: &'static str,
+    subject: &'static str,
+    inject: fn(&mut Lab),
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "fdb",
+        kind: "stale_fdb",
+        subject: "dst 192.168.77.99",
+        inject: |lab| lab.repoint_fdb(0, 2, lab::RETIRED_VTEP),
+    },
+    Scenario {
+        name: "gateway",
+        kind: "ghost_gateway",
+        subject: "gateway 192.168.77.98",
+        inject: |lab| lab.route_via_missing_gateway(0, "10.244.2.0/25", lab::MISSING_GATEWAY),
+    },
+    Scenario {
+        name: "link",
+        kind: "dead_link_route",
+        subject: "192.168.77.0/24",
+        inject: |lab| lab.cut_carrier(0),
+    },
+    Scenario {
+        name: "blackhole",
+        kind: "reject_route_traffic",
+        subject: "blackhole 10.244.2.0/25",
+        inject: |lab| lab.blackhole_route(0, "10.244.2.0/25"),
+    },
+    Scenario {
+        name: "node",
+        kind: "stale_fdb",
+        subject: "dst 192.168.77.12",
+        inject: |lab| lab.remove_node(2),
+    },
+    Scenario {
+        name: "flush",
+        kind: "vtep_collapse",
+        subject: "dev flannel.1",
+        inject: |lab| lab.flush_fdb(0),
+    },
+];
+
+fn latency(runs: u32, only: &[String]) -> anyhow::Result<()> {
+    let chosen: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
+        .collect();
+    if chosen.is_empty() {
+        bail!("--only names no scenario; use fdb, gateway, link, blackhole, node, flush");
+    }
+    println!("detection latency, default settings, {runs} runs each (seconds):");
+    println!(
+        "  {:<10} {:<22} {:>7} {:>7} {:>7}",
+        "scenario", "finding", "median", "p90", "worst"
+    );
+    for scenario in chosen {
+        let mut times = Vec::new();
+        for run in 0..runs {
+            let mut lab = Lab::new(3);
+            let mut daemon = Daemon::start(lab.node(0).ns(), "");
+            daemon.wait_ready();
+            // Traffic from pod 0 to both remote pods, then one VTEP window of history.
+            let streams = [lab.udp_stream(0, 1, 50), lab.udp_stream(0, 2, 50)];
+            streams[1].wait_replies(50, Duration::from_secs(10));
+            let injected = Instant::now();
+            (scenario.inject)(&mut lab);
+            let found = poll_until(Duration::from_secs(60), scenario.kind, || {
+                daemon
+                    .findings()
+                    .iter()
+                    .any(|f| f.kind == scenario.kind && f.subject.contains(scenario.subject))
+                    .then(|| injected.elapsed())
+            });
+            eprintln!(
+                "  {} run {}/{runs}: {:.2}s",
+                scenario.name,
+                run + 1,
+                found.as_secs_f64()
+            );
+            times.push(found.as_secs_f64());
+            drop(streams);
+            daemon.stop();
+        }
+        let worst = times.iter().copied().fold(0.0, f64::max);
+        let p90 = {
+            let mut sorted = times.clone();
+            sorted.sort_by(f64::total_cmp);
+            sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)]
+        };
+        println!(
+            "  {:<10} {:<22} {:>7.2} {:>7.2} {:>7.2}",
+            scenario.name,
+            scenario.kind,
+            median(&mut times),
+            p90,
+            worst
+        );
+    }
+    Ok(())
 }
