@@ -49,6 +49,16 @@ pub enum Bench {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// TC probe cost: ns per packet from BPF_PROG_TEST_RUN, and iperf3 TCP throughput over
+    /// a veth pair with the daemon's probes attached vs detached, interleaved.
+    Tc {
+        /// Seconds per iperf3 measurement.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Rounds of (detached, attached).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
     Mirror {
         /// Routes (/24, via a veth) to install before loading.
         #[arg(long, default_value_t = 100_000)]
@@ -77,6 +87,7 @@ impl Bench {
                 idle(Duration::from_secs(seconds))
             }
             Bench::Latency { runs, only } => latency(runs, &only),
+            Bench::Tc { seconds, rounds } => tc(seconds, rounds),
             Bench::Mirror {
                 routes,
                 neighbours,
@@ -414,5 +425,95 @@ fn latency(runs: u32, only: &[String]) -> anyhow::Result<()> {
             worst
         );
     }
+    Ok(())
+}
+
+fn tc(seconds: u64, rounds: u32) -> anyhow::Result<()> {
+    eprintln!("xtask: building the TC bench helper (release)");
+    util::status(util::cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "watchdog",
+        "--example",
+        "tc_bench",
+    ]))?;
+    util::status(&mut Command::new(
+        util::root().join("target/release/examples/tc_bench"),
+    ))?;
+
+    let client = NetNs::new("wd-tc-client");
+    let server = NetNs::new("wd-tc-server");
+    client.ip(&["link", "add", "tc0", "type", "veth", "peer", "name", "tc1"]);
+    client.ip(&["link", "set", "tc1", "netns", server.name()]);
+    client.ip(&["addr", "add", "10.91.0.1/24", "dev", "tc0"]);
+    server.ip(&["addr", "add", "10.91.0.2/24", "dev", "tc1"]);
+    client.ip(&["link", "set", "tc0", "up"]);
+    server.ip(&["link", "set", "tc1", "up"]);
+    let mut iperf_server = Command::new("ip")
+        .args(["netns", "exec", server.name(), "iperf3", "-s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start iperf3 (cargo xtask setup installs it)")?;
+    let throughput = || -> anyhow::Result<f64> {
+        let port_open = || {
+            server
+                .run(|| std::net::TcpStream::connect("10.91.0.2:5201").is_ok())
+                .then_some(())
+        };
+        poll_until(Duration::from_secs(10), "iperf3 to listen", port_open);
+        let out = util::output(Command::new("ip").args([
+            "netns",
+            "exec",
+            client.name(),
+            "iperf3",
+            "-c",
+            "10.91.0.2",
+            "-J",
+            "-t",
+            &seconds.to_string(),
+        ]))?;
+        let report: serde_json::Value = serde_json::from_str(&out)?;
+        report["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .context("iperf3 JSON has no end.sum_received.bits_per_second")
+    };
+    let (mut detached, mut attached) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        detached.push(throughput()?);
+        let mut daemon = Daemon::start(&client, "");
+        daemon.wait_ready();
+        attached.push(throughput()?);
+        let metrics = daemon.metrics();
+        let seen = metrics.count(
+            "watchdog_peer_packets_total",
+            &[
+                ("interface", "tc0"),
+                ("peer", "10.91.0.2"),
+                ("direction", "tx"),
+            ],
+        );
+        daemon.stop();
+        eprintln!(
+            "  round {}: detached {:.2} Gbit/s, attached {:.2} Gbit/s ({seen} packets counted)",
+            round + 1,
+            detached.last().unwrap() / 1e9,
+            attached.last().unwrap() / 1e9
+        );
+        if seen == 0 {
+            bail!("the probe counted nothing: it was not on the path");
+        }
+    }
+    let _ = iperf_server.kill();
+    let _ = iperf_server.wait();
+    let (detached, attached) = (median(&mut detached), median(&mut attached));
+    println!("iperf3 TCP over veth, median of {rounds} rounds of {seconds}s:");
+    println!("  probes detached  {:>8.2} Gbit/s", detached / 1e9);
+    println!(
+        "  probes attached  {:>8.2} Gbit/s   ratio {:.3}",
+        attached / 1e9,
+        attached / detached
+    );
     Ok(())
 }

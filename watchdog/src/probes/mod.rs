@@ -13,7 +13,7 @@ use aya::{Ebpf, EbpfLoader};
 use crate::{btf::Btf, tracefs::Tracefs};
 
 /// The eBPF object built by `build.rs` from `watchdog-ebpf`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog"));
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog"));
 
 /// Errors that stop every probe (a single probe's failure is a [`ProbeState::Failed`]).
 #[derive(Debug, thiserror::Error)]
