@@ -154,6 +154,7 @@ fn start_bpftrace() -> anyhow::Result<Child> {
 fn drops(period: Duration, rounds: u32) -> anyhow::Result<()> {
     let ns = NetNs::new("wd-bench");
     let (mut none, mut watchdog, mut bpftrace) = (Vec::new(), Vec::new(), Vec::new());
+    let mut daemon_cpu = Vec::new();
     let mut counted_exactly = true;
     eprintln!("bench drops: {rounds} rounds x 3 setups x {period:?} each");
     for round in 0..rounds {
@@ -162,7 +163,9 @@ fn drops(period: Duration, rounds: u32) -> anyhow::Result<()> {
         let mut daemon = Daemon::start(&ns, "poll_interval = \"250ms\"\n");
         daemon.wait_ready();
         let before = daemon.metrics().count(DROPS, &[("reason", "NO_SOCKET")]);
+        let cpu_before = cpu_ns(daemon.pid())?;
         let (sent, rate) = storm(&ns, period);
+        daemon_cpu.push((cpu_ns(daemon.pid())? - cpu_before) as f64 / 1e9 / period.as_secs_f64());
         watchdog.push(rate);
         // Every datagram must have been counted, even in a storm.
         let counted = poll_until(
@@ -204,6 +207,10 @@ fn drops(period: Duration, rounds: u32) -> anyhow::Result<()> {
         bpftrace / none
     );
     println!("  watchdog counted every drop exactly: {counted_exactly}");
+    println!(
+        "  daemon userspace CPU during the watchdog storm: {:.2}% of one core (median)",
+        100.0 * median(&mut daemon_cpu)
+    );
     if !counted_exactly {
         bail!("the watchdog's count differed from the drops sent");
     }
