@@ -244,3 +244,40 @@ fn a_healthy_lab_with_traffic_for_a_minute_has_no_findings() {
         metrics.0
     );
 }
+
+/// `watchdog check` in a node's namespace: 0 on a healthy node, 1 with the finding in
+/// JSON once the node's FDB is flushed.
+#[test]
+fn check_audits_a_node_once_with_exit_codes() {
+    let Some(lab) = lab_with_daemon("check_audits_a_node_once_with_exit_codes") else {
+        return;
+    };
+    let check = |node: usize| {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", lab.node(node).ns().name()])
+            .arg(watchdog_tests::daemon_binary())
+            .args(["check", "--window", "1s", "--json"])
+            .output()
+            .expect("run watchdog check");
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&output.stderr)));
+        (output.status.code(), report)
+    };
+    let _stream = lab.udp_stream(0, 1, 20);
+    let (code, report) = check(0);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["findings"], serde_json::json!([]));
+
+    lab.flush_fdb(0);
+    let (code, report) = check(0);
+    assert_eq!(code, Some(1), "{report:#}");
+    let kinds: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"vtep_collapse"), "{report:#}");
+    // Node 1 is untouched and clean.
+    assert_eq!(check(1).0, Some(0));
+}
