@@ -125,7 +125,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9477)),
-            poll_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(500),
             namespaces: Namespaces::Own,
             btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
             tracefs_path: None,
@@ -214,6 +214,18 @@ impl Config {
                 ),
             });
         }
+        if self.detect.vtep_window < Duration::from_millis(100)
+            || self.detect.vtep_window > self.detect.window
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "detect.vtep_window",
+                problem: format!(
+                    "is {:?}; use a duration from 100ms up to detect.window ({:?})",
+                    self.detect.vtep_window, self.detect.window
+                ),
+            });
+        }
         if self.detect.confirm == 0 || self.detect.clear_after == 0 {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -263,7 +275,7 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:9477".parse().unwrap());
         assert_eq!(config.namespaces, Namespaces::Own);
         assert!(config.probes.kfree_skb);
-        assert_eq!(config.poll_interval, Duration::from_secs(1));
+        assert_eq!(config.poll_interval, Duration::from_millis(500));
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             window: Duration::from_secs(10),
-            vtep_window: Duration::from_secs(2),
+            vtep_window: Duration::from_secs(1),
             min_packets: 5,
             min_failed_connects: 3,
             confirm: 2,
