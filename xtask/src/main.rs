@@ -29,6 +29,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the release daemon (eBPF object embedded) for this host or another target,
+    /// installing only the build tools it needs: `--target aarch64-unknown-linux-gnu` is the
+    /// Raspberry Pi 4/5 binary, linked with Debian's gcc-aarch64-linux-gnu.
+    Build {
+        /// Rust target triple, e.g. aarch64-unknown-linux-gnu; default: this host.
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Set up, then run the whole test suite (unit and kernel integration tests; needs root).
     Test {
         /// Extra arguments for `cargo test`, e.g. `-- --nocapture`.
@@ -49,6 +57,13 @@ fn main() -> anyhow::Result<()> {
             let mut command = std::process::Command::new(&binary);
             command.arg("run").args(args);
             util::exec(command)
+        }
+        Task::Build { target } => {
+            setup::build_tools(target.as_deref())?;
+            let binary = util::build_release(target.as_deref())?;
+            let size = std::fs::metadata(&binary)?.len();
+            println!("{} ({:.1} MiB)", binary.display(), size as f64 / 1048576.0);
+            Ok(())
         }
         Task::Test { args } => {
             setup::run()?;

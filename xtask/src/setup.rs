@@ -20,22 +20,46 @@ const PACKAGES: &[&str] = &[
 /// The bpf-linker release known to work with the pinned aya and rustc 1.95 (LLVM 22).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Installs whatever is missing.
+/// Debian's cross toolchain for the Raspberry Pi build.
+const AARCH64_LINKER_PACKAGE: &str = "gcc-aarch64-linux-gnu";
+
+/// Installs whatever is missing to build, test and benchmark.
 pub fn run() -> anyhow::Result<()> {
-    debian_packages()?;
+    debian_packages(PACKAGES)?;
+    build_tools(None)
+}
+
+/// Installs only what building the daemon for `target` needs (the host's if `None`).
+pub fn build_tools(target: Option<&str>) -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker()?;
+    if let Some(target) = target
+        && target.starts_with("aarch64-")
+    {
+        debian_packages(&[AARCH64_LINKER_PACKAGE])?;
+        rust_target(target)?;
+    }
     Ok(())
 }
 
-fn debian_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES
+fn rust_target(target: &str) -> anyhow::Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|line| line.trim() == target) {
+        eprintln!("setup: Rust target {target} present");
+        return Ok(());
+    }
+    eprintln!("setup: adding the Rust target {target}");
+    status(Command::new("rustup").args(["target", "add", target]))
+}
+
+fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|package| !installed(package))
         .collect();
     if missing.is_empty() {
-        eprintln!("setup: Debian packages present ({})", PACKAGES.join(" "));
+        eprintln!("setup: Debian packages present ({})", packages.join(" "));
         return Ok(());
     }
     eprintln!("setup: installing Debian packages: {}", missing.join(" "));

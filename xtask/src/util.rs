@@ -50,16 +50,37 @@ pub fn output(command: &mut Command) -> anyhow::Result<String> {
 
 /// Builds the daemon in release mode and returns the binary's path.
 pub fn build_daemon() -> anyhow::Result<PathBuf> {
-    eprintln!("xtask: building the daemon (release)");
-    status(cargo().args([
+    build_release(None)
+}
+
+/// Builds the release daemon for `target` (the host's if `None`); returns its path.
+pub fn build_release(target: Option<&str>) -> anyhow::Result<PathBuf> {
+    eprintln!(
+        "xtask: building the daemon (release, {})",
+        target.unwrap_or("host")
+    );
+    let mut command = cargo();
+    command.args([
         "build",
         "--release",
         "--package",
         "watchdog",
         "--bin",
         "watchdog",
-    ]))?;
-    Ok(root().join("target/release/watchdog"))
+    ]);
+    let mut dir = root().join("target");
+    if let Some(target) = target {
+        command.args(["--target", target]);
+        if target.starts_with("aarch64-") {
+            command.env(
+                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+                "aarch64-linux-gnu-gcc",
+            );
+        }
+        dir = dir.join(target);
+    }
+    status(&mut command)?;
+    Ok(dir.join("release/watchdog"))
 }
 
 /// Replaces this process with `command` (so signals reach it directly).
