@@ -1,4 +1,4 @@
-//! The HTTP server: `/metrics`, `/healthz`, `/readyz`.
+//! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/findings`.
 
 use std::sync::Arc;
 
@@ -37,11 +37,64 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, OPENMETRICS)],
-        state.metrics.encode(),
-    )
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics for clients that ask for it (Prometheus does); the classic text format
+/// otherwise (curl, promtool).
+async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let text = state.metrics.encode();
+    if openmetrics {
+        ([(header::CONTENT_TYPE, OPENMETRICS)], text)
+    } else {
+        (
+            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+            to_prometheus_text(&text),
+        )
+    }
+}
+
+/// Rewrites OpenMetrics text as the Prometheus text format 0.0.4: counter families are
+/// named with `_total` as their samples are, `info` families become gauges named `_info`,
+/// and `# EOF` and `# UNIT` lines go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    // The name a family has in the classic format, from its TYPE line.
+    let renamed = |name: &str, kind: &str| match kind {
+        "counter" => (format!("{name}_total"), "counter".to_owned()),
+        "info" => (format!("{name}_info"), "gauge".to_owned()),
+        other => (name.to_owned(), other.to_owned()),
+    };
+    let lines: Vec<&str> = openmetrics
+        .lines()
+        .filter(|line| *line != "# EOF" && !line.starts_with("# UNIT "))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = renamed(name, kind);
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
+            // HELP precedes its family's TYPE line, which decides the name.
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let name = lines
+                .get(i + 1)
+                .and_then(|next| next.strip_prefix("# TYPE "))
+                .and_then(|next| next.split_once(' '))
+                .map_or_else(|| name.to_owned(), |(n, kind)| renamed(n, kind).0);
+            out.push_str(&format!("# HELP {name} {help}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// `GET /api/v1/findings`: see the README for the schema.
@@ -78,8 +131,16 @@ mod tests {
     use super::*;
 
     fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        get_accepting(addr, path, "*/*")
+    }
+
+    fn get_accepting(addr: std::net::SocketAddr, path: &str, accept: &str) -> (u16, String) {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: x\r\nAccept: {accept}\r\n\r\n"
+        )
+        .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let status = response[9..12].parse().unwrap();
@@ -115,7 +176,15 @@ mod tests {
         assert_eq!(get(addr, "/readyz"), (200, "ready\n".into()));
         let (status, body) = get(addr, "/metrics");
         assert_eq!(status, 200);
-        assert!(body.contains("watchdog_build_info"), "{body}");
+        assert!(body.contains("# TYPE watchdog_build_info gauge"), "{body}");
+        assert!(!body.contains("# EOF"), "{body}");
+        let (_, body) = get_accepting(
+            addr,
+            "/metrics",
+            "application/openmetrics-text; version=1.0.0",
+        );
+        assert!(body.contains("# TYPE watchdog_build info"), "{body}");
+        assert!(body.ends_with("# EOF\n"), "{body}");
         let (status, body) = get(addr, "/api/v1/findings");
         assert_eq!(status, 200);
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -38,6 +38,9 @@ pub struct Metrics {
     pub netns_attribution: Gauge,
     /// `watchdog_map_read_errors_total`: failed reads of the in-kernel maps.
     pub map_read_errors: Counter,
+    /// `watchdog_kernel_feature{feature}`: 1 when this kernel offers it and the probes use
+    /// it.
+    pub kernel_features: Family<Labels, Gauge>,
     findings: Family<Labels, Gauge>,
     ghost_routes: Family<Labels, Gauge>,
     kernel: Arc<KernelCollector>,
@@ -78,6 +81,13 @@ impl Metrics {
             "Failed reads of the in-kernel counter maps",
             map_read_errors.clone(),
         );
+        let kernel_features = Family::<Labels, Gauge>::default();
+        registry.register(
+            "watchdog_kernel_feature",
+            "Kernel features found at start-up (1) or missing (0): btf, tracefs, tcx, \
+             kfree_skb_reason, netns_attribution, drop_destinations",
+            kernel_features.clone(),
+        );
         let findings = Family::<Labels, Gauge>::default();
         registry.register(
             "watchdog_findings",
@@ -105,6 +115,7 @@ impl Metrics {
             probe_up,
             netns_attribution,
             map_read_errors,
+            kernel_features,
             findings,
             ghost_routes,
             kernel,

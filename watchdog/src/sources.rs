@@ -116,6 +116,12 @@ impl Sources {
             .kfree_skb()
             .is_some_and(|probe| *probe.attribution() == Attribution::PerNamespace);
         metrics.netns_attribution.set(i64::from(attributed));
+        for (feature, on) in self.probes.features() {
+            metrics
+                .kernel_features
+                .get_or_create(&vec![("feature", (*feature).to_owned())])
+                .set(i64::from(*on));
+        }
         if let Some(mirror) = self.mirror() {
             metrics.attach_mirror(mirror.counters());
         }

@@ -115,13 +115,18 @@ impl History {
         self.samples.front().map(Arc::as_ref)
     }
 
-    /// The newest sample at least `age` older than the newest one, else the oldest.
+    /// The newest sample about `age` older than the newest one (at least 90% of it, so
+    /// poll jitter does not cost a whole cycle), else the oldest.
     pub fn before(&self, age: Duration) -> Option<&Sample> {
         let now = self.now()?.at?;
         self.samples
             .iter()
             .rev()
-            .find(|sample| sample.at.is_some_and(|at| now.duration_since(at) >= age))
+            .find(|sample| {
+                sample
+                    .at
+                    .is_some_and(|at| now.duration_since(at) * 10 >= age * 9)
+            })
             .or_else(|| self.samples.front())
             .map(Arc::as_ref)
     }

@@ -107,6 +107,7 @@ pub struct Probes {
     /// Set up when `tcp` is enabled and attached.
     tcp: Option<tcp::Tcp>,
     status: Vec<ProbeStatus>,
+    features: Vec<(&'static str, bool)>,
     logger: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -161,6 +162,7 @@ impl Probes {
             _ => watchdog_common::TcpConfig::UNCONFIGURED,
         };
         loader.override_global("TCP_CONFIG", &tcp_config, true);
+        loader.map_max_entries("AYA_LOGS", log_ring_bytes(crate::procfs::page_size()));
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let logger = start_ebpf_logger(&mut ebpf);
 
@@ -211,14 +213,35 @@ impl Probes {
                 ProbeState::Failed(_) => tracing::error!("{probe}"),
             }
         }
+        let features = features(env, &kfree_config, netns.is_ok());
+        let report: Vec<String> = features
+            .iter()
+            .map(|(name, on)| format!("{name}={}", if *on { "yes" } else { "no" }))
+            .collect();
+        tracing::info!("kernel features: {}", report.join(" "));
+        if env.btf.is_none() {
+            tracing::warn!(
+                "without kernel BTF: drops of every network namespace are counted together, \
+                 drop destinations are not attributed (ghost gateways are then found from \
+                 neighbour state only), TCP outcomes are not filtered by namespace; routes, \
+                 FDB, links and per-peer traffic are unaffected"
+            );
+        }
         Ok(Self {
             ebpf,
             kfree_skb: kfree,
             peers,
             tcp: tcp_probe,
             status,
+            features,
             logger,
         })
+    }
+
+    /// What this kernel offers and the probes use, for the start-up report and
+    /// `watchdog_kernel_feature`.
+    pub fn features(&self) -> &[(&'static str, bool)] {
+        &self.features
     }
 
     /// Every enabled probe's state.
@@ -260,6 +283,37 @@ impl Probes {
     pub fn read_drops(&self) -> Option<Result<kfree_skb::DropSnapshot, aya::maps::MapError>> {
         self.kfree_skb.as_ref().map(|probe| probe.read(&self.ebpf))
     }
+}
+
+/// TCX (TC attachments as BPF links) exists from kernel 6.6; before it, clsact + netlink.
+pub fn tcx_available() -> bool {
+    use aya::util::KernelVersion;
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// Bytes of the aya-log ring buffer: its compiled 128 KiB, or one page where pages are
+/// larger (a ring buffer must be a power-of-two number of pages).
+fn log_ring_bytes(page_size: u64) -> u32 {
+    let bytes = page_size.max(128 * 1024).next_power_of_two();
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// The start-up feature report.
+fn features(
+    env: &KernelEnv<'_>,
+    kfree: &watchdog_common::KfreeSkbConfig,
+    netns: bool,
+) -> Vec<(&'static str, bool)> {
+    let tcx = tcx_available();
+    let unknown = watchdog_common::OFFSET_UNKNOWN;
+    vec![
+        ("btf", env.btf.is_some()),
+        ("tracefs", env.tracefs.is_some()),
+        ("tcx", tcx),
+        ("kfree_skb_reason", kfree.reason_off != unknown),
+        ("netns_attribution", netns),
+        ("drop_destinations", kfree.skb_head_off != unknown),
+    ]
 }
 
 /// The peer probe is up when it is attached everywhere it should be.
@@ -307,4 +361,14 @@ fn start_ebpf_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
             guard.clear_ready();
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_ring_is_whole_pages() {
+        assert_eq!(super::log_ring_bytes(4096), 128 * 1024);
+        assert_eq!(super::log_ring_bytes(16 * 1024), 128 * 1024);
+        assert_eq!(super::log_ring_bytes(256 * 1024), 256 * 1024);
+    }
 }

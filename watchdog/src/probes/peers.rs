@@ -15,7 +15,6 @@ use aya::{
         SchedClassifier, TcAttachType,
         tc::{self, SchedClassifierLinkId, TcError},
     },
-    util::KernelVersion,
 };
 use watchdog_common::{PeerKey, PeerStats, peer_stat};
 
@@ -181,8 +180,7 @@ fn attach(
     ebpf: &mut Ebpf,
     interface: &str,
 ) -> Result<(SchedClassifierLinkId, SchedClassifierLinkId), String> {
-    let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-    if !tcx {
+    if !super::tcx_available() {
         match tc::qdisc_add_clsact(interface) {
             Ok(()) | Err(TcError::AlreadyAttached) => {}
             Err(TcError::NetlinkError(err)) if err.to_string().contains("exists") => {}
