@@ -378,10 +378,15 @@ impl Daemon {
 
     /// The active findings from `/api/v1/findings`.
     pub fn findings(&self) -> Vec<Finding> {
-        let (status, body) = self.get("/api/v1/findings").expect("GET /api/v1/findings");
+        self.try_findings().expect("GET /api/v1/findings")
+    }
+
+    /// As [`Daemon::findings`], `None` if the daemon did not answer (a busy machine).
+    pub fn try_findings(&self) -> Option<Vec<Finding>> {
+        let (status, body) = self.get("/api/v1/findings")?;
         assert_eq!(status, 200, "{body}");
         let report: serde_json::Value = serde_json::from_str(&body).expect("findings JSON");
-        report["findings"]
+        let findings = report["findings"]
             .as_array()
             .expect("findings array")
             .iter()
@@ -401,7 +406,8 @@ impl Daemon {
                     })
                     .collect(),
             })
-            .collect()
+            .collect();
+        Some(findings)
     }
 
     /// Polls `/api/v1/findings` until one of `kind` whose subject contains `subject`
@@ -409,7 +415,7 @@ impl Daemon {
     pub fn wait_finding(&self, kind: &str, subject: &str, timeout: Duration) -> Finding {
         let deadline = Instant::now() + timeout;
         loop {
-            let findings = self.findings();
+            let findings = self.try_findings().unwrap_or_default();
             if let Some(found) = findings
                 .iter()
                 .find(|f| f.kind == kind && f.subject.contains(subject))

@@ -402,7 +402,8 @@ fn latency(runs: u32, only: &[String]) -> anyhow::Result<()> {
             (scenario.inject)(&mut lab);
             let found = poll_until(Duration::from_secs(60), scenario.kind, || {
                 daemon
-                    .findings()
+                    .try_findings()
+                    .unwrap_or_default()
                     .iter()
                     .any(|f| f.kind == scenario.kind && f.subject.contains(scenario.subject))
                     .then(|| injected.elapsed())

@@ -48,11 +48,6 @@ pub fn ghost_gateways(inputs: &Inputs<'_>) -> Vec<Candidate> {
     }
     let mut candidates = Vec::new();
     for ((ifindex, hop), gateway) in gateways {
-        let failed = gateway.state.is_some_and(|state| state.is_failed());
-        // INCOMPLETE alone is a resolution in progress; it needs drops to be a ghost.
-        if !failed && gateway.drops == 0 {
-            continue;
-        }
         let routes: Vec<&Route> = inputs
             .net
             .routes()
@@ -62,6 +57,9 @@ pub fn ghost_gateways(inputs: &Inputs<'_>) -> Vec<Candidate> {
             // A failed neighbour no route goes through is not a gateway.
             continue;
         }
+        // An INCOMPLETE gateway is a resolution in progress; one still unanswered after the
+        // confirmation cycles (resolution takes milliseconds on a link) is a ghost before
+        // the kernel gives up and drops (3 s later with default ARP settings).
         let severity = if gateway.drops > 0 {
             Severity::Critical
         } else {

@@ -279,7 +279,7 @@ fn a_gateway_that_never_answers_is_a_ghost_with_its_routes_and_drops() {
 }
 
 #[test]
-fn an_incomplete_neighbour_without_drops_is_not_a_ghost() {
+fn an_incomplete_gateway_is_a_warning_before_any_drop() {
     let mut net = flannel_node();
     net.apply(Update::NewRoute(Route {
         gateway: Some(ip("192.168.77.98")),
@@ -292,8 +292,22 @@ fn an_incomplete_neighbour_without_drops_is_not_a_ghost() {
         mac: None,
         state: NeighState::INCOMPLETE,
     }));
+    // Not a gateway: no route through it.
+    net.apply(Update::NewNeighbour(Neighbour {
+        ifindex: ETH0,
+        ip: ip("192.168.77.50"),
+        mac: None,
+        state: NeighState::INCOMPLETE,
+    }));
     let (then, now) = samples(Instant::now());
-    assert!(run(&net, &then, &now).is_empty());
+    let candidates = run(&net, &then, &now);
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    assert_eq!(candidates[0].subject, "gateway 192.168.77.98 dev eth0");
+    assert_eq!(candidates[0].severity, Severity::Warning);
+    assert_eq!(
+        candidates[0].evidence("neighbour_state"),
+        Some("INCOMPLETE")
+    );
 }
 
 #[test]
