@@ -22,7 +22,7 @@ enum Task {
     /// component, and bpf-linker built against rustc's own LLVM. Idempotent; a second run
     /// takes seconds.
     Setup,
-    /// Set up, build the daemon (release) and run it with the embedded default config on
+    /// Install the build tools, build the daemon (release) and run it with the embedded default config on
     /// this host (serves http://127.0.0.1:9477/metrics). Needs root.
     Run {
         /// Arguments after `watchdog run`, e.g. `-- --listen 127.0.0.1:9000`.
@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Run { args } => {
-            setup::run()?;
+            setup::build_tools(None)?;
             let binary = util::build_daemon()?;
             let mut command = std::process::Command::new(&binary);
             command.arg("run").args(args);

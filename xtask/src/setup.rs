@@ -10,11 +10,24 @@ use crate::util::{output, status};
 
 /// Debian packages used by the build, the tests and the benchmarks.
 const PACKAGES: &[&str] = &[
-    "iproute2",     // ip: namespaces, veths, routes in the integration tests
-    "iputils-ping", // ping in the lab
-    "util-linux",   // setpriv: run the daemon without capabilities in a test
-    "bpftool",      // inspect loaded programs
-    "bpftrace",     // the reference tool in `bench drops`
+    "iproute2",         // ip: namespaces, veths, routes in the integration tests
+    "iputils-ping",     // ping in the lab
+    "util-linux",       // setpriv: run the daemon without capabilities in a test
+    "bpftool",          // inspect loaded programs
+    "bpftrace",         // the reference tool in `bench drops`
+    "iperf3",           // throughput with and without probes in `bench tc`
+    "prometheus",       // promtool and a real Prometheus for the shipped rules
+    "qemu-user-static", // runs the aarch64 binary in the tests
+    AARCH64_LINKER_PACKAGE,
+];
+
+/// The Raspberry Pi target, built and run under qemu-user by the tests.
+pub const AARCH64: &str = "aarch64-unknown-linux-gnu";
+
+/// Python tools from PyPI: (package==version, command it installs).
+const PYTHON_TOOLS: &[(&str, &str)] = &[
+    // Offline Kubernetes schema validation of deploy/ (bundled schemas, no cluster).
+    ("kubernetes-validate==1.37.0", "kubernetes-validate"),
 ];
 
 /// The bpf-linker release known to work with the pinned aya and rustc 1.95 (LLVM 22).
@@ -26,7 +39,28 @@ const AARCH64_LINKER_PACKAGE: &str = "gcc-aarch64-linux-gnu";
 /// Installs whatever is missing to build, test and benchmark.
 pub fn run() -> anyhow::Result<()> {
     debian_packages(PACKAGES)?;
-    build_tools(None)
+    python_tools()?;
+    build_tools(Some(AARCH64))
+}
+
+fn python_tools() -> anyhow::Result<()> {
+    for (package, command) in PYTHON_TOOLS {
+        let present = Command::new(command)
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if present {
+            eprintln!("setup: {command} present");
+            continue;
+        }
+        eprintln!("setup: installing {package} from PyPI");
+        status(
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", package])
+                .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+        )?;
+    }
+    Ok(())
 }
 
 /// Installs only what building the daemon for `target` needs (the host's if `None`).

@@ -1,0 +1,350 @@
+//! deploy/: manifests checked offline against Kubernetes schemas and against each other,
+//! the shipped Prometheus rules checked by promtool and fired by a real Prometheus, the
+//! metrics linted by promtool, and the Raspberry Pi binary run under qemu-user.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_yaml::Value;
+use watchdog_tests::{Daemon, NetNs, TempDir, daemon_binary, lab::Lab, poll_until, require_root};
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn base() -> PathBuf {
+    deploy().join("kustomize/base")
+}
+
+/// Every document of a YAML file.
+fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .collect()
+}
+
+use serde::Deserialize as _;
+
+/// The resources the kustomization lists, as (file, document).
+fn resources() -> Vec<(PathBuf, Value)> {
+    let kustomization = &documents(&base().join("kustomization.yaml"))[0];
+    kustomization["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .map(|r| base().join(r.as_str().expect("resource path")))
+        .flat_map(|path| {
+            documents(&path)
+                .into_iter()
+                .map(move |doc| (path.clone(), doc))
+        })
+        .collect()
+}
+
+fn find<'a>(resources: &'a [(PathBuf, Value)], kind: &str) -> &'a Value {
+    &resources
+        .iter()
+        .find(|(_, doc)| doc["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in the kustomization"))
+        .1
+}
+
+fn run(command: &mut Command) -> (bool, String) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e} (cargo xtask setup installs it)"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn manifests_pass_offline_kubernetes_schema_validation() {
+    let files: Vec<PathBuf> = {
+        let mut files: Vec<PathBuf> = resources().into_iter().map(|(path, _)| path).collect();
+        files.dedup();
+        files
+    };
+    let (ok, text) = run(Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(&files));
+    assert!(ok, "{text}");
+    assert!(text.contains("daemonset/watchdog"), "{text}");
+    // The validator really rejects a wrong manifest.
+    let dir = TempDir::new("watchdog-deploy");
+    let broken = dir.path().join("daemonset.yaml");
+    let daemonset = std::fs::read_to_string(base().join("daemonset.yaml")).unwrap();
+    std::fs::write(&broken, daemonset.replace("hostNetwork:", "hostNetwrk:")).unwrap();
+    let (ok, text) = run(Command::new("kubernetes-validate")
+        .arg("--strict")
+        .arg(&broken));
+    assert!(!ok, "a misspelt field passed validation:\n{text}");
+}
+
+#[test]
+fn manifests_agree_with_each_other_and_the_daemon() {
+    let resources = resources();
+    let daemonset = find(&resources, "DaemonSet");
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(
+        pod["tolerations"][0]["operator"], "Exists",
+        "runs on tainted nodes"
+    );
+    let security = &container["securityContext"];
+    assert_eq!(security["privileged"], false);
+    let added: Vec<&str> = security["capabilities"]["add"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(added, ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]);
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    for path in ["/sys/fs/bpf", "/sys/kernel/tracing", "/etc/watchdog"] {
+        assert!(mounts.contains(&path), "no mount at {path}");
+    }
+    // Names that must match across objects.
+    let account = find(&resources, "ServiceAccount");
+    assert_eq!(pod["serviceAccountName"], account["metadata"]["name"]);
+    let binding = find(&resources, "ClusterRoleBinding");
+    assert_eq!(binding["subjects"][0]["name"], account["metadata"]["name"]);
+    let pod_labels = &daemonset["spec"]["template"]["metadata"]["labels"];
+    let service = find(&resources, "Service");
+    for (key, value) in service["spec"]["selector"].as_mapping().unwrap() {
+        assert_eq!(
+            &pod_labels[key], value,
+            "the Service selects the DaemonSet's pods"
+        );
+    }
+    let monitor = find(&resources, "ServiceMonitor");
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap()
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][key], value,
+            "the ServiceMonitor selects the Service"
+        );
+    }
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        service["spec"]["ports"][0]["name"]
+    );
+    // RBAC: read-only, Nodes only.
+    let role = find(&resources, "ClusterRole");
+    assert_eq!(role["rules"].as_sequence().unwrap().len(), 1);
+    assert_eq!(role["rules"][0]["resources"][0], "nodes");
+    for verb in role["rules"][0]["verbs"].as_sequence().unwrap() {
+        assert!(["get", "list", "watch"].contains(&verb.as_str().unwrap()));
+    }
+    // The ConfigMap's config is one the daemon accepts, and it serves on the node.
+    let configmap = find(&resources, "ConfigMap");
+    let dir = TempDir::new("watchdog-deploy");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, configmap["data"]["config.toml"].as_str().unwrap()).unwrap();
+    let (ok, text) = run(Command::new(daemon_binary())
+        .args(["config", "check"])
+        .arg(&config));
+    assert!(ok, "{text}");
+    assert!(text.contains("0.0.0.0:9477"), "{text}");
+}
+
+#[test]
+fn prometheus_rules_pass_promtool_and_match_the_prometheusrule() {
+    let rules = deploy().join("prometheus/rules.yml");
+    let (ok, text) = run(Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules));
+    assert!(ok, "{text}");
+    assert!(text.contains("SUCCESS: 7 rules found"), "{text}");
+    let resources = resources();
+    let embedded = &find(&resources, "PrometheusRule")["spec"]["groups"];
+    assert_eq!(embedded, &documents(&rules)[0]["groups"]);
+}
+
+#[test]
+fn a_real_scrape_passes_promtool_check_metrics() {
+    if !require_root("a_real_scrape_passes_promtool_check_metrics") {
+        return;
+    }
+    let ns = NetNs::new("wd-promtool");
+    let mut daemon = Daemon::start(&ns, "");
+    daemon.wait_ready();
+    let (status, body) = daemon.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), body.as_bytes()).unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let lint = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && lint.trim().is_empty(),
+        "{lint}\n{body}"
+    );
+}
+
+/// A Prometheus server inside a namespace; killed on drop.
+struct Prometheus {
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn prometheus_fires_the_shipped_rule_on_an_injected_ghost() {
+    if !require_root("prometheus_fires_the_shipped_rule_on_an_injected_ghost") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let node = lab.node(0).ns();
+    let mut daemon = Daemon::start(node, "");
+    daemon.wait_ready();
+    let dir = TempDir::new("watchdog-prometheus");
+    // The shipped rules, with `for:` shortened so the test takes seconds.
+    let rules = std::fs::read_to_string(deploy().join("prometheus/rules.yml")).unwrap();
+    let rules = rules
+        .replace("for: 1m", "for: 0s")
+        .replace("for: 10m", "for: 0s");
+    std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         rule_files: [rules.yml]\n\
+         scrape_configs:\n  - job_name: watchdog\n    static_configs:\n\
+         \x20     - targets: ['127.0.0.1:9477']\n        labels: {node: node-0}\n",
+    )
+    .unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", node.name(), "prometheus"])
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg("--web.listen-address=127.0.0.1:9090")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus (cargo xtask setup installs it)");
+    let _prometheus = Prometheus { child, _dir: dir };
+    let api = |path: &str| -> Option<serde_json::Value> {
+        let (status, body) =
+            node.run(|| watchdog_tests::http_get("127.0.0.1:9090".parse().unwrap(), path))?;
+        (status == 200)
+            .then(|| serde_json::from_str(&body).ok())
+            .flatten()
+    };
+    // Prometheus scrapes the daemon before anything is wrong.
+    poll_until(
+        Duration::from_secs(30),
+        "Prometheus to scrape the daemon",
+        || {
+            let result = api("/api/v1/query?query=up%7Bjob%3D%22watchdog%22%7D")?;
+            (result["data"]["result"][0]["value"][1] == "1").then_some(())
+        },
+    );
+    let firing = |result: &serde_json::Value| {
+        result["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|alert| {
+                alert["labels"]["alertname"] == "WatchdogCriticalFinding"
+                    && alert["labels"]["kind"] == "vtep_collapse"
+                    && alert["labels"]["node"] == "node-0"
+                    && alert["state"] == "firing"
+            })
+    };
+    assert!(
+        !firing(&api("/api/v1/alerts").expect("alerts API")),
+        "firing before the ghost"
+    );
+    lab.flush_fdb(0);
+    poll_until(
+        Duration::from_secs(60),
+        "WatchdogCriticalFinding to fire",
+        || api("/api/v1/alerts").filter(firing).map(|_| ()),
+    );
+}
+
+#[test]
+fn the_aarch64_binary_runs_under_qemu_user() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = "aarch64-unknown-linux-gnu";
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let (ok, text) = run(Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "watchdog",
+            "--bin",
+            "watchdog",
+            "--target",
+            target,
+        ])
+        .env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+            "aarch64-linux-gnu-gcc",
+        ));
+    assert!(
+        ok,
+        "cross build failed (cargo xtask setup installs the target and linker):\n{text}"
+    );
+    let binary = root.join("target").join(target).join("release/watchdog");
+    let qemu = |args: &[&str]| {
+        run(Command::new("qemu-aarch64-static")
+            .args(["-L", "/usr/aarch64-linux-gnu"])
+            .arg(&binary)
+            .args(args))
+    };
+    let (ok, text) = qemu(&["--version"]);
+    assert!(ok, "{text}");
+    assert_eq!(text.trim(), concat!("watchdog ", env!("CARGO_PKG_VERSION")));
+    let (ok, text) = qemu(&["--help"]);
+    assert!(ok && text.contains("check"), "{text}");
+    let dir = TempDir::new("watchdog-qemu");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "listen = \"0.0.0.0:9477\"\n").unwrap();
+    let (ok, text) = qemu(&["config", "check", good.to_str().unwrap()]);
+    assert!(ok && text.contains("valid"), "{text}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = 9477\n").unwrap();
+    let (ok, text) = qemu(&["config", "check", bad.to_str().unwrap()]);
+    assert!(!ok && text.contains("listen"), "{text}");
+}
