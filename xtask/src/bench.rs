@@ -35,6 +35,10 @@ pub enum Bench {
         /// Seconds to observe.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Run on node 0 of a 3-node lab with pod traffic between all pods (10 packets/s
+        /// per pair) instead of an empty namespace; resident memory is sampled every 10 s.
+        #[arg(long)]
+        lab: bool,
     },
     /// Network mirror cost: initial load time and memory with many routes and neighbours,
     /// LPM lookup time, and how long a burst of route changes takes to be reflected.
@@ -82,9 +86,9 @@ impl Bench {
                 use_release_daemon()?;
                 drops(Duration::from_secs(seconds), rounds)
             }
-            Bench::Idle { seconds } => {
+            Bench::Idle { seconds, lab } => {
                 use_release_daemon()?;
-                idle(Duration::from_secs(seconds))
+                idle(Duration::from_secs(seconds), lab)
             }
             Bench::Latency { runs, only } => latency(runs, &only),
             Bench::Tc { seconds, rounds } => tc(seconds, rounds),
@@ -219,32 +223,69 @@ fn drops(period: Duration, rounds: u32) -> anyhow::Result<()> {
 
 const DROPS: &str = "watchdog_kernel_drops_total";
 
-fn idle(period: Duration) -> anyhow::Result<()> {
-    let ns = NetNs::new("wd-idle");
-    let mut daemon = Daemon::start(&ns, "");
+fn idle(period: Duration, with_lab: bool) -> anyhow::Result<()> {
+    let ns_guard;
+    let lab_guard;
+    let mut streams = Vec::new();
+    let ns = if with_lab {
+        lab_guard = Lab::new(3);
+        for from in 0..3 {
+            for to in (0..3).filter(|&to| to != from) {
+                streams.push(lab_guard.udp_stream(from, to, 10));
+            }
+        }
+        lab_guard.node(0).ns()
+    } else {
+        ns_guard = NetNs::new("wd-idle");
+        &ns_guard
+    };
+    let mut daemon = Daemon::start(ns, "");
     daemon.wait_ready();
     let pid = daemon.pid();
     let cpu_start = cpu_ns(pid)?;
-    eprintln!("bench idle: observing the ready daemon for {period:?}");
-    std::thread::sleep(period);
-    let cpu = (cpu_ns(pid)? - cpu_start) as f64 / 1e9;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> String {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .map(|value| value.trim().to_owned())
-            .unwrap_or_default()
+    let what = if with_lab {
+        "on the lab with traffic"
+    } else {
+        "idle"
     };
-    println!("idle daemon over {period:?}:");
-    println!("  resident memory (VmRSS)      {}", field("VmRSS:"));
-    println!("  peak resident memory (VmHWM) {}", field("VmHWM:"));
+    eprintln!("bench idle: observing the ready daemon {what} for {period:?}");
+    let start = Instant::now();
+    let mut max_rss = 0u64;
+    while start.elapsed() < period {
+        std::thread::sleep((period - start.elapsed()).min(Duration::from_secs(10)));
+        max_rss = max_rss.max(status_kib(pid, "VmRSS:")?);
+        if !daemon.findings().is_empty() {
+            bail!("findings on a healthy run: {:#?}", daemon.findings());
+        }
+    }
+    let cpu = (cpu_ns(pid)? - cpu_start) as f64 / 1e9;
+    println!("daemon {what} over {period:?}:");
+    println!(
+        "  resident memory now          {} KiB",
+        status_kib(pid, "VmRSS:")?
+    );
+    println!("  largest resident sample      {max_rss} KiB (every 10 s)");
+    println!(
+        "  peak resident (VmHWM)        {} KiB (start-up included)",
+        status_kib(pid, "VmHWM:")?
+    );
     println!(
         "  CPU time {cpu:.4} s = {:.4}% of one core",
         100.0 * cpu / period.as_secs_f64()
     );
     daemon.stop();
+    drop(streams);
     Ok(())
+}
+
+/// A `kB` field of /proc/<pid>/status.
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
 /// Nanoseconds the task has run on a CPU (first field of /proc/<pid>/schedstat).
