@@ -18,7 +18,6 @@ const PACKAGES: &[&str] = &[
     "iperf3",           // throughput with and without probes in `bench tc`
     "prometheus",       // promtool and a real Prometheus for the shipped rules
     "qemu-user-static", // runs the aarch64 binary in the tests
-    AARCH64_LINKER_PACKAGE,
 ];
 
 /// The Raspberry Pi target, built and run under qemu-user by the tests.
@@ -33,12 +32,18 @@ const PYTHON_TOOLS: &[(&str, &str)] = &[
 /// The bpf-linker release known to work with the pinned aya and rustc 1.95 (LLVM 22).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian's cross toolchain for the Raspberry Pi build.
-const AARCH64_LINKER_PACKAGE: &str = "gcc-aarch64-linux-gnu";
+/// Debian's cross toolchain for the Raspberry Pi build: gcc and the arm64 C library it
+/// links against (only recommended by gcc, and we install without recommends).
+const AARCH64_LINKER_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
 
 /// Installs whatever is missing to build, test and benchmark.
 pub fn run() -> anyhow::Result<()> {
-    debian_packages(PACKAGES)?;
+    let packages: Vec<&str> = PACKAGES
+        .iter()
+        .chain(AARCH64_LINKER_PACKAGES)
+        .copied()
+        .collect();
+    debian_packages(&packages)?;
     python_tools()?;
     build_tools(Some(AARCH64))
 }
@@ -70,7 +75,7 @@ pub fn build_tools(target: Option<&str>) -> anyhow::Result<()> {
     if let Some(target) = target
         && target.starts_with("aarch64-")
     {
-        debian_packages(&[AARCH64_LINKER_PACKAGE])?;
+        debian_packages(AARCH64_LINKER_PACKAGES)?;
         rust_target(target)?;
     }
     Ok(())
