@@ -10,11 +10,12 @@ use crate::util::{output, status};
 
 /// Debian packages used by the build, the tests and the benchmarks.
 const PACKAGES: &[&str] = &[
-    "iproute2",     // ip: namespaces, veths, routes in the integration tests
-    "iputils-ping", // ping in the lab
-    "util-linux",   // setpriv: run the daemon without capabilities in a test
-    "bpftool",      // inspect loaded programs
-    "bpftrace",     // the reference tool in `bench drops`
+    "iproute2",                // ip: namespaces, veths, routes in the integration tests
+    "iputils-ping",            // ping in the lab
+    "util-linux",              // setpriv: run the daemon without capabilities in a test
+    "bpftool",                 // inspect loaded programs
+    "bpftrace",                // the reference tool in `bench drops`
+    "prometheus-alertmanager", // a real Alertmanager in the alert tests
 ];
 
 /// The bpf-linker release known to work with the pinned aya and rustc 1.95 (LLVM 22).
