@@ -632,6 +632,23 @@ impl Lab {
         let left = self.fdb(node);
         assert!(left.is_empty(), "flushing node {node}'s FDB left {left:?}");
     }
+
+    /// Heals [`Lab::flush_fdb`]: appends node `node`'s FDB entry for every other live node
+    /// again, as Flannel would.
+    pub fn restore_fdb(&self, node: usize) {
+        let ns = &self.node(node).ns;
+        let entries: Vec<String> = (0..self.size())
+            .filter(|&j| j != node && !self.is_removed(j))
+            .map(|j| {
+                format!(
+                    "fdb append {} dev {VXLAN_DEV} dst {}",
+                    vtep_mac(j),
+                    underlay_ip(j)
+                )
+            })
+            .collect();
+        batch("bridge", Some(ns), &entries);
+    }
 }
 
 impl Drop for Lab {

@@ -34,6 +34,8 @@ pub struct Config {
     pub peers: PeersConfig,
     /// Detector thresholds.
     pub detect: crate::detect::Settings,
+    /// Alert sinks and their lifecycle.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// Settings of the per-peer traffic probe (TC programs).
@@ -108,6 +110,14 @@ pub enum ConfigError {
         /// The parser's message, which names the key and what is allowed.
         message: String,
     },
+    /// An alert setting is wrong (the message names the key, e.g. `alerts.sinks[1].url`).
+    #[error("config file {path}: {source}")]
+    Alerts {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: crate::alerts::AlertsConfigError,
+    },
     /// A value parses but is out of range.
     #[error("config file {path}: `{field}` {problem}")]
     Invalid {
@@ -132,6 +142,7 @@ impl Default for Config {
             probes: Probes::default(),
             peers: PeersConfig::default(),
             detect: crate::detect::Settings::default(),
+            alerts: crate::alerts::AlertsConfig::default(),
         }
     }
 }
@@ -233,6 +244,12 @@ impl Config {
                 problem: "and detect.clear_after must be at least 1 (cycles)".into(),
             });
         }
+        self.alerts
+            .validate()
+            .map_err(|source| ConfigError::Alerts {
+                path: path.to_owned(),
+                source,
+            })?;
         let range = Duration::from_millis(100)..=Duration::from_secs(3600);
         if !range.contains(&self.poll_interval) {
             return Err(ConfigError::Invalid {
@@ -245,6 +262,15 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// `generatorURL` of Alertmanager alerts: `alerts.generator_url`, else the findings API.
+    pub fn generator_url(&self) -> String {
+        if self.alerts.generator_url.is_empty() {
+            format!("http://{}/api/v1/findings", self.listen)
+        } else {
+            self.alerts.generator_url.clone()
+        }
     }
 
     /// The BTF file to use, or `None` when configured off.
@@ -328,6 +354,41 @@ mod tests {
         );
         let err = parse("a.json", "{}").unwrap_err().to_string();
         assert!(err.contains("*.toml"), "{err}");
+    }
+
+    #[test]
+    fn alert_sinks_parse_and_errors_name_the_field() {
+        let config = parse(
+            "a.toml",
+            "[alerts]\nrepeat_interval = \"10m\"\n[[alerts.sinks]]\nname = \"am\"\n\
+             type = \"alertmanager\"\nurl = \"http://127.0.0.1:9093\"\n\
+             [[alerts.sinks]]\nname = \"hook\"\ntype = \"webhook\"\nurl_env = \"HOOK_URL\"\n\
+             secret_file = \"/etc/watchdog/hmac\"\nqueue = 8\n",
+        )
+        .unwrap();
+        assert_eq!(config.alerts.sinks.len(), 2);
+        assert_eq!(config.alerts.sinks[1].queue, 8);
+        assert_eq!(config.alerts.repeat_interval, Duration::from_secs(600));
+        let err = parse(
+            "a.toml",
+            "[[alerts.sinks]]\nname = \"x\"\ntype = \"webhook\"\nurl = \"htp://x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("alerts.sinks[0].url: `htp://x` is not an http(s) URL"),
+            "{err}"
+        );
+        let err = parse(
+            "a.toml",
+            "[[alerts.sinks]]\nname = \"x\"\ntype = \"pager\"\nurl = \"http://x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`webhook`") && err.contains("`slack`"),
+            "{err}"
+        );
     }
 
     #[test]

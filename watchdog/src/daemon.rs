@@ -8,6 +8,7 @@ use std::{
 };
 
 use crate::{
+    alerts::{Alerts, AlertsConfigError},
     caps,
     config::Config,
     findings::Change,
@@ -45,6 +46,9 @@ pub enum DaemonError {
     /// The daemon's own network namespace could not be read.
     #[error("cannot read this process's network namespace (/proc/self/ns/net): {0}")]
     Netns(std::io::Error),
+    /// An alert sink's URL or secret cannot be used.
+    #[error("alert sinks: {0}")]
+    Alerts(#[from] AlertsConfigError),
     /// The HTTP server failed.
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
@@ -60,6 +64,8 @@ pub fn prepare() -> Result<u32, DaemonError> {
 
 /// Runs the daemon until `shutdown` completes, then detaches every probe.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    // Secrets and URLs first: a missing file is an error before anything attaches.
+    let sinks = config.alerts.resolve()?;
     let own_netns = prepare()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -76,6 +82,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let findings = SharedFindings::default();
+    let node = procfs::node_name();
+    let mut alerts = Alerts::start(
+        &config.alerts,
+        sinks,
+        config.generator_url(),
+        &node,
+        metrics.alerts.clone(),
+    );
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(
         listener,
@@ -83,7 +97,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             metrics: metrics.clone(),
             health: health.clone(),
             findings: findings.clone(),
-            node: procfs::node_name().into(),
+            node: node.as_str().into(),
         },
         async move {
             let _ = http_stopped.await;
@@ -106,7 +120,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::pin!(server);
     let result = tokio::select! {
         () = shutdown => Ok(()),
-        () = detect_loop(&mut sources, &metrics, &health, &findings, &config) => Ok(()),
+        () = detect_loop(&mut sources, &metrics, &health, &findings, &mut alerts, &config) => Ok(()),
         served = &mut server => Err(DaemonError::Serve(match served {
             Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
             Ok(Err(err)) => err,
@@ -130,6 +144,7 @@ async fn detect_loop(
     metrics: &Metrics,
     health: &Health,
     findings: &SharedFindings,
+    alerts: &mut Alerts,
     config: &Config,
 ) {
     let mut ticker = tokio::time::interval(config.poll_interval);
@@ -145,6 +160,8 @@ async fn detect_loop(
                 mirror.with_snapshot(|net| pipeline.cycle(net, sample, SystemTime::now()));
             log_changes(&changes);
             let active = pipeline.active();
+            // Never waits: alerts go into per-sink queues, delivered by their own tasks.
+            alerts.cycle(&changes, &active);
             metrics.set_findings(&active);
             *findings.write().expect("findings lock") = active;
         }

@@ -3,6 +3,7 @@
 //! Data flows one way: kernel (eBPF probes, netlink) → snapshots → detectors → sinks
 //! (metrics, alerts, repair, API). See `shared/DESIGN.md`.
 
+pub mod alerts;
 pub mod btf;
 pub mod caps;
 pub mod check;

@@ -53,6 +53,25 @@ enum Command {
     /// Show or check configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Alert sinks.
+    #[command(subcommand)]
+    Alert(AlertCommand),
+}
+
+#[derive(Subcommand)]
+enum AlertCommand {
+    /// Send a clearly marked test alert (kind `test`, state `test`) to every configured
+    /// sink, or to one, waiting for delivery with the sink's retries.
+    ///
+    /// Exit code 0: every sink accepted it; 1: some did not; 2: configuration error.
+    Test {
+        /// Configuration file with the `[[alerts.sinks]]`.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Only this sink (its `name`).
+        #[arg(long, value_name = "NAME")]
+        sink: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +96,9 @@ fn main() -> ExitCode {
     } = cli.command
     {
         return check(config, window, json);
+    }
+    if let Command::Alert(AlertCommand::Test { config, sink }) = cli.command {
+        return alert_test(config, sink);
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,9 +146,87 @@ fn check(config: Option<PathBuf>, window: std::time::Duration, json: bool) -> Ex
     }
 }
 
+/// `watchdog alert test`: exit 0 all delivered, 1 some failed, 2 configuration error.
+fn alert_test(config: Option<PathBuf>, only: Option<String>) -> ExitCode {
+    let prepare = || -> anyhow::Result<_> {
+        let config = Config::load(config.as_deref())?;
+        let mut sinks = config.alerts.resolve()?;
+        if let Some(name) = &only {
+            let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
+            sinks.retain(|s| &s.name == name);
+            if sinks.is_empty() {
+                anyhow::bail!(
+                    "--sink {name}: no such sink; configured: {}",
+                    if names.is_empty() {
+                        "none (add [[alerts.sinks]] to the config)".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                );
+            }
+        } else if sinks.is_empty() {
+            anyhow::bail!("no alert sinks configured; add [[alerts.sinks]] to the config");
+        }
+        Ok((config, sinks))
+    };
+    let (config, sinks) = match prepare() {
+        Ok(ready) => ready,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let node = watchdog::procfs::node_name();
+    let results = runtime.block_on(watchdog::alerts::send_test(
+        &config.alerts,
+        sinks,
+        config.generator_url(),
+        &node,
+    ));
+    let mut all_ok = true;
+    for (spec, delivery) in results {
+        let attempts = match delivery.attempts {
+            1 => "1 attempt".to_owned(),
+            n => format!("{n} attempts"),
+        };
+        match delivery.result {
+            Ok(()) => println!(
+                "{}: delivered ({} {}, {attempts})",
+                spec.name,
+                spec.kind.as_str(),
+                spec.endpoint.redacted
+            ),
+            Err(why) => {
+                all_ok = false;
+                println!(
+                    "{}: FAILED ({} {}, {attempts}): {why}",
+                    spec.name,
+                    spec.kind.as_str(),
+                    spec.endpoint.redacted
+                );
+            }
+        }
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Check { .. } => unreachable!("handled in main"),
+        Command::Check { .. } | Command::Alert(_) => unreachable!("handled in main"),
         Command::Config(ConfigCommand::Default) => {
             print!("{DEFAULT_CONFIG}");
             Ok(())

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub kernel_features: Family<Labels, Gauge>,
     findings: Family<Labels, Gauge>,
     ghost_routes: Family<Labels, Gauge>,
+    /// `watchdog_alerts_*`: delivery of alerts per sink.
+    pub alerts: crate::alerts::AlertMetrics,
     kernel: Arc<KernelCollector>,
     mirror: Arc<MirrorCollector>,
 }
@@ -105,6 +107,27 @@ impl Metrics {
             "A route named by an active finding (value 1): the route to look at",
             ghost_routes.clone(),
         );
+        let alerts = crate::alerts::AlertMetrics::default();
+        registry.register(
+            "watchdog_alerts_sent",
+            "Alerts delivered, by sink and state (firing, resolved, test, repair, rollback)",
+            alerts.sent.clone(),
+        );
+        registry.register(
+            "watchdog_alerts_failed",
+            "Alert messages given up on after every retry, by sink",
+            alerts.failed.clone(),
+        );
+        registry.register(
+            "watchdog_alerts_dropped",
+            "Alert messages dropped because the sink's queue was full (the oldest goes)",
+            alerts.dropped.clone(),
+        );
+        registry.register(
+            "watchdog_alerts_queue_depth",
+            "Alert messages waiting for delivery, by sink",
+            alerts.queue_depth.clone(),
+        );
         let kernel = Arc::new(KernelCollector::default());
         registry.register_collector(Box::new(kernel.clone()));
         registry.register_collector(Box::new(ProcessCollector));
@@ -118,6 +141,7 @@ impl Metrics {
             kernel_features,
             findings,
             ghost_routes,
+            alerts,
             kernel,
             mirror,
         }

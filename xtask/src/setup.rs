@@ -10,14 +10,15 @@ use crate::util::{output, status};
 
 /// Debian packages used by the build, the tests and the benchmarks.
 const PACKAGES: &[&str] = &[
-    "iproute2",         // ip: namespaces, veths, routes in the integration tests
-    "iputils-ping",     // ping in the lab
-    "util-linux",       // setpriv: run the daemon without capabilities in a test
-    "bpftool",          // inspect loaded programs
-    "bpftrace",         // the reference tool in `bench drops`
-    "iperf3",           // throughput with and without probes in `bench tc`
-    "prometheus",       // promtool and a real Prometheus for the shipped rules
-    "qemu-user-static", // runs the aarch64 binary in the tests
+    "iproute2",                // ip: namespaces, veths, routes in the integration tests
+    "iputils-ping",            // ping in the lab
+    "util-linux",              // setpriv: run the daemon without capabilities in a test
+    "bpftool",                 // inspect loaded programs
+    "bpftrace",                // the reference tool in `bench drops`
+    "iperf3",                  // throughput with and without probes in `bench tc`
+    "prometheus",              // promtool and a real Prometheus for the shipped rules
+    "prometheus-alertmanager", // a real Alertmanager in the alert tests
+    "qemu-user-static",        // runs the aarch64 binary in the tests
 ];
 
 /// The Raspberry Pi target, built and run under qemu-user by the tests.

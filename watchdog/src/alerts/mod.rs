@@ -1,0 +1,532 @@
+//! Alerts: findings (and repair reports) to people, through webhooks, Alertmanager and
+//! Slack-compatible chat.
+//!
+//! The detect loop hands every cycle's changes and active findings to [`Alerts::cycle`],
+//! which never waits: the [`Lifecycle`] dedups by finding identity (kind, subject), repeats
+//! a firing alert every `repeat_interval`, sends `resolved` once; the [`Grouper`] batches
+//! alerts within `group_window`; each batch is pushed into every sink's bounded
+//! [`queue::Queue`] and a task per sink delivers it (timeout, retries with backoff).
+
+pub mod alertmanager;
+pub mod config;
+pub mod event;
+pub mod queue;
+pub mod slack;
+pub mod webhook;
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+
+pub use self::{
+    config::{AlertsConfig, AlertsConfigError, SinkSpec, SinkType},
+    event::{Alert, AlertEvent, RepairOutcome, RepairReport, State},
+};
+use crate::findings::{Change, Finding, Kind};
+
+/// What a renderer needs besides the alerts.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// This node's name.
+    pub node: &'a str,
+    /// `generatorURL` for Alertmanager.
+    pub generator_url: &'a str,
+    /// How often a firing alert is re-sent.
+    pub repeat_interval: Duration,
+    /// The time of sending.
+    pub now: SystemTime,
+}
+
+/// The owned part of a [`Context`], kept by each sink task.
+#[derive(Clone, Debug)]
+pub struct ContextOwned {
+    /// This node's name.
+    pub node: String,
+    /// `generatorURL` for Alertmanager.
+    pub generator_url: String,
+    /// How often a firing alert is re-sent.
+    pub repeat_interval: Duration,
+}
+
+impl ContextOwned {
+    /// The context at `now`.
+    pub fn at(&self, now: SystemTime) -> Context<'_> {
+        Context {
+            node: &self.node,
+            generator_url: &self.generator_url,
+            repeat_interval: self.repeat_interval,
+            now,
+        }
+    }
+}
+
+/// Dedup and repetition: which findings have been announced as firing, and when last.
+#[derive(Debug)]
+pub struct Lifecycle {
+    repeat_interval: Duration,
+    firing: BTreeMap<(Kind, String), Instant>,
+}
+
+impl Lifecycle {
+    /// Nothing announced yet.
+    pub fn new(repeat_interval: Duration) -> Self {
+        Self {
+            repeat_interval,
+            firing: BTreeMap::new(),
+        }
+    }
+
+    /// The alerts one detection cycle produces: `firing` once per fired finding, again
+    /// every `repeat_interval` while it stays active, `resolved` once when it clears.
+    pub fn cycle(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        changes: &[Change],
+        active: &[Finding],
+    ) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for change in changes {
+            match change {
+                Change::Fired(finding) => {
+                    if let std::collections::btree_map::Entry::Vacant(entry) =
+                        self.firing.entry(key(finding))
+                    {
+                        entry.insert(now);
+                        alerts.push(Alert::firing(finding, false));
+                    }
+                }
+                Change::Resolved(finding) => {
+                    if self.firing.remove(&key(finding)).is_some() {
+                        alerts.push(Alert::resolved(finding, wall));
+                    }
+                }
+            }
+        }
+        for finding in active {
+            match self.firing.get_mut(&key(finding)) {
+                Some(last) if now.duration_since(*last) >= self.repeat_interval => {
+                    *last = now;
+                    alerts.push(Alert::firing(finding, true));
+                }
+                Some(_) => {}
+                None => {
+                    // Active but never announced (e.g. fired before alerts were started).
+                    self.firing.insert(key(finding), now);
+                    alerts.push(Alert::firing(finding, false));
+                }
+            }
+        }
+        alerts
+    }
+}
+
+fn key(finding: &Finding) -> (Kind, String) {
+    (finding.candidate.kind, finding.candidate.subject.clone())
+}
+
+/// Collects alerts for `group_window`, then releases them as one batch.
+#[derive(Debug)]
+pub struct Grouper {
+    window: Duration,
+    pending: Vec<Alert>,
+    since: Option<Instant>,
+}
+
+impl Grouper {
+    /// `window` zero: every alert is its own batch, released at once.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            pending: Vec::new(),
+            since: None,
+        }
+    }
+
+    /// Adds `alerts` and returns the batches due at `now`.
+    pub fn push(&mut self, now: Instant, alerts: Vec<Alert>) -> Vec<Vec<Alert>> {
+        if self.window.is_zero() {
+            return alerts.into_iter().map(|alert| vec![alert]).collect();
+        }
+        if !alerts.is_empty() && self.since.is_none() {
+            self.since = Some(now);
+        }
+        self.pending.extend(alerts);
+        match self.since {
+            Some(since) if now.duration_since(since) >= self.window => {
+                self.since = None;
+                vec![std::mem::take(&mut self.pending)]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The alert metrics (registered in [`crate::metrics::Metrics`]).
+#[derive(Clone, Debug, Default)]
+pub struct AlertMetrics {
+    /// `watchdog_alerts_sent_total{sink,state}`: alerts delivered.
+    pub sent: Family<Vec<(&'static str, String)>, Counter>,
+    /// `watchdog_alerts_failed_total{sink}`: messages given up after every retry.
+    pub failed: Family<Vec<(&'static str, String)>, Counter>,
+    /// `watchdog_alerts_dropped_total{sink}`: messages dropped from a full queue.
+    pub dropped: Family<Vec<(&'static str, String)>, Counter>,
+    /// `watchdog_alerts_queue_depth{sink}`: messages waiting.
+    pub queue_depth: Family<Vec<(&'static str, String)>, Gauge>,
+}
+
+impl AlertMetrics {
+    fn sink(name: &str) -> Vec<(&'static str, String)> {
+        vec![("sink", name.to_owned())]
+    }
+
+    /// Creates every series of `sink` at zero.
+    pub fn register_sink(&self, name: &str) {
+        for state in State::ALL {
+            let _ = self.sent.get_or_create(&sent_labels(name, state));
+        }
+        let _ = self.failed.get_or_create(&Self::sink(name));
+        let _ = self.dropped.get_or_create(&Self::sink(name));
+        let _ = self.queue_depth.get_or_create(&Self::sink(name));
+    }
+}
+
+fn sent_labels(sink: &str, state: State) -> Vec<(&'static str, String)> {
+    vec![
+        ("sink", sink.to_owned()),
+        ("state", state.as_str().to_owned()),
+    ]
+}
+
+type Batch = Arc<Vec<Alert>>;
+
+struct SinkHandle {
+    name: String,
+    queue: Arc<queue::Queue<Batch>>,
+}
+
+/// The dispatcher: lifecycle, grouping, and a queue + delivery task per sink.
+pub struct Alerts {
+    lifecycle: Lifecycle,
+    grouper: Grouper,
+    sinks: Vec<SinkHandle>,
+    metrics: AlertMetrics,
+}
+
+impl Alerts {
+    /// Starts one delivery task per sink on the current tokio runtime.
+    pub fn start(
+        config: &AlertsConfig,
+        sinks: Vec<SinkSpec>,
+        generator_url: String,
+        node: &str,
+        metrics: AlertMetrics,
+    ) -> Self {
+        let ctx = ContextOwned {
+            node: node.to_owned(),
+            generator_url,
+            repeat_interval: config.repeat_interval,
+        };
+        let handles = sinks
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                metrics.register_sink(&spec.name);
+                let queue = Arc::new(queue::Queue::new(spec.queue));
+                tracing::info!(
+                    sink = spec.name,
+                    "alerts go to {} sink {}",
+                    spec.kind.as_str(),
+                    spec.endpoint.redacted
+                );
+                let handle = SinkHandle {
+                    name: spec.name.clone(),
+                    queue: queue.clone(),
+                };
+                tokio::spawn(run_sink(
+                    spec,
+                    queue,
+                    ctx.clone(),
+                    metrics.clone(),
+                    i as u64,
+                ));
+                handle
+            })
+            .collect();
+        Self {
+            lifecycle: Lifecycle::new(config.repeat_interval),
+            grouper: Grouper::new(config.group_window),
+            sinks: handles,
+            metrics,
+        }
+    }
+
+    /// One detection cycle's changes and active findings; never waits.
+    pub fn cycle(&mut self, changes: &[Change], active: &[Finding]) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let alerts = self
+            .lifecycle
+            .cycle(now, SystemTime::now(), changes, active);
+        let batches = self.grouper.push(now, alerts);
+        self.enqueue(batches);
+    }
+
+    /// Reports a repair or rollback (from the repair executor); never waits.
+    pub fn report(&mut self, event: &AlertEvent) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        let batches = self.grouper.push(Instant::now(), vec![event.alert()]);
+        self.enqueue(batches);
+    }
+
+    fn enqueue(&self, batches: Vec<Vec<Alert>>) {
+        for batch in batches {
+            if batch.is_empty() {
+                continue;
+            }
+            let batch = Arc::new(batch);
+            for sink in &self.sinks {
+                let labels = AlertMetrics::sink(&sink.name);
+                if let Some(dropped) = sink.queue.push(batch.clone()) {
+                    self.metrics.dropped.get_or_create(&labels).inc();
+                    tracing::warn!(
+                        sink = sink.name,
+                        "alert queue full: dropped the oldest message ({} alerts)",
+                        dropped.len()
+                    );
+                }
+                self.metrics
+                    .queue_depth
+                    .get_or_create(&labels)
+                    .set(sink.queue.len() as i64);
+            }
+        }
+    }
+}
+
+async fn run_sink(
+    spec: SinkSpec,
+    queue: Arc<queue::Queue<Batch>>,
+    ctx: ContextOwned,
+    metrics: AlertMetrics,
+    salt: u64,
+) {
+    let mut jitter = queue::Jitter::new(salt);
+    let labels = AlertMetrics::sink(&spec.name);
+    loop {
+        let batch = queue.pop().await;
+        metrics
+            .queue_depth
+            .get_or_create(&labels)
+            .set(queue.len() as i64);
+        let delivery = queue::deliver(&spec, &ctx, &batch, &mut jitter).await;
+        match delivery.result {
+            Ok(()) => {
+                for alert in batch.iter() {
+                    metrics
+                        .sent
+                        .get_or_create(&sent_labels(&spec.name, alert.state))
+                        .inc();
+                }
+                tracing::debug!(
+                    sink = spec.name,
+                    attempts = delivery.attempts,
+                    "delivered {} alerts",
+                    batch.len()
+                );
+            }
+            Err(why) => {
+                metrics.failed.get_or_create(&labels).inc();
+                tracing::warn!(
+                    sink = spec.name,
+                    attempts = delivery.attempts,
+                    "alert delivery to {} failed, giving up on {} alerts: {why}",
+                    spec.endpoint.redacted,
+                    batch.len()
+                );
+            }
+        }
+    }
+}
+
+/// `watchdog alert test`: sends a test alert to each sink (or only `only`), waits for
+/// delivery with the sink's retries; returns (sink, delivery) per sink.
+pub async fn send_test(
+    config: &AlertsConfig,
+    sinks: Vec<SinkSpec>,
+    generator_url: String,
+    node: &str,
+) -> Vec<(SinkSpec, queue::Delivery)> {
+    let ctx = ContextOwned {
+        node: node.to_owned(),
+        generator_url,
+        repeat_interval: config.repeat_interval,
+    };
+    let alert = Alert::test(node, SystemTime::now());
+    let deliveries = sinks.iter().enumerate().map(|(i, spec)| {
+        let ctx = ctx.clone();
+        let alerts = vec![alert.clone()];
+        async move {
+            let mut jitter = queue::Jitter::new(i as u64);
+            queue::deliver(spec, &ctx, &alerts, &mut jitter).await
+        }
+    });
+    let results = futures::future::join_all(deliveries).await;
+    sinks.into_iter().zip(results).collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::findings::{Candidate, Severity};
+
+    pub(crate) fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    pub(crate) fn context() -> Context<'static> {
+        Context {
+            node: "node-a",
+            generator_url: "http://127.0.0.1:9477/api/v1/findings",
+            repeat_interval: Duration::from_secs(60),
+            now: at(100),
+        }
+    }
+
+    pub(crate) fn finding() -> Finding {
+        named("dev flannel.1")
+    }
+
+    fn named(subject: &str) -> Finding {
+        Finding {
+            candidate: Candidate::new(Kind::VtepCollapse, subject, Severity::Critical)
+                .with("fdb_entries", 0)
+                .with("remote_routes", 2),
+            first_seen: at(10),
+            last_seen: at(20),
+        }
+    }
+
+    fn states(alerts: &[Alert]) -> Vec<(State, bool, &str)> {
+        alerts
+            .iter()
+            .map(|a| (a.state, a.repeat, a.subject.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn lifecycle_dedups_repeats_and_resolves_once() {
+        let start = Instant::now();
+        let s = |secs: u64| start + Duration::from_secs(secs);
+        let mut life = Lifecycle::new(Duration::from_secs(60));
+        let f = finding();
+        let fired = life.cycle(
+            s(0),
+            at(0),
+            &[Change::Fired(f.clone())],
+            std::slice::from_ref(&f),
+        );
+        assert_eq!(states(&fired), [(State::Firing, false, "dev flannel.1")]);
+        // A duplicate Fired (same identity) and cycles within the interval: nothing.
+        assert!(
+            life.cycle(
+                s(1),
+                at(1),
+                &[Change::Fired(f.clone())],
+                std::slice::from_ref(&f)
+            )
+            .is_empty()
+        );
+        assert!(
+            life.cycle(s(59), at(59), &[], std::slice::from_ref(&f))
+                .is_empty()
+        );
+        // Still active after the interval: repeated once per interval.
+        let repeat = life.cycle(s(60), at(60), &[], std::slice::from_ref(&f));
+        assert_eq!(states(&repeat), [(State::Firing, true, "dev flannel.1")]);
+        assert!(
+            life.cycle(s(61), at(61), &[], std::slice::from_ref(&f))
+                .is_empty()
+        );
+        // Resolved once; a second Resolved for the same identity is ignored.
+        let resolved = life.cycle(s(70), at(70), &[Change::Resolved(f.clone())], &[]);
+        assert_eq!(
+            states(&resolved),
+            [(State::Resolved, false, "dev flannel.1")]
+        );
+        assert_eq!(resolved[0].resolved_at, Some(at(70)));
+        assert!(
+            life.cycle(s(71), at(71), &[Change::Resolved(f.clone())], &[])
+                .is_empty()
+        );
+        // Fires again later: a new alert.
+        let again = life.cycle(s(80), at(80), &[Change::Fired(f.clone())], &[f]);
+        assert_eq!(states(&again), [(State::Firing, false, "dev flannel.1")]);
+    }
+
+    #[test]
+    fn grouping_window_batches_alerts() {
+        let start = Instant::now();
+        let ms = |n: u64| start + Duration::from_millis(n);
+        let a = Alert::firing(&named("a"), false);
+        let b = Alert::firing(&named("b"), false);
+        let mut none = Grouper::new(Duration::ZERO);
+        assert_eq!(none.push(ms(0), vec![a.clone(), b.clone()]).len(), 2);
+        let mut group = Grouper::new(Duration::from_millis(500));
+        assert!(group.push(ms(0), vec![a.clone()]).is_empty());
+        assert!(group.push(ms(250), vec![b.clone()]).is_empty());
+        let batches = group.push(ms(500), vec![]);
+        assert_eq!(batches, vec![vec![a.clone(), b]]);
+        // Nothing pending: nothing released; the window restarts with the next alert.
+        assert!(group.push(ms(2000), vec![]).is_empty());
+        assert!(group.push(ms(2100), vec![a.clone()]).is_empty());
+        assert_eq!(group.push(ms(2600), vec![]), vec![vec![a]]);
+    }
+
+    #[test]
+    fn full_sink_queue_drops_oldest_and_counts() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let metrics = AlertMetrics::default();
+        // A sink whose task never runs (the runtime is never driven): the queue only fills.
+        let sink = SinkSpec {
+            name: "dead".into(),
+            kind: SinkType::Webhook,
+            endpoint: config::parse_url("x", "http://127.0.0.1:9/").unwrap(),
+            secret: None,
+            timeout: Duration::from_secs(1),
+            queue: 2,
+            max_retries: 0,
+            backoff: Duration::from_secs(1),
+        };
+        let mut alerts = Alerts::start(
+            &AlertsConfig::default(),
+            vec![sink],
+            String::new(),
+            "node-a",
+            metrics.clone(),
+        );
+        for i in 0..5 {
+            let f = named(&format!("s{i}"));
+            alerts.cycle(&[Change::Fired(f.clone())], &[f]);
+        }
+        let labels = vec![("sink", "dead".to_owned())];
+        assert_eq!(metrics.dropped.get_or_create(&labels).get(), 3);
+        assert_eq!(metrics.queue_depth.get_or_create(&labels).get(), 2);
+        // The oldest went: s3 and s4 wait.
+        let queue = &alerts.sinks[0].queue;
+        assert_eq!(queue.try_pop().unwrap()[0].subject, "s3");
+        assert_eq!(queue.try_pop().unwrap()[0].subject, "s4");
+    }
+}
