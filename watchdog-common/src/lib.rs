@@ -142,7 +142,8 @@ pub struct PeerStats {
     pub rx_packets: u64,
     /// Bytes received from the peer.
     pub rx_bytes: u64,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet sent; 0 if none.
+    /// CLOCK_MONOTONIC nanoseconds of the last packet sent (at jiffy resolution on 5.11+
+    /// kernels); 0 if none.
     pub last_tx_ns: u64,
     /// Same for the last packet received.
     pub last_rx_ns: u64,
@@ -179,12 +180,18 @@ pub mod peer_stat {
 pub struct TcConfig {
     /// UDP ports treated as WireGuard (0 = unused).
     pub wireguard_ports: [u16; 4],
+    /// 1: stamp last-seen times with `bpf_ktime_get_coarse_ns` (kernels 5.11+).
+    pub coarse_clock: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
 }
 
 impl TcConfig {
-    /// WireGuard's and Tailscale's default ports.
+    /// WireGuard's and Tailscale's default ports, the precise clock.
     pub const DEFAULT: Self = Self {
         wireguard_ports: [51820, 41641, 0, 0],
+        coarse_clock: 0,
+        _pad: 0,
     };
 }
 
@@ -321,7 +328,7 @@ const _: () = assert!(core::mem::size_of::<KfreeSkbConfig>() == 72);
 const _: () = assert!(core::mem::size_of::<DropDestKey>() == 32);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerStats>() == 56);
-const _: () = assert!(core::mem::size_of::<TcConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<TcConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnectKey>() == 24);
 const _: () = assert!(core::mem::size_of::<ConnectStats>() == 56);
 const _: () = assert!(core::mem::size_of::<TcpConfig>() == 80);

@@ -6,7 +6,10 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_UNSPEC, bpf_hdr_start_off::BPF_HDR_START_NET},
-    helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes_relative},
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes_relative},
+    },
     macros::{classifier, map},
     maps::{LruPerCpuHashMap, PerCpuArray},
     programs::TcContext,
@@ -59,8 +62,27 @@ fn load_net<const N: usize>(ctx: &TcContext, offset: u32) -> Option<[u8; N]> {
     (rc == 0).then_some(buf)
 }
 
+/// The time for last-seen stamps: the coarse (jiffies) clock where the kernel has it
+/// (5.11+, chosen by the loader), a few times cheaper than the precise one.
 #[inline(always)]
-fn encap_of(src_port: u16, dst_port: u16) -> u32 {
+fn now(config: &TcConfig) -> u64 {
+    if config.coarse_clock != 0 {
+        // SAFETY: no preconditions; the loader only sets coarse_clock where it exists.
+        unsafe { bpf_ktime_get_coarse_ns() }
+    } else {
+        // SAFETY: no preconditions.
+        unsafe { bpf_ktime_get_ns() }
+    }
+}
+
+#[inline(always)]
+fn config() -> TcConfig {
+    // SAFETY: read of our own .rodata global, rewritten by the loader.
+    unsafe { core::ptr::read_volatile(&TC_CONFIG) }
+}
+
+#[inline(always)]
+fn encap_of(config: &TcConfig, src_port: u16, dst_port: u16) -> u32 {
     let mut bits = 0;
     for port in [src_port, dst_port] {
         bits |= match port {
@@ -69,8 +91,6 @@ fn encap_of(src_port: u16, dst_port: u16) -> u32 {
             _ => 0,
         };
     }
-    // SAFETY: read of our own .rodata global, rewritten by the loader.
-    let config = unsafe { core::ptr::read_volatile(&TC_CONFIG) };
     for port in config.wireguard_ports {
         if port != 0 && (port == src_port || port == dst_port) {
             bits |= encap::WIREGUARD;
@@ -81,6 +101,7 @@ fn encap_of(src_port: u16, dst_port: u16) -> u32 {
 
 #[inline(always)]
 fn observe(ctx: &TcContext, egress: bool) {
+    let config = config();
     // skb->protocol is big-endian in the low 16 bits.
     let protocol = u16::from_be(ctx.skb.protocol() as u16);
     // SAFETY: the context pointer is valid for the program's run.
@@ -91,19 +112,41 @@ fn observe(ctx: &TcContext, egress: bool) {
         family: 0,
         _pad: [0; 3],
     };
-    let (l4_proto, l4_offset) = match protocol {
+    let mut encap_bits = 0;
+    match protocol {
         ETH_P_IP => {
-            let Some(header) = load_net::<20>(ctx, 0) else {
-                return;
+            // One helper call for the IP header and, for a 20-byte header, the UDP ports.
+            let (header, ports) = match load_net::<24>(ctx, 0) {
+                Some(bytes) => (bytes, true),
+                None => match load_net::<20>(ctx, 0) {
+                    Some(short) => {
+                        let mut bytes = [0u8; 24];
+                        bytes[..20].copy_from_slice(&short);
+                        (bytes, false)
+                    }
+                    None => return,
+                },
             };
             let at = if egress { 16 } else { 12 };
             key.family = 4;
             key.addr[..4].copy_from_slice(&header[at..at + 4]);
-            let header_len = u32::from(header[0] & 0x0f) * 4;
             // Fragments after the first carry no UDP header.
-            let fragment_offset = u16::from_be_bytes([header[6] & 0x1f, header[7]]);
-            let l4 = if fragment_offset == 0 { header[9] } else { 0 };
-            (l4, header_len)
+            let first_fragment = header[6] & 0x1f == 0 && header[7] == 0;
+            if header[9] == IPPROTO_UDP && first_fragment {
+                let header_len = u32::from(header[0] & 0x0f) * 4;
+                let udp = if header_len == 20 && ports {
+                    Some([header[20], header[21], header[22], header[23]])
+                } else {
+                    load_net::<4>(ctx, header_len)
+                };
+                if let Some(udp) = udp {
+                    encap_bits = encap_of(
+                        &config,
+                        u16::from_be_bytes([udp[0], udp[1]]),
+                        u16::from_be_bytes([udp[2], udp[3]]),
+                    );
+                }
+            }
         }
         ETH_P_IPV6 => {
             let Some(header) = load_net::<40>(ctx, 0) else {
@@ -112,26 +155,23 @@ fn observe(ctx: &TcContext, egress: bool) {
             let at = if egress { 24 } else { 8 };
             key.family = 6;
             key.addr.copy_from_slice(&header[at..at + 16]);
-            (header[6], 40)
+            if header[6] == IPPROTO_UDP
+                && let Some(udp) = load_net::<4>(ctx, 40)
+            {
+                encap_bits = encap_of(
+                    &config,
+                    u16::from_be_bytes([udp[0], udp[1]]),
+                    u16::from_be_bytes([udp[2], udp[3]]),
+                );
+            }
         }
         _ => return,
-    };
-    let mut encap_bits = 0;
-    if l4_proto == IPPROTO_UDP
-        && let Some(ports) = load_net::<4>(ctx, l4_offset)
-    {
-        encap_bits = encap_of(
-            u16::from_be_bytes([ports[0], ports[1]]),
-            u16::from_be_bytes([ports[2], ports[3]]),
-        );
     }
-    record(&key, ctx.skb.len() as u64, egress, encap_bits);
+    record(&key, ctx.skb.len() as u64, egress, encap_bits, now(&config));
 }
 
 #[inline(always)]
-fn record(key: &PeerKey, bytes: u64, egress: bool, encap_bits: u32) {
-    // SAFETY: no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+fn record(key: &PeerKey, bytes: u64, egress: bool, encap_bits: u32, now: u64) {
     if let Some(stats) = PEERS.get_ptr_mut(key) {
         // SAFETY: this CPU's value; nothing else writes it while the program runs.
         unsafe { update(stats, bytes, egress, encap_bits, now) };

@@ -90,8 +90,14 @@ fn main() -> anyhow::Result<()> {
         .transpose()
         .context("the argument is the repeat count")?
         .unwrap_or(1_000_000);
+    // As the daemon configures it on this kernel (5.11+: the coarse clock).
+    let config = watchdog_common::TcConfig {
+        coarse_clock: 1,
+        ..watchdog_common::TcConfig::DEFAULT
+    };
     let mut ebpf = EbpfLoader::new()
         .btf(None)
+        .override_global("TC_CONFIG", &config, true)
         .load(watchdog::probes::EBPF_OBJECT)
         .context("loading the eBPF object (run as root)")?;
     let cases = [

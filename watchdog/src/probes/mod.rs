@@ -148,6 +148,8 @@ impl Probes {
         loader.override_global("KFREE_SKB_CONFIG", &kfree_config, true);
         let mut tc_config = watchdog_common::TcConfig {
             wireguard_ports: [0; 4],
+            coarse_clock: u32::from(coarse_clock_available()),
+            _pad: 0,
         };
         for (slot, port) in tc_config
             .wireguard_ports
@@ -289,6 +291,12 @@ impl Probes {
 pub fn tcx_available() -> bool {
     use aya::util::KernelVersion;
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// `bpf_ktime_get_coarse_ns` exists from kernel 5.11.
+fn coarse_clock_available() -> bool {
+    use aya::util::KernelVersion;
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 11, 0))
 }
 
 /// Bytes of the aya-log ring buffer: its compiled 128 KiB, or one page where pages are
