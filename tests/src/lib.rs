@@ -80,6 +80,27 @@ impl NetNs {
         Path::new("/var/run/netns").join(&self.name)
     }
 
+    /// Connects this namespace to `remote` with a veth pair, `local` here and `peer`
+    /// there, each `(name, address/prefix)`, both up.
+    pub fn veth_to(&self, remote: &NetNs, local: (&str, &str), peer: (&str, &str)) {
+        ip(&[
+            "-n", &self.name, "link", "add", local.0, "type", "veth", "peer", "name", peer.0,
+        ]);
+        ip(&[
+            "-n",
+            &self.name,
+            "link",
+            "set",
+            peer.0,
+            "netns",
+            &remote.name,
+        ]);
+        ip(&["-n", &self.name, "addr", "add", local.1, "dev", local.0]);
+        ip(&["-n", &remote.name, "addr", "add", peer.1, "dev", peer.0]);
+        ip(&["-n", &self.name, "link", "set", local.0, "up"]);
+        ip(&["-n", &remote.name, "link", "set", peer.0, "up"]);
+    }
+
     /// The namespace's inode number (what the daemon labels `netns`).
     pub fn inode(&self) -> u64 {
         use std::os::unix::fs::MetadataExt as _;

@@ -305,26 +305,15 @@ fn prometheus_fires_the_shipped_rule_on_an_injected_ghost() {
 fn the_aarch64_binary_runs_under_qemu_user() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = "aarch64-unknown-linux-gnu";
+    // The README's Raspberry Pi build command.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let (ok, text) = run(Command::new(cargo)
         .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "watchdog",
-            "--bin",
-            "watchdog",
-            "--target",
-            target,
-        ])
-        .env(
-            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
-            "aarch64-linux-gnu-gcc",
-        ));
+        .args(["xtask", "build", "--target", target]));
     assert!(
         ok,
-        "cross build failed (cargo xtask setup installs the target and linker):\n{text}"
+        "cargo xtask build --target {target} failed:
+{text}"
     );
     let binary = root.join("target").join(target).join("release/watchdog");
     let qemu = |args: &[&str]| {

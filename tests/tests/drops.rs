@@ -141,38 +141,8 @@ fn neighbour_failures_are_counted_per_destination() {
     }
     let node = NetNs::new("wd-neigh");
     let remote = NetNs::new("wd-neigh-remote");
-    ip(&[
-        "-n",
-        node.name(),
-        "link",
-        "add",
-        "wn0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "wn1",
-    ]);
-    ip(&[
-        "-n",
-        node.name(),
-        "link",
-        "set",
-        "wn1",
-        "netns",
-        remote.name(),
-    ]);
-    ip(&[
-        "-n",
-        node.name(),
-        "addr",
-        "add",
-        "10.79.0.1/24",
-        "dev",
-        "wn0",
-    ]);
-    ip(&["-n", node.name(), "link", "set", "wn0", "up"]);
-    ip(&["-n", remote.name(), "link", "set", "wn1", "up"]);
+    // The remote side has no address: nothing there answers for 10.79.0.9.
+    node.veth_to(&remote, ("wn0", "10.79.0.1/24"), ("wn1", "10.79.0.2/24"));
     // A stale route: its gateway 10.79.0.9 never answers ARP. Resolve fast: one probe, 100 ms.
     ip(&[
         "-n",

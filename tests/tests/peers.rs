@@ -14,47 +14,7 @@ fn counts_packets_and_bytes_per_peer_and_picks_up_new_interfaces() {
     }
     let node = NetNs::new("wd-peer");
     let remote = NetNs::new("wd-peer-remote");
-    ip(&[
-        "-n",
-        node.name(),
-        "link",
-        "add",
-        "wd0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "wd1",
-    ]);
-    ip(&[
-        "-n",
-        node.name(),
-        "link",
-        "set",
-        "wd1",
-        "netns",
-        remote.name(),
-    ]);
-    ip(&[
-        "-n",
-        node.name(),
-        "addr",
-        "add",
-        "10.77.0.1/24",
-        "dev",
-        "wd0",
-    ]);
-    ip(&[
-        "-n",
-        remote.name(),
-        "addr",
-        "add",
-        "10.77.0.2/24",
-        "dev",
-        "wd1",
-    ]);
-    ip(&["-n", node.name(), "link", "set", "wd0", "up"]);
-    ip(&["-n", remote.name(), "link", "set", "wd1", "up"]);
+    node.veth_to(&remote, ("wd0", "10.77.0.1/24"), ("wd1", "10.77.0.2/24"));
 
     let mut daemon = Daemon::start(&node, "[peers]\ninterfaces = [\"wd0\", \"wd9\"]\n");
     daemon.wait_ready();

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use watchdog_tests::{Daemon, NetNs, ip, poll_until, require_root};
+use watchdog_tests::{Daemon, NetNs, poll_until, require_root};
 
 const CONNECTS: &str = "watchdog_tcp_connects_total";
 
@@ -16,47 +16,7 @@ fn counts_established_refused_and_unanswered_connects_per_destination() {
     }
     let node = NetNs::new("wd-tcp");
     let remote = NetNs::new("wd-tcp-remote");
-    ip(&[
-        "-n",
-        node.name(),
-        "link",
-        "add",
-        "wt0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "wt1",
-    ]);
-    ip(&[
-        "-n",
-        node.name(),
-        "link",
-        "set",
-        "wt1",
-        "netns",
-        remote.name(),
-    ]);
-    ip(&[
-        "-n",
-        node.name(),
-        "addr",
-        "add",
-        "10.78.0.1/24",
-        "dev",
-        "wt0",
-    ]);
-    ip(&[
-        "-n",
-        remote.name(),
-        "addr",
-        "add",
-        "10.78.0.2/24",
-        "dev",
-        "wt1",
-    ]);
-    ip(&["-n", node.name(), "link", "set", "wt0", "up"]);
-    ip(&["-n", remote.name(), "link", "set", "wt1", "up"]);
+    node.veth_to(&remote, ("wt0", "10.78.0.1/24"), ("wt1", "10.78.0.2/24"));
     let listener: TcpListener = remote.run(|| TcpListener::bind("10.78.0.2:7100").unwrap());
 
     let mut daemon = Daemon::start(&node, "");

@@ -72,13 +72,7 @@ pub async fn audit(
             last_seen: now,
         })
         .collect();
-    findings.sort_by(|a, b| {
-        b.candidate
-            .severity
-            .cmp(&a.candidate.severity)
-            .then(a.candidate.kind.cmp(&b.candidate.kind))
-            .then(a.candidate.subject.cmp(&b.candidate.subject))
-    });
+    crate::findings::sort(&mut findings);
     Ok(Report::new(&procfs::node_name(), findings))
 }
 

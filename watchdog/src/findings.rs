@@ -300,15 +300,20 @@ impl Tracker {
             .filter(|entry| entry.active)
             .map(Entry::finding)
             .collect();
-        findings.sort_by(|a, b| {
-            b.candidate
-                .severity
-                .cmp(&a.candidate.severity)
-                .then(a.candidate.kind.cmp(&b.candidate.kind))
-                .then(a.candidate.subject.cmp(&b.candidate.subject))
-        });
+        sort(&mut findings);
         findings
     }
+}
+
+/// Most severe first, then by kind and subject: the order of the API and `check`.
+pub fn sort(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
+        b.candidate
+            .severity
+            .cmp(&a.candidate.severity)
+            .then(a.candidate.kind.cmp(&b.candidate.kind))
+            .then(a.candidate.subject.cmp(&b.candidate.subject))
+    });
 }
 
 /// How long ago `time` was, for tables.

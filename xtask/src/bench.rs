@@ -307,16 +307,7 @@ fn mirror(routes: u32, neighbours: u32, changes: u32) -> anyhow::Result<()> {
     if changes > routes || neighbours > 60_000 {
         bail!("--changes must not exceed --routes, and --neighbours at most 60000");
     }
-    eprintln!("xtask: building the mirror bench helper (release)");
-    util::status(util::cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "watchdog",
-        "--example",
-        "mirror_bench",
-    ]))?;
-    let helper = util::root().join("target/release/examples/mirror_bench");
+    let helper = util::build_example("mirror_bench")?;
 
     let ns = NetNs::new("wd-bench-mirror");
     ns.ip(&["link", "add", "vb0", "type", "veth", "peer", "name", "vb1"]);

@@ -83,6 +83,20 @@ pub fn build_release(target: Option<&str>) -> anyhow::Result<PathBuf> {
     Ok(dir.join("release/watchdog"))
 }
 
+/// Builds `watchdog/examples/<name>.rs` in release mode; returns its path.
+pub fn build_example(name: &str) -> anyhow::Result<PathBuf> {
+    eprintln!("xtask: building the {name} helper (release)");
+    status(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "watchdog",
+        "--example",
+        name,
+    ]))?;
+    Ok(root().join("target/release/examples").join(name))
+}
+
 /// Replaces this process with `command` (so signals reach it directly).
 pub fn exec(mut command: Command) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt as _;

@@ -1,10 +1,7 @@
 //! `skb:kfree_skb`: packets the kernel dropped, by the kernel's drop reason, per network
 //! namespace.
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::{
     Ebpf,
@@ -214,15 +211,8 @@ impl KfreeSkb {
             })?)?;
         for entry in dests.iter() {
             let (key, per_cpu) = entry?;
-            let addr = match key.family {
-                4 => IpAddr::V4(Ipv4Addr::new(
-                    key.addr[0],
-                    key.addr[1],
-                    key.addr[2],
-                    key.addr[3],
-                )),
-                6 => IpAddr::V6(Ipv6Addr::from(key.addr)),
-                _ => continue,
+            let Some(addr) = super::key_address(key.family, key.addr) else {
+                continue;
             };
             *snapshot
                 .destinations

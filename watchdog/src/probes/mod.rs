@@ -287,6 +287,15 @@ impl Probes {
     }
 }
 
+/// The address in a map key: `family` 4 (first 4 bytes of `addr`) or 6.
+pub fn key_address(family: u8, addr: [u8; 16]) -> Option<std::net::IpAddr> {
+    match family {
+        4 => Some(std::net::IpAddr::from([addr[0], addr[1], addr[2], addr[3]])),
+        6 => Some(std::net::IpAddr::from(addr)),
+        _ => None,
+    }
+}
+
 /// TCX (TC attachments as BPF links) exists from kernel 6.6; before it, clsact + netlink.
 pub fn tcx_available() -> bool {
     use aya::util::KernelVersion;

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     time::Duration,
 };
 
@@ -134,7 +134,9 @@ impl Peers {
         let mut snapshot = PeerSnapshot::default();
         for entry in peers.iter() {
             let (key, per_cpu) = entry?;
-            let Some(addr) = address(&key) else { continue };
+            let Some(addr) = super::key_address(key.family, key.addr) else {
+                continue;
+            };
             let mut sum = PeerStats::default();
             for stats in per_cpu.iter() {
                 sum.tx_packets += stats.tx_packets;
@@ -222,19 +224,6 @@ pub fn interfaces() -> Vec<String> {
         libc::if_freenameindex(list);
     }
     names
-}
-
-fn address(key: &PeerKey) -> Option<IpAddr> {
-    match key.family {
-        4 => Some(IpAddr::V4(Ipv4Addr::new(
-            key.addr[0],
-            key.addr[1],
-            key.addr[2],
-            key.addr[3],
-        ))),
-        6 => Some(IpAddr::V6(Ipv6Addr::from(key.addr))),
-        _ => None,
-    }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.

@@ -2,11 +2,7 @@
 //! succeeded, SYN_SENT → CLOSE failed) and `tcp:tcp_retransmit_skb` (SYN retransmits show a
 //! destination that does not answer).
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use aya::{
     Ebpf,
@@ -141,15 +137,8 @@ impl Tcp {
         let mut snapshot = ConnectSnapshot::new();
         for entry in connects.iter() {
             let (key, per_cpu) = entry?;
-            let addr = match key.family {
-                4 => IpAddr::V4(Ipv4Addr::new(
-                    key.addr[0],
-                    key.addr[1],
-                    key.addr[2],
-                    key.addr[3],
-                )),
-                6 => IpAddr::V6(Ipv6Addr::from(key.addr)),
-                _ => continue,
+            let Some(addr) = super::key_address(key.family, key.addr) else {
+                continue;
             };
             let mut sum = ConnectStats::default();
             for stats in per_cpu.iter() {
