@@ -281,3 +281,44 @@ fn check_audits_a_node_once_with_exit_codes() {
     // Node 1 is untouched and clean.
     assert_eq!(check(1).0, Some(0));
 }
+
+/// Stock Raspberry Pi OS kernels have no BTF: every core detection must still work.
+#[test]
+fn without_btf_the_core_detections_still_work() {
+    let Some(lab) = lab_with_daemon("without_btf_the_core_detections_still_work") else {
+        return;
+    };
+    let config = format!("btf_path = \"\"\n{CONFIG}");
+    let mut daemon = Daemon::start(lab.node(0).ns(), &config);
+    daemon.wait_ready();
+    let metrics = daemon.metrics();
+    assert_eq!(
+        metrics.value("watchdog_kernel_feature", &[("feature", "btf")]),
+        Some(0.0),
+        "{}",
+        metrics.0
+    );
+    let log = daemon.log();
+    assert!(log.contains("without kernel BTF"), "{log}");
+
+    let _victim = lab.udp_stream(0, 2, 20);
+    lab.repoint_fdb(0, 2, RETIRED_VTEP);
+    daemon.wait_finding("stale_fdb", &format!("dst {RETIRED_VTEP}"), DEADLINE);
+    lab.route_via_missing_gateway(0, "10.55.0.0/24", MISSING_GATEWAY);
+    lab.node(0).pod_ns().run(|| {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..5 {
+            let _ = socket.send_to(b"stale", "10.55.0.5:9");
+        }
+    });
+    // Found from the neighbour going FAILED (no per-destination drops without BTF).
+    daemon.wait_finding(
+        "ghost_gateway",
+        &format!("gateway {MISSING_GATEWAY}"),
+        DEADLINE,
+    );
+    lab.flush_fdb(0);
+    daemon.wait_finding("vtep_collapse", "dev flannel.1", DEADLINE);
+    lab.cut_carrier(0);
+    daemon.wait_finding("dead_link_route", "192.168.77.0/24", DEADLINE);
+}
