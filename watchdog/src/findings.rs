@@ -4,10 +4,7 @@
 //! [`Finding`]s with hysteresis: a candidate must be seen `confirm` cycles in a row to fire,
 //! and a finding clears only after `clear_after` cycles without it, so findings do not flap.
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, SystemTime},
-};
+use std::{collections::BTreeMap, time::SystemTime};
 
 use serde::Serialize;
 
@@ -316,13 +313,10 @@ pub fn sort(findings: &mut [Finding]) {
     });
 }
 
-/// How long ago `time` was, for tables.
-pub fn age(now: SystemTime, time: SystemTime) -> Duration {
-    now.duration_since(time).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn candidate(subject: &str) -> Candidate {

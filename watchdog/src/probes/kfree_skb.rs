@@ -128,7 +128,6 @@ impl Plan {
 pub struct KfreeSkb {
     reasons: BTreeMap<u32, String>,
     attribution: Attribution,
-    filter_netns: u32,
 }
 
 /// The drop counters at one moment, summed over CPUs.
@@ -170,7 +169,6 @@ impl KfreeSkb {
         Ok(Self {
             reasons: plan.reasons,
             attribution: plan.attribution,
-            filter_netns: plan.config.filter_netns,
         })
     }
 
@@ -187,11 +185,6 @@ impl KfreeSkb {
     /// Whether drops are attributed to namespaces.
     pub fn attribution(&self) -> &Attribution {
         &self.attribution
-    }
-
-    /// The namespace the kernel filters on (0: none).
-    pub fn filter_netns(&self) -> u32 {
-        self.filter_netns
     }
 
     /// Reads the counters.

@@ -113,11 +113,6 @@ impl Peers {
         added
     }
 
-    /// Interfaces the programs are attached to.
-    pub fn attached(&self) -> impl Iterator<Item = &str> {
-        self.attached.keys().map(String::as_str)
-    }
-
     /// Interfaces where attaching failed, with the reason.
     pub fn failed(&self) -> &BTreeMap<String, String> {
         &self.failed
