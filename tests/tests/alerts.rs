@@ -1,5 +1,6 @@
 //! Alerts reach people: a real Alertmanager sees a lab finding fire and resolve; a local
-//! receiver checks the webhook payload, its HMAC signature and retries; a dead sink never
+//! receiver checks the webhook payload, its HMAC signature and retries; an https receiver
+//! with a private CA is trusted through `ca_file` and refused without it; a dead sink never
 //! slows detection; configuration errors are clear at start-up.
 
 use std::{
@@ -633,4 +634,320 @@ fn alert_test_reports_per_sink() {
         text.starts_with("[TEST] watchdog alert test from "),
         "{text}"
     );
+}
+
+/// A throwaway CA and a server certificate for `localhost` and 127.0.0.1 it signed.
+struct TestPki {
+    ca_pem: String,
+    server_cert: rustls::pki_types::CertificateDer<'static>,
+    server_key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl TestPki {
+    fn new() -> Self {
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "watchdog test CA");
+        ca.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let server =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap()
+                .signed_by(&key, &*ca)
+                .unwrap();
+        Self {
+            ca_pem: ca.pem(),
+            server_cert: server.der().clone(),
+            server_key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        }
+    }
+}
+
+/// An https receiver on 127.0.0.1 (tokio-rustls) answering 200 to every request; counts
+/// TLS handshakes that failed (e.g. the client did not trust the certificate).
+struct TlsReceiver {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Received>>>,
+    failed_handshakes: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsReceiver {
+    async fn start(pki: &TestPki) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![pki.server_cert.clone()], pki.server_key.clone_key())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let failed_handshakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let got = got.clone();
+            let failed_handshakes = failed_handshakes.clone();
+            async move {
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let acceptor = acceptor.clone();
+                    let got = got.clone();
+                    let failed_handshakes = failed_handshakes.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(stream).await else {
+                            failed_handshakes.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        };
+                        let Some(request) = read_request_async(&mut tls).await else {
+                            return;
+                        };
+                        got.lock().unwrap().push(request);
+                        use tokio::io::AsyncWriteExt as _;
+                        let _ = tls
+                            .write_all(
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                            )
+                            .await;
+                        let _ = tls.shutdown().await;
+                    });
+                }
+            }
+        });
+        Self {
+            addr,
+            got,
+            failed_handshakes,
+            task,
+        }
+    }
+
+    fn requests(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    fn failed_handshakes(&self) -> usize {
+        self.failed_handshakes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for TlsReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// [`read_request`] for an async stream.
+async fn read_request_async<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<Received> {
+    use tokio::io::AsyncReadExt as _;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            data.extend_from_slice(&buf[..n]);
+            let Some(head_end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+            let mut lines = head.split("\r\n");
+            let path = lines.next()?.split(' ').nth(1)?.to_owned();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|line| line.split_once(':'))
+                .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                .collect();
+            let length: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            if data.len() >= head_end + 4 + length {
+                return Some(Received {
+                    at: Instant::now(),
+                    path,
+                    headers,
+                    body: data[head_end + 4..head_end + 4 + length].to_vec(),
+                });
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Polls `check` every 20 ms (without blocking the runtime) until it returns `Some`.
+async fn poll_async<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_sink_trusts_its_ca_file_and_refuses_an_unknown_ca() {
+    let pki = TestPki::new();
+    let receiver = TlsReceiver::start(&pki).await;
+    let port = receiver.addr.port();
+    // Accepts TCP, never answers: the TLS handshake itself has to time out.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_receiver = Receiver::start(silent, vec![], true);
+    let dir = TempDir::new("watchdog-tls");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let key = dir.path().join("hmac.key");
+    std::fs::write(&key, "s3cret-key\n").unwrap();
+    let config_text = format!(
+        "[[alerts.sinks]]\nname = \"private\"\ntype = \"webhook\"\n\
+         url = \"https://localhost:{port}/hook?token=TOKEN123\"\nca_file = \"{ca}\"\n\
+         secret_file = \"{key}\"\nmax_retries = 1\nbackoff = \"10ms\"\n\
+         [[alerts.sinks]]\nname = \"untrusted\"\ntype = \"webhook\"\n\
+         url = \"https://127.0.0.1:{port}/hook?token=TOKEN123\"\n\
+         max_retries = 2\nbackoff = \"10ms\"\n",
+        ca = ca.display(),
+        key = key.display(),
+    );
+
+    // In-process: the dispatcher's queue, delivery task and metrics.
+    let config =
+        watchdog::config::Config::from_text(Path::new("alerts.toml"), &config_text).unwrap();
+    let sinks = config.alerts.resolve().unwrap();
+    let metrics = watchdog::metrics::Metrics::new();
+    let mut alerts = watchdog::alerts::Alerts::start(
+        &config.alerts,
+        sinks,
+        String::new(),
+        "node-tls",
+        metrics.alerts.clone(),
+    );
+    alerts.report(&watchdog::alerts::AlertEvent::Repair(
+        watchdog::alerts::RepairReport {
+            kind: watchdog::findings::Kind::StaleFdb,
+            subject: "fdb 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.99".into(),
+            action: "bridge fdb replace 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.12".into(),
+            outcome: watchdog::alerts::RepairOutcome::Applied,
+            evidence: vec![],
+            at: std::time::SystemTime::now(),
+        },
+    ));
+    let scrape = poll_async(
+        Duration::from_secs(20),
+        "delivery to `private`, failure of `untrusted`",
+        || {
+            let m = watchdog_tests::Metrics(metrics.encode());
+            (m.count(
+                "watchdog_alerts_sent_total",
+                &[("sink", "private"), ("state", "repair")],
+            ) == 1
+                && m.count("watchdog_alerts_failed_total", &[("sink", "untrusted")]) == 1)
+                .then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(
+        scrape.count("watchdog_alerts_failed_total", &[("sink", "private")]),
+        0
+    );
+    assert_eq!(
+        scrape.count(
+            "watchdog_alerts_sent_total",
+            &[("sink", "untrusted"), ("state", "repair")]
+        ),
+        0
+    );
+    assert!(!scrape.0.contains("TOKEN123"));
+    // One request got through (the trusted sink's); the untrusted sink's three attempts
+    // (1 + max_retries 2) all ended in the handshake.
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(receiver.failed_handshakes(), 3);
+    let request = &requests[0];
+    assert_eq!(request.path, "/hook?token=TOKEN123");
+    assert_eq!(
+        request.header("host"),
+        Some(format!("localhost:{port}").as_str())
+    );
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    let expected = watchdog::alerts::webhook::signature(b"s3cret-key", &request.body);
+    assert_eq!(
+        request.header("x-watchdog-signature"),
+        Some(expected.as_str())
+    );
+    let json = request.json();
+    assert_eq!(json["schema"], "watchdog.alert/v1", "{json:#}");
+    assert_eq!(json["node"], "node-tls");
+    assert_eq!(json["alerts"][0]["state"], "repair");
+    assert_eq!(json["alerts"][0]["kind"], "stale_fdb");
+
+    // The binary: `alert test` reports each sink, with why the untrusted one failed; a
+    // server that never completes the handshake times out.
+    let config_file = dir.path().join("tls.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "{config_text}[[alerts.sinks]]\nname = \"silent\"\ntype = \"webhook\"\n\
+             url = \"https://127.0.0.1:{}/\"\ntimeout = \"300ms\"\nmax_retries = 0\n",
+            silent_receiver.addr.port()
+        ),
+    )
+    .unwrap();
+    let config_file = config_file.to_str().unwrap().to_owned();
+    let (code, stdout, stderr) =
+        tokio::task::spawn_blocking(move || watchdog(&["alert", "test", "--config", &config_file]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("private: delivered"), "{stdout}");
+    assert!(
+        stdout.contains("untrusted: FAILED")
+            && stdout.contains("3 attempts")
+            && stdout.contains("invalid peer certificate: UnknownIssuer"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("silent: FAILED") && stdout.contains("no answer within 300ms"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("TOKEN123") && !stderr.contains("TOKEN123"),
+        "{stdout}{stderr}"
+    );
+    let tested = receiver.requests();
+    assert_eq!(tested.len(), 2);
+    assert_eq!(tested[1].json()["test"], true);
+    assert_eq!(receiver.failed_handshakes(), 6);
+}
+
+#[test]
+fn missing_ca_file_is_a_start_up_error() {
+    let dir = TempDir::new("watchdog-ca-cfg");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[[alerts.sinks]]\nname = \"a\"\ntype = \"webhook\"\n\
+         url = \"https://hooks.example/SECRET\"\nca_file = \"/nonexistent/watchdog-ca.pem\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = watchdog(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("alerts.sinks[0].ca_file: cannot read /nonexistent/watchdog-ca.pem"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("SECRET"), "{stderr}");
 }

@@ -2,7 +2,14 @@
 //! URLs and HMAC keys may come from files or environment variables and never appear in
 //! logs, errors, `Debug` output or metrics labels.
 
-use std::{fmt, path::PathBuf, time::Duration};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
 
 use serde::Deserialize;
 
@@ -81,7 +88,11 @@ pub struct SinkConfig {
     /// An environment variable holding the HMAC-SHA256 key (webhook only).
     #[serde(default)]
     pub secret_env: Option<String>,
-    /// Timeout of one request (connect to last byte of the answer).
+    /// PEM file of extra CA certificates trusted for this `https://` sink (a private CA),
+    /// on top of the bundled public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Timeout of one request (connect, TLS handshake, to last byte of the answer).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Messages waiting for this sink; when full the oldest is dropped and counted.
@@ -118,6 +129,7 @@ impl fmt::Debug for SinkConfig {
             .field("url_env", &self.url_env)
             .field("secret_file", &self.secret_file)
             .field("secret_env", &self.secret_env)
+            .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
             .field("queue", &self.queue)
             .field("max_retries", &self.max_retries)
@@ -159,6 +171,24 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// How an `https://` endpoint is reached: the name its certificate must match (from the
+/// URL host, also sent as SNI) and the roots trusted.
+#[derive(Clone)]
+pub struct Tls {
+    /// The URL host as a DNS name or IP address.
+    pub server_name: ServerName<'static>,
+    /// rustls client settings (ring provider, bundled public roots, extra `ca_file` roots).
+    pub config: Arc<rustls::ClientConfig>,
+    /// Certificates added from `ca_file` (for `Debug`).
+    pub extra_roots: usize,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tls(public roots + {} from ca_file)", self.extra_roots)
+    }
+}
+
 /// A sink's endpoint: the full URL is secret, the redacted form is what is shown.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -168,6 +198,8 @@ pub struct Endpoint {
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// `Some` for `https://`.
+    pub tls: Option<Tls>,
     /// `http://host/…`, for logs and errors.
     pub redacted: String,
 }
@@ -351,6 +383,20 @@ fn resolve_sink(i: usize, sink: &SinkConfig) -> Result<SinkSpec, AlertsConfigErr
         let base = url.trim_end_matches('/');
         endpoint = parse_url(&url_field, &format!("{base}/api/v2/alerts"))?;
     }
+    if let Some(path) = &sink.ca_file {
+        let Some(tls) = &mut endpoint.tls else {
+            return Err(error(
+                field("ca_file"),
+                format!(
+                    "only applies to https:// URLs, not `{}`; remove it or use https",
+                    endpoint.redacted
+                ),
+            ));
+        };
+        let (config, extra_roots) = client_config_with(&field("ca_file"), path)?;
+        tls.config = config;
+        tls.extra_roots = extra_roots;
+    }
     let secret = if let Some(path) = &sink.secret_file {
         Some(read_secret_file(&field("secret_file"), path)?)
     } else if let Some(var) = &sink.secret_env {
@@ -370,7 +416,76 @@ fn resolve_sink(i: usize, sink: &SinkConfig) -> Result<SinkSpec, AlertsConfigErr
     })
 }
 
-fn read_secret_file(field: &str, path: &std::path::Path) -> Result<String, AlertsConfigError> {
+/// The bundled public CA roots (webpki-roots: Mozilla's list, no system store needed).
+fn public_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+fn client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // The client speaks HTTP/1.1 only.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// The client settings for sinks without `ca_file`, built once.
+fn default_client_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG.get_or_init(|| client_config(public_roots())).clone()
+}
+
+/// Client settings trusting the public roots and every certificate in the PEM file `path`;
+/// returns them and how many certificates the file added.
+fn client_config_with(
+    field: &str,
+    path: &Path,
+) -> Result<(Arc<rustls::ClientConfig>, usize), AlertsConfigError> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|err| {
+        error(
+            field,
+            format!("cannot read {shown}: {err}; create the file or fix the path"),
+        )
+    })?;
+    let mut roots = public_roots();
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|err| {
+            error(
+                field,
+                format!("{shown} is not a PEM certificate file: {err}"),
+            )
+        })?;
+        roots.add(cert).map_err(|err| {
+            error(
+                field,
+                format!(
+                    "{shown}: certificate {} is not usable as a CA: {err}",
+                    added + 1
+                ),
+            )
+        })?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(error(
+            field,
+            format!(
+                "{shown} holds no certificate; expected PEM `-----BEGIN CERTIFICATE-----` blocks"
+            ),
+        ));
+    }
+    Ok((client_config(roots), added))
+}
+
+fn read_secret_file(field: &str, path: &Path) -> Result<String, AlertsConfigError> {
     let text = std::fs::read_to_string(path).map_err(|err| {
         error(
             field,
@@ -403,30 +518,39 @@ pub fn parse_url(field: &str, url: &str) -> Result<Endpoint, AlertsConfigError> 
     let shown = redact(url);
     let not_http = || error(field, format!("`{shown}` is not an http(s) URL"));
     let uri: hyper::Uri = url.trim().parse().map_err(|_| not_http())?;
-    let port = match uri.scheme_str() {
-        Some("http") => 80,
-        Some("https") => {
-            return Err(error(
-                field,
-                format!(
-                    "`{shown}`: https is not supported by this build (no TLS, to stay small); \
-                     use an http:// URL on a trusted network or a local TLS-terminating relay"
-                ),
-            ));
-        }
+    let (port, https) = match uri.scheme_str() {
+        Some("http") => (80, false),
+        Some("https") => (443, true),
         _ => return Err(not_http()),
     };
     let authority = uri.authority().ok_or_else(not_http)?;
-    let host = authority.host();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     if host.is_empty() {
         return Err(not_http());
     }
+    let tls = if https {
+        let server_name = ServerName::try_from(host.clone()).map_err(|_| {
+            error(
+                field,
+                format!("`{shown}`: the host is not a valid TLS server name"),
+            )
+        })?;
+        Some(Tls {
+            server_name,
+            config: default_client_config(),
+            extra_roots: 0,
+        })
+    } else {
+        None
+    };
     Ok(Endpoint {
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
+        host,
         port: authority.port_u16().unwrap_or(port),
+        tls,
         redacted: shown,
         uri,
     })
@@ -445,6 +569,7 @@ mod tests {
             url_env: None,
             secret_file: None,
             secret_env: None,
+            ca_file: None,
             timeout: default_timeout(),
             queue: default_queue(),
             max_retries: default_max_retries(),
@@ -493,11 +618,109 @@ mod tests {
             err,
             "alerts.sinks[1].url: `htp://x/…` is not an http(s) URL"
         );
-        let err = config_resolve(vec![sink("https://hooks.slack.com/services/T/B/SECRET")])
+        let err = config_resolve(vec![sink("ftp://hooks.example/SECRET")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("https is not supported"), "{err}");
-        assert!(!err.contains("SECRET"), "{err}");
+        assert_eq!(
+            err,
+            "alerts.sinks[0].url: `ftp://hooks.example/…` is not an http(s) URL"
+        );
+    }
+
+    #[test]
+    fn https_urls_verify_the_url_host_with_the_public_roots() {
+        let spec = config_resolve(vec![sink("https://hooks.slack.com/services/T/B/SECRET")])
+            .unwrap()
+            .remove(0);
+        assert_eq!(spec.endpoint.port, 443);
+        assert_eq!(spec.endpoint.redacted, "https://hooks.slack.com/…");
+        let tls = spec.endpoint.tls.as_ref().expect("https has TLS settings");
+        assert_eq!(tls.server_name.to_str(), "hooks.slack.com");
+        assert_eq!(tls.extra_roots, 0);
+        let debug = format!("{spec:?}");
+        assert!(!debug.contains("SECRET"), "{debug}");
+        let spec = config_resolve(vec![sink("https://[::1]:8443/x")])
+            .unwrap()
+            .remove(0);
+        assert_eq!(spec.endpoint.port, 8443);
+        let tls = spec.endpoint.tls.unwrap();
+        assert!(matches!(tls.server_name, ServerName::IpAddress(_)));
+        assert!(
+            config_resolve(vec![sink("http://a/")]).unwrap()[0]
+                .endpoint
+                .tls
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_or_missing_ca_file_names_the_field_and_path() {
+        let dir = std::env::temp_dir().join(format!("watchdog-ca-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let resolve_with = |url: &str, path: &Path| {
+            let mut hook = sink(url);
+            hook.ca_file = Some(path.to_owned());
+            config_resolve(vec![sink("http://first/"), {
+                hook.name = "second".into();
+                hook
+            }])
+        };
+        let missing = dir.join("missing.pem");
+        let err = resolve_with("https://h/", &missing)
+            .unwrap_err()
+            .to_string();
+        let expected = format!("alerts.sinks[1].ca_file: cannot read {}", missing.display());
+        assert!(err.starts_with(&expected), "{err}");
+
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        let err = resolve_with("https://h/", &garbage)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("alerts.sinks[1].ca_file: {}", garbage.display()))
+                && err.contains("holds no certificate"),
+            "{err}"
+        );
+
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = resolve_with("https://h/", &broken).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("alerts.sinks[1].ca_file: {}", broken.display()))
+                && err.contains("not a PEM certificate file"),
+            "{err}"
+        );
+
+        // Valid base64, but not a certificate.
+        let not_der = dir.join("not-der.pem");
+        std::fs::write(
+            &not_der,
+            "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = resolve_with("https://h/", &not_der)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("alerts.sinks[1].ca_file: {}", not_der.display()))
+                && err.contains("certificate 1 is not usable as a CA"),
+            "{err}"
+        );
+
+        let err = resolve_with("http://h/SECRET", &missing)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "alerts.sinks[1].ca_file: only applies to https:// URLs, not `http://h/…`; \
+             remove it or use https"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

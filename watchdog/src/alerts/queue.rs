@@ -12,6 +12,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::config::{Endpoint, SinkSpec, SinkType};
 
@@ -130,7 +131,8 @@ impl std::fmt::Display for AttemptError {
     }
 }
 
-/// Posts `body` once; errors never contain the URL.
+/// Posts `body` once, over TLS for `https://`; the timeout covers connect, TLS handshake,
+/// request and answer. Errors never contain the URL (TLS errors may name the host).
 pub async fn post(
     endpoint: &Endpoint,
     body: Vec<u8>,
@@ -142,6 +144,40 @@ pub async fn post(
             .await
             .map_err(|err| AttemptError::Transient(format!("connect: {err}")))?;
         let _ = stream.set_nodelay(true);
+        match &endpoint.tls {
+            None => exchange(stream, endpoint, body, headers).await,
+            Some(tls) => {
+                let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .map_err(|err| AttemptError::Transient(format!("TLS: {err}")))?;
+                exchange(stream, endpoint, body, headers).await
+            }
+        }
+    };
+    let status = tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| AttemptError::Transient(format!("no answer within {timeout:?}")))??;
+    if status.is_success() {
+        Ok(status)
+    } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        Err(AttemptError::Transient(format!("HTTP {status}")))
+    } else {
+        Err(AttemptError::Permanent(format!("HTTP {status}")))
+    }
+}
+
+/// One HTTP/1.1 request and its answer over a connected (plain or TLS) stream.
+async fn exchange<S>(
+    stream: S,
+    endpoint: &Endpoint,
+    body: Vec<u8>,
+    headers: &[(&'static str, String)],
+) -> Result<StatusCode, AttemptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|err| AttemptError::Transient(format!("handshake: {err}")))?;
@@ -180,16 +216,6 @@ pub async fn post(
         drop(sender);
         connection.abort();
         Ok(status)
-    };
-    let status = tokio::time::timeout(timeout, attempt)
-        .await
-        .map_err(|_| AttemptError::Transient(format!("no answer within {timeout:?}")))??;
-    if status.is_success() {
-        Ok(status)
-    } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        Err(AttemptError::Transient(format!("HTTP {status}")))
-    } else {
-        Err(AttemptError::Permanent(format!("HTTP {status}")))
     }
 }
 
