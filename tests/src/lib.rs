@@ -274,6 +274,20 @@ pub fn daemon_binary() -> PathBuf {
         .clone()
 }
 
+/// Runs `watchdog args…` to completion (RUST_LOG=info); returns (exit code, stdout, stderr).
+pub fn run_watchdog(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(daemon_binary())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run watchdog");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Polls `probe` until it returns `Some`, or panics after `timeout` saying what it waited for.
 pub fn poll_until<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

@@ -17,7 +17,7 @@ use std::{
 };
 
 use watchdog_tests::{
-    Daemon, NetNs, TempDir, daemon_binary, http_get, lab::Lab, poll_until, require_root,
+    Daemon, NetNs, TempDir, http_get, lab::Lab, poll_until, require_root, run_watchdog,
 };
 
 /// One request a [`Receiver`] got.
@@ -520,20 +520,6 @@ fn a_dead_sink_drops_and_counts_but_never_slows_detection() {
     );
 }
 
-/// Runs `watchdog args…`; returns (exit code, stdout, stderr).
-fn watchdog(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(daemon_binary())
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run watchdog");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn alert_config_errors_are_clear_at_start_up() {
     let dir = TempDir::new("watchdog-alert-cfg");
@@ -544,7 +530,7 @@ fn alert_config_errors_are_clear_at_start_up() {
          [[alerts.sinks]]\nname = \"b\"\ntype = \"webhook\"\nurl = \"htp://x/SECRET\"\n",
     )
     .unwrap();
-    let (code, _, stderr) = watchdog(&["run", "--config", bad_url.to_str().unwrap()]);
+    let (code, _, stderr) = run_watchdog(&["run", "--config", bad_url.to_str().unwrap()]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("alerts.sinks[1].url: `htp://x/…` is not an http(s) URL"),
@@ -559,7 +545,7 @@ fn alert_config_errors_are_clear_at_start_up() {
          secret_file = \"/nonexistent/watchdog-hmac.key\"\n",
     )
     .unwrap();
-    let (code, _, stderr) = watchdog(&["run", "--config", missing.to_str().unwrap()]);
+    let (code, _, stderr) = run_watchdog(&["run", "--config", missing.to_str().unwrap()]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("alerts.sinks[0].secret_file")
@@ -568,9 +554,9 @@ fn alert_config_errors_are_clear_at_start_up() {
     );
     assert!(!stderr.contains("attached"), "{stderr}");
     // `alert test`: configuration errors exit 2.
-    let (code, _, stderr) = watchdog(&["alert", "test", "--config", missing.to_str().unwrap()]);
+    let (code, _, stderr) = run_watchdog(&["alert", "test", "--config", missing.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
-    let (code, _, stderr) = watchdog(&[
+    let (code, _, stderr) = run_watchdog(&[
         "alert",
         "test",
         "--config",
@@ -603,7 +589,7 @@ fn alert_test_reports_per_sink() {
     )
     .unwrap();
     let config = config.to_str().unwrap();
-    let (code, stdout, stderr) = watchdog(&["alert", "test", "--config", config]);
+    let (code, stdout, stderr) = run_watchdog(&["alert", "test", "--config", config]);
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(stdout.contains("hook: delivered"), "{stdout}");
     assert!(stdout.contains("chat: delivered"), "{stdout}");
@@ -611,7 +597,8 @@ fn alert_test_reports_per_sink() {
         stdout.contains("down: FAILED") && stdout.contains("2 attempts"),
         "{stdout}"
     );
-    let (code, stdout, stderr) = watchdog(&["alert", "test", "--config", config, "--sink", "hook"]);
+    let (code, stdout, stderr) =
+        run_watchdog(&["alert", "test", "--config", config, "--sink", "hook"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let requests = receiver.requests();
     let hooks: Vec<_> = requests.iter().filter(|r| r.path == "/h").collect();
@@ -907,10 +894,11 @@ async fn https_sink_trusts_its_ca_file_and_refuses_an_unknown_ca() {
     )
     .unwrap();
     let config_file = config_file.to_str().unwrap().to_owned();
-    let (code, stdout, stderr) =
-        tokio::task::spawn_blocking(move || watchdog(&["alert", "test", "--config", &config_file]))
-            .await
-            .unwrap();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        run_watchdog(&["alert", "test", "--config", &config_file])
+    })
+    .await
+    .unwrap();
     assert_eq!(code, 1, "{stdout}{stderr}");
     assert!(stdout.contains("private: delivered"), "{stdout}");
     assert!(
@@ -943,7 +931,7 @@ fn missing_ca_file_is_a_start_up_error() {
          url = \"https://hooks.example/SECRET\"\nca_file = \"/nonexistent/watchdog-ca.pem\"\n",
     )
     .unwrap();
-    let (code, _, stderr) = watchdog(&["run", "--config", config.to_str().unwrap()]);
+    let (code, _, stderr) = run_watchdog(&["run", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("alerts.sinks[0].ca_file: cannot read /nonexistent/watchdog-ca.pem"),

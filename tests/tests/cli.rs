@@ -2,38 +2,26 @@
 
 use std::{net::TcpListener, process::Command, time::Duration};
 
-use watchdog_tests::{Daemon, NetNs, TempDir, daemon_binary, poll_until, require_root};
-
-/// Runs `watchdog args…` to completion; returns (exit code, stdout, stderr).
-fn watchdog(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(daemon_binary())
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run watchdog");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use watchdog_tests::{
+    Daemon, NetNs, TempDir, daemon_binary, poll_until, require_root, run_watchdog,
+};
 
 fn run_with_config(name: &str, text: &str) -> (i32, String) {
     let dir = TempDir::new("watchdog-cli");
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
-    let (code, _, stderr) = watchdog(&["run", "--config", path.to_str().unwrap()]);
+    let (code, _, stderr) = run_watchdog(&["run", "--config", path.to_str().unwrap()]);
     (code, stderr)
 }
 
 #[test]
 fn version_and_help_document_the_options() {
-    let (code, stdout, _) = watchdog(&["--version"]);
+    let (code, stdout, _) = run_watchdog(&["--version"]);
     assert_eq!(
         (code, stdout.trim()),
         (0, concat!("watchdog ", env!("CARGO_PKG_VERSION")))
     );
-    let (code, stdout, _) = watchdog(&["run", "--help"]);
+    let (code, stdout, _) = run_watchdog(&["run", "--help"]);
     assert_eq!(code, 0);
     for option in [
         "--config <FILE>",
@@ -46,7 +34,7 @@ fn version_and_help_document_the_options() {
             "run --help lacks {option}:\n{stdout}"
         );
     }
-    let (code, stdout, _) = watchdog(&["config", "default"]);
+    let (code, stdout, _) = run_watchdog(&["config", "default"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("listen = \"127.0.0.1:9477\""), "{stdout}");
 }
@@ -73,7 +61,7 @@ fn bad_config_is_one_clear_error_and_nothing_attached() {
         "{stderr}"
     );
 
-    let (code, _, stderr) = watchdog(&["run", "--config", "/nonexistent/watchdog.toml"]);
+    let (code, _, stderr) = run_watchdog(&["run", "--config", "/nonexistent/watchdog.toml"]);
     assert_eq!(code, 1);
     assert!(
         stderr.contains("cannot read config file /nonexistent/watchdog.toml"),
@@ -83,7 +71,7 @@ fn bad_config_is_one_clear_error_and_nothing_attached() {
 
 #[test]
 fn bad_listen_address_is_a_usage_error() {
-    let (code, _, stderr) = watchdog(&["run", "--listen", "localhost"]);
+    let (code, _, stderr) = run_watchdog(&["run", "--listen", "localhost"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--listen <ADDR:PORT>"), "{stderr}");
     assert!(stderr.contains("invalid socket address"), "{stderr}");

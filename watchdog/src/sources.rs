@@ -133,35 +133,9 @@ impl Sources {
     pub fn read(&mut self, metrics: &Metrics, top_n: usize) -> (Sample, bool) {
         self.probes.sync_interfaces();
         let mut ok = true;
-        let mut failed = |what: &str, err: aya::maps::MapError| {
-            metrics.map_read_errors.inc();
-            tracing::warn!("reading the {what} counters failed: {err}");
-            ok = false;
-        };
-        let drops = match self.probes.read_drops() {
-            Some(Ok(drops)) => Some(drops),
-            Some(Err(err)) => {
-                failed("drop", err);
-                None
-            }
-            None => None,
-        };
-        let peers = match self.probes.read_peers() {
-            Some(Ok(peers)) => Some(peers),
-            Some(Err(err)) => {
-                failed("peer", err);
-                None
-            }
-            None => None,
-        };
-        let connects = match self.probes.read_connects() {
-            Some(Ok(connects)) => Some(connects),
-            Some(Err(err)) => {
-                failed("TCP", err);
-                None
-            }
-            None => None,
-        };
+        let drops = keep(metrics, &mut ok, "drop", self.probes.read_drops());
+        let peers = keep(metrics, &mut ok, "peer", self.probes.read_peers());
+        let connects = keep(metrics, &mut ok, "TCP", self.probes.read_connects());
         let kfree = self.probes.kfree_skb().zip(drops.as_ref());
         if let Some((probe, drops)) = kfree {
             metrics.set_drops(probe, drops, self.label_netns, top_n);
@@ -174,6 +148,25 @@ impl Sources {
         }
         let sample = pipeline::sample(self.own_netns, kfree, peers.as_ref(), connects.as_ref());
         (sample, ok)
+    }
+}
+
+/// A map reading's value; a failed read is counted, logged and clears `ok` (the other
+/// maps are still read).
+fn keep<T>(
+    metrics: &Metrics,
+    ok: &mut bool,
+    what: &str,
+    read: Option<Result<T, aya::maps::MapError>>,
+) -> Option<T> {
+    match read? {
+        Ok(value) => Some(value),
+        Err(err) => {
+            metrics.map_read_errors.inc();
+            tracing::warn!("reading the {what} counters failed: {err}");
+            *ok = false;
+            None
+        }
     }
 }
 
