@@ -21,7 +21,7 @@ use crate::{
 pub fn sample(
     own_netns: u32,
     kfree: Option<(&KfreeSkb, &DropSnapshot)>,
-    peers: Option<&PeerSnapshot>,
+    peers: Option<PeerSnapshot>,
     connects: Option<&ConnectSnapshot>,
 ) -> Sample {
     // With BTF the kernel already filtered (or labelled) namespaces; without it every
@@ -42,7 +42,7 @@ pub fn sample(
         }
     }
     if let Some(peers) = peers {
-        sample.peers = peers.peers.clone();
+        sample.peers = peers.peers;
     }
     if let Some(connects) = connects {
         for (&(netns, addr, port), outcome) in connects {

@@ -146,7 +146,8 @@ impl Sources {
         if let Some(connects) = &connects {
             metrics.set_connects(connects, top_n);
         }
-        let sample = pipeline::sample(self.own_netns, kfree, peers.as_ref(), connects.as_ref());
+        // The peer reading moves into the sample: it is the largest map, read every poll.
+        let sample = pipeline::sample(self.own_netns, kfree, peers, connects.as_ref());
         (sample, ok)
     }
 }
