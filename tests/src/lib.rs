@@ -18,6 +18,8 @@ use std::{
 };
 
 pub mod lab;
+pub mod prometheus;
+pub mod repo;
 
 /// True when running as root. Otherwise says why the test cannot run, and fails under CI
 /// (`CI` set), where the suite must run for real.

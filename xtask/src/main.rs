@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | run | test | bench`.
+//! Project tasks: `cargo xtask setup | run | build | test | bench | dashboard`.
 //!
 //! Every task that needs the toolchain runs `setup` first, so a fresh machine needs no
 //! separate installation step.
@@ -46,6 +46,9 @@ enum Task {
     /// Benchmarks: ratios measured side by side in one run.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Write the Grafana dashboard's ConfigMap (deploy/kustomize/base/grafana-dashboard.yaml)
+    /// from deploy/grafana/watchdog.json, after editing the JSON.
+    Dashboard,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +77,16 @@ fn main() -> anyhow::Result<()> {
         Task::Bench(bench) => {
             setup::run()?;
             bench.run()
+        }
+        Task::Dashboard => {
+            use watchdog_tests::repo as deploy;
+            let json = std::fs::read_to_string(deploy::dashboard_json())?;
+            serde_json::from_str::<serde_json::Value>(&json)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", deploy::dashboard_json().display()))?;
+            let path = deploy::dashboard_configmap();
+            std::fs::write(&path, deploy::render_dashboard_configmap(&json))?;
+            println!("wrote {}", path.display());
+            Ok(())
         }
     }
 }
