@@ -17,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod apiserver;
 pub mod lab;
 pub mod prometheus;
 pub mod repo;

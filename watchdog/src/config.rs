@@ -1,5 +1,7 @@
 //! Configuration: an embedded default, overridden key by key by a TOML or YAML file.
 
+pub mod desired;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -36,6 +38,8 @@ pub struct Config {
     pub detect: crate::detect::Settings,
     /// Alert sinks and their lifecycle.
     pub alerts: crate::alerts::AlertsConfig,
+    /// Where the cluster's desired state of the overlay comes from.
+    pub desired: desired::DesiredConfig,
 }
 
 /// Settings of the per-peer traffic probe (TC programs).
@@ -118,6 +122,14 @@ pub enum ConfigError {
         /// What is wrong.
         source: crate::alerts::AlertsConfigError,
     },
+    /// A `[desired]` setting is wrong (the message names the key).
+    #[error("config file {path}: {source}")]
+    Desired {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: desired::DesiredConfigError,
+    },
     /// A value parses but is out of range.
     #[error("config file {path}: `{field}` {problem}")]
     Invalid {
@@ -143,6 +155,7 @@ impl Default for Config {
             peers: PeersConfig::default(),
             detect: crate::detect::Settings::default(),
             alerts: crate::alerts::AlertsConfig::default(),
+            desired: desired::DesiredConfig::default(),
         }
     }
 }
@@ -247,6 +260,12 @@ impl Config {
         self.alerts
             .validate()
             .map_err(|source| ConfigError::Alerts {
+                path: path.to_owned(),
+                source,
+            })?;
+        self.desired
+            .validate()
+            .map_err(|source| ConfigError::Desired {
                 path: path.to_owned(),
                 source,
             })?;
@@ -387,6 +406,31 @@ mod tests {
         .to_string();
         assert!(
             err.contains("`webhook`") && err.contains("`slack`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn desired_section_parses_and_errors_name_the_key() {
+        let config = parse(
+            "a.yaml",
+            "desired:\n  source: kubernetes\n  stale_after: 2m\n  grace: 5s\n",
+        )
+        .unwrap();
+        assert_eq!(config.desired.source, desired::Source::Kubernetes);
+        assert_eq!(config.desired.stale_after, Duration::from_secs(120));
+        let err = parse("a.toml", "[desired]\nsource = \"file\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config file a.toml: `desired.path` is empty"),
+            "{err}"
+        );
+        let err = parse("a.toml", "[desired]\nsorce = \"file\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown field `sorce`") && err.contains("`source`"),
             "{err}"
         );
     }

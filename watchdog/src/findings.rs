@@ -31,11 +31,17 @@ pub enum Kind {
     RejectRouteTraffic,
     /// TCP connects to a destination keep failing.
     FailingTcpDestination,
+    /// The overlay's kernel objects (VXLAN device, FDB, neighbours, routes) differ from
+    /// what the cluster's Nodes say they must be.
+    OverlayDrift,
+    /// A Node's Flannel annotations are wrong: a dead or unusable address, a pending
+    /// overwrite, a VtepMAC or pod subnet shared with another Node.
+    StaleAnnotation,
 }
 
 impl Kind {
     /// Every kind, for exporting zeros.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::GhostGateway,
         Kind::BlackholedDestination,
         Kind::StaleFdb,
@@ -45,6 +51,8 @@ impl Kind {
         Kind::NoRouteDrops,
         Kind::RejectRouteTraffic,
         Kind::FailingTcpDestination,
+        Kind::OverlayDrift,
+        Kind::StaleAnnotation,
     ];
 
     /// The snake_case name used in metrics and JSON.
@@ -59,6 +67,8 @@ impl Kind {
             Kind::NoRouteDrops => "no_route_drops",
             Kind::RejectRouteTraffic => "reject_route_traffic",
             Kind::FailingTcpDestination => "failing_tcp_destination",
+            Kind::OverlayDrift => "overlay_drift",
+            Kind::StaleAnnotation => "stale_annotation",
         }
     }
 }

@@ -15,6 +15,10 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod mirror;
+/// Plain data shared between stages (imports nothing else of the crate).
+pub mod model {
+    pub mod desired;
+}
 pub mod pipeline;
 pub mod probes;
 pub mod procfs;

@@ -1,6 +1,8 @@
 //! Everything the daemon reads from the kernel: the eBPF probes and the netlink mirror,
 //! started together, read together each cycle.
 
+pub mod desired;
+
 use crate::{
     btf::Btf,
     config::{Config, Namespaces},

@@ -3,6 +3,7 @@
 //! hand-built snapshots.
 
 mod gateway;
+pub mod overlay;
 mod routes;
 mod traffic;
 mod vxlan;
