@@ -117,9 +117,10 @@ fn check(config: Option<PathBuf>, window: std::time::Duration, json: bool) -> Ex
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        let report = runtime.block_on(watchdog::check::audit(&config, window, |left| {
-            eprint!("\robserving traffic: {}s left ", left.as_secs_f64().ceil());
-        }))?;
+        let report =
+            runtime.block_on(watchdog::commands::check::audit(&config, window, |left| {
+                eprint!("\robserving traffic: {}s left ", left.as_secs_f64().ceil());
+            }))?;
         eprintln!();
         Ok(report)
     };
@@ -131,7 +132,7 @@ fn check(config: Option<PathBuf>, window: std::time::Duration, json: bool) -> Ex
                     serde_json::to_string_pretty(&report).expect("a report serializes")
                 );
             } else {
-                print!("{}", watchdog::check::table(&report));
+                print!("{}", watchdog::commands::check::table(&report));
             }
             if report.findings.is_empty() {
                 ExitCode::SUCCESS
@@ -186,8 +187,8 @@ fn alert_test(config: Option<PathBuf>, only: Option<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let node = watchdog::procfs::node_name();
-    let results = runtime.block_on(watchdog::alerts::send_test(
+    let node = watchdog::sources::kernel::procfs::node_name();
+    let results = runtime.block_on(watchdog::sinks::alerts::send_test(
         &config.alerts,
         sinks,
         config.generator_url(),
@@ -245,7 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(watchdog::daemon::run(config, shutdown_signal()))?;
+            runtime.block_on(watchdog::commands::daemon::run(config, shutdown_signal()))?;
             Ok(())
         }
     }

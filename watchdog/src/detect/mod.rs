@@ -21,8 +21,8 @@ use serde::Deserialize;
 
 use crate::{
     findings::{Candidate, RouteRef},
-    mirror::model::{Resolution, Route, Snapshot, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN},
-    probes::{peers::PeerSample, tcp::ConnectSample},
+    model::net::{Resolution, Route, Snapshot, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN},
+    sources::probes::{peers::PeerSample, tcp::ConnectSample},
 };
 
 /// Detector thresholds (`[detect]` in the config).

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use super::Inputs;
 use crate::{
     findings::{Candidate, Kind, Severity},
-    mirror::model::{Prefix, Resolution, Route, RouteKind, TABLE_LOCAL},
+    model::net::{Prefix, Resolution, Route, RouteKind, TABLE_LOCAL},
 };
 
 /// Routes (outside the local table) whose device is down, without carrier, or gone.

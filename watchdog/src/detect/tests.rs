@@ -8,11 +8,11 @@ use std::{
 use super::*;
 use crate::{
     findings::{Kind, Severity},
-    mirror::model::{
+    model::net::{
         Address, FdbEntry, Link, NeighState, Neighbour, Prefix, Route, RouteKind, Snapshot, Update,
         Vxlan,
     },
-    probes::{peers::PeerSample, tcp::ConnectSample},
+    sources::probes::{peers::PeerSample, tcp::ConnectSample},
 };
 
 fn ip(s: &str) -> IpAddr {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::{Inputs, is_unicast_host};
 use crate::{
     findings::{Candidate, Kind, Severity},
-    mirror::model::Resolution,
+    model::net::Resolution,
 };
 
 /// Adds the route (and policy rule) that carries traffic to `dst`.

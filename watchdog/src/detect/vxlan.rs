@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::Inputs;
 use crate::{
     findings::{Candidate, Kind, Severity},
-    mirror::model::{FdbEntry, Link, Resolution, Route, format_mac},
+    model::net::{FdbEntry, Link, Resolution, Route, format_mac},
 };
 
 fn vxlan_links<'a>(inputs: &'a Inputs<'_>) -> impl Iterator<Item = &'a Link> + 'a {

@@ -8,17 +8,17 @@ use std::{
 };
 
 use crate::{
-    alerts::{Alerts, AlertsConfigError},
-    caps,
     config::Config,
     findings::Change,
-    health::Health,
-    http::{self, AppState},
-    metrics::Metrics,
     pipeline::{Pipeline, SharedFindings},
-    probes::ProbeError,
-    procfs,
+    sinks::alerts::{Alerts, AlertsConfigError},
+    sinks::health::Health,
+    sinks::http::{self, AppState},
+    sinks::metrics::Metrics,
     sources::Sources,
+    sources::kernel::caps,
+    sources::kernel::procfs,
+    sources::probes::ProbeError,
 };
 
 /// Why the daemon could not start (nothing is attached when these are returned).

@@ -10,7 +10,7 @@ use std::fmt;
 
 use aya::{Ebpf, EbpfLoader};
 
-use crate::{btf::Btf, tracefs::Tracefs};
+use crate::{sources::kernel::btf::Btf, sources::kernel::tracefs::Tracefs};
 
 /// The eBPF object built by `build.rs` from `watchdog-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog"));
@@ -53,7 +53,7 @@ pub struct NetnsOffsets {
 
 impl NetnsOffsets {
     /// Resolves the offsets; the socket path is optional.
-    pub fn from_btf(btf: &Btf) -> Result<Self, crate::btf::BtfError> {
+    pub fn from_btf(btf: &Btf) -> Result<Self, crate::sources::kernel::btf::BtfError> {
         Ok(Self {
             net_inum: btf.member_offset("net", &["ns", "inum"])?,
             skb_dev: btf.member_offset("sk_buff", &["dev"])?,
@@ -164,7 +164,10 @@ impl Probes {
             _ => watchdog_common::TcpConfig::UNCONFIGURED,
         };
         loader.override_global("TCP_CONFIG", &tcp_config, true);
-        loader.map_max_entries("AYA_LOGS", log_ring_bytes(crate::procfs::page_size()));
+        loader.map_max_entries(
+            "AYA_LOGS",
+            log_ring_bytes(crate::sources::kernel::procfs::page_size()),
+        );
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let logger = start_ebpf_logger(&mut ebpf);
 

@@ -13,7 +13,7 @@ use netlink_packet_route::{
     rule::{RuleAction as NlRuleAction, RuleAttribute, RuleFlags, RuleMessage},
 };
 
-use super::model::{
+use crate::model::net::{
     Address, FdbEntry, Link, NeighState, Neighbour, NextHop, Prefix, Route, RouteKind, Rule,
     RuleAction, Update, Vxlan,
 };

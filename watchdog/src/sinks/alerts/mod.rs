@@ -166,7 +166,7 @@ impl Grouper {
     }
 }
 
-/// The alert metrics (registered in [`crate::metrics::Metrics`]).
+/// The alert metrics (registered in [`crate::sinks::metrics::Metrics`]).
 #[derive(Clone, Debug, Default)]
 pub struct AlertMetrics {
     /// `watchdog_alerts_sent_total{sink,state}`: alerts delivered.

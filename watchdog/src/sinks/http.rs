@@ -10,7 +10,7 @@ use axum::{
     routing::get,
 };
 
-use crate::{health::Health, metrics::Metrics, pipeline::SharedFindings};
+use crate::{pipeline::SharedFindings, sinks::health::Health, sinks::metrics::Metrics};
 
 /// What the handlers read.
 #[derive(Clone)]

@@ -103,7 +103,7 @@ pub fn body(ctx: &Context<'_>, alerts: &[Alert]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::tests::{context, finding};
+    use crate::sinks::alerts::tests::{context, finding};
 
     #[test]
     fn labels_annotations_times_and_generator_url() {

@@ -1,15 +1,19 @@
 //! Everything the daemon reads from the kernel: the eBPF probes and the netlink mirror,
 //! started together, read together each cycle.
 
+pub mod kernel;
+pub mod mirror;
+pub mod probes;
+
 use crate::{
-    btf::Btf,
     config::{Config, Namespaces},
     detect::Sample,
-    metrics::Metrics,
-    mirror::{Mirror, MirrorError},
     pipeline,
-    probes::{KernelEnv, ProbeError, ProbeState, Probes, kfree_skb::Attribution},
-    tracefs::Tracefs,
+    sinks::metrics::Metrics,
+    sources::kernel::btf::Btf,
+    sources::kernel::tracefs::Tracefs,
+    sources::mirror::{Mirror, MirrorError},
+    sources::probes::{KernelEnv, ProbeError, ProbeState, Probes, kfree_skb::Attribution},
 };
 
 /// The probes and the mirror. Dropping it detaches the probes and stops the mirror.

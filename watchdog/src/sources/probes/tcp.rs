@@ -34,7 +34,7 @@ impl Plan {
         let retrans = tracefs
             .format("tcp", "tcp_retransmit_skb")
             .map_err(|err| err.to_string())?;
-        let offset = |format: &crate::tracefs::TracepointFormat, name: &str| {
+        let offset = |format: &crate::sources::kernel::tracefs::TracepointFormat, name: &str| {
             format
                 .field(name)
                 .map(|field| field.offset)

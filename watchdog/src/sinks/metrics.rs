@@ -17,8 +17,8 @@ use prometheus_client::{
 
 use crate::{
     findings::{Finding, Kind, Severity},
-    mirror::MirrorCounters,
-    probes::{
+    sources::mirror::MirrorCounters,
+    sources::probes::{
         kfree_skb::{DropSnapshot, KfreeSkb},
         peers::{PeerSnapshot, interface_name},
         tcp::ConnectSnapshot,
@@ -44,7 +44,7 @@ pub struct Metrics {
     findings: Family<Labels, Gauge>,
     ghost_routes: Family<Labels, Gauge>,
     /// `watchdog_alerts_*`: delivery of alerts per sink.
-    pub alerts: crate::alerts::AlertMetrics,
+    pub alerts: crate::sinks::alerts::AlertMetrics,
     kernel: Arc<KernelCollector>,
     mirror: Arc<MirrorCollector>,
 }
@@ -107,7 +107,7 @@ impl Metrics {
             "A route named by an active finding (value 1): the route to look at",
             ghost_routes.clone(),
         );
-        let alerts = crate::alerts::AlertMetrics::default();
+        let alerts = crate::sinks::alerts::AlertMetrics::default();
         registry.register(
             "watchdog_alerts_sent",
             "Alerts delivered, by sink and state (firing, resolved, test, repair, rollback)",
@@ -241,7 +241,8 @@ impl Metrics {
     pub fn set_connects(&self, snapshot: &ConnectSnapshot, top_n: usize) {
         let mut worst: Vec<_> = snapshot.iter().collect();
         worst.sort_by(|a, b| {
-            let trouble = |s: &crate::probes::tcp::ConnectSample| s.failed + s.syn_retransmits;
+            let trouble =
+                |s: &crate::sources::probes::tcp::ConnectSample| s.failed + s.syn_retransmits;
             trouble(b.1)
                 .cmp(&trouble(a.1))
                 .then(b.1.attempts.cmp(&a.1.attempts))
@@ -479,7 +480,7 @@ struct ProcessCollector;
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let usage = crate::procfs::self_usage();
+        let usage = crate::sources::kernel::procfs::self_usage();
         let cpu = ConstCounter::new(usage.cpu_seconds);
         cpu.encode(encoder.encode_descriptor(
             "watchdog_process_cpu_seconds",

@@ -14,7 +14,6 @@
 //! and then bumps a generation number readers can wait on ([`Mirror::subscribe`]).
 
 mod convert;
-pub mod model;
 
 use std::{
     io,
@@ -37,11 +36,7 @@ use netlink_sys::AsyncSocket as _;
 use rtnetlink::{Handle, MulticastGroup};
 use tokio::{sync::watch, task::JoinHandle};
 
-pub use model::{
-    Address, FdbEntry, Link, NeighState, Neighbour, NextHop, ObjectCounts, Prefix, PrefixError,
-    Resolution, Route, RouteDisplay, RouteKind, Rule, RuleAction, Snapshot, TABLE_DEFAULT,
-    TABLE_LOCAL, TABLE_MAIN, Update, Vxlan,
-};
+use crate::model::net::{ObjectCounts, Snapshot};
 
 /// Receive buffer of the notification socket. The kernel doubles the value set here.
 const RECEIVE_BUFFER: usize = 4 << 20;

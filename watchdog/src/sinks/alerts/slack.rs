@@ -52,7 +52,7 @@ pub fn body(ctx: &Context<'_>, alerts: &[Alert]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::tests::{context, finding};
+    use crate::sinks::alerts::tests::{context, finding};
 
     #[test]
     fn text_message() {

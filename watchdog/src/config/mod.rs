@@ -9,7 +9,7 @@ use std::{
 use serde::Deserialize;
 
 /// The embedded default configuration (also printed by `watchdog config default`).
-pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
 
 /// The daemon's configuration.
 ///
@@ -35,7 +35,7 @@ pub struct Config {
     /// Detector thresholds.
     pub detect: crate::detect::Settings,
     /// Alert sinks and their lifecycle.
-    pub alerts: crate::alerts::AlertsConfig,
+    pub alerts: crate::sinks::alerts::AlertsConfig,
 }
 
 /// Settings of the per-peer traffic probe (TC programs).
@@ -116,7 +116,7 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        source: crate::alerts::AlertsConfigError,
+        source: crate::sinks::alerts::AlertsConfigError,
     },
     /// A value parses but is out of range.
     #[error("config file {path}: `{field}` {problem}")]
@@ -142,7 +142,7 @@ impl Default for Config {
             probes: Probes::default(),
             peers: PeersConfig::default(),
             detect: crate::detect::Settings::default(),
-            alerts: crate::alerts::AlertsConfig::default(),
+            alerts: crate::sinks::alerts::AlertsConfig::default(),
         }
     }
 }

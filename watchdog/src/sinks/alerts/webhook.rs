@@ -50,7 +50,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::tests::{context, finding};
+    use crate::sinks::alerts::tests::{context, finding};
 
     #[test]
     fn hmac_sha256_known_answer() {
@@ -106,8 +106,8 @@ mod tests {
 
     #[test]
     fn repair_and_rollback_payloads() {
-        use crate::alerts::event::{AlertEvent, RepairOutcome, RepairReport};
         use crate::findings::Kind;
+        use crate::sinks::alerts::event::{AlertEvent, RepairOutcome, RepairReport};
         let ctx = context();
         let report = RepairReport {
             kind: Kind::StaleFdb,

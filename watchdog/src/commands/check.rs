@@ -4,13 +4,13 @@
 use std::time::{Duration, SystemTime};
 
 use crate::{
+    commands::daemon::{DaemonError, prepare},
     config::Config,
-    daemon::{DaemonError, prepare},
     detect::{self, Inputs},
     findings::{Finding, Report},
-    metrics::Metrics,
-    procfs,
+    sinks::metrics::Metrics,
     sources::Sources,
+    sources::kernel::procfs,
 };
 
 /// Observes for `window` (calling `progress` with the time left each second) and returns

@@ -9,8 +9,8 @@ use std::{
 use crate::{
     detect::{self, History, Inputs, Sample, Settings},
     findings::{Change, Finding, Tracker},
-    mirror::model::Snapshot,
-    probes::{
+    model::net::Snapshot,
+    sources::probes::{
         kfree_skb::{DropSnapshot, KfreeSkb},
         peers::PeerSnapshot,
         tcp::ConnectSnapshot,

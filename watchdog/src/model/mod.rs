@@ -1,0 +1,3 @@
+//! Plain data shared between the stages. Imports nothing else of the crate.
+
+pub mod net;

@@ -1,0 +1,6 @@
+//! Kernel helpers: BTF, tracefs, capabilities, /proc.
+
+pub mod btf;
+pub mod caps;
+pub mod procfs;
+pub mod tracefs;
