@@ -813,7 +813,7 @@ async fn https_sink_trusts_its_ca_file_and_refuses_an_unknown_ca() {
     // In-process: the dispatcher's queue, delivery task and metrics.
     let config =
         watchdog::config::Config::from_text(Path::new("alerts.toml"), &config_text).unwrap();
-    let sinks = config.alerts.resolve().unwrap();
+    let sinks = watchdog::sinks::alerts::resolve(&config.alerts).unwrap();
     let metrics = watchdog::sinks::metrics::Metrics::new();
     let mut alerts = watchdog::sinks::alerts::Alerts::start(
         &config.alerts,
@@ -822,12 +822,12 @@ async fn https_sink_trusts_its_ca_file_and_refuses_an_unknown_ca() {
         "node-tls",
         metrics.alerts.clone(),
     );
-    alerts.report(&watchdog::sinks::alerts::AlertEvent::Repair(
-        watchdog::sinks::alerts::RepairReport {
+    alerts.report(&watchdog::repair::event::RepairEvent::Repair(
+        watchdog::repair::event::RepairReport {
             kind: watchdog::findings::Kind::StaleFdb,
             subject: "fdb 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.99".into(),
             action: "bridge fdb replace 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.12".into(),
-            outcome: watchdog::sinks::alerts::RepairOutcome::Applied,
+            outcome: watchdog::repair::event::RepairOutcome::Applied,
             evidence: vec![],
             at: std::time::SystemTime::now(),
         },

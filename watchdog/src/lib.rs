@@ -10,5 +10,6 @@ pub mod detect;
 pub mod findings;
 pub mod model;
 pub mod pipeline;
+pub mod repair;
 pub mod sinks;
 pub mod sources;

@@ -151,7 +151,7 @@ fn check(config: Option<PathBuf>, window: std::time::Duration, json: bool) -> Ex
 fn alert_test(config: Option<PathBuf>, only: Option<String>) -> ExitCode {
     let prepare = || -> anyhow::Result<_> {
         let config = Config::load(config.as_deref())?;
-        let mut sinks = config.alerts.resolve()?;
+        let mut sinks = watchdog::sinks::alerts::resolve(&config.alerts)?;
         if let Some(name) = &only {
             let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
             sinks.retain(|s| &s.name == name);

@@ -49,7 +49,7 @@ pub async fn audit(
         ));
     }
     let mirror = sources.mirror().expect("failures() checked the mirror");
-    let settings = detect::Settings {
+    let settings = crate::config::DetectConfig {
         window,
         vtep_window: window.min(config.detect.vtep_window),
         ..config.detect.clone()

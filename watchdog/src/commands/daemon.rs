@@ -8,10 +8,11 @@ use std::{
 };
 
 use crate::{
+    config::AlertsConfigError,
     config::Config,
     findings::Change,
     pipeline::{Pipeline, SharedFindings},
-    sinks::alerts::{Alerts, AlertsConfigError},
+    sinks::alerts::Alerts,
     sinks::health::Health,
     sinks::http::{self, AppState},
     sinks::metrics::Metrics,
@@ -65,7 +66,7 @@ pub fn prepare() -> Result<u32, DaemonError> {
 /// Runs the daemon until `shutdown` completes, then detaches every probe.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     // Secrets and URLs first: a missing file is an error before anything attaches.
-    let sinks = config.alerts.resolve()?;
+    let sinks = crate::sinks::alerts::resolve(&config.alerts)?;
     let own_netns = prepare()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -1,4 +1,9 @@
-//! Configuration: an embedded default, overridden key by key by a TOML or YAML file.
+//! Configuration: an embedded default, overridden key by key by a TOML or YAML file. The
+//! schema of every section lives here (`[detect]` in [`detect`], `[alerts]` in
+//! [`alerts`]), with its validation.
+
+pub mod alerts;
+pub mod detect;
 
 use std::{
     net::SocketAddr,
@@ -7,6 +12,11 @@ use std::{
 };
 
 use serde::Deserialize;
+
+pub use self::{
+    alerts::{AlertsConfig, AlertsConfigError},
+    detect::DetectConfig,
+};
 
 /// The embedded default configuration (also printed by `watchdog config default`).
 pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
@@ -33,9 +43,9 @@ pub struct Config {
     /// Per-peer traffic probe settings.
     pub peers: PeersConfig,
     /// Detector thresholds.
-    pub detect: crate::detect::Settings,
+    pub detect: DetectConfig,
     /// Alert sinks and their lifecycle.
-    pub alerts: crate::sinks::alerts::AlertsConfig,
+    pub alerts: AlertsConfig,
 }
 
 /// Settings of the per-peer traffic probe (TC programs).
@@ -116,7 +126,7 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        source: crate::sinks::alerts::AlertsConfigError,
+        source: AlertsConfigError,
     },
     /// A value parses but is out of range.
     #[error("config file {path}: `{field}` {problem}")]
@@ -141,8 +151,8 @@ impl Default for Config {
             tracefs_path: None,
             probes: Probes::default(),
             peers: PeersConfig::default(),
-            detect: crate::detect::Settings::default(),
-            alerts: crate::sinks::alerts::AlertsConfig::default(),
+            detect: DetectConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }

@@ -17,51 +17,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Deserialize;
-
 use crate::{
+    config::DetectConfig,
     findings::{Candidate, RouteRef},
-    model::net::{Resolution, Route, Snapshot, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN},
+    model::net::{
+        Resolution, Route, Snapshot, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN, is_link_local_v6,
+    },
     sources::probes::{peers::PeerSample, tcp::ConnectSample},
 };
-
-/// Detector thresholds (`[detect]` in the config).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    /// A destination that gets packets and sends nothing back for this long is blackholed;
-    /// also the span over which drops and connect failures are counted.
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-    /// A VXLAN VTEP (an FDB destination) that gets `min_packets` and answers nothing for
-    /// this long is silent. Shorter than `window`: node-to-node overlay traffic always
-    /// flows both ways, and a ghost VTEP must be named within seconds.
-    #[serde(with = "humantime_serde")]
-    pub vtep_window: Duration,
-    /// Packets sent without reply within the window before a destination counts as
-    /// blackholed.
-    pub min_packets: u64,
-    /// Failed TCP connects within the window (with none succeeding) before a destination
-    /// counts as failing.
-    pub min_failed_connects: u64,
-    /// Consecutive cycles a problem must be seen before its finding fires.
-    pub confirm: u32,
-    /// Consecutive cycles without the problem before its finding resolves.
-    pub clear_after: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            window: Duration::from_secs(10),
-            vtep_window: Duration::from_secs(1),
-            min_packets: 5,
-            min_failed_connects: 3,
-            confirm: 2,
-            clear_after: 5,
-        }
-    }
-}
 
 /// Kernel counters at one moment, as the detectors see them (this namespace only).
 #[derive(Clone, Debug, Default)]
@@ -143,7 +106,7 @@ pub struct Inputs<'a> {
     /// The counters about `vtep_window` ago.
     pub recent: &'a Sample,
     /// Thresholds.
-    pub settings: &'a Settings,
+    pub settings: &'a DetectConfig,
 }
 
 impl Inputs<'_> {
@@ -241,7 +204,7 @@ pub fn is_unicast_host(addr: &IpAddr) -> bool {
             !(v6.is_multicast()
                 || v6.is_unspecified()
                 || v6.is_loopback()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80)
+                || is_link_local_v6(addr))
         }
     }
 }

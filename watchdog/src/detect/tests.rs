@@ -126,7 +126,7 @@ fn samples(start: Instant) -> (Sample, Sample) {
 }
 
 fn run(net: &Snapshot, then: &Sample, now: &Sample) -> Vec<Candidate> {
-    let settings = Settings::default();
+    let settings = DetectConfig::default();
     detect(&Inputs {
         net,
         now,

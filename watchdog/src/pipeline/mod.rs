@@ -7,7 +7,8 @@ use std::{
 };
 
 use crate::{
-    detect::{self, History, Inputs, Sample, Settings},
+    config::DetectConfig,
+    detect::{self, History, Inputs, Sample},
     findings::{Change, Finding, Tracker},
     model::net::Snapshot,
     sources::probes::{
@@ -59,14 +60,14 @@ pub type SharedFindings = Arc<RwLock<Vec<Finding>>>;
 
 /// Detection state carried from cycle to cycle.
 pub struct Pipeline {
-    settings: Settings,
+    settings: DetectConfig,
     history: History,
     tracker: Tracker,
 }
 
 impl Pipeline {
     /// A pipeline with empty history.
-    pub fn new(settings: Settings) -> Self {
+    pub fn new(settings: DetectConfig) -> Self {
         Self {
             history: History::new(settings.window),
             tracker: Tracker::new(settings.confirm, settings.clear_after),

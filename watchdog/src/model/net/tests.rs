@@ -1,3 +1,5 @@
+use std::net::Ipv4Addr;
+
 use super::*;
 
 const AF_INET: u8 = libc::AF_INET as u8;

@@ -11,9 +11,11 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::Serialize;
 
+use crate::findings::rfc3339;
+
 use super::{
     Context,
-    event::{Alert, State, format_time},
+    event::{Alert, State},
 };
 
 #[derive(Serialize)]
@@ -91,8 +93,8 @@ pub fn body(ctx: &Context<'_>, alerts: &[Alert]) -> Vec<u8> {
             PostableAlert {
                 labels,
                 annotations,
-                starts_at: format_time(alert.first_seen),
-                ends_at: format_time(ends_at),
+                starts_at: rfc3339::format(alert.first_seen),
+                ends_at: rfc3339::format(ends_at),
                 generator_url: ctx.generator_url.to_owned(),
             }
         })

@@ -1,11 +1,14 @@
-//! What the sinks send: [`Alert`]s, made from findings (firing, resolved), repair reports
+//! What the sinks send: [`Alert`]s, made from findings (firing, resolved), repair events
 //! (repair, rollback) and test requests.
 
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::findings::{Evidence, Finding, Kind};
+use crate::{
+    findings::{Evidence, Finding, rfc3339},
+    repair::event::{RepairEvent, RepairReport},
+};
 
 /// The state of an alert (`state` in the webhook payload, a metrics label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -59,14 +62,14 @@ pub struct Alert {
     /// The kernel's evidence, ordered.
     pub evidence: Vec<Evidence>,
     /// When the finding was first seen (the event's time for repair/rollback/test).
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub first_seen: SystemTime,
     /// When it was last seen.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub last_seen: SystemTime,
     /// When it resolved (`resolved` only).
     #[serde(
-        serialize_with = "rfc3339_opt",
+        serialize_with = "rfc3339::serialize_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub resolved_at: Option<SystemTime>,
@@ -81,6 +84,14 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// The alert the sinks send for a repair event.
+    pub fn from_event(event: &RepairEvent) -> Self {
+        match event {
+            RepairEvent::Repair(report) => Self::from_repair(State::Repair, report),
+            RepairEvent::Rollback(report) => Self::from_repair(State::Rollback, report),
+        }
+    }
+
     /// A finding that fired (`repeat`: re-sent because still active).
     pub fn firing(finding: &Finding, repeat: bool) -> Self {
         Self::from_finding(State::Firing, finding, repeat, None)
@@ -156,81 +167,5 @@ impl Alert {
             .map(|e| format!("{}={}", e.name, e.value))
             .collect::<Vec<_>>()
             .join("; ")
-    }
-}
-
-/// How a repair (or rollback) went.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RepairOutcome {
-    /// The change was made.
-    Applied,
-    /// Dry run: the change was only planned.
-    DryRun,
-    /// The change failed, and why.
-    Failed(String),
-}
-
-impl RepairOutcome {
-    fn as_string(&self) -> String {
-        match self {
-            RepairOutcome::Applied => "applied".into(),
-            RepairOutcome::DryRun => "dry_run".into(),
-            RepairOutcome::Failed(why) => format!("failed: {why}"),
-        }
-    }
-}
-
-/// What the (future) repair executor reports about one change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RepairReport {
-    /// The finding's kind the change addresses.
-    pub kind: Kind,
-    /// The finding's subject.
-    pub subject: String,
-    /// The change, e.g. `bridge fdb replace 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.12`.
-    pub action: String,
-    /// How it went.
-    pub outcome: RepairOutcome,
-    /// Why (the finding's evidence, or the reason for a rollback).
-    pub evidence: Vec<Evidence>,
-    /// When.
-    pub at: SystemTime,
-}
-
-/// An event the dispatcher reports outside the findings lifecycle.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AlertEvent {
-    /// A repair was made (or planned, in dry-run).
-    Repair(RepairReport),
-    /// A repair was undone.
-    Rollback(RepairReport),
-}
-
-impl AlertEvent {
-    /// The alert the sinks send.
-    pub fn alert(&self) -> Alert {
-        match self {
-            AlertEvent::Repair(report) => Alert::from_repair(State::Repair, report),
-            AlertEvent::Rollback(report) => Alert::from_repair(State::Rollback, report),
-        }
-    }
-}
-
-/// RFC 3339 with milliseconds, UTC.
-pub fn format_time(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
-}
-
-fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
-}
-
-fn rfc3339_opt<S: serde::Serializer>(
-    time: &Option<SystemTime>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match time {
-        Some(time) => rfc3339(time, serializer),
-        None => serializer.serialize_none(),
     }
 }

@@ -8,14 +8,17 @@
 //! [`queue::Queue`] and a task per sink delivers it (timeout, retries with backoff).
 
 pub mod alertmanager;
-pub mod config;
+pub mod delivery;
 pub mod event;
+pub mod lifecycle;
 pub mod queue;
+pub mod resolve;
+pub mod secrets;
 pub mod slack;
+pub mod transport;
 pub mod webhook;
 
 use std::{
-    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -23,10 +26,15 @@ use std::{
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 
 pub use self::{
-    config::{AlertsConfig, AlertsConfigError, SinkSpec, SinkType},
-    event::{Alert, AlertEvent, RepairOutcome, RepairReport, State},
+    event::{Alert, State},
+    lifecycle::{Grouper, Lifecycle},
+    resolve::{Endpoint, SinkSpec, resolve},
 };
-use crate::findings::{Change, Finding, Kind};
+use crate::{
+    config::alerts::AlertsConfig,
+    findings::{Change, Finding},
+    repair::event::RepairEvent,
+};
 
 /// What a renderer needs besides the alerts.
 #[derive(Clone, Copy, Debug)]
@@ -60,108 +68,6 @@ impl ContextOwned {
             generator_url: &self.generator_url,
             repeat_interval: self.repeat_interval,
             now,
-        }
-    }
-}
-
-/// Dedup and repetition: which findings have been announced as firing, and when last.
-#[derive(Debug)]
-pub struct Lifecycle {
-    repeat_interval: Duration,
-    firing: BTreeMap<(Kind, String), Instant>,
-}
-
-impl Lifecycle {
-    /// Nothing announced yet.
-    pub fn new(repeat_interval: Duration) -> Self {
-        Self {
-            repeat_interval,
-            firing: BTreeMap::new(),
-        }
-    }
-
-    /// The alerts one detection cycle produces: `firing` once per fired finding, again
-    /// every `repeat_interval` while it stays active, `resolved` once when it clears.
-    pub fn cycle(
-        &mut self,
-        now: Instant,
-        wall: SystemTime,
-        changes: &[Change],
-        active: &[Finding],
-    ) -> Vec<Alert> {
-        let mut alerts = Vec::new();
-        for change in changes {
-            match change {
-                Change::Fired(finding) => {
-                    if let std::collections::btree_map::Entry::Vacant(entry) =
-                        self.firing.entry(key(finding))
-                    {
-                        entry.insert(now);
-                        alerts.push(Alert::firing(finding, false));
-                    }
-                }
-                Change::Resolved(finding) => {
-                    if self.firing.remove(&key(finding)).is_some() {
-                        alerts.push(Alert::resolved(finding, wall));
-                    }
-                }
-            }
-        }
-        for finding in active {
-            match self.firing.get_mut(&key(finding)) {
-                Some(last) if now.duration_since(*last) >= self.repeat_interval => {
-                    *last = now;
-                    alerts.push(Alert::firing(finding, true));
-                }
-                Some(_) => {}
-                None => {
-                    // Active but never announced (e.g. fired before alerts were started).
-                    self.firing.insert(key(finding), now);
-                    alerts.push(Alert::firing(finding, false));
-                }
-            }
-        }
-        alerts
-    }
-}
-
-fn key(finding: &Finding) -> (Kind, String) {
-    (finding.candidate.kind, finding.candidate.subject.clone())
-}
-
-/// Collects alerts for `group_window`, then releases them as one batch.
-#[derive(Debug)]
-pub struct Grouper {
-    window: Duration,
-    pending: Vec<Alert>,
-    since: Option<Instant>,
-}
-
-impl Grouper {
-    /// `window` zero: every alert is its own batch, released at once.
-    pub fn new(window: Duration) -> Self {
-        Self {
-            window,
-            pending: Vec::new(),
-            since: None,
-        }
-    }
-
-    /// Adds `alerts` and returns the batches due at `now`.
-    pub fn push(&mut self, now: Instant, alerts: Vec<Alert>) -> Vec<Vec<Alert>> {
-        if self.window.is_zero() {
-            return alerts.into_iter().map(|alert| vec![alert]).collect();
-        }
-        if !alerts.is_empty() && self.since.is_none() {
-            self.since = Some(now);
-        }
-        self.pending.extend(alerts);
-        match self.since {
-            Some(since) if now.duration_since(since) >= self.window => {
-                self.since = None;
-                vec![std::mem::take(&mut self.pending)]
-            }
-            _ => Vec::new(),
         }
     }
 }
@@ -279,11 +185,13 @@ impl Alerts {
     }
 
     /// Reports a repair or rollback (from the repair executor); never waits.
-    pub fn report(&mut self, event: &AlertEvent) {
+    pub fn report(&mut self, event: &RepairEvent) {
         if self.sinks.is_empty() {
             return;
         }
-        let batches = self.grouper.push(Instant::now(), vec![event.alert()]);
+        let batches = self
+            .grouper
+            .push(Instant::now(), vec![Alert::from_event(event)]);
         self.enqueue(batches);
     }
 
@@ -319,7 +227,7 @@ async fn run_sink(
     metrics: AlertMetrics,
     salt: u64,
 ) {
-    let mut jitter = queue::Jitter::new(salt);
+    let mut jitter = delivery::Jitter::new(salt);
     let labels = AlertMetrics::sink(&spec.name);
     loop {
         let batch = queue.pop().await;
@@ -327,7 +235,7 @@ async fn run_sink(
             .queue_depth
             .get_or_create(&labels)
             .set(queue.len() as i64);
-        let delivery = queue::deliver(&spec, &ctx, &batch, &mut jitter).await;
+        let delivery = delivery::deliver(&spec, &ctx, &batch, &mut jitter).await;
         match delivery.result {
             Ok(()) => {
                 for alert in batch.iter() {
@@ -364,7 +272,7 @@ pub async fn send_test(
     sinks: Vec<SinkSpec>,
     generator_url: String,
     node: &str,
-) -> Vec<(SinkSpec, queue::Delivery)> {
+) -> Vec<(SinkSpec, delivery::Delivery)> {
     let ctx = ContextOwned {
         node: node.to_owned(),
         generator_url,
@@ -375,8 +283,8 @@ pub async fn send_test(
         let ctx = ctx.clone();
         let alerts = vec![alert.clone()];
         async move {
-            let mut jitter = queue::Jitter::new(i as u64);
-            queue::deliver(spec, &ctx, &alerts, &mut jitter).await
+            let mut jitter = delivery::Jitter::new(i as u64);
+            delivery::deliver(spec, &ctx, &alerts, &mut jitter).await
         }
     });
     let results = futures::future::join_all(deliveries).await;
@@ -386,7 +294,7 @@ pub async fn send_test(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::findings::{Candidate, Severity};
+    use crate::findings::{Candidate, Kind, Severity};
 
     pub(crate) fn at(seconds: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
@@ -405,7 +313,7 @@ pub(crate) mod tests {
         named("dev flannel.1")
     }
 
-    fn named(subject: &str) -> Finding {
+    pub(crate) fn named(subject: &str) -> Finding {
         Finding {
             candidate: Candidate::new(Kind::VtepCollapse, subject, Severity::Critical)
                 .with("fdb_entries", 0)
@@ -413,82 +321,6 @@ pub(crate) mod tests {
             first_seen: at(10),
             last_seen: at(20),
         }
-    }
-
-    fn states(alerts: &[Alert]) -> Vec<(State, bool, &str)> {
-        alerts
-            .iter()
-            .map(|a| (a.state, a.repeat, a.subject.as_str()))
-            .collect()
-    }
-
-    #[test]
-    fn lifecycle_dedups_repeats_and_resolves_once() {
-        let start = Instant::now();
-        let s = |secs: u64| start + Duration::from_secs(secs);
-        let mut life = Lifecycle::new(Duration::from_secs(60));
-        let f = finding();
-        let fired = life.cycle(
-            s(0),
-            at(0),
-            &[Change::Fired(f.clone())],
-            std::slice::from_ref(&f),
-        );
-        assert_eq!(states(&fired), [(State::Firing, false, "dev flannel.1")]);
-        // A duplicate Fired (same identity) and cycles within the interval: nothing.
-        assert!(
-            life.cycle(
-                s(1),
-                at(1),
-                &[Change::Fired(f.clone())],
-                std::slice::from_ref(&f)
-            )
-            .is_empty()
-        );
-        assert!(
-            life.cycle(s(59), at(59), &[], std::slice::from_ref(&f))
-                .is_empty()
-        );
-        // Still active after the interval: repeated once per interval.
-        let repeat = life.cycle(s(60), at(60), &[], std::slice::from_ref(&f));
-        assert_eq!(states(&repeat), [(State::Firing, true, "dev flannel.1")]);
-        assert!(
-            life.cycle(s(61), at(61), &[], std::slice::from_ref(&f))
-                .is_empty()
-        );
-        // Resolved once; a second Resolved for the same identity is ignored.
-        let resolved = life.cycle(s(70), at(70), &[Change::Resolved(f.clone())], &[]);
-        assert_eq!(
-            states(&resolved),
-            [(State::Resolved, false, "dev flannel.1")]
-        );
-        assert_eq!(resolved[0].resolved_at, Some(at(70)));
-        assert!(
-            life.cycle(s(71), at(71), &[Change::Resolved(f.clone())], &[])
-                .is_empty()
-        );
-        // Fires again later: a new alert.
-        let again = life.cycle(s(80), at(80), &[Change::Fired(f.clone())], &[f]);
-        assert_eq!(states(&again), [(State::Firing, false, "dev flannel.1")]);
-    }
-
-    #[test]
-    fn grouping_window_batches_alerts() {
-        let start = Instant::now();
-        let ms = |n: u64| start + Duration::from_millis(n);
-        let a = Alert::firing(&named("a"), false);
-        let b = Alert::firing(&named("b"), false);
-        let mut none = Grouper::new(Duration::ZERO);
-        assert_eq!(none.push(ms(0), vec![a.clone(), b.clone()]).len(), 2);
-        let mut group = Grouper::new(Duration::from_millis(500));
-        assert!(group.push(ms(0), vec![a.clone()]).is_empty());
-        assert!(group.push(ms(250), vec![b.clone()]).is_empty());
-        let batches = group.push(ms(500), vec![]);
-        assert_eq!(batches, vec![vec![a.clone(), b]]);
-        // Nothing pending: nothing released; the window restarts with the next alert.
-        assert!(group.push(ms(2000), vec![]).is_empty());
-        assert!(group.push(ms(2100), vec![a.clone()]).is_empty());
-        assert_eq!(group.push(ms(2600), vec![]), vec![vec![a]]);
     }
 
     #[test]
@@ -502,8 +334,8 @@ pub(crate) mod tests {
         // A sink whose task never runs (the runtime is never driven): the queue only fills.
         let sink = SinkSpec {
             name: "dead".into(),
-            kind: SinkType::Webhook,
-            endpoint: config::parse_url("x", "http://127.0.0.1:9/").unwrap(),
+            kind: crate::config::alerts::SinkType::Webhook,
+            endpoint: resolve::endpoint("x", "http://127.0.0.1:9/").unwrap(),
             secret: None,
             timeout: Duration::from_secs(1),
             queue: 2,

@@ -27,7 +27,7 @@ pub fn body(ctx: &Context<'_>, alerts: &[Alert]) -> Vec<u8> {
     let payload = Payload {
         schema: SCHEMA,
         node: ctx.node,
-        sent_at: super::event::format_time(ctx.now),
+        sent_at: crate::findings::rfc3339::format(ctx.now),
         test: !alerts.is_empty() && alerts.iter().all(|a| a.state == super::event::State::Test),
         alerts,
     };
@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn repair_and_rollback_payloads() {
         use crate::findings::Kind;
-        use crate::sinks::alerts::event::{AlertEvent, RepairOutcome, RepairReport};
+        use crate::repair::event::{RepairEvent, RepairOutcome, RepairReport};
         let ctx = context();
         let report = RepairReport {
             kind: Kind::StaleFdb,
@@ -117,11 +117,14 @@ mod tests {
             evidence: vec![],
             at: ctx.now,
         };
-        let rollback = AlertEvent::Rollback(RepairReport {
+        let rollback = RepairEvent::Rollback(RepairReport {
             outcome: RepairOutcome::Failed("EPERM".into()),
             ..report.clone()
         });
-        let alerts = [AlertEvent::Repair(report).alert(), rollback.alert()];
+        let alerts = [
+            Alert::from_event(&RepairEvent::Repair(report)),
+            Alert::from_event(&rollback),
+        ];
         let json: serde_json::Value = serde_json::from_slice(&body(&ctx, &alerts)).unwrap();
         let repair = &json["alerts"][0];
         assert_eq!(repair["state"], "repair");
