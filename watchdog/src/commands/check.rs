@@ -1,17 +1,51 @@
 //! `watchdog check`: a one-shot audit of this host: the network mirror plus a short
 //! observation window of the kernel counters, judged once (no hysteresis).
 
-use std::time::{Duration, SystemTime};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, SystemTime},
+};
 
+use super::{StartError, prepare};
 use crate::{
-    commands::daemon::{DaemonError, prepare},
-    config::Config,
+    config::{Config, DetectConfig},
     detect::{self, Inputs},
     findings::{Finding, Report},
-    sinks::metrics::Metrics,
-    sources::Sources,
-    sources::kernel::procfs,
+    pipeline,
+    sources::{Sources, kernel::procfs},
 };
+
+/// `watchdog check`: exit 0 clean, 1 findings, 2 error.
+pub fn main(config: Option<PathBuf>, window: Duration, json: bool) -> ExitCode {
+    let run = || -> anyhow::Result<Report> {
+        let config = Config::load(config.as_deref())?;
+        let runtime = super::runtime()?;
+        let report = runtime.block_on(audit(&config, window, |left| {
+            eprint!("\robserving traffic: {}s left ", left.as_secs_f64().ceil());
+        }))?;
+        eprintln!();
+        Ok(report)
+    };
+    match run() {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("a report serializes")
+                );
+            } else {
+                print!("{}", table(&report));
+            }
+            if report.findings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(err) => super::fail(&err, 2),
+    }
+}
 
 /// Observes for `window` (calling `progress` with the time left each second) and returns
 /// the report. Fails if a probe or the mirror cannot run: a partial audit would claim
@@ -24,15 +58,13 @@ pub async fn audit(
     let own_netns = prepare()?;
     let mut sources = Sources::start(config, own_netns)
         .await
-        .map_err(DaemonError::from)?;
-    let failures = sources.failures();
+        .map_err(StartError::from)?;
+    let failures = sources.status().failures();
     if !failures.is_empty() {
         return Err(CheckError::Incomplete(failures.join("; ")));
     }
-    // Counters only go to this throwaway registry.
-    let metrics = Metrics::new();
     let started = SystemTime::now();
-    let (first, _) = sources.read(&metrics, 0);
+    let first = pipeline::sample(own_netns, sources.read());
     let deadline = tokio::time::Instant::now() + window;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -42,14 +74,15 @@ pub async fn audit(
         progress(left);
         tokio::time::sleep(left.min(Duration::from_secs(1))).await;
     }
-    let (last, ok) = sources.read(&metrics, 0);
-    if !ok {
+    let reading = sources.read();
+    if reading.failed_reads > 0 {
         return Err(CheckError::Incomplete(
             "reading the kernel counters failed".into(),
         ));
     }
+    let last = pipeline::sample(own_netns, reading);
     let mirror = sources.mirror().expect("failures() checked the mirror");
-    let settings = crate::config::DetectConfig {
+    let settings = DetectConfig {
         window,
         vtep_window: window.min(config.detect.vtep_window),
         ..config.detect.clone()
@@ -81,7 +114,7 @@ pub async fn audit(
 pub enum CheckError {
     /// Start-up failed.
     #[error(transparent)]
-    Start(#[from] DaemonError),
+    Start(#[from] StartError),
     /// Something that must be looked at could not be.
     #[error("cannot audit this host: {0}")]
     Incomplete(String),

@@ -3,31 +3,33 @@
 
 use std::{
     future::Future,
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
+use super::{StartError, prepare};
 use crate::{
-    config::AlertsConfigError,
-    config::Config,
+    config::{AlertsConfigError, Config, Namespaces},
     findings::Change,
-    pipeline::{Pipeline, SharedFindings},
-    sinks::alerts::Alerts,
-    sinks::health::Health,
-    sinks::http::{self, AppState},
-    sinks::metrics::Metrics,
-    sources::Sources,
-    sources::kernel::caps,
-    sources::kernel::procfs,
-    sources::probes::ProbeError,
+    pipeline::{self, Pipeline, SharedFindings},
+    sinks::{
+        alerts::{Alerts, resolve},
+        health::Health,
+        http::{self, AppState},
+        metrics::Metrics,
+    },
+    sources::{Sources, kernel::procfs},
 };
 
 /// Why the daemon could not start (nothing is attached when these are returned).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// Not enough privileges.
+    /// Privileges, the own namespace, or the eBPF object.
     #[error(transparent)]
-    Capabilities(#[from] caps::MissingCapabilities),
+    Start(#[from] StartError),
     /// The listen address cannot be bound.
     #[error(
         "cannot listen on {addr}: {source}; choose another address with --listen or `listen` \
@@ -41,12 +43,6 @@ pub enum DaemonError {
         /// An extra hint for a port in use.
         hint: &'static str,
     },
-    /// The eBPF object did not load.
-    #[error(transparent)]
-    Probes(#[from] ProbeError),
-    /// The daemon's own network namespace could not be read.
-    #[error("cannot read this process's network namespace (/proc/self/ns/net): {0}")]
-    Netns(std::io::Error),
     /// An alert sink's URL or secret cannot be used.
     #[error("alert sinks: {0}")]
     Alerts(#[from] AlertsConfigError),
@@ -55,18 +51,39 @@ pub enum DaemonError {
     Serve(std::io::Error),
 }
 
-/// Checks privileges and lifts the memlock limit: the start of every command that loads
-/// eBPF.
-pub fn prepare() -> Result<u32, DaemonError> {
-    caps::check()?;
-    raise_memlock_limit();
-    procfs::own_netns().map_err(DaemonError::Netns)
+/// `watchdog run`: loads the config, runs the daemon until SIGTERM or SIGINT; exit 1 on
+/// an error.
+pub fn main(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
+    let run = || -> anyhow::Result<()> {
+        let mut config = Config::load(config.as_deref())?;
+        if let Some(listen) = listen {
+            config.listen = listen;
+        }
+        let runtime = super::runtime()?;
+        runtime.block_on(run(config, shutdown_signal()))?;
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => super::fail(&err, 1),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
 }
 
 /// Runs the daemon until `shutdown` completes, then detaches every probe.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     // Secrets and URLs first: a missing file is an error before anything attaches.
-    let sinks = crate::sinks::alerts::resolve(&config.alerts)?;
+    let sinks = resolve(&config.alerts)?;
     let own_netns = prepare()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -111,9 +128,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "serving /metrics, /healthz, /readyz and /api/v1/findings"
     );
 
-    let mut sources = Sources::start(&config, own_netns).await?;
-    sources.publish_status(&metrics);
-    let failures = sources.failures();
+    let mut sources = Sources::start(&config, own_netns)
+        .await
+        .map_err(StartError::from)?;
+    if let Some(mirror) = sources.mirror() {
+        let counters = mirror.counters();
+        metrics.attach_mirror(move || counters.stats());
+    }
+    let status = sources.status();
+    metrics.set_status(&status);
+    let failures = status.failures();
     if !failures.is_empty() {
         health.set_not_ready(failures.join("; "));
     }
@@ -121,7 +145,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::pin!(server);
     let result = tokio::select! {
         () = shutdown => Ok(()),
-        () = detect_loop(&mut sources, &metrics, &health, &findings, &mut alerts, &config) => Ok(()),
+        () = detect_loop(&mut sources, &metrics, &health, &findings, &mut alerts, &config, own_netns) => Ok(()),
         served = &mut server => Err(DaemonError::Serve(match served {
             Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
             Ok(Err(err)) => err,
@@ -147,6 +171,7 @@ async fn detect_loop(
     findings: &SharedFindings,
     alerts: &mut Alerts,
     config: &Config,
+    own_netns: u32,
 ) {
     let mut ticker = tokio::time::interval(config.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,20 +179,29 @@ async fn detect_loop(
     let mut maps_read = false;
     loop {
         ticker.tick().await;
-        let (sample, ok) = sources.read(metrics, config.peers.top_n);
-        maps_read |= ok;
+        let reading = sources.read();
+        maps_read |= reading.failed_reads == 0;
+        let status = sources.status();
+        let label_netns = config.namespaces == Namespaces::All && status.netns_attribution;
+        let top_n = config.peers.top_n;
         if let Some(mirror) = sources.mirror() {
-            let changes =
-                mirror.with_snapshot(|net| pipeline.cycle(net, sample, SystemTime::now()));
+            let changes = mirror.with_snapshot(|net| {
+                metrics.set_reading(&reading, label_netns, top_n, Some(net));
+                // The peer reading moves into the sample: it is the largest map.
+                let sample = pipeline::sample(own_netns, reading);
+                pipeline.cycle(net, sample, SystemTime::now())
+            });
             log_changes(&changes);
             let active = pipeline.active();
             // Never waits: alerts go into per-sink queues, delivered by their own tasks.
             alerts.cycle(&changes, &active);
             metrics.set_findings(&active);
             *findings.write().expect("findings lock") = active;
+        } else {
+            metrics.set_reading(&reading, label_netns, top_n, None);
         }
-        sources.publish_status(metrics);
-        let failures = sources.failures();
+        metrics.set_status(&status);
+        let failures = status.failures();
         if !failures.is_empty() {
             health.set_not_ready(failures.join("; "));
         } else if !maps_read {
@@ -203,20 +237,5 @@ fn log_changes(changes: &[Change]) {
                 finding.candidate.subject
             ),
         }
-    }
-}
-
-/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it where we may.
-fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: setrlimit reads a valid struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::debug!(
-            "cannot lift RLIMIT_MEMLOCK ({}); fine on kernels 5.11 and later",
-            std::io::Error::last_os_error()
-        );
     }
 }

@@ -55,7 +55,8 @@ pub struct PeersConfig {
     /// Interfaces to watch; empty: every non-loopback interface of the daemon's namespace,
     /// including ones that appear later.
     pub interfaces: Vec<String>,
-    /// UDP ports whose traffic is WireGuard (the peer is then the tunnel endpoint). At most 4.
+    /// UDP ports whose traffic is WireGuard (the peer is then the tunnel endpoint). At most
+    /// `watchdog_common::MAX_WIREGUARD_PORTS` (4).
     pub wireguard_ports: Vec<u16>,
     /// How many peers `/metrics` shows (the busiest by packets sent).
     pub top_n: usize,
@@ -207,13 +208,14 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        if self.peers.wireguard_ports.len() > 4 {
+        if self.peers.wireguard_ports.len() > watchdog_common::MAX_WIREGUARD_PORTS {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
                 field: "peers.wireguard_ports",
                 problem: format!(
-                    "lists {} ports; at most 4 are supported",
-                    self.peers.wireguard_ports.len()
+                    "lists {} ports; at most {} are supported",
+                    self.peers.wireguard_ports.len(),
+                    watchdog_common::MAX_WIREGUARD_PORTS
                 ),
             });
         }

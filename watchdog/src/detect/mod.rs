@@ -1,6 +1,7 @@
 //! Detectors: pure functions from (network mirror, kernel counters, settings) to
 //! [`Candidate`]s. Nothing here touches the kernel, so every detector is unit-tested with
-//! hand-built snapshots.
+//! hand-built snapshots. Inputs are plain data: [`crate::model`] types and the [`Sample`]
+//! the pipeline builds from a reading.
 
 mod gateway;
 mod routes;
@@ -11,19 +12,20 @@ mod vxlan;
 mod tests;
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::BTreeMap,
     net::IpAddr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use crate::{
     config::DetectConfig,
     findings::{Candidate, RouteRef},
-    model::net::{
-        Resolution, Route, Snapshot, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN, is_link_local_v6,
+    model::{
+        counters::{ConnectSample, PeerSample, growth},
+        net::{
+            Resolution, Route, Snapshot, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN, is_link_local_v6,
+        },
     },
-    sources::probes::{peers::PeerSample, tcp::ConnectSample},
 };
 
 /// Kernel counters at one moment, as the detectors see them (this namespace only).
@@ -37,62 +39,6 @@ pub struct Sample {
     pub peers: BTreeMap<(u32, IpAddr), PeerSample>,
     /// TCP outcomes by (destination, port), cumulative.
     pub connects: BTreeMap<(IpAddr, u16), ConnectSample>,
-}
-
-/// Recent samples: the newest and the one the window's deltas start from.
-#[derive(Debug)]
-pub struct History {
-    window: Duration,
-    samples: VecDeque<Arc<Sample>>,
-}
-
-impl History {
-    /// Keeps samples up to `window` old.
-    pub fn new(window: Duration) -> Self {
-        Self {
-            window,
-            samples: VecDeque::new(),
-        }
-    }
-
-    /// Adds the newest sample and forgets those older than the window.
-    pub fn push(&mut self, sample: Sample) {
-        let now = sample.at.unwrap_or_else(Instant::now);
-        self.samples.push_back(Arc::new(sample));
-        while self.samples.len() > 1
-            && self.samples[1]
-                .at
-                .is_some_and(|at| now.duration_since(at) >= self.window)
-        {
-            self.samples.pop_front();
-        }
-    }
-
-    /// The newest sample.
-    pub fn now(&self) -> Option<&Sample> {
-        self.samples.back().map(Arc::as_ref)
-    }
-
-    /// The oldest sample within the window (the start of the deltas).
-    pub fn baseline(&self) -> Option<&Sample> {
-        self.samples.front().map(Arc::as_ref)
-    }
-
-    /// The newest sample about `age` older than the newest one (at least 90% of it, so
-    /// poll jitter does not cost a whole cycle), else the oldest.
-    pub fn before(&self, age: Duration) -> Option<&Sample> {
-        let now = self.now()?.at?;
-        self.samples
-            .iter()
-            .rev()
-            .find(|sample| {
-                sample
-                    .at
-                    .is_some_and(|at| now.duration_since(at) * 10 >= age * 9)
-            })
-            .or_else(|| self.samples.front())
-            .map(Arc::as_ref)
-    }
 }
 
 /// Everything a detector may look at.
@@ -146,7 +92,7 @@ impl Inputs<'_> {
                     .get(&(reason.clone(), *addr))
                     .copied()
                     .unwrap_or(0);
-                let delta = count.saturating_sub(before);
+                let delta = growth(*count, before);
                 (delta > 0).then_some((reason.as_str(), *addr, delta))
             })
     }

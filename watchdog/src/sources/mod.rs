@@ -1,5 +1,6 @@
-//! Everything the daemon reads from the kernel: the eBPF probes and the netlink mirror,
-//! started together, read together each cycle.
+//! Everything the daemon reads from the world: the eBPF probes and the netlink mirror,
+//! started together, read together each cycle. Sources produce model types (readings,
+//! snapshots, status) and never write to a sink.
 
 pub mod kernel;
 pub mod mirror;
@@ -7,22 +8,20 @@ pub mod probes;
 
 use crate::{
     config::{Config, Namespaces},
-    detect::Sample,
-    pipeline,
-    sinks::metrics::Metrics,
-    sources::kernel::btf::Btf,
-    sources::kernel::tracefs::Tracefs,
-    sources::mirror::{Mirror, MirrorError},
-    sources::probes::{KernelEnv, ProbeError, ProbeState, Probes, kfree_skb::Attribution},
+    model::{counters::Reading, status::SourceStatus},
+    sources::{
+        kernel::{btf::Btf, tracefs::Tracefs},
+        mirror::{Mirror, MirrorError},
+        probes::{KernelEnv, ProbeError, Probes, kfree_skb::Attribution},
+    },
 };
 
 /// The probes and the mirror. Dropping it detaches the probes and stops the mirror.
 pub struct Sources {
-    /// The eBPF probes.
-    pub probes: Probes,
+    probes: Probes,
     mirror: Result<(Mirror, tokio::task::JoinHandle<Result<(), MirrorError>>), String>,
-    own_netns: u32,
-    label_netns: bool,
+    /// The mirror generation the TC attachments were last synced with.
+    links_synced: Option<u64>,
 }
 
 impl Drop for Sources {
@@ -34,9 +33,9 @@ impl Drop for Sources {
 }
 
 impl Sources {
-    /// Finds tracefs and BTF, loads and attaches the probes, starts the mirror. A probe or
-    /// the mirror failing is reported by [`Sources::failures`]; only an eBPF object the
-    /// kernel refuses is an error.
+    /// Finds tracefs and BTF, starts the mirror, loads and attaches the probes (the TC
+    /// programs on the mirror's interfaces). A probe or the mirror failing is reported by
+    /// [`Sources::status`]; only an eBPF object the kernel refuses is an error.
     pub async fn start(config: &Config, own_netns: u32) -> Result<Self, ProbeError> {
         let tracefs = match &config.tracefs_path {
             Some(path) => Tracefs::at(path.clone()),
@@ -70,16 +69,13 @@ impl Sources {
             Ok(_) => tracing::info!("network mirror loaded"),
             Err(why) => tracing::error!("{why}"),
         }
-        let label_netns = config.namespaces == Namespaces::All
-            && probes
-                .kfree_skb()
-                .is_some_and(|probe| *probe.attribution() == Attribution::PerNamespace);
-        Ok(Self {
+        let mut sources = Self {
             probes,
             mirror,
-            own_netns,
-            label_netns,
-        })
+            links_synced: None,
+        };
+        sources.sync_interfaces();
+        Ok(sources)
     }
 
     /// The mirror, if it runs.
@@ -87,91 +83,50 @@ impl Sources {
         self.mirror.as_ref().ok().map(|(mirror, _)| mirror)
     }
 
-    /// What is not working: failed probes, a failed or stopped mirror.
-    pub fn failures(&self) -> Vec<String> {
-        let mut failures: Vec<String> = self
-            .probes
-            .status()
-            .iter()
-            .filter(|status| status.state != ProbeState::Attached)
-            .map(ToString::to_string)
-            .collect();
-        match &self.mirror {
-            Err(why) => failures.push(why.clone()),
+    /// How every source is doing: probe states, kernel features, the mirror.
+    pub fn status(&self) -> SourceStatus {
+        let mirror_failure = match &self.mirror {
+            Err(why) => Some(why.clone()),
             Ok((_, task)) if task.is_finished() => {
-                failures.push("network mirror stopped (see the log)".into());
+                Some("network mirror stopped (see the log)".into())
             }
-            Ok(_) => {}
-        }
-        failures
-    }
-
-    /// Exports probe and mirror status to `metrics`.
-    pub fn publish_status(&self, metrics: &Metrics) {
-        for status in self.probes.status() {
-            let up = matches!(status.state, ProbeState::Attached);
-            metrics
-                .probe_up
-                .get_or_create(&vec![("probe", status.name.to_owned())])
-                .set(i64::from(up));
-        }
-        let attributed = self
-            .probes
-            .kfree_skb()
-            .is_some_and(|probe| *probe.attribution() == Attribution::PerNamespace);
-        metrics.netns_attribution.set(i64::from(attributed));
-        for (feature, on) in self.probes.features() {
-            metrics
-                .kernel_features
-                .get_or_create(&vec![("feature", (*feature).to_owned())])
-                .set(i64::from(*on));
-        }
-        if let Some(mirror) = self.mirror() {
-            metrics.attach_mirror(mirror.counters());
+            Ok(_) => None,
+        };
+        SourceStatus {
+            probes: self.probes.status().to_vec(),
+            features: self.probes.features().to_vec(),
+            netns_attribution: self
+                .probes
+                .kfree_skb()
+                .is_some_and(|probe| *probe.attribution() == Attribution::PerNamespace),
+            mirror_failure,
         }
     }
 
-    /// Attaches to new interfaces, reads every map, publishes the counters to `metrics`
-    /// (top `top_n` series) and returns the detectors' sample; `ok` is false if a map read
-    /// failed.
-    pub fn read(&mut self, metrics: &Metrics, top_n: usize) -> (Sample, bool) {
-        self.probes.sync_interfaces();
-        let mut ok = true;
-        let drops = keep(metrics, &mut ok, "drop", self.probes.read_drops());
-        let peers = keep(metrics, &mut ok, "peer", self.probes.read_peers());
-        let connects = keep(metrics, &mut ok, "TCP", self.probes.read_connects());
-        let kfree = self.probes.kfree_skb().zip(drops.as_ref());
-        if let Some((probe, drops)) = kfree {
-            metrics.set_drops(probe, drops, self.label_netns, top_n);
-        }
-        if let Some(peers) = &peers {
-            metrics.set_peers(peers, top_n);
-        }
-        if let Some(connects) = &connects {
-            metrics.set_connects(connects, top_n);
-        }
-        // The peer reading moves into the sample: it is the largest map, read every poll.
-        let sample = pipeline::sample(self.own_netns, kfree, peers, connects.as_ref());
-        (sample, ok)
+    /// Attaches the peer probe to interfaces that appeared and releases those that went
+    /// (when the mirror saw a change since the last time), then reads every map.
+    pub fn read(&mut self) -> Reading {
+        self.sync_interfaces();
+        self.probes.read()
     }
-}
 
-/// A map reading's value; a failed read is counted, logged and clears `ok` (the other
-/// maps are still read).
-fn keep<T>(
-    metrics: &Metrics,
-    ok: &mut bool,
-    what: &str,
-    read: Option<Result<T, aya::maps::MapError>>,
-) -> Option<T> {
-    match read? {
-        Ok(value) => Some(value),
-        Err(err) => {
-            metrics.map_read_errors.inc();
-            tracing::warn!("reading the {what} counters failed: {err}");
-            *ok = false;
-            None
+    /// Syncs the TC attachments with the mirror's links if the mirror changed.
+    fn sync_interfaces(&mut self) {
+        let Some(mirror) = self.mirror() else {
+            self.probes.sync_interfaces(None);
+            return;
+        };
+        let generation = mirror.generation();
+        if self.links_synced == Some(generation) {
+            return;
         }
+        let links: Vec<(u32, String)> = mirror.with_snapshot(|net| {
+            net.links()
+                .map(|link| (link.index, link.name.clone()))
+                .collect()
+        });
+        self.probes.sync_interfaces(Some(&links));
+        self.links_synced = Some(generation);
     }
 }
 

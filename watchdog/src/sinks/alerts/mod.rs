@@ -86,6 +86,30 @@ pub struct AlertMetrics {
 }
 
 impl AlertMetrics {
+    /// Registers the families in `registry` (`watchdog_alerts_*`).
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "watchdog_alerts_sent",
+            "Alerts delivered, by sink and state (firing, resolved, test, repair, rollback)",
+            self.sent.clone(),
+        );
+        registry.register(
+            "watchdog_alerts_failed",
+            "Alert messages given up on after every retry, by sink",
+            self.failed.clone(),
+        );
+        registry.register(
+            "watchdog_alerts_dropped",
+            "Alert messages dropped because the sink's queue was full (the oldest goes)",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "watchdog_alerts_queue_depth",
+            "Alert messages waiting for delivery, by sink",
+            self.queue_depth.clone(),
+        );
+    }
+
     fn sink(name: &str) -> Vec<(&'static str, String)> {
         vec![("sink", name.to_owned())]
     }

@@ -1,40 +1,6 @@
-//! Small reads from /proc about this process and its network namespace.
+//! Small reads about this process and its host: network namespace, page size, node name.
 
 use std::os::unix::fs::MetadataExt as _;
-
-/// CPU time and resident memory of this process.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Usage {
-    /// User plus system CPU seconds.
-    pub cpu_seconds: f64,
-    /// Resident set size in bytes.
-    pub resident_bytes: u64,
-}
-
-/// Reads /proc/self/stat and /proc/self/statm; zeros where they cannot be read.
-pub fn self_usage() -> Usage {
-    let mut usage = Usage::default();
-    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        if let Some((_, rest)) = stat.rsplit_once(')') {
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: u64 = [11, 12]
-                .iter()
-                .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-                .sum();
-            usage.cpu_seconds = ticks as f64 / sysconf(libc::_SC_CLK_TCK, 100) as f64;
-        }
-    }
-    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
-        let pages: u64 = statm
-            .split_whitespace()
-            .nth(1)
-            .and_then(|pages| pages.parse().ok())
-            .unwrap_or(0);
-        usage.resident_bytes = pages * page_size();
-    }
-    usage
-}
 
 /// The runtime page size (16 KiB on Raspberry Pi 5 kernels).
 pub fn page_size() -> u64 {
@@ -79,10 +45,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_own_usage_and_namespace() {
-        let usage = self_usage();
-        assert!(usage.resident_bytes > 0);
-        assert!(usage.cpu_seconds >= 0.0);
+    fn reads_own_namespace_and_page_size() {
         assert!(own_netns().unwrap() > 0);
         assert!(page_size().is_power_of_two());
     }

@@ -36,7 +36,10 @@ use netlink_sys::AsyncSocket as _;
 use rtnetlink::{Handle, MulticastGroup};
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::model::net::{ObjectCounts, Snapshot};
+use crate::model::{
+    net::{ObjectCounts, Snapshot},
+    status::MirrorStats,
+};
 
 /// Receive buffer of the notification socket. The kernel doubles the value set here.
 const RECEIVE_BUFFER: usize = 4 << 20;
@@ -104,19 +107,6 @@ pub struct MirrorCounters {
     resyncs_initial: AtomicU64,
     resyncs_overrun: AtomicU64,
     counts: [AtomicU64; 6],
-}
-
-/// A reading of [`MirrorCounters`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MirrorStats {
-    /// Notifications applied to the snapshot.
-    pub updates: u64,
-    /// Full loads at start-up.
-    pub resyncs_initial: u64,
-    /// Full reloads after the notification socket overran.
-    pub resyncs_overrun: u64,
-    /// Objects in the current snapshot.
-    pub objects: ObjectCounts,
 }
 
 impl MirrorCounters {

@@ -1,19 +1,24 @@
 //! `skb:kfree_skb`: packets the kernel dropped, by the kernel's drop reason, per network
 //! namespace.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::collections::BTreeMap;
 
 use aya::{
     Ebpf,
-    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
+    maps::{MapData, PerCpuArray, PerCpuHashMap},
     programs::TracePoint,
 };
-use watchdog_common::{DropDestKey, DropKey, KfreeSkbConfig, REASON_UNKNOWN, drop_stat};
+use watchdog_common::{
+    DropDestKey, DropKey, KfreeSkbConfig, REASON_UNKNOWN, drop_stat,
+    names::{maps, programs},
+};
 
-use super::{KernelEnv, NetnsOffsets};
+use super::{KernelEnv, NetnsOffsets, ProbeError, map, program};
+use crate::model::counters::DropCounts;
 
 /// The probe's name in metrics and logs.
 pub const NAME: &str = "kfree_skb";
+const EVENT: &str = "skb:kfree_skb";
 
 /// Drop reasons whose packets are also counted per destination address: the route and
 /// neighbour failures that name a ghost route or gateway.
@@ -58,16 +63,16 @@ pub enum Attribution {
 
 impl Plan {
     /// Reads the tracepoint format and, with BTF, the struct offsets.
-    pub fn new(env: &KernelEnv<'_>, netns: Result<&NetnsOffsets, &str>) -> Result<Self, String> {
-        let tracefs = env
-            .tracefs
-            .ok_or("tracefs is not available, so the tracepoint format cannot be read")?;
-        let format = tracefs
-            .format("skb", "kfree_skb")
-            .map_err(|err| err.to_string())?;
-        let skbaddr = format
-            .field("skbaddr")
-            .ok_or("the kfree_skb tracepoint has no skbaddr field")?;
+    pub fn new(
+        env: &KernelEnv<'_>,
+        netns: Result<&NetnsOffsets, &str>,
+    ) -> Result<Self, ProbeError> {
+        let tracefs = env.tracefs.ok_or(ProbeError::NoTracefs(EVENT))?;
+        let format = tracefs.format("skb", "kfree_skb")?;
+        let skbaddr = format.field("skbaddr").ok_or(ProbeError::NoField {
+            event: EVENT.into(),
+            field: "skbaddr",
+        })?;
         let mut config = KfreeSkbConfig::UNCONFIGURED;
         config.skbaddr_off = skbaddr.offset;
         let mut reasons = BTreeMap::new();
@@ -81,10 +86,12 @@ impl Plan {
                 }
             }
             Some(field) => {
-                return Err(format!(
-                    "the kfree_skb reason field has size {}, expected 4",
-                    field.size
-                ));
+                return Err(ProbeError::FieldSize {
+                    event: EVENT,
+                    field: "reason",
+                    size: field.size,
+                    expected: 4,
+                });
             }
             None => tracing::warn!(
                 "this kernel's kfree_skb tracepoint has no drop reason (added in 5.17): \
@@ -130,36 +137,21 @@ pub struct KfreeSkb {
     attribution: Attribution,
 }
 
-/// The drop counters at one moment, summed over CPUs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DropSnapshot {
-    /// Drops per (network namespace inode, reason value).
-    pub counts: BTreeMap<DropKey, u64>,
-    /// Drops per (network namespace inode, reason value, destination address), for the
-    /// [`ATTRIBUTED_REASONS`].
-    pub destinations: BTreeMap<(u32, u32, IpAddr), u64>,
-    /// Drops not counted because the key map was full.
-    pub map_full: u64,
-    /// Drops in other namespaces, skipped by the namespace filter.
-    pub other_netns: u64,
-    /// Drops skipped by the namespace filter because their namespace could not be read.
-    pub unattributed: u64,
-}
-
 impl KfreeSkb {
     /// Loads and attaches the program.
-    pub(super) fn attach(ebpf: &mut Ebpf, plan: Plan) -> Result<Self, String> {
-        let program: &mut TracePoint = ebpf
-            .program_mut(NAME)
-            .ok_or("the eBPF object has no kfree_skb program")?
-            .try_into()
-            .map_err(|err| format!("kfree_skb is not a tracepoint program: {err}"))?;
-        program
-            .load()
-            .map_err(|err| format!("the kernel rejected the kfree_skb program: {err:#}"))?;
+    pub(super) fn attach(ebpf: &mut Ebpf, plan: Plan) -> Result<Self, ProbeError> {
+        let program: &mut TracePoint = program(ebpf, programs::KFREE_SKB, "tracepoint")?;
+        program.load().map_err(|source| ProbeError::Rejected {
+            name: programs::KFREE_SKB,
+            source,
+        })?;
         program
             .attach("skb", "kfree_skb")
-            .map_err(|err| format!("attaching to skb:kfree_skb failed: {err:#}"))?;
+            .map_err(|source| ProbeError::Attach {
+                program: programs::KFREE_SKB,
+                target: EVENT.into(),
+                source,
+            })?;
         if let Attribution::Unavailable(why) = &plan.attribution {
             tracing::warn!(
                 "drops cannot be attributed to network namespaces ({why}): drops from every \
@@ -187,39 +179,39 @@ impl KfreeSkb {
         &self.attribution
     }
 
-    /// Reads the counters.
-    pub(super) fn read(&self, ebpf: &Ebpf) -> Result<DropSnapshot, MapError> {
-        let drops: PerCpuHashMap<&MapData, DropKey, u64> =
-            PerCpuHashMap::try_from(ebpf.map("DROPS").ok_or(MapError::InvalidName {
-                name: "DROPS".into(),
-            })?)?;
-        let mut snapshot = DropSnapshot::default();
+    /// Reads the counters, naming each reason (values the kernel does not name are counted
+    /// together under `UNKNOWN`).
+    pub(super) fn read(&self, ebpf: &Ebpf) -> Result<DropCounts, ProbeError> {
+        let drops: PerCpuHashMap<&MapData, DropKey, u64> = map(ebpf, maps::DROPS)?;
+        let mut counts = DropCounts::default();
         for entry in drops.iter() {
-            let (key, per_cpu) = entry?;
-            *snapshot.counts.entry(key).or_default() += per_cpu.iter().sum::<u64>();
+            let (key, per_cpu) = entry.map_err(ProbeError::map(maps::DROPS))?;
+            let name = self.reason_name(key.reason).to_owned();
+            *counts.counts.entry((key.netns, name)).or_default() += per_cpu.iter().sum::<u64>();
         }
-        let dests: PerCpuHashMap<&MapData, DropDestKey, u64> =
-            PerCpuHashMap::try_from(ebpf.map("DROP_DESTS").ok_or(MapError::InvalidName {
-                name: "DROP_DESTS".into(),
-            })?)?;
+        let dests: PerCpuHashMap<&MapData, DropDestKey, u64> = map(ebpf, maps::DROP_DESTS)?;
         for entry in dests.iter() {
-            let (key, per_cpu) = entry?;
+            let (key, per_cpu) = entry.map_err(ProbeError::map(maps::DROP_DESTS))?;
             let Some(addr) = super::key_address(key.family, key.addr) else {
                 continue;
             };
-            *snapshot
+            let name = self.reason_name(key.reason).to_owned();
+            *counts
                 .destinations
-                .entry((key.netns, key.reason, addr))
+                .entry((key.netns, name, addr))
                 .or_default() += per_cpu.iter().sum::<u64>();
         }
-        let stats: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(ebpf.map("DROP_STATS").ok_or(MapError::InvalidName {
-                name: "DROP_STATS".into(),
-            })?)?;
-        let stat = |index| -> Result<u64, MapError> { Ok(stats.get(&index, 0)?.iter().sum()) };
-        snapshot.map_full = stat(drop_stat::MAP_FULL)?;
-        snapshot.other_netns = stat(drop_stat::OTHER_NETNS)?;
-        snapshot.unattributed = stat(drop_stat::UNATTRIBUTED)?;
-        Ok(snapshot)
+        let stats: PerCpuArray<&MapData, u64> = map(ebpf, maps::DROP_STATS)?;
+        let stat = |index| -> Result<u64, ProbeError> {
+            Ok(stats
+                .get(&index, 0)
+                .map_err(ProbeError::map(maps::DROP_STATS))?
+                .iter()
+                .sum())
+        };
+        counts.map_full = stat(drop_stat::MAP_FULL)?;
+        counts.other_netns = stat(drop_stat::OTHER_NETNS)?;
+        counts.unattributed = stat(drop_stat::UNATTRIBUTED)?;
+        Ok(counts)
     }
 }

@@ -1,27 +1,38 @@
 //! The eBPF side, from userspace: load the embedded object, configure and attach each
 //! probe, read its maps. Probes only count in the kernel; this module turns the maps into
-//! plain snapshots for the rest of the daemon.
+//! plain readings ([`crate::model::counters`]) for the rest of the daemon.
 
+mod error;
 pub mod kfree_skb;
 pub mod peers;
+pub mod tc;
 pub mod tcp;
 
-use std::fmt;
+use std::time::Duration;
 
-use aya::{Ebpf, EbpfLoader};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Map, MapError},
+    programs::{Program, ProgramError},
+};
+use watchdog_common::names::{globals, maps};
 
-use crate::{sources::kernel::btf::Btf, sources::kernel::tracefs::Tracefs};
+pub use self::error::{ProbeError, chain};
+use crate::{
+    config::Config,
+    model::{
+        counters::Reading,
+        status::{ProbeState, ProbeStatus},
+    },
+    sources::kernel::{
+        btf::{Btf, BtfError},
+        procfs,
+        tracefs::Tracefs,
+    },
+};
 
 /// The eBPF object built by `build.rs` from `watchdog-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog"));
-
-/// Errors that stop every probe (a single probe's failure is a [`ProbeState::Failed`]).
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    /// The kernel refused the object (maps or BTF): nothing can attach.
-    #[error("loading the eBPF object failed: {0}")]
-    Load(#[from] aya::EbpfError),
-}
 
 /// What the daemon knows about the kernel it runs on, gathered once at start-up.
 pub struct KernelEnv<'a> {
@@ -53,7 +64,7 @@ pub struct NetnsOffsets {
 
 impl NetnsOffsets {
     /// Resolves the offsets; the socket path is optional.
-    pub fn from_btf(btf: &Btf) -> Result<Self, crate::sources::kernel::btf::BtfError> {
+    pub fn from_btf(btf: &Btf) -> Result<Self, BtfError> {
         Ok(Self {
             net_inum: btf.member_offset("net", &["ns", "inum"])?,
             skb_dev: btf.member_offset("sk_buff", &["dev"])?,
@@ -70,40 +81,13 @@ impl NetnsOffsets {
     }
 }
 
-/// Whether a probe is counting.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProbeState {
-    /// Attached and counting.
-    Attached,
-    /// Enabled, but it could not be set up or attached; the reason says why.
-    Failed(String),
-}
-
-/// One probe's name and state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbeStatus {
-    /// The probe's name, e.g. `kfree_skb` (the `probe` label of `watchdog_probe_up`).
-    pub name: &'static str,
-    /// Its state.
-    pub state: ProbeState,
-}
-
-impl fmt::Display for ProbeStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.state {
-            ProbeState::Attached => write!(f, "probe {} attached", self.name),
-            ProbeState::Failed(why) => write!(f, "probe {} failed: {why}", self.name),
-        }
-    }
-}
-
 /// The loaded eBPF object and its attached probes. Dropping it detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
     /// Set up when `kfree_skb` is enabled and its format could be read.
     kfree_skb: Option<kfree_skb::KfreeSkb>,
     /// Set up when `peers` is enabled and its programs loaded.
-    peers: Option<peers::Peers>,
+    tc: Option<tc::Attachments>,
     /// Set up when `tcp` is enabled and attached.
     tcp: Option<tcp::Tcp>,
     status: Vec<ProbeStatus>,
@@ -121,15 +105,16 @@ impl Drop for Probes {
 
 impl Probes {
     /// Loads the object with each enabled probe configured for this kernel, then attaches
-    /// them. A probe that cannot be set up is reported as failed; the others still run.
-    pub fn start(config: &crate::config::Config, env: &KernelEnv<'_>) -> Result<Self, ProbeError> {
+    /// the tracepoints; the TC programs are loaded and attached by
+    /// [`Probes::sync_interfaces`]. A probe that cannot be set up is reported as failed;
+    /// the others still run.
+    pub fn start(config: &Config, env: &KernelEnv<'_>) -> Result<Self, ProbeError> {
         let enabled = &config.probes;
         let mut status = Vec::new();
         let netns = match env.btf {
             None => Err("no kernel BTF".to_owned()),
-            Some(btf) => {
-                NetnsOffsets::from_btf(btf).map_err(|err| format!("BTF lacks an offset: {err}"))
-            }
+            Some(btf) => NetnsOffsets::from_btf(btf)
+                .map_err(|err| format!("BTF lacks an offset: {}", chain(&err))),
         };
         let kfree_plan = enabled
             .kfree_skb
@@ -145,9 +130,9 @@ impl Probes {
         // Our programs are classic tracepoints: they need no BTF relocation, and must load
         // on kernels without BTF too.
         loader.btf(None);
-        loader.override_global("KFREE_SKB_CONFIG", &kfree_config, true);
+        loader.override_global(globals::KFREE_SKB_CONFIG, &kfree_config, true);
         let mut tc_config = watchdog_common::TcConfig {
-            wireguard_ports: [0; 4],
+            wireguard_ports: [0; watchdog_common::MAX_WIREGUARD_PORTS],
             coarse_clock: u32::from(coarse_clock_available()),
             _pad: 0,
         };
@@ -158,62 +143,53 @@ impl Probes {
         {
             *slot = *port;
         }
-        loader.override_global("TC_CONFIG", &tc_config, true);
+        loader.override_global(globals::TC_CONFIG, &tc_config, true);
         let tcp_config = match &tcp_plan {
             Some(Ok(plan)) => plan.config,
             _ => watchdog_common::TcpConfig::UNCONFIGURED,
         };
-        loader.override_global("TCP_CONFIG", &tcp_config, true);
-        loader.map_max_entries(
-            "AYA_LOGS",
-            log_ring_bytes(crate::sources::kernel::procfs::page_size()),
-        );
+        loader.override_global(globals::TCP_CONFIG, &tcp_config, true);
+        loader.map_max_entries(maps::AYA_LOGS, log_ring_bytes(procfs::page_size()));
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let logger = start_ebpf_logger(&mut ebpf);
 
         let mut kfree = None;
-        match kfree_plan {
+        match kfree_plan
+            .map(|plan| plan.and_then(|plan| kfree_skb::KfreeSkb::attach(&mut ebpf, plan)))
+        {
             None => {}
-            Some(Err(why)) => status.push(failed(kfree_skb::NAME, why)),
-            Some(Ok(plan)) => match kfree_skb::KfreeSkb::attach(&mut ebpf, plan) {
-                Ok(probe) => {
-                    status.push(ProbeStatus {
-                        name: kfree_skb::NAME,
-                        state: ProbeState::Attached,
-                    });
-                    kfree = Some(probe);
-                }
-                Err(why) => status.push(failed(kfree_skb::NAME, why)),
-            },
+            Some(Ok(probe)) => {
+                status.push(attached(kfree_skb::NAME));
+                kfree = Some(probe);
+            }
+            Some(Err(err)) => status.push(failed(kfree_skb::NAME, &err)),
         }
-        let mut peers = None;
+        let mut tc = None;
         if enabled.peers {
-            match peers::Peers::load(&mut ebpf, config.peers.interfaces.clone()) {
-                Ok(mut probe) => {
-                    probe.sync_interfaces(&mut ebpf);
-                    status.push(peers_status(&probe));
-                    peers = Some(probe);
+            match tc::Attachments::load(&mut ebpf, config.peers.interfaces.clone()) {
+                Ok(attachments) => {
+                    // Attached to the interfaces by `sync_interfaces`.
+                    status.push(ProbeStatus {
+                        name: peers::NAME,
+                        state: ProbeState::Failed("not attached to the interfaces yet".into()),
+                    });
+                    tc = Some(attachments);
                 }
-                Err(why) => status.push(failed(peers::NAME, why)),
+                Err(err) => status.push(failed(peers::NAME, &err)),
             }
         }
         let mut tcp_probe = None;
-        match tcp_plan {
+        match tcp_plan.map(|plan| plan.and_then(|_| tcp::Tcp::attach(&mut ebpf))) {
             None => {}
-            Some(Err(why)) => status.push(failed(tcp::NAME, why)),
-            Some(Ok(_)) => match tcp::Tcp::attach(&mut ebpf) {
-                Ok(probe) => {
-                    status.push(ProbeStatus {
-                        name: tcp::NAME,
-                        state: ProbeState::Attached,
-                    });
-                    tcp_probe = Some(probe);
-                }
-                Err(why) => status.push(failed(tcp::NAME, why)),
-            },
+            Some(Ok(probe)) => {
+                status.push(attached(tcp::NAME));
+                tcp_probe = Some(probe);
+            }
+            Some(Err(err)) => status.push(failed(tcp::NAME, &err)),
         }
         for probe in &status {
             match probe.state {
+                _ if probe.name == peers::NAME && self_pending(probe) => {}
                 ProbeState::Attached => tracing::info!("{probe}"),
                 ProbeState::Failed(_) => tracing::error!("{probe}"),
             }
@@ -235,7 +211,7 @@ impl Probes {
         Ok(Self {
             ebpf,
             kfree_skb: kfree,
-            peers,
+            tc,
             tcp: tcp_probe,
             status,
             features,
@@ -259,34 +235,128 @@ impl Probes {
         self.kfree_skb.as_ref()
     }
 
-    /// Attaches the peer probe to interfaces that appeared; updates its status.
-    pub fn sync_interfaces(&mut self) {
-        let Some(probe) = self.peers.as_mut() else {
+    /// Makes the peer probe's attachments match `links` (index, name), the interfaces the
+    /// network mirror knows (`None`: the mirror does not run), and updates its status.
+    pub fn sync_interfaces(&mut self, links: Option<&[(u32, String)]>) {
+        let Some(tc) = self.tc.as_mut() else {
             return;
         };
-        let before = probe.failed().len();
-        let added = probe.sync_interfaces(&mut self.ebpf);
-        if !added.is_empty() || probe.failed().len() != before {
-            let fresh = peers_status(probe);
-            if let Some(slot) = self.status.iter_mut().find(|s| s.name == peers::NAME) {
-                *slot = fresh;
+        let state = match links {
+            None => ProbeState::Failed(chain(&ProbeError::NoInterfaces)),
+            Some(links) => {
+                tc.sync(&mut self.ebpf, links);
+                let failures: Vec<String> = tc
+                    .failed()
+                    .map(|(interface, why)| format!("{interface}: {why}"))
+                    .collect();
+                if failures.is_empty() {
+                    ProbeState::Attached
+                } else {
+                    ProbeState::Failed(format!("not attached on {}", failures.join("; ")))
+                }
+            }
+        };
+        if let Some(slot) = self.status.iter_mut().find(|s| s.name == peers::NAME)
+            && slot.state != state
+        {
+            slot.state = state;
+            match &slot.state {
+                ProbeState::Attached => tracing::info!("{slot}"),
+                ProbeState::Failed(_) => tracing::error!("{slot}"),
             }
         }
     }
 
-    /// Reads the peer map (None if the probe is not loaded).
-    pub fn read_peers(&self) -> Option<Result<peers::PeerSnapshot, aya::maps::MapError>> {
-        self.peers.as_ref().map(|probe| probe.read(&self.ebpf))
+    /// Reads every running probe's maps. A failed read is logged and counted in
+    /// [`Reading::failed_reads`]; the other maps are still read.
+    pub fn read(&self) -> Reading {
+        let mut reading = Reading::default();
+        reading.drops = self.kfree_skb.as_ref().and_then(|probe| {
+            read_or_count(&mut reading.failed_reads, "drop", probe.read(&self.ebpf))
+        });
+        reading.peers = self.tc.as_ref().and_then(|_| {
+            read_or_count(&mut reading.failed_reads, "peer", peers::read(&self.ebpf))
+        });
+        reading.connects = self.tcp.as_ref().and_then(|probe| {
+            read_or_count(&mut reading.failed_reads, "TCP", probe.read(&self.ebpf))
+        });
+        reading
     }
+}
 
-    /// Reads the TCP destination map (None if the probe is not attached).
-    pub fn read_connects(&self) -> Option<Result<tcp::ConnectSnapshot, aya::maps::MapError>> {
-        self.tcp.as_ref().map(|probe| probe.read(&self.ebpf))
+/// A map reading's value; a failed read is logged and counted in `failed`.
+fn read_or_count<T>(failed: &mut u64, what: &str, read: Result<T, ProbeError>) -> Option<T> {
+    match read {
+        Ok(value) => Some(value),
+        Err(err) => {
+            tracing::warn!("reading the {what} counters failed: {}", chain(&err));
+            *failed += 1;
+            None
+        }
     }
+}
 
-    /// Reads the drop counters (None if the probe is not attached).
-    pub fn read_drops(&self) -> Option<Result<kfree_skb::DropSnapshot, aya::maps::MapError>> {
-        self.kfree_skb.as_ref().map(|probe| probe.read(&self.ebpf))
+/// Program `name` of the object as type `T` (`"tracepoint"`, `"TC"` in errors).
+fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    expected: &'static str,
+) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::NoProgram(name))?
+        .try_into()
+        .map_err(|source| ProbeError::ProgramType {
+            name,
+            expected,
+            source,
+        })
+}
+
+/// Map `name` of the object as type `T` (a per-CPU hash map, array, …).
+fn map<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<T, ProbeError>
+where
+    T: TryFrom<&'a Map, Error = MapError>,
+{
+    let found = ebpf.map(name).ok_or(ProbeError::NoMap(name))?;
+    T::try_from(found).map_err(ProbeError::map(name))
+}
+
+/// Turns `bpf_ktime_get_ns` stamps into ages, as of now (0: never).
+fn ago() -> impl Fn(u64) -> Option<Duration> {
+    let now = monotonic_ns();
+    move |ns: u64| (ns != 0).then(|| Duration::from_nanos(now.saturating_sub(ns)))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The peer probe before its first [`Probes::sync_interfaces`]: loaded, not attached.
+fn self_pending(status: &ProbeStatus) -> bool {
+    status.state == ProbeState::Failed("not attached to the interfaces yet".into())
+}
+
+fn attached(name: &'static str) -> ProbeStatus {
+    ProbeStatus {
+        name,
+        state: ProbeState::Attached,
+    }
+}
+
+fn failed(name: &'static str, err: &ProbeError) -> ProbeStatus {
+    ProbeStatus {
+        name,
+        state: ProbeState::Failed(chain(err)),
     }
 }
 
@@ -336,30 +406,6 @@ fn features(
     ]
 }
 
-/// The peer probe is up when it is attached everywhere it should be.
-fn peers_status(probe: &peers::Peers) -> ProbeStatus {
-    if probe.failed().is_empty() {
-        ProbeStatus {
-            name: peers::NAME,
-            state: ProbeState::Attached,
-        }
-    } else {
-        let list: Vec<String> = probe
-            .failed()
-            .iter()
-            .map(|(interface, why)| format!("{interface}: {why}"))
-            .collect();
-        failed(peers::NAME, format!("not attached on {}", list.join("; ")))
-    }
-}
-
-fn failed(name: &'static str, why: impl fmt::Display) -> ProbeStatus {
-    ProbeStatus {
-        name,
-        state: ProbeState::Failed(why.to_string()),
-    }
-}
-
 /// Forwards aya-log records from the eBPF programs into `log`, which tracing picks up.
 fn start_ebpf_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
     let logger = aya_log::EbpfLogger::init(ebpf)
@@ -385,6 +431,57 @@ fn start_ebpf_logger(ebpf: &mut Ebpf) -> Option<tokio::task::JoinHandle<()>> {
 
 #[cfg(test)]
 mod tests {
+    use watchdog_common::names::{maps, programs};
+
+    /// Every program and map userspace asks for is in the embedded object, with the type
+    /// it is used as: a renamed eBPF item fails here, without root, before any kernel test.
+    #[test]
+    fn the_object_has_every_program_and_map_userspace_uses() {
+        let object = aya_obj::Object::parse(super::EBPF_OBJECT).expect("the object parses");
+        let tracepoints = [
+            programs::KFREE_SKB,
+            programs::INET_SOCK_SET_STATE,
+            programs::TCP_RETRANSMIT_SKB,
+        ];
+        let classifiers = [programs::PEERS_EGRESS, programs::PEERS_INGRESS];
+        for name in tracepoints {
+            let program = object.programs.get(name).unwrap_or_else(|| {
+                panic!(
+                    "no program {name}; the object has {:?}",
+                    object.programs.keys()
+                )
+            });
+            assert!(
+                matches!(program.section, aya_obj::ProgramSection::TracePoint),
+                "{name}: {:?}",
+                program.section
+            );
+        }
+        for name in classifiers {
+            let program = object.programs.get(name).expect(name);
+            assert!(
+                matches!(program.section, aya_obj::ProgramSection::SchedClassifier),
+                "{name}: {:?}",
+                program.section
+            );
+        }
+        for name in [
+            maps::DROPS,
+            maps::DROP_DESTS,
+            maps::DROP_STATS,
+            maps::PEERS,
+            maps::PEER_STATS,
+            maps::CONNECTS,
+            maps::AYA_LOGS,
+        ] {
+            assert!(
+                object.maps.contains_key(name),
+                "no map {name}; the object has {:?}",
+                object.maps.keys()
+            );
+        }
+    }
+
     #[test]
     fn log_ring_is_whole_pages() {
         assert_eq!(super::log_ring_bytes(4096), 128 * 1024);

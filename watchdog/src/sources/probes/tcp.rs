@@ -2,16 +2,21 @@
 //! succeeded, SYN_SENT → CLOSE failed) and `tcp:tcp_retransmit_skb` (SYN retransmits show a
 //! destination that does not answer).
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
-
 use aya::{
     Ebpf,
-    maps::{MapData, MapError, PerCpuHashMap},
+    maps::{MapData, PerCpuHashMap},
     programs::TracePoint,
 };
-use watchdog_common::{ConnectKey, ConnectStats, TcpConfig};
+use watchdog_common::{
+    ConnectKey, ConnectStats, TcpConfig,
+    names::{maps, programs},
+};
 
-use super::{KernelEnv, NetnsOffsets, peers::monotonic_ns};
+use super::{KernelEnv, NetnsOffsets, ProbeError, ago, map, program};
+use crate::{
+    model::counters::{ConnectCounts, ConnectSample},
+    sources::kernel::tracefs::TracepointFormat,
+};
 
 /// The probe's name in metrics and logs.
 pub const NAME: &str = "tcp";
@@ -24,21 +29,20 @@ pub struct Plan {
 
 impl Plan {
     /// Reads both tracepoints' format files; namespace offsets come from BTF when known.
-    pub fn new(env: &KernelEnv<'_>, netns: Option<&NetnsOffsets>) -> Result<Self, String> {
+    pub fn new(env: &KernelEnv<'_>, netns: Option<&NetnsOffsets>) -> Result<Self, ProbeError> {
         let tracefs = env
             .tracefs
-            .ok_or("tracefs is not available, so the tracepoint formats cannot be read")?;
-        let state = tracefs
-            .format("sock", "inet_sock_set_state")
-            .map_err(|err| err.to_string())?;
-        let retrans = tracefs
-            .format("tcp", "tcp_retransmit_skb")
-            .map_err(|err| err.to_string())?;
-        let offset = |format: &crate::sources::kernel::tracefs::TracepointFormat, name: &str| {
+            .ok_or(ProbeError::NoTracefs("sock:inet_sock_set_state"))?;
+        let state = tracefs.format("sock", "inet_sock_set_state")?;
+        let retrans = tracefs.format("tcp", "tcp_retransmit_skb")?;
+        let offset = |format: &TracepointFormat, field: &'static str| {
             format
-                .field(name)
-                .map(|field| field.offset)
-                .ok_or_else(|| format!("tracepoint {} has no field {name}", format.name))
+                .field(field)
+                .map(|found| found.offset)
+                .ok_or_else(|| ProbeError::NoField {
+                    event: format.name.clone(),
+                    field,
+                })
         };
         let mut config = TcpConfig::UNCONFIGURED;
         config.state_skaddr_off = offset(&state, "skaddr")?;
@@ -78,65 +82,39 @@ impl Plan {
     }
 }
 
-/// Outcomes towards one destination, summed over CPUs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ConnectSample {
-    /// Connects started.
-    pub attempts: u64,
-    /// Connects established.
-    pub established: u64,
-    /// Connects failed.
-    pub failed: u64,
-    /// Segments retransmitted.
-    pub retransmits: u64,
-    /// SYNs retransmitted.
-    pub syn_retransmits: u64,
-    /// How long ago the last connect failed.
-    pub last_failed_ago: Option<Duration>,
-    /// How long ago the last connect succeeded.
-    pub last_established_ago: Option<Duration>,
-}
-
-/// Every destination at one moment, by (namespace inode, address, port).
-pub type ConnectSnapshot = BTreeMap<(u32, IpAddr, u16), ConnectSample>;
-
 /// The attached TCP programs.
 pub struct Tcp;
 
 impl Tcp {
     /// Loads and attaches both programs.
-    pub(super) fn attach(ebpf: &mut Ebpf) -> Result<Self, String> {
-        for (program, category, event) in [
-            ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-            ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+    pub(super) fn attach(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
+        for (name, category, event) in [
+            (programs::INET_SOCK_SET_STATE, "sock", "inet_sock_set_state"),
+            (programs::TCP_RETRANSMIT_SKB, "tcp", "tcp_retransmit_skb"),
         ] {
-            let program: &mut TracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| format!("the eBPF object has no {program} program"))?
-                .try_into()
-                .map_err(|err| format!("{program} is not a tracepoint program: {err}"))?;
+            let program: &mut TracePoint = program(ebpf, name, "tracepoint")?;
             program
                 .load()
-                .map_err(|err| format!("the kernel rejected {event}: {err:#}"))?;
+                .map_err(|source| ProbeError::Rejected { name, source })?;
             program
                 .attach(category, event)
-                .map_err(|err| format!("attaching to {category}:{event} failed: {err:#}"))?;
+                .map_err(|source| ProbeError::Attach {
+                    program: name,
+                    target: format!("{category}:{event}"),
+                    source,
+                })?;
         }
         Ok(Self)
     }
 
     /// Reads the destination map.
-    pub(super) fn read(&self, ebpf: &Ebpf) -> Result<ConnectSnapshot, MapError> {
-        let map = ebpf.map("CONNECTS").ok_or(MapError::InvalidName {
-            name: "CONNECTS".into(),
-        })?;
+    pub(super) fn read(&self, ebpf: &Ebpf) -> Result<ConnectCounts, ProbeError> {
         let connects: PerCpuHashMap<&MapData, ConnectKey, ConnectStats> =
-            PerCpuHashMap::try_from(map)?;
-        let now = monotonic_ns();
-        let ago = |ns: u64| (ns != 0).then(|| Duration::from_nanos(now.saturating_sub(ns)));
-        let mut snapshot = ConnectSnapshot::new();
+            map(ebpf, maps::CONNECTS)?;
+        let ago = ago();
+        let mut counts = ConnectCounts::new();
         for entry in connects.iter() {
-            let (key, per_cpu) = entry?;
+            let (key, per_cpu) = entry.map_err(ProbeError::map(maps::CONNECTS))?;
             let Some(addr) = super::key_address(key.family, key.addr) else {
                 continue;
             };
@@ -150,7 +128,7 @@ impl Tcp {
                 sum.last_failed_ns = sum.last_failed_ns.max(stats.last_failed_ns);
                 sum.last_established_ns = sum.last_established_ns.max(stats.last_established_ns);
             }
-            snapshot.insert(
+            counts.insert(
                 (key.netns, addr, key.port),
                 ConnectSample {
                     attempts: sum.attempts,
@@ -163,6 +141,6 @@ impl Tcp {
                 },
             );
         }
-        Ok(snapshot)
+        Ok(counts)
     }
 }
