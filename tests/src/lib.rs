@@ -141,6 +141,58 @@ pub fn poll_until<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> O
     }
 }
 
+/// How many file descriptors process `pid` holds open (`/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+}
+
+/// IDs of the BPF programs process `pid` holds, directly or through links (the `prog_id`
+/// lines of `/proc/<pid>/fdinfo`).
+pub fn bpf_programs_of(pid: u32) -> Vec<u64> {
+    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u64> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| fs::read_to_string(entry.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("prog_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// How many BPF links of process `pid`'s programs the kernel holds (`bpftool link show`),
+/// attached or left over from a device that is gone.
+pub fn bpf_links_of(pid: u32) -> usize {
+    let programs = bpf_programs_of(pid);
+    let output = Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()
+        .expect("run bpftool");
+    assert!(
+        output.status.success(),
+        "bpftool link show: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let links: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("bpftool prints JSON");
+    links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|link| {
+            link["prog_id"]
+                .as_u64()
+                .is_some_and(|id| programs.contains(&id))
+        })
+        .count()
+}
+
 /// A plain HTTP/1.0 GET; `None` if nothing listens.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;

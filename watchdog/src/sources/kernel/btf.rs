@@ -543,8 +543,7 @@ mod tests {
     #[test]
     fn real_vmlinux() {
         let path = Path::new("/sys/kernel/btf/vmlinux");
-        if !path.exists() {
-            println!("skipped: {} does not exist", path.display());
+        if !super::super::kernel_file_present("real_vmlinux", path) {
             return;
         }
         let t0 = std::time::Instant::now();
