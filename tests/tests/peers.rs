@@ -208,3 +208,51 @@ fn interface_churn_works_under_a_low_fd_limit() {
     // One round needs 40 link fds; 64 leaves room for a few sockets, not for a leak.
     churn("wd-churn-fd", Some(64));
 }
+
+#[test]
+fn running_out_of_fds_is_the_reason_given() {
+    if !require_root("running_out_of_fds_is_the_reason_given") {
+        return;
+    }
+    let ns = NetNs::new("wd-nofd");
+    let mut daemon = Daemon::start(&ns, "poll_interval = \"100ms\"\n");
+    daemon.wait_ready();
+    let pid = daemon.pid();
+    // Room for a few links only: 12 new interfaces need 24.
+    let limit = (open_fds(pid) + 6).to_string();
+    let status = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .expect("run prlimit");
+    assert!(status.success());
+    let add: Vec<String> = (0..6)
+        .map(|i| format!("link add fd{i}a type veth peer name fd{i}b"))
+        .collect();
+    ns.ip_batch(&add.join("\n"));
+    let (status, body) = poll_until(
+        Duration::from_secs(20),
+        "/readyz to name the fd limit",
+        || {
+            daemon
+                .get("/readyz")
+                .filter(|(_, body)| body.contains("probe peers failed"))
+        },
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(&format!(
+            "failed: out of file descriptors (all {limit} of RLIMIT_NOFILE are open"
+        )),
+        "{body}"
+    );
+    assert_eq!(
+        daemon
+            .metrics()
+            .value("watchdog_probe_up", &[("probe", "peers")]),
+        Some(0.0)
+    );
+}

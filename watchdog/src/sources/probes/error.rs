@@ -45,6 +45,24 @@ pub enum ProbeError {
         #[source]
         source: ProgramError,
     },
+    /// A program did not attach because the process has no file descriptor left: aya's
+    /// own error then names whatever errno a helper was left with, so it is shown after
+    /// the true reason, not as it.
+    #[error(
+        "attaching {program} to {target} failed: out of file descriptors (all {limit} of \
+         RLIMIT_NOFILE are open; raise the limit, e.g. LimitNOFILE= or the container's \
+         nofile ulimit); aya reported: {detail}"
+    )]
+    FdLimit {
+        /// The program.
+        program: &'static str,
+        /// The interface and direction.
+        target: String,
+        /// The soft RLIMIT_NOFILE.
+        limit: u64,
+        /// aya's error and its causes, as text.
+        detail: String,
+    },
     /// The clsact qdisc (kernels before 6.6) could not be added.
     #[error("adding the clsact qdisc to {interface} failed")]
     Clsact {

@@ -190,17 +190,28 @@ fn attach(
     let attach_one = |ebpf: &mut Ebpf, program: &'static str, direction| {
         classifier(ebpf, program)?
             .attach(interface, direction)
-            .map_err(|source| ProbeError::Attach {
-                program,
-                target: format!(
+            .map_err(|source| {
+                let target = format!(
                     "{interface} ({})",
                     if direction == TcAttachType::Egress {
                         "egress"
                     } else {
                         "ingress"
                     }
-                ),
-                source,
+                );
+                match fd_limit_reached() {
+                    Some(limit) => ProbeError::FdLimit {
+                        program,
+                        target,
+                        limit,
+                        detail: chain(&source),
+                    },
+                    None => ProbeError::Attach {
+                        program,
+                        target,
+                        source,
+                    },
+                }
             })
     };
     let egress = attach_one(ebpf, programs::PEERS_EGRESS, TcAttachType::Egress)?;
@@ -213,6 +224,29 @@ fn attach(
             Err(err)
         }
     }
+}
+
+/// `Some(RLIMIT_NOFILE)` when the process cannot open another file descriptor (EMFILE).
+/// Checked right after a failed attach, before anything is released: the helpers aya uses
+/// (`if_nametoindex`) then fail with a misleading errno.
+fn fd_limit_reached() -> Option<u64> {
+    // SAFETY: duplicates stderr (closed at once); fails with EMFILE when no fd is left.
+    let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 0) };
+    if fd >= 0 {
+        // SAFETY: our own fd.
+        unsafe { libc::close(fd) };
+        return None;
+    }
+    if std::io::Error::last_os_error().raw_os_error() != Some(libc::EMFILE) {
+        return None;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes a valid struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    Some(limit.rlim_cur)
 }
 
 /// Releases both attachments of an interface: a TCX link's fd is closed; a netlink filter
