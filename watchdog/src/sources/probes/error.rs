@@ -110,6 +110,9 @@ pub enum ProbeError {
         /// The size the probe reads.
         expected: u32,
     },
+    /// No kernel BTF: drops and TCP outcomes cannot be attributed to namespaces.
+    #[error("no kernel BTF")]
+    NoBtf,
     /// Kernel BTF lacks an offset the probe needs.
     #[error("BTF lacks an offset")]
     Btf(#[from] BtfError),

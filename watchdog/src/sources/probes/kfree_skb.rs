@@ -65,7 +65,7 @@ impl Plan {
     /// Reads the tracepoint format and, with BTF, the struct offsets.
     pub fn new(
         env: &KernelEnv<'_>,
-        netns: Result<&NetnsOffsets, &str>,
+        netns: Result<&NetnsOffsets, &ProbeError>,
     ) -> Result<Self, ProbeError> {
         let tracefs = env.tracefs.ok_or(ProbeError::NoTracefs(EVENT))?;
         let format = tracefs.format("skb", "kfree_skb")?;
@@ -118,7 +118,7 @@ impl Plan {
                 }
                 Attribution::PerNamespace
             }
-            Err(why) => Attribution::Unavailable(why.to_owned()),
+            Err(why) => Attribution::Unavailable(super::chain(why)),
         };
         if attribution == Attribution::PerNamespace {
             config.filter_netns = env.filter_netns.unwrap_or(0);

@@ -112,13 +112,12 @@ impl Probes {
         let enabled = &config.probes;
         let mut status = Vec::new();
         let netns = match env.btf {
-            None => Err("no kernel BTF".to_owned()),
-            Some(btf) => NetnsOffsets::from_btf(btf)
-                .map_err(|err| format!("BTF lacks an offset: {}", chain(&err))),
+            None => Err(ProbeError::NoBtf),
+            Some(btf) => NetnsOffsets::from_btf(btf).map_err(ProbeError::from),
         };
         let kfree_plan = enabled
             .kfree_skb
-            .then(|| kfree_skb::Plan::new(env, netns.as_ref().map_err(String::as_str)));
+            .then(|| kfree_skb::Plan::new(env, netns.as_ref()));
         let tcp_plan = enabled
             .tcp
             .then(|| tcp::Plan::new(env, netns.as_ref().ok()));
