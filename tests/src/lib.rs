@@ -170,17 +170,18 @@ pub fn bpf_programs_of(pid: u32) -> Vec<u64> {
 /// attached or left over from a device that is gone.
 pub fn bpf_links_of(pid: u32) -> usize {
     let programs = bpf_programs_of(pid);
-    let output = Command::new("bpftool")
-        .args(["-j", "link", "show"])
-        .output()
-        .expect("run bpftool");
-    assert!(
-        output.status.success(),
-        "bpftool link show: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let links: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("bpftool prints JSON");
+    // bpftool fails when a link goes away while it lists them: ask again.
+    let links = poll_until(Duration::from_secs(10), "bpftool link show", || {
+        let output = Command::new("bpftool")
+            .args(["-j", "link", "show"])
+            .output()
+            .expect("run bpftool");
+        output
+            .status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&output.stdout).ok())
+            .flatten()
+    });
     links
         .as_array()
         .into_iter()

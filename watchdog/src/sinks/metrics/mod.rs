@@ -131,8 +131,9 @@ impl Metrics {
     }
 
     /// Publishes a reading of the kernel counters: drops (namespaces labelled when
-    /// `label_netns`), the `top_n` busiest peers with their interface named by `interface`,
-    /// the `top_n` worst TCP destinations, and the failed map reads.
+    /// `label_netns`), the `top_n` busiest peers with their interfaces named from `net`
+    /// (the mirror's snapshot; by index without it), the `top_n` worst TCP destinations,
+    /// and the failed map reads.
     pub fn set_reading(
         &self,
         reading: &Reading,
