@@ -3,7 +3,7 @@
 use std::{net::TcpListener, process::Command, time::Duration};
 
 use watchdog_tests::{
-    Daemon, NetNs, TempDir, daemon_binary, poll_until, require_root, run_watchdog,
+    Daemon, NetNs, TempDir, bpf_programs_of, daemon_binary, poll_until, require_root, run_watchdog,
 };
 
 fn run_with_config(name: &str, text: &str) -> (i32, String) {
@@ -144,25 +144,6 @@ fn readyz_is_503_with_the_reason_when_a_probe_cannot_attach() {
     );
 }
 
-/// IDs of the BPF programs whose fds process `pid` holds (from /proc/<pid>/fdinfo).
-fn programs_of(pid: u32) -> Vec<u64> {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return Vec::new();
-    };
-    let mut ids: Vec<u64> = entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
-        .filter_map(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("prog_id:"))
-                .and_then(|id| id.trim().parse().ok())
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
 fn program_exists(id: u64) -> bool {
     Command::new("bpftool")
         .args(["prog", "show", "id", &id.to_string()])
@@ -181,7 +162,7 @@ fn sigterm_detaches_everything_and_a_restart_works() {
     let ns = NetNs::new("wd-restart");
     let mut daemon = Daemon::start(&ns, "");
     daemon.wait_ready();
-    let programs = programs_of(daemon.pid());
+    let programs = bpf_programs_of(daemon.pid());
     assert!(
         !programs.is_empty(),
         "bpftool shows no program held by the daemon"

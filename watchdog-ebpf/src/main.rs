@@ -4,12 +4,37 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+/// Fails the build when an item's name in the object (its identifier) differs from the
+/// shared name in `watchdog_common::names`, which the daemon asks for.
+#[cfg(target_arch = "bpf")]
+macro_rules! named {
+    ($item:ident, $name:expr) => {
+        const _: () = assert!(watchdog_common::same_name(stringify!($item), $name));
+    };
+}
+
 #[cfg(target_arch = "bpf")]
 mod kfree_skb;
 #[cfg(target_arch = "bpf")]
 mod peers;
 #[cfg(target_arch = "bpf")]
+mod percpu;
+#[cfg(target_arch = "bpf")]
 mod tcp;
+
+// The items of `peers.rs`, checked here to leave that file to its owner.
+#[cfg(target_arch = "bpf")]
+mod peer_names {
+    use watchdog_common::names::{globals, maps, programs};
+    named!(PEERS, maps::PEERS);
+    named!(PEER_STATS, maps::PEER_STATS);
+    named!(TC_CONFIG, globals::TC_CONFIG);
+    named!(peers_egress, programs::PEERS_EGRESS);
+    named!(peers_ingress, programs::PEERS_INGRESS);
+    // Keep the check tied to the items: it stops compiling if they are renamed.
+    #[allow(unused_imports)]
+    use super::peers::{peers_egress, peers_ingress};
+}
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

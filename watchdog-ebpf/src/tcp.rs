@@ -2,7 +2,6 @@
 //! and `tcp:tcp_retransmit_skb`. Counts only; the destinations live in a bounded LRU map.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, tracepoint},
     maps::LruPerCpuHashMap,
@@ -10,7 +9,15 @@ use aya_ebpf::{
 };
 use watchdog_common::{
     CONNECT_MAP_ENTRIES, ConnectKey, ConnectStats, NETNS_UNKNOWN, OFFSET_UNKNOWN, TcpConfig,
+    names::{globals, maps, programs},
 };
+
+use crate::percpu::update;
+
+named!(TCP_CONFIG, globals::TCP_CONFIG);
+named!(CONNECTS, maps::CONNECTS);
+named!(inet_sock_set_state, programs::INET_SOCK_SET_STATE);
+named!(tcp_retransmit_skb, programs::TCP_RETRANSMIT_SKB);
 
 #[unsafe(no_mangle)]
 static TCP_CONFIG: TcpConfig = TcpConfig::UNCONFIGURED;
@@ -199,17 +206,8 @@ fn apply(stats: &mut ConnectStats, outcome: Outcome, now: u64) {
 fn record(key: &ConnectKey, outcome: Outcome) {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(stats) = CONNECTS.get_ptr_mut(key) {
-        // SAFETY: this CPU's value of a live entry.
-        apply(unsafe { &mut *stats }, outcome, now);
-        return;
-    }
-    let mut fresh = ConnectStats::default();
-    apply(&mut fresh, outcome, now);
-    if CONNECTS.insert(key, &fresh, BPF_NOEXIST as u64).is_err()
-        && let Some(stats) = CONNECTS.get_ptr_mut(key)
-    {
-        // SAFETY: as above.
-        apply(unsafe { &mut *stats }, outcome, now);
-    }
+    // A full LRU map evicts, so an insert only fails in a race already retried.
+    let _ = update(&CONNECTS, key, |stats: &mut ConnectStats| {
+        apply(stats, outcome, now)
+    });
 }

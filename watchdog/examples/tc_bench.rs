@@ -98,7 +98,7 @@ fn main() -> anyhow::Result<()> {
     let mut ebpf = EbpfLoader::new()
         .btf(None)
         .override_global("TC_CONFIG", &config, true)
-        .load(watchdog::probes::EBPF_OBJECT)
+        .load(watchdog::sources::probes::EBPF_OBJECT)
         .context("loading the eBPF object (run as root)")?;
     let cases = [
         ("IPv4 UDP 64 B", frame(false, 7777, 64)),

@@ -17,10 +17,10 @@ use std::{
 use super::Inputs;
 use crate::{
     findings::{Candidate, Kind, Severity},
-    mirror::model::{Link, Prefix, RouteKind, TABLE_MAIN, format_mac},
     model::desired::{
         ANNOTATION_PREFIX, Expected, Mac, Model, PodSubnet, RemoteObjects, Skip, State, expected,
     },
+    model::net::{Link, Prefix, RouteKind, TABLE_MAIN, format_mac},
 };
 
 /// Both overlay detectors, when the desired state is known; nothing while it is not.
@@ -664,10 +664,11 @@ mod tests {
 
     use super::*;
     use crate::{
-        detect::{Sample, Settings},
-        mirror::model::{Address, FdbEntry, NeighState, Neighbour, Route, Snapshot, Update, Vxlan},
+        config::detect::DetectConfig as Settings,
+        detect::Sample,
+        model::counters::PeerSample,
         model::desired::{Node, NodeAddress, Vtep},
-        probes::peers::PeerSample,
+        model::net::{Address, FdbEntry, NeighState, Neighbour, Route, Snapshot, Update, Vxlan},
     };
 
     const ETH0: u32 = 2;
