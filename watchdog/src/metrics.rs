@@ -34,6 +34,8 @@ pub struct Metrics {
     registry: Registry,
     /// `watchdog_probe_up{probe}`: 1 attached, 0 failed.
     pub probe_up: Family<Labels, Gauge>,
+    /// `watchdog_probe_unsupported{probe}`: 1 when this kernel lacks what the probe needs.
+    pub probe_unsupported: Family<Labels, Gauge>,
     /// `watchdog_netns_attribution`: 1 when drops are attributed to network namespaces.
     pub netns_attribution: Gauge,
     /// `watchdog_map_read_errors_total`: failed reads of the in-kernel maps.
@@ -70,6 +72,13 @@ impl Metrics {
             "Whether an enabled probe is attached (1) or failed (0)",
             probe_up.clone(),
         );
+        let probe_unsupported = Family::<Labels, Gauge>::default();
+        registry.register(
+            "watchdog_probe_unsupported",
+            "1 when this kernel lacks what an enabled probe needs (it is then down, but the \
+             daemon is ready without it)",
+            probe_unsupported.clone(),
+        );
         let netns_attribution = Gauge::default();
         registry.register(
             "watchdog_netns_attribution",
@@ -87,7 +96,7 @@ impl Metrics {
         registry.register(
             "watchdog_kernel_feature",
             "Kernel features found at start-up (1) or missing (0): btf, tracefs, tcx, \
-             kfree_skb_reason, netns_attribution, drop_destinations",
+             kfree_skb_reason, netns_attribution, drop_destinations, tcp_retransmit_family",
             kernel_features.clone(),
         );
         let findings = Family::<Labels, Gauge>::default();
@@ -136,6 +145,7 @@ impl Metrics {
         Self {
             registry,
             probe_up,
+            probe_unsupported,
             netns_attribution,
             map_read_errors,
             kernel_features,

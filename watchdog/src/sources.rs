@@ -83,13 +83,14 @@ impl Sources {
         self.mirror.as_ref().ok().map(|(mirror, _)| mirror)
     }
 
-    /// What is not working: failed probes, a failed or stopped mirror.
+    /// What is not working: failed probes (not those this kernel cannot run), a failed or
+    /// stopped mirror.
     pub fn failures(&self) -> Vec<String> {
         let mut failures: Vec<String> = self
             .probes
             .status()
             .iter()
-            .filter(|status| status.state != ProbeState::Attached)
+            .filter(|status| matches!(status.state, ProbeState::Failed(_)))
             .map(ToString::to_string)
             .collect();
         match &self.mirror {
@@ -110,6 +111,11 @@ impl Sources {
                 .probe_up
                 .get_or_create(&vec![("probe", status.name.to_owned())])
                 .set(i64::from(up));
+            let unsupported = matches!(status.state, ProbeState::Unsupported(_));
+            metrics
+                .probe_unsupported
+                .get_or_create(&vec![("probe", status.name.to_owned())])
+                .set(i64::from(unsupported));
         }
         let attributed = self
             .probes

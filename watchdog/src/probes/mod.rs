@@ -75,7 +75,20 @@ impl NetnsOffsets {
 pub enum ProbeState {
     /// Attached and counting.
     Attached,
-    /// Enabled, but it could not be set up or attached; the reason says why.
+    /// This kernel lacks what the probe needs (a tracepoint or one of its fields); the
+    /// reason says what. Reported, but the daemon is ready without it.
+    Unsupported(String),
+    /// Enabled, but it could not be set up or attached; the reason says why. The daemon is
+    /// not ready.
+    Failed(String),
+}
+
+/// Why a probe could not be planned for this kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanError {
+    /// The kernel lacks what the probe needs: [`ProbeState::Unsupported`].
+    Unsupported(String),
+    /// Something that should be there is not (tracefs): [`ProbeState::Failed`].
     Failed(String),
 }
 
@@ -92,6 +105,9 @@ impl fmt::Display for ProbeStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.state {
             ProbeState::Attached => write!(f, "probe {} attached", self.name),
+            ProbeState::Unsupported(why) => {
+                write!(f, "probe {} unsupported by this kernel: {why}", self.name)
+            }
             ProbeState::Failed(why) => write!(f, "probe {} failed: {why}", self.name),
         }
     }
@@ -197,7 +213,11 @@ impl Probes {
         let mut tcp_probe = None;
         match tcp_plan {
             None => {}
-            Some(Err(why)) => status.push(failed(tcp::NAME, why)),
+            Some(Err(PlanError::Failed(why))) => status.push(failed(tcp::NAME, why)),
+            Some(Err(PlanError::Unsupported(why))) => status.push(ProbeStatus {
+                name: tcp::NAME,
+                state: ProbeState::Unsupported(why),
+            }),
             Some(Ok(_)) => match tcp::Tcp::attach(&mut ebpf) {
                 Ok(probe) => {
                     status.push(ProbeStatus {
@@ -212,15 +232,31 @@ impl Probes {
         for probe in &status {
             match probe.state {
                 ProbeState::Attached => tracing::info!("{probe}"),
+                ProbeState::Unsupported(_) => tracing::warn!("{probe}; running without it"),
                 ProbeState::Failed(_) => tracing::error!("{probe}"),
             }
         }
-        let features = features(env, &kfree_config, netns.is_ok());
+        let features = features(env, &kfree_config, &tcp_config, netns.is_ok());
         let report: Vec<String> = features
             .iter()
             .map(|(name, on)| format!("{name}={}", if *on { "yes" } else { "no" }))
             .collect();
-        tracing::info!("kernel features: {}", report.join(" "));
+        let probes: Vec<String> = status
+            .iter()
+            .map(|probe| {
+                let state = match probe.state {
+                    ProbeState::Attached => "attached",
+                    ProbeState::Unsupported(_) => "unsupported",
+                    ProbeState::Failed(_) => "failed",
+                };
+                format!("{}={state}", probe.name)
+            })
+            .collect();
+        tracing::info!(
+            "kernel features: {}; probes: {}",
+            report.join(" "),
+            probes.join(" ")
+        );
         if env.btf.is_none() {
             tracing::warn!(
                 "without kernel BTF: drops of every network namespace are counted together, \
@@ -319,6 +355,7 @@ fn log_ring_bytes(page_size: u64) -> u32 {
 fn features(
     env: &KernelEnv<'_>,
     kfree: &watchdog_common::KfreeSkbConfig,
+    tcp: &watchdog_common::TcpConfig,
     netns: bool,
 ) -> Vec<(&'static str, bool)> {
     let tcx = tcx_available();
@@ -330,6 +367,8 @@ fn features(
         ("kfree_skb_reason", kfree.reason_off != unknown),
         ("netns_attribution", netns),
         ("drop_destinations", kfree.skb_head_off != unknown),
+        // Without it (5.10) the family of a retransmit comes from its v4-mapped address.
+        ("tcp_retransmit_family", tcp.retrans_family_off != unknown),
     ]
 }
 

@@ -11,7 +11,7 @@ use aya::{
 };
 use watchdog_common::{ConnectKey, ConnectStats, TcpConfig};
 
-use super::{KernelEnv, NetnsOffsets, peers::monotonic_ns};
+use super::{KernelEnv, NetnsOffsets, PlanError, peers::monotonic_ns};
 
 /// The probe's name in metrics and logs.
 pub const NAME: &str = "tcp";
@@ -24,21 +24,25 @@ pub struct Plan {
 
 impl Plan {
     /// Reads both tracepoints' format files; namespace offsets come from BTF when known.
-    pub fn new(env: &KernelEnv<'_>, netns: Option<&NetnsOffsets>) -> Result<Self, String> {
-        let tracefs = env
-            .tracefs
-            .ok_or("tracefs is not available, so the tracepoint formats cannot be read")?;
-        let state = tracefs
-            .format("sock", "inet_sock_set_state")
-            .map_err(|err| err.to_string())?;
-        let retrans = tracefs
-            .format("tcp", "tcp_retransmit_skb")
-            .map_err(|err| err.to_string())?;
+    /// A kernel without the tracepoints or their essential fields makes the probe
+    /// unsupported (reported, not a readiness failure); tracefs missing is a failure.
+    pub fn new(env: &KernelEnv<'_>, netns: Option<&NetnsOffsets>) -> Result<Self, PlanError> {
+        let tracefs = env.tracefs.ok_or_else(|| {
+            PlanError::Failed(
+                "tracefs is not available, so the tracepoint formats cannot be read".into(),
+            )
+        })?;
+        let read = |group: &str, event: &str| {
+            tracefs
+                .format(group, event)
+                .map_err(|err| PlanError::Unsupported(err.to_string()))
+        };
+        let state = read("sock", "inet_sock_set_state")?;
+        let retrans = read("tcp", "tcp_retransmit_skb")?;
         let offset = |format: &crate::tracefs::TracepointFormat, name: &str| {
-            format
-                .field(name)
-                .map(|field| field.offset)
-                .ok_or_else(|| format!("tracepoint {} has no field {name}", format.name))
+            format.field(name).map(|field| field.offset).ok_or_else(|| {
+                PlanError::Unsupported(format!("tracepoint {} has no field {name}", format.name))
+            })
         };
         let mut config = TcpConfig::UNCONFIGURED;
         config.state_skaddr_off = offset(&state, "skaddr")?;
@@ -52,9 +56,12 @@ impl Plan {
         config.retrans_skaddr_off = offset(&retrans, "skaddr")?;
         config.retrans_state_off = offset(&retrans, "state")?;
         config.retrans_dport_off = offset(&retrans, "dport")?;
-        config.retrans_family_off = offset(&retrans, "family")?;
         config.retrans_daddr_off = offset(&retrans, "daddr")?;
         config.retrans_daddr_v6_off = offset(&retrans, "daddr_v6")?;
+        // 5.10 has no `family` here: the program then reads it off the v4-mapped daddr_v6.
+        config.retrans_family_off = retrans
+            .field("family")
+            .map_or(watchdog_common::OFFSET_UNKNOWN, |field| field.offset);
         // The state numbers as this kernel prints them (the defaults are tcp_states.h's).
         if let Some(table) = state.symbolic_table("newstate") {
             for (value, name) in table {
@@ -164,5 +171,127 @@ impl Tcp {
             );
         }
         Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use watchdog_common::OFFSET_UNKNOWN;
+
+    use super::*;
+    use crate::tracefs::Tracefs;
+
+    /// A tracefs directory holding the given fixtures as `events/<group>/<event>/format`.
+    struct FakeTracefs(PathBuf);
+
+    impl FakeTracefs {
+        fn new(name: &str, formats: &[(&str, &str, &str)]) -> Self {
+            let root = std::env::temp_dir().join(format!("tcp-plan-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::create_dir_all(root.join("events")).unwrap();
+            let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tracefs");
+            for (group, event, fixture) in formats {
+                let dir = root.join("events").join(group).join(event);
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::copy(fixtures.join(fixture), dir.join("format")).unwrap();
+            }
+            Self(root)
+        }
+    }
+
+    impl Drop for FakeTracefs {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn plan(tracefs: Option<&Tracefs>) -> Result<Plan, PlanError> {
+        let env = KernelEnv {
+            tracefs,
+            btf: None,
+            filter_netns: None,
+        };
+        Plan::new(&env, None)
+    }
+
+    #[test]
+    fn retransmits_on_6_18_use_the_family_field() {
+        let fake = FakeTracefs::new(
+            "6.18",
+            &[
+                (
+                    "sock",
+                    "inet_sock_set_state",
+                    "inet_sock_set_state-6.18.format",
+                ),
+                (
+                    "tcp",
+                    "tcp_retransmit_skb",
+                    "tcp_retransmit_skb-6.18.format",
+                ),
+            ],
+        );
+        let tracefs = Tracefs::at(&fake.0).unwrap();
+        let config = plan(Some(&tracefs)).unwrap().config;
+        assert_eq!(config.retrans_family_off, 32);
+        assert_eq!(config.retrans_daddr_off, 38);
+        assert_eq!(config.retrans_daddr_v6_off, 58);
+    }
+
+    #[test]
+    fn retransmits_on_5_10_have_no_family_and_fall_back_to_the_mapped_address() {
+        let fake = FakeTracefs::new(
+            "5.10",
+            &[
+                (
+                    "sock",
+                    "inet_sock_set_state",
+                    "inet_sock_set_state-5.10.format",
+                ),
+                (
+                    "tcp",
+                    "tcp_retransmit_skb",
+                    "tcp_retransmit_skb-5.10.format",
+                ),
+            ],
+        );
+        let tracefs = Tracefs::at(&fake.0).unwrap();
+        let config = plan(Some(&tracefs)).unwrap().config;
+        assert_eq!(config.retrans_family_off, OFFSET_UNKNOWN);
+        assert_eq!(config.retrans_daddr_v6_off, 56);
+        assert_ne!(config.state_family_off, OFFSET_UNKNOWN);
+        assert_eq!(
+            (
+                config.tcp_established,
+                config.tcp_syn_sent,
+                config.tcp_close
+            ),
+            (1, 2, 7)
+        );
+    }
+
+    #[test]
+    fn a_kernel_without_the_tracepoints_makes_the_probe_unsupported_not_failed() {
+        let fake = FakeTracefs::new(
+            "none",
+            &[(
+                "sock",
+                "inet_sock_set_state",
+                "inet_sock_set_state-6.18.format",
+            )],
+        );
+        let tracefs = Tracefs::at(&fake.0).unwrap();
+        match plan(Some(&tracefs)) {
+            Err(PlanError::Unsupported(why)) => {
+                assert!(why.contains("tcp_retransmit_skb"), "{why}")
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("planned without tcp_retransmit_skb"),
+        }
+        // Without tracefs nothing can be read: a failure (a mount is missing), not a
+        // property of the kernel.
+        assert!(matches!(plan(None), Err(PlanError::Failed(_))));
     }
 }
