@@ -220,7 +220,11 @@ impl Container {
             .args(["run", "--config"])
             .arg(format!("{}/config.toml", spec.config_mount));
         let output = command.output().expect("run podman");
-        assert!(output.status.success(), "podman run: {}", text(&output));
+        if !output.status.success() {
+            // A container that was created but did not start is left behind otherwise.
+            let _ = podman().args(["rm", "--force", &name]).output();
+            panic!("podman run: {}", text(&output));
+        }
         Self {
             name,
             _config: config,

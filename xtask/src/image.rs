@@ -86,7 +86,13 @@ pub fn run(arches: &[String]) -> anyhow::Result<()> {
                 .with_context(|| format!("no {loader} in {libs:?}"))?;
             let dest = rootfs.join(loader.trim_start_matches('/'));
             fs::create_dir_all(dest.parent().expect("absolute"))?;
-            fs::copy(source, dest)?;
+            fs::copy(source, &dest)?;
+            // libc names the loader too: one copy, the other a link to it.
+            let carried = libdir.join(name);
+            if carried.exists() && carried != dest {
+                fs::remove_file(&carried)?;
+                std::os::unix::fs::symlink(&loader, &carried)?;
+            }
         }
         let tag = format!("localhost/watchdog:{VERSION}-{arch}");
         eprintln!("image: building {tag}");
@@ -94,6 +100,8 @@ pub fn run(arches: &[String]) -> anyhow::Result<()> {
             Command::new("buildah")
                 .args(["build", "--quiet", "--platform"])
                 .arg(format!("linux/{arch}"))
+                .arg("--build-arg")
+                .arg(format!("VERSION={VERSION}"))
                 .arg("--file")
                 .arg(root().join("deploy/Containerfile"))
                 .args(["--tag", &tag])
@@ -110,6 +118,11 @@ pub fn run(arches: &[String]) -> anyhow::Result<()> {
     for tag in &tags {
         status(Command::new("buildah").args(["manifest", "add", &list, tag]))?;
     }
+    // The previous build of a tag is left untagged: remove ours, nobody else's.
+    let _ = Command::new("podman")
+        .args(["image", "prune", "--force", "--filter"])
+        .arg("label=org.opencontainers.image.title=watchdog")
+        .output();
     for tag in &tags {
         let size: u64 = output(Command::new("podman").args([
             "image",
