@@ -144,6 +144,58 @@ fn readyz_is_503_with_the_reason_when_a_probe_cannot_attach() {
     );
 }
 
+#[test]
+fn a_probe_the_kernel_cannot_run_is_reported_but_the_daemon_is_ready() {
+    if !require_root("a_probe_the_kernel_cannot_run_is_reported_but_the_daemon_is_ready") {
+        return;
+    }
+    // A tracefs whose kernel "lacks" tcp:tcp_retransmit_skb: the tcp probe reads its formats
+    // there and finds only sock:inet_sock_set_state (a copy of the real one). kfree_skb is
+    // off: its attach would need the real tracefs, which `ip netns exec` hides.
+    let fake = TempDir::new("tracefs-no-tcp");
+    let dir = fake.path().join("events/sock/inet_sock_set_state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../watchdog/tests/fixtures/tracefs/inet_sock_set_state-6.18.format"
+    );
+    std::fs::copy(fixture, dir.join("format")).unwrap();
+    let ns = NetNs::new("wd-unsupported");
+    let config = format!(
+        "tracefs_path = \"{}\"\n[probes]\nkfree_skb = false\n",
+        fake.path().display()
+    );
+    let mut daemon = Daemon::start(&ns, &config);
+    daemon.wait_ready();
+    let metrics = daemon.metrics();
+    assert_eq!(
+        metrics.value("watchdog_probe_up", &[("probe", "tcp")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metrics.value("watchdog_probe_unsupported", &[("probe", "tcp")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value("watchdog_probe_up", &[("probe", "peers")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metrics.value("watchdog_probe_unsupported", &[("probe", "peers")]),
+        Some(0.0)
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("probe tcp unsupported by this kernel: cannot read tracepoint format"),
+        "{log}"
+    );
+    assert!(
+        log.contains("probes: peers=attached tcp=unsupported"),
+        "{log}"
+    );
+    assert!(daemon.stop().success());
+}
+
 fn program_exists(id: u64) -> bool {
     Command::new("bpftool")
         .args(["prog", "show", "id", &id.to_string()])

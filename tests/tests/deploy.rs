@@ -313,3 +313,66 @@ fn the_aarch64_binary_runs_under_qemu_user() {
     let (ok, text) = qemu(&["config", "check", bad.to_str().unwrap()]);
     assert!(!ok && text.contains("listen"), "{text}");
 }
+
+/// The DaemonSet's Localhost seccomp profile is the container runtime's default with
+/// exactly `bpf` and `perf_event_open` allowed, nothing else changed.
+#[test]
+fn the_seccomp_profile_is_the_runtime_default_plus_bpf_and_perf_event_open() {
+    const EXTRA: [&str; 2] = ["bpf", "perf_event_open"];
+    let resources = resources();
+    let daemonset = find(&resources, "DaemonSet");
+    let profile = &daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]["seccompProfile"];
+    assert_eq!(profile["type"], "Localhost");
+    assert_eq!(profile["localhostProfile"], "profiles/watchdog.json");
+    let read = |path: &Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (cargo xtask setup installs podman)",
+                path.display()
+            )
+        });
+        serde_json::from_str(&text).unwrap()
+    };
+    let shipped = read(&deploy().join("seccomp/watchdog.json"));
+    let default = read(Path::new("/usr/share/containers/seccomp.json"));
+    let names = |rule: &serde_json::Value| -> Vec<String> {
+        rule["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Exactly one rule mentions the two calls: it allows them, unconditionally.
+    let rules = shipped["syscalls"].as_array().unwrap();
+    let extra: Vec<&serde_json::Value> = rules
+        .iter()
+        .filter(|rule| names(rule).iter().any(|n| EXTRA.contains(&n.as_str())))
+        .collect();
+    assert_eq!(extra.len(), 1, "{extra:#?}");
+    assert_eq!(names(extra[0]), EXTRA);
+    assert_eq!(extra[0]["action"], "SCMP_ACT_ALLOW");
+    for key in ["includes", "excludes", "args"] {
+        assert!(extra[0].get(key).is_none(), "{key}: {:#?}", extra[0]);
+    }
+    // Everything else is the default's, with the two calls taken out of its rules.
+    let mut expected = default.clone();
+    let default_rules = expected["syscalls"].as_array_mut().unwrap();
+    for rule in default_rules.iter_mut() {
+        let kept: Vec<String> = names(rule)
+            .into_iter()
+            .filter(|n| !EXTRA.contains(&n.as_str()))
+            .collect();
+        rule["names"] = serde_json::json!(kept);
+    }
+    default_rules.retain(|rule| !rule["names"].as_array().unwrap().is_empty());
+    let mut rest = shipped.clone();
+    rest["syscalls"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|rule| !names(rule).iter().any(|n| EXTRA.contains(&n.as_str())));
+    assert_eq!(
+        rest, expected,
+        "the profile differs from the runtime default"
+    );
+}

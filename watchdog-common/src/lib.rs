@@ -329,7 +329,8 @@ pub struct TcpConfig {
     pub retrans_state_off: u32,
     /// `tcp_retransmit_skb`: offset of `dport`.
     pub retrans_dport_off: u32,
-    /// `tcp_retransmit_skb`: offset of `family`.
+    /// `tcp_retransmit_skb`: offset of `family`, or [`OFFSET_UNKNOWN`] where the kernel has
+    /// none (5.10): the family is then read off `daddr_v6` (v4-mapped for IPv4 sockets).
     pub retrans_family_off: u32,
     /// `tcp_retransmit_skb`: offset of `daddr`.
     pub retrans_daddr_off: u32,

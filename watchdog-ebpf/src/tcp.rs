@@ -139,6 +139,20 @@ fn key_of(
         family: 0,
         _pad: 0,
     };
+    if family_off == OFFSET_UNKNOWN {
+        // Older kernels (5.10) have no `family` in tcp_retransmit_skb; they store an IPv4
+        // socket's addresses v4-mapped (::ffff:a.b.c.d) in `daddr_v6`. Compared as words:
+        // a byte-slice comparison would need memcmp.
+        let words: [u32; 4] = field(ctx, daddr_v6_off)?;
+        if words[0] == 0 && words[1] == 0 && words[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff]) {
+            key.family = 4;
+            key.addr[..4].copy_from_slice(&words[3].to_ne_bytes());
+        } else {
+            key.family = 6;
+            key.addr = field(ctx, daddr_v6_off)?;
+        }
+        return Ok(Some(key));
+    }
     match field::<u16>(ctx, family_off)? {
         AF_INET => {
             key.family = 4;

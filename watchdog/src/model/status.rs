@@ -10,7 +10,11 @@ use super::net::ObjectCounts;
 pub enum ProbeState {
     /// Attached and counting.
     Attached,
-    /// Enabled, but it could not be set up or attached; the reason says why.
+    /// This kernel lacks what the probe needs (a tracepoint or one of its fields); the
+    /// reason says what. Reported, but the daemon is ready without it.
+    Unsupported(String),
+    /// Enabled, but it could not be set up or attached; the reason says why. The daemon is
+    /// not ready.
     Failed(String),
 }
 
@@ -27,6 +31,9 @@ impl fmt::Display for ProbeStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.state {
             ProbeState::Attached => write!(f, "probe {} attached", self.name),
+            ProbeState::Unsupported(why) => {
+                write!(f, "probe {} unsupported by this kernel: {why}", self.name)
+            }
             ProbeState::Failed(why) => write!(f, "probe {} failed: {why}", self.name),
         }
     }
@@ -46,12 +53,13 @@ pub struct SourceStatus {
 }
 
 impl SourceStatus {
-    /// What is not working: failed probes, a failed or stopped mirror.
+    /// What is not working: failed probes (not those this kernel cannot run), a failed or
+    /// stopped mirror.
     pub fn failures(&self) -> Vec<String> {
         let mut failures: Vec<String> = self
             .probes
             .iter()
-            .filter(|status| status.state != ProbeState::Attached)
+            .filter(|status| matches!(status.state, ProbeState::Failed(_)))
             .map(ToString::to_string)
             .collect();
         failures.extend(self.mirror_failure.clone());

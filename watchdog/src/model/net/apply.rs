@@ -53,7 +53,17 @@ impl Snapshot {
                 self.neighbours.remove(&(n.ifindex, n.ip));
             }
             Update::NewFdb(entry) => {
-                self.fdb.insert(entry.key(), entry);
+                // Older kernels (5.10 and 6.1 seen, not 6.18) follow a VXLAN driver's own
+                // notification (with NDA_DST) by rtnetlink's generic one, only the MAC: it
+                // changes nothing.
+                let echo = entry.dst.is_none()
+                    && self
+                        .fdb
+                        .get(&entry.key())
+                        .is_some_and(|old| old.dst.is_some());
+                if !echo {
+                    self.fdb.insert(entry.key(), entry);
+                }
             }
             Update::DelFdb(entry) => {
                 self.fdb.remove(&entry.key());

@@ -555,3 +555,24 @@ fn lpm_scales_to_100k_routes() {
     }
     assert_eq!(s.lookup(ip("192.0.2.1")).unwrap().dst.len, 0);
 }
+
+/// Older kernels (5.10, 6.1; not 6.18) announce `bridge fdb append … dev vxlan dst X` twice: the VXLAN
+/// driver's message with NDA_DST, then rtnetlink's generic one with only the MAC (seen on
+/// Debian's 5.10 and 6.1 under qemu). The second must not erase the destination.
+#[test]
+fn the_generic_fdb_echo_of_older_kernels_keeps_the_vtep() {
+    let unicast = [0x02, 0xfa, 0, 0, 0, 0x99];
+    let echo = FdbEntry {
+        dst: None,
+        ..fdb(unicast, "10.55.0.99")
+    };
+    let s = snapshot([
+        Update::NewFdb(fdb(unicast, "10.55.0.99")),
+        Update::NewFdb(echo.clone()),
+    ]);
+    let dsts: Vec<_> = s.fdb_of(3).map(|e| e.dst).collect();
+    assert_eq!(dsts, [Some(ip("10.55.0.99"))]);
+    // An entry that never had a destination (a bridge port's) is still recorded.
+    let s = snapshot([Update::NewFdb(echo)]);
+    assert_eq!(s.fdb_of(3).count(), 1);
+}

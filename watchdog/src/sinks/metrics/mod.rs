@@ -32,6 +32,7 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     registry: Registry,
     probe_up: Family<Labels, Gauge>,
+    probe_unsupported: Family<Labels, Gauge>,
     netns_attribution: Gauge,
     map_read_errors: Counter,
     kernel_features: Family<Labels, Gauge>,
@@ -66,6 +67,13 @@ impl Metrics {
             "Whether an enabled probe is attached (1) or failed (0)",
             probe_up.clone(),
         );
+        let probe_unsupported = Family::<Labels, Gauge>::default();
+        registry.register(
+            "watchdog_probe_unsupported",
+            "1 when this kernel lacks what an enabled probe needs (it is then down, but the \
+             daemon is ready without it)",
+            probe_unsupported.clone(),
+        );
         let netns_attribution = Gauge::default();
         registry.register(
             "watchdog_netns_attribution",
@@ -83,7 +91,7 @@ impl Metrics {
         registry.register(
             "watchdog_kernel_feature",
             "Kernel features found at start-up (1) or missing (0): btf, tracefs, tcx, \
-             kfree_skb_reason, netns_attribution, drop_destinations",
+             kfree_skb_reason, netns_attribution, drop_destinations, tcp_retransmit_family",
             kernel_features.clone(),
         );
         let findings = Family::<Labels, Gauge>::default();
@@ -117,6 +125,7 @@ impl Metrics {
         Self {
             registry,
             probe_up,
+            probe_unsupported,
             netns_attribution,
             map_read_errors,
             kernel_features,

@@ -12,6 +12,10 @@ impl Metrics {
             self.probe_up
                 .get_or_create(&vec![("probe", probe.name.to_owned())])
                 .set(i64::from(up));
+            let unsupported = matches!(probe.state, ProbeState::Unsupported(_));
+            self.probe_unsupported
+                .get_or_create(&vec![("probe", probe.name.to_owned())])
+                .set(i64::from(unsupported));
         }
         self.netns_attribution
             .set(i64::from(status.netns_attribution));

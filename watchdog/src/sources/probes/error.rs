@@ -122,6 +122,13 @@ pub enum ProbeError {
 }
 
 impl ProbeError {
+    /// True when the kernel lacks what the probe needs (a tracepoint, or a field of it):
+    /// the probe is then unsupported on this kernel, reported but not a readiness failure.
+    /// A missing tracefs is a failure (a mount is missing, not a property of the kernel).
+    pub fn kernel_lacks_it(&self) -> bool {
+        matches!(self, Self::Tracefs(_) | Self::NoField { .. })
+    }
+
     /// A map error of map `name`.
     pub fn map(name: &'static str) -> impl FnOnce(MapError) -> Self {
         move |source| Self::Map { name, source }

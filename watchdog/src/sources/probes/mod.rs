@@ -184,21 +184,41 @@ impl Probes {
                 status.push(attached(tcp::NAME));
                 tcp_probe = Some(probe);
             }
+            Some(Err(err)) if err.kernel_lacks_it() => status.push(ProbeStatus {
+                name: tcp::NAME,
+                state: ProbeState::Unsupported(chain(&err)),
+            }),
             Some(Err(err)) => status.push(failed(tcp::NAME, &err)),
         }
         for probe in &status {
             match probe.state {
                 _ if probe.name == peers::NAME && self_pending(probe) => {}
                 ProbeState::Attached => tracing::info!("{probe}"),
+                ProbeState::Unsupported(_) => tracing::warn!("{probe}; running without it"),
                 ProbeState::Failed(_) => tracing::error!("{probe}"),
             }
         }
-        let features = features(env, &kfree_config, netns.is_ok());
+        let features = features(env, &kfree_config, &tcp_config, netns.is_ok());
         let report: Vec<String> = features
             .iter()
             .map(|(name, on)| format!("{name}={}", if *on { "yes" } else { "no" }))
             .collect();
-        tracing::info!("kernel features: {}", report.join(" "));
+        let probes: Vec<String> = status
+            .iter()
+            .map(|probe| {
+                let state = match probe.state {
+                    ProbeState::Attached => "attached",
+                    ProbeState::Unsupported(_) => "unsupported",
+                    ProbeState::Failed(_) => "failed",
+                };
+                format!("{}={state}", probe.name)
+            })
+            .collect();
+        tracing::info!(
+            "kernel features: {}; probes: {}",
+            report.join(" "),
+            probes.join(" ")
+        );
         if env.btf.is_none() {
             tracing::warn!(
                 "without kernel BTF: drops of every network namespace are counted together, \
@@ -261,6 +281,7 @@ impl Probes {
             slot.state = state;
             match &slot.state {
                 ProbeState::Attached => tracing::info!("{slot}"),
+                ProbeState::Unsupported(_) => tracing::warn!("{slot}"),
                 ProbeState::Failed(_) => tracing::error!("{slot}"),
             }
         }
@@ -391,6 +412,7 @@ fn log_ring_bytes(page_size: u64) -> u32 {
 fn features(
     env: &KernelEnv<'_>,
     kfree: &watchdog_common::KfreeSkbConfig,
+    tcp: &watchdog_common::TcpConfig,
     netns: bool,
 ) -> Vec<(&'static str, bool)> {
     let tcx = tcx_available();
@@ -402,6 +424,8 @@ fn features(
         ("kfree_skb_reason", kfree.reason_off != unknown),
         ("netns_attribution", netns),
         ("drop_destinations", kfree.skb_head_off != unknown),
+        // Without it (5.10) the family of a retransmit comes from its v4-mapped address.
+        ("tcp_retransmit_family", tcp.retrans_family_off != unknown),
     ]
 }
 

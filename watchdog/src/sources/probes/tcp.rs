@@ -56,9 +56,12 @@ impl Plan {
         config.retrans_skaddr_off = offset(&retrans, "skaddr")?;
         config.retrans_state_off = offset(&retrans, "state")?;
         config.retrans_dport_off = offset(&retrans, "dport")?;
-        config.retrans_family_off = offset(&retrans, "family")?;
         config.retrans_daddr_off = offset(&retrans, "daddr")?;
         config.retrans_daddr_v6_off = offset(&retrans, "daddr_v6")?;
+        // 5.10 has no `family` here: the program then reads it off the v4-mapped daddr_v6.
+        config.retrans_family_off = retrans
+            .field("family")
+            .map_or(watchdog_common::OFFSET_UNKNOWN, |field| field.offset);
         // The state numbers as this kernel prints them (the defaults are tcp_states.h's).
         if let Some(table) = state.symbolic_table("newstate") {
             for (value, name) in table {
@@ -142,5 +145,127 @@ impl Tcp {
             );
         }
         Ok(counts)
+    }
+}
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use watchdog_common::OFFSET_UNKNOWN;
+
+    use super::*;
+    use crate::sources::kernel::tracefs::Tracefs;
+
+    /// A tracefs directory holding the given fixtures as `events/<group>/<event>/format`.
+    struct FakeTracefs(PathBuf);
+
+    impl FakeTracefs {
+        fn new(name: &str, formats: &[(&str, &str, &str)]) -> Self {
+            let root = std::env::temp_dir().join(format!("tcp-plan-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::create_dir_all(root.join("events")).unwrap();
+            let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tracefs");
+            for (group, event, fixture) in formats {
+                let dir = root.join("events").join(group).join(event);
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::copy(fixtures.join(fixture), dir.join("format")).unwrap();
+            }
+            Self(root)
+        }
+    }
+
+    impl Drop for FakeTracefs {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn plan(tracefs: Option<&Tracefs>) -> Result<Plan, ProbeError> {
+        let env = KernelEnv {
+            tracefs,
+            btf: None,
+            filter_netns: None,
+        };
+        Plan::new(&env, None)
+    }
+
+    #[test]
+    fn retransmits_on_6_18_use_the_family_field() {
+        let fake = FakeTracefs::new(
+            "6.18",
+            &[
+                (
+                    "sock",
+                    "inet_sock_set_state",
+                    "inet_sock_set_state-6.18.format",
+                ),
+                (
+                    "tcp",
+                    "tcp_retransmit_skb",
+                    "tcp_retransmit_skb-6.18.format",
+                ),
+            ],
+        );
+        let tracefs = Tracefs::at(&fake.0).unwrap();
+        let config = plan(Some(&tracefs)).unwrap().config;
+        assert_eq!(config.retrans_family_off, 32);
+        assert_eq!(config.retrans_daddr_off, 38);
+        assert_eq!(config.retrans_daddr_v6_off, 58);
+    }
+
+    #[test]
+    fn retransmits_on_5_10_have_no_family_and_fall_back_to_the_mapped_address() {
+        let fake = FakeTracefs::new(
+            "5.10",
+            &[
+                (
+                    "sock",
+                    "inet_sock_set_state",
+                    "inet_sock_set_state-5.10.format",
+                ),
+                (
+                    "tcp",
+                    "tcp_retransmit_skb",
+                    "tcp_retransmit_skb-5.10.format",
+                ),
+            ],
+        );
+        let tracefs = Tracefs::at(&fake.0).unwrap();
+        let config = plan(Some(&tracefs)).unwrap().config;
+        assert_eq!(config.retrans_family_off, OFFSET_UNKNOWN);
+        assert_eq!(config.retrans_daddr_v6_off, 56);
+        assert_ne!(config.state_family_off, OFFSET_UNKNOWN);
+        assert_eq!(
+            (
+                config.tcp_established,
+                config.tcp_syn_sent,
+                config.tcp_close
+            ),
+            (1, 2, 7)
+        );
+    }
+
+    #[test]
+    fn a_kernel_without_the_tracepoints_makes_the_probe_unsupported_not_failed() {
+        let fake = FakeTracefs::new(
+            "none",
+            &[(
+                "sock",
+                "inet_sock_set_state",
+                "inet_sock_set_state-6.18.format",
+            )],
+        );
+        let tracefs = Tracefs::at(&fake.0).unwrap();
+        match plan(Some(&tracefs)) {
+            Err(err) if err.kernel_lacks_it() => {
+                let why = super::super::error::chain(&err);
+                assert!(why.contains("tcp_retransmit_skb"), "{why}")
+            }
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("planned without tcp_retransmit_skb"),
+        }
+        // Without tracefs nothing can be read: a failure (a mount is missing), not a
+        // property of the kernel.
+        assert!(matches!(plan(None), Err(ProbeError::NoTracefs(_))));
     }
 }
