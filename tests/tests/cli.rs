@@ -190,7 +190,7 @@ fn a_probe_the_kernel_cannot_run_is_reported_but_the_daemon_is_ready() {
         "{log}"
     );
     assert!(
-        log.contains("probes: peers=attached tcp=unsupported"),
+        log.contains("probes: peers=pending tcp=unsupported"),
         "{log}"
     );
     assert!(daemon.stop().success());

@@ -207,6 +207,8 @@ impl Probes {
             .iter()
             .map(|probe| {
                 let state = match probe.state {
+                    // Attached once the mirror has listed the interfaces.
+                    _ if probe.name == peers::NAME && self_pending(probe) => "pending",
                     ProbeState::Attached => "attached",
                     ProbeState::Unsupported(_) => "unsupported",
                     ProbeState::Failed(_) => "failed",
