@@ -149,7 +149,7 @@ impl Probes {
         let mut tc_config = watchdog_common::TcConfig {
             wireguard_ports: [0; 4],
             coarse_clock: u32::from(coarse_clock_available()),
-            _pad: 0,
+            peer_cache: u32::from(peers::cache_supported()),
         };
         for (slot, port) in tc_config
             .wireguard_ports

@@ -5,18 +5,20 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::{Mutex, OnceLock},
     time::Duration,
 };
 
 use aya::{
     Ebpf,
-    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
+    maps::{Array, MapData, MapError, PerCpuArray, PerCpuHashMap},
     programs::{
         SchedClassifier, TcAttachType,
         tc::{self, SchedClassifierLinkId, TcError},
     },
+    sys::SyscallError,
 };
-use watchdog_common::{PeerKey, PeerStats, peer_stat};
+use watchdog_common::{PEER_CACHE_SLOTS, PeerKey, PeerSlot, PeerStats, peer_stat};
 
 /// The probe's name in metrics and logs.
 pub const NAME: &str = "peers";
@@ -59,6 +61,8 @@ pub struct Peers {
     wanted: Vec<String>,
     attached: BTreeMap<String, (SchedClassifierLinkId, SchedClassifierLinkId)>,
     failed: BTreeMap<String, String>,
+    /// `PEER_READING`, set while [`Peers::read`] runs.
+    reading: Mutex<Array<MapData, u32>>,
 }
 
 impl Peers {
@@ -69,10 +73,16 @@ impl Peers {
                 .load()
                 .map_err(|err| format!("the kernel rejected {name}: {err:#}"))?;
         }
+        let reading = ebpf
+            .take_map("PEER_READING")
+            .ok_or("the eBPF object has no PEER_READING map")?;
+        let reading = Array::try_from(reading)
+            .map_err(|err| format!("PEER_READING is not an array: {err}"))?;
         Ok(Self {
             wanted,
             attached: BTreeMap::new(),
             failed: BTreeMap::new(),
+            reading: Mutex::new(reading),
         })
     }
 
@@ -118,32 +128,47 @@ impl Peers {
         &self.failed
     }
 
-    /// Reads the peer map.
+    /// Reads the peer map and the per-CPU cache slots, adding each slot's counts to its
+    /// peer's: the totals are exact. While it reads, the programs flush no slot (see
+    /// `watchdog-ebpf/src/peers.rs`).
     pub(super) fn read(&self, ebpf: &Ebpf) -> Result<PeerSnapshot, MapError> {
-        let map = ebpf.map("PEERS").ok_or(MapError::InvalidName {
-            name: "PEERS".into(),
-        })?;
-        let peers: PerCpuHashMap<&MapData, PeerKey, PeerStats> = PerCpuHashMap::try_from(map)?;
+        let map = |name: &str| {
+            ebpf.map(name).ok_or_else(|| MapError::InvalidName {
+                name: name.to_owned(),
+            })
+        };
+        let peers: PerCpuHashMap<&MapData, PeerKey, PeerStats> =
+            PerCpuHashMap::try_from(map("PEERS")?)?;
+        let cache: PerCpuArray<&MapData, PeerSlot> = PerCpuArray::try_from(map("PEER_CACHE")?)?;
+        let mut sums: BTreeMap<(u32, IpAddr), PeerStats> = BTreeMap::new();
+        {
+            let _frozen = self.freeze()?;
+            // Keyed by peer first: iterating a hash map that changes underneath can return
+            // a key twice.
+            let mut entries = BTreeMap::new();
+            for entry in peers.iter() {
+                let (key, per_cpu) = entry?;
+                let mut sum = PeerStats::default();
+                for stats in per_cpu.iter() {
+                    add(&mut sum, stats);
+                }
+                entries.insert(key, sum);
+            }
+            for (key, sum) in &entries {
+                fold(&mut sums, key, sum);
+            }
+            for slot in 0..PEER_CACHE_SLOTS {
+                for cached in cache.get(&slot, 0)?.iter() {
+                    fold(&mut sums, &cached.key, &cached.stats);
+                }
+            }
+        }
         let now = monotonic_ns();
         let ago = |ns: u64| (ns != 0).then(|| Duration::from_nanos(now.saturating_sub(ns)));
         let mut snapshot = PeerSnapshot::default();
-        for entry in peers.iter() {
-            let (key, per_cpu) = entry?;
-            let Some(addr) = super::key_address(key.family, key.addr) else {
-                continue;
-            };
-            let mut sum = PeerStats::default();
-            for stats in per_cpu.iter() {
-                sum.tx_packets += stats.tx_packets;
-                sum.tx_bytes += stats.tx_bytes;
-                sum.rx_packets += stats.rx_packets;
-                sum.rx_bytes += stats.rx_bytes;
-                sum.last_tx_ns = sum.last_tx_ns.max(stats.last_tx_ns);
-                sum.last_rx_ns = sum.last_rx_ns.max(stats.last_rx_ns);
-                sum.encap |= stats.encap;
-            }
+        for (peer, sum) in sums {
             snapshot.peers.insert(
-                (key.ifindex, addr),
+                peer,
                 PeerSample {
                     tx_packets: sum.tx_packets,
                     tx_bytes: sum.tx_bytes,
@@ -155,14 +180,88 @@ impl Peers {
                 },
             );
         }
-        let stats: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(ebpf.map("PEER_STATS").ok_or(MapError::InvalidName {
-                name: "PEER_STATS".into(),
-            })?)?;
+        let stats: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map("PEER_STATS")?)?;
         snapshot.inserts = stats.get(&peer_stat::INSERTS, 0)?.iter().sum();
         snapshot.insert_failed = stats.get(&peer_stat::INSERT_FAILED, 0)?.iter().sum();
         Ok(snapshot)
     }
+
+    /// Sets `PEER_READING` and waits until every program run that could have missed it has
+    /// finished (an RCU grace period: the TC programs run inside RCU read-side sections), so
+    /// no slot changes its peer until the guard is dropped.
+    fn freeze(&self) -> Result<Frozen<'_>, MapError> {
+        let mut reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        if !cache_supported() {
+            // The loader left the cache off: the slots stay empty.
+            return Ok(Frozen(reading));
+        }
+        reading.set(0, 1, 0)?;
+        let mut frozen = Frozen(reading);
+        if let Err(io_error) = membarrier(MEMBARRIER_CMD_GLOBAL) {
+            // Unreachable when the query at load time succeeded; never read unsafely.
+            let _ = frozen.0.set(0, 0, 0);
+            return Err(SyscallError {
+                call: "membarrier",
+                io_error,
+            }
+            .into());
+        }
+        Ok(frozen)
+    }
+}
+
+/// Clears `PEER_READING` when dropped.
+struct Frozen<'a>(std::sync::MutexGuard<'a, Array<MapData, u32>>);
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        if let Err(err) = self.0.set(0, 0, 0) {
+            tracing::error!("cannot clear PEER_READING, the peer cache stops flushing: {err}");
+        }
+    }
+}
+
+/// Adds counts of `key` (a map entry or a cache slot) to its sum.
+fn fold(sums: &mut BTreeMap<(u32, IpAddr), PeerStats>, key: &PeerKey, stats: &PeerStats) {
+    let Some(addr) = super::key_address(key.family, key.addr) else {
+        return; // an empty cache slot
+    };
+    add(sums.entry((key.ifindex, addr)).or_default(), stats);
+}
+
+/// Adds counters, keeps the later last-seen times and every encapsulation bit.
+fn add(sum: &mut PeerStats, stats: &PeerStats) {
+    sum.tx_packets += stats.tx_packets;
+    sum.tx_bytes += stats.tx_bytes;
+    sum.rx_packets += stats.rx_packets;
+    sum.rx_bytes += stats.rx_bytes;
+    sum.last_tx_ns = sum.last_tx_ns.max(stats.last_tx_ns);
+    sum.last_rx_ns = sum.last_rx_ns.max(stats.last_rx_ns);
+    sum.encap |= stats.encap;
+}
+
+const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+
+fn membarrier(cmd: libc::c_int) -> std::io::Result<libc::c_long> {
+    // SAFETY: membarrier takes two integers and touches no memory of ours.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Whether the peer cache can be used: the reader must be able to wait for running
+/// programs (`MEMBARRIER_CMD_GLOBAL`: not on `nohz_full` kernels or without
+/// CONFIG_MEMBARRIER). The loader sets `TcConfig::peer_cache` from it.
+pub fn cache_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        membarrier(MEMBARRIER_CMD_QUERY)
+            .is_ok_and(|commands| commands & libc::c_long::from(MEMBARRIER_CMD_GLOBAL) != 0)
+    })
 }
 
 fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier, String> {
