@@ -1,7 +1,13 @@
-//! The TC peer probe counts traffic per remote address exactly, and follows new interfaces.
+//! The TC peer probe counts traffic per remote address exactly, and follows new interfaces;
+//! its per-CPU cache keeps totals exact when peers share a cache slot and while it is read.
 
-use std::{net::UdpSocket, time::Duration};
+use std::{
+    net::{Ipv4Addr, UdpSocket},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::Duration,
+};
 
+use watchdog_common::{PeerKey, peer_cache_slot};
 use watchdog_tests::{Daemon, NetNs, ip, poll_until, require_root};
 
 const PACKETS: &str = "watchdog_peer_packets_total";
@@ -82,5 +88,256 @@ fn counts_packets_and_bytes_per_peer_and_picks_up_new_interfaces() {
         metrics.value("watchdog_probe_up", &[("probe", "peers")]),
         Some(1.0)
     );
+    assert!(daemon.stop().success());
+}
+
+/// A node with a veth to a remote namespace that owns two addresses, `a` and `b`, in the
+/// same per-CPU cache slot of the node's interface (so every change between them flushes
+/// the slot into the map), with static neighbour entries (no ARP on the counted path).
+struct SharedSlot {
+    node: NetNs,
+    _remote: NetNs,
+    a: Ipv4Addr,
+    b: Ipv4Addr,
+    /// The CPU every sender runs on.
+    cpu: usize,
+}
+
+/// 100 bytes of payload + 8 UDP + 20 IPv4 + 14 Ethernet, as TC sees the frame.
+const FRAME: u64 = 142;
+
+impl SharedSlot {
+    fn new() -> Self {
+        let node = NetNs::new("wd-slot");
+        let remote = NetNs::new("wd-slot-remote");
+        node.veth_to(&remote, ("ws0", "10.78.0.1/16"), ("ws1", "10.78.0.2/16"));
+        let ifindex = node.ip_json(&["link", "show", "ws0"])[0]["ifindex"]
+            .as_u64()
+            .expect("ifindex") as u32;
+        let slot = |addr: Ipv4Addr| {
+            let mut key = PeerKey {
+                ifindex,
+                family: 4,
+                ..PeerKey::default()
+            };
+            key.addr[..4].copy_from_slice(&addr.octets());
+            peer_cache_slot(key.words())
+        };
+        let a = Ipv4Addr::new(10, 78, 0, 2);
+        let b = (256..65_000u32)
+            .map(|n| Ipv4Addr::new(10, 78, (n >> 8) as u8, n as u8))
+            .find(|b| slot(*b) == slot(a))
+            .expect("an address in a's cache slot");
+        remote.ip(&["addr", "add", &format!("{b}/16"), "dev", "ws1"]);
+        let mac = remote.ip_json(&["link", "show", "ws1"])[0]["address"]
+            .as_str()
+            .expect("mac")
+            .to_owned();
+        for addr in [a, b] {
+            node.ip(&[
+                "neigh",
+                "replace",
+                &addr.to_string(),
+                "lladdr",
+                &mac,
+                "dev",
+                "ws0",
+                "nud",
+                "permanent",
+            ]);
+        }
+        Self {
+            node,
+            _remote: remote,
+            a,
+            b,
+            cpu: first_allowed_cpu(),
+        }
+    }
+
+    /// Sends `sends` datagrams of 100 bytes from a thread on `self.cpu`, so every packet
+    /// goes through that CPU's cache slot; `to(i)` picks the destination of the i-th.
+    /// Counts what it sent to `a` and `b` in `sent`, each after the send returned.
+    fn send(&self, sends: u64, to: impl Fn(u64) -> Ipv4Addr + Send, sent: &[AtomicU64; 2]) {
+        let (a, b, cpu) = (self.a, self.b, self.cpu);
+        self.node.run(move || {
+            pin_to(cpu);
+            let socket = UdpSocket::bind("10.78.0.1:0").expect("bind");
+            for i in 0..sends {
+                let dst = to(i);
+                socket.send_to(&[0u8; 100], (dst, 7000)).expect("send");
+                if dst == a {
+                    sent[0].fetch_add(1, Ordering::SeqCst);
+                } else if dst == b {
+                    sent[1].fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    }
+
+    fn sent(&self, metrics: &watchdog_tests::Metrics, to: Ipv4Addr) -> (u64, u64) {
+        let peer = to.to_string();
+        let labels = [
+            ("interface", "ws0"),
+            ("peer", peer.as_str()),
+            ("direction", "tx"),
+        ];
+        (
+            metrics.count(PACKETS, &labels),
+            metrics.count(BYTES, &labels),
+        )
+    }
+}
+
+/// The lowest CPU this process may run on.
+fn first_allowed_cpu() -> usize {
+    // SAFETY: plain syscall on a zeroed cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let rc = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .find(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .expect("an allowed CPU")
+    }
+}
+
+/// Keeps the calling thread on `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: plain syscall on a zeroed cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[test]
+fn totals_stay_exact_across_a_cache_flush() {
+    if !require_root("totals_stay_exact_across_a_cache_flush") {
+        return;
+    }
+    let lab = SharedSlot::new();
+    let mut daemon = Daemon::start(&lab.node, "[peers]\ninterfaces = [\"ws0\"]\n");
+    daemon.wait_ready();
+    let (a, b) = (lab.a, lab.b);
+    let exactly = |what: &str, to: Ipv4Addr, packets: u64| {
+        poll_until(Duration::from_secs(10), what, || {
+            let metrics = daemon.metrics();
+            let (sent, bytes) = lab.sent(&metrics, to);
+            (sent >= packets).then_some((sent, bytes))
+        })
+    };
+
+    let sent = [AtomicU64::new(0), AtomicU64::new(0)];
+    // 7 packets to a: they stay in the cache slot, and the reader adds them in.
+    lab.send(7, |_| a, &sent);
+    assert_eq!(exactly("7 packets to a", a, 7), (7, 7 * FRAME));
+    // 1 to b, which shares the slot: a's 7 move to the map, b's packet takes the slot.
+    lab.send(1, |_| b, &sent);
+    assert_eq!(exactly("1 packet to b", b, 1), (1, FRAME));
+    assert_eq!(lab.sent(&daemon.metrics(), a), (7, 7 * FRAME));
+    // 5 more to a: b's packet moves to the map, a's map entry and new slot add up.
+    lab.send(5, |_| a, &sent);
+    assert_eq!(exactly("12 packets to a", a, 12), (12, 12 * FRAME));
+    let metrics = daemon.metrics();
+    assert_eq!(lab.sent(&metrics, b), (1, FRAME), "{}", metrics.0);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn alternating_peers_in_one_slot_count_exactly_while_read() {
+    if !require_root("alternating_peers_in_one_slot_count_exactly_while_read") {
+        return;
+    }
+    let lab = SharedSlot::new();
+    // Read as often as the daemon allows, so readings overlap the traffic.
+    let mut daemon = Daemon::start(
+        &lab.node,
+        "poll_interval = \"100ms\"\n[peers]\ninterfaces = [\"ws0\"]\n",
+    );
+    daemon.wait_ready();
+    let (a, b) = (lab.a, lab.b);
+    // a, b, a, b, …: every packet flushes the other peer out of the slot. Readings
+    // taken meanwhile never go down, and never exceed what was sent when they were taken.
+    let sent = [AtomicU64::new(0), AtomicU64::new(0)];
+    let watching = AtomicBool::new(true);
+    let readings = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut readings = Vec::new();
+            while watching.load(Ordering::SeqCst) {
+                let metrics = daemon.metrics();
+                let bound = [
+                    sent[0].load(Ordering::SeqCst),
+                    sent[1].load(Ordering::SeqCst),
+                ];
+                readings.push((lab.sent(&metrics, a), lab.sent(&metrics, b), bound));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            readings
+        });
+        for batch in 1..=10 {
+            lab.send(4_000, |i| if i % 2 == 0 { a } else { b }, &sent);
+            // A reading with this batch's last packet still in the slot.
+            poll_until(Duration::from_secs(10), "the batch counted", || {
+                let metrics = daemon.metrics();
+                (lab.sent(&metrics, a).0 >= batch * 2_000
+                    && lab.sent(&metrics, b).0 >= batch * 2_000)
+                    .then_some(())
+            });
+        }
+        watching.store(false, Ordering::SeqCst);
+        watcher.join().expect("watcher")
+    });
+    let sent = [
+        sent[0].load(Ordering::SeqCst),
+        sent[1].load(Ordering::SeqCst),
+    ];
+    assert_eq!(sent, [20_000, 20_000]);
+    let metrics = poll_until(Duration::from_secs(10), "every packet counted", || {
+        let metrics = daemon.metrics();
+        (lab.sent(&metrics, a).0 >= sent[0] && lab.sent(&metrics, b).0 >= sent[1])
+            .then_some(metrics)
+    });
+    assert_eq!(
+        lab.sent(&metrics, a),
+        (sent[0], sent[0] * FRAME),
+        "{}",
+        metrics.0
+    );
+    assert_eq!(
+        lab.sent(&metrics, b),
+        (sent[1], sent[1] * FRAME),
+        "{}",
+        metrics.0
+    );
+    for pair in readings.windows(2) {
+        let ((a0, b0, _), (a1, b1, _)) = (pair[0], pair[1]);
+        assert!(
+            a1.0 >= a0.0 && a1.1 >= a0.1 && b1.0 >= b0.0 && b1.1 >= b0.1,
+            "a reading went down: {pair:?}"
+        );
+    }
+    for ((a_packets, a_bytes), (b_packets, b_bytes), bound) in &readings {
+        assert!(
+            *a_packets <= bound[0] && *b_packets <= bound[1],
+            "more than was sent: {readings:?}"
+        );
+        assert!(
+            *a_bytes <= bound[0] * FRAME && *b_bytes <= bound[1] * FRAME,
+            "more than was sent: {readings:?}"
+        );
+    }
     assert!(daemon.stop().success());
 }
