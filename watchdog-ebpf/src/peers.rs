@@ -5,9 +5,15 @@
 //! The hot path is a per-CPU cache in front of the LRU map: a packet to a peer already in
 //! its cache slot only adds to the slot (no hash map lookup). A packet of another peer
 //! hashing to the same slot first adds the slot's counts to `PEERS` (a flush). Userspace
-//! reads both and adds them up; while it reads, `PEER_READING` is set and the programs
-//! leave the slots' peers in place (a packet that would flush goes to `PEERS` directly), so
-//! a reading never sees counts on their way from a slot to the map.
+//! reads both and adds them up. Before it reads, it sets `PEER_READING` and waits for an
+//! RCU grace period (TC programs run inside RCU read-side sections), so every program run
+//! that could have missed the flag is over; until it clears the flag, programs leave the
+//! slots' peers in place (a packet that would flush goes to `PEERS` directly), and a
+//! reading never sees counts on their way from a slot to the map.
+//!
+//! Headers are read straight from the packet where the interface's link-layer header
+//! length is known (`LINK_HEADER`); it is learned from packets read through
+//! `bpf_skb_load_bytes_relative`, which works on any device and stays the fallback.
 
 use core::{ffi::c_void, mem::MaybeUninit};
 
@@ -53,7 +59,7 @@ static PEER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(peer_stat::C
 #[map]
 static LINK_HEADER: Array<u64> = Array::with_max_entries(LINK_HEADER_SLOTS, 0);
 
-const LINK_HEADER_SLOTS: u32 = 256;
+const LINK_HEADER_SLOTS: u32 = 1024;
 const ETH_HLEN: usize = 14;
 
 /// `skb->protocol` values as the context holds them (network byte order in the low bits).

@@ -49,7 +49,7 @@ pub struct PeerSample {
 pub struct PeerSnapshot {
     /// Samples by (interface index, remote address).
     pub peers: BTreeMap<(u32, IpAddr), PeerSample>,
-    /// New peers ever inserted into the LRU map.
+    /// New peers ever inserted into the LRU map, and peers so far only in the cache.
     pub inserts: u64,
     /// Packets not recorded because a new peer could not be inserted.
     pub insert_failed: u64,
@@ -141,7 +141,7 @@ impl Peers {
             PerCpuHashMap::try_from(map("PEERS")?)?;
         let cache: PerCpuArray<&MapData, PeerSlot> = PerCpuArray::try_from(map("PEER_CACHE")?)?;
         let mut sums: BTreeMap<(u32, IpAddr), PeerStats> = BTreeMap::new();
-        {
+        let in_map = {
             let _frozen = self.freeze()?;
             // Keyed by peer first: iterating a hash map that changes underneath can return
             // a key twice.
@@ -162,7 +162,11 @@ impl Peers {
                     fold(&mut sums, &cached.key, &cached.stats);
                 }
             }
-        }
+            sums.len().min(entries.len())
+        };
+        // Peers only in a cache slot are not in the map yet: count them as inserted, so
+        // that inserts - entries stays the number of evictions.
+        let cached_only = (sums.len() - in_map) as u64;
         let now = monotonic_ns();
         let ago = |ns: u64| (ns != 0).then(|| Duration::from_nanos(now.saturating_sub(ns)));
         let mut snapshot = PeerSnapshot::default();
@@ -181,7 +185,7 @@ impl Peers {
             );
         }
         let stats: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map("PEER_STATS")?)?;
-        snapshot.inserts = stats.get(&peer_stat::INSERTS, 0)?.iter().sum();
+        snapshot.inserts = stats.get(&peer_stat::INSERTS, 0)?.iter().sum::<u64>() + cached_only;
         snapshot.insert_failed = stats.get(&peer_stat::INSERT_FAILED, 0)?.iter().sum();
         Ok(snapshot)
     }
