@@ -57,6 +57,38 @@ fn storm(listener: &TcpListener, period: Duration) -> anyhow::Result<u64> {
     Ok(connects)
 }
 
+/// A loopback listener with a deep accept queue (std's 128 overflows in a storm, and a
+/// dropped SYN costs a second).
+fn listen() -> anyhow::Result<TcpListener> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: plain socket calls on a descriptor we own until TcpListener takes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            bail!("socket: {}", std::io::Error::last_os_error());
+        }
+        let listener = TcpListener::from_raw_fd(fd);
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        if libc::bind(
+            fd,
+            (&raw const addr).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+            || libc::listen(fd, 4096) != 0
+        {
+            bail!("bind/listen: {}", std::io::Error::last_os_error());
+        }
+        Ok(listener)
+    }
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -100,19 +132,21 @@ fn main() -> anyhow::Result<()> {
         let program: &mut TracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
         program.load()?;
     }
-    let mut attach = |on: bool, links: &mut Vec<TracePointLinkId>| -> anyhow::Result<()> {
-        for (i, (name, category, event)) in PROGRAMS.iter().enumerate() {
+    let mut links: [Option<TracePointLinkId>; 2] = [None, None];
+    let mut attach = |on: bool| -> anyhow::Result<()> {
+        for ((name, category, event), link) in PROGRAMS.iter().zip(&mut links) {
             let program: &mut TracePoint = ebpf.program_mut(name).context(*name)?.try_into()?;
-            if on {
-                links.push(program.attach(category, event)?);
-            } else if links.len() > i {
-                program.detach(links.remove(0))?;
+            match link.take() {
+                Some(id) if !on => program.detach(id)?,
+                Some(id) => *link = Some(id),
+                None if on => *link = Some(program.attach(category, event)?),
+                None => {}
             }
         }
         Ok(())
     };
 
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let listener = listen()?;
     let acceptor = listener.try_clone()?;
     std::thread::spawn(move || {
         for stream in acceptor.incoming() {
@@ -122,12 +156,11 @@ fn main() -> anyhow::Result<()> {
 
     eprintln!("tcp_bench: {rounds} rounds x (detached, attached) x {period:?}");
     let (mut detached, mut attached) = (Vec::new(), Vec::new());
-    let mut links = Vec::new();
     for round in 0..rounds {
         detached.push(storm(&listener, period)? as f64 / period.as_secs_f64());
-        attach(true, &mut links)?;
+        attach(true)?;
         attached.push(storm(&listener, period)? as f64 / period.as_secs_f64());
-        attach(false, &mut links)?;
+        attach(false)?;
         eprintln!(
             "  round {}: detached {:.0}/s, attached {:.0}/s",
             round + 1,
@@ -138,7 +171,7 @@ fn main() -> anyhow::Result<()> {
 
     // The programs' own time, from the kernel's run-time statistics (on while `stats` lives).
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
-    attach(true, &mut links)?;
+    attach(true)?;
     let totals = |ebpf: &aya::Ebpf| -> anyhow::Result<(u64, u64)> {
         let mut sum = (0, 0);
         for (name, _, _) in PROGRAMS {
