@@ -377,3 +377,44 @@ const _: () = assert!(core::mem::size_of::<TcConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnectKey>() == 24);
 const _: () = assert!(core::mem::size_of::<ConnectStats>() == 56);
 const _: () = assert!(core::mem::size_of::<TcpConfig>() == 80);
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+
+    /// The programs handle a key as three native (little-endian) words of its memory.
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn key_words_are_the_keys_memory() {
+        let key = PeerKey {
+            addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11],
+            ifindex: 0x0102_0304,
+            family: 6,
+            _pad: [0; 3],
+        };
+        // SAFETY: PeerKey is 24 bytes of plain integers with explicit padding.
+        let memory: [u64; 3] = unsafe { core::mem::transmute(key) };
+        assert_eq!(key.words(), memory);
+        assert_eq!(key.words()[2], 0x0102_0304 | 6 << 32);
+    }
+
+    #[test]
+    fn cache_slots_are_in_range_and_spread() {
+        let mut used = std::collections::BTreeSet::new();
+        for host in 0..=255u8 {
+            let mut key = PeerKey {
+                ifindex: 3,
+                family: 4,
+                ..PeerKey::default()
+            };
+            key.addr[..4].copy_from_slice(&[10, 244, 1, host]);
+            let slot = peer_cache_slot(key.words());
+            assert!(slot < PEER_CACHE_SLOTS);
+            used.insert(slot);
+        }
+        // 256 neighbouring addresses land in most of the 256 slots.
+        assert!(used.len() > 128, "{} slots used", used.len());
+    }
+}
