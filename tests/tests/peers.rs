@@ -341,3 +341,188 @@ fn alternating_peers_in_one_slot_count_exactly_while_read() {
     }
     assert!(daemon.stop().success());
 }
+
+/// A TUN device `name` in the thread's namespace: IP packets with no link-layer header,
+/// like WireGuard's. The returned file writes packets into it (received on the device).
+fn tun(name: &str) -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .expect("open /dev/net/tun");
+    // SAFETY: ifreq is plain data; the ioctl reads the name and flags.
+    unsafe {
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+            *slot = byte as libc::c_char;
+        }
+        request.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        let rc = libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::TUNSETIFF,
+            &request,
+        );
+        assert_eq!(rc, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+    }
+    file
+}
+
+/// An IPv4 UDP datagram from `src` to `dst`:7000 with 100 bytes of payload (128 bytes).
+fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut packet = vec![0x45, 0, 0, 128, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    packet.extend(src.octets());
+    packet.extend(dst.octets());
+    let sum = packet
+        .chunks(2)
+        .map(|word| u32::from(u16::from_be_bytes([word[0], word[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    packet[10..12].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
+    packet.extend(40000u16.to_be_bytes());
+    packet.extend(7000u16.to_be_bytes());
+    packet.extend(108u16.to_be_bytes());
+    packet.extend([0, 0]);
+    packet.extend([0u8; 100]);
+    packet
+}
+
+/// `LINK_HEADER` of the daemon with process id `pid`: interface index → learned length.
+fn learned_link_headers(pid: u32) -> std::collections::BTreeMap<u64, u64> {
+    let bpftool = |args: &[&str]| -> serde_json::Value {
+        let output = std::process::Command::new("bpftool")
+            .arg("-j")
+            .args(args)
+            .output()
+            .expect("run bpftool (cargo xtask setup installs it)");
+        assert!(output.status.success(), "bpftool {args:?}");
+        serde_json::from_slice(&output.stdout).expect("bpftool prints JSON")
+    };
+    let ids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("the daemon's fdinfo")
+        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("map_id:"))
+                .map(|id| id.trim().to_owned())
+        })
+        .collect();
+    let id = ids
+        .iter()
+        .find(|id| bpftool(&["map", "show", "id", id])["name"] == "LINK_HEADER")
+        .expect("the daemon holds LINK_HEADER");
+    let bytes = |value: &serde_json::Value| -> Vec<u8> {
+        value
+            .as_array()
+            .expect("bytes")
+            .iter()
+            .map(|byte| {
+                u8::from_str_radix(byte.as_str().expect("hex").trim_start_matches("0x"), 16)
+                    .expect("hex byte")
+            })
+            .collect()
+    };
+    bpftool(&["map", "dump", "id", id])
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|entry| {
+            let value = bytes(&entry["value"]);
+            let word = u64::from_le_bytes(value.try_into().ok()?);
+            (word != 0).then_some((word >> 32, word & 0xffff_ffff))
+        })
+        .collect()
+}
+
+#[test]
+fn reads_headers_directly_on_ethernet_and_ip_devices() {
+    if !require_root("reads_headers_directly_on_ethernet_and_ip_devices") {
+        return;
+    }
+    let node = NetNs::new("wd-l3");
+    let remote = NetNs::new("wd-l3-remote");
+    node.veth_to(&remote, ("wl0", "10.79.0.1/24"), ("wl1", "10.79.0.2/24"));
+    node.ip(&["addr", "add", "fd79::1/64", "dev", "wl0", "nodad"]);
+    remote.ip(&["addr", "add", "fd79::2/64", "dev", "wl1", "nodad"]);
+    let mac = remote.ip_json(&["link", "show", "wl1"])[0]["address"]
+        .as_str()
+        .expect("mac")
+        .to_owned();
+    node.ip(&[
+        "neigh",
+        "replace",
+        "fd79::2",
+        "lladdr",
+        &mac,
+        "dev",
+        "wl0",
+        "nud",
+        "permanent",
+    ]);
+    let device = node.run(|| tun("wt0"));
+    node.ip(&["addr", "add", "10.80.0.1/24", "dev", "wt0"]);
+    node.ip(&["addr", "add", "fd80::1/64", "dev", "wt0", "nodad"]);
+    node.ip(&["link", "set", "wt0", "up"]);
+    let ifindex = |name: &str| node.ip_json(&["link", "show", name])[0]["ifindex"].as_u64();
+    let (veth, tun_index) = (ifindex("wl0").expect("wl0"), ifindex("wt0").expect("wt0"));
+
+    let mut daemon = Daemon::start(&node, "[peers]\ninterfaces = [\"wl0\", \"wt0\"]\n");
+    daemon.wait_ready();
+    // Every datagram is received (no ICMP errors, nor neighbour discovery for them).
+    let sinks = [
+        node.run(|| UdpSocket::bind("10.80.0.1:7000").expect("bind")),
+        remote.run(|| UdpSocket::bind("10.79.0.2:7000").expect("bind")),
+        remote.run(|| UdpSocket::bind("[fd79::2]:7000").expect("bind")),
+    ];
+    node.run(|| {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let socket6 = UdpSocket::bind("[::]:0").expect("bind");
+        for _ in 0..20 {
+            socket.send_to(&[0u8; 100], "10.79.0.2:7000").expect("send");
+            socket.send_to(&[0u8; 100], "10.80.0.2:7000").expect("send");
+            socket6
+                .send_to(&[0u8; 100], "[fd79::2]:7000")
+                .expect("send");
+            socket6
+                .send_to(&[0u8; 100], "[fd80::2]:7000")
+                .expect("send");
+        }
+    });
+    let packet = udp_packet(Ipv4Addr::new(10, 80, 0, 2), Ipv4Addr::new(10, 80, 0, 1));
+    for _ in 0..15 {
+        std::io::Write::write_all(&mut &device, &packet).expect("write into the tun device");
+    }
+
+    let on = |interface: &'static str, peer: &'static str, direction: &'static str| {
+        [
+            ("interface", interface),
+            ("peer", peer),
+            ("direction", direction),
+        ]
+    };
+    let metrics = poll_until(Duration::from_secs(10), "the traffic counted", || {
+        let metrics = daemon.metrics();
+        (metrics.count(PACKETS, &on("wl0", "10.79.0.2", "tx")) >= 20
+            && metrics.count(PACKETS, &on("wt0", "10.80.0.2", "tx")) >= 20
+            && metrics.count(PACKETS, &on("wt0", "10.80.0.2", "rx")) >= 15
+            && metrics.count(PACKETS, &on("wl0", "fd79::2", "tx")) >= 20
+            && metrics.count(PACKETS, &on("wt0", "fd80::2", "tx")) >= 20)
+            .then_some(metrics)
+    });
+    // Ethernet: 14 + 20 (40) + 8 + 100 bytes; the TUN device carries the IP packet alone.
+    for (labels, packets, bytes) in [
+        (on("wl0", "10.79.0.2", "tx"), 20, 20 * FRAME),
+        (on("wt0", "10.80.0.2", "tx"), 20, 20 * 128),
+        (on("wt0", "10.80.0.2", "rx"), 15, 15 * 128),
+        (on("wl0", "fd79::2", "tx"), 20, 20 * 162),
+        (on("wt0", "fd80::2", "tx"), 20, 20 * 148),
+    ] {
+        assert_eq!(metrics.count(PACKETS, &labels), packets, "{}", metrics.0);
+        assert_eq!(metrics.count(BYTES, &labels), bytes, "{}", metrics.0);
+    }
+    // The programs learned each device's link-layer header, so they read headers directly.
+    let learned = learned_link_headers(daemon.pid());
+    assert_eq!(learned.get(&veth), Some(&14), "{learned:?}");
+    assert_eq!(learned.get(&tun_index), Some(&0), "{learned:?}");
+    drop(sinks);
+    assert!(daemon.stop().success());
+}
