@@ -157,9 +157,12 @@ fn main() -> anyhow::Result<()> {
     eprintln!("tcp_bench: {rounds} rounds x (detached, attached) x {period:?}");
     let (mut detached, mut attached) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        detached.push(storm(&listener, period)? as f64 / period.as_secs_f64());
-        attach(true)?;
-        attached.push(storm(&listener, period)? as f64 / period.as_secs_f64());
+        // Alternate which setup runs first, so a drifting machine load favours neither.
+        for on in [round % 2 == 1, round % 2 == 0] {
+            attach(on)?;
+            let rate = storm(&listener, period)? as f64 / period.as_secs_f64();
+            if on { &mut attached } else { &mut detached }.push(rate);
+        }
         attach(false)?;
         eprintln!(
             "  round {}: detached {:.0}/s, attached {:.0}/s",

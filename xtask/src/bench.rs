@@ -620,7 +620,10 @@ fn tc(seconds: u64, rounds: u32, test_runs: u32, baseline: Option<&str>) -> anyh
     };
     let (mut detached, mut attached) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        detached.push(throughput()?);
+        // Alternate which setup runs first, so a drifting machine load favours neither.
+        if round % 2 == 0 {
+            detached.push(throughput()?);
+        }
         let mut daemon = Daemon::start(&client, "");
         daemon.wait_ready();
         attached.push(throughput()?);
@@ -634,6 +637,9 @@ fn tc(seconds: u64, rounds: u32, test_runs: u32, baseline: Option<&str>) -> anyh
             ],
         );
         daemon.stop();
+        if round % 2 == 1 {
+            detached.push(throughput()?);
+        }
         eprintln!(
             "  round {}: detached {:.2} Gbit/s, attached {:.2} Gbit/s ({seen} packets counted)",
             round + 1,
