@@ -162,11 +162,11 @@ impl Peers {
                     fold(&mut sums, &cached.key, &cached.stats);
                 }
             }
-            sums.len().min(entries.len())
+            entries.len()
         };
         // Peers only in a cache slot are not in the map yet: count them as inserted, so
         // that inserts - entries stays the number of evictions.
-        let cached_only = (sums.len() - in_map) as u64;
+        let cached_only = sums.len().saturating_sub(in_map) as u64;
         let now = monotonic_ns();
         let ago = |ns: u64| (ns != 0).then(|| Duration::from_nanos(now.saturating_sub(ns)));
         let mut snapshot = PeerSnapshot::default();
