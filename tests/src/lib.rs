@@ -7,7 +7,6 @@ use std::{
     fs,
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream, UdpSocket},
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
@@ -17,7 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod apiserver;
 pub mod lab;
+pub mod prometheus;
+pub mod repo;
+
+pub use lab::netns::{NetNs, run_in};
 
 /// True when running as root. Otherwise says why the test cannot run, and fails under CI
 /// (`CI` set), where the suite must run for real.
@@ -52,169 +56,6 @@ fn unique(prefix: &str) -> String {
         std::process::id(),
         UNIQUE.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// A named network namespace (`ip netns add`) with loopback up; deleted on drop.
-#[derive(Debug)]
-pub struct NetNs {
-    name: String,
-}
-
-impl NetNs {
-    /// Creates a namespace whose name starts with `prefix`.
-    pub fn new(prefix: &str) -> Self {
-        let name = unique(prefix);
-        ip(&["netns", "add", &name]);
-        let ns = Self { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// The namespace's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The bind-mount path of the namespace.
-    pub fn path(&self) -> PathBuf {
-        Path::new("/var/run/netns").join(&self.name)
-    }
-
-    /// Connects this namespace to `remote` with a veth pair, `local` here and `peer`
-    /// there, each `(name, address/prefix)`, both up.
-    pub fn veth_to(&self, remote: &NetNs, local: (&str, &str), peer: (&str, &str)) {
-        ip(&[
-            "-n", &self.name, "link", "add", local.0, "type", "veth", "peer", "name", peer.0,
-        ]);
-        ip(&[
-            "-n",
-            &self.name,
-            "link",
-            "set",
-            peer.0,
-            "netns",
-            &remote.name,
-        ]);
-        ip(&["-n", &self.name, "addr", "add", local.1, "dev", local.0]);
-        ip(&["-n", &remote.name, "addr", "add", peer.1, "dev", peer.0]);
-        ip(&["-n", &self.name, "link", "set", local.0, "up"]);
-        ip(&["-n", &remote.name, "link", "set", peer.0, "up"]);
-    }
-
-    /// The namespace's inode number (what the daemon labels `netns`).
-    pub fn inode(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt as _;
-        fs::metadata(self.path()).expect("netns file").ino()
-    }
-
-    /// Runs `f` on a thread that has entered this namespace: sockets it opens live here.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        run_in(&self.path(), f)
-    }
-}
-
-/// Runs `f` on a thread that has entered the network namespace bound at `path`.
-pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
-    {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    let file = fs::File::open(path).expect("open netns");
-                    // SAFETY: a valid namespace fd; setns only affects this thread.
-                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                    f()
-                })
-                .join()
-                .expect("thread in netns panicked")
-        })
-    }
-}
-
-impl NetNs {
-    /// Starts a thread that has entered this namespace and runs `f` there; unlike
-    /// [`NetNs::run`] the thread may outlive the call (join it before the guard drops).
-    pub fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let path = self.path();
-        std::thread::spawn(move || {
-            let file = fs::File::open(&path).expect("open netns");
-            // SAFETY: a valid namespace fd; setns only affects this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-    }
-
-    /// Runs `ip <args>` inside the namespace, panicking with its stderr on failure.
-    pub fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", self.name()];
-        all.extend_from_slice(args);
-        ip(&all);
-    }
-
-    /// Runs `bridge <args>` inside the namespace, panicking with its stderr on failure.
-    pub fn bridge(&self, args: &[&str]) {
-        let output = Command::new("ip")
-            .args(["netns", "exec", self.name(), "bridge"])
-            .args(args)
-            .output()
-            .expect("run bridge");
-        assert!(
-            output.status.success(),
-            "bridge {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// Feeds `commands` (one per line) to `ip -batch -` inside the namespace.
-    pub fn ip_batch(&self, commands: &str) {
-        let mut child = Command::new("ip")
-            .args(["-n", self.name(), "-batch", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run ip -batch");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(commands.as_bytes())
-            .expect("write ip -batch input");
-        let output = child.wait_with_output().expect("wait for ip -batch");
-        assert!(
-            output.status.success(),
-            "ip -batch: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// `ip -j <args>` inside the namespace, parsed.
-    pub fn ip_json(&self, args: &[&str]) -> serde_json::Value {
-        let output = Command::new("ip")
-            .args(["-n", self.name(), "-j"])
-            .args(args)
-            .output()
-            .expect("run ip -j");
-        assert!(
-            output.status.success(),
-            "ip -j {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).expect("ip -j prints JSON")
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
 }
 
 /// A temporary directory, removed on drop.
@@ -301,6 +142,59 @@ pub fn poll_until<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> O
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// How many file descriptors process `pid` holds open (`/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+}
+
+/// IDs of the BPF programs process `pid` holds, directly or through links (the `prog_id`
+/// lines of `/proc/<pid>/fdinfo`).
+pub fn bpf_programs_of(pid: u32) -> Vec<u64> {
+    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u64> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| fs::read_to_string(entry.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("prog_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// How many BPF links of process `pid`'s programs the kernel holds (`bpftool link show`),
+/// attached or left over from a device that is gone.
+pub fn bpf_links_of(pid: u32) -> usize {
+    let programs = bpf_programs_of(pid);
+    // bpftool fails when a link goes away while it lists them: ask again.
+    let links = poll_until(Duration::from_secs(10), "bpftool link show", || {
+        let output = Command::new("bpftool")
+            .args(["-j", "link", "show"])
+            .output()
+            .expect("run bpftool");
+        output
+            .status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&output.stdout).ok())
+            .flatten()
+    });
+    links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|link| {
+            link["prog_id"]
+                .as_u64()
+                .is_some_and(|id| programs.contains(&id))
+        })
+        .count()
 }
 
 /// A plain HTTP/1.0 GET; `None` if nothing listens.

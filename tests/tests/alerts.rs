@@ -406,7 +406,7 @@ fn webhook_payload_signature_and_retries() {
     }
     for request in &requests {
         assert_eq!(request.path, "/hooks/watchdog?token=TOKEN123");
-        let expected = watchdog::alerts::webhook::signature(b"s3cret-key", &request.body);
+        let expected = watchdog::sinks::alerts::webhook::signature(b"s3cret-key", &request.body);
         assert_eq!(
             request.header("x-watchdog-signature"),
             Some(expected.as_str())
@@ -813,21 +813,21 @@ async fn https_sink_trusts_its_ca_file_and_refuses_an_unknown_ca() {
     // In-process: the dispatcher's queue, delivery task and metrics.
     let config =
         watchdog::config::Config::from_text(Path::new("alerts.toml"), &config_text).unwrap();
-    let sinks = config.alerts.resolve().unwrap();
-    let metrics = watchdog::metrics::Metrics::new();
-    let mut alerts = watchdog::alerts::Alerts::start(
+    let sinks = watchdog::sinks::alerts::resolve(&config.alerts).unwrap();
+    let metrics = watchdog::sinks::metrics::Metrics::new();
+    let mut alerts = watchdog::sinks::alerts::Alerts::start(
         &config.alerts,
         sinks,
         String::new(),
         "node-tls",
         metrics.alerts.clone(),
     );
-    alerts.report(&watchdog::alerts::AlertEvent::Repair(
-        watchdog::alerts::RepairReport {
+    alerts.report(&watchdog::repair::event::RepairEvent::Repair(
+        watchdog::repair::event::RepairReport {
             kind: watchdog::findings::Kind::StaleFdb,
             subject: "fdb 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.99".into(),
             action: "bridge fdb replace 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.12".into(),
-            outcome: watchdog::alerts::RepairOutcome::Applied,
+            outcome: watchdog::repair::event::RepairOutcome::Applied,
             evidence: vec![],
             at: std::time::SystemTime::now(),
         },
@@ -870,7 +870,7 @@ async fn https_sink_trusts_its_ca_file_and_refuses_an_unknown_ca() {
         Some(format!("localhost:{port}").as_str())
     );
     assert_eq!(request.header("content-type"), Some("application/json"));
-    let expected = watchdog::alerts::webhook::signature(b"s3cret-key", &request.body);
+    let expected = watchdog::sinks::alerts::webhook::signature(b"s3cret-key", &request.body);
     assert_eq!(
         request.header("x-watchdog-signature"),
         Some(expected.as_str())

@@ -4,12 +4,19 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use serde_yaml::Value;
-use watchdog_tests::{Daemon, NetNs, TempDir, daemon_binary, lab::Lab, poll_until, require_root};
+use watchdog_tests::{
+    Daemon, NetNs, TempDir, daemon_binary,
+    lab::Lab,
+    poll_until,
+    prometheus::Prometheus,
+    repo::{BLOB_BASE, resolve_repository_url},
+    require_root,
+};
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -208,19 +215,6 @@ fn a_real_scrape_passes_promtool_check_metrics() {
     );
 }
 
-/// A Prometheus server inside a namespace; killed on drop.
-struct Prometheus {
-    child: Child,
-    _dir: TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn prometheus_fires_the_shipped_rule_on_an_injected_ghost() {
     if !require_root("prometheus_fires_the_shipped_rule_on_an_injected_ghost") {
@@ -230,53 +224,19 @@ fn prometheus_fires_the_shipped_rule_on_an_injected_ghost() {
     let node = lab.node(0).ns();
     let mut daemon = Daemon::start(node, "");
     daemon.wait_ready();
-    let dir = TempDir::new("watchdog-prometheus");
     // The shipped rules, with `for:` shortened so the test takes seconds.
     let rules = std::fs::read_to_string(deploy().join("prometheus/rules.yml")).unwrap();
     let rules = rules
         .replace("for: 1m", "for: 0s")
         .replace("for: 10m", "for: 0s");
-    std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-         rule_files: [rules.yml]\n\
-         scrape_configs:\n  - job_name: watchdog\n    static_configs:\n\
-         \x20     - targets: ['127.0.0.1:9477']\n        labels: {node: node-0}\n",
-    )
-    .unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", node.name(), "prometheus"])
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg("--web.listen-address=127.0.0.1:9090")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus (cargo xtask setup installs it)");
-    let _prometheus = Prometheus { child, _dir: dir };
-    let api = |path: &str| -> Option<serde_json::Value> {
-        let (status, body) =
-            node.run(|| watchdog_tests::http_get("127.0.0.1:9090".parse().unwrap(), path))?;
-        (status == 200)
-            .then(|| serde_json::from_str(&body).ok())
-            .flatten()
-    };
-    // Prometheus scrapes the daemon before anything is wrong.
-    poll_until(
-        Duration::from_secs(30),
-        "Prometheus to scrape the daemon",
-        || {
-            let result = api("/api/v1/query?query=up%7Bjob%3D%22watchdog%22%7D")?;
-            (result["data"]["result"][0]["value"][1] == "1").then_some(())
-        },
+    let prometheus = Prometheus::start(
+        node,
+        &Prometheus::scrape_config("watchdog", "127.0.0.1:9477", "node: node-0", &["rules.yml"]),
+        &[("rules.yml", &rules)],
     );
+    let api = |path: &str| prometheus.api(path);
+    // Prometheus scrapes the daemon before anything is wrong.
+    prometheus.wait_scraped("watchdog");
     let firing = |result: &serde_json::Value| {
         result["data"]["alerts"]
             .as_array()
@@ -294,11 +254,27 @@ fn prometheus_fires_the_shipped_rule_on_an_injected_ghost() {
         "firing before the ghost"
     );
     lab.flush_fdb(0);
-    poll_until(
+    let alerts = poll_until(
         Duration::from_secs(60),
         "WatchdogCriticalFinding to fire",
-        || api("/api/v1/alerts").filter(firing).map(|_| ()),
+        || api("/api/v1/alerts").filter(firing),
     );
+    // Its runbook_url names the kind's runbook, which exists.
+    let alert = alerts["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|alert| alert["labels"]["kind"] == "vtep_collapse")
+        .unwrap();
+    let url = alert["annotations"]["runbook_url"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        url,
+        format!("{BLOB_BASE}docs/runbooks/vtep_collapse.md"),
+        "{alert}"
+    );
+    resolve_repository_url(url).unwrap();
 }
 
 #[test]
@@ -336,4 +312,67 @@ fn the_aarch64_binary_runs_under_qemu_user() {
     std::fs::write(&bad, "listen = 9477\n").unwrap();
     let (ok, text) = qemu(&["config", "check", bad.to_str().unwrap()]);
     assert!(!ok && text.contains("listen"), "{text}");
+}
+
+/// The DaemonSet's Localhost seccomp profile is the container runtime's default with
+/// exactly `bpf` and `perf_event_open` allowed, nothing else changed.
+#[test]
+fn the_seccomp_profile_is_the_runtime_default_plus_bpf_and_perf_event_open() {
+    const EXTRA: [&str; 2] = ["bpf", "perf_event_open"];
+    let resources = resources();
+    let daemonset = find(&resources, "DaemonSet");
+    let profile = &daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]["seccompProfile"];
+    assert_eq!(profile["type"], "Localhost");
+    assert_eq!(profile["localhostProfile"], "profiles/watchdog.json");
+    let read = |path: &Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (cargo xtask setup installs podman)",
+                path.display()
+            )
+        });
+        serde_json::from_str(&text).unwrap()
+    };
+    let shipped = read(&deploy().join("seccomp/watchdog.json"));
+    let default = read(Path::new("/usr/share/containers/seccomp.json"));
+    let names = |rule: &serde_json::Value| -> Vec<String> {
+        rule["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Exactly one rule mentions the two calls: it allows them, unconditionally.
+    let rules = shipped["syscalls"].as_array().unwrap();
+    let extra: Vec<&serde_json::Value> = rules
+        .iter()
+        .filter(|rule| names(rule).iter().any(|n| EXTRA.contains(&n.as_str())))
+        .collect();
+    assert_eq!(extra.len(), 1, "{extra:#?}");
+    assert_eq!(names(extra[0]), EXTRA);
+    assert_eq!(extra[0]["action"], "SCMP_ACT_ALLOW");
+    for key in ["includes", "excludes", "args"] {
+        assert!(extra[0].get(key).is_none(), "{key}: {:#?}", extra[0]);
+    }
+    // Everything else is the default's, with the two calls taken out of its rules.
+    let mut expected = default.clone();
+    let default_rules = expected["syscalls"].as_array_mut().unwrap();
+    for rule in default_rules.iter_mut() {
+        let kept: Vec<String> = names(rule)
+            .into_iter()
+            .filter(|n| !EXTRA.contains(&n.as_str()))
+            .collect();
+        rule["names"] = serde_json::json!(kept);
+    }
+    default_rules.retain(|rule| !rule["names"].as_array().unwrap().is_empty());
+    let mut rest = shipped.clone();
+    rest["syscalls"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|rule| !names(rule).iter().any(|n| EXTRA.contains(&n.as_str())));
+    assert_eq!(
+        rest, expected,
+        "the profile differs from the runtime default"
+    );
 }

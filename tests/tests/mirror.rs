@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use watchdog::mirror::{MirrorOptions, NeighState, Prefix, Resolution, RouteKind, Snapshot};
+use watchdog::{
+    model::net::{NeighState, Prefix, Resolution, RouteKind, Snapshot},
+    sources::mirror::MirrorOptions,
+};
 use watchdog_tests::{NetNs, poll_until, require_root};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -540,7 +543,7 @@ fn mirror_reloads_after_an_overrun() {
 /// a namespace; stopped and joined on drop.
 #[derive(Debug)]
 struct LiveMirror {
-    mirror: watchdog::mirror::Mirror,
+    mirror: watchdog::sources::mirror::Mirror,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -548,11 +551,11 @@ struct LiveMirror {
 impl LiveMirror {
     /// Starts the mirror in `ns` and waits for its initial load.
     fn start(ns: &NetNs) -> Self {
-        Self::start_with(ns, watchdog::mirror::MirrorOptions::default())
+        Self::start_with(ns, watchdog::sources::mirror::MirrorOptions::default())
     }
 
     /// As [`LiveMirror::start`], with `options`.
-    fn start_with(ns: &NetNs, options: watchdog::mirror::MirrorOptions) -> Self {
+    fn start_with(ns: &NetNs, options: watchdog::sources::mirror::MirrorOptions) -> Self {
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = ns.spawn(move || {
@@ -561,7 +564,7 @@ impl LiveMirror {
                 .build()
                 .expect("tokio runtime");
             runtime.block_on(async move {
-                match watchdog::mirror::Mirror::start_with(options).await {
+                match watchdog::sources::mirror::Mirror::start_with(options).await {
                     Ok((mirror, task)) => {
                         let _ = started_tx.send(Ok(mirror));
                         tokio::select! {
@@ -587,7 +590,7 @@ impl LiveMirror {
     }
 
     /// The mirror.
-    fn mirror(&self) -> &watchdog::mirror::Mirror {
+    fn mirror(&self) -> &watchdog::sources::mirror::Mirror {
         &self.mirror
     }
 }

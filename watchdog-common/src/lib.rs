@@ -4,6 +4,80 @@
 //! byte for byte; the `user` feature adds `aya::Pod` for the userspace side.
 #![no_std]
 
+/// Names of the maps, programs and globals in the eBPF object: the eBPF side checks its
+/// items against them at compile time ([`same_name`]), the daemon asks for them by these
+/// names, and a unit test of the daemon finds each one in the built object.
+pub mod names {
+    /// Maps.
+    pub mod maps {
+        /// Drops per (namespace, reason).
+        pub const DROPS: &str = "DROPS";
+        /// Drops per destination address.
+        pub const DROP_DESTS: &str = "DROP_DESTS";
+        /// What the drop probe could not record.
+        pub const DROP_STATS: &str = "DROP_STATS";
+        /// Traffic per (interface, remote address).
+        pub const PEERS: &str = "PEERS";
+        /// The per-CPU cache in front of `PEERS` ([`crate::PeerSlot`]).
+        pub const PEER_CACHE: &str = "PEER_CACHE";
+        /// Set by the reader while it reads `PEERS` and `PEER_CACHE`: no flushes then.
+        pub const PEER_READING: &str = "PEER_READING";
+        /// Peer map events.
+        pub const PEER_STATS: &str = "PEER_STATS";
+        /// Link-layer header length learned per interface (direct header reads).
+        pub const LINK_HEADER: &str = "LINK_HEADER";
+        /// TCP connect outcomes per destination.
+        pub const CONNECTS: &str = "CONNECTS";
+        /// aya-log's ring buffer (defined by `aya-log-ebpf`, sized by the daemon).
+        pub const AYA_LOGS: &str = "AYA_LOGS";
+    }
+
+    /// Programs (the function names).
+    pub mod programs {
+        /// `skb:kfree_skb` tracepoint.
+        pub const KFREE_SKB: &str = "kfree_skb";
+        /// TC egress classifier counting traffic per peer.
+        pub const PEERS_EGRESS: &str = "peers_egress";
+        /// TC ingress classifier counting traffic per peer.
+        pub const PEERS_INGRESS: &str = "peers_ingress";
+        /// `sock:inet_sock_set_state` tracepoint.
+        pub const INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
+        /// `tcp:tcp_retransmit_skb` tracepoint.
+        pub const TCP_RETRANSMIT_SKB: &str = "tcp_retransmit_skb";
+    }
+
+    /// Read-only globals the loader rewrites before verification.
+    pub mod globals {
+        /// [`crate::KfreeSkbConfig`].
+        pub const KFREE_SKB_CONFIG: &str = "KFREE_SKB_CONFIG";
+        /// [`crate::TcConfig`].
+        pub const TC_CONFIG: &str = "TC_CONFIG";
+        /// [`crate::TcpConfig`].
+        pub const TCP_CONFIG: &str = "TCP_CONFIG";
+    }
+}
+
+/// `a == b`, usable in constants: `const _: () = assert!(same_name(stringify!(DROPS),
+/// names::maps::DROPS));` fails the eBPF build when an item and its shared name drift.
+pub const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Most UDP ports `TcConfig` holds as WireGuard ports (`peers.wireguard_ports` in the
+/// daemon's config).
+pub const MAX_WIREGUARD_PORTS: usize = 4;
+
 /// Marks an offset that could not be resolved (no BTF, or the kernel lacks the field).
 pub const OFFSET_UNKNOWN: u32 = u32::MAX;
 
@@ -220,7 +294,7 @@ pub mod peer_stat {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcConfig {
     /// UDP ports treated as WireGuard (0 = unused).
-    pub wireguard_ports: [u16; 4],
+    pub wireguard_ports: [u16; MAX_WIREGUARD_PORTS],
     /// 1: stamp last-seen times with `bpf_ktime_get_coarse_ns` (kernels 5.11+).
     pub coarse_clock: u32,
     /// 1: count through the per-CPU `PEER_CACHE` (needs a reader that can wait for running
@@ -303,7 +377,8 @@ pub struct TcpConfig {
     pub retrans_state_off: u32,
     /// `tcp_retransmit_skb`: offset of `dport`.
     pub retrans_dport_off: u32,
-    /// `tcp_retransmit_skb`: offset of `family`.
+    /// `tcp_retransmit_skb`: offset of `family`, or [`OFFSET_UNKNOWN`] where the kernel has
+    /// none (5.10): the family is then read off `daddr_v6` (v4-mapped for IPv4 sockets).
     pub retrans_family_off: u32,
     /// `tcp_retransmit_skb`: offset of `daddr`.
     pub retrans_daddr_off: u32,

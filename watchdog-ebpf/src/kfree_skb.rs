@@ -1,7 +1,6 @@
 //! `skb:kfree_skb`: count every dropped packet by (network namespace, drop reason).
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     helpers::bpf_probe_read_kernel,
     macros::{map, tracepoint},
     maps::{LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
@@ -11,7 +10,16 @@ use aya_log_ebpf::warn;
 use watchdog_common::{
     DROP_DEST_MAP_ENTRIES, DROP_MAP_ENTRIES, DropDestKey, DropKey, KfreeSkbConfig, NETNS_UNKNOWN,
     OFFSET_UNKNOWN, REASON_UNKNOWN, drop_stat,
+    names::{globals, maps, programs},
 };
+
+use crate::percpu::{Updated, update};
+
+named!(KFREE_SKB_CONFIG, globals::KFREE_SKB_CONFIG);
+named!(DROPS, maps::DROPS);
+named!(DROP_DESTS, maps::DROP_DESTS);
+named!(DROP_STATS, maps::DROP_STATS);
+named!(kfree_skb, programs::KFREE_SKB);
 
 /// Offsets and the namespace filter, written by the loader before verification.
 #[unsafe(no_mangle)]
@@ -120,15 +128,8 @@ fn count_destination(ctx: &TracePointContext, cfg: &KfreeSkbConfig, netns: u32, 
         }
         _ => return,
     }
-    if let Some(value) = DROP_DESTS.get_ptr_mut(&key) {
-        // SAFETY: this CPU's value.
-        unsafe { *value += 1 };
-    } else if DROP_DESTS.insert(&key, 1u64, BPF_NOEXIST as u64).is_err()
-        && let Some(value) = DROP_DESTS.get_ptr_mut(&key)
-    {
-        // SAFETY: as above.
-        unsafe { *value += 1 };
-    }
+    // A full LRU map evicts, so an insert only fails in a race already retried.
+    let _ = update(&DROP_DESTS, &key, |count: &mut u64| *count += 1);
 }
 
 /// The inode number of the skb's network namespace: through `skb->dev`, else `skb->sk`.
@@ -171,28 +172,14 @@ fn read_ptr(base: u64, off: u32) -> u64 {
 
 #[inline(always)]
 fn count(ctx: &TracePointContext, key: &DropKey) {
-    if let Some(value) = DROPS.get_ptr_mut(key) {
-        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
-        unsafe { *value += 1 };
-        return;
-    }
-    // First drop of this (namespace, reason) on this CPU. A per-CPU hash entry is shared by
-    // every CPU, so a concurrent insert from another CPU shows up as EEXIST: look again.
-    match DROPS.insert(key, 1u64, BPF_NOEXIST as u64) {
-        Ok(()) => {}
-        Err(_) => match DROPS.get_ptr_mut(key) {
-            // SAFETY: as above.
-            Some(value) => unsafe { *value += 1 },
-            None => {
-                if bump_stat(drop_stat::MAP_FULL) == 1 {
-                    warn!(
-                        ctx,
-                        "drop counter map full ({} keys): further (netns, reason) pairs are counted as map_full",
-                        DROP_MAP_ENTRIES
-                    );
-                }
-            }
-        },
+    if update(&DROPS, key, |count: &mut u64| *count += 1) == Updated::Full
+        && bump_stat(drop_stat::MAP_FULL) == 1
+    {
+        warn!(
+            ctx,
+            "drop counter map full ({} keys): further (netns, reason) pairs are counted as map_full",
+            DROP_MAP_ENTRIES
+        );
     }
 }
 

@@ -4,10 +4,21 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+/// Fails the build when an item's name in the object (its identifier) differs from the
+/// shared name in `watchdog_common::names`, which the daemon asks for.
+#[cfg(target_arch = "bpf")]
+macro_rules! named {
+    ($item:ident, $name:expr) => {
+        const _: () = assert!(watchdog_common::same_name(stringify!($item), $name));
+    };
+}
+
 #[cfg(target_arch = "bpf")]
 mod kfree_skb;
 #[cfg(target_arch = "bpf")]
 mod peers;
+#[cfg(target_arch = "bpf")]
+mod percpu;
 #[cfg(target_arch = "bpf")]
 mod tcp;
 

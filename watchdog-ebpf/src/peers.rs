@@ -29,8 +29,18 @@ use aya_ebpf::{
 };
 use watchdog_common::{
     PEER_CACHE_SLOTS, PEER_MAP_ENTRIES, PeerKey, PeerSlot, PeerStats, TcConfig, encap,
+    names::{globals, maps, programs},
     peer_cache_slot, peer_stat,
 };
+
+named!(TC_CONFIG, globals::TC_CONFIG);
+named!(PEERS, maps::PEERS);
+named!(PEER_CACHE, maps::PEER_CACHE);
+named!(PEER_READING, maps::PEER_READING);
+named!(PEER_STATS, maps::PEER_STATS);
+named!(LINK_HEADER, maps::LINK_HEADER);
+named!(peers_egress, programs::PEERS_EGRESS);
+named!(peers_ingress, programs::PEERS_INGRESS);
 
 #[unsafe(no_mangle)]
 static TC_CONFIG: TcConfig = TcConfig::DEFAULT;

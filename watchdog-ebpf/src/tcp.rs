@@ -2,7 +2,6 @@
 //! and `tcp:tcp_retransmit_skb`. Counts only; the destinations live in a bounded LRU map.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, tracepoint},
     maps::LruPerCpuHashMap,
@@ -10,7 +9,15 @@ use aya_ebpf::{
 };
 use watchdog_common::{
     CONNECT_MAP_ENTRIES, ConnectKey, ConnectStats, NETNS_UNKNOWN, OFFSET_UNKNOWN, TcpConfig,
+    names::{globals, maps, programs},
 };
+
+use crate::percpu::update;
+
+named!(TCP_CONFIG, globals::TCP_CONFIG);
+named!(CONNECTS, maps::CONNECTS);
+named!(inet_sock_set_state, programs::INET_SOCK_SET_STATE);
+named!(tcp_retransmit_skb, programs::TCP_RETRANSMIT_SKB);
 
 #[unsafe(no_mangle)]
 static TCP_CONFIG: TcpConfig = TcpConfig::UNCONFIGURED;
@@ -132,6 +139,20 @@ fn key_of(
         family: 0,
         _pad: 0,
     };
+    if family_off == OFFSET_UNKNOWN {
+        // Older kernels (5.10) have no `family` in tcp_retransmit_skb; they store an IPv4
+        // socket's addresses v4-mapped (::ffff:a.b.c.d) in `daddr_v6`. Compared as words:
+        // a byte-slice comparison would need memcmp.
+        let words: [u32; 4] = field(ctx, daddr_v6_off)?;
+        if words[0] == 0 && words[1] == 0 && words[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff]) {
+            key.family = 4;
+            key.addr[..4].copy_from_slice(&words[3].to_ne_bytes());
+        } else {
+            key.family = 6;
+            key.addr = field(ctx, daddr_v6_off)?;
+        }
+        return Ok(Some(key));
+    }
     match field::<u16>(ctx, family_off)? {
         AF_INET => {
             key.family = 4;
@@ -199,17 +220,8 @@ fn apply(stats: &mut ConnectStats, outcome: Outcome, now: u64) {
 fn record(key: &ConnectKey, outcome: Outcome) {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(stats) = CONNECTS.get_ptr_mut(key) {
-        // SAFETY: this CPU's value of a live entry.
-        apply(unsafe { &mut *stats }, outcome, now);
-        return;
-    }
-    let mut fresh = ConnectStats::default();
-    apply(&mut fresh, outcome, now);
-    if CONNECTS.insert(key, &fresh, BPF_NOEXIST as u64).is_err()
-        && let Some(stats) = CONNECTS.get_ptr_mut(key)
-    {
-        // SAFETY: as above.
-        apply(unsafe { &mut *stats }, outcome, now);
-    }
+    // A full LRU map evicts, so an insert only fails in a race already retried.
+    let _ = update(&CONNECTS, key, |stats: &mut ConnectStats| {
+        apply(stats, outcome, now)
+    });
 }

@@ -14,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use watchdog::mirror::{Mirror, Prefix, TABLE_MAIN};
+use watchdog::{
+    model::net::{Prefix, TABLE_MAIN},
+    sources::mirror::Mirror,
+};
 
 /// The system allocator, counting the bytes currently allocated.
 struct Counting;
@@ -103,7 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "  memory kept         {:>10.1} MiB  (RSS delta after malloc_trim; {} B per Route)",
             (rss_trimmed - rss_before.min(rss_trimmed)) as f64 / 1024.0,
-            std::mem::size_of::<watchdog::mirror::Route>()
+            std::mem::size_of::<watchdog::model::net::Route>()
         );
 
         let lookups = 1_000_000u32;

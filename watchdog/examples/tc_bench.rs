@@ -13,7 +13,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
-use watchdog_common::{PeerKey, TcConfig, peer_cache_slot};
+use watchdog_common::{
+    PeerKey, TcConfig,
+    names::{globals, programs},
+    peer_cache_slot,
+};
 
 /// `union bpf_attr` as BPF_PROG_TEST_RUN reads it.
 #[repr(C)]
@@ -218,7 +222,7 @@ struct Object {
     info: Vec<(&'static str, aya::programs::ProgramInfo)>,
 }
 
-const PROGRAMS: [&str; 2] = ["peers_egress", "peers_ingress"];
+const PROGRAMS: [&str; 2] = [programs::PEERS_EGRESS, programs::PEERS_INGRESS];
 
 fn load(name: &'static str, bytes: &[u8], cache: bool) -> anyhow::Result<Object> {
     let config = TcConfig {
@@ -226,12 +230,12 @@ fn load(name: &'static str, bytes: &[u8], cache: bool) -> anyhow::Result<Object>
             aya::util::KernelVersion::current()
                 .is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 11, 0)),
         ),
-        peer_cache: u32::from(cache && watchdog::probes::peers::cache_supported()),
+        peer_cache: u32::from(cache && watchdog::sources::probes::peers::cache_supported()),
         ..TcConfig::DEFAULT
     };
     let mut ebpf = EbpfLoader::new()
         .btf(None)
-        .override_global("TC_CONFIG", &config, true)
+        .override_global(globals::TC_CONFIG, &config, true)
         .load(bytes)
         .with_context(|| format!("loading the {name} eBPF object (run as root)"))?;
     let mut programs = Vec::new();
@@ -346,8 +350,12 @@ fn main() -> anyhow::Result<()> {
         objects.push(load("before", &baseline_bytes, false)?);
     }
     // The cache off: what the program costs where the reader cannot freeze it.
-    objects.push(load("no cache", watchdog::probes::EBPF_OBJECT, false)?);
-    objects.push(load("after", watchdog::probes::EBPF_OBJECT, true)?);
+    objects.push(load(
+        "no cache",
+        watchdog::sources::probes::EBPF_OBJECT,
+        false,
+    )?);
+    objects.push(load("after", watchdog::sources::probes::EBPF_OBJECT, true)?);
 
     // samples[object][program][case]
     let mut samples = vec![vec![vec![Vec::new(); cases.len()]; PROGRAMS.len()]; objects.len()];

@@ -16,15 +16,15 @@ use aya::{
     EbpfLoader,
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
-use watchdog::{
-    btf::Btf,
+use watchdog::sources::{
+    kernel::{btf::Btf, tracefs::Tracefs},
     probes::{KernelEnv, NetnsOffsets, tcp::Plan},
-    tracefs::Tracefs,
 };
+use watchdog_common::names::{globals, programs};
 
 const PROGRAMS: [(&str, &str, &str); 2] = [
-    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+    (programs::INET_SOCK_SET_STATE, "sock", "inet_sock_set_state"),
+    (programs::TCP_RETRANSMIT_SKB, "tcp", "tcp_retransmit_skb"),
 ];
 
 /// Connects to `listener` and closes with a reset (no TIME_WAIT, so ports never run out)
@@ -122,11 +122,11 @@ fn main() -> anyhow::Result<()> {
         btf: btf.as_ref(),
         filter_netns: Some(own_netns),
     };
-    let plan = Plan::new(&env, netns.as_ref()).map_err(anyhow::Error::msg)?;
+    let plan = Plan::new(&env, netns.as_ref()).context("configuring the TCP probe")?;
     let mut ebpf = EbpfLoader::new()
         .btf(None)
-        .override_global("TCP_CONFIG", &plan.config, true)
-        .load(watchdog::probes::EBPF_OBJECT)
+        .override_global(globals::TCP_CONFIG, &plan.config, true)
+        .load(watchdog::sources::probes::EBPF_OBJECT)
         .context("loading the eBPF object (run as root)")?;
     for (name, _, _) in PROGRAMS {
         let program: &mut TracePoint = ebpf.program_mut(name).context(name)?.try_into()?;

@@ -31,11 +31,17 @@ pub enum Kind {
     RejectRouteTraffic,
     /// TCP connects to a destination keep failing.
     FailingTcpDestination,
+    /// The overlay's kernel objects (VXLAN device, FDB, neighbours, routes) differ from
+    /// what the cluster's Nodes say they must be.
+    OverlayDrift,
+    /// A Node's Flannel annotations are wrong: a dead or unusable address, a pending
+    /// overwrite, a VtepMAC or pod subnet shared with another Node.
+    StaleAnnotation,
 }
 
 impl Kind {
     /// Every kind, for exporting zeros.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::GhostGateway,
         Kind::BlackholedDestination,
         Kind::StaleFdb,
@@ -45,6 +51,8 @@ impl Kind {
         Kind::NoRouteDrops,
         Kind::RejectRouteTraffic,
         Kind::FailingTcpDestination,
+        Kind::OverlayDrift,
+        Kind::StaleAnnotation,
     ];
 
     /// The snake_case name used in metrics and JSON.
@@ -59,6 +67,8 @@ impl Kind {
             Kind::NoRouteDrops => "no_route_drops",
             Kind::RejectRouteTraffic => "reject_route_traffic",
             Kind::FailingTcpDestination => "failing_tcp_destination",
+            Kind::OverlayDrift => "overlay_drift",
+            Kind::StaleAnnotation => "stale_annotation",
         }
     }
 }
@@ -158,15 +168,41 @@ pub struct Finding {
     #[serde(flatten)]
     pub candidate: Candidate,
     /// When it was first seen (RFC 3339).
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub first_seen: SystemTime,
     /// When it was last seen (RFC 3339).
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub last_seen: SystemTime,
 }
 
-fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+/// RFC 3339 with milliseconds, UTC (`2026-11-27T11:32:09.229Z`): every time the API and the
+/// sinks show.
+pub mod rfc3339 {
+    use std::time::SystemTime;
+
+    /// The time as text.
+    pub fn format(time: SystemTime) -> String {
+        humantime::format_rfc3339_millis(time).to_string()
+    }
+
+    /// `#[serde(serialize_with = "rfc3339::serialize")]`.
+    pub fn serialize<S: serde::Serializer>(
+        time: &SystemTime,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+    }
+
+    /// As [`serialize`], for an optional time (`None` serializes as none).
+    pub fn serialize_opt<S: serde::Serializer>(
+        time: &Option<SystemTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => serialize(time, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
 }
 
 /// The answer of `GET /api/v1/findings` and `watchdog check --json`.
@@ -177,7 +213,7 @@ pub struct Report {
     /// The node (NODE_NAME, else the host name).
     pub node: String,
     /// When the report was made (RFC 3339).
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub generated_at: SystemTime,
     /// Active findings, most severe first.
     pub findings: Vec<Finding>,

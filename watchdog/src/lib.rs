@@ -1,22 +1,15 @@
 //! watchdog: a node-local eBPF network watchdog.
 //!
-//! Data flows one way: kernel (eBPF probes, netlink) → snapshots → detectors → sinks
-//! (metrics, alerts, repair, API). See `shared/DESIGN.md`.
+//! Data flows one way: kernel → sources (eBPF probes, netlink mirror) → detectors →
+//! findings → sinks (metrics, HTTP API, alerts). See `ARCHITECTURE.md` at the repository
+//! root for the rooms and what each may import.
 
-pub mod alerts;
-pub mod btf;
-pub mod caps;
-pub mod check;
+pub mod commands;
 pub mod config;
-pub mod daemon;
 pub mod detect;
 pub mod findings;
-pub mod health;
-pub mod http;
-pub mod metrics;
-pub mod mirror;
+pub mod model;
 pub mod pipeline;
-pub mod probes;
-pub mod procfs;
+pub mod repair;
+pub mod sinks;
 pub mod sources;
-pub mod tracefs;

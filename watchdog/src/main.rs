@@ -1,10 +1,10 @@
-//! The `watchdog` command line.
+//! The `watchdog` command line: parses the arguments and hands over to
+//! [`watchdog::commands`].
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use watchdog::config::{Config, DEFAULT_CONFIG};
+use watchdog::commands;
 
 /// Node-local eBPF network watchdog: counts the packets the kernel drops, by the kernel's
 /// own reason, and serves them to Prometheus.
@@ -89,176 +89,16 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    if let Command::Check {
-        config,
-        window,
-        json,
-    } = cli.command
-    {
-        return check(config, window, json);
-    }
-    if let Command::Alert(AlertCommand::Test { config, sink }) = cli.command {
-        return alert_test(config, sink);
-    }
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `watchdog check`: exit 0 clean, 1 findings, 2 error.
-fn check(config: Option<PathBuf>, window: std::time::Duration, json: bool) -> ExitCode {
-    let audit = || -> anyhow::Result<watchdog::findings::Report> {
-        let config = Config::load(config.as_deref())?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        let report = runtime.block_on(watchdog::check::audit(&config, window, |left| {
-            eprint!("\robserving traffic: {}s left ", left.as_secs_f64().ceil());
-        }))?;
-        eprintln!();
-        Ok(report)
-    };
-    match audit() {
-        Ok(report) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("a report serializes")
-                );
-            } else {
-                print!("{}", watchdog::check::table(&report));
-            }
-            if report.findings.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// `watchdog alert test`: exit 0 all delivered, 1 some failed, 2 configuration error.
-fn alert_test(config: Option<PathBuf>, only: Option<String>) -> ExitCode {
-    let prepare = || -> anyhow::Result<_> {
-        let config = Config::load(config.as_deref())?;
-        let mut sinks = config.alerts.resolve()?;
-        if let Some(name) = &only {
-            let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
-            sinks.retain(|s| &s.name == name);
-            if sinks.is_empty() {
-                anyhow::bail!(
-                    "--sink {name}: no such sink; configured: {}",
-                    if names.is_empty() {
-                        "none (add [[alerts.sinks]] to the config)".to_owned()
-                    } else {
-                        names.join(", ")
-                    }
-                );
-            }
-        } else if sinks.is_empty() {
-            anyhow::bail!("no alert sinks configured; add [[alerts.sinks]] to the config");
-        }
-        Ok((config, sinks))
-    };
-    let (config, sinks) = match prepare() {
-        Ok(ready) => ready,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    let node = watchdog::procfs::node_name();
-    let results = runtime.block_on(watchdog::alerts::send_test(
-        &config.alerts,
-        sinks,
-        config.generator_url(),
-        &node,
-    ));
-    let mut all_ok = true;
-    for (spec, delivery) in results {
-        let attempts = match delivery.attempts {
-            1 => "1 attempt".to_owned(),
-            n => format!("{n} attempts"),
-        };
-        match delivery.result {
-            Ok(()) => println!(
-                "{}: delivered ({} {}, {attempts})",
-                spec.name,
-                spec.kind.as_str(),
-                spec.endpoint.redacted
-            ),
-            Err(why) => {
-                all_ok = false;
-                println!(
-                    "{}: FAILED ({} {}, {attempts}): {why}",
-                    spec.name,
-                    spec.kind.as_str(),
-                    spec.endpoint.redacted
-                );
-            }
-        }
-    }
-    if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Check { .. } | Command::Alert(_) => unreachable!("handled in main"),
-        Command::Config(ConfigCommand::Default) => {
-            print!("{DEFAULT_CONFIG}");
-            Ok(())
-        }
-        Command::Config(ConfigCommand::Check { file }) => {
-            let config = Config::load(Some(&file))?;
-            println!("{file}: valid\n{config:#?}", file = file.display());
-            Ok(())
-        }
-        Command::Run { config, listen } => {
-            let mut config = Config::load(config.as_deref())?;
-            if let Some(listen) = listen {
-                config.listen = listen;
-            }
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(watchdog::daemon::run(config, shutdown_signal()))?;
-            Ok(())
-        }
-    }
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+        Command::Run { config, listen } => commands::daemon::main(config, listen),
+        Command::Check {
+            config,
+            window,
+            json,
+        } => commands::check::main(config, window, json),
+        Command::Config(ConfigCommand::Default) => commands::config::default(),
+        Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
+        Command::Alert(AlertCommand::Test { config, sink }) => commands::alert::test(config, sink),
     }
 }
 

@@ -1,9 +1,11 @@
-//! Project tasks: `cargo xtask setup | run | test | bench`.
+//! Project tasks: `cargo xtask setup | run | build | test | bench | dashboard`.
 //!
 //! Every task that needs the toolchain runs `setup` first, so a fresh machine needs no
 //! separate installation step.
 
 mod bench;
+mod image;
+mod kernels;
 mod setup;
 mod util;
 
@@ -37,15 +39,45 @@ enum Task {
         #[arg(long)]
         target: Option<String>,
     },
-    /// Set up, then run the whole test suite (unit and kernel integration tests; needs root).
+    /// Set up, then run the whole test suite (unit and kernel integration tests, the kernel
+    /// matrix under qemu; needs root).
     Test {
+        /// Skip the kernel matrix (Debian 5.10/6.1/6.12-16K booted under qemu, a few
+        /// minutes); the same as WATCHDOG_SKIP_KERNELS=1.
+        #[arg(long)]
+        skip_kernels: bool,
         /// Extra arguments for `cargo test`, e.g. `-- --nocapture`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Boot Debian's kernels (5.10 x86_64, 6.1 arm64, 6.12 arm64 16K pages) under qemu with
+    /// the daemon in an initramfs; print what each measured. `tests/tests/kernels.rs`
+    /// asserts on the results.
+    Kernels {
+        /// Only these kernels (by name: 5.10-amd64, 6.1-arm64, 6.12-arm64-16k).
+        #[arg(long)]
+        only: Vec<String>,
+        /// Where to write the results (JSON); default target/kernels/results.json.
+        #[arg(long)]
+        results: Option<std::path::PathBuf>,
+    },
+    /// Build the container images localhost/watchdog:<version>-amd64 and -arm64 (FROM
+    /// scratch: the binary and exactly its libraries) with buildah, and the manifest list
+    /// localhost/watchdog:<version>. No registry is used.
+    Image {
+        /// Only these architectures (amd64, arm64).
+        #[arg(long)]
+        arch: Vec<String>,
+    },
+    /// Write deploy/seccomp/watchdog.json: the container runtime's default seccomp profile
+    /// with bpf and perf_event_open allowed.
+    Seccomp,
     /// Benchmarks: ratios measured side by side in one run.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Write the Grafana dashboard's ConfigMap (deploy/kustomize/base/grafana-dashboard.yaml)
+    /// from deploy/grafana/watchdog.json, after editing the JSON.
+    Dashboard,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,15 +97,40 @@ fn main() -> anyhow::Result<()> {
             println!("{} ({:.1} MiB)", binary.display(), size as f64 / 1048576.0);
             Ok(())
         }
-        Task::Test { args } => {
+        Task::Test { skip_kernels, args } => {
             setup::run()?;
             let mut command = util::cargo();
             command.args(["test", "--workspace"]).args(args);
+            if skip_kernels {
+                command.env("WATCHDOG_SKIP_KERNELS", "1");
+            }
             util::status(&mut command)
+        }
+        Task::Image { arch } => {
+            setup::kernel_matrix_tools()?;
+            image::run(&arch)
+        }
+        Task::Seccomp => {
+            setup::kernel_matrix_tools()?;
+            image::write_seccomp()
+        }
+        Task::Kernels { only, results } => {
+            setup::kernel_matrix_tools()?;
+            kernels::run(&only, results)
         }
         Task::Bench(bench) => {
             setup::run()?;
             bench.run()
+        }
+        Task::Dashboard => {
+            use watchdog_tests::repo as deploy;
+            let json = std::fs::read_to_string(deploy::dashboard_json())?;
+            serde_json::from_str::<serde_json::Value>(&json)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", deploy::dashboard_json().display()))?;
+            let path = deploy::dashboard_configmap();
+            std::fs::write(&path, deploy::render_dashboard_configmap(&json))?;
+            println!("wrote {}", path.display());
+            Ok(())
         }
     }
 }

@@ -21,6 +21,21 @@ const PACKAGES: &[&str] = &[
     "qemu-user-static",        // runs the aarch64 binary in the tests
 ];
 
+/// Debian packages of the kernel matrix (`cargo xtask kernels`) and the image
+/// (`cargo xtask image`): qemu-system boots Debian's kernels with a busybox initramfs
+/// packed by cpio; buildah builds and podman (with runc) runs the container image.
+const PORTABILITY_PACKAGES: &[&str] = &[
+    "qemu-system-arm",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "xz-utils",
+    "binutils", // readelf: the libraries a guest binary needs
+    "podman",
+    "buildah",
+    "runc",
+];
+
 /// The Raspberry Pi target, built and run under qemu-user by the tests.
 pub const AARCH64: &str = "aarch64-unknown-linux-gnu";
 
@@ -42,6 +57,7 @@ pub fn run() -> anyhow::Result<()> {
     let packages: Vec<&str> = PACKAGES
         .iter()
         .chain(AARCH64_LINKER_PACKAGES)
+        .chain(PORTABILITY_PACKAGES)
         .copied()
         .collect();
     debian_packages(&packages)?;
@@ -67,6 +83,11 @@ fn python_tools() -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// What `cargo xtask kernels` and `cargo xtask image` need besides the build tools.
+pub fn kernel_matrix_tools() -> anyhow::Result<()> {
+    debian_packages(PORTABILITY_PACKAGES)
 }
 
 /// Installs only what building the daemon for `target` needs (the host's if `None`).

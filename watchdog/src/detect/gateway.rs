@@ -8,7 +8,7 @@ use std::{
 use super::Inputs;
 use crate::{
     findings::{Candidate, Kind, Severity},
-    mirror::model::{NeighState, Resolution, Route},
+    model::net::{NeighState, Resolution, Route},
 };
 
 /// Drop reasons that mean "the next hop did not resolve".
@@ -104,14 +104,14 @@ pub fn ghost_gateways(inputs: &Inputs<'_>) -> Vec<Candidate> {
 /// True when `route` sends through `hop` on `ifindex` (as gateway, or on-link for a route
 /// without one).
 fn uses_hop(route: &Route, ifindex: u32, hop: IpAddr) -> bool {
-    if route.kind != crate::mirror::model::RouteKind::Unicast {
+    if route.kind != crate::model::net::RouteKind::Unicast {
         return false;
     }
     // Without a gateway only a host route names the hop itself.
     let single = route.oif == Some(ifindex)
         && match route.gateway {
             Some(gateway) => gateway == hop,
-            None => route.dst == crate::mirror::model::Prefix::host(hop),
+            None => route.dst == crate::model::net::Prefix::host(hop),
         };
     single
         || route

@@ -1,8 +1,10 @@
 //! Detectors: pure functions from (network mirror, kernel counters, settings) to
 //! [`Candidate`]s. Nothing here touches the kernel, so every detector is unit-tested with
-//! hand-built snapshots.
+//! hand-built snapshots. Inputs are plain data: [`crate::model`] types and the [`Sample`]
+//! the pipeline builds from a reading.
 
 mod gateway;
+pub mod overlay;
 mod routes;
 mod traffic;
 mod vxlan;
@@ -11,57 +13,21 @@ mod vxlan;
 mod tests;
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::BTreeMap,
     net::IpAddr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use serde::Deserialize;
-
 use crate::{
+    config::DetectConfig,
     findings::{Candidate, RouteRef},
-    mirror::model::{Resolution, Route, Snapshot, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN},
-    probes::{peers::PeerSample, tcp::ConnectSample},
+    model::{
+        counters::{ConnectSample, PeerSample, growth},
+        net::{
+            Resolution, Route, Snapshot, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN, is_link_local_v6,
+        },
+    },
 };
-
-/// Detector thresholds (`[detect]` in the config).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    /// A destination that gets packets and sends nothing back for this long is blackholed;
-    /// also the span over which drops and connect failures are counted.
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-    /// A VXLAN VTEP (an FDB destination) that gets `min_packets` and answers nothing for
-    /// this long is silent. Shorter than `window`: node-to-node overlay traffic always
-    /// flows both ways, and a ghost VTEP must be named within seconds.
-    #[serde(with = "humantime_serde")]
-    pub vtep_window: Duration,
-    /// Packets sent without reply within the window before a destination counts as
-    /// blackholed.
-    pub min_packets: u64,
-    /// Failed TCP connects within the window (with none succeeding) before a destination
-    /// counts as failing.
-    pub min_failed_connects: u64,
-    /// Consecutive cycles a problem must be seen before its finding fires.
-    pub confirm: u32,
-    /// Consecutive cycles without the problem before its finding resolves.
-    pub clear_after: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            window: Duration::from_secs(10),
-            vtep_window: Duration::from_secs(1),
-            min_packets: 5,
-            min_failed_connects: 3,
-            confirm: 2,
-            clear_after: 5,
-        }
-    }
-}
 
 /// Kernel counters at one moment, as the detectors see them (this namespace only).
 #[derive(Clone, Debug, Default)]
@@ -76,62 +42,6 @@ pub struct Sample {
     pub connects: BTreeMap<(IpAddr, u16), ConnectSample>,
 }
 
-/// Recent samples: the newest and the one the window's deltas start from.
-#[derive(Debug)]
-pub struct History {
-    window: Duration,
-    samples: VecDeque<Arc<Sample>>,
-}
-
-impl History {
-    /// Keeps samples up to `window` old.
-    pub fn new(window: Duration) -> Self {
-        Self {
-            window,
-            samples: VecDeque::new(),
-        }
-    }
-
-    /// Adds the newest sample and forgets those older than the window.
-    pub fn push(&mut self, sample: Sample) {
-        let now = sample.at.unwrap_or_else(Instant::now);
-        self.samples.push_back(Arc::new(sample));
-        while self.samples.len() > 1
-            && self.samples[1]
-                .at
-                .is_some_and(|at| now.duration_since(at) >= self.window)
-        {
-            self.samples.pop_front();
-        }
-    }
-
-    /// The newest sample.
-    pub fn now(&self) -> Option<&Sample> {
-        self.samples.back().map(Arc::as_ref)
-    }
-
-    /// The oldest sample within the window (the start of the deltas).
-    pub fn baseline(&self) -> Option<&Sample> {
-        self.samples.front().map(Arc::as_ref)
-    }
-
-    /// The newest sample about `age` older than the newest one (at least 90% of it, so
-    /// poll jitter does not cost a whole cycle), else the oldest.
-    pub fn before(&self, age: Duration) -> Option<&Sample> {
-        let now = self.now()?.at?;
-        self.samples
-            .iter()
-            .rev()
-            .find(|sample| {
-                sample
-                    .at
-                    .is_some_and(|at| now.duration_since(at) * 10 >= age * 9)
-            })
-            .or_else(|| self.samples.front())
-            .map(Arc::as_ref)
-    }
-}
-
 /// Everything a detector may look at.
 pub struct Inputs<'a> {
     /// The network mirror.
@@ -143,7 +53,7 @@ pub struct Inputs<'a> {
     /// The counters about `vtep_window` ago.
     pub recent: &'a Sample,
     /// Thresholds.
-    pub settings: &'a Settings,
+    pub settings: &'a DetectConfig,
 }
 
 impl Inputs<'_> {
@@ -183,7 +93,7 @@ impl Inputs<'_> {
                     .get(&(reason.clone(), *addr))
                     .copied()
                     .unwrap_or(0);
-                let delta = count.saturating_sub(before);
+                let delta = growth(*count, before);
                 (delta > 0).then_some((reason.as_str(), *addr, delta))
             })
     }
@@ -241,7 +151,7 @@ pub fn is_unicast_host(addr: &IpAddr) -> bool {
             !(v6.is_multicast()
                 || v6.is_unspecified()
                 || v6.is_loopback()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80)
+                || is_link_local_v6(addr))
         }
     }
 }

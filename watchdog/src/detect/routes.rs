@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use super::Inputs;
 use crate::{
     findings::{Candidate, Kind, Severity},
-    mirror::model::{Prefix, Resolution, Route, RouteKind, TABLE_LOCAL},
+    model::net::{Prefix, Resolution, Route, RouteKind, TABLE_LOCAL, is_link_local_v6},
 };
 
 /// Routes (outside the local table) whose device is down, without carrier, or gone.
@@ -57,7 +57,7 @@ pub fn gateways_not_onlink(inputs: &Inputs<'_>) -> Vec<Candidate> {
             .addresses()
             .any(|address| address.ifindex == oif && address.prefix.contains(&gateway));
         // IPv6 gateways are link-local by design.
-        let link_local = matches!(gateway, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+        let link_local = is_link_local_v6(&gateway);
         if covered || link_local {
             continue;
         }

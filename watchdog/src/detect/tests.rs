@@ -8,11 +8,11 @@ use std::{
 use super::*;
 use crate::{
     findings::{Kind, Severity},
-    mirror::model::{
+    model::counters::{ConnectSample, PeerSample},
+    model::net::{
         Address, FdbEntry, Link, NeighState, Neighbour, Prefix, Route, RouteKind, Snapshot, Update,
         Vxlan,
     },
-    probes::{peers::PeerSample, tcp::ConnectSample},
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -126,7 +126,7 @@ fn samples(start: Instant) -> (Sample, Sample) {
 }
 
 fn run(net: &Snapshot, then: &Sample, now: &Sample) -> Vec<Candidate> {
-    let settings = Settings::default();
+    let settings = DetectConfig::default();
     detect(&Inputs {
         net,
         now,
@@ -412,23 +412,4 @@ fn failing_tcp_destinations_need_failures_and_no_success() {
     let candidates = run(&net, &then, &now);
     assert_eq!(candidates.len(), 1, "{candidates:#?}");
     assert_eq!(candidates[0].subject, "tcp 10.244.1.9:8080");
-}
-
-#[test]
-fn history_keeps_a_window_of_samples() {
-    let start = Instant::now();
-    let mut history = History::new(Duration::from_secs(10));
-    for second in 0..15 {
-        history.push(Sample {
-            at: Some(start + Duration::from_secs(second)),
-            ..Sample::default()
-        });
-    }
-    let newest = history.now().unwrap().at.unwrap();
-    assert_eq!(
-        newest - history.baseline().unwrap().at.unwrap(),
-        Duration::from_secs(10)
-    );
-    let before = history.before(Duration::from_secs(2)).unwrap().at.unwrap();
-    assert_eq!(newest - before, Duration::from_secs(2));
 }

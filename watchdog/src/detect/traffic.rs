@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use super::{Inputs, is_unicast_host};
 use crate::{
     findings::{Candidate, Kind, Severity},
-    mirror::model::Resolution,
+    model::{counters::growth, net::Resolution},
 };
 
 /// Adds the route (and policy rule) that carries traffic to `dst`.
@@ -44,8 +44,8 @@ pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
         let Some(then) = inputs.then.peers.get(&(ifindex, dst)) else {
             continue;
         };
-        let sent = now.tx_packets.saturating_sub(then.tx_packets);
-        let back = now.rx_packets.saturating_sub(then.rx_packets);
+        let sent = growth(now.tx_packets, then.tx_packets);
+        let back = growth(now.rx_packets, then.rx_packets);
         if then.tx_packets == 0 || sent < inputs.settings.min_packets || back != 0 {
             continue;
         }
@@ -79,9 +79,9 @@ pub fn failing_tcp_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
             .get(&(dst, port))
             .cloned()
             .unwrap_or_default();
-        let failed = now.failed.saturating_sub(then.failed);
-        let established = now.established.saturating_sub(then.established);
-        let syn_retransmits = now.syn_retransmits.saturating_sub(then.syn_retransmits);
+        let failed = growth(now.failed, then.failed);
+        let established = growth(now.established, then.established);
+        let syn_retransmits = growth(now.syn_retransmits, then.syn_retransmits);
         let minimum = inputs.settings.min_failed_connects;
         if established > 0 || (failed < minimum && syn_retransmits < minimum) {
             continue;

@@ -6,7 +6,10 @@ use std::net::IpAddr;
 use super::Inputs;
 use crate::{
     findings::{Candidate, Kind, Severity},
-    mirror::model::{FdbEntry, Link, Resolution, Route, format_mac},
+    model::{
+        counters::growth,
+        net::{FdbEntry, Link, Resolution, Route, format_mac},
+    },
 };
 
 fn vxlan_links<'a>(inputs: &'a Inputs<'_>) -> impl Iterator<Item = &'a Link> + 'a {
@@ -161,8 +164,8 @@ fn silence(inputs: &Inputs<'_>, devices: &[u32], dst: IpAddr) -> Option<(u64, St
     devices.iter().find_map(|&ifindex| {
         let now = inputs.now.peers.get(&(ifindex, dst))?;
         let then = inputs.recent.peers.get(&(ifindex, dst))?;
-        let sent = now.tx_packets - then.tx_packets.min(now.tx_packets);
-        let back = now.rx_packets - then.rx_packets.min(now.rx_packets);
+        let sent = growth(now.tx_packets, then.tx_packets);
+        let back = growth(now.rx_packets, then.rx_packets);
         (then.tx_packets > 0 && sent >= inputs.settings.min_packets && back == 0)
             .then(|| (sent, inputs.dev(ifindex)))
     })

@@ -1,0 +1,227 @@
+//! Runbooks: every finding kind has one, with the same sections; the index lists them; every
+//! link between them resolves; and every shipped alert rule carries a `runbook_url` that
+//! resolves to an existing file and heading of this repository.
+
+use serde::Deserialize as _;
+use serde_yaml::Value;
+use watchdog::findings::Kind;
+use watchdog_tests::repo::{BLOB_BASE, markdown_anchors, resolve_repository_url, root, runbook};
+
+/// The sections every runbook has, in this order.
+const SECTIONS: [&str; 5] = [
+    "What it means",
+    "Confirm by hand",
+    "Likely causes",
+    "Fix",
+    "When it resolves",
+];
+
+#[test]
+fn every_finding_kind_has_a_runbook_with_the_usual_sections() {
+    let mut problems = Vec::new();
+    for kind in Kind::ALL {
+        let kind = kind.as_str();
+        let path = runbook(kind);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            problems.push(format!("{kind}: no {}", path.display()));
+            continue;
+        };
+        if text.lines().next() != Some(&format!("# {kind}")) {
+            problems.push(format!("{kind}: the first line is not `# {kind}`"));
+        }
+        let headings: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("## "))
+            .collect();
+        if headings != SECTIONS {
+            problems.push(format!(
+                "{kind}: sections {headings:?}, expected {SECTIONS:?}"
+            ));
+        }
+        if !text.contains("```sh") {
+            problems.push(format!("{kind}: no commands to confirm it by hand"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "runbooks missing or incomplete (docs/runbooks/README.md says what each needs):\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_runbook_index_lists_every_kind_and_every_page() {
+    let dir = root().join("docs/runbooks");
+    let index = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    for kind in Kind::ALL {
+        let link = format!("[`{0}`]({0}.md)", kind.as_str());
+        assert!(index.contains(&link), "the index lacks {link}");
+    }
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name != "README.md" {
+            assert!(
+                index.contains(&format!("]({name}")),
+                "the index does not link {name}"
+            );
+        }
+    }
+}
+
+/// Relative links `[text](target)` in a Markdown text (outside code blocks).
+fn relative_links(text: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut in_code = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        for (i, _) in line.match_indices("](") {
+            let rest = &line[i + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if !target.contains("://") {
+                links.push(target.to_owned());
+            }
+        }
+    }
+    links
+}
+
+#[test]
+fn links_between_runbooks_resolve() {
+    let dir = root().join("docs/runbooks");
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for link in relative_links(&text) {
+            checked += 1;
+            let url = format!("{BLOB_BASE}docs/runbooks/{link}");
+            let url = if link.starts_with('#') {
+                format!(
+                    "{BLOB_BASE}docs/runbooks/{}{link}",
+                    path.file_name().unwrap().to_str().unwrap()
+                )
+            } else {
+                url
+            };
+            if let Err(why) = resolve_repository_url(&url) {
+                broken.push(format!("{}: {why}", path.display()));
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} links found");
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+#[test]
+fn anchors_follow_githubs_rule() {
+    let anchors = markdown_anchors(
+        "# Alerts on the watchdog\n```sh\n# not a heading\n```\n## WatchdogProbeDown\n\
+         ## What it means\n## What it means\n## `stale_fdb`: a ghost (VTEP)\n",
+    );
+    assert_eq!(
+        anchors,
+        [
+            "alerts-on-the-watchdog",
+            "watchdogprobedown",
+            "what-it-means",
+            "what-it-means-1",
+            "stale_fdb-a-ghost-vtep"
+        ]
+    );
+}
+
+fn documents(path: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .collect()
+}
+
+/// Every rule of the shipped rule groups: (alert, runbook_url, expr).
+fn rules(groups: &Value) -> Vec<(String, Option<String>, String)> {
+    groups
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_sequence().expect("rules").iter())
+        .map(|rule| {
+            (
+                rule["alert"].as_str().expect("alert").to_owned(),
+                rule["annotations"]["runbook_url"]
+                    .as_str()
+                    .map(str::to_owned),
+                rule["expr"].as_str().expect("expr").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_rule_links_a_runbook_that_exists() {
+    let rules_file = documents(&root().join("deploy/prometheus/rules.yml"));
+    let prometheus_rule = documents(&root().join("deploy/kustomize/base/prometheusrule.yaml"));
+    let shipped = [
+        (
+            "deploy/prometheus/rules.yml",
+            rules(&rules_file[0]["groups"]),
+        ),
+        (
+            "deploy/kustomize/base/prometheusrule.yaml",
+            rules(&prometheus_rule[0]["spec"]["groups"]),
+        ),
+    ];
+    let mut broken = Vec::new();
+    for (file, rules) in &shipped {
+        assert!(rules.len() >= 7, "{file}: {rules:?}");
+        for (alert, url, expr) in rules {
+            let Some(url) = url else {
+                broken.push(format!("{file}: {alert} has no runbook_url"));
+                continue;
+            };
+            // A per-kind rule's URL names the kind label: it must resolve for every kind,
+            // and the expression must keep `kind` in its result.
+            let urls: Vec<String> = if url.contains("{{ $labels.kind }}") {
+                if !expr.contains("by (node, kind)") {
+                    broken.push(format!(
+                        "{file}: {alert} templates the kind but its expr drops the label"
+                    ));
+                }
+                Kind::ALL
+                    .iter()
+                    .map(|kind| url.replace("{{ $labels.kind }}", kind.as_str()))
+                    .collect()
+            } else {
+                vec![url.clone()]
+            };
+            for url in urls {
+                if url.contains("{{") {
+                    broken.push(format!("{file}: {alert}: unexpanded template in {url}"));
+                } else if let Err(why) = resolve_repository_url(&url) {
+                    broken.push(format!("{file}: {alert}: {why}"));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+#[test]
+fn a_wrong_runbook_url_is_caught() {
+    assert!(resolve_repository_url(&format!("{BLOB_BASE}docs/runbooks/stale_fdb.md")).is_ok());
+    for wrong in [
+        format!("{BLOB_BASE}docs/runbooks/stale_fbd.md"),
+        format!("{BLOB_BASE}docs/runbooks/watchdog.md#watchdogprobe-down"),
+        format!("{BLOB_BASE}../Cargo.toml"),
+        "https://example.com/docs/runbooks/stale_fdb.md".to_owned(),
+    ] {
+        assert!(resolve_repository_url(&wrong).is_err(), "{wrong} resolved");
+    }
+}

@@ -1,0 +1,241 @@
+//! `watchdog run`: start-up checks, sources (probes, mirror), the detection loop and the
+//! HTTP server, and a clean shutdown that detaches everything.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use super::{StartError, prepare};
+use crate::{
+    config::{AlertsConfigError, Config, Namespaces},
+    findings::Change,
+    pipeline::{self, Pipeline, SharedFindings},
+    sinks::{
+        alerts::{Alerts, resolve},
+        health::Health,
+        http::{self, AppState},
+        metrics::Metrics,
+    },
+    sources::{Sources, kernel::procfs},
+};
+
+/// Why the daemon could not start (nothing is attached when these are returned).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Privileges, the own namespace, or the eBPF object.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The listen address cannot be bound.
+    #[error(
+        "cannot listen on {addr}: {source}; choose another address with --listen or `listen` \
+         in the config{hint}"
+    )]
+    Listen {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+        /// An extra hint for a port in use.
+        hint: &'static str,
+    },
+    /// An alert sink's URL or secret cannot be used.
+    #[error("alert sinks: {0}")]
+    Alerts(#[from] AlertsConfigError),
+    /// The HTTP server failed.
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// `watchdog run`: loads the config, runs the daemon until SIGTERM or SIGINT; exit 1 on
+/// an error.
+pub fn main(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
+    let run = || -> anyhow::Result<()> {
+        let mut config = Config::load(config.as_deref())?;
+        if let Some(listen) = listen {
+            config.listen = listen;
+        }
+        let runtime = super::runtime()?;
+        runtime.block_on(run(config, shutdown_signal()))?;
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => super::fail(&err, 1),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// Runs the daemon until `shutdown` completes, then detaches every probe.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    // Secrets and URLs first: a missing file is an error before anything attaches.
+    let sinks = resolve(&config.alerts)?;
+    let own_netns = prepare()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: config.listen,
+            hint: if source.kind() == std::io::ErrorKind::AddrInUse {
+                " (is another watchdog running?)"
+            } else {
+                ""
+            },
+            source,
+        })?;
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let findings = SharedFindings::default();
+    let node = procfs::node_name();
+    let mut alerts = Alerts::start(
+        &config.alerts,
+        sinks,
+        config.generator_url(),
+        &node,
+        metrics.alerts.clone(),
+    );
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(
+        listener,
+        AppState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            findings: findings.clone(),
+            node: node.as_str().into(),
+        },
+        async move {
+            let _ = http_stopped.await;
+        },
+    ));
+    tracing::info!(
+        listen = %config.listen,
+        netns = own_netns,
+        version = env!("CARGO_PKG_VERSION"),
+        "serving /metrics, /healthz, /readyz and /api/v1/findings"
+    );
+
+    let mut sources = Sources::start(&config, own_netns)
+        .await
+        .map_err(StartError::from)?;
+    if let Some(mirror) = sources.mirror() {
+        let counters = mirror.counters();
+        metrics.attach_mirror(move || counters.stats());
+    }
+    let status = sources.status();
+    metrics.set_status(&status);
+    let failures = status.failures();
+    if !failures.is_empty() {
+        health.set_not_ready(failures.join("; "));
+    }
+
+    tokio::pin!(server);
+    let result = tokio::select! {
+        () = shutdown => Ok(()),
+        () = detect_loop(&mut sources, &metrics, &health, &findings, &mut alerts, &config, own_netns) => Ok(()),
+        served = &mut server => Err(DaemonError::Serve(match served {
+            Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
+            Ok(Err(err)) => err,
+            Err(join) => std::io::Error::other(join),
+        })),
+    };
+    tracing::info!("shutting down: detaching probes");
+    drop(sources);
+    let _ = stop_http.send(());
+    if result.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    }
+    tracing::info!("stopped");
+    result
+}
+
+/// Every poll interval: read the kernel, run the detectors, publish; never returns.
+/// Ready while every source works and the maps have been read.
+async fn detect_loop(
+    sources: &mut Sources,
+    metrics: &Metrics,
+    health: &Health,
+    findings: &SharedFindings,
+    alerts: &mut Alerts,
+    config: &Config,
+    own_netns: u32,
+) {
+    let mut ticker = tokio::time::interval(config.poll_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pipeline = Pipeline::new(config.detect.clone());
+    let mut maps_read = false;
+    loop {
+        ticker.tick().await;
+        let reading = sources.read();
+        maps_read |= reading.failed_reads == 0;
+        let status = sources.status();
+        let label_netns = config.namespaces == Namespaces::All && status.netns_attribution;
+        let top_n = config.peers.top_n;
+        if let Some(mirror) = sources.mirror() {
+            let changes = mirror.with_snapshot(|net| {
+                metrics.set_reading(&reading, label_netns, top_n, Some(net));
+                // The peer reading moves into the sample: it is the largest map.
+                let sample = pipeline::sample(own_netns, reading);
+                pipeline.cycle(net, sample, SystemTime::now())
+            });
+            log_changes(&changes);
+            let active = pipeline.active();
+            // Never waits: alerts go into per-sink queues, delivered by their own tasks.
+            alerts.cycle(&changes, &active);
+            metrics.set_findings(&active);
+            *findings.write().expect("findings lock") = active;
+        } else {
+            metrics.set_reading(&reading, label_netns, top_n, None);
+        }
+        metrics.set_status(&status);
+        let failures = status.failures();
+        if !failures.is_empty() {
+            health.set_not_ready(failures.join("; "));
+        } else if !maps_read {
+            health.set_not_ready("waiting for the first read of the probe maps");
+        } else if health.readiness().is_err() {
+            health.set_ready();
+            tracing::info!("ready: every enabled probe is attached and its maps were read");
+        }
+    }
+}
+
+fn log_changes(changes: &[Change]) {
+    for change in changes {
+        match change {
+            Change::Fired(finding) => {
+                let evidence: Vec<String> = finding
+                    .candidate
+                    .evidence
+                    .iter()
+                    .map(|e| format!("{}={}", e.name, e.value))
+                    .collect();
+                tracing::warn!(
+                    kind = finding.candidate.kind.as_str(),
+                    severity = finding.candidate.severity.as_str(),
+                    "finding: {} [{}]",
+                    finding.candidate.subject,
+                    evidence.join("; ")
+                );
+            }
+            Change::Resolved(finding) => tracing::info!(
+                kind = finding.candidate.kind.as_str(),
+                "resolved: {}",
+                finding.candidate.subject
+            ),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Kernel counter readings as plain data: what the probes read from their maps, summed over
+//! CPUs, with drop reasons already named. Cumulative since the probes were attached; the
+//! detectors and the metrics take what they need from them.
+
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+
+/// What a cumulative counter grew by from `then` to `now`: 0 when it went backwards (an
+/// LRU entry evicted and created again). The one way the stages take counter deltas.
+pub fn growth(now: u64, then: u64) -> u64 {
+    now.saturating_sub(then)
+}
+
+/// The drop counters (`skb:kfree_skb`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Drops per (network namespace inode, reason name); reasons the kernel does not name
+    /// are counted together under `UNKNOWN`.
+    pub counts: BTreeMap<(u32, String), u64>,
+    /// Drops per (network namespace inode, reason name, destination address), for the route
+    /// and neighbour reasons.
+    pub destinations: BTreeMap<(u32, String, IpAddr), u64>,
+    /// Drops not counted because the key map was full.
+    pub map_full: u64,
+    /// Drops in other namespaces, skipped by the namespace filter.
+    pub other_netns: u64,
+    /// Drops skipped by the namespace filter because their namespace could not be read.
+    pub unattributed: u64,
+}
+
+/// Traffic with one remote address on one interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerSample {
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// How long ago the last packet was sent (None: never).
+    pub last_tx_ago: Option<Duration>,
+    /// How long ago the last packet was received (None: never).
+    pub last_rx_ago: Option<Duration>,
+    /// `watchdog_common::encap` bits seen.
+    pub encap: u32,
+}
+
+/// The per-peer traffic counters (TC programs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerCounts {
+    /// Samples by (interface index, remote address).
+    pub peers: BTreeMap<(u32, IpAddr), PeerSample>,
+    /// New peers ever inserted into the LRU map.
+    pub inserts: u64,
+    /// Packets not recorded because a new peer could not be inserted.
+    pub insert_failed: u64,
+}
+
+/// TCP connect outcomes towards one destination.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectSample {
+    /// Connects started.
+    pub attempts: u64,
+    /// Connects established.
+    pub established: u64,
+    /// Connects failed.
+    pub failed: u64,
+    /// Segments retransmitted.
+    pub retransmits: u64,
+    /// SYNs retransmitted.
+    pub syn_retransmits: u64,
+    /// How long ago the last connect failed.
+    pub last_failed_ago: Option<Duration>,
+    /// How long ago the last connect succeeded.
+    pub last_established_ago: Option<Duration>,
+}
+
+/// Every TCP destination, by (network namespace inode, address, port).
+pub type ConnectCounts = BTreeMap<(u32, IpAddr, u16), ConnectSample>;
+
+/// One read of every probe's maps: `None` where the probe is not running or its read
+/// failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// The drop counters.
+    pub drops: Option<DropCounts>,
+    /// The per-peer traffic.
+    pub peers: Option<PeerCounts>,
+    /// The TCP outcomes.
+    pub connects: Option<ConnectCounts>,
+    /// Map reads that failed in this reading (each also logged).
+    pub failed_reads: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::growth;
+
+    #[test]
+    fn growth_never_goes_negative() {
+        assert_eq!(growth(10, 4), 6);
+        assert_eq!(growth(4, 10), 0);
+    }
+}

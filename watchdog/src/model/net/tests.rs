@@ -1,0 +1,578 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+
+const AF_INET: u8 = libc::AF_INET as u8;
+const AF_INET6: u8 = libc::AF_INET6 as u8;
+
+fn p(s: &str) -> Prefix {
+    s.parse().expect("prefix")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+fn link(index: u32, name: &str) -> Link {
+    Link {
+        index,
+        name: name.to_owned(),
+        kind: None,
+        admin_up: true,
+        oper_up: true,
+        mtu: 1500,
+        master: None,
+        mac: None,
+        vxlan: None,
+    }
+}
+
+fn via(dst: &str, gateway: &str, oif: u32) -> Route {
+    Route {
+        gateway: Some(ip(gateway)),
+        oif: Some(oif),
+        ..Route::unicast(p(dst))
+    }
+}
+
+fn kind(dst: &str, kind: RouteKind) -> Route {
+    Route {
+        kind,
+        ..Route::unicast(p(dst))
+    }
+}
+
+fn snapshot(updates: impl IntoIterator<Item = Update>) -> Snapshot {
+    let mut s = Snapshot::new();
+    for u in updates {
+        s.apply(u);
+    }
+    s
+}
+
+#[test]
+fn prefix_parse_display_contains() {
+    let net = p("10.244.3.0/24");
+    assert_eq!(net.to_string(), "10.244.3.0/24");
+    assert!(net.contains(&ip("10.244.3.77")));
+    assert!(!net.contains(&ip("10.244.4.1")));
+    assert!(!net.contains(&ip("::1")));
+    assert_eq!(p("10.0.0.1").len, 32);
+    assert_eq!(p("fd00::1").len, 128);
+    assert_eq!(p("10.0.0.7/8").network(), p("10.0.0.0/8"));
+    assert!(p("0.0.0.0/0").contains(&ip("203.0.113.9")));
+    assert!(p("::/0").contains(&ip("2001:db8::1")));
+    assert!(p("10.1.2.3/32").contains(&ip("10.1.2.3")));
+    assert!(!p("10.1.2.3/32").contains(&ip("10.1.2.4")));
+    assert!(p("fd00:1::/32").contains(&ip("fd00:1:ffff::9")));
+    assert!(p("2001:db8::1/128").contains(&ip("2001:db8::1")));
+    assert_eq!(
+        "10.0.0.0/33".parse::<Prefix>(),
+        Err(PrefixError::Length("33".into()))
+    );
+    assert!("fd00::/129".parse::<Prefix>().is_err());
+    assert!(matches!(
+        "nope/3".parse::<Prefix>(),
+        Err(PrefixError::Address(_))
+    ));
+    assert!("10.0.0.0/x".parse::<Prefix>().is_err());
+}
+
+#[test]
+fn lpm_longest_prefix_wins_default_and_host() {
+    let s = snapshot([
+        Update::NewRoute(via("0.0.0.0/0", "192.168.1.1", 2)),
+        Update::NewRoute(via("10.64.0.0/10", "100.64.0.1", 3)),
+        Update::NewRoute(via("10.64.5.0/24", "10.64.5.1", 4)),
+        Update::NewRoute(via("10.64.5.9/32", "10.64.5.254", 5)),
+    ]);
+    assert_eq!(s.lookup(ip("8.8.8.8")).unwrap().dst, p("0.0.0.0/0"));
+    assert_eq!(s.lookup(ip("10.100.0.1")).unwrap().dst, p("10.64.0.0/10"));
+    assert_eq!(s.lookup(ip("10.64.5.3")).unwrap().dst, p("10.64.5.0/24"));
+    assert_eq!(s.lookup(ip("10.64.5.9")).unwrap().dst, p("10.64.5.9/32"));
+    assert_eq!(s.lookup(ip("10.64.5.10")).unwrap().oif, Some(4));
+    assert!(s.lookup(ip("2001:db8::1")).is_none(), "no IPv6 routes");
+    assert_eq!(s.counts().routes, 4);
+}
+
+#[test]
+fn lpm_without_default_misses() {
+    let s = snapshot([Update::NewRoute(via("10.0.0.0/8", "10.0.0.1", 2))]);
+    assert!(s.lookup(ip("11.0.0.1")).is_none());
+}
+
+#[test]
+fn lpm_ipv6_and_metrics() {
+    let s = snapshot([
+        Update::NewRoute(via("::/0", "fe80::1", 2)),
+        Update::NewRoute(Route {
+            priority: 100,
+            ..via("fd00:10::/64", "fd00::a", 3)
+        }),
+        Update::NewRoute(Route {
+            priority: 50,
+            ..via("fd00:10::/64", "fd00::b", 4)
+        }),
+    ]);
+    let route = s.lookup(ip("fd00:10::5")).unwrap();
+    assert_eq!(
+        (route.priority, route.oif),
+        (50, Some(4)),
+        "lowest metric wins"
+    );
+    assert_eq!(s.lookup(ip("2001:db8::1")).unwrap().dst, p("::/0"));
+    assert_eq!(s.counts().routes, 3);
+    let mut s = s;
+    s.apply(Update::DelRoute(Route {
+        priority: 50,
+        ..Route::unicast(p("fd00:10::/64"))
+    }));
+    assert_eq!(s.lookup(ip("fd00:10::5")).unwrap().priority, 100);
+    assert_eq!(s.counts().routes, 2);
+}
+
+#[test]
+fn lpm_reject_kinds_and_tables() {
+    let mut table100 = via("10.9.0.0/16", "10.9.0.1", 7);
+    table100.table = 100;
+    let local = Route {
+        table: TABLE_LOCAL,
+        kind: RouteKind::Local,
+        oif: Some(2),
+        ..Route::unicast(p("10.1.0.5/32"))
+    };
+    let s = snapshot([
+        Update::NewRoute(via("0.0.0.0/0", "192.168.1.1", 2)),
+        Update::NewRoute(kind("10.66.0.0/16", RouteKind::Blackhole)),
+        Update::NewRoute(kind("10.77.0.0/16", RouteKind::Unreachable)),
+        Update::NewRoute(kind("10.88.0.0/16", RouteKind::Prohibit)),
+        Update::NewRoute(table100),
+        Update::NewRoute(local),
+    ]);
+    assert_eq!(
+        s.lookup(ip("10.66.1.1")).unwrap().kind,
+        RouteKind::Blackhole
+    );
+    assert_eq!(
+        s.lookup(ip("10.77.1.1")).unwrap().kind,
+        RouteKind::Unreachable
+    );
+    assert_eq!(s.lookup(ip("10.88.1.1")).unwrap().kind, RouteKind::Prohibit);
+    // Table 100 is not main.
+    assert_eq!(s.lookup(ip("10.9.1.1")).unwrap().dst, p("0.0.0.0/0"));
+    assert_eq!(s.lookup_in_table(100, ip("10.9.1.1")).unwrap().oif, Some(7));
+    // Local routes are not in main, and lookup() ignores the local kind anyway.
+    assert_eq!(s.lookup(ip("10.1.0.5")).unwrap().dst, p("0.0.0.0/0"));
+    assert_eq!(s.routes_in_table(100).count(), 1);
+    assert_eq!(s.routes().count(), 6);
+    // Default rules: local first.
+    match s.lookup_with_rules(ip("10.1.0.5"), None) {
+        Some(Resolution::Route { route, rule: None }) => assert_eq!(route.kind, RouteKind::Local),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn rules_in_priority_order_with_selectors_and_actions() {
+    let mut t100 = via("10.9.0.0/16", "10.9.0.1", 7);
+    t100.table = 100;
+    let mut t200_default = via("0.0.0.0/0", "172.16.0.1", 8);
+    t200_default.table = 200;
+    let mut throw = kind("10.9.9.0/24", RouteKind::Throw);
+    throw.table = 100;
+    let rule_from = Rule {
+        src: Some(p("10.5.0.0/16")),
+        ..Rule::to_table(AF_INET, 100, 200)
+    };
+    let rule_to = Rule {
+        dst: Some(p("10.9.0.0/16")),
+        ..Rule::to_table(AF_INET, 200, 100)
+    };
+    let rule_reject = Rule {
+        action: RuleAction::Unreachable,
+        dst: Some(p("10.99.0.0/16")),
+        ..Rule::to_table(AF_INET, 300, 0)
+    };
+    let rule_fwmark = Rule {
+        fwmark: Some(0x1),
+        ..Rule::to_table(AF_INET, 50, 200)
+    };
+    let rule_oif = Rule {
+        oif: Some("wg0".into()),
+        ..Rule::to_table(AF_INET, 51, 200)
+    };
+    let s = snapshot([
+        Update::NewRoute(via("0.0.0.0/0", "192.168.1.1", 2)),
+        Update::NewRoute(t100),
+        Update::NewRoute(t200_default),
+        Update::NewRoute(throw),
+        // Inserted out of order on purpose.
+        Update::NewRule(Rule::to_table(AF_INET, 32766, TABLE_MAIN)),
+        Update::NewRule(rule_reject.clone()),
+        Update::NewRule(rule_to.clone()),
+        Update::NewRule(rule_from.clone()),
+        Update::NewRule(Rule::to_table(AF_INET, 0, TABLE_LOCAL)),
+        Update::NewRule(rule_fwmark),
+        Update::NewRule(rule_oif),
+        Update::NewRule(Rule::to_table(AF_INET6, 0, TABLE_LOCAL)),
+    ]);
+    let priorities: Vec<u32> = s.rules().map(|r| r.priority).collect();
+    assert_eq!(priorities, [0, 0, 50, 51, 100, 200, 300, 32766]);
+
+    let route_of = |dst: &str, src: Option<&str>| match s.lookup_with_rules(ip(dst), src.map(ip)) {
+        Some(Resolution::Route { route, rule }) => (route.clone(), rule.map(|r| r.priority)),
+        other => panic!("{dst}: {other:?}"),
+    };
+    // Source selector: from 10.5/16 uses table 200's default.
+    let (route, rule) = route_of("8.8.8.8", Some("10.5.1.1"));
+    assert_eq!((route.table, rule), (200, Some(100)));
+    // No source: the from-rule does not match; main's default.
+    let (route, rule) = route_of("8.8.8.8", None);
+    assert_eq!((route.table, rule), (TABLE_MAIN, Some(32766)));
+    // Destination selector: table 100.
+    let (route, rule) = route_of("10.9.1.1", None);
+    assert_eq!((route.table, rule), (100, Some(200)));
+    // Throw in table 100 continues to later rules: main.
+    let (route, rule) = route_of("10.9.9.9", None);
+    assert_eq!((route.table, rule), (TABLE_MAIN, Some(32766)));
+    // Rule action.
+    assert_eq!(
+        s.lookup_with_rules(ip("10.99.0.1"), None),
+        Some(Resolution::Rejected { rule: &rule_reject })
+    );
+    // No IPv6 route at all.
+    assert_eq!(s.lookup_with_rules(ip("fd00::1"), None), None);
+}
+
+#[test]
+fn suppress_prefixlength_and_goto() {
+    let mut wg_default = via("0.0.0.0/0", "10.0.0.1", 9);
+    wg_default.table = 51820;
+    let s = snapshot([
+        Update::NewRoute(via("0.0.0.0/0", "192.168.1.1", 2)),
+        Update::NewRoute(via("192.168.1.0/24", "192.168.1.254", 2)),
+        Update::NewRoute(wg_default),
+        // wg-quick: main without its default route, then the tunnel table.
+        Update::NewRule(Rule {
+            suppress_prefixlen: Some(0),
+            ..Rule::to_table(AF_INET, 32764, TABLE_MAIN)
+        }),
+        Update::NewRule(Rule::to_table(AF_INET, 32765, 51820)),
+        Update::NewRule(Rule::to_table(AF_INET, 32766, TABLE_MAIN)),
+    ]);
+    let table = |s: &Snapshot, dst: &str| match s.lookup_with_rules(ip(dst), None) {
+        Some(Resolution::Route { route, .. }) => route.table,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(table(&s, "192.168.1.20"), TABLE_MAIN);
+    assert_eq!(table(&s, "8.8.8.8"), 51820);
+
+    let mut s = s;
+    s.apply(Update::NewRule(Rule {
+        action: RuleAction::Goto,
+        goto: Some(32766),
+        ..Rule::to_table(AF_INET, 10, 0)
+    }));
+    assert_eq!(
+        table(&s, "8.8.8.8"),
+        TABLE_MAIN,
+        "goto skips 32764 and 32765"
+    );
+}
+
+#[test]
+fn neigh_state_words_and_predicates() {
+    assert_eq!(NeighState::REACHABLE.to_string(), "REACHABLE");
+    assert_eq!(NeighState::FAILED.to_string(), "FAILED");
+    assert_eq!(NeighState::PERMANENT.to_string(), "PERMANENT");
+    assert_eq!(NeighState::NOARP.to_string(), "NOARP");
+    assert_eq!(NeighState(0).to_string(), "NONE");
+    assert_eq!(NeighState(0x24).to_string(), "STALE FAILED");
+    assert_eq!(NeighState(0x100).to_string(), "0x100");
+    assert!(NeighState::FAILED.is_failed());
+    assert!(NeighState::INCOMPLETE.is_incomplete());
+    assert!(NeighState::PERMANENT.is_permanent());
+    for state in [
+        NeighState::REACHABLE,
+        NeighState::STALE,
+        NeighState::DELAY,
+        NeighState::PROBE,
+    ] {
+        assert!(state.is_reachable_or_stale(), "{state}");
+        assert!(!state.is_failed());
+    }
+    assert!(!NeighState::FAILED.is_reachable_or_stale());
+}
+
+#[test]
+fn route_display_names_devices() {
+    let s = snapshot([Update::NewLink(link(5, "flannel.1"))]);
+    let route = Route {
+        onlink: true,
+        ..via("10.244.3.0/24", "10.244.3.0", 5)
+    };
+    assert_eq!(
+        route.display(&s).to_string(),
+        "10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink table main"
+    );
+    assert_eq!(
+        route.to_string(),
+        "10.244.3.0/24 via 10.244.3.0 dev #5 onlink table main"
+    );
+    let mut blackhole = kind("10.66.0.0/16", RouteKind::Blackhole);
+    blackhole.table = 100;
+    blackhole.priority = 7;
+    assert_eq!(
+        blackhole.to_string(),
+        "blackhole 10.66.0.0/16 metric 7 table 100"
+    );
+    assert_eq!(
+        via("0.0.0.0/0", "192.168.1.1", 5).display(&s).to_string(),
+        "default via 192.168.1.1 dev flannel.1 table main"
+    );
+}
+
+#[test]
+fn apply_replaces_by_kernel_key() {
+    let mut s = snapshot([Update::NewRoute(via("10.1.0.0/16", "10.0.0.1", 2))]);
+    // Same (table, dst, tos, metric): a replace, whatever the type.
+    s.apply(Update::NewRoute(kind("10.1.0.0/16", RouteKind::Blackhole)));
+    assert_eq!(s.counts().routes, 1);
+    assert_eq!(s.lookup(ip("10.1.2.3")).unwrap().kind, RouteKind::Blackhole);
+    // Another table is another route.
+    let mut other = via("10.1.0.0/16", "10.0.0.1", 2);
+    other.table = 7;
+    s.apply(Update::NewRoute(other.clone()));
+    assert_eq!(s.counts().routes, 2);
+    s.apply(Update::DelRoute(other));
+    assert_eq!(s.counts().routes, 1);
+    // Deleting something absent is harmless.
+    s.apply(Update::DelRoute(via("10.2.0.0/16", "10.0.0.1", 2)));
+    assert_eq!(s.counts().routes, 1);
+}
+
+#[test]
+fn link_down_and_delete_flush_like_the_kernel() {
+    let mut s = snapshot([
+        Update::NewLink(link(2, "eth0")),
+        Update::NewLink(link(3, "vx0")),
+        Update::NewAddress(Address {
+            ifindex: 3,
+            prefix: p("10.244.0.1/24"),
+        }),
+        Update::NewRoute(via("10.244.3.0/24", "10.244.3.0", 3)),
+        Update::NewRoute(via("0.0.0.0/0", "192.168.1.1", 2)),
+        Update::NewRoute(via("fd00::/64", "fd00::1", 3)),
+        Update::NewRoute(Route {
+            table: TABLE_LOCAL,
+            kind: RouteKind::Local,
+            oif: Some(3),
+            ..Route::unicast(p("10.244.0.1/32"))
+        }),
+        Update::NewRoute(Route {
+            nexthops: vec![
+                NextHop {
+                    gateway: Some(ip("10.0.0.1")),
+                    oif: Some(2),
+                    onlink: false,
+                },
+                NextHop {
+                    gateway: Some(ip("10.0.0.2")),
+                    oif: Some(3),
+                    onlink: false,
+                },
+            ],
+            ..Route::unicast(p("10.50.0.0/16"))
+        }),
+        Update::NewNeighbour(Neighbour {
+            ifindex: 3,
+            ip: ip("10.244.3.0"),
+            mac: Some([2, 0, 0, 0, 0, 1]),
+            state: NeighState::PERMANENT,
+        }),
+        Update::NewFdb(FdbEntry {
+            ifindex: 3,
+            mac: [2, 0, 0, 0, 0, 1],
+            dst: Some(ip("192.168.1.30")),
+            vlan: None,
+            vni: None,
+            port: None,
+            state: NeighState::PERMANENT,
+            master: None,
+        }),
+    ]);
+    assert_eq!(s.link_by_name("vx0").unwrap().index, 3);
+    // Down: IPv4 routes only via vx0 go, the multipath route stays; neighbours go.
+    s.apply(Update::NewLink(Link {
+        admin_up: false,
+        ..link(3, "vx0")
+    }));
+    assert!(s.lookup(ip("10.244.3.7")).unwrap().dst.len == 0);
+    assert!(s.lookup(ip("10.50.0.1")).is_some());
+    assert!(
+        s.lookup(ip("fd00::5")).is_some(),
+        "IPv6 deletions are announced"
+    );
+    assert_eq!(
+        s.routes_in_table(TABLE_LOCAL).count(),
+        1,
+        "local routes stay"
+    );
+    assert_eq!(s.neighbours().count(), 0);
+    assert_eq!(s.fdb().count(), 1);
+    assert_eq!(s.addresses().count(), 1);
+    // Delete: everything on it goes.
+    s.apply(Update::DelLink(3));
+    assert!(s.link(3).is_none());
+    assert!(s.link_by_name("vx0").is_none());
+    assert_eq!(s.fdb().count(), 0);
+    assert_eq!(s.addresses().count(), 0);
+    assert!(s.lookup(ip("fd00::5")).is_none());
+    assert_eq!(s.routes_in_table(TABLE_LOCAL).count(), 0);
+    assert_eq!(s.counts().routes, 2, "default and multipath remain");
+}
+
+#[test]
+fn rename_updates_name_index() {
+    let mut s = snapshot([Update::NewLink(link(4, "eth1"))]);
+    s.apply(Update::NewLink(link(4, "lan0")));
+    assert!(s.link_by_name("eth1").is_none());
+    assert_eq!(s.link_by_name("lan0").unwrap().index, 4);
+    assert_eq!(s.links().count(), 1);
+}
+
+#[test]
+fn address_removal_flushes_routes_with_that_source() {
+    let mut s = snapshot([
+        Update::NewAddress(Address {
+            ifindex: 2,
+            prefix: p("10.0.0.5/24"),
+        }),
+        Update::NewRoute(Route {
+            prefsrc: Some(ip("10.0.0.5")),
+            ..via("10.8.0.0/16", "10.0.0.1", 2)
+        }),
+    ]);
+    s.apply(Update::DelAddress(Address {
+        ifindex: 2,
+        prefix: p("10.0.0.5/24"),
+    }));
+    assert_eq!(s.counts().routes, 0);
+    assert_eq!(s.counts().addresses, 0);
+}
+
+fn fdb(mac: [u8; 6], dst: &str) -> FdbEntry {
+    FdbEntry {
+        ifindex: 3,
+        mac,
+        dst: Some(ip(dst)),
+        vlan: None,
+        vni: None,
+        port: None,
+        state: NeighState::PERMANENT,
+        master: None,
+    }
+}
+
+#[test]
+fn fdb_keys_follow_vxlan_semantics() {
+    let zero = [0; 6];
+    let unicast = [0x02, 0x42, 0, 0, 0, 9];
+    let mut s = snapshot([
+        Update::NewFdb(fdb(zero, "192.168.1.10")),
+        Update::NewFdb(fdb(zero, "192.168.1.11")),
+        Update::NewFdb(fdb(unicast, "192.168.1.10")),
+    ]);
+    assert_eq!(
+        s.fdb_of(3).count(),
+        3,
+        "appended default destinations are distinct"
+    );
+    // `bridge fdb replace` of a unicast MAC announces only the new destination.
+    s.apply(Update::NewFdb(fdb(unicast, "10.67.0.5")));
+    let dsts: Vec<_> = s
+        .fdb_of(3)
+        .filter(|e| e.mac == unicast)
+        .map(|e| e.dst)
+        .collect();
+    assert_eq!(dsts, [Some(ip("10.67.0.5"))]);
+    s.apply(Update::DelFdb(fdb(zero, "192.168.1.11")));
+    assert_eq!(s.fdb_of(3).count(), 2);
+    assert_eq!(s.fdb_of(4).count(), 0);
+    // A bridge port's `master` entry and `self` entry for one MAC are both kept.
+    let mut master = fdb(unicast, "192.168.1.10");
+    master.ifindex = 4;
+    master.dst = None;
+    master.master = Some(9);
+    let mut own = master.clone();
+    own.master = None;
+    s.apply(Update::NewFdb(master));
+    s.apply(Update::NewFdb(own));
+    assert_eq!(s.fdb_of(4).count(), 2);
+}
+
+#[test]
+fn neighbours_and_rules_are_idempotent() {
+    let n = Neighbour {
+        ifindex: 2,
+        ip: ip("10.0.0.9"),
+        mac: None,
+        state: NeighState::INCOMPLETE,
+    };
+    let mut s = snapshot([
+        Update::NewNeighbour(n.clone()),
+        Update::NewNeighbour(Neighbour {
+            state: NeighState::FAILED,
+            ..n.clone()
+        }),
+        Update::NewRule(Rule::to_table(AF_INET, 5, 100)),
+        Update::NewRule(Rule::to_table(AF_INET, 5, 100)),
+    ]);
+    assert_eq!(s.neighbours().count(), 1);
+    assert!(s.neighbour(2, &ip("10.0.0.9")).unwrap().state.is_failed());
+    assert_eq!(s.rules().count(), 1);
+    s.apply(Update::DelNeighbour(n));
+    s.apply(Update::DelRule(Rule::to_table(AF_INET, 5, 100)));
+    assert_eq!(s.counts(), ObjectCounts::default());
+}
+
+#[test]
+fn lpm_scales_to_100k_routes() {
+    let mut s = Snapshot::new();
+    for i in 0..100_000u32 {
+        let addr = Ipv4Addr::from(0x0a00_0000 | (i << 8));
+        s.apply(Update::NewRoute(via(
+            &format!("{addr}/24"),
+            "192.168.0.1",
+            2,
+        )));
+    }
+    s.apply(Update::NewRoute(via("0.0.0.0/0", "192.168.0.254", 2)));
+    assert_eq!(s.counts().routes, 100_001);
+    for i in (0..100_000u32).step_by(997) {
+        let addr = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (i << 8) | 7));
+        assert_eq!(s.lookup(addr).unwrap().dst.len, 24);
+    }
+    assert_eq!(s.lookup(ip("192.0.2.1")).unwrap().dst.len, 0);
+}
+
+/// Older kernels (5.10, 6.1; not 6.18) announce `bridge fdb append … dev vxlan dst X` twice: the VXLAN
+/// driver's message with NDA_DST, then rtnetlink's generic one with only the MAC (seen on
+/// Debian's 5.10 and 6.1 under qemu). The second must not erase the destination.
+#[test]
+fn the_generic_fdb_echo_of_older_kernels_keeps_the_vtep() {
+    let unicast = [0x02, 0xfa, 0, 0, 0, 0x99];
+    let echo = FdbEntry {
+        dst: None,
+        ..fdb(unicast, "10.55.0.99")
+    };
+    let s = snapshot([
+        Update::NewFdb(fdb(unicast, "10.55.0.99")),
+        Update::NewFdb(echo.clone()),
+    ]);
+    let dsts: Vec<_> = s.fdb_of(3).map(|e| e.dst).collect();
+    assert_eq!(dsts, [Some(ip("10.55.0.99"))]);
+    // An entry that never had a destination (a bridge port's) is still recorded.
+    let s = snapshot([Update::NewFdb(echo)]);
+    assert_eq!(s.fdb_of(3).count(), 1);
+}

@@ -1,0 +1,238 @@
+//! Prometheus metrics (OpenMetrics text). Names start with `watchdog_`, carry their unit,
+//! and use bounded label sets. One file per source of values: the sources' status, drops,
+//! peers, TCP, the mirror, the process itself, findings; alerts register their own.
+
+mod drops;
+mod findings;
+mod mirror;
+mod peers;
+mod process;
+mod status;
+mod tcp;
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, counter::Counter, family::Family, gauge::Gauge, info::Info},
+    registry::Registry,
+};
+
+use crate::{
+    findings::{Kind, Severity},
+    model::{counters::Reading, net::Snapshot},
+    sinks::alerts::AlertMetrics,
+};
+
+/// A label set: (name, value) pairs.
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the daemon exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    probe_up: Family<Labels, Gauge>,
+    probe_unsupported: Family<Labels, Gauge>,
+    netns_attribution: Gauge,
+    map_read_errors: Counter,
+    kernel_features: Family<Labels, Gauge>,
+    findings: Family<Labels, Gauge>,
+    ghost_routes: Family<Labels, Gauge>,
+    /// `watchdog_alerts_*`: delivery of alerts per sink.
+    pub alerts: AlertMetrics,
+    drops: Arc<drops::DropsCollector>,
+    peers: Arc<peers::PeersCollector>,
+    tcp: Arc<tcp::TcpCollector>,
+    mirror: Arc<mirror::MirrorCollector>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        registry.register(
+            "watchdog_build",
+            "Build information of the running watchdog",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_owned())]),
+        );
+        let probe_up = Family::<Labels, Gauge>::default();
+        registry.register(
+            "watchdog_probe_up",
+            "Whether an enabled probe is attached (1) or failed (0)",
+            probe_up.clone(),
+        );
+        let probe_unsupported = Family::<Labels, Gauge>::default();
+        registry.register(
+            "watchdog_probe_unsupported",
+            "1 when this kernel lacks what an enabled probe needs (it is then down, but the \
+             daemon is ready without it)",
+            probe_unsupported.clone(),
+        );
+        let netns_attribution = Gauge::default();
+        registry.register(
+            "watchdog_netns_attribution",
+            "1 when kernel drops are attributed to network namespaces (needs kernel BTF); \
+             0 when every namespace's drops are counted together",
+            netns_attribution.clone(),
+        );
+        let map_read_errors = Counter::default();
+        registry.register(
+            "watchdog_map_read_errors",
+            "Failed reads of the in-kernel counter maps",
+            map_read_errors.clone(),
+        );
+        let kernel_features = Family::<Labels, Gauge>::default();
+        registry.register(
+            "watchdog_kernel_feature",
+            "Kernel features found at start-up (1) or missing (0): btf, tracefs, tcx, \
+             kfree_skb_reason, netns_attribution, drop_destinations, tcp_retransmit_family",
+            kernel_features.clone(),
+        );
+        let findings = Family::<Labels, Gauge>::default();
+        registry.register(
+            "watchdog_findings",
+            "Active findings by kind and severity",
+            findings.clone(),
+        );
+        for kind in Kind::ALL {
+            for severity in [Severity::Warning, Severity::Critical] {
+                let _ = findings.get_or_create(&findings::finding_labels(kind, severity));
+            }
+        }
+        let ghost_routes = Family::<Labels, Gauge>::default();
+        registry.register(
+            "watchdog_ghost_route_info",
+            "A route named by an active finding (value 1): the route to look at",
+            ghost_routes.clone(),
+        );
+        let alerts = AlertMetrics::default();
+        alerts.register(&mut registry);
+        let drops = Arc::new(drops::DropsCollector::default());
+        registry.register_collector(Box::new(drops.clone()));
+        let peers = Arc::new(peers::PeersCollector::default());
+        registry.register_collector(Box::new(peers.clone()));
+        let tcp = Arc::new(tcp::TcpCollector::default());
+        registry.register_collector(Box::new(tcp.clone()));
+        registry.register_collector(Box::new(process::ProcessCollector));
+        let mirror = Arc::new(mirror::MirrorCollector::default());
+        registry.register_collector(Box::new(mirror.clone()));
+        Self {
+            registry,
+            probe_up,
+            probe_unsupported,
+            netns_attribution,
+            map_read_errors,
+            kernel_features,
+            findings,
+            ghost_routes,
+            alerts,
+            drops,
+            peers,
+            tcp,
+            mirror,
+        }
+    }
+
+    /// Publishes a reading of the kernel counters: drops (namespaces labelled when
+    /// `label_netns`), the `top_n` busiest peers with their interfaces named from `net`
+    /// (the mirror's snapshot; by index without it), the `top_n` worst TCP destinations,
+    /// and the failed map reads.
+    pub fn set_reading(
+        &self,
+        reading: &Reading,
+        label_netns: bool,
+        top_n: usize,
+        net: Option<&Snapshot>,
+    ) {
+        self.map_read_errors.inc_by(reading.failed_reads);
+        if let Some(drops) = &reading.drops {
+            self.set_drops(drops, label_netns, top_n);
+        }
+        if let Some(peers) = &reading.peers {
+            self.set_peers(peers, top_n, |ifindex| {
+                net.and_then(|net| net.link(ifindex))
+                    .map_or_else(|| ifindex.to_string(), |link| link.name.clone())
+            });
+        }
+        if let Some(connects) = &reading.connects {
+            self.set_connects(connects, top_n);
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Encodes one counter family from its rows.
+fn encode_counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (labels, value) in rows {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_build_info_and_process_metrics() {
+        let text = Metrics::new().encode();
+        assert!(
+            text.contains(&format!(
+                "watchdog_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("watchdog_process_cpu_seconds_total "),
+            "{text}"
+        );
+        let rss_line = text
+            .lines()
+            .find(|line| line.starts_with("watchdog_process_resident_memory_bytes "))
+            .expect("rss line");
+        let rss: f64 = rss_line.split(' ').nth(1).unwrap().parse().unwrap();
+        assert!(rss > 1e6, "{rss_line}");
+        assert!(text.ends_with("# EOF\n"));
+        assert!(!text.contains("watchdog_mirror"), "{text}");
+    }
+
+    #[test]
+    fn exports_mirror_counters_once_attached() {
+        let metrics = Metrics::new();
+        metrics.attach_mirror(crate::model::status::MirrorStats::default);
+        let text = metrics.encode();
+        for line in [
+            "watchdog_mirror_resyncs_total{cause=\"initial\"} 0",
+            "watchdog_mirror_resyncs_total{cause=\"overrun\"} 0",
+            "watchdog_mirror_updates_total 0",
+            "watchdog_mirror_objects{kind=\"route\"} 0",
+            "watchdog_mirror_objects{kind=\"fdb\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+}

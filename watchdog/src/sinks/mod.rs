@@ -1,0 +1,6 @@
+//! Where findings and readings go: Prometheus metrics, the HTTP API, readiness, alerts.
+
+pub mod alerts;
+pub mod health;
+pub mod http;
+pub mod metrics;

@@ -1,0 +1,471 @@
+//! The network mirror: a userspace copy of the kernel's network state (links, addresses,
+//! routes of every table, policy rules, neighbours, bridge FDB) in the daemon's network
+//! namespace, loaded by netlink dumps and kept current by netlink notifications.
+//!
+//! Two netlink sockets: one subscribed to the rtnetlink multicast groups before anything
+//! is dumped, one for the dumps (opened for each load). Notifications that arrive during a dump wait in the
+//! first socket's queue and are applied afterwards; each one carries an object's whole
+//! state, so applying them in order after the dump converges on the kernel's state.
+//! When the notification socket overruns (ENOBUFS: the kernel dropped notifications),
+//! everything is dumped again into a fresh [`Snapshot`] that replaces the old one.
+//!
+//! Readers take the snapshot under a read lock ([`Mirror::with_snapshot`],
+//! [`Mirror::read`]); the writer applies notifications in batches under the write lock
+//! and then bumps a generation number readers can wait on ([`Mirror::subscribe`]).
+
+mod convert;
+
+use std::{
+    io,
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc, PoisonError, RwLock, RwLockReadGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use futures::StreamExt as _;
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage, address::AddressMessage, link::LinkMessage,
+    neighbour::NeighbourMessage, route::RouteMessage, rule::RuleMessage,
+};
+use netlink_sys::AsyncSocket as _;
+use rtnetlink::{Handle, MulticastGroup};
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::model::{
+    net::{ObjectCounts, Snapshot},
+    status::MirrorStats,
+};
+
+/// Receive buffer of the notification socket. The kernel doubles the value set here.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// How the mirror is set up.
+#[derive(Clone, Copy, Debug)]
+pub struct MirrorOptions {
+    /// Receive buffer of the notification socket in bytes (default 4 MiB; the kernel
+    /// doubles it). Smaller means full reloads after shorter bursts of changes.
+    pub receive_buffer: usize,
+}
+
+impl Default for MirrorOptions {
+    fn default() -> Self {
+        Self {
+            receive_buffer: RECEIVE_BUFFER,
+        }
+    }
+}
+
+/// Most notifications applied under one write lock, so readers are not starved.
+const MAX_BATCH: usize = 2048;
+
+/// Dumps interrupted by concurrent changes (NLM_F_DUMP_INTR) are retried this often.
+const DUMP_ATTEMPTS: u32 = 3;
+
+/// Why the mirror could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// No netlink route socket.
+    #[error(
+        "cannot open a netlink route socket: {0}; the mirror needs NETLINK_ROUTE sockets \
+         (check that no seccomp profile or LSM policy denies them)"
+    )]
+    Socket(io::Error),
+    /// The multicast subscription failed.
+    #[error(
+        "cannot subscribe to rtnetlink notifications: {0}; the mirror needs to join the \
+         link, address, route, rule and neighbour groups of NETLINK_ROUTE"
+    )]
+    Subscribe(io::Error),
+    /// The kernel answered a dump with an error.
+    #[error(
+        "the kernel refused to dump {what}: {source}; the mirror needs read access to the \
+         namespace's {what} (same as `ip` without privileges)"
+    )]
+    Dump {
+        /// What was being dumped.
+        what: &'static str,
+        /// The kernel's error.
+        source: io::Error,
+    },
+    /// A netlink connection ended.
+    #[error(
+        "the netlink connection closed while {0}; the mirror stopped following the kernel, \
+         restart the daemon (and report it if it repeats)"
+    )]
+    Closed(&'static str),
+}
+
+/// The mirror's counters, shared with the metrics exporter.
+#[derive(Debug, Default)]
+pub struct MirrorCounters {
+    updates: AtomicU64,
+    resyncs_initial: AtomicU64,
+    resyncs_overrun: AtomicU64,
+    counts: [AtomicU64; 6],
+}
+
+impl MirrorCounters {
+    /// The current values.
+    pub fn stats(&self) -> MirrorStats {
+        let count = |i: usize| self.counts[i].load(Ordering::Relaxed) as usize;
+        MirrorStats {
+            updates: self.updates.load(Ordering::Relaxed),
+            resyncs_initial: self.resyncs_initial.load(Ordering::Relaxed),
+            resyncs_overrun: self.resyncs_overrun.load(Ordering::Relaxed),
+            objects: ObjectCounts {
+                links: count(0),
+                addresses: count(1),
+                routes: count(2),
+                rules: count(3),
+                neighbours: count(4),
+                fdb: count(5),
+            },
+        }
+    }
+
+    fn set_counts(&self, counts: ObjectCounts) {
+        let values = [
+            counts.links,
+            counts.addresses,
+            counts.routes,
+            counts.rules,
+            counts.neighbours,
+            counts.fdb,
+        ];
+        for (slot, value) in self.counts.iter().zip(values) {
+            slot.store(value as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    snapshot: RwLock<Snapshot>,
+    generation: watch::Sender<u64>,
+    counters: Arc<MirrorCounters>,
+}
+
+/// A live mirror of the kernel's network state; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    shared: Arc<Shared>,
+}
+
+/// The notification groups the mirror follows. FDB changes come as AF_BRIDGE neighbour
+/// messages on the neighbour group.
+const GROUPS: [MulticastGroup; 8] = [
+    MulticastGroup::Link,
+    MulticastGroup::Ipv4Ifaddr,
+    MulticastGroup::Ipv6Ifaddr,
+    MulticastGroup::Ipv4Route,
+    MulticastGroup::Ipv6Route,
+    MulticastGroup::Ipv4Rule,
+    MulticastGroup::Ipv6Rule,
+    MulticastGroup::Neigh,
+];
+
+/// Aborts a spawned task (a netlink connection) when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Mirror {
+    /// Subscribes to notifications, loads the current state, and spawns the task that
+    /// follows changes (on the current tokio runtime; a current-thread runtime works).
+    /// The task runs until it fails or is aborted; aborting it closes the sockets.
+    pub async fn start() -> Result<(Mirror, JoinHandle<Result<(), MirrorError>>), MirrorError> {
+        Self::start_with(MirrorOptions::default()).await
+    }
+
+    /// As [`Mirror::start`], with `options`.
+    pub async fn start_with(
+        options: MirrorOptions,
+    ) -> Result<(Mirror, JoinHandle<Result<(), MirrorError>>), MirrorError> {
+        let (mut events_conn, _events_handle, events) =
+            rtnetlink::new_multicast_connection(&GROUPS).map_err(MirrorError::Subscribe)?;
+        set_receive_buffer(
+            events_conn.socket_mut().socket_mut(),
+            options.receive_buffer,
+        );
+        let events_task = AbortOnDrop(tokio::spawn(events_conn));
+
+        let snapshot = dump_all().await?;
+        let counters = Arc::new(MirrorCounters::default());
+        counters.resyncs_initial.fetch_add(1, Ordering::Relaxed);
+        counters.set_counts(snapshot.counts());
+        tracing::info!(objects = ?snapshot.counts(), "network mirror loaded");
+        let shared = Arc::new(Shared {
+            snapshot: RwLock::new(snapshot),
+            generation: watch::channel(0).0,
+            counters,
+        });
+        let task = tokio::spawn(follow(shared.clone(), events, events_task));
+        Ok((Mirror { shared }, task))
+    }
+
+    /// Runs `f` on the current snapshot under the read lock. Keep `f` short: the mirror
+    /// cannot apply changes meanwhile.
+    pub fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        f(&self.read())
+    }
+
+    /// The current snapshot behind a read guard (drop it soon, as for
+    /// [`Mirror::with_snapshot`]).
+    pub fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
+        self.shared
+            .snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A number that grows each time the snapshot changes.
+    pub fn generation(&self) -> u64 {
+        *self.shared.generation.borrow()
+    }
+
+    /// A receiver of the generation number: `changed().await` wakes after each batch of
+    /// changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.generation.subscribe()
+    }
+
+    /// The mirror's counters (for metrics).
+    pub fn counters(&self) -> Arc<MirrorCounters> {
+        self.shared.counters.clone()
+    }
+
+    /// A reading of the counters.
+    pub fn stats(&self) -> MirrorStats {
+        self.shared.counters.stats()
+    }
+}
+
+/// Raises the socket's receive buffer, past `net.core.rmem_max` when privileged
+/// (SO_RCVBUFFORCE); a failure only makes overruns likelier, so it is logged.
+fn set_receive_buffer(socket: &netlink_sys::Socket, bytes: usize) {
+    let fd = socket.as_raw_fd();
+    let value = bytes as libc::c_int;
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: a valid socket fd and a c_int option value of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+    tracing::warn!(
+        error = %io::Error::last_os_error(),
+        "cannot raise the netlink receive buffer; bursts of changes may force full reloads"
+    );
+}
+
+/// Applies notifications until the connection ends; reloads on overrun.
+async fn follow(
+    shared: Arc<Shared>,
+    mut events: futures::channel::mpsc::UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        netlink_sys::SocketAddr,
+    )>,
+    _connection: AbortOnDrop,
+) -> Result<(), MirrorError> {
+    let counters = &shared.counters;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let first = events
+            .next()
+            .await
+            .ok_or(MirrorError::Closed("waiting for notifications"))?;
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match events.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        let mut pending = batch.drain(..);
+        loop {
+            let mut overrun = false;
+            let mut applied = 0;
+            {
+                let mut snapshot = shared
+                    .snapshot
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for (message, _) in pending.by_ref() {
+                    match message.payload {
+                        NetlinkPayload::InnerMessage(inner) => {
+                            if let Some(update) = convert::update(inner) {
+                                snapshot.apply(update);
+                                applied += 1;
+                            }
+                        }
+                        NetlinkPayload::Overrun(_) => {
+                            overrun = true;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                counters.set_counts(snapshot.counts());
+            }
+            counters.updates.fetch_add(applied, Ordering::Relaxed);
+            if !overrun {
+                break;
+            }
+            // Notifications were lost: reload. Those queued after the overrun are
+            // applied on top of the fresh snapshot.
+            tracing::warn!("netlink notifications overran the socket buffer; reloading");
+            let fresh = dump_all().await?;
+            counters.set_counts(fresh.counts());
+            *shared
+                .snapshot
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = fresh;
+            counters.resyncs_overrun.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(pending);
+        shared.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// Dumps everything into a fresh snapshot, retrying when a dump was interrupted. Each
+/// load uses its own connection, closed afterwards: a connection's queues grow to the
+/// size of the largest dump and never shrink.
+async fn dump_all() -> Result<Snapshot, MirrorError> {
+    let (connection, mut handle, _) = rtnetlink::new_connection().map_err(MirrorError::Socket)?;
+    let _connection = AbortOnDrop(tokio::spawn(connection));
+    let handle = &mut handle;
+    let mut attempt = 1;
+    loop {
+        let mut snapshot = Snapshot::new();
+        let mut interrupted = false;
+        for (what, request, required) in dump_requests() {
+            interrupted |= dump(handle, what, request, required, &mut snapshot).await?;
+        }
+        if !interrupted || attempt >= DUMP_ATTEMPTS {
+            if interrupted {
+                tracing::warn!(
+                    "netlink dumps kept being interrupted by changes; using the last one \
+                     (notifications will correct it)"
+                );
+            }
+            return Ok(snapshot);
+        }
+        attempt += 1;
+    }
+}
+
+/// (what, request, whether an error is fatal) for each dump, in dependency order.
+fn dump_requests() -> Vec<(&'static str, RouteNetlinkMessage, bool)> {
+    let link = LinkMessage::default();
+    let address = AddressMessage::default();
+    let route = |family| {
+        let mut m = RouteMessage::default();
+        m.header.address_family = family;
+        // RT_TABLE_UNSPEC: every table (a non-strict dump ignores it anyway).
+        m.header.table = 0;
+        m
+    };
+    let rule = |family| {
+        let mut m = RuleMessage::default();
+        m.header.family = family;
+        m
+    };
+    let neighbour = |family| {
+        let mut m = NeighbourMessage::default();
+        m.header.family = family;
+        m
+    };
+    vec![
+        ("links", RouteNetlinkMessage::GetLink(link), true),
+        ("addresses", RouteNetlinkMessage::GetAddress(address), true),
+        (
+            "IPv4 routes",
+            RouteNetlinkMessage::GetRoute(route(AddressFamily::Inet)),
+            true,
+        ),
+        (
+            "IPv6 routes",
+            RouteNetlinkMessage::GetRoute(route(AddressFamily::Inet6)),
+            false,
+        ),
+        (
+            "IPv4 rules",
+            RouteNetlinkMessage::GetRule(rule(AddressFamily::Inet)),
+            true,
+        ),
+        (
+            "IPv6 rules",
+            RouteNetlinkMessage::GetRule(rule(AddressFamily::Inet6)),
+            false,
+        ),
+        (
+            "IPv4 neighbours",
+            RouteNetlinkMessage::GetNeighbour(neighbour(AddressFamily::Inet)),
+            true,
+        ),
+        (
+            "IPv6 neighbours",
+            RouteNetlinkMessage::GetNeighbour(neighbour(AddressFamily::Inet6)),
+            false,
+        ),
+        (
+            "the bridge FDB",
+            RouteNetlinkMessage::GetNeighbour(neighbour(AddressFamily::Bridge)),
+            false,
+        ),
+    ]
+}
+
+/// One dump into `snapshot`; returns whether the kernel flagged it interrupted. An
+/// error from an optional dump (IPv6 disabled, no bridge support) is logged and skipped.
+async fn dump(
+    handle: &mut Handle,
+    what: &'static str,
+    request: RouteNetlinkMessage,
+    required: bool,
+    snapshot: &mut Snapshot,
+) -> Result<bool, MirrorError> {
+    let mut message = NetlinkMessage::from(request);
+    message.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut responses = handle
+        .request(message)
+        .map_err(|_| MirrorError::Closed("sending a dump request"))?;
+    let mut interrupted = false;
+    while let Some(response) = responses.next().await {
+        interrupted |= response.header.flags & NLM_F_DUMP_INTR != 0;
+        match response.payload {
+            NetlinkPayload::InnerMessage(inner) => {
+                if let Some(update) = convert::update(inner) {
+                    snapshot.apply(update);
+                }
+            }
+            NetlinkPayload::Error(error) if error.code.is_some() => {
+                let source = error.to_io();
+                if required {
+                    return Err(MirrorError::Dump { what, source });
+                }
+                tracing::warn!(%source, "cannot dump {what}; the mirror will lack them");
+                break;
+            }
+            _ => {}
+        }
+    }
+    Ok(interrupted)
+}

@@ -1,0 +1,141 @@
+//! Everything the daemon reads from the world: the eBPF probes and the netlink mirror,
+//! started together, read together each cycle. Sources produce model types (readings,
+//! snapshots, status) and never write to a sink.
+
+pub mod desired;
+pub mod kernel;
+pub mod mirror;
+pub mod probes;
+
+use crate::{
+    config::{Config, Namespaces},
+    model::{counters::Reading, status::SourceStatus},
+    sources::{
+        kernel::{btf::Btf, tracefs::Tracefs},
+        mirror::{Mirror, MirrorError},
+        probes::{KernelEnv, ProbeError, Probes, kfree_skb::Attribution},
+    },
+};
+
+/// The probes and the mirror. Dropping it detaches the probes and stops the mirror.
+pub struct Sources {
+    probes: Probes,
+    mirror: Result<(Mirror, tokio::task::JoinHandle<Result<(), MirrorError>>), String>,
+    /// The mirror generation the TC attachments were last synced with.
+    links_synced: Option<u64>,
+}
+
+impl Drop for Sources {
+    fn drop(&mut self) {
+        if let Ok((_, task)) = &self.mirror {
+            task.abort();
+        }
+    }
+}
+
+impl Sources {
+    /// Finds tracefs and BTF, starts the mirror, loads and attaches the probes (the TC
+    /// programs on the mirror's interfaces). A probe or the mirror failing is reported by
+    /// [`Sources::status`]; only an eBPF object the kernel refuses is an error.
+    pub async fn start(config: &Config, own_netns: u32) -> Result<Self, ProbeError> {
+        let tracefs = match &config.tracefs_path {
+            Some(path) => Tracefs::at(path.clone()),
+            None => Tracefs::locate(),
+        };
+        let tracefs = tracefs
+            .inspect_err(|err| tracing::error!("tracepoints unavailable: {err}"))
+            .ok();
+        let btf = config.btf_path().and_then(|path| {
+            Btf::from_file(path)
+                .inspect_err(|err| tracing::warn!("running without kernel BTF: {err}"))
+                .ok()
+        });
+        if config.btf_path().is_none() {
+            tracing::warn!("running without kernel BTF: btf_path is empty in the config");
+        }
+        let env = KernelEnv {
+            tracefs: tracefs.as_ref(),
+            btf: btf.as_ref(),
+            filter_netns: (config.namespaces == Namespaces::Own).then_some(own_netns),
+        };
+        let probes = Probes::start(config, &env)?;
+        // The BTF (several MiB parsed) is only needed to plan the probes: give it back to
+        // the system, not just to the allocator, so the idle daemon stays small.
+        drop(btf);
+        release_free_heap();
+        let mirror = Mirror::start()
+            .await
+            .map_err(|err| format!("network mirror failed: {err}"));
+        match &mirror {
+            Ok(_) => tracing::info!("network mirror loaded"),
+            Err(why) => tracing::error!("{why}"),
+        }
+        let mut sources = Self {
+            probes,
+            mirror,
+            links_synced: None,
+        };
+        sources.sync_interfaces();
+        Ok(sources)
+    }
+
+    /// The mirror, if it runs.
+    pub fn mirror(&self) -> Option<&Mirror> {
+        self.mirror.as_ref().ok().map(|(mirror, _)| mirror)
+    }
+
+    /// How every source is doing: probe states, kernel features, the mirror.
+    pub fn status(&self) -> SourceStatus {
+        let mirror_failure = match &self.mirror {
+            Err(why) => Some(why.clone()),
+            Ok((_, task)) if task.is_finished() => {
+                Some("network mirror stopped (see the log)".into())
+            }
+            Ok(_) => None,
+        };
+        SourceStatus {
+            probes: self.probes.status().to_vec(),
+            features: self.probes.features().to_vec(),
+            netns_attribution: self
+                .probes
+                .kfree_skb()
+                .is_some_and(|probe| *probe.attribution() == Attribution::PerNamespace),
+            mirror_failure,
+        }
+    }
+
+    /// Attaches the peer probe to interfaces that appeared and releases those that went
+    /// (when the mirror saw a change since the last time), then reads every map.
+    pub fn read(&mut self) -> Reading {
+        self.sync_interfaces();
+        self.probes.read()
+    }
+
+    /// Syncs the TC attachments with the mirror's links if the mirror changed.
+    fn sync_interfaces(&mut self) {
+        let Some(mirror) = self.mirror() else {
+            self.probes.sync_interfaces(None);
+            return;
+        };
+        let generation = mirror.generation();
+        if self.links_synced == Some(generation) {
+            return;
+        }
+        let links: Vec<(u32, String)> = mirror.with_snapshot(|net| {
+            net.links()
+                .map(|link| (link.index, link.name.clone()))
+                .collect()
+        });
+        self.probes.sync_interfaces(Some(&links));
+        self.links_synced = Some(generation);
+    }
+}
+
+/// Returns freed heap pages to the kernel (glibc keeps them otherwise).
+fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases memory the allocator holds free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
