@@ -18,8 +18,14 @@ pub mod names {
         pub const DROP_STATS: &str = "DROP_STATS";
         /// Traffic per (interface, remote address).
         pub const PEERS: &str = "PEERS";
+        /// The per-CPU cache in front of `PEERS` ([`crate::PeerSlot`]).
+        pub const PEER_CACHE: &str = "PEER_CACHE";
+        /// Set by the reader while it reads `PEERS` and `PEER_CACHE`: no flushes then.
+        pub const PEER_READING: &str = "PEER_READING";
         /// Peer map events.
         pub const PEER_STATS: &str = "PEER_STATS";
+        /// Link-layer header length learned per interface (direct header reads).
+        pub const LINK_HEADER: &str = "LINK_HEADER";
         /// TCP connect outcomes per destination.
         pub const CONNECTS: &str = "CONNECTS";
         /// aya-log's ring buffer (defined by `aya-log-ebpf`, sized by the daemon).
@@ -185,7 +191,9 @@ pub struct DropDestKey {
 pub const PEER_MAP_ENTRIES: u32 = 8192;
 
 /// Key of the `PEERS` LRU map: one remote address as seen on one interface.
-#[repr(C)]
+///
+/// Aligned to 8 so the programs can handle it as three 64-bit words ([`PeerKey::words`]).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerKey {
     /// IPv4 (first 4 bytes, rest zero) or IPv6 address, network byte order.
@@ -196,6 +204,45 @@ pub struct PeerKey {
     pub family: u8,
     /// Explicit padding; always zero.
     pub _pad: [u8; 3],
+}
+
+impl PeerKey {
+    /// The key as the programs see it: three little-endian 64-bit words (the BPF target is
+    /// little-endian), the address in the first two, `ifindex | family << 32` in the third.
+    pub fn words(&self) -> [u64; 3] {
+        let a = self.addr;
+        [
+            u64::from_le_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+            u64::from_le_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+            u64::from(self.ifindex) | u64::from(self.family) << 32,
+        ]
+    }
+}
+
+/// Slots of the per-CPU peer cache (`PEER_CACHE`), a power of two.
+pub const PEER_CACHE_SLOTS: u32 = 256;
+
+/// The `PEER_CACHE` slot of a key given as [`PeerKey::words`]: a multiplicative hash, so
+/// peers of one interface spread over the slots. Shared by the programs and the tests that
+/// need two peers in one slot.
+#[inline(always)]
+pub const fn peer_cache_slot(words: [u64; 3]) -> u32 {
+    let mixed = words[0] ^ words[1] ^ words[2];
+    let mixed = (mixed ^ (mixed >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> (64 - PEER_CACHE_SLOTS.trailing_zeros())) as u32
+}
+
+/// One slot of the per-CPU peer cache: traffic of `key` on this CPU not yet added to the
+/// `PEERS` map. Consecutive packets to the same peer only touch the slot; a packet of
+/// another peer that hashes to the slot first adds the slot's counts to `PEERS` (a flush).
+/// Userspace adds slot counts to the map's when reading, so totals stay exact.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerSlot {
+    /// The peer; all zero when the slot is empty.
+    pub key: PeerKey,
+    /// Its traffic since the slot was taken.
+    pub stats: PeerStats,
 }
 
 /// Traffic with one peer on one CPU (the `PEERS` map is per-CPU).
@@ -250,16 +297,17 @@ pub struct TcConfig {
     pub wireguard_ports: [u16; MAX_WIREGUARD_PORTS],
     /// 1: stamp last-seen times with `bpf_ktime_get_coarse_ns` (kernels 5.11+).
     pub coarse_clock: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+    /// 1: count through the per-CPU `PEER_CACHE` (needs a reader that can wait for running
+    /// programs, `membarrier(MEMBARRIER_CMD_GLOBAL)`); 0: every packet goes to `PEERS`.
+    pub peer_cache: u32,
 }
 
 impl TcConfig {
-    /// WireGuard's and Tailscale's default ports, the precise clock.
+    /// WireGuard's and Tailscale's default ports, the precise clock, no cache.
     pub const DEFAULT: Self = Self {
         wireguard_ports: [51820, 41641, 0, 0],
         coarse_clock: 0,
-        _pad: 0,
+        peer_cache: 0,
     };
 }
 
@@ -381,6 +429,7 @@ mod user {
     // SAFETY: #[repr(C)], plain integers, explicit padding fields.
     unsafe impl aya::Pod for super::PeerKey {}
     unsafe impl aya::Pod for super::PeerStats {}
+    unsafe impl aya::Pod for super::PeerSlot {}
     unsafe impl aya::Pod for super::TcConfig {}
     unsafe impl aya::Pod for super::ConnectKey {}
     unsafe impl aya::Pod for super::ConnectStats {}
@@ -397,7 +446,50 @@ const _: () = assert!(core::mem::size_of::<KfreeSkbConfig>() == 72);
 const _: () = assert!(core::mem::size_of::<DropDestKey>() == 32);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerStats>() == 56);
+const _: () = assert!(core::mem::size_of::<PeerSlot>() == 80);
+const _: () = assert!(PEER_CACHE_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<TcConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnectKey>() == 24);
 const _: () = assert!(core::mem::size_of::<ConnectStats>() == 56);
 const _: () = assert!(core::mem::size_of::<TcpConfig>() == 80);
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+
+    /// The programs handle a key as three native (little-endian) words of its memory.
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn key_words_are_the_keys_memory() {
+        let key = PeerKey {
+            addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11],
+            ifindex: 0x0102_0304,
+            family: 6,
+            _pad: [0; 3],
+        };
+        // SAFETY: PeerKey is 24 bytes of plain integers with explicit padding.
+        let memory: [u64; 3] = unsafe { core::mem::transmute(key) };
+        assert_eq!(key.words(), memory);
+        assert_eq!(key.words()[2], 0x0102_0304 | 6 << 32);
+    }
+
+    #[test]
+    fn cache_slots_are_in_range_and_spread() {
+        let mut used = std::collections::BTreeSet::new();
+        for host in 0..=255u8 {
+            let mut key = PeerKey {
+                ifindex: 3,
+                family: 4,
+                ..PeerKey::default()
+            };
+            key.addr[..4].copy_from_slice(&[10, 244, 1, host]);
+            let slot = peer_cache_slot(key.words());
+            assert!(slot < PEER_CACHE_SLOTS);
+            used.insert(slot);
+        }
+        // 256 neighbouring addresses land in most of the 256 slots.
+        assert!(used.len() > 128, "{} slots used", used.len());
+    }
+}

@@ -22,20 +22,6 @@ mod percpu;
 #[cfg(target_arch = "bpf")]
 mod tcp;
 
-// The items of `peers.rs`, checked here to leave that file to its owner.
-#[cfg(target_arch = "bpf")]
-mod peer_names {
-    use watchdog_common::names::{globals, maps, programs};
-    named!(PEERS, maps::PEERS);
-    named!(PEER_STATS, maps::PEER_STATS);
-    named!(TC_CONFIG, globals::TC_CONFIG);
-    named!(peers_egress, programs::PEERS_EGRESS);
-    named!(peers_ingress, programs::PEERS_INGRESS);
-    // Keep the check tied to the items: it stops compiling if they are renamed.
-    #[allow(unused_imports)]
-    use super::peers::{peers_egress, peers_ingress};
-}
-
 #[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -53,11 +53,30 @@ pub enum Bench {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
-    /// TC probe cost: ns per packet from BPF_PROG_TEST_RUN, and iperf3 TCP throughput over
-    /// a veth pair with the daemon's probes attached vs detached, interleaved.
+    /// TC probe cost: ns per packet from BPF_PROG_TEST_RUN (harness subtracted) for a
+    /// recent peer, IPv6, peers sharing a cache slot and a new peer each packet, with the
+    /// programs' instruction counts; then iperf3 TCP throughput over a veth pair with the
+    /// daemon's probes attached vs detached, interleaved.
     Tc {
         /// Seconds per iperf3 measurement.
         #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Rounds of (detached, attached).
+        #[arg(long, default_value_t = 8)]
+        rounds: u32,
+        /// Rounds of BPF_PROG_TEST_RUN measurements (medians are reported).
+        #[arg(long, default_value_t = 11)]
+        test_runs: u32,
+        /// Also build the eBPF programs of this git revision (e.g. `main`) and measure them
+        /// side by side with the working tree's, rounds interleaved.
+        #[arg(long)]
+        baseline: Option<String>,
+    },
+    /// TCP probe cost per connect: loopback connects per second with its programs
+    /// detached vs attached (interleaved), and their own run time per connect (BPF stats).
+    Tcp {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 2)]
         seconds: u64,
         /// Rounds of (detached, attached).
         #[arg(long, default_value_t = 5)]
@@ -91,7 +110,17 @@ impl Bench {
                 idle(Duration::from_secs(seconds), lab)
             }
             Bench::Latency { runs, only } => latency(runs, &only),
-            Bench::Tc { seconds, rounds } => tc(seconds, rounds),
+            Bench::Tc {
+                seconds,
+                rounds,
+                test_runs,
+                baseline,
+            } => tc(seconds, rounds, test_runs, baseline.as_deref()),
+            Bench::Tcp { seconds, rounds } => util::status(
+                Command::new(util::build_example("tcp_bench")?)
+                    .args(["--seconds", &seconds.to_string()])
+                    .args(["--rounds", &rounds.to_string()]),
+            ),
             Bench::Mirror {
                 routes,
                 neighbours,
@@ -468,19 +497,89 @@ fn latency(runs: u32, only: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tc(seconds: u64, rounds: u32) -> anyhow::Result<()> {
-    eprintln!("xtask: building the TC bench helper (release)");
-    util::status(util::cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "watchdog",
-        "--example",
-        "tc_bench",
-    ]))?;
-    util::status(&mut Command::new(
-        util::root().join("target/release/examples/tc_bench"),
-    ))?;
+/// Builds the eBPF object of git revision `rev` (as `watchdog/build.rs` builds the working
+/// tree's) under `target/bench-baseline/`; returns its path.
+fn build_baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
+    let root = util::root();
+    let commit = util::output(Command::new("git").arg("-C").arg(&root).args([
+        "rev-parse",
+        "--verify",
+        &format!("{rev}^{{commit}}"),
+    ]))
+    .with_context(|| format!("--baseline {rev} is not a commit of this repository"))?;
+    let commit = commit.trim();
+    let dir = root.join("target/bench-baseline").join(&commit[..12]);
+    let src = dir.join("src");
+    if !src.join("Cargo.toml").exists() {
+        std::fs::create_dir_all(&src)?;
+        let archive = Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(["archive", "--format=tar", commit])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot run git archive")?;
+        util::status(
+            Command::new("tar")
+                .arg("-x")
+                .arg("-C")
+                .arg(&src)
+                .stdin(archive.stdout.context("git archive output")?),
+        )?;
+    }
+    eprintln!(
+        "xtask: building the eBPF programs of {rev} ({})",
+        &commit[..12]
+    );
+    // What aya-build runs for watchdog/build.rs: the eBPF crate alone, for the BPF target,
+    // `core` built from source (allowed on stable by RUSTC_BOOTSTRAP), linked by bpf-linker.
+    let mut path: Vec<_> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
+    if let Some(home) = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+    {
+        path.push(home.join("bin"));
+    }
+    let target = dir.join("target");
+    util::status(
+        util::cargo()
+            .current_dir(&src)
+            .env("PATH", std::env::join_paths(path)?)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                format!(
+                    "--cfg=bpf_target_arch=\"{}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
+                    std::env::consts::ARCH
+                ),
+            )
+            .args([
+                "build",
+                "--package",
+                "watchdog-ebpf",
+                "--bins",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--target-dir",
+            ])
+            .arg(&target),
+    )?;
+    Ok(target.join("bpfel-unknown-none/release/watchdog"))
+}
+
+fn tc(seconds: u64, rounds: u32, test_runs: u32, baseline: Option<&str>) -> anyhow::Result<()> {
+    let baseline = baseline.map(build_baseline_object).transpose()?;
+    let helper = util::build_example("tc_bench")?;
+    let mut bench = Command::new(helper);
+    bench.args(["--rounds", &test_runs.to_string()]);
+    if let Some(object) = &baseline {
+        bench.arg("--baseline").arg(object);
+    }
+    util::status(&mut bench)?;
 
     let client = NetNs::new("wd-tc-client");
     let server = NetNs::new("wd-tc-server");
@@ -521,7 +620,10 @@ fn tc(seconds: u64, rounds: u32) -> anyhow::Result<()> {
     };
     let (mut detached, mut attached) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        detached.push(throughput()?);
+        // Alternate which setup runs first, so a drifting machine load favours neither.
+        if round % 2 == 0 {
+            detached.push(throughput()?);
+        }
         let mut daemon = Daemon::start(&client, "");
         daemon.wait_ready();
         attached.push(throughput()?);
@@ -535,6 +637,9 @@ fn tc(seconds: u64, rounds: u32) -> anyhow::Result<()> {
             ],
         );
         daemon.stop();
+        if round % 2 == 1 {
+            detached.push(throughput()?);
+        }
         eprintln!(
             "  round {}: detached {:.2} Gbit/s, attached {:.2} Gbit/s ({seen} packets counted)",
             round + 1,

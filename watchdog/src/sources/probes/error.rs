@@ -84,6 +84,11 @@ pub enum ProbeError {
         #[source]
         source: MapError,
     },
+    /// `membarrier(MEMBARRIER_CMD_GLOBAL)` failed while reading the peer maps, so the reader
+    /// cannot wait for running TC programs and the per-CPU cache cannot be read exactly
+    /// (nothing is read). The loader only enables the cache where the kernel offers it.
+    #[error("membarrier(MEMBARRIER_CMD_GLOBAL) failed, so the peer cache cannot be read exactly")]
+    Membarrier(#[source] std::io::Error),
     /// tracefs was not found, so tracepoint formats cannot be read.
     #[error("tracefs is not available, so the tracepoint format of {0} cannot be read")]
     NoTracefs(&'static str),

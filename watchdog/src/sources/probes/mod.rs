@@ -88,6 +88,8 @@ pub struct Probes {
     kfree_skb: Option<kfree_skb::KfreeSkb>,
     /// Set up when `peers` is enabled and its programs loaded.
     tc: Option<tc::Attachments>,
+    /// The peer maps' reader, set up with `tc`.
+    peers: Option<peers::Reader>,
     /// Set up when `tcp` is enabled and attached.
     tcp: Option<tcp::Tcp>,
     status: Vec<ProbeStatus>,
@@ -133,7 +135,7 @@ impl Probes {
         let mut tc_config = watchdog_common::TcConfig {
             wireguard_ports: [0; watchdog_common::MAX_WIREGUARD_PORTS],
             coarse_clock: u32::from(coarse_clock_available()),
-            _pad: 0,
+            peer_cache: u32::from(peers::cache_supported()),
         };
         for (slot, port) in tc_config
             .wireguard_ports
@@ -164,15 +166,19 @@ impl Probes {
             Some(Err(err)) => status.push(failed(kfree_skb::NAME, &err)),
         }
         let mut tc = None;
+        let mut peer_reader = None;
         if enabled.peers {
-            match tc::Attachments::load(&mut ebpf, config.peers.interfaces.clone()) {
-                Ok(attachments) => {
+            let loaded = tc::Attachments::load(&mut ebpf, config.peers.interfaces.clone())
+                .and_then(|attachments| Ok((attachments, peers::Reader::take(&mut ebpf)?)));
+            match loaded {
+                Ok((attachments, reader)) => {
                     // Attached to the interfaces by `sync_interfaces`.
                     status.push(ProbeStatus {
                         name: peers::NAME,
                         state: ProbeState::Failed("not attached to the interfaces yet".into()),
                     });
                     tc = Some(attachments);
+                    peer_reader = Some(reader);
                 }
                 Err(err) => status.push(failed(peers::NAME, &err)),
             }
@@ -233,6 +239,7 @@ impl Probes {
             ebpf,
             kfree_skb: kfree,
             tc,
+            peers: peer_reader,
             tcp: tcp_probe,
             status,
             features,
@@ -296,8 +303,8 @@ impl Probes {
         reading.drops = self.kfree_skb.as_ref().and_then(|probe| {
             read_or_count(&mut reading.failed_reads, "drop", probe.read(&self.ebpf))
         });
-        reading.peers = self.tc.as_ref().and_then(|_| {
-            read_or_count(&mut reading.failed_reads, "peer", peers::read(&self.ebpf))
+        reading.peers = self.peers.as_ref().and_then(|reader| {
+            read_or_count(&mut reading.failed_reads, "peer", reader.read(&self.ebpf))
         });
         reading.connects = self.tcp.as_ref().and_then(|probe| {
             read_or_count(&mut reading.failed_reads, "TCP", probe.read(&self.ebpf))
@@ -495,7 +502,10 @@ mod tests {
             maps::DROP_DESTS,
             maps::DROP_STATS,
             maps::PEERS,
+            maps::PEER_CACHE,
+            maps::PEER_READING,
             maps::PEER_STATS,
+            maps::LINK_HEADER,
             maps::CONNECTS,
             maps::AYA_LOGS,
         ] {
