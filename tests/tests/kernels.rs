@@ -157,4 +157,14 @@ fn check(r: &Value) {
         "{name}: {}",
         context()
     );
+    // The guest read every attached program's size (the per-architecture cost figure).
+    for program in ["kfree_skb", "peers_egress", "peers_ingress"] {
+        let size = &r["programs"][program];
+        assert!(
+            size["xlated_insns"].as_u64().is_some_and(|n| n > 0)
+                && size["jited_bytes"].as_u64().is_some_and(|n| n > 0),
+            "{name}: {program}: {size}; {}",
+            context()
+        );
+    }
 }

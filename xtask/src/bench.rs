@@ -660,5 +660,44 @@ fn tc(seconds: u64, rounds: u32, test_runs: u32, baseline: Option<&str>) -> anyh
         attached / 1e9,
         attached / detached
     );
+    arm64_figure();
     Ok(())
+}
+
+/// The programs' sizes inside the arm64 kernels, from the last `cargo xtask kernels` run:
+/// an emulated CPU cannot time them, so instruction counts stand in (4 bytes each).
+fn arm64_figure() {
+    let path = crate::kernels::cache().join("results.json");
+    let results: Vec<serde_json::Value> = match std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    {
+        Some(results) => results,
+        None => {
+            println!(
+                "arm64: no {} yet; `cargo xtask kernels` boots the arm64 kernels and reads \
+                 each program's size there",
+                path.display()
+            );
+            return;
+        }
+    };
+    println!(
+        "arm64 (from {}, read inside each arm64 kernel):",
+        path.display()
+    );
+    for r in results.iter().filter(|r| r["machine"] == "aarch64") {
+        for program in ["peers_egress", "peers_ingress"] {
+            let size = &r["programs"][program];
+            if let (Some(xlated), Some(jited)) =
+                (size["xlated_insns"].as_u64(), size["jited_bytes"].as_u64())
+            {
+                println!(
+                    "  {:<15} {program:<14} xlated {xlated:>5} insns  jited {:>5} arm64 instructions",
+                    r["name"].as_str().unwrap_or("?"),
+                    jited / 4
+                );
+            }
+        }
+    }
 }

@@ -115,7 +115,7 @@ const ARM64_USERLAND: &[&str] = &[
 /// How long one kernel may take, boot to power-off (TCG on a loaded 2-core machine).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 
-fn cache() -> PathBuf {
+pub fn cache() -> PathBuf {
     root().join("target/kernels")
 }
 
@@ -791,6 +791,31 @@ pub fn print_table(results: &[Value]) {
         let _ = writeln!(out, "{}", row(cells));
         for error in r["errors"].as_array().into_iter().flatten() {
             let _ = writeln!(out, "    error: {}", error.as_str().unwrap_or_default());
+        }
+    }
+    print_programs(&mut out, results);
+}
+
+/// Each program's size in each kernel, as the guest read it with bpf(2): the per-packet
+/// cost figure on machines whose time an emulated CPU cannot measure (arm64 code is 4
+/// bytes per instruction).
+fn print_programs(out: &mut impl std::io::Write, results: &[Value]) {
+    let _ = writeln!(
+        out,
+        "\nprograms (xlated: instructions after the verifier's rewrites; jited: bytes of \
+         machine code; verified: instructions the verifier processed, 5.16+):"
+    );
+    for r in results {
+        let name = r["name"].as_str().unwrap_or("?");
+        for (program, size) in r["programs"].as_object().into_iter().flatten() {
+            let n = |v: &Value| v.as_u64().map_or("n/a".into(), |v| v.to_string());
+            let _ = writeln!(
+                out,
+                "  {name:<15} {program:<16} xlated {:>5} insns  jited {:>6} bytes  verified {:>6}",
+                n(&size["xlated_insns"]),
+                n(&size["jited_bytes"]),
+                n(&size["verified_insns"]),
+            );
         }
     }
 }

@@ -13,6 +13,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
+use watchdog_common::names;
 use watchdog_tests::{Metrics, NetNs, http_get, traffic};
 
 /// The daemon: `/watchdog` in the initramfs (`WATCHDOG_BIN` overrides it, to run this
@@ -75,6 +76,7 @@ fn main() {
         result["peers"] = scenario("peers", &mut errors, |e| peers(listen, e));
         result["ghost_vtep"] = scenario("ghost_vtep", &mut errors, |e| ghost_vtep(listen, e));
         result["rss_kib"] = json!(rss_kib(daemon.id()));
+        result["programs"] = programs(&mut errors);
     }
 
     // Clean shutdown: SIGTERM, exit 0, the log says it detached.
@@ -102,6 +104,90 @@ fn main() {
     }
     result["errors"] = json!(errors);
     println!("WATCHDOG-GUEST-RESULT {result}");
+}
+
+/// The daemon's loaded eBPF programs and their sizes, read with bpf(2) the way `bpftool
+/// prog show` does: per program name, instructions after the verifier's rewrites
+/// (`xlated`), bytes of this machine's code (`jited`: 4 bytes per instruction on arm64)
+/// and the verifier's processed-instruction count (`verified`, 5.16+; null before).
+/// These are the per-architecture cost figures `cargo xtask bench tc` cannot time under
+/// an emulated CPU.
+fn programs(errors: &mut Vec<String>) -> Value {
+    const PROG_GET_NEXT_ID: libc::c_long = 11;
+    const PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    /// `struct bpf_prog_info` offsets (include/uapi/linux/bpf.h).
+    const JITED_LEN: usize = 16;
+    const XLATED_LEN: usize = 20;
+    const NAME: std::ops::Range<usize> = 64..80;
+    const VERIFIED_INSNS: usize = 216;
+    fn bpf(cmd: libc::c_long, attr: &mut [u32; 6]) -> libc::c_long {
+        // SAFETY: `attr` is a zeroed `union bpf_attr` prefix as large as the size passed;
+        // the kernel reads and writes only within it (and the info buffer it points at).
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), size_of::<[u32; 6]>()) }
+    }
+    let word = |info: &[u8], at: usize| u32::from_ne_bytes(info[at..at + 4].try_into().unwrap());
+    let ours: Vec<String> = [
+        names::programs::KFREE_SKB,
+        names::programs::PEERS_EGRESS,
+        names::programs::PEERS_INGRESS,
+        names::programs::INET_SOCK_SET_STATE,
+        names::programs::TCP_RETRANSMIT_SKB,
+    ]
+    .iter()
+    // The kernel keeps the first 15 bytes of a program's name.
+    .map(|name| name.chars().take(15).collect())
+    .collect();
+    let mut found = serde_json::Map::new();
+    let mut id = 0u32;
+    loop {
+        let mut attr = [id, 0, 0, 0, 0, 0];
+        if bpf(PROG_GET_NEXT_ID, &mut attr) < 0 {
+            break; // ENOENT: no program after `id`.
+        }
+        id = attr[1];
+        let fd = bpf(PROG_GET_FD_BY_ID, &mut [id, 0, 0, 0, 0, 0]);
+        if fd < 0 {
+            continue; // unloaded meanwhile
+        }
+        let mut info = [0u8; 256];
+        let at = info.as_mut_ptr() as u64;
+        let mut attr = [
+            fd as u32,
+            info.len() as u32,
+            at as u32,
+            (at >> 32) as u32,
+            0,
+            0,
+        ];
+        let read = bpf(OBJ_GET_INFO_BY_FD, &mut attr);
+        // SAFETY: closing the fd PROG_GET_FD_BY_ID just gave us.
+        unsafe { libc::close(fd as i32) };
+        if read < 0 {
+            errors.push(format!(
+                "bpf(OBJ_GET_INFO_BY_FD) for program {id}: {}",
+                std::io::Error::last_os_error()
+            ));
+            continue;
+        }
+        let kernel_len = attr[1] as usize;
+        let name = String::from_utf8_lossy(&info[NAME])
+            .trim_end_matches('\0')
+            .to_owned();
+        if !ours.contains(&name) {
+            continue;
+        }
+        let verified = (kernel_len >= VERIFIED_INSNS + 4).then(|| word(&info, VERIFIED_INSNS));
+        found.insert(
+            name,
+            json!({
+                "xlated_insns": word(&info, XLATED_LEN) / 8,
+                "jited_bytes": word(&info, JITED_LEN),
+                "verified_insns": verified,
+            }),
+        );
+    }
+    Value::Object(found)
 }
 
 /// `n` drops of a known reason on loopback in a namespace of their own: NO_SOCKET where
