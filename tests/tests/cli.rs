@@ -242,3 +242,61 @@ fn sigterm_detaches_everything_and_a_restart_works() {
     assert!(log.contains("probe kfree_skb attached"), "{log}");
     assert!(again.stop().success());
 }
+
+#[test]
+fn config_check_judges_as_run_does_and_never_prints_a_secret() {
+    let dir = TempDir::new("watchdog-cli-secret");
+    let key = "hmac-5f2c81d0-NOT-A-URL-SECRET";
+    let key_file = dir.path().join("wrong.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let token_file = dir.path().join("url");
+    std::fs::write(&token_file, "https://hooks.example/services/TOKEN-SECRET\n").unwrap();
+    let unset = format!("WATCHDOG_TEST_UNSET_{}", std::process::id());
+    let sink = |source: String| {
+        format!("[[alerts.sinks]]\nname = \"hook\"\ntype = \"webhook\"\n{source}\n")
+    };
+    let cases = [
+        // The HMAC key put where the URL belongs: refused, and never echoed.
+        (
+            "not-a-url.toml",
+            sink(format!("url_file = {:?}", key_file)),
+            1,
+        ),
+        // An unset variable: `run` refuses it, so must `config check`.
+        ("unset.toml", sink(format!("url_env = \"{unset}\"")), 1),
+        // A good URL with a token: valid, the token not printed.
+        ("good.toml", sink(format!("url_file = {:?}", token_file)), 0),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &text).unwrap();
+        let path = path.to_str().unwrap();
+        let (check, check_out, check_err) = run_watchdog(&["config", "check", path]);
+        let (run, _, run_err) = if expected == 0 {
+            // `run` would go on to attach: only `check` is judged here.
+            (0, String::new(), String::new())
+        } else {
+            run_watchdog(&["run", "--config", path])
+        };
+        assert_eq!(
+            (check, run),
+            (expected, expected),
+            "{name}: check {check_err}; run {run_err}"
+        );
+        for output in [&check_out, &check_err, &run_err] {
+            assert!(
+                !output.contains("SECRET") && !output.contains("hmac-5f2c"),
+                "{name} printed a secret:\n{output}"
+            );
+        }
+        if expected == 1 {
+            let reason = check_err.lines().last().unwrap_or_default();
+            let reason = reason.trim_start_matches("error: ");
+            assert!(
+                reason.starts_with("alerts.sinks[0].url_")
+                    && run_err.lines().last().unwrap_or_default().ends_with(reason),
+                "{name}: check and run give the same reason:\n{check_err}\n{run_err}"
+            );
+        }
+    }
+}

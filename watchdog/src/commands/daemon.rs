@@ -16,7 +16,7 @@ use crate::{
     findings::Change,
     pipeline::{self, Pipeline, SharedFindings},
     sinks::{
-        alerts::{Alerts, resolve},
+        alerts::Alerts,
         health::Health,
         http::{self, AppState},
         metrics::Metrics,
@@ -83,7 +83,7 @@ async fn shutdown_signal() {
 /// Runs the daemon until `shutdown` completes, then detaches every probe.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     // Secrets and URLs first: a missing file is an error before anything attaches.
-    let sinks = resolve(&config.alerts)?;
+    let sinks = super::config::judge(&config)?;
     let own_netns = prepare()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
