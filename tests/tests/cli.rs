@@ -300,3 +300,61 @@ fn config_check_judges_as_run_does_and_never_prints_a_secret() {
         }
     }
 }
+
+#[test]
+fn sighup_is_logged_and_the_daemon_keeps_running() {
+    if !require_root("sighup_is_logged_and_the_daemon_keeps_running") {
+        return;
+    }
+    let ns = NetNs::new("wd-hup");
+    let mut daemon = Daemon::start(&ns, "");
+    daemon.wait_ready();
+    // SIGHUP's default action ends a process silently.
+    // SAFETY: kill(2) on the daemon this test started.
+    assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) }, 0);
+    poll_until(Duration::from_secs(10), "the SIGHUP log line", || {
+        daemon.log().contains("SIGHUP received").then_some(())
+    });
+    assert!(daemon.try_exit().is_none(), "{}", daemon.log());
+    let (status, _) = daemon.get("/healthz").expect("still serving");
+    assert_eq!(status, 200);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn check_window_out_of_range_is_a_usage_error_naming_value_and_range() {
+    for bad in ["0s", "100000h"] {
+        let (code, _, stderr) = run_watchdog(&["check", "--window", bad]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains(&format!("`{bad}` is out of range; use 1s to 24h")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn config_files_that_are_not_small_regular_files_are_refused_at_once() {
+    let dir = TempDir::new("watchdog-cli-read");
+    let fifo = dir.path().join("fifo.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A FIFO without a writer and /dev/zero: a plain reader blocks or grows forever.
+    for (path, what) in [
+        (fifo.to_str().unwrap(), "is a FIFO"),
+        ("/dev/zero", "is a character device"),
+    ] {
+        for args in [vec!["config", "check", path], vec!["run", "--config", path]] {
+            let (code, _, stderr) = run_watchdog(&args);
+            assert_eq!(code, 1, "{args:?}: {stderr}");
+            assert!(stderr.contains(what), "{args:?}: {stderr}");
+        }
+    }
+    let (code, stderr) = run_with_config("c.toml", "[peers]\ninterfaces = [\"a b\"]\n");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("`peers.interfaces` names \"a b\""),
+        "{stderr}"
+    );
+}

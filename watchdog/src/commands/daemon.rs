@@ -60,7 +60,7 @@ pub fn main(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
             config.listen = listen;
         }
         let runtime = super::runtime()?;
-        runtime.block_on(run(config, shutdown_signal()))?;
+        runtime.block_on(async { run(config, shutdown_signal()).await })?;
         Ok(())
     };
     match run() {
@@ -69,14 +69,25 @@ pub fn main(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT. SIGHUP (whose default action would end the process
+/// silently) is logged and the daemon keeps running: the configuration is read at start
+/// only. The handlers are installed at once, not when the future is first polled.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => return tracing::info!("SIGTERM received"),
+                _ = int.recv() => return tracing::info!("SIGINT received"),
+                _ = hup.recv() => tracing::warn!(
+                    "SIGHUP received: the configuration is not reloaded (it is read at start \
+                     only); restart the daemon to apply a change. Still running"
+                ),
+            }
+        }
     }
 }
 
