@@ -939,3 +939,64 @@ fn missing_ca_file_is_a_start_up_error() {
     );
     assert!(!stderr.contains("SECRET"), "{stderr}");
 }
+
+#[test]
+fn an_unreachable_sink_is_not_a_finding_about_itself() {
+    if !require_root("an_unreachable_sink_is_not_a_finding_about_itself") {
+        return;
+    }
+    let ns = NetNs::new("wd-own-sink");
+    // Nothing listens on 7102: every delivery attempt is refused.
+    let mut daemon = Daemon::start(
+        &ns,
+        &format!(
+            "{FAST}window = \"2s\"\n[alerts]\nrepeat_interval = \"1s\"\n\
+             [[alerts.sinks]]\nname = \"down\"\ntype = \"webhook\"\n\
+             url = \"http://127.0.0.1:7102/\"\ntimeout = \"1s\"\nmax_retries = 2\n\
+             backoff = \"50ms\"\n"
+        ),
+    );
+    daemon.wait_ready();
+    // A real finding to alert on, kept active (its alert repeats every second): connects
+    // refused by another port.
+    let refuse = || {
+        ns.run(|| TcpStream::connect("127.0.0.1:7101").expect_err("nothing listens on 7101"));
+    };
+    for _ in 0..5 {
+        refuse();
+    }
+    daemon.wait_finding(
+        "failing_tcp_destination",
+        "127.0.0.1:7101",
+        Duration::from_secs(20),
+    );
+    // The daemon's own attempts to deliver it fail, and the TCP probe sees them.
+    let refused = || {
+        refuse();
+        daemon.metrics().count(
+            "watchdog_tcp_connects_total",
+            &[
+                ("peer", "127.0.0.1"),
+                ("port", "7102"),
+                ("outcome", "failed"),
+            ],
+        )
+    };
+    let first = poll_until(Duration::from_secs(20), "refused deliveries", || {
+        let n = refused();
+        (n >= 6).then_some(n)
+    });
+    // Six more refusals: more than min_failed_connects (3) within one window, over more
+    // than `confirm` (2) cycles of 250 ms.
+    poll_until(Duration::from_secs(20), "more refused deliveries", || {
+        (refused() >= first + 6).then_some(())
+    });
+    let findings = daemon.findings();
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.subject.contains("127.0.0.1:7102")),
+        "the daemon raised a finding on its own alert sink: {findings:#?}"
+    );
+    assert!(daemon.stop().success());
+}

@@ -242,3 +242,119 @@ fn sigterm_detaches_everything_and_a_restart_works() {
     assert!(log.contains("probe kfree_skb attached"), "{log}");
     assert!(again.stop().success());
 }
+
+#[test]
+fn config_check_judges_as_run_does_and_never_prints_a_secret() {
+    let dir = TempDir::new("watchdog-cli-secret");
+    let key = "hmac-5f2c81d0-NOT-A-URL-SECRET";
+    let key_file = dir.path().join("wrong.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let token_file = dir.path().join("url");
+    std::fs::write(&token_file, "https://hooks.example/services/TOKEN-SECRET\n").unwrap();
+    let unset = format!("WATCHDOG_TEST_UNSET_{}", std::process::id());
+    let sink = |source: String| {
+        format!("[[alerts.sinks]]\nname = \"hook\"\ntype = \"webhook\"\n{source}\n")
+    };
+    let cases = [
+        // The HMAC key put where the URL belongs: refused, and never echoed.
+        (
+            "not-a-url.toml",
+            sink(format!("url_file = {:?}", key_file)),
+            1,
+        ),
+        // An unset variable: `run` refuses it, so must `config check`.
+        ("unset.toml", sink(format!("url_env = \"{unset}\"")), 1),
+        // A good URL with a token: valid, the token not printed.
+        ("good.toml", sink(format!("url_file = {:?}", token_file)), 0),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &text).unwrap();
+        let path = path.to_str().unwrap();
+        let (check, check_out, check_err) = run_watchdog(&["config", "check", path]);
+        let (run, _, run_err) = if expected == 0 {
+            // `run` would go on to attach: only `check` is judged here.
+            (0, String::new(), String::new())
+        } else {
+            run_watchdog(&["run", "--config", path])
+        };
+        assert_eq!(
+            (check, run),
+            (expected, expected),
+            "{name}: check {check_err}; run {run_err}"
+        );
+        for output in [&check_out, &check_err, &run_err] {
+            assert!(
+                !output.contains("SECRET") && !output.contains("hmac-5f2c"),
+                "{name} printed a secret:\n{output}"
+            );
+        }
+        if expected == 1 {
+            let reason = check_err.lines().last().unwrap_or_default();
+            let reason = reason.trim_start_matches("error: ");
+            assert!(
+                reason.starts_with("alerts.sinks[0].url_")
+                    && run_err.lines().last().unwrap_or_default().ends_with(reason),
+                "{name}: check and run give the same reason:\n{check_err}\n{run_err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sighup_is_logged_and_the_daemon_keeps_running() {
+    if !require_root("sighup_is_logged_and_the_daemon_keeps_running") {
+        return;
+    }
+    let ns = NetNs::new("wd-hup");
+    let mut daemon = Daemon::start(&ns, "");
+    daemon.wait_ready();
+    // SIGHUP's default action ends a process silently.
+    // SAFETY: kill(2) on the daemon this test started.
+    assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) }, 0);
+    poll_until(Duration::from_secs(10), "the SIGHUP log line", || {
+        daemon.log().contains("SIGHUP received").then_some(())
+    });
+    assert!(daemon.try_exit().is_none(), "{}", daemon.log());
+    let (status, _) = daemon.get("/healthz").expect("still serving");
+    assert_eq!(status, 200);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn check_window_out_of_range_is_a_usage_error_naming_value_and_range() {
+    for bad in ["0s", "100000h"] {
+        let (code, _, stderr) = run_watchdog(&["check", "--window", bad]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains(&format!("`{bad}` is out of range; use 1s to 24h")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn config_files_that_are_not_small_regular_files_are_refused_at_once() {
+    let dir = TempDir::new("watchdog-cli-read");
+    let fifo = dir.path().join("fifo.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A FIFO without a writer and /dev/zero: a plain reader blocks or grows forever.
+    for (path, what) in [
+        (fifo.to_str().unwrap(), "is a FIFO"),
+        ("/dev/zero", "is a character device"),
+    ] {
+        for args in [vec!["config", "check", path], vec!["run", "--config", path]] {
+            let (code, _, stderr) = run_watchdog(&args);
+            assert_eq!(code, 1, "{args:?}: {stderr}");
+            assert!(stderr.contains(what), "{args:?}: {stderr}");
+        }
+    }
+    let (code, stderr) = run_with_config("c.toml", "[peers]\ninterfaces = [\"a b\"]\n");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("`peers.interfaces` names \"a b\""),
+        "{stderr}"
+    );
+}

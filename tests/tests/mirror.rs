@@ -13,6 +13,9 @@ use watchdog::{
 };
 use watchdog_tests::{NetNs, poll_until, require_root};
 
+#[path = "mirror/churn.rs"]
+mod churn;
+
 const WAIT: Duration = Duration::from_secs(15);
 
 fn ip(s: &str) -> IpAddr {

@@ -43,8 +43,8 @@ enum Command {
         /// Configuration file (as for `run`); only the probe and detector settings matter.
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// How long to observe, e.g. 5s, 30s, 1m.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        /// How long to observe, e.g. 5s, 30s, 1m (1s to 24h).
+        #[arg(long, default_value = "5s", value_parser = commands::check::parse_window)]
         window: std::time::Duration,
         /// Print the report as JSON (schema `watchdog.findings/v1`, as /api/v1/findings).
         #[arg(long)]

@@ -47,6 +47,21 @@ pub fn main(config: Option<PathBuf>, window: Duration, json: bool) -> ExitCode {
     }
 }
 
+/// The shortest and longest `check --window`.
+pub const WINDOW_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
+
+/// Parses `--window`: a duration from 1s to 24h; the error names the value and the range.
+pub fn parse_window(text: &str) -> Result<Duration, String> {
+    let window = humantime::parse_duration(text)
+        .map_err(|err| format!("`{text}` is not a duration ({err}); use e.g. 5s, 30s or 1m"))?;
+    if WINDOW_RANGE.contains(&window) {
+        Ok(window)
+    } else {
+        Err(format!("`{text}` is out of range; use 1s to 24h"))
+    }
+}
+
 /// Observes for `window` (calling `progress` with the time left each second) and returns
 /// the report. Fails if a probe or the mirror cannot run: a partial audit would claim
 /// "clean" without having looked.
@@ -148,4 +163,25 @@ pub fn table(report: &Report) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_is_range_checked_and_the_error_names_value_and_range() {
+        assert_eq!(parse_window("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_window("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_window("24h"), Ok(Duration::from_secs(86_400)));
+        for bad in ["0s", "999ms", "24h 1s", "100000h"] {
+            let err = parse_window(bad).unwrap_err();
+            assert_eq!(err, format!("`{bad}` is out of range; use 1s to 24h"));
+        }
+        assert!(
+            parse_window("soon")
+                .unwrap_err()
+                .starts_with("`soon` is not a duration")
+        );
+    }
 }

@@ -2,8 +2,9 @@
 //! HTTP server, and a clean shutdown that detaches everything.
 
 use std::{
+    collections::BTreeSet,
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     process::ExitCode,
     sync::Arc,
@@ -16,7 +17,7 @@ use crate::{
     findings::Change,
     pipeline::{self, Pipeline, SharedFindings},
     sinks::{
-        alerts::{Alerts, resolve},
+        alerts::{Alerts, SinkSpec},
         health::Health,
         http::{self, AppState},
         metrics::Metrics,
@@ -60,7 +61,7 @@ pub fn main(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
             config.listen = listen;
         }
         let runtime = super::runtime()?;
-        runtime.block_on(run(config, shutdown_signal()))?;
+        runtime.block_on(async { run(config, shutdown_signal()).await })?;
         Ok(())
     };
     match run() {
@@ -69,21 +70,32 @@ pub fn main(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT. SIGHUP (whose default action would end the process
+/// silently) is logged and the daemon keeps running: the configuration is read at start
+/// only. The handlers are installed at once, not when the future is first polled.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => return tracing::info!("SIGTERM received"),
+                _ = int.recv() => return tracing::info!("SIGINT received"),
+                _ = hup.recv() => tracing::warn!(
+                    "SIGHUP received: the configuration is not reloaded (it is read at start \
+                     only); restart the daemon to apply a change. Still running"
+                ),
+            }
+        }
     }
 }
 
 /// Runs the daemon until `shutdown` completes, then detaches every probe.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     // Secrets and URLs first: a missing file is an error before anything attaches.
-    let sinks = resolve(&config.alerts)?;
+    let sinks = super::config::judge(&config)?;
     let own_netns = prepare()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -101,6 +113,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let health = Arc::new(Health::default());
     let findings = SharedFindings::default();
     let node = procfs::node_name();
+    let own = Own {
+        netns: own_netns,
+        sinks: own_destinations(&sinks).await,
+    };
     let mut alerts = Alerts::start(
         &config.alerts,
         sinks,
@@ -145,7 +161,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::pin!(server);
     let result = tokio::select! {
         () = shutdown => Ok(()),
-        () = detect_loop(&mut sources, &metrics, &health, &findings, &mut alerts, &config, own_netns) => Ok(()),
+        () = detect_loop(&mut sources, &metrics, &health, &findings, &mut alerts, &config, &own) => Ok(()),
         served = &mut server => Err(DaemonError::Serve(match served {
             Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
             Ok(Err(err)) => err,
@@ -162,6 +178,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     result
 }
 
+/// The addresses the alert sinks connect to (host names resolved once, at start): the
+/// daemon's own connections there are left out of `failing_tcp_destination`, since an
+/// unreachable sink is WatchdogAlertDeliveryFailing's business.
+async fn own_destinations(sinks: &[SinkSpec]) -> BTreeSet<(IpAddr, u16)> {
+    let mut own = BTreeSet::new();
+    for sink in sinks {
+        let (host, port) = (sink.endpoint.host.as_str(), sink.endpoint.port);
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            own.insert((ip, port));
+            continue;
+        }
+        let lookup = tokio::net::lookup_host((host, port));
+        match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+            Ok(Ok(addrs)) => own.extend(addrs.map(|a| (a.ip(), port))),
+            _ => tracing::debug!(sink = %sink.name, "cannot resolve the sink's host now"),
+        }
+    }
+    own
+}
+
+/// What is the daemon's own: its network namespace, its alert sinks' addresses.
+struct Own {
+    netns: u32,
+    sinks: BTreeSet<(IpAddr, u16)>,
+}
+
 /// Every poll interval: read the kernel, run the detectors, publish; never returns.
 /// Ready while every source works and the maps have been read.
 async fn detect_loop(
@@ -171,7 +213,7 @@ async fn detect_loop(
     findings: &SharedFindings,
     alerts: &mut Alerts,
     config: &Config,
-    own_netns: u32,
+    own: &Own,
 ) {
     let mut ticker = tokio::time::interval(config.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -188,7 +230,8 @@ async fn detect_loop(
             let changes = mirror.with_snapshot(|net| {
                 metrics.set_reading(&reading, label_netns, top_n, Some(net));
                 // The peer reading moves into the sample: it is the largest map.
-                let sample = pipeline::sample(own_netns, reading);
+                let sample = pipeline::sample(own.netns, reading);
+                let sample = pipeline::without_destinations(sample, &own.sinks);
                 pipeline.cycle(net, sample, SystemTime::now())
             });
             log_changes(&changes);

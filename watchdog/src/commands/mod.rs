@@ -48,8 +48,26 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Prints `error: <the error and its causes>`; returns `code`.
 fn fail(err: &anyhow::Error, code: u8) -> ExitCode {
-    eprintln!("error: {err:#}");
+    eprintln!("error: {}", chain(err));
     ExitCode::from(code)
+}
+
+/// The error and its causes joined by `: `, each said once: many errors already name
+/// their cause in their own message (`cannot read config file x: <the io error>`), and
+/// anyhow's `{:#}` would print it again.
+fn chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it where we may.
@@ -64,5 +82,27 @@ fn raise_memlock_limit() {
             "cannot lift RLIMIT_MEMLOCK ({}); fine on kernels 5.11 and later",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cause_is_said_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        // A thiserror message that embeds its `source`.
+        let err = anyhow::Error::from(crate::config::ConfigError::Read {
+            path: "/x.toml".into(),
+            source: io(),
+        });
+        assert_eq!(format!("{err:#}").matches("entity not found").count(), 2);
+        let text = chain(&err);
+        assert_eq!(text.matches("entity not found").count(), 1, "{text}");
+        assert_eq!(text, "cannot read config file /x.toml: entity not found");
+        // Context that does not repeat its cause keeps it.
+        let err = anyhow::Error::from(io()).context("cannot start");
+        assert_eq!(chain(&err), "cannot start: entity not found");
     }
 }

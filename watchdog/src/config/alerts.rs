@@ -298,10 +298,32 @@ impl fmt::Debug for SinkUrl {
     }
 }
 
-/// Parses an http(s) URL; errors show it redacted.
+/// Parses an http(s) URL written in the config; errors show it redacted.
 pub fn parse_url(field: &str, url: &str) -> Result<SinkUrl, AlertsConfigError> {
+    parse(field, url, false)
+}
+
+/// Parses an http(s) URL read from a file or the environment (`url_file`, `url_env`):
+/// what is there may be another secret put in the wrong place (an HMAC key, a token), so
+/// an error never shows any of it, not even redacted.
+pub fn parse_secret_url(field: &str, url: &str) -> Result<SinkUrl, AlertsConfigError> {
+    parse(field, url, true)
+}
+
+fn parse(field: &str, url: &str, secret: bool) -> Result<SinkUrl, AlertsConfigError> {
     let shown = redact(url);
-    let not_http = || error(field, format!("`{shown}` is not an http(s) URL"));
+    let not_http = || {
+        let problem = if secret {
+            format!(
+                "the value read ({} characters, not shown: it may be a secret) is not an \
+                 http(s) URL; put the sink's full http(s):// URL there",
+                url.chars().count()
+            )
+        } else {
+            format!("`{shown}` is not an http(s) URL")
+        };
+        error(field, problem)
+    };
     let uri: hyper::Uri = url.trim().parse().map_err(|_| not_http())?;
     let (port, https) = match uri.scheme_str() {
         Some("http") => (80, false),

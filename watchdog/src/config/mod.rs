@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod desired;
 pub mod detect;
+pub mod read;
 
 use std::{
     net::SocketAddr,
@@ -18,6 +19,9 @@ pub use self::{
     alerts::{AlertsConfig, AlertsConfigError},
     detect::DetectConfig,
 };
+
+/// The most interface names `peers.interfaces` may list.
+pub const MAX_INTERFACES: usize = 256;
 
 /// The embedded default configuration (also printed by `watchdog config default`).
 pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
@@ -108,6 +112,22 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file is not a small regular text file (a FIFO, a device, too large).
+    #[error("config file {path} {source}")]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Why it was not read.
+        source: read::ReadError,
+    },
+    /// The document nests deeper than [`read::MAX_NESTING`] levels.
+    #[error("config file {path}: nests {depth} levels deep; at most {max} are allowed", max = read::MAX_NESTING)]
+    TooDeep {
+        /// The file.
+        path: PathBuf,
+        /// The deepest nesting found.
+        depth: usize,
+    },
     /// The file's extension says neither TOML nor YAML.
     #[error(
         "config file {path}: unknown format; name it *.toml, *.yaml or *.yml (see `watchdog config default`)"
@@ -186,9 +206,15 @@ impl Config {
         let Some(path) = path else {
             return Ok(Self::default());
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
+        let text = read::read_config_file(path).map_err(|err| match err {
+            read::ReadError::Io(source) => ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            },
+            source => ConfigError::Refused {
+                path: path.to_owned(),
+                source,
+            },
         })?;
         Self::from_text(path, &text)
     }
@@ -199,6 +225,13 @@ impl Config {
             path: path.to_owned(),
             message: message.trim_end().to_owned(),
         };
+        let depth = read::nesting(text);
+        if depth > read::MAX_NESTING {
+            return Err(ConfigError::TooDeep {
+                path: path.to_owned(),
+                depth,
+            });
+        }
         let config: Config = match path.extension().and_then(|ext| ext.to_str()) {
             Some("toml") => toml::from_str(text).map_err(|err| parse_error(err.to_string()))?,
             Some("yaml" | "yml") => {
@@ -230,6 +263,29 @@ impl Config {
                     watchdog_common::MAX_WIREGUARD_PORTS
                 ),
             });
+        }
+        if self.peers.interfaces.len() > MAX_INTERFACES {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "peers.interfaces",
+                problem: format!(
+                    "lists {} interfaces; at most {MAX_INTERFACES} are supported (leave it \
+                     empty to watch every interface)",
+                    self.peers.interfaces.len()
+                ),
+            });
+        }
+        for name in &self.peers.interfaces {
+            if let Some(why) = read::invalid_interface_name(name) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    field: "peers.interfaces",
+                    problem: format!(
+                        "names {name:?}, which {why}: no interface can have that name; \
+                         use names as `ip link` shows them"
+                    ),
+                });
+            }
         }
         if self.peers.top_n > 1000 {
             return Err(ConfigError::Invalid {
@@ -348,6 +404,68 @@ mod tests {
         assert_eq!(yaml.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(yaml.poll_interval, Duration::from_millis(250));
         assert_eq!(parse("empty.yml", "").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn limits_bound_what_a_file_can_ask_for() {
+        // 100 000 levels of YAML nesting: refused before the parser recurses.
+        let deep = format!(
+            "peers:\n  interfaces: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let start = std::time::Instant::now();
+        let err = parse("deep.yaml", &deep).unwrap_err().to_string();
+        assert!(
+            err.contains("nests 100000 levels deep; at most 32"),
+            "{err}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // Too many interface names.
+        let names: Vec<String> = (0..=MAX_INTERFACES).map(|i| format!("\"e{i}\"")).collect();
+        let err = parse(
+            "many.toml",
+            &format!("[peers]\ninterfaces = [{}]\n", names.join(",")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lists 257 interfaces; at most 256"), "{err}");
+        // Names no interface can have.
+        for (bad, why) in [
+            ("", "is empty"),
+            ("a b", "whitespace"),
+            ("../../etc", "`/`"),
+            ("..", "`.` or `..`"),
+            ("abcdefghijklmnop", "longer than 15 bytes"),
+        ] {
+            let err = parse(
+                "bad.toml",
+                &format!("[peers]\ninterfaces = [\"eth0\", {bad:?}]\n"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("`peers.interfaces` names") && err.contains(why),
+                "{bad:?}: {err}"
+            );
+        }
+        let ok = parse(
+            "ok.toml",
+            "[peers]\ninterfaces = [\"flannel.1\", \"tailscale0\"]\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn refused_files_are_named_with_the_reason() {
+        let err = Config::load(Some(Path::new("/dev/zero")))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config file /dev/zero is a character device, not a regular file; point \
+             --config at a TOML or YAML file"
+        );
     }
 
     #[test]

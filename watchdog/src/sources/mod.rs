@@ -91,7 +91,7 @@ impl Sources {
             Ok((_, task)) if task.is_finished() => {
                 Some("network mirror stopped (see the log)".into())
             }
-            Ok(_) => None,
+            Ok((mirror, _)) => mirror.failure(),
         };
         SourceStatus {
             probes: self.probes.status().to_vec(),

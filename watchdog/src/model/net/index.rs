@@ -7,13 +7,18 @@ use std::{
 };
 
 use super::{
-    Prefix, Route, RouteKind, Rule, RuleAction, Snapshot, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN,
+    NextHop, Prefix, Route, RouteKind, Rule, RuleAction, Snapshot, TABLE_DEFAULT, TABLE_LOCAL,
+    TABLE_MAIN,
     prefix::{bits, mask, max_len},
 };
 
 /// Routes of one family in one table, indexed for longest-prefix match: per prefix
-/// length, a hash map from the masked destination to the routes with that destination
-/// (several when metrics or TOS differ), ordered by (tos, priority).
+/// length, a hash map from the masked destination to the routes with that destination.
+/// A destination's routes are ordered by their [`Route::group`] key (TOS or source
+/// prefix, then metric) and, within one key, kept in the kernel's order: the kernel keeps
+/// several routes under one key (IPv4 `ip route append`/`prepend`, the connected routes
+/// of one prefix on two devices, IPv6 routes of one metric through different devices),
+/// and tells them apart by their paths.
 #[derive(Clone, Debug, Default)]
 pub(super) struct FamilyTable {
     pub(super) by_len: HashMap<u8, HashMap<u128, Vec<Route>>>,
@@ -22,44 +27,278 @@ pub(super) struct FamilyTable {
     pub(super) count: usize,
 }
 
+/// Whether an IPv6 route may join an ECMP group (the kernel's `rt6_qualify_for_ecmp`): it
+/// has a gateway and was not learned from a router advertisement (RTPROT_RA).
+fn ecmp(route: &Route) -> bool {
+    const RTPROT_RA: u8 = 9;
+    route.protocol != RTPROT_RA
+        && (route.gateway.is_some() || route.nexthops.iter().any(|hop| hop.gateway.is_some()))
+}
+
+/// The paths of a route as (gateway, device) pairs: one for a single-path route.
+fn paths(route: &Route) -> Vec<(Option<IpAddr>, Option<u32>)> {
+    if route.nexthops.is_empty() {
+        vec![(route.gateway, route.oif)]
+    } else {
+        route
+            .nexthops
+            .iter()
+            .map(|hop| (hop.gateway, hop.oif))
+            .collect()
+    }
+}
+
+/// Merges the paths of `extra` into the IPv6 ECMP route `route` (as the kernel links a
+/// new sibling), keeping paths sorted as the mirror stores them.
+fn merge_paths(route: &mut Route, extra: &Route) {
+    if route.nexthops.is_empty() {
+        route.nexthops.push(NextHop {
+            gateway: route.gateway.take(),
+            oif: route.oif.take(),
+            onlink: std::mem::take(&mut route.onlink),
+            dead: false,
+        });
+    }
+    let added: Vec<NextHop> = if extra.nexthops.is_empty() {
+        vec![NextHop {
+            gateway: extra.gateway,
+            oif: extra.oif,
+            onlink: extra.onlink,
+            dead: false,
+        }]
+    } else {
+        extra.nexthops.clone()
+    };
+    for hop in added {
+        if !route
+            .nexthops
+            .iter()
+            .any(|h| (h.gateway, h.oif) == (hop.gateway, hop.oif))
+        {
+            route.nexthops.push(hop);
+        }
+    }
+    sort_paths(route);
+}
+
+/// IPv6 multipath routes keep their paths sorted by (device, gateway): the kernel lists
+/// them from whichever sibling it reports, so only the set is meaningful.
+pub(crate) fn sort_paths(route: &mut Route) {
+    if !route.dst.is_ipv4() {
+        route.nexthops.sort_by_key(|hop| (hop.oif, hop.gateway));
+    }
+}
+
+/// An IPv6 multipath route left with one path is a single-path route again, as the
+/// kernel reports it.
+fn collapse(route: &mut Route) {
+    if route.nexthops.len() == 1 && !route.dst.is_ipv4() {
+        let hop = route.nexthops.remove(0);
+        route.gateway = hop.gateway;
+        route.oif = hop.oif;
+        route.onlink = hop.onlink;
+    }
+}
+
 impl FamilyTable {
-    pub(super) fn insert(&mut self, route: Route) {
-        let dst = bits(&route.dst.network().addr);
-        let slot = self
-            .by_len
-            .entry(route.dst.len)
+    /// The routes with `dst`'s destination, created empty if absent.
+    fn slot_mut(&mut self, dst: &Prefix) -> &mut Vec<Route> {
+        self.lens.insert(dst.len);
+        self.by_len
+            .entry(dst.len)
             .or_default()
-            .entry(dst)
+            .entry(bits(&dst.network().addr))
             // Most destinations have one route: no room for four (Vec's first growth).
-            .or_insert_with(|| Vec::with_capacity(1));
-        self.lens.insert(route.dst.len);
-        let key = (route.tos, route.priority);
-        match slot.binary_search_by_key(&key, |r| (r.tos, r.priority)) {
-            Ok(i) => slot[i] = route,
-            Err(i) => {
-                slot.insert(i, route);
-                self.count += 1;
-            }
+            .or_insert_with(|| Vec::with_capacity(1))
+    }
+
+    /// Drops `dst`'s slot (and its length) if it has no route left.
+    fn tidy(&mut self, dst: &Prefix) {
+        let Some(map) = self.by_len.get_mut(&dst.len) else {
+            return;
+        };
+        let key = bits(&dst.network().addr);
+        if map.get(&key).is_some_and(Vec::is_empty) {
+            map.remove(&key);
+        }
+        if map.is_empty() {
+            self.by_len.remove(&dst.len);
+            self.lens.remove(&dst.len);
         }
     }
 
-    pub(super) fn remove(&mut self, dst: &Prefix, tos: u8, priority: u32) -> Option<Route> {
-        let map = self.by_len.get_mut(&dst.len)?;
-        let key = bits(&dst.network().addr);
-        let slot = map.get_mut(&key)?;
-        let i = slot
-            .binary_search_by_key(&(tos, priority), |r| (r.tos, r.priority))
-            .ok()?;
-        let route = slot.remove(i);
-        self.count -= 1;
-        if slot.is_empty() {
-            map.remove(&key);
-            if map.is_empty() {
-                self.by_len.remove(&dst.len);
-                self.lens.remove(&dst.len);
+    /// Recounts after an in-place change of `dst`'s slot.
+    fn changed(&mut self, dst: &Prefix, before: usize) {
+        let after = self
+            .by_len
+            .get(&dst.len)
+            .and_then(|map| map.get(&bits(&dst.network().addr)))
+            .map_or(0, Vec::len);
+        self.count = self.count + after - before;
+        self.tidy(dst);
+    }
+
+    fn slot_len(&self, dst: &Prefix) -> usize {
+        self.by_len
+            .get(&dst.len)
+            .and_then(|map| map.get(&bits(&dst.network().addr)))
+            .map_or(0, Vec::len)
+    }
+
+    /// RTM_NEWROUTE with NLM_F_REPLACE: `route` takes the place of the first route with
+    /// its key (IPv6: the first of the same ECMP kind if there is one, and an ECMP
+    /// route goes with its siblings); added when there is none.
+    pub(super) fn replace(&mut self, route: Route) {
+        let dst = route.dst;
+        let before = self.slot_len(&dst);
+        let slot = self.slot_mut(&dst);
+        let group = group_range(slot, &route);
+        if route.dst.is_ipv4() {
+            if group.is_empty() {
+                slot.insert(group.start, route);
+            } else {
+                slot[group.start] = route;
+            }
+        } else {
+            // The first route of the same ECMP kind, else the first route of the key.
+            let kind = ecmp(&route);
+            let target = group
+                .clone()
+                .find(|&i| ecmp(&slot[i]) == kind)
+                .or((!group.is_empty()).then_some(group.start));
+            match target {
+                Some(first) => {
+                    let siblings = ecmp(&slot[first]);
+                    slot[first] = route;
+                    if siblings {
+                        // The replaced route's siblings go with it.
+                        let mut i = group.end;
+                        while i > first + 1 {
+                            i -= 1;
+                            if ecmp(&slot[i]) {
+                                slot.remove(i);
+                            }
+                        }
+                    }
+                }
+                None => slot.insert(group.end, route),
             }
         }
-        Some(route)
+        self.changed(&dst, before);
+    }
+
+    /// RTM_NEWROUTE without NLM_F_REPLACE (and every route of a dump): IPv4 puts `route`
+    /// after the routes with its key when `append` (NLM_F_APPEND, `ip route append`, the
+    /// kernel's own connected routes), before them otherwise (`ip route prepend`). IPv6
+    /// puts it after them, and an ECMP route joins the group's ECMP route as a sibling
+    /// (the kernel then reports the whole group, every sibling listed). A route already
+    /// there (a notification that raced a dump) changes nothing.
+    pub(super) fn add(&mut self, route: Route, append: bool) {
+        let dst = route.dst;
+        let before = self.slot_len(&dst);
+        let slot = self.slot_mut(&dst);
+        let group = group_range(slot, &route);
+        if route.dst.is_ipv4() {
+            if !slot[group.clone()].iter().any(|r| r.same_as(&route)) {
+                slot.insert(if append { group.end } else { group.start }, route);
+            }
+        } else if ecmp(&route) {
+            match group.clone().find(|&i| ecmp(&slot[i])) {
+                Some(first) if !route.nexthops.is_empty() => {
+                    // The notification lists the whole group.
+                    slot[first] = route;
+                    let mut i = group.end;
+                    while i > first + 1 {
+                        i -= 1;
+                        if ecmp(&slot[i]) {
+                            slot.remove(i);
+                        }
+                    }
+                }
+                Some(first) => merge_paths(&mut slot[first], &route),
+                None => slot.insert(group.end, route),
+            }
+        } else if !slot[group.clone()].iter().any(|r| r.same_as(&route)) {
+            slot.insert(group.end, route);
+        }
+        self.changed(&dst, before);
+    }
+
+    /// RTM_DELROUTE: IPv4 removes the route the notification describes; IPv6 removes
+    /// each of its paths, whether the mirror holds it as a route of its own or as a
+    /// path of an ECMP route (the kernel deletes siblings one by one, or a whole group
+    /// in one notification).
+    pub(super) fn remove(&mut self, route: &Route) {
+        let dst = route.dst;
+        let before = self.slot_len(&dst);
+        if before == 0 {
+            return;
+        }
+        let slot = self.slot_mut(&dst);
+        let group = group_range(slot, route);
+        if route.dst.is_ipv4() {
+            if let Some(i) = group.clone().find(|&i| slot[i].same_as(route)) {
+                slot.remove(i);
+            }
+        } else if let Some(i) = group.clone().find(|&i| slot[i].same_as(route)) {
+            slot.remove(i);
+        } else {
+            for path in paths(route) {
+                let group = group_range(slot, route);
+                let Some(i) = group.clone().find(|&i| paths(&slot[i]).contains(&path)) else {
+                    continue;
+                };
+                if slot[i].nexthops.is_empty() {
+                    slot.remove(i);
+                } else {
+                    slot[i]
+                        .nexthops
+                        .retain(|hop| (hop.gateway, hop.oif) != path);
+                    collapse(&mut slot[i]);
+                }
+            }
+        }
+        self.changed(&dst, before);
+    }
+
+    /// Marks the paths of multipath routes through `oif` dead (or alive again), then
+    /// drops the routes whose every path is dead, as the kernel flushes them.
+    pub(super) fn set_dead(&mut self, oif: u32, dead: bool) {
+        for map in self.by_len.values_mut() {
+            for slot in map.values_mut() {
+                for route in slot.iter_mut() {
+                    for hop in &mut route.nexthops {
+                        if hop.oif == Some(oif) {
+                            hop.dead = dead;
+                        }
+                    }
+                }
+            }
+        }
+        if dead {
+            self.retain(|route| {
+                route.nexthops.is_empty() || route.nexthops.iter().any(|hop| !hop.dead)
+            });
+        }
+    }
+
+    /// What a device's unregistration does to IPv6 routes: each route (or ECMP sibling)
+    /// through it goes, the other siblings stay.
+    pub(super) fn remove_paths_via(&mut self, oif: u32) {
+        self.retain(|route| {
+            let mut oifs = route.oifs().peekable();
+            !(oifs.peek().is_some() && oifs.all(|o| o == oif))
+        });
+        for map in self.by_len.values_mut() {
+            for slot in map.values_mut() {
+                for route in slot.iter_mut() {
+                    if route.nexthops.iter().any(|hop| hop.oif == Some(oif)) {
+                        route.nexthops.retain(|hop| hop.oif != Some(oif));
+                        collapse(route);
+                    }
+                }
+            }
+        }
     }
 
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&Route) -> bool) {
@@ -80,7 +319,8 @@ impl FamilyTable {
     }
 
     /// The longest-prefix match for `dst` among routes `accept` allows; among routes
-    /// with the same destination, the lowest metric wins (TOS 0 routes only).
+    /// with the same destination, the lowest metric wins, then the kernel's order (TOS 0
+    /// routes without a source prefix only).
     pub(super) fn lookup(&self, dst: &IpAddr, accept: impl Fn(&Route) -> bool) -> Option<&Route> {
         let width = max_len(dst);
         let addr = bits(dst);
@@ -89,13 +329,23 @@ impl FamilyTable {
                 continue;
             };
             if let Some(slot) = map.get(&(addr & mask(*len, width)))
-                && let Some(route) = slot.iter().find(|r| r.tos == 0 && accept(r))
+                && let Some(route) = slot
+                    .iter()
+                    .find(|r| r.tos == 0 && r.src.is_none() && accept(r))
             {
                 return Some(route);
             }
         }
         None
     }
+}
+
+/// The positions in `slot` of the routes with `route`'s key.
+fn group_range(slot: &[Route], route: &Route) -> std::ops::Range<usize> {
+    let key = route.group();
+    let start = slot.partition_point(|r| r.group() < key);
+    let end = start + slot[start..].partition_point(|r| r.group() == key);
+    start..end
 }
 
 #[derive(Clone, Debug, Default)]

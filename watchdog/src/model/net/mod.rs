@@ -45,9 +45,24 @@ pub enum Update {
     NewAddress(Address),
     /// An address was removed (RTM_DELADDR).
     DelAddress(Address),
-    /// A route was added or replaced (RTM_NEWROUTE).
+    /// A route replaced the first route with its key, or was added if there was none
+    /// (RTM_NEWROUTE with NLM_F_REPLACE, `ip route replace`). The key is the table,
+    /// destination, TOS and metric (IPv6: source prefix and metric, and whether the
+    /// route can join an ECMP group).
     NewRoute(Route),
-    /// A route was removed (RTM_DELROUTE).
+    /// A route was added next to the routes with its key (RTM_NEWROUTE without
+    /// NLM_F_REPLACE, and each route of a dump): after them when `append`
+    /// (NLM_F_APPEND; dumps come in the kernel's order), before them otherwise
+    /// (`ip route prepend`). IPv6 always appends, and an IPv6 route with a gateway joins
+    /// the ECMP route of its key as a sibling.
+    AddRoute {
+        /// The route.
+        route: Route,
+        /// After the routes with its key, rather than before.
+        append: bool,
+    },
+    /// A route was removed (RTM_DELROUTE): the route the notification describes (IPv6:
+    /// each of its paths).
     DelRoute(Route),
     /// A rule was added (RTM_NEWRULE).
     NewRule(Rule),
@@ -134,11 +149,23 @@ impl Snapshot {
             .flat_map(|t| t.v4.iter().chain(t.v6.iter()))
     }
 
-    /// The route in `table` with destination `dst`, metric `priority` and TOS 0.
+    /// The first route in `table` with destination `dst`, metric `priority`, TOS 0 and
+    /// no source prefix (the kernel may hold more under that key, on other devices).
     pub fn route(&self, table: u32, dst: &Prefix, priority: u32) -> Option<&Route> {
-        let t = self.tables.get(&table)?.family(dst.is_ipv4());
-        let slot = t.by_len.get(&dst.len)?.get(&bits(&dst.network().addr))?;
-        slot.iter().find(|r| r.tos == 0 && r.priority == priority)
+        self.routes_to(table, dst)
+            .find(|r| r.tos == 0 && r.src.is_none() && r.priority == priority)
+    }
+
+    /// Every route in `table` with destination `dst`, ordered by TOS (IPv6: source
+    /// prefix) and metric, then in the kernel's order.
+    pub fn routes_to(&self, table: u32, dst: &Prefix) -> impl Iterator<Item = &Route> {
+        self.tables
+            .get(&table)
+            .map(|t| t.family(dst.is_ipv4()))
+            .and_then(|t| t.by_len.get(&dst.len))
+            .and_then(|map| map.get(&bits(&dst.network().addr)))
+            .into_iter()
+            .flatten()
     }
 
     /// Policy rules in priority order.

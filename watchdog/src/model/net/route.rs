@@ -76,6 +76,21 @@ pub struct NextHop {
     pub oif: Option<u32>,
     /// `onlink`: the gateway is assumed on-link, whatever the addresses say.
     pub onlink: bool,
+    /// `dead` (RTNH_F_DEAD): the path's device is down (or, for IPv4, lost its last
+    /// address); the kernel skips it, and flushes the route once every path is dead.
+    pub dead: bool,
+}
+
+impl NextHop {
+    /// A live path through `oif`, via `gateway` if given.
+    pub fn new(gateway: Option<IpAddr>, oif: Option<u32>) -> Self {
+        Self {
+            gateway,
+            oif,
+            onlink: false,
+            dead: false,
+        }
+    }
 }
 
 /// A route in any table.
@@ -85,6 +100,9 @@ pub struct Route {
     pub table: u32,
     /// The destination prefix (0.0.0.0/0 for `default`).
     pub dst: Prefix,
+    /// The source prefix of an IPv6 source-specific route (`from`, RTA_SRC); `None` for
+    /// every other route.
+    pub src: Option<Prefix>,
     /// The route type.
     pub kind: RouteKind,
     /// The gateway of a single-path route.
@@ -114,6 +132,7 @@ impl Route {
         Self {
             table: TABLE_MAIN,
             dst,
+            src: None,
             kind: RouteKind::Unicast,
             gateway: None,
             oif: None,
@@ -132,6 +151,56 @@ impl Route {
         self.oif
             .into_iter()
             .chain(self.nexthops.iter().filter_map(|hop| hop.oif))
+    }
+
+    /// The routes the kernel keeps side by side in one table under the same destination
+    /// are told apart first by this key: TOS and metric for IPv4, source prefix and
+    /// metric for IPv6. Routes with equal keys are alternatives (`ip route append`, the
+    /// connected routes of one prefix on two devices), kept in the kernel's order.
+    pub(super) fn group(&self) -> (u8, u32, Option<Prefix>) {
+        (self.tos, self.priority, self.src)
+    }
+
+    /// The route as the same kernel object: equal in everything but the paths' `dead`
+    /// flags, which the kernel changes without announcing it.
+    pub(super) fn same_as(&self, other: &Route) -> bool {
+        let hops_match = self.nexthops.len() == other.nexthops.len()
+            && self
+                .nexthops
+                .iter()
+                .zip(&other.nexthops)
+                .all(|(a, b)| (a.gateway, a.oif, a.onlink) == (b.gateway, b.oif, b.onlink));
+        hops_match
+            && (
+                self.table,
+                self.dst,
+                self.src,
+                self.kind,
+                self.gateway,
+                self.oif,
+            ) == (
+                other.table,
+                other.dst,
+                other.src,
+                other.kind,
+                other.gateway,
+                other.oif,
+            )
+            && (
+                self.onlink,
+                self.prefsrc,
+                self.priority,
+                self.protocol,
+                self.scope,
+                self.tos,
+            ) == (
+                other.onlink,
+                other.prefsrc,
+                other.priority,
+                other.protocol,
+                other.scope,
+                other.tos,
+            )
     }
 
     /// Formats the route like `ip route`, naming devices from `snapshot`:
@@ -187,6 +256,9 @@ impl fmt::Display for RouteDisplay<'_> {
         } else {
             write!(f, "{}", r.dst)?;
         }
+        if let Some(src) = r.src {
+            write!(f, " from {src}")?;
+        }
         if let Some(gateway) = r.gateway {
             write!(f, " via {gateway}")?;
         }
@@ -218,6 +290,9 @@ impl fmt::Display for RouteDisplay<'_> {
             }
             if hop.onlink {
                 f.write_str(" onlink")?;
+            }
+            if hop.dead {
+                f.write_str(" dead")?;
             }
         }
         Ok(())

@@ -55,6 +55,24 @@ pub struct Rule {
     pub invert: bool,
     /// `l3mdev`: the table comes from the VRF device.
     pub l3mdev: bool,
+    /// `tos` selector (0: any).
+    pub tos: u8,
+    /// `ipproto` selector.
+    pub ip_proto: Option<u8>,
+    /// `sport` selector (first, last).
+    pub sport: Option<(u16, u16)>,
+    /// `dport` selector (first, last).
+    pub dport: Option<(u16, u16)>,
+    /// `uidrange` selector (first, last).
+    pub uid_range: Option<(u32, u32)>,
+    /// `tun_id` selector.
+    pub tun_id: Option<u64>,
+    /// `realms` selector (source << 16 | destination).
+    pub realms: Option<u32>,
+    /// `suppress_ifgroup`: a route through a device of this group is ignored.
+    pub suppress_ifgroup: Option<u32>,
+    /// Who installed it (`protocol`, RTPROT_*).
+    pub protocol: u8,
 }
 
 impl Rule {
@@ -75,11 +93,22 @@ impl Rule {
             suppress_prefixlen: None,
             invert: false,
             l3mdev: false,
+            tos: 0,
+            ip_proto: None,
+            sport: None,
+            dport: None,
+            uid_range: None,
+            tun_id: None,
+            realms: None,
+            suppress_ifgroup: None,
+            protocol: 0,
         }
     }
 
     /// Whether the rule matches a locally originated packet (mark 0, no bound oif,
-    /// iif `lo`) from `src` (unspecified when `None`) to `dst`.
+    /// iif `lo`, TOS 0, no tunnel) from `src` (unspecified when `None`) to `dst`. A rule
+    /// that selects on what such a lookup does not know (protocol, ports, the sending
+    /// user, realms) does not match.
     pub(super) fn matches_local(&self, dst: &IpAddr, src: Option<&IpAddr>) -> bool {
         let unspecified = Prefix::default_for(dst).addr;
         let src = src.unwrap_or(&unspecified);
@@ -88,6 +117,13 @@ impl Rule {
             && self.iif.as_deref().is_none_or(|iif| iif == "lo")
             && self.oif.is_none()
             && !self.l3mdev
+            && self.tos == 0
+            && self.ip_proto.is_none()
+            && self.sport.is_none()
+            && self.dport.is_none()
+            && self.uid_range.is_none()
+            && self.tun_id.is_none()
+            && self.realms.is_none()
             && self
                 .fwmark
                 .is_none_or(|mark| mark & self.fwmask.unwrap_or(u32::MAX) == 0);

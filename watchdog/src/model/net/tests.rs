@@ -123,9 +123,10 @@ fn lpm_ipv6_and_metrics() {
     assert_eq!(s.lookup(ip("2001:db8::1")).unwrap().dst, p("::/0"));
     assert_eq!(s.counts().routes, 3);
     let mut s = s;
+    // The kernel's notification describes the whole route.
     s.apply(Update::DelRoute(Route {
         priority: 50,
-        ..Route::unicast(p("fd00:10::/64"))
+        ..via("fd00:10::/64", "fd00::b", 4)
     }));
     assert_eq!(s.lookup(ip("fd00:10::5")).unwrap().priority, 100);
     assert_eq!(s.counts().routes, 2);
@@ -371,16 +372,8 @@ fn link_down_and_delete_flush_like_the_kernel() {
         }),
         Update::NewRoute(Route {
             nexthops: vec![
-                NextHop {
-                    gateway: Some(ip("10.0.0.1")),
-                    oif: Some(2),
-                    onlink: false,
-                },
-                NextHop {
-                    gateway: Some(ip("10.0.0.2")),
-                    oif: Some(3),
-                    onlink: false,
-                },
+                NextHop::new(Some(ip("10.0.0.1")), Some(2)),
+                NextHop::new(Some(ip("10.0.0.2")), Some(3)),
             ],
             ..Route::unicast(p("10.50.0.0/16"))
         }),
@@ -429,7 +422,11 @@ fn link_down_and_delete_flush_like_the_kernel() {
     assert_eq!(s.addresses().count(), 0);
     assert!(s.lookup(ip("fd00::5")).is_none());
     assert_eq!(s.routes_in_table(TABLE_LOCAL).count(), 0);
-    assert_eq!(s.counts().routes, 2, "default and multipath remain");
+    assert_eq!(
+        s.counts().routes,
+        1,
+        "the default remains; a multipath route with a path through a deleted device goes"
+    );
 }
 
 #[test]
@@ -509,6 +506,35 @@ fn fdb_keys_follow_vxlan_semantics() {
     s.apply(Update::NewFdb(master));
     s.apply(Update::NewFdb(own));
     assert_eq!(s.fdb_of(4).count(), 2);
+    // The bridge going away takes its entries for the port, unannounced; the port's
+    // own entry stays.
+    s.apply(Update::DelLink(9));
+    assert_eq!(s.fdb_of(4).map(|e| e.master).collect::<Vec<_>>(), [None]);
+}
+
+#[test]
+fn a_port_leaving_its_bridge_loses_the_bridge_entries() {
+    let mut port = link(4, "p");
+    port.master = Some(9);
+    let mut s = snapshot([
+        Update::NewLink(link(9, "br")),
+        Update::NewLink(port.clone()),
+    ]);
+    let entry = FdbEntry {
+        ifindex: 4,
+        mac: [2, 0, 0, 0, 0, 1],
+        dst: None,
+        vlan: None,
+        vni: None,
+        port: None,
+        state: NeighState::PERMANENT,
+        master: Some(9),
+    };
+    s.apply(Update::NewFdb(entry));
+    assert_eq!(s.fdb_of(4).count(), 1);
+    port.master = None;
+    s.apply(Update::NewLink(port));
+    assert_eq!(s.fdb_of(4).count(), 0);
 }
 
 #[test]
@@ -575,4 +601,233 @@ fn the_generic_fdb_echo_of_older_kernels_keeps_the_vtep() {
     // An entry that never had a destination (a bridge port's) is still recorded.
     let s = snapshot([Update::NewFdb(echo)]);
     assert_eq!(s.fdb_of(3).count(), 1);
+}
+
+fn dev_route(dst: &str, oif: u32) -> Route {
+    Route {
+        oif: Some(oif),
+        scope: 253,
+        protocol: 2,
+        ..Route::unicast(p(dst))
+    }
+}
+
+fn add(route: Route) -> Update {
+    Update::AddRoute {
+        route,
+        append: true,
+    }
+}
+
+fn devices(s: &Snapshot, dst: &str) -> Vec<Option<u32>> {
+    s.routes_to(TABLE_MAIN, &p(dst)).map(|r| r.oif).collect()
+}
+
+#[test]
+fn one_prefix_on_two_devices_is_two_routes_and_the_survivor_stays() {
+    // `ip addr add 10.1.0.1/24 dev d1; ip addr add 10.1.0.2/24 dev d2`: two connected
+    // routes with the same key, told apart by their device.
+    let mut s = snapshot([
+        Update::NewLink(link(2, "d1")),
+        Update::NewLink(link(3, "d2")),
+        add(dev_route("10.1.0.0/24", 2)),
+        add(dev_route("10.1.0.0/24", 3)),
+        add(dev_route("fe80::/64", 2)),
+        add(dev_route("fe80::/64", 3)),
+    ]);
+    assert_eq!(s.counts().routes, 4);
+    assert_eq!(devices(&s, "10.1.0.0/24"), [Some(2), Some(3)]);
+    // The deletion names its device: the other route stays.
+    s.apply(Update::DelRoute(dev_route("10.1.0.0/24", 2)));
+    assert_eq!(devices(&s, "10.1.0.0/24"), [Some(3)]);
+    s.apply(Update::DelRoute(dev_route("fe80::/64", 3)));
+    assert_eq!(devices(&s, "fe80::/64"), [Some(2)]);
+    // One device going down (or away) takes only its own routes.
+    s.apply(add(dev_route("10.1.0.0/24", 2)));
+    s.apply(Update::NewLink(Link {
+        admin_up: false,
+        ..link(3, "d2")
+    }));
+    assert_eq!(devices(&s, "10.1.0.0/24"), [Some(2)]);
+    s.apply(Update::DelLink(2));
+    assert_eq!(s.counts().routes, 0);
+}
+
+#[test]
+fn append_prepend_replace_and_delete_follow_the_kernel_order() {
+    let mut s = snapshot([add(dev_route("10.9.0.0/24", 2))]);
+    s.apply(add(dev_route("10.9.0.0/24", 3)));
+    s.apply(Update::AddRoute {
+        route: via("10.9.0.0/24", "10.1.0.5", 2),
+        append: false,
+    });
+    assert_eq!(devices(&s, "10.9.0.0/24"), [Some(2), Some(2), Some(3)]);
+    assert_eq!(
+        s.lookup(ip("10.9.0.1")).unwrap().gateway,
+        Some(ip("10.1.0.5")),
+        "the first route of the key wins"
+    );
+    // The same route again (a notification that raced the dump) changes nothing.
+    s.apply(add(dev_route("10.9.0.0/24", 3)));
+    assert_eq!(s.counts().routes, 3);
+    // Replace takes the first one's place.
+    s.apply(Update::NewRoute(dev_route("10.9.0.0/24", 4)));
+    assert_eq!(devices(&s, "10.9.0.0/24"), [Some(4), Some(2), Some(3)]);
+    // Another metric is another key.
+    s.apply(add(Route {
+        priority: 10,
+        ..dev_route("10.9.0.0/24", 5)
+    }));
+    assert_eq!(s.routes_to(TABLE_MAIN, &p("10.9.0.0/24")).count(), 4);
+    assert_eq!(
+        s.route(TABLE_MAIN, &p("10.9.0.0/24"), 10).unwrap().oif,
+        Some(5)
+    );
+    s.apply(Update::DelRoute(dev_route("10.9.0.0/24", 2)));
+    assert_eq!(devices(&s, "10.9.0.0/24"), [Some(4), Some(3), Some(5)]);
+    // A deletion that matches nothing (a different gateway) removes nothing.
+    s.apply(Update::DelRoute(via("10.9.0.0/24", "10.1.0.6", 4)));
+    assert_eq!(s.counts().routes, 3);
+}
+
+#[test]
+fn ipv6_ecmp_siblings_merge_and_split_like_the_kernel() {
+    let gw = |n: u8, oif: u32| Route {
+        priority: 1024,
+        ..via("fd0a::/64", &format!("fd01::{n}"), oif)
+    };
+    let mut s = snapshot([add(gw(5, 2))]);
+    // `ip -6 route append … via fd01::6 dev d2`: the kernel links a sibling and reports
+    // the group; a single-path notification of a sibling merges the same way.
+    s.apply(add(gw(6, 3)));
+    let routes: Vec<&Route> = s.routes_to(TABLE_MAIN, &p("fd0a::/64")).collect();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].nexthops.len(), 2);
+    assert_eq!((routes[0].gateway, routes[0].oif), (None, None));
+    // A device route of the same metric is not a sibling.
+    s.apply(add(Route {
+        priority: 1024,
+        ..dev_route("fd0a::/64", 4)
+    }));
+    assert_eq!(s.routes_to(TABLE_MAIN, &p("fd0a::/64")).count(), 2);
+    // Deleting one sibling leaves a single-path route, as the kernel then dumps it.
+    s.apply(Update::DelRoute(gw(5, 2)));
+    let first = s
+        .routes_to(TABLE_MAIN, &p("fd0a::/64"))
+        .next()
+        .unwrap()
+        .clone();
+    assert!(first.nexthops.is_empty());
+    assert_eq!((first.gateway, first.oif), (Some(ip("fd01::6")), Some(3)));
+    // Replace with a gateway route replaces the ECMP kind, not the device route.
+    s.apply(Update::NewRoute(gw(7, 2)));
+    let all: Vec<(Option<IpAddr>, Option<u32>)> = s
+        .routes_to(TABLE_MAIN, &p("fd0a::/64"))
+        .map(|r| (r.gateway, r.oif))
+        .collect();
+    assert_eq!(all, [(Some(ip("fd01::7")), Some(2)), (None, Some(4))]);
+    // A whole group deleted in one notification.
+    s.apply(add(gw(8, 3)));
+    let group = s
+        .routes_to(TABLE_MAIN, &p("fd0a::/64"))
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(group.nexthops.len(), 2);
+    s.apply(Update::DelRoute(group));
+    assert_eq!(s.routes_to(TABLE_MAIN, &p("fd0a::/64")).count(), 1);
+}
+
+#[test]
+fn ipv6_source_specific_routes_are_their_own_routes() {
+    let from = Route {
+        src: Some(p("fd01::/64")),
+        ..dev_route("fd0b::/64", 2)
+    };
+    let mut s = snapshot([add(from.clone()), add(dev_route("fd0b::/64", 2))]);
+    assert_eq!(s.counts().routes, 2);
+    assert_eq!(
+        from.display(&s).to_string(),
+        "fd0b::/64 from fd01::/64 dev #2 table main"
+    );
+    assert!(s.lookup(ip("fd0b::1")).unwrap().src.is_none());
+    s.apply(Update::DelRoute(dev_route("fd0b::/64", 2)));
+    assert_eq!(s.counts().routes, 1);
+    assert_eq!(
+        s.lookup(ip("fd0b::1")),
+        None,
+        "a `from` route needs its source"
+    );
+}
+
+#[test]
+fn multipath_paths_die_with_their_device_and_come_back() {
+    let multipath = |dst: &str| Route {
+        nexthops: vec![
+            NextHop::new(Some(ip("10.1.0.5")), Some(2)),
+            NextHop::new(Some(ip("10.2.0.5")), Some(3)),
+        ],
+        ..Route::unicast(p(dst))
+    };
+    let down = |index: u32, up: bool| {
+        Update::NewLink(Link {
+            admin_up: up,
+            ..link(index, "d")
+        })
+    };
+    let mut s = snapshot([
+        Update::NewLink(link(2, "d1")),
+        Update::NewLink(link(3, "d2")),
+        add(multipath("10.52.0.0/24")),
+    ]);
+    s.apply(down(2, false));
+    let route = s.lookup(ip("10.52.0.1")).expect("one path left").clone();
+    assert_eq!(
+        route.nexthops.iter().map(|h| h.dead).collect::<Vec<_>>(),
+        [true, false]
+    );
+    s.apply(down(2, true));
+    assert!(
+        s.lookup(ip("10.52.0.1"))
+            .unwrap()
+            .nexthops
+            .iter()
+            .all(|h| !h.dead)
+    );
+    s.apply(down(2, false));
+    s.apply(down(3, false));
+    assert_eq!(s.lookup(ip("10.52.0.1")), None, "every path dead: flushed");
+}
+
+#[test]
+fn the_last_ipv4_address_takes_the_device_routes_and_a_source_only_main() {
+    let address = |ifindex: u32, prefix: &str| Address {
+        ifindex,
+        prefix: p(prefix),
+    };
+    let mut in_100 = dev_route("10.50.0.0/24", 2);
+    in_100.table = 100;
+    let mut src_100 = dev_route("10.53.0.0/24", 3);
+    src_100.table = 100;
+    src_100.prefsrc = Some(ip("10.1.0.1"));
+    let mut s = snapshot([
+        Update::NewLink(link(2, "d1")),
+        Update::NewLink(link(3, "d2")),
+        Update::NewAddress(address(2, "10.1.0.1/24")),
+        Update::NewAddress(address(3, "10.2.0.1/24")),
+        add(in_100),
+        add(src_100.clone()),
+        add(Route {
+            prefsrc: Some(ip("10.1.0.1")),
+            ..dev_route("10.55.0.0/24", 3)
+        }),
+        add(Route {
+            table: TABLE_LOCAL,
+            kind: RouteKind::Local,
+            ..dev_route("10.1.0.9/32", 2)
+        }),
+    ]);
+    s.apply(Update::DelAddress(address(2, "10.1.0.1/24")));
+    let left: Vec<String> = s.routes().map(|r| r.to_string()).collect();
+    assert_eq!(left, [src_100.to_string()], "{left:?}");
 }

@@ -4,7 +4,8 @@
 use std::{fmt, time::Duration};
 
 use crate::config::alerts::{
-    AlertsConfig, AlertsConfigError, SinkConfig, SinkType, SinkUrl, error, parse_url,
+    AlertsConfig, AlertsConfigError, SinkConfig, SinkType, SinkUrl, error, parse_secret_url,
+    parse_url,
 };
 
 use super::{
@@ -69,13 +70,22 @@ pub fn resolve(config: &AlertsConfig) -> Result<Vec<SinkSpec>, AlertsConfigError
 /// Parses an http(s) URL into an endpoint (public roots for `https://`); errors show it
 /// redacted.
 pub fn endpoint(field: &str, url: &str) -> Result<Endpoint, AlertsConfigError> {
+    endpoint_of(parse_url(field, url)?)
+}
+
+/// An endpoint from a URL read from a file or the environment: errors show none of it.
+fn secret_endpoint(field: &str, url: &str) -> Result<Endpoint, AlertsConfigError> {
+    endpoint_of(parse_secret_url(field, url)?)
+}
+
+fn endpoint_of(url: SinkUrl) -> Result<Endpoint, AlertsConfigError> {
     let SinkUrl {
         uri,
         host,
         port,
         server_name,
         redacted,
-    } = parse_url(field, url)?;
+    } = url;
     Ok(Endpoint {
         uri,
         host,
@@ -91,22 +101,28 @@ pub fn endpoint(field: &str, url: &str) -> Result<Endpoint, AlertsConfigError> {
 
 fn resolve_sink(i: usize, sink: &SinkConfig) -> Result<SinkSpec, AlertsConfigError> {
     let field = |key: &str| format!("alerts.sinks[{i}].{key}");
-    let (url_field, url) = if let Some(url) = &sink.url {
-        (field("url"), url.clone())
+    let (url_field, url, secret) = if let Some(url) = &sink.url {
+        (field("url"), url.clone(), false)
     } else if let Some(path) = &sink.url_file {
         (
             field("url_file"),
             read_secret_file(&field("url_file"), path)?,
+            true,
         )
     } else if let Some(var) = &sink.url_env {
-        (field("url_env"), read_secret_env(&field("url_env"), var)?)
+        (
+            field("url_env"),
+            read_secret_env(&field("url_env"), var)?,
+            true,
+        )
     } else {
         unreachable!("validate checks one URL source is set")
     };
-    let mut target = endpoint(&url_field, &url)?;
+    let parse = if secret { secret_endpoint } else { endpoint };
+    let mut target = parse(&url_field, &url)?;
     if sink.kind == SinkType::Alertmanager {
         let base = url.trim_end_matches('/');
-        target = endpoint(&url_field, &format!("{base}/api/v2/alerts"))?;
+        target = parse(&url_field, &format!("{base}/api/v2/alerts"))?;
     }
     if let Some(path) = &sink.ca_file {
         let Some(tls) = &mut target.tls else {
@@ -312,6 +328,41 @@ mod tests {
             "alerts.sinks[1].ca_file: only applies to https:// URLs, not `http://h/…`; \
              remove it or use https"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_url_file_or_env_that_is_not_a_url_is_never_shown() {
+        let dir = std::env::temp_dir().join(format!("watchdog-url-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secrets = [
+            "hmac-0123456789abcdef-SECRET",
+            "ftp://user:SECRETPW@hooks.example/SECRET",
+            "SECRET://hooks.example",
+        ];
+        for (n, content) in secrets.into_iter().enumerate() {
+            let path = dir.join(format!("url-{n}"));
+            std::fs::write(&path, format!("{content}\n")).unwrap();
+            let mut from_file = sink("http://unused/");
+            from_file.url = None;
+            from_file.url_file = Some(path);
+            let err = config_resolve(vec![from_file]).unwrap_err().to_string();
+            assert!(err.starts_with("alerts.sinks[0].url_file: "), "{err}");
+            assert!(err.contains("is not an http(s) URL"), "{err}");
+            assert!(!err.contains("SECRET") && !err.contains("hooks"), "{err}");
+            // The same through the environment (a name only this test uses).
+            let var = format!("WATCHDOG_TEST_URL_ENV_{}_{n}", std::process::id());
+            // SAFETY: a variable no other test reads or writes.
+            unsafe { std::env::set_var(&var, content) };
+            let mut from_env = sink("http://unused/");
+            from_env.url = None;
+            from_env.url_env = Some(var.clone());
+            let err = config_resolve(vec![from_env]).unwrap_err().to_string();
+            // SAFETY: as above.
+            unsafe { std::env::remove_var(&var) };
+            assert!(err.starts_with("alerts.sinks[0].url_env: "), "{err}");
+            assert!(!err.contains("SECRET") && !err.contains("hooks"), "{err}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

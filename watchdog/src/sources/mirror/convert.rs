@@ -4,12 +4,13 @@
 
 use std::net::IpAddr;
 
+use netlink_packet_core::{NLM_F_APPEND, NLM_F_REPLACE};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage},
     link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage},
-    route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage},
+    route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHopFlags, RouteVia},
     rule::{RuleAction as NlRuleAction, RuleAttribute, RuleFlags, RuleMessage},
 };
 
@@ -19,7 +20,10 @@ use crate::model::net::{
 };
 
 /// The update a netlink message announces, if the mirror keeps that kind of object.
-pub(crate) fn update(message: RouteNetlinkMessage) -> Option<Update> {
+/// `flags` are the message's netlink header flags: for a route, NLM_F_REPLACE or
+/// NLM_F_APPEND say where it goes among the routes with its key (a dump's messages are
+/// passed with NLM_F_APPEND: they come in the kernel's order).
+pub(crate) fn update(message: RouteNetlinkMessage, flags: u16) -> Option<Update> {
     match message {
         RouteNetlinkMessage::NewLink(m) => link(&m).map(Update::NewLink),
         RouteNetlinkMessage::DelLink(m) => {
@@ -30,7 +34,16 @@ pub(crate) fn update(message: RouteNetlinkMessage) -> Option<Update> {
         }
         RouteNetlinkMessage::NewAddress(m) => address(&m).map(Update::NewAddress),
         RouteNetlinkMessage::DelAddress(m) => address(&m).map(Update::DelAddress),
-        RouteNetlinkMessage::NewRoute(m) => route(&m).map(Update::NewRoute),
+        RouteNetlinkMessage::NewRoute(m) => route(&m).map(|route| {
+            if flags & NLM_F_REPLACE != 0 {
+                Update::NewRoute(route)
+            } else {
+                Update::AddRoute {
+                    route,
+                    append: flags & NLM_F_APPEND != 0,
+                }
+            }
+        }),
         RouteNetlinkMessage::DelRoute(m) => route(&m).map(Update::DelRoute),
         RouteNetlinkMessage::NewRule(m) => rule(&m).map(Update::NewRule),
         RouteNetlinkMessage::DelRule(m) => rule(&m).map(Update::DelRule),
@@ -144,6 +157,15 @@ fn route_ip(address: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
+/// RTA_VIA: an IPv4 route via an IPv6 gateway (RFC 5549).
+fn route_via(via: &RouteVia) -> Option<IpAddr> {
+    match via {
+        RouteVia::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteVia::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    }
+}
+
 fn route(m: &RouteMessage) -> Option<Route> {
     let h = &m.header;
     let unspecified = match h.address_family {
@@ -158,6 +180,7 @@ fn route(m: &RouteMessage) -> Option<Route> {
     let mut route = Route {
         table: u32::from(h.table),
         dst: Prefix::new(unspecified, h.destination_prefix_length).ok()?,
+        src: None,
         kind: RouteKind::from_u8(u8::from(h.kind)),
         gateway: None,
         oif: None,
@@ -175,15 +198,13 @@ fn route(m: &RouteMessage) -> Option<Route> {
             RouteAttribute::Destination(dst) => {
                 route.dst.addr = route_ip(dst).filter(|ip| ip.is_ipv4() == unspecified.is_ipv4())?
             }
-            RouteAttribute::Gateway(gw) => route.gateway = route_ip(gw),
-            RouteAttribute::Via(via) => {
-                // An IPv4 route via an IPv6 gateway (RFC 5549).
-                route.gateway = match via {
-                    netlink_packet_route::route::RouteVia::Inet(ip) => Some(IpAddr::V4(*ip)),
-                    netlink_packet_route::route::RouteVia::Inet6(ip) => Some(IpAddr::V6(*ip)),
-                    _ => None,
-                }
+            RouteAttribute::Source(src) => {
+                route.src = route_ip(src)
+                    .filter(|ip| ip.is_ipv4() == unspecified.is_ipv4())
+                    .and_then(|ip| Prefix::new(ip, h.source_prefix_length).ok())
             }
+            RouteAttribute::Gateway(gw) => route.gateway = route_ip(gw),
+            RouteAttribute::Via(via) => route.gateway = route_via(via),
             RouteAttribute::Oif(oif) => route.oif = Some(*oif),
             RouteAttribute::PrefSource(src) => route.prefsrc = route_ip(src),
             RouteAttribute::Priority(priority) => route.priority = *priority,
@@ -193,22 +214,28 @@ fn route(m: &RouteMessage) -> Option<Route> {
                     .map(|hop| {
                         let mut gateway = None;
                         for attr in &hop.attributes {
-                            if let RouteAttribute::Gateway(gw) = attr {
-                                gateway = route_ip(gw);
+                            match attr {
+                                RouteAttribute::Gateway(gw) => gateway = route_ip(gw),
+                                RouteAttribute::Via(via) => gateway = route_via(via),
+                                _ => {}
                             }
                         }
                         NextHop {
                             gateway,
                             oif: (hop.interface_index != 0).then_some(hop.interface_index),
-                            onlink: hop
-                                .flags
-                                .contains(netlink_packet_route::route::RouteNextHopFlags::Onlink),
+                            onlink: hop.flags.contains(RouteNextHopFlags::Onlink),
+                            dead: hop.flags.contains(RouteNextHopFlags::Dead),
                         }
                     })
                     .collect()
             }
             _ => {}
         }
+    }
+    if !route.dst.is_ipv4() {
+        // The kernel lists an IPv6 ECMP route's siblings starting from whichever it
+        // reports: the mirror keeps them sorted.
+        route.nexthops.sort_by_key(|hop| (hop.oif, hop.gateway));
     }
     Some(route)
 }
@@ -231,6 +258,7 @@ fn rule(m: &RuleMessage) -> Option<Rule> {
         other => RuleAction::Other(u8::from(other)),
     };
     rule.invert = h.flags.contains(RuleFlags::Invert);
+    rule.tos = h.tos;
     for attr in &m.attributes {
         match attr {
             RuleAttribute::Priority(p) => rule.priority = *p,
@@ -246,6 +274,18 @@ fn rule(m: &RuleMessage) -> Option<Rule> {
                 rule.suppress_prefixlen = Some(*len)
             }
             RuleAttribute::L3MDev(on) => rule.l3mdev = *on,
+            RuleAttribute::IpProtocol(proto) => rule.ip_proto = Some(u8::from(*proto)),
+            RuleAttribute::SourcePortRange(r) => rule.sport = Some((r.start, r.end)),
+            RuleAttribute::DestinationPortRange(r) => rule.dport = Some((r.start, r.end)),
+            RuleAttribute::UidRange(r) => rule.uid_range = Some((r.start, r.end)),
+            RuleAttribute::TunId(id) => rule.tun_id = Some(*id),
+            RuleAttribute::Realm(r) => {
+                rule.realms = Some(u32::from(r.source) << 16 | u32::from(r.destination))
+            }
+            RuleAttribute::SuppressIfGroup(group) if *group != u32::MAX => {
+                rule.suppress_ifgroup = Some(*group)
+            }
+            RuleAttribute::Protocol(proto) => rule.protocol = u8::from(*proto),
             _ => {}
         }
     }
@@ -284,11 +324,26 @@ fn neighbour(m: &NeighbourMessage) -> Option<Neighbour> {
             _ => {}
         }
     }
+    let ip = ip?;
+    let state = NeighState(u16::from(m.header.state));
+    let derived = state == NeighState::NOARP
+        && (ip.is_unspecified()
+            || ip.is_loopback()
+            || matches!(
+                lladdr,
+                Some([0, 0, 0, 0, 0, 0] | [0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+            ));
+    if ip.is_multicast() || derived {
+        // Entries the kernel creates as packets go out, without a notification, with an
+        // address it derives (multicast groups, broadcast, loopback): no neighbour a
+        // route can depend on.
+        return None;
+    }
     Some(Neighbour {
         ifindex: m.header.ifindex,
-        ip: ip?,
+        ip,
         mac: lladdr,
-        state: NeighState(u16::from(m.header.state)),
+        state,
     })
 }
 
@@ -320,5 +375,9 @@ fn fdb(m: &NeighbourMessage) -> Option<FdbEntry> {
             _ => {}
         }
     }
-    has_mac.then_some(entry)
+    // A device's multicast address list (`bridge fdb show` lists it as `self
+    // permanent` entries of every device) is no forwarding entry, and the kernel does not
+    // announce its changes: a multicast MAC without a remote is left out.
+    let address_list = entry.mac[0] & 1 == 1 && entry.dst.is_none();
+    (has_mac && !address_list).then_some(entry)
 }

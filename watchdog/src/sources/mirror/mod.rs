@@ -19,14 +19,15 @@ use std::{
     io,
     os::fd::AsRawFd as _,
     sync::{
-        Arc, PoisonError, RwLock, RwLockReadGuard,
+        Arc, Mutex, PoisonError, RwLock, RwLockReadGuard,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use futures::StreamExt as _;
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    NLM_F_APPEND, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage, address::AddressMessage, link::LinkMessage,
@@ -148,6 +149,21 @@ struct Shared {
     snapshot: RwLock<Snapshot>,
     generation: watch::Sender<u64>,
     counters: Arc<MirrorCounters>,
+    /// Why the snapshot is out of date (a reload failing), if it is.
+    failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_failure(&self, failure: Option<String>) {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = failure;
+    }
 }
 
 /// A live mirror of the kernel's network state; cheap to clone.
@@ -207,6 +223,7 @@ impl Mirror {
             snapshot: RwLock::new(snapshot),
             generation: watch::channel(0).0,
             counters,
+            failure: Mutex::new(None),
         });
         let task = tokio::spawn(follow(shared.clone(), events, events_task));
         Ok((Mirror { shared }, task))
@@ -236,6 +253,12 @@ impl Mirror {
     /// changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.generation.subscribe()
+    }
+
+    /// Why the snapshot is out of date, while it is: notifications were lost and the
+    /// reload that replaces it keeps failing (it is retried with a growing delay).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
     }
 
     /// The mirror's counters (for metrics).
@@ -308,9 +331,10 @@ async fn follow(
                     .write()
                     .unwrap_or_else(PoisonError::into_inner);
                 for (message, _) in pending.by_ref() {
+                    let flags = message.header.flags;
                     match message.payload {
                         NetlinkPayload::InnerMessage(inner) => {
-                            if let Some(update) = convert::update(inner) {
+                            if let Some(update) = convert::update(inner, flags) {
                                 snapshot.apply(update);
                                 applied += 1;
                             }
@@ -331,7 +355,7 @@ async fn follow(
             // Notifications were lost: reload. Those queued after the overrun are
             // applied on top of the fresh snapshot.
             tracing::warn!("netlink notifications overran the socket buffer; reloading");
-            let fresh = dump_all().await?;
+            let fresh = reload(&shared).await;
             counters.set_counts(fresh.counts());
             *shared
                 .snapshot
@@ -342,6 +366,48 @@ async fn follow(
         drop(pending);
         shared.generation.send_modify(|g| *g += 1);
     }
+}
+
+/// First wait before dumping again after a failed reload; doubles up to [`RELOAD_MAX`].
+const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest wait between reload attempts.
+const RELOAD_MAX: Duration = Duration::from_secs(30);
+
+/// Dumps everything until it works, waiting longer after each failure (the kernel may
+/// refuse a dump under memory pressure, or a netlink socket may not open for a while).
+/// Meanwhile the old snapshot stays, marked out of date ([`Mirror::failure`]).
+async fn reload(shared: &Shared) -> Snapshot {
+    let mut delay = RELOAD_BACKOFF;
+    loop {
+        match dump_all().await {
+            Ok(snapshot) => {
+                if shared.failure().is_some() {
+                    tracing::info!("network mirror reloaded; it follows the kernel again");
+                }
+                shared.set_failure(None);
+                return snapshot;
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "reloading the network mirror failed: {err}; it is out of date until a \
+                     reload works, next attempt in {delay:?}"
+                );
+                shared.set_failure(Some(format!(
+                    "network mirror out of date: reloading after lost notifications failed \
+                     ({err}); retrying"
+                )));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RELOAD_MAX);
+            }
+        }
+    }
+}
+
+/// Loads the current state of the calling thread's network namespace once, without
+/// following it: what [`Mirror::start`] loads first (tests compare a long-running mirror
+/// with it).
+pub async fn dump() -> Result<Snapshot, MirrorError> {
+    dump_all().await
 }
 
 /// Dumps everything into a fresh snapshot, retrying when a dump was interrupted. Each
@@ -356,7 +422,7 @@ async fn dump_all() -> Result<Snapshot, MirrorError> {
         let mut snapshot = Snapshot::new();
         let mut interrupted = false;
         for (what, request, required) in dump_requests() {
-            interrupted |= dump(handle, what, request, required, &mut snapshot).await?;
+            interrupted |= dump_one(handle, what, request, required, &mut snapshot).await?;
         }
         if !interrupted || attempt >= DUMP_ATTEMPTS {
             if interrupted {
@@ -435,7 +501,7 @@ fn dump_requests() -> Vec<(&'static str, RouteNetlinkMessage, bool)> {
 
 /// One dump into `snapshot`; returns whether the kernel flagged it interrupted. An
 /// error from an optional dump (IPv6 disabled, no bridge support) is logged and skipped.
-async fn dump(
+async fn dump_one(
     handle: &mut Handle,
     what: &'static str,
     request: RouteNetlinkMessage,
@@ -452,7 +518,8 @@ async fn dump(
         interrupted |= response.header.flags & NLM_F_DUMP_INTR != 0;
         match response.payload {
             NetlinkPayload::InnerMessage(inner) => {
-                if let Some(update) = convert::update(inner) {
+                // In the kernel's order: each route after those with its key.
+                if let Some(update) = convert::update(inner, NLM_F_APPEND) {
                     snapshot.apply(update);
                 }
             }
