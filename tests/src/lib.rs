@@ -20,6 +20,7 @@ pub mod apiserver;
 pub mod lab;
 pub mod prometheus;
 pub mod repo;
+pub mod soak;
 
 pub use lab::netns::{NetNs, run_in};
 

@@ -1,7 +1,10 @@
 //! Each incident of DESIGN.md, injected into a real Flannel-style lab while traffic runs:
 //! the daemon in node 0's namespace must name the guilty object.
 
-use std::{net::UdpSocket, time::Duration};
+use std::{
+    net::UdpSocket,
+    time::{Duration, Instant},
+};
 
 use watchdog_tests::{
     Daemon,
@@ -33,10 +36,15 @@ fn fdb_entry_repointed_at_a_retired_address() {
     let _healthy = lab.udp_stream(0, 1, 20);
     let _victim = lab.udp_stream(0, 2, 20);
     lab.repoint_fdb(0, 2, RETIRED_VTEP);
+    let repointed = Instant::now();
     let finding = daemon.wait_finding(
         "stale_fdb",
         &format!("fdb 02:fa:00:00:00:02 dev {VXLAN_DEV} dst {RETIRED_VTEP}"),
         DEADLINE,
+    );
+    eprintln!(
+        "two-way traffic: ghost VTEP named {:?} after the repoint",
+        repointed.elapsed()
     );
     assert_eq!(finding.severity, "critical");
     assert_eq!(
@@ -190,6 +198,70 @@ fn another_nodes_problem_is_not_reported_here() {
                     .all(|p| p.contains("none back")))
     };
     assert!(findings.iter().all(only_silence), "{findings:#?}");
+}
+
+/// One-way UDP (statsd-like: a datagram every 50 ms to a listener that never answers)
+/// across the overlay is no stale FDB entry and no blackhole: the prober's answered probe
+/// vouches for the silent VTEP and pod. A ghost VTEP that carries only one-way traffic is
+/// still named: its probe goes unanswered.
+#[test]
+fn one_way_udp_is_not_stale_but_a_ghost_vtep_under_it_is_named() {
+    let Some(lab) = lab_with_daemon("one_way_udp_is_not_stale_but_a_ghost_vtep_under_it_is_named")
+    else {
+        return;
+    };
+    let mut daemon = Daemon::start(lab.node(0).ns(), CONFIG);
+    daemon.wait_ready();
+    let healthy = lab.one_way_udp(0, 1, Duration::from_millis(50));
+    let victim = lab.one_way_udp(0, 2, Duration::from_millis(50));
+    healthy.wait_received(20, DEADLINE);
+    victim.wait_received(20, DEADLINE);
+    // Several full windows (3 s) and VTEP windows (1 s) of one-way traffic only.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let findings = daemon.findings();
+        assert!(
+            findings.is_empty(),
+            "one-way UDP after {:?}: {findings:#?}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Not because nothing looked silent: the silent peers were probed and answered.
+    let metrics = daemon.metrics();
+    for purpose in ["vtep", "destination"] {
+        assert!(
+            metrics.count(
+                "watchdog_probes_total",
+                &[("purpose", purpose), ("outcome", "answered")]
+            ) > 0,
+            "{purpose}: {}",
+            metrics.0
+        );
+    }
+    let (sent, received) = healthy.counts();
+    assert!(sent > 150 && received > 150, "({sent}, {received})");
+
+    lab.repoint_fdb(0, 2, RETIRED_VTEP);
+    let repointed = Instant::now();
+    let finding = daemon.wait_finding(
+        "stale_fdb",
+        &format!("fdb 02:fa:00:00:00:02 dev {VXLAN_DEV} dst {RETIRED_VTEP}"),
+        DEADLINE,
+    );
+    eprintln!(
+        "one-way traffic only: ghost VTEP named {:?} after the repoint",
+        repointed.elapsed()
+    );
+    assert_eq!(finding.severity, "critical");
+    // The healthy remote is still not blamed.
+    let findings = daemon.findings();
+    assert!(
+        findings
+            .iter()
+            .all(|f| !f.subject.contains("02:fa:00:00:00:01") && !f.subject.contains("10.244.1.")),
+        "{findings:#?}"
+    );
 }
 
 #[test]

@@ -82,6 +82,15 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: u32,
     },
+    /// Soak: a healthy 3-node lab under a realistic mix (ping, TCP bulk, one-way UDP,
+    /// request/response UDP, a pod restart every 6 s) with the daemon (release, default
+    /// settings) on node 0; prints the findings seen (goal 0) and the daemon's fds and
+    /// resident memory after a 15 s warm-up and at the end.
+    Soak {
+        /// Minutes to run after the warm-up.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     Mirror {
         /// Routes (/24, via a veth) to install before loading.
         #[arg(long, default_value_t = 100_000)]
@@ -121,6 +130,10 @@ impl Bench {
                     .args(["--seconds", &seconds.to_string()])
                     .args(["--rounds", &rounds.to_string()]),
             ),
+            Bench::Soak { minutes } => {
+                use_release_daemon()?;
+                soak(Duration::from_secs(minutes * 60))
+            }
             Bench::Mirror {
                 routes,
                 neighbours,
@@ -128,6 +141,38 @@ impl Bench {
             } => mirror(routes, neighbours, changes),
         }
     }
+}
+
+/// The soak (see [`Bench::Soak`]).
+fn soak(duration: Duration) -> anyhow::Result<()> {
+    eprintln!("bench soak: {duration:?} of a healthy mix after a 15 s warm-up");
+    let report = watchdog_tests::soak::run("", duration);
+    println!(
+        "soak ran {:.0} s, {} checks of /api/v1/findings",
+        report.ran.as_secs_f64(),
+        report.checks
+    );
+    println!("findings seen: {} (goal 0)", report.findings.len());
+    for finding in &report.findings {
+        println!("  {finding}");
+    }
+    println!("daemon fds: start {} end {}", report.fds.0, report.fds.1);
+    println!(
+        "daemon RSS: start {} KiB end {} KiB ({:+.1}%)",
+        report.rss_kib.0,
+        report.rss_kib.1,
+        (report.rss_kib.1 as f64 / report.rss_kib.0.max(1) as f64 - 1.0) * 100.0
+    );
+    println!(
+        "mix: {} pod restarts, {}/{} echoes answered, {}/{} one-way datagrams received, {} MB TCP bulk",
+        report.restarts,
+        report.echoes.0,
+        report.echoes.1,
+        report.one_way.0,
+        report.one_way.1,
+        report.bulk_bytes / 1_000_000
+    );
+    Ok(())
 }
 
 /// Builds the daemon (release) and points the lab at it.

@@ -28,7 +28,10 @@ use std::{net::Ipv4Addr, sync::atomic::Ordering, time::Duration};
 use self::netns::Background;
 pub use self::{
     observe::{FdbEntry, LinkStats},
-    traffic::{ConnectReport, ConnectivityError, PairFailure, StreamStats, UdpStream},
+    traffic::{
+        BULK_PORT, ConnectReport, ConnectivityError, ONE_WAY_PORT, OneWayUdp, PairFailure,
+        StreamStats, TcpBulk, UdpStream,
+    },
 };
 use crate::NetNs;
 

@@ -395,3 +395,187 @@ fn echo_round_trip(target: SocketAddrV4, timeout: Duration) -> Result<Duration, 
         }
     }
 }
+
+/// The port [`Lab::one_way_udp`] sends to (statsd's).
+pub const ONE_WAY_PORT: u16 = 8125;
+
+/// A one-way UDP flow (statsd-like): a sender in one pod, a listener in another that
+/// reads and never answers (see [`Lab::one_way_udp`]). Stops on drop.
+#[derive(Debug)]
+pub struct OneWayUdp {
+    sent: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+    // Dropped in this order: the sender first, then the listener.
+    _sender: Background,
+    _listener: Background,
+}
+
+impl OneWayUdp {
+    /// `(sent, received)` so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Waits (polling, up to `timeout`) until the listener received `more` datagrams
+    /// after this call.
+    pub fn wait_received(&self, more: u64, timeout: Duration) -> (u64, u64) {
+        let target = self.counts().1 + more;
+        poll_until(
+            timeout,
+            &format!("{more} one-way datagrams received"),
+            || {
+                let counts = self.counts();
+                (counts.1 >= target).then_some(counts)
+            },
+        )
+    }
+}
+
+impl Lab {
+    /// Starts a statsd-like flow: pod `from` sends `app.requests:1|c` to pod `to`'s
+    /// [`ONE_WAY_PORT`] every `interval`; a listener there reads every datagram and
+    /// never answers. Nothing comes back on this flow, ever.
+    pub fn one_way_udp(&self, from: usize, to: usize, interval: Duration) -> OneWayUdp {
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&received);
+        let listener = Background::spawn(
+            &self.node(to).pod,
+            format!("one-way UDP listener pod {to}"),
+            || {
+                let socket = UdpSocket::bind(("0.0.0.0", ONE_WAY_PORT))?;
+                socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+                Ok(socket)
+            },
+            move |socket, stop| {
+                let mut buf = [0u8; 512];
+                while !stop.load(Ordering::Relaxed) {
+                    if socket.recv_from(&mut buf).is_ok() {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            },
+        );
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&sent);
+        let target = SocketAddr::V4(SocketAddrV4::new(pod_ip(to), ONE_WAY_PORT));
+        let sender = Background::spawn(
+            &self.node(from).pod,
+            format!("one-way UDP sender pod {from} -> pod {to}"),
+            || UdpSocket::bind("0.0.0.0:0"),
+            move |socket, stop| {
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    if socket.send_to(b"app.requests:1|c", target).is_ok() {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    next += interval;
+                    let now = Instant::now();
+                    if next < now {
+                        next = now + interval;
+                    }
+                    std::thread::sleep(next - now);
+                }
+            },
+        );
+        OneWayUdp {
+            sent,
+            received,
+            _sender: sender,
+            _listener: listener,
+        }
+    }
+}
+
+/// The port [`Lab::tcp_bulk`] sends to.
+pub const BULK_PORT: u16 = 5001;
+
+/// A paced TCP bulk transfer between two pods (see [`Lab::tcp_bulk`]). Stops on drop.
+#[derive(Debug)]
+pub struct TcpBulk {
+    received: Arc<AtomicU64>,
+    _sender: Background,
+    _listener: Background,
+}
+
+impl TcpBulk {
+    /// Bytes the listener has read so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+impl Lab {
+    /// Starts a TCP bulk transfer from pod `from` to a reader in pod `to` on
+    /// [`BULK_PORT`]: 64 KiB every 25 ms (about 2.6 MB/s, paced so a small machine keeps
+    /// up), one long connection, reconnecting if it breaks.
+    pub fn tcp_bulk(&self, from: usize, to: usize) -> TcpBulk {
+        use std::io::{Read as _, Write as _};
+        use std::net::TcpListener;
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&received);
+        let listener = Background::spawn(
+            &self.node(to).pod,
+            format!("TCP bulk reader pod {to}"),
+            || {
+                let listener = TcpListener::bind(("0.0.0.0", BULK_PORT))?;
+                listener.set_nonblocking(true)?;
+                Ok(listener)
+            },
+            move |listener, stop| {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((mut conn, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_millis(50)));
+                    while !stop.load(Ordering::Relaxed) {
+                        match conn.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                counter.fetch_add(n as u64, Ordering::Relaxed);
+                            }
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+            },
+        );
+        let target = SocketAddr::V4(SocketAddrV4::new(pod_ip(to), BULK_PORT));
+        let sender = Background::spawn(
+            &self.node(from).pod,
+            format!("TCP bulk sender pod {from} -> pod {to}"),
+            || Ok(()),
+            move |(), stop| {
+                let chunk = vec![0x5au8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut conn) = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) else {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    };
+                    let _ = conn.set_write_timeout(Some(Duration::from_millis(200)));
+                    while !stop.load(Ordering::Relaxed) {
+                        if conn.write_all(&chunk).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(25));
+                    }
+                }
+            },
+        );
+        TcpBulk {
+            received,
+            _sender: sender,
+            _listener: listener,
+        }
+    }
+}

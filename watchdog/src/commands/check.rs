@@ -12,6 +12,7 @@ use crate::{
     config::{Config, DetectConfig},
     detect::{self, Inputs},
     findings::{Finding, Report},
+    model::probe::ProbeBook,
     pipeline,
     sources::{Sources, kernel::procfs},
 };
@@ -102,6 +103,25 @@ pub async fn audit(
         vtep_window: window.min(config.detect.vtep_window),
         ..config.detect.clone()
     };
+    // Silence is only a suspicion: probe the suspects once, then judge with the results.
+    let unprobed = ProbeBook::new(config.prober.enabled, config.prober.valid_for);
+    let requests = mirror.with_snapshot(|net| {
+        detect::probe_requests(&Inputs {
+            net,
+            now: &last,
+            then: &first,
+            recent: &first,
+            settings: &settings,
+            probes: &unprobed,
+        })
+    });
+    let prober = sources.prober();
+    prober.submit(requests);
+    prober
+        .settle(config.prober.timeout + Duration::from_secs(1))
+        .await;
+    let probes = prober.book();
+    let mirror = sources.mirror().expect("failures() checked the mirror");
     let now = SystemTime::now();
     let candidates = mirror.with_snapshot(|net| {
         detect::detect(&Inputs {
@@ -110,6 +130,7 @@ pub async fn audit(
             then: &first,
             recent: &first,
             settings: &settings,
+            probes: &probes,
         })
     });
     let mut findings: Vec<Finding> = candidates

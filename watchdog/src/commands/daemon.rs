@@ -204,8 +204,9 @@ struct Own {
     sinks: BTreeSet<(IpAddr, u16)>,
 }
 
-/// Every poll interval: read the kernel, run the detectors, publish; never returns.
-/// Ready while every source works and the maps have been read.
+/// Every poll interval: read the kernel, run the detectors (with the prober's results),
+/// hand the suspects to the prober, publish; never returns. Ready while every source
+/// works and the maps have been read.
 async fn detect_loop(
     sources: &mut Sources,
     metrics: &Metrics,
@@ -226,6 +227,7 @@ async fn detect_loop(
         let status = sources.status();
         let label_netns = config.namespaces == Namespaces::All && status.netns_attribution;
         let top_n = config.peers.top_n;
+        pipeline.set_probes(sources.prober().book());
         if let Some(mirror) = sources.mirror() {
             let changes = mirror.with_snapshot(|net| {
                 metrics.set_reading(&reading, label_netns, top_n, Some(net));
@@ -234,6 +236,8 @@ async fn detect_loop(
                 let sample = pipeline::without_destinations(sample, &own.sinks);
                 pipeline.cycle(net, sample, SystemTime::now())
             });
+            // The suspects go out now; their results are in the next cycle's inputs.
+            sources.prober().submit(pipeline.take_probe_requests());
             log_changes(&changes);
             let active = pipeline.active();
             // Never waits: alerts go into per-sink queues, delivered by their own tasks.
@@ -244,6 +248,7 @@ async fn detect_loop(
             metrics.set_reading(&reading, label_netns, top_n, None);
         }
         metrics.set_status(&status);
+        metrics.set_probes(&sources.prober().stats());
         let failures = status.failures();
         if !failures.is_empty() {
             health.set_not_ready(failures.join("; "));

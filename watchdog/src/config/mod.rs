@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod desired;
 pub mod detect;
+pub mod prober;
 pub mod read;
 
 use std::{
@@ -18,6 +19,7 @@ use serde::Deserialize;
 pub use self::{
     alerts::{AlertsConfig, AlertsConfigError},
     detect::DetectConfig,
+    prober::ProberConfig,
 };
 
 /// The most interface names `peers.interfaces` may list.
@@ -53,6 +55,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Where the cluster's desired state of the overlay comes from.
     pub desired: desired::DesiredConfig,
+    /// Active probes that confirm a silent peer.
+    pub prober: ProberConfig,
 }
 
 /// Settings of the per-peer traffic probe (TC programs).
@@ -160,6 +164,14 @@ pub enum ConfigError {
         /// What is wrong.
         source: desired::DesiredConfigError,
     },
+    /// A `[prober]` setting is wrong (the message names the key).
+    #[error("config file {path}: {source}")]
+    Prober {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: prober::ProberConfigError,
+    },
     /// A value parses but is out of range.
     #[error("config file {path}: `{field}` {problem}")]
     Invalid {
@@ -186,6 +198,7 @@ impl Default for Config {
             detect: DetectConfig::default(),
             alerts: AlertsConfig::default(),
             desired: desired::DesiredConfig::default(),
+            prober: ProberConfig::default(),
         }
     }
 }
@@ -333,6 +346,12 @@ impl Config {
         self.desired
             .validate()
             .map_err(|source| ConfigError::Desired {
+                path: path.to_owned(),
+                source,
+            })?;
+        self.prober
+            .validate()
+            .map_err(|source| ConfigError::Prober {
                 path: path.to_owned(),
                 source,
             })?;

@@ -6,6 +6,7 @@
 mod gateway;
 pub mod overlay;
 mod routes;
+mod silence;
 mod traffic;
 mod vxlan;
 
@@ -26,8 +27,11 @@ use crate::{
         net::{
             Resolution, Route, Snapshot, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN, is_link_local_v6,
         },
+        probe::ProbeBook,
     },
 };
+
+pub use self::silence::probe_requests;
 
 /// Kernel counters at one moment, as the detectors see them (this namespace only).
 #[derive(Clone, Debug, Default)]
@@ -54,6 +58,8 @@ pub struct Inputs<'a> {
     pub recent: &'a Sample,
     /// Thresholds.
     pub settings: &'a DetectConfig,
+    /// The prober's latest results: what confirms (or clears) a silent peer.
+    pub probes: &'a ProbeBook,
 }
 
 impl Inputs<'_> {

@@ -811,6 +811,7 @@ mod tests {
             then,
             recent: now,
             settings: &settings,
+            probes: &crate::model::probe::ProbeBook::default(),
         })
     }
 

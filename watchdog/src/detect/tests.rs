@@ -13,6 +13,7 @@ use crate::{
         Address, FdbEntry, Link, NeighState, Neighbour, Prefix, Route, RouteKind, Snapshot, Update,
         Vxlan,
     },
+    model::probe::{Method, Outcome, ProbeBook, ProbeRequest, ProbeResult, Purpose},
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -107,7 +108,7 @@ fn peer(tx: u64, rx: u64) -> PeerSample {
         tx_packets: tx,
         rx_packets: rx,
         last_tx_ago: Some(Duration::from_millis(100)),
-        last_rx_ago: (rx > 0).then(|| Duration::from_secs(11)),
+        last_rx_ago: (rx > 0).then(|| Duration::from_millis(90)),
         ..PeerSample::default()
     }
 }
@@ -126,6 +127,15 @@ fn samples(start: Instant) -> (Sample, Sample) {
 }
 
 fn run(net: &Snapshot, then: &Sample, now: &Sample) -> Vec<Candidate> {
+    run_probed(
+        net,
+        then,
+        now,
+        &ProbeBook::new(true, Duration::from_secs(5)),
+    )
+}
+
+fn run_probed(net: &Snapshot, then: &Sample, now: &Sample, probes: &ProbeBook) -> Vec<Candidate> {
     let settings = DetectConfig::default();
     detect(&Inputs {
         net,
@@ -133,7 +143,38 @@ fn run(net: &Snapshot, then: &Sample, now: &Sample) -> Vec<Candidate> {
         then,
         recent: then,
         settings: &settings,
+        probes,
     })
+}
+
+fn requests(net: &Snapshot, then: &Sample, now: &Sample, probes: &ProbeBook) -> Vec<ProbeRequest> {
+    let settings = DetectConfig::default();
+    probe_requests(&Inputs {
+        net,
+        now,
+        then,
+        recent: then,
+        settings: &settings,
+        probes,
+    })
+}
+
+/// A book with one finished probe of `target` (through `path`), started `ago` before
+/// `now`'s sample.
+fn probed(now: &Sample, target: &str, path: Option<&str>, outcome: Outcome) -> ProbeBook {
+    let at = now.at.unwrap();
+    let started = at - Duration::from_millis(600);
+    let result = ProbeResult {
+        request: ProbeRequest::liveness(ip(target), Purpose::Vtep, path.map(ip)),
+        method: Method::UdpPort,
+        started,
+        finished: started + Duration::from_millis(450),
+        packets: 3,
+        outcome,
+    };
+    let mut book = ProbeBook::new(true, Duration::from_secs(5));
+    book.latest.insert(result.request.key(), result);
+    book
 }
 
 fn healthy_traffic(then: &mut Sample, now: &mut Sample) {
@@ -164,7 +205,15 @@ fn an_fdb_entry_repointed_at_a_silent_vtep_is_named_with_its_route() {
     // The retired address gets VXLAN packets and never answers.
     then.peers.insert((ETH0, ip("192.168.77.99")), peer(40, 0));
     now.peers.insert((ETH0, ip("192.168.77.99")), peer(90, 0));
-    let candidates = run(&net, &then, &now);
+    // A probe through the overlay (node 2's flannel.1 address, so exactly this FDB
+    // entry) went unanswered.
+    let probes = probed(
+        &now,
+        "10.244.2.0",
+        Some("192.168.77.99"),
+        Outcome::Unanswered,
+    );
+    let candidates = run_probed(&net, &then, &now, &probes);
     let stale: Vec<_> = candidates
         .iter()
         .filter(|c| c.kind == Kind::StaleFdb)
@@ -182,9 +231,104 @@ fn an_fdb_entry_repointed_at_a_silent_vtep_is_named_with_its_route() {
         stale[0]
             .evidence("problem")
             .unwrap()
-            .contains("50 packets sent to VTEP 192.168.77.99 on eth0 in the last 1s")
+            .contains("50 packets sent to VTEP 192.168.77.99 on eth0 in the last 1s, none back")
+    );
+    assert_eq!(
+        stale[0].evidence("probe"),
+        Some("UDP port probe to 10.244.2.0: no answer to 3 packets in 450ms")
     );
     assert_eq!(stale[0].routes[0].prefix, "10.244.2.0/24");
+    // Nothing to probe again: the failure is fresh.
+    assert_eq!(requests(&net, &then, &now, &probes), vec![]);
+}
+
+/// The statsd case: a pod sends to a pod on another node, which listens and never
+/// answers. The VTEP sees packets out and none back; that alone condemns nothing.
+fn one_way_to_node_2(then: &mut Sample, now: &mut Sample) {
+    then.peers
+        .insert((ETH0, ip("192.168.77.11")), peer(100, 100));
+    now.peers
+        .insert((ETH0, ip("192.168.77.11")), peer(200, 200));
+    then.peers.insert((ETH0, ip("192.168.77.12")), peer(40, 0));
+    now.peers.insert((ETH0, ip("192.168.77.12")), peer(240, 0));
+    then.peers.insert((FLANNEL, ip("10.244.2.2")), peer(40, 0));
+    now.peers.insert((FLANNEL, ip("10.244.2.2")), peer(240, 0));
+}
+
+#[test]
+fn silence_alone_condemns_nothing_it_asks_for_probes() {
+    let net = flannel_node();
+    let (mut then, mut now) = samples(Instant::now());
+    one_way_to_node_2(&mut then, &mut now);
+    let unprobed = ProbeBook::new(true, Duration::from_secs(5));
+    assert_eq!(run_probed(&net, &then, &now, &unprobed), vec![]);
+    // The VTEP through the overlay (the gateway whose neighbour has its MAC), the
+    // destination directly; the healthy node 1 not at all.
+    assert_eq!(
+        requests(&net, &then, &now, &unprobed),
+        vec![
+            ProbeRequest::liveness(ip("10.244.2.0"), Purpose::Vtep, Some(ip("192.168.77.12"))),
+            ProbeRequest::liveness(ip("10.244.2.2"), Purpose::Destination, None),
+        ]
+    );
+    // Probing off: still nothing condemned, nothing asked.
+    let off = ProbeBook::new(false, Duration::from_secs(5));
+    assert_eq!(run_probed(&net, &then, &now, &off), vec![]);
+    assert_eq!(requests(&net, &then, &now, &off), vec![]);
+}
+
+#[test]
+fn a_silent_peer_that_answers_its_probe_is_alive() {
+    let net = flannel_node();
+    let (mut then, mut now) = samples(Instant::now());
+    one_way_to_node_2(&mut then, &mut now);
+    let answered = Outcome::Answered {
+        rtt: Duration::from_millis(1),
+    };
+    let mut probes = probed(&now, "10.244.2.0", Some("192.168.77.12"), answered.clone());
+    let pod = probed(&now, "10.244.2.2", None, answered);
+    probes.latest.extend(pod.latest);
+    assert_eq!(run_probed(&net, &then, &now, &probes), vec![]);
+    assert_eq!(requests(&net, &then, &now, &probes), vec![]);
+    // The answer vouched for the path through 192.168.77.12: once the entry points
+    // elsewhere the VTEP is a suspect again.
+    let mut moved = net.clone();
+    moved.apply(Update::NewFdb(fdb(2, "192.168.77.99")));
+    for sample in [&mut then, &mut now] {
+        sample.peers.remove(&(ETH0, ip("192.168.77.12")));
+    }
+    then.peers.insert((ETH0, ip("192.168.77.99")), peer(40, 0));
+    now.peers.insert((ETH0, ip("192.168.77.99")), peer(240, 0));
+    assert_eq!(
+        requests(&moved, &then, &now, &probes),
+        vec![ProbeRequest::liveness(
+            ip("10.244.2.0"),
+            Purpose::Vtep,
+            Some(ip("192.168.77.99"))
+        )]
+    );
+}
+
+#[test]
+fn traffic_from_the_vtep_on_another_interface_shows_it_alive() {
+    let mut net = flannel_node();
+    net.apply(Update::NewLink(link(9, "tailscale0")));
+    let (mut then, mut now) = samples(Instant::now());
+    one_way_to_node_2(&mut then, &mut now);
+    // Node 2 talks to this node directly (kubelet, say) on another interface.
+    then.peers.insert((9, ip("192.168.77.12")), peer(10, 10));
+    now.peers.insert((9, ip("192.168.77.12")), peer(20, 20));
+    let probes = probed(
+        &now,
+        "10.244.2.0",
+        Some("192.168.77.12"),
+        Outcome::Unanswered,
+    );
+    let candidates = run_probed(&net, &then, &now, &probes);
+    assert!(
+        candidates.iter().all(|c| c.kind != Kind::StaleFdb),
+        "{candidates:#?}"
+    );
 }
 
 #[test]
@@ -378,7 +522,19 @@ fn a_destination_that_never_answers_is_blackholed_and_attributed() {
     healthy_traffic(&mut then, &mut now);
     then.peers.insert((FLANNEL, ip("10.244.1.7")), peer(10, 0));
     now.peers.insert((FLANNEL, ip("10.244.1.7")), peer(30, 0));
-    let candidates = run(&net, &then, &now);
+    // Silence alone: a probe is asked for, nothing condemned.
+    assert_eq!(run(&net, &then, &now), vec![]);
+    // Its host said it is unreachable.
+    let mut probes = probed(
+        &now,
+        "10.244.1.7",
+        None,
+        Outcome::Unreachable {
+            from: Some(ip("10.244.1.1")),
+            what: "host unreachable".into(),
+        },
+    );
+    let candidates = run_probed(&net, &then, &now, &probes);
     assert_eq!(candidates.len(), 1, "{candidates:#?}");
     assert_eq!(candidates[0].kind, Kind::BlackholedDestination);
     assert_eq!(
@@ -388,6 +544,33 @@ fn a_destination_that_never_answers_is_blackholed_and_attributed() {
     assert_eq!(
         candidates[0].evidence("route"),
         Some("10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink table main")
+    );
+    assert_eq!(
+        candidates[0].evidence("probe"),
+        Some("UDP port probe to 10.244.1.7: host unreachable from 10.244.1.1")
+    );
+    assert_eq!(candidates[0].evidence("last_reply"), Some("never"));
+    // A reply after the probe started: the failure is stale, probe again.
+    now.peers
+        .get_mut(&(ETH0, ip("192.168.77.11")))
+        .unwrap()
+        .last_rx_ago = Some(Duration::from_millis(10));
+    now.peers.insert(
+        (9, ip("10.244.1.7")),
+        PeerSample {
+            rx_packets: 1,
+            last_rx_ago: Some(Duration::from_millis(10)),
+            ..PeerSample::default()
+        },
+    );
+    probes
+        .latest
+        .values_mut()
+        .for_each(|r| r.outcome = Outcome::Unanswered);
+    assert!(
+        run_probed(&net, &then, &now, &probes)
+            .iter()
+            .all(|c| c.kind != Kind::BlackholedDestination)
     );
 }
 

@@ -3,10 +3,10 @@
 
 use std::net::IpAddr;
 
-use super::{Inputs, is_unicast_host};
+use super::{Inputs, silence, vxlan};
 use crate::{
     findings::{Candidate, Kind, Severity},
-    model::{counters::growth, net::Resolution},
+    model::{counters::growth, net::Resolution, probe::Verdict},
 };
 
 /// Adds the route (and policy rule) that carries traffic to `dst`.
@@ -29,26 +29,33 @@ fn attribute(inputs: &Inputs<'_>, mut candidate: Candidate, dst: IpAddr) -> Cand
     candidate
 }
 
-/// A remote address that got at least `min_packets` during a full window and sent
-/// nothing back. VTEPs of VXLAN devices are left to the FDB detector.
+/// A remote address that got at least `min_packets` during a full window, sent nothing
+/// back on any interface, and did not answer a probe (no answer, or host unreachable):
+/// one-way traffic to a live listener is not a blackhole. VTEPs of VXLAN devices (and the
+/// overlay addresses they are probed at) are left to the FDB detector.
 pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
     if !inputs.full_window() {
         return Vec::new();
     }
-    let vteps: Vec<IpAddr> = inputs.net.fdb().filter_map(|entry| entry.dst).collect();
+    let excluded = silence::not_destinations(inputs, &vxlan::vteps(inputs));
+    let replies = silence::replies(inputs.now, inputs.then);
     let mut candidates = Vec::new();
     for (&(ifindex, dst), now) in &inputs.now.peers {
-        if !is_unicast_host(&dst) || inputs.is_local(&dst) || vteps.contains(&dst) {
+        if !silence::is_destination(inputs, &excluded, dst) {
             continue;
         }
         let Some(then) = inputs.then.peers.get(&(ifindex, dst)) else {
             continue;
         };
         let sent = growth(now.tx_packets, then.tx_packets);
-        let back = growth(now.rx_packets, then.rx_packets);
+        let replies = replies.get(&dst);
+        let back = replies.map_or(0, |replies| replies.back);
         if then.tx_packets == 0 || sent < inputs.settings.min_packets || back != 0 {
             continue;
         }
+        let Verdict::Dead(probe) = inputs.probe_verdict(dst, None, replies) else {
+            continue;
+        };
         let candidate = Candidate::new(
             Kind::BlackholedDestination,
             format!("destination {dst} dev {}", inputs.dev(ifindex)),
@@ -58,11 +65,12 @@ pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
         .with("packets_back_in_window", 0)
         .with(
             "last_reply",
-            now.last_rx_ago.map_or_else(
+            replies.and_then(|r| r.last_rx_ago).map_or_else(
                 || "never".to_owned(),
                 |ago| format!("{}s ago", ago.as_secs()),
             ),
-        );
+        )
+        .with("probe", probe);
         candidates.push(attribute(inputs, candidate, dst));
     }
     candidates

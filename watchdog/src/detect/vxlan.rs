@@ -3,12 +3,12 @@
 
 use std::net::IpAddr;
 
-use super::Inputs;
+use super::{Inputs, silence};
 use crate::{
     findings::{Candidate, Kind, Severity},
     model::{
-        counters::growth,
         net::{FdbEntry, Link, Resolution, Route, format_mac},
+        probe::Verdict,
     },
 };
 
@@ -34,73 +34,120 @@ fn remote_routes<'a>(inputs: &'a Inputs<'_>, link: &Link) -> Vec<&'a Route> {
         .collect()
 }
 
-/// FDB entries whose VTEP is unroutable, off the device's underlay, unresolved, or sent
-/// to with nothing back; and remote-node routes whose next hop has no FDB entry.
-pub fn stale_fdb(inputs: &Inputs<'_>) -> Vec<Candidate> {
-    let mut candidates = Vec::new();
+/// A remote VTEP: an FDB entry with a destination that is not this host, the devices its
+/// route leaves on, and the address a probe of it goes to.
+pub(super) struct Vtep<'a> {
+    /// The VXLAN device.
+    pub link: &'a Link,
+    /// The FDB entry.
+    pub entry: &'a FdbEntry,
+    /// The entry's destination (the remote VTEP's underlay address).
+    pub dst: IpAddr,
+    /// The devices the route to `dst` leaves on (none when it is unroutable or rejected).
+    pub underlay: Vec<u32>,
+    /// Where a probe goes: the gateway of a remote-node route whose neighbour has the
+    /// entry's MAC (the remote node's VXLAN address: the probe then takes exactly this FDB
+    /// entry, and its answer comes back from the VTEP), else `dst` itself.
+    pub target: IpAddr,
+}
+
+/// Every remote VTEP of every VXLAN device.
+pub(super) fn vteps<'a>(inputs: &'a Inputs<'_>) -> Vec<Vtep<'a>> {
+    let mut vteps = Vec::new();
     for link in vxlan_links(inputs) {
-        let vxlan = link.vxlan.as_ref().expect("filtered on vxlan");
         for entry in remote_entries(inputs, link) {
             let dst = entry.dst.expect("filtered on dst");
             if inputs.is_local(&dst) {
                 continue;
             }
-            let subject = format!("fdb {} dev {} dst {dst}", format_mac(&entry.mac), link.name);
-            let mut problems = Vec::new();
-            let mut silent = None;
-            match inputs.route_for(dst) {
+            let underlay = match inputs.route_for(dst) {
                 Some(Resolution::Route { route, .. }) if !route.kind.is_reject() => {
-                    let via: Vec<u32> = route.oifs().collect();
-                    if let Some(underlay) = vxlan.underlay
-                        && !via.contains(&underlay)
+                    route.oifs().collect()
+                }
+                _ => Vec::new(),
+            };
+            let target = routes_via_mac(inputs, link, &entry.mac)
+                .iter()
+                .find_map(|route| route.gateway)
+                .unwrap_or(dst);
+            vteps.push(Vtep {
+                link,
+                entry,
+                dst,
+                underlay,
+                target,
+            });
+        }
+    }
+    vteps
+}
+
+/// FDB entries whose VTEP is unroutable, off the device's underlay, unresolved, or silent
+/// (sent to with nothing back) and unanswering (a probe of it went unanswered); and
+/// remote-node routes whose next hop has no FDB entry.
+pub fn stale_fdb(inputs: &Inputs<'_>) -> Vec<Candidate> {
+    let mut candidates = Vec::new();
+    let replies = silence::replies(inputs.now, inputs.recent);
+    for vtep in vteps(inputs) {
+        let (link, entry, dst) = (vtep.link, vtep.entry, vtep.dst);
+        let vxlan = link.vxlan.as_ref().expect("filtered on vxlan");
+        let subject = format!("fdb {} dev {} dst {dst}", format_mac(&entry.mac), link.name);
+        let mut problems = Vec::new();
+        let mut probe = None;
+        match inputs.route_for(dst) {
+            Some(Resolution::Route { route, .. }) if !route.kind.is_reject() => {
+                let via = &vtep.underlay;
+                if let Some(underlay) = vxlan.underlay
+                    && !via.contains(&underlay)
+                {
+                    problems.push(format!(
+                        "VTEP {dst} is routed via {}, not the underlay {}",
+                        inputs.describe(route),
+                        inputs.dev(underlay)
+                    ));
+                }
+                let hop = route.gateway.unwrap_or(dst);
+                for oif in via {
+                    if let Some(neighbour) = inputs.net.neighbour(*oif, &hop)
+                        && neighbour.state.is_failed()
                     {
                         problems.push(format!(
-                            "VTEP {dst} is routed via {}, not the underlay {}",
-                            inputs.describe(route),
-                            inputs.dev(underlay)
+                            "next hop {hop} dev {} is {}",
+                            inputs.dev(*oif),
+                            neighbour.state
                         ));
                     }
-                    let hop = route.gateway.unwrap_or(dst);
-                    for oif in &via {
-                        if let Some(neighbour) = inputs.net.neighbour(*oif, &hop)
-                            && neighbour.state.is_failed()
-                        {
-                            problems.push(format!(
-                                "next hop {hop} dev {} is {}",
-                                inputs.dev(*oif),
-                                neighbour.state
-                            ));
-                        }
-                    }
-                    silent = silence(inputs, &via, dst);
                 }
-                Some(Resolution::Route { route, .. }) => {
-                    problems.push(format!("VTEP {dst} hits {}", inputs.describe(route)));
+                if let Some((silence, result)) = silence(inputs, &vtep, replies.get(&dst)) {
+                    problems.push(silence);
+                    probe = Some(result);
                 }
-                Some(Resolution::Rejected { rule }) => {
-                    problems.push(format!("VTEP {dst} is rejected by rule {}", rule.priority));
-                }
-                None => problems.push(format!("no route to VTEP {dst}")),
             }
-            if let Some((sent, dev)) = silent {
-                problems.push(format!(
-                    "{sent} packets sent to VTEP {dst} on {dev} in the last {}, none back",
-                    humantime::format_duration(inputs.settings.vtep_window)
-                ));
+            Some(Resolution::Route { route, .. }) => {
+                problems.push(format!("VTEP {dst} hits {}", inputs.describe(route)));
             }
-            if problems.is_empty() {
-                continue;
+            Some(Resolution::Rejected { rule }) => {
+                problems.push(format!("VTEP {dst} is rejected by rule {}", rule.priority));
             }
-            let mut candidate = Candidate::new(Kind::StaleFdb, subject, Severity::Critical);
-            for problem in problems {
-                candidate = candidate.with("problem", problem);
-            }
-            for route in routes_via_mac(inputs, link, &entry.mac) {
-                candidate = candidate.with("route", inputs.describe(route));
-                candidate.routes.push(inputs.route_ref(route));
-            }
-            candidates.push(candidate);
+            None => problems.push(format!("no route to VTEP {dst}")),
         }
+        if problems.is_empty() {
+            continue;
+        }
+        let mut candidate = Candidate::new(Kind::StaleFdb, subject, Severity::Critical);
+        for problem in problems {
+            candidate = candidate.with("problem", problem);
+        }
+        if let Some(probe) = probe {
+            candidate = candidate.with("probe", probe);
+        }
+        for route in routes_via_mac(inputs, link, &entry.mac) {
+            candidate = candidate.with("route", inputs.describe(route));
+            candidate.routes.push(inputs.route_ref(route));
+        }
+        candidates.push(candidate);
+    }
+    for link in vxlan_links(inputs) {
         // Remote-node routes whose next hop's MAC has no FDB entry: their packets are
         // dropped on the VXLAN device.
         for route in remote_routes(inputs, link) {
@@ -155,20 +202,40 @@ fn routes_via_mac<'a>(inputs: &'a Inputs<'_>, link: &Link, mac: &[u8; 6]) -> Vec
         .collect()
 }
 
-/// `(packets sent, device)` when `dst` got at least `min_packets` on one of `devices`
-/// during the last `vtep_window` and answered nothing.
-fn silence(inputs: &Inputs<'_>, devices: &[u32], dst: IpAddr) -> Option<(u64, String)> {
+/// The silence problem and the probe that confirmed it, when `vtep` got at least
+/// `min_packets` on its underlay during the last `vtep_window`, nothing came back from it
+/// on any interface, and a probe of it went unanswered. Silence alone is not enough:
+/// overlay traffic may be one-way.
+fn silence(
+    inputs: &Inputs<'_>,
+    vtep: &Vtep<'_>,
+    replies: Option<&silence::Replies>,
+) -> Option<(String, String)> {
     if !inputs.full_vtep_window() {
         return None;
     }
-    devices.iter().find_map(|&ifindex| {
-        let now = inputs.now.peers.get(&(ifindex, dst))?;
-        let then = inputs.recent.peers.get(&(ifindex, dst))?;
-        let sent = growth(now.tx_packets, then.tx_packets);
-        let back = growth(now.rx_packets, then.rx_packets);
-        (then.tx_packets > 0 && sent >= inputs.settings.min_packets && back == 0)
-            .then(|| (sent, inputs.dev(ifindex)))
-    })
+    let sent = silence::sent(inputs.now, inputs.recent, vtep.dst, |ifindex| {
+        vtep.underlay.contains(&ifindex)
+    });
+    let back = replies.map_or(0, |replies| replies.back);
+    if !sent.known || sent.packets < inputs.settings.min_packets || back != 0 {
+        return None;
+    }
+    let Verdict::Dead(result) = inputs.probe_verdict(vtep.target, Some(vtep.dst), replies) else {
+        return None;
+    };
+    let dev = sent
+        .dev
+        .map_or_else(|| "?".to_owned(), |ifindex| inputs.dev(ifindex));
+    Some((
+        format!(
+            "{} packets sent to VTEP {} on {dev} in the last {}, none back",
+            sent.packets,
+            vtep.dst,
+            humantime::format_duration(inputs.settings.vtep_window)
+        ),
+        result.to_string(),
+    ))
 }
 
 /// A VXLAN device with far fewer remote FDB entries than remote-node routes (under half):

@@ -1,8 +1,10 @@
 //! Plain data shared between the stages: the network model the mirror keeps, the kernel
-//! counter readings, the sources' status. Imports nothing else of the crate and no kernel,
-//! netlink or async types, so every stage can use it and tests can build it by hand.
+//! counter readings, active probe requests and results, the sources' status. Imports
+//! nothing else of the crate and no kernel, netlink or async types, so every stage can use
+//! it and tests can build it by hand.
 
 pub mod counters;
 pub mod desired;
 pub mod net;
+pub mod probe;
 pub mod status;

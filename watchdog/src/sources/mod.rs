@@ -1,25 +1,30 @@
 //! Everything the daemon reads from the world: the eBPF probes and the netlink mirror,
-//! started together, read together each cycle. Sources produce model types (readings,
-//! snapshots, status) and never write to a sink.
+//! started together, read together each cycle, and the active prober, which checks the
+//! suspects the pipeline names. Sources produce model types (readings, snapshots, probe
+//! results, status) and never write to a sink.
 
 pub mod desired;
 pub mod kernel;
 pub mod mirror;
+pub mod prober;
 pub mod probes;
 
 use crate::{
     config::{Config, Namespaces},
-    model::{counters::Reading, status::SourceStatus},
+    model::{counters::Reading, probe::Method, status::SourceStatus},
     sources::{
         kernel::{btf::Btf, tracefs::Tracefs},
         mirror::{Mirror, MirrorError},
+        prober::Prober,
         probes::{KernelEnv, ProbeError, Probes, kfree_skb::Attribution},
     },
 };
 
-/// The probes and the mirror. Dropping it detaches the probes and stops the mirror.
+/// The probes, the mirror and the prober. Dropping it detaches the probes, stops the
+/// mirror and abandons the probes in flight.
 pub struct Sources {
     probes: Probes,
+    prober: Prober,
     mirror: Result<(Mirror, tokio::task::JoinHandle<Result<(), MirrorError>>), String>,
     /// The mirror generation the TC attachments were last synced with.
     links_synced: Option<u64>,
@@ -72,6 +77,7 @@ impl Sources {
         }
         let mut sources = Self {
             probes,
+            prober: Prober::new(&config.prober),
             mirror,
             links_synced: None,
         };
@@ -84,6 +90,11 @@ impl Sources {
         self.mirror.as_ref().ok().map(|(mirror, _)| mirror)
     }
 
+    /// The active prober.
+    pub fn prober(&mut self) -> &mut Prober {
+        &mut self.prober
+    }
+
     /// How every source is doing: probe states, kernel features, the mirror.
     pub fn status(&self) -> SourceStatus {
         let mirror_failure = match &self.mirror {
@@ -93,9 +104,11 @@ impl Sources {
             }
             Ok((mirror, _)) => mirror.failure(),
         };
+        let mut features = self.probes.features().to_vec();
+        features.push(("ping_socket", self.prober.method() == Method::IcmpEcho));
         SourceStatus {
             probes: self.probes.status().to_vec(),
-            features: self.probes.features().to_vec(),
+            features,
             netns_attribution: self
                 .probes
                 .kfree_skb()

@@ -6,6 +6,7 @@ mod drops;
 mod findings;
 mod mirror;
 mod peers;
+mod prober;
 mod process;
 mod status;
 mod tcp;
@@ -44,6 +45,7 @@ pub struct Metrics {
     peers: Arc<peers::PeersCollector>,
     tcp: Arc<tcp::TcpCollector>,
     mirror: Arc<mirror::MirrorCollector>,
+    prober: Arc<prober::ProberCollector>,
 }
 
 impl Default for Metrics {
@@ -91,7 +93,8 @@ impl Metrics {
         registry.register(
             "watchdog_kernel_feature",
             "Kernel features found at start-up (1) or missing (0): btf, tracefs, tcx, \
-             kfree_skb_reason, netns_attribution, drop_destinations, tcp_retransmit_family",
+             kfree_skb_reason, netns_attribution, drop_destinations, tcp_retransmit_family, \
+             ping_socket (active probes use ICMP echo, else UDP)",
             kernel_features.clone(),
         );
         let findings = Family::<Labels, Gauge>::default();
@@ -122,6 +125,8 @@ impl Metrics {
         registry.register_collector(Box::new(process::ProcessCollector));
         let mirror = Arc::new(mirror::MirrorCollector::default());
         registry.register_collector(Box::new(mirror.clone()));
+        let prober = Arc::new(prober::ProberCollector::default());
+        registry.register_collector(Box::new(prober.clone()));
         Self {
             registry,
             probe_up,
@@ -136,6 +141,7 @@ impl Metrics {
             peers,
             tcp,
             mirror,
+            prober,
         }
     }
 

@@ -1,0 +1,200 @@
+//! Active probes: the one source that sends packets. The pipeline names suspects (a VTEP
+//! or a destination with packets out and nothing back) as [`ProbeRequest`]s; the daemon
+//! hands them to the [`Prober`], which checks them within its limits (one probe per target
+//! per `min_interval`, `max_per_second` in all) on tasks of its own; the results come back
+//! as plain data ([`ProbeBook`]) in the next cycle's inputs. Detectors never call it.
+//!
+//! No privilege is needed: ICMP echo through an unprivileged ping socket where
+//! `net.ipv4.ping_group_range` allows the daemon's group, else a UDP datagram to an unused
+//! high port whose ICMP port unreachable is read with IP_RECVERR. Probes may be sized with
+//! DF set (IP_PMTUDISC_PROBE) for path-MTU checks.
+
+mod run;
+mod socket;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::task::JoinSet;
+
+pub use self::run::UDP_BASE_PORT;
+use crate::{
+    config::{ProberConfig, prober::ProbeMethod},
+    model::probe::{Method, ProbeBook, ProbeKey, ProbeRequest, ProbeResult, ProbeStats},
+};
+
+/// At most this many results are kept (the oldest go first).
+const MAX_RESULTS: usize = 4096;
+
+/// The prober: rate limits, the probes in flight, the latest results.
+#[derive(Debug)]
+pub struct Prober {
+    settings: ProberConfig,
+    /// How IPv4 and IPv6 targets are probed.
+    methods: [Method; 2],
+    shared: Arc<Mutex<Shared>>,
+    /// When each recent target was last probed (per-target limit).
+    last_start: HashMap<ProbeKey, Instant>,
+    /// The global token bucket.
+    tokens: f64,
+    refilled: Instant,
+    tasks: JoinSet<()>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    book: ProbeBook,
+    stats: ProbeStats,
+}
+
+impl Prober {
+    /// A prober with `settings`; finds out whether ICMP echo is allowed here (`auto`).
+    pub fn new(settings: &ProberConfig) -> Self {
+        let method = |v6: bool| match settings.method {
+            ProbeMethod::Udp => Method::UdpPort,
+            ProbeMethod::Icmp => Method::IcmpEcho,
+            ProbeMethod::Auto => match socket::ping_socket_allowed(v6) {
+                Ok(()) => Method::IcmpEcho,
+                Err(_) => Method::UdpPort,
+            },
+        };
+        let methods = [method(false), method(true)];
+        if settings.enabled {
+            match (settings.method, methods[0]) {
+                (ProbeMethod::Auto, Method::UdpPort) => tracing::info!(
+                    "prober: UDP port probes (ICMP echo needs net.ipv4.ping_group_range to \
+                     include group {}, the daemon's)",
+                    // SAFETY: getegid has no preconditions.
+                    unsafe { libc::getegid() }
+                ),
+                (_, method) => tracing::info!("prober: {}", method.as_str()),
+            }
+        } else {
+            tracing::info!("prober: off (prober.enabled = false): silence never condemns");
+        }
+        Self {
+            settings: settings.clone(),
+            methods,
+            shared: Arc::new(Mutex::new(Shared {
+                book: ProbeBook::new(settings.enabled, settings.valid_for),
+                stats: ProbeStats::default(),
+            })),
+            last_start: HashMap::new(),
+            tokens: f64::from(settings.max_per_second),
+            refilled: Instant::now(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// How IPv4 targets are probed.
+    pub fn method(&self) -> Method {
+        self.methods[0]
+    }
+
+    /// Starts probes for `requests`, within the limits: a target already in flight is
+    /// left alone, one probed less than `min_interval` ago or beyond `max_per_second` is
+    /// skipped (counted). Must run inside the tokio runtime.
+    pub fn submit(&mut self, requests: Vec<ProbeRequest>) {
+        while self.tasks.try_join_next().is_some() {}
+        if !self.settings.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let rate = f64::from(self.settings.max_per_second);
+        self.tokens =
+            (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+        self.refilled = now;
+        let min_interval = self.settings.min_interval;
+        self.last_start
+            .retain(|_, at| now.duration_since(*at) < min_interval);
+        let mut shared = self.shared.lock().expect("prober lock");
+        for request in requests {
+            let key = request.key();
+            if shared.book.in_flight.contains(&key) {
+                continue;
+            }
+            if self.last_start.contains_key(&key) || self.tokens < 1.0 {
+                *shared
+                    .stats
+                    .probes
+                    .entry((request.purpose, "skipped"))
+                    .or_default() += 1;
+                continue;
+            }
+            self.tokens -= 1.0;
+            self.last_start.insert(key, now);
+            shared.book.in_flight.insert(key);
+            let method = self.methods[usize::from(request.target.is_ipv6())];
+            let (timeout, tries) = (self.settings.timeout, self.settings.tries);
+            let results = self.shared.clone();
+            self.tasks.spawn(async move {
+                let ran = run::probe(&request, method, timeout, tries).await;
+                let result = ProbeResult {
+                    request,
+                    method,
+                    started: ran.started,
+                    finished: Instant::now(),
+                    packets: ran.packets,
+                    outcome: ran.outcome,
+                };
+                tracing::debug!("probe: {result}");
+                results.lock().expect("prober lock").record(result);
+            });
+        }
+        shared.prune(now);
+    }
+
+    /// The latest results (a copy for one cycle).
+    pub fn book(&self) -> ProbeBook {
+        self.shared.lock().expect("prober lock").book.clone()
+    }
+
+    /// The counters, for the metrics.
+    pub fn stats(&self) -> ProbeStats {
+        self.shared.lock().expect("prober lock").stats.clone()
+    }
+
+    /// Waits until no probe is in flight, or `limit` passed.
+    pub async fn settle(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+impl Shared {
+    fn record(&mut self, result: ProbeResult) {
+        let key = result.request.key();
+        self.book.in_flight.remove(&key);
+        let purpose = result.request.purpose;
+        *self
+            .stats
+            .probes
+            .entry((purpose, result.outcome.label()))
+            .or_default() += 1;
+        *self.stats.packets.entry(purpose).or_default() += u64::from(result.packets);
+        self.book.latest.insert(key, result);
+    }
+
+    /// Forgets results long expired, and the oldest beyond [`MAX_RESULTS`].
+    fn prune(&mut self, now: Instant) {
+        let keep = self.book.valid_for * 2;
+        self.book
+            .latest
+            .retain(|_, result| now.saturating_duration_since(result.finished) < keep);
+        if self.book.latest.len() > MAX_RESULTS {
+            let mut finished: Vec<Instant> =
+                self.book.latest.values().map(|r| r.finished).collect();
+            finished.sort_unstable();
+            let cut = finished[self.book.latest.len() - MAX_RESULTS];
+            self.book.latest.retain(|_, result| result.finished >= cut);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
