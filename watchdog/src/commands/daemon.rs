@@ -1,5 +1,5 @@
-//! `watchdog run`: start-up checks, sources (probes, mirror), the detection loop and the
-//! HTTP server, and a clean shutdown that detaches everything.
+//! `watchdog run`: start-up checks, sources (probes, mirror, desired state), the detection
+//! loop and the HTTP server, and a clean shutdown that detaches everything.
 
 use std::{
     future::Future,
@@ -10,7 +10,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::{StartError, prepare};
+use super::{StartError, desired::Desired, prepare};
 use crate::{
     config::{AlertsConfigError, Config, Namespaces},
     findings::Change,
@@ -21,7 +21,7 @@ use crate::{
         http::{self, AppState},
         metrics::Metrics,
     },
-    sources::{Sources, kernel::procfs},
+    sources::{Sources, desired::DesiredError, kernel::procfs},
 };
 
 /// Why the daemon could not start (nothing is attached when these are returned).
@@ -46,6 +46,9 @@ pub enum DaemonError {
     /// An alert sink's URL or secret cannot be used.
     #[error("alert sinks: {0}")]
     Alerts(#[from] AlertsConfigError),
+    /// The desired-state source cannot be configured.
+    #[error("desired state: {0}")]
+    Desired(#[from] DesiredError),
     /// The HTTP server failed.
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
@@ -100,7 +103,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let findings = SharedFindings::default();
-    let node = procfs::node_name();
+    let node = config.desired.node_name(procfs::node_name);
+    let mut desired = Desired::start(&config, &node).await?;
     let mut alerts = Alerts::start(
         &config.alerts,
         sinks,
@@ -145,7 +149,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::pin!(server);
     let result = tokio::select! {
         () = shutdown => Ok(()),
-        () = detect_loop(&mut sources, &metrics, &health, &findings, &mut alerts, &config, own_netns) => Ok(()),
+        () = detect_loop(&mut sources, &mut desired, &metrics, &health, &findings, &mut alerts, &config, own_netns) => Ok(()),
         served = &mut server => Err(DaemonError::Serve(match served {
             Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
             Ok(Err(err)) => err,
@@ -164,8 +168,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 /// Every poll interval: read the kernel, run the detectors, publish; never returns.
 /// Ready while every source works and the maps have been read.
+#[allow(clippy::too_many_arguments)]
 async fn detect_loop(
     sources: &mut Sources,
+    desired: &mut Desired,
     metrics: &Metrics,
     health: &Health,
     findings: &SharedFindings,
@@ -175,7 +181,8 @@ async fn detect_loop(
 ) {
     let mut ticker = tokio::time::interval(config.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pipeline = Pipeline::new(config.detect.clone());
+    let mut pipeline =
+        Pipeline::new(config.detect.clone()).with_desired(desired.node(), config.desired.grace);
     let mut maps_read = false;
     loop {
         ticker.tick().await;
@@ -184,13 +191,15 @@ async fn detect_loop(
         let status = sources.status();
         let label_netns = config.namespaces == Namespaces::All && status.netns_attribution;
         let top_n = config.peers.top_n;
+        let state = desired.state(Some(metrics));
         if let Some(mirror) = sources.mirror() {
-            let changes = mirror.with_snapshot(|net| {
+            let cycle = mirror.with_snapshot(|net| {
                 metrics.set_reading(&reading, label_netns, top_n, Some(net));
                 // The peer reading moves into the sample: it is the largest map.
                 let sample = pipeline::sample(own_netns, reading);
-                pipeline.cycle(net, sample, SystemTime::now())
+                pipeline.cycle(net, sample, state, SystemTime::now())
             });
+            let changes = cycle.changes;
             log_changes(&changes);
             let active = pipeline.active();
             // Never waits: alerts go into per-sink queues, delivered by their own tasks.

@@ -1,14 +1,14 @@
 //! One detection cycle: the new sample into the window history, the detectors over the
-//! window (with the network mirror), the findings tracker.
+//! window (with the network mirror and the desired state), the findings tracker.
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::History;
 use crate::{
     config::DetectConfig,
-    detect::{self, Inputs, Sample},
+    detect::{self, Inputs, Sample, overlay},
     findings::{Change, Finding, Tracker},
-    model::net::Snapshot,
+    model::{desired::State, net::Snapshot},
 };
 
 /// Detection state carried from cycle to cycle.
@@ -16,36 +16,87 @@ pub struct Pipeline {
     settings: DetectConfig,
     history: History,
     tracker: Tracker,
+    /// This node's name among the cluster's Nodes.
+    node: String,
+    /// The overlay detectors' grace and departed Nodes.
+    overlay: overlay::Memory,
+}
+
+/// What one cycle produced, for the sinks and for repair.
+#[derive(Clone, Debug)]
+pub struct Cycle {
+    /// What fired and what resolved.
+    pub changes: Vec<Change>,
+    /// The desired state the detectors were given: known (the Nodes and how long since
+    /// they were last confirmed current) or unknown (and why). Repair must not act on an
+    /// unknown one.
+    pub desired: State,
 }
 
 impl Pipeline {
-    /// A pipeline with empty history.
+    /// A pipeline with empty history (no desired state: see [`Pipeline::with_desired`]).
     pub fn new(settings: DetectConfig) -> Self {
         Self {
             history: History::new(settings.window),
             tracker: Tracker::new(settings.confirm, settings.clear_after),
             settings,
+            node: String::new(),
+            overlay: overlay::Memory::new(Duration::ZERO),
         }
     }
 
-    /// Adds `sample`, runs the detectors over the window, and returns what changed.
-    pub fn cycle(&mut self, net: &Snapshot, sample: Sample, now: SystemTime) -> Vec<Change> {
+    /// Compares the overlay with the desired state as node `node` (its name among the
+    /// Nodes); a drift must last `grace` (`desired.grace`) to count.
+    pub fn with_desired(mut self, node: &str, grace: Duration) -> Self {
+        node.clone_into(&mut self.node);
+        self.overlay = overlay::Memory::new(grace);
+        self
+    }
+
+    /// Adds `sample`, runs the detectors over the window (the overlay ones while
+    /// `desired` is known), names the Nodes behind the findings, and returns what changed
+    /// with the desired state it used.
+    pub fn cycle(
+        &mut self,
+        net: &Snapshot,
+        sample: Sample,
+        desired: State,
+        now: SystemTime,
+    ) -> Cycle {
         self.history.push(sample);
         let (Some(newest), Some(baseline), Some(recent)) = (
             self.history.now(),
             self.history.baseline(),
             self.history.before(self.settings.vtep_window),
         ) else {
-            return Vec::new();
+            return Cycle {
+                changes: Vec::new(),
+                desired,
+            };
         };
-        let candidates = detect::detect(&Inputs {
+        let inputs = Inputs {
             net,
             now: newest,
             then: baseline,
             recent,
             settings: &self.settings,
-        });
-        self.tracker.update(now, candidates)
+        };
+        let mut candidates = detect::detect(&inputs);
+        let at = newest.at.unwrap_or_else(Instant::now);
+        candidates.extend(overlay::detect(
+            &inputs,
+            &desired,
+            &self.node,
+            &mut self.overlay,
+            at,
+        ));
+        if let Some(model) = desired.model() {
+            overlay::name_nodes(&mut candidates, model, self.overlay.departed());
+        }
+        Cycle {
+            changes: self.tracker.update(now, candidates),
+            desired,
+        }
     }
 
     /// The active findings.

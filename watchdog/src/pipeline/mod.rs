@@ -7,7 +7,11 @@ mod sample;
 
 use std::sync::{Arc, RwLock};
 
-pub use self::{cycle::Pipeline, history::History, sample::sample};
+pub use self::{
+    cycle::{Cycle, Pipeline},
+    history::History,
+    sample::sample,
+};
 use crate::findings::Finding;
 
 /// The findings the sinks read (API, metrics), replaced after each cycle.

@@ -1,7 +1,9 @@
 //! Prometheus metrics (OpenMetrics text). Names start with `watchdog_`, carry their unit,
 //! and use bounded label sets. One file per source of values: the sources' status, drops,
-//! peers, TCP, the mirror, the process itself, findings; alerts register their own.
+//! peers, TCP, the mirror, the process itself, findings, the desired state; alerts register
+//! their own.
 
+mod desired;
 mod drops;
 mod findings;
 mod mirror;
@@ -44,6 +46,7 @@ pub struct Metrics {
     peers: Arc<peers::PeersCollector>,
     tcp: Arc<tcp::TcpCollector>,
     mirror: Arc<mirror::MirrorCollector>,
+    desired: Arc<desired::DesiredCollector>,
 }
 
 impl Default for Metrics {
@@ -122,6 +125,8 @@ impl Metrics {
         registry.register_collector(Box::new(process::ProcessCollector));
         let mirror = Arc::new(mirror::MirrorCollector::default());
         registry.register_collector(Box::new(mirror.clone()));
+        let desired = Arc::new(desired::DesiredCollector::default());
+        registry.register_collector(Box::new(desired.clone()));
         Self {
             registry,
             probe_up,
@@ -136,6 +141,7 @@ impl Metrics {
             peers,
             tcp,
             mirror,
+            desired,
         }
     }
 
