@@ -84,6 +84,9 @@ fn overlay(test: &str, extra: &str) -> Option<Overlay> {
         "ready, and the desired state unknown without the file: {}",
         metrics.0
     );
+    poll_until(DEADLINE, "the missing file counted as an error", || {
+        (daemon.metrics().count("watchdog_desired_errors_total", &[]) >= 1).then_some(())
+    });
     write_node_list(&path, &lab.node_list());
     wait_desired(&daemon, "file", 3);
     Some(Overlay {
@@ -550,6 +553,21 @@ fn check_names_the_drift_and_its_node() {
         .find(|f| f["subject"] == format!("neigh 10.244.1.0 dev {VXLAN_DEV} missing"))
         .unwrap_or_else(|| panic!("{report:#}"));
     assert_eq!(evidence(drift, "node"), ["node-1"]);
+    // Without its desired state, check does not pretend the overlay is fine.
+    std::fs::remove_file(&path).unwrap();
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.node(0).ns().name()])
+        .arg(watchdog_tests::daemon_binary())
+        .args(["check", "--window", "1s", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run watchdog check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the desired state is unknown") && stderr.contains("nodes.json"),
+        "{stderr}"
+    );
 }
 
 /// `source = "kubernetes"`: the same daemon against the fake API server (inside node 0's

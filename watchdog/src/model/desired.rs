@@ -257,6 +257,9 @@ pub struct Snapshot {
     pub failing_since: Option<Instant>,
     /// The last failure, for the reason of an unknown state.
     pub error: Option<String>,
+    /// Failures since the source started (a failed list or watch, an unreadable or
+    /// invalid file), for `watchdog_desired_errors_total`.
+    pub errors: u64,
 }
 
 impl Snapshot {
@@ -268,6 +271,7 @@ impl Snapshot {
             confirmed_at: None,
             failing_since: None,
             error: None,
+            errors: 0,
         }
     }
 

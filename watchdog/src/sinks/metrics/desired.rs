@@ -8,7 +8,7 @@ use std::{
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{MetricType, gauge::ConstGauge},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
 
 use super::{Labels, Metrics};
@@ -26,6 +26,7 @@ struct DesiredView {
     up: bool,
     nodes: usize,
     age: Option<Duration>,
+    errors: u64,
 }
 
 impl Metrics {
@@ -44,6 +45,7 @@ impl Metrics {
                 .as_ref()
                 .and(snapshot.confirmed_at)
                 .map(|at| now.saturating_duration_since(at)),
+            errors: snapshot.errors,
         };
         *self.desired.view.write().expect("desired metrics lock") = Some(view);
     }
@@ -76,6 +78,14 @@ impl Collector for DesiredCollector {
              while the source fails)",
             None,
             MetricType::Gauge,
+        )?)?;
+        let errors = ConstCounter::new(view.errors);
+        errors.encode(encoder.encode_descriptor(
+            "watchdog_desired_errors",
+            "Failures of the desired-state source: a failed list or watch, an unreadable or \
+             invalid NodeList file (the state stays known until desired.stale_after)",
+            None,
+            errors.metric_type(),
         )?)?;
         if let Some(age) = view.age {
             let age = ConstGauge::new(age.as_secs_f64());
@@ -112,6 +122,7 @@ mod tests {
         );
         assert!(text.contains("watchdog_desired_nodes 0"), "{text}");
         assert!(!text.contains("watchdog_desired_age_seconds"), "{text}");
+        assert!(text.contains("watchdog_desired_errors_total 0"), "{text}");
 
         let mut model = Model::default();
         for name in ["a", "b"] {
@@ -129,6 +140,7 @@ mod tests {
         }
         snapshot.model = Some(Arc::new(model));
         snapshot.confirmed_at = Instant::now().checked_sub(Duration::from_secs(2));
+        snapshot.errors = 3;
         let state = snapshot.state(Instant::now(), Duration::from_secs(60));
         metrics.set_desired("file", &snapshot, &state);
         let text = metrics.encode();
@@ -137,6 +149,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("watchdog_desired_nodes 2"), "{text}");
+        assert!(text.contains("watchdog_desired_errors_total 3"), "{text}");
         let age: f64 = text
             .lines()
             .find_map(|line| line.strip_prefix("watchdog_desired_age_seconds "))
