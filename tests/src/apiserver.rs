@@ -13,6 +13,8 @@
 //!   ([`FakeApiServer::expire_watches`]), the whole server going away and coming back
 //!   ([`FakeApiServer::stop`], [`FakeApiServer::resume`]).
 //!
+//! [`InNetns`] runs one inside a lab namespace, on its own runtime, for a daemon there.
+//!
 //! Resources are registered by path (`/api/v1/nodes` from the start), so Pods
 //! (`/api/v1/pods`, with a `fieldSelector` applied by the test) and EndpointSlices
 //! (`/apis/discovery.k8s.io/v1/endpointslices`) can be served the same way.
@@ -378,6 +380,52 @@ impl FakeApiServer {
                     .is_some_and(|r| r.split('?').next() == Some(path) && !r.contains("watch="))
             })
             .count()
+    }
+}
+
+/// A [`FakeApiServer`] listening on 127.0.0.1 inside a network namespace (where a daemon
+/// under test runs), served by a runtime of its own, so plain threads (lab tests, benches)
+/// can drive it. Dereferences to the server.
+pub struct InNetns {
+    // Dropped first: the server's tasks stop before their runtime goes.
+    server: Option<FakeApiServer>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl InNetns {
+    /// Starts a server (https when `tls`) inside `ns`.
+    pub fn start(ns: &crate::NetNs, tls: bool) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the fake API server");
+        // The listener is bound on the calling thread: the one inside `ns`.
+        let server = ns.run(|| runtime.block_on(FakeApiServer::start(tls)));
+        Self {
+            server: Some(server),
+            runtime,
+        }
+    }
+
+    /// The runtime the server runs on.
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+}
+
+impl std::ops::Deref for InNetns {
+    type Target = FakeApiServer;
+
+    fn deref(&self) -> &FakeApiServer {
+        self.server.as_ref().expect("the server runs until drop")
+    }
+}
+
+impl Drop for InNetns {
+    fn drop(&mut self) {
+        let _guard = self.runtime.enter();
+        self.server.take();
     }
 }
 

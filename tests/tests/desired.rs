@@ -41,7 +41,7 @@ async fn until<T>(
     source: &DesiredSource,
     stale_after: Duration,
     what: &str,
-    mut check: impl FnMut(&State<'_>) -> Option<T>,
+    mut check: impl FnMut(&State) -> Option<T>,
 ) -> T {
     let start = Instant::now();
     loop {
@@ -58,7 +58,7 @@ async fn until<T>(
     }
 }
 
-fn known<T>(f: impl Fn(&Model) -> Option<T>) -> impl FnMut(&State<'_>) -> Option<T> {
+fn known<T>(f: impl Fn(&Model) -> Option<T>) -> impl FnMut(&State) -> Option<T> {
     move |state| state.model().and_then(&f)
 }
 

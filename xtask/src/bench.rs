@@ -91,6 +91,20 @@ pub enum Bench {
         #[arg(long, default_value_t = 10)]
         minutes: u64,
     },
+    /// Desired state: Node change -> finding latency (NodeList file and Kubernetes watch,
+    /// on the lab), and the idle daemon's memory and CPU with a watch on `nodes` Nodes
+    /// (the fake API server) vs `source = "none"`.
+    Desired {
+        /// Node changes per source.
+        #[arg(long, default_value_t = 10)]
+        runs: u32,
+        /// Nodes the fake API server serves for the idle measurement.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Seconds each idle daemon is observed.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     Mirror {
         /// Routes (/24, via a veth) to install before loading.
         #[arg(long, default_value_t = 100_000)]
@@ -133,6 +147,14 @@ impl Bench {
             Bench::Soak { minutes } => {
                 use_release_daemon()?;
                 soak(Duration::from_secs(minutes * 60))
+            }
+            Bench::Desired {
+                runs,
+                nodes,
+                seconds,
+            } => {
+                use_release_daemon()?;
+                crate::bench_desired::run(runs, nodes, seconds)
             }
             Bench::Mirror {
                 routes,
@@ -353,7 +375,7 @@ fn idle(period: Duration, with_lab: bool) -> anyhow::Result<()> {
 }
 
 /// A `kB` field of /proc/<pid>/status.
-fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+pub(crate) fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
@@ -363,7 +385,7 @@ fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
 }
 
 /// Nanoseconds the task has run on a CPU (first field of /proc/<pid>/schedstat).
-fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
     let schedstat = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))?;
     Ok(schedstat
         .split_whitespace()

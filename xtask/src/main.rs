@@ -4,6 +4,7 @@
 //! separate installation step.
 
 mod bench;
+mod bench_desired;
 mod image;
 mod kernels;
 mod setup;

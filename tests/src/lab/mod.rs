@@ -20,6 +20,7 @@
 mod build;
 mod inject;
 pub mod netns;
+pub mod nodes;
 mod observe;
 mod traffic;
 

@@ -4,18 +4,21 @@
 use std::{
     path::PathBuf,
     process::ExitCode,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
-use super::{StartError, prepare};
+use super::{StartError, desired::Desired, prepare};
 use crate::{
     config::{Config, DetectConfig},
-    detect::{self, Inputs},
+    detect::{self, Inputs, overlay},
     findings::{Finding, Report},
     model::probe::ProbeBook,
     pipeline,
-    sources::{Sources, kernel::procfs},
+    sources::{Sources, desired::DesiredError, kernel::procfs},
 };
+
+/// How long `check` waits for the desired state's first full list.
+const DESIRED_WAIT: Duration = Duration::from_secs(10);
 
 /// `watchdog check`: exit 0 clean, 1 findings, 2 error.
 pub fn main(config: Option<PathBuf>, window: Duration, json: bool) -> ExitCode {
@@ -72,6 +75,8 @@ pub async fn audit(
     mut progress: impl FnMut(Duration),
 ) -> Result<Report, CheckError> {
     let own_netns = prepare()?;
+    let node = config.desired.node_name(procfs::node_name);
+    let mut desired = Desired::start(config, &node).await?;
     let mut sources = Sources::start(config, own_netns)
         .await
         .map_err(StartError::from)?;
@@ -79,10 +84,30 @@ pub async fn audit(
     if !failures.is_empty() {
         return Err(CheckError::Incomplete(failures.join("; ")));
     }
+    desired
+        .wait_known(DESIRED_WAIT)
+        .await
+        .map_err(CheckError::Incomplete)?;
+    // A drift counts when seen at every look over the window (or desired.grace of it).
+    let mut memory = overlay::Memory::new(config.desired.grace.min(window));
     let started = SystemTime::now();
     let first = pipeline::sample(own_netns, sources.read());
     let deadline = tokio::time::Instant::now() + window;
     loop {
+        let state = desired.state(None);
+        let mirror = sources.mirror().expect("failures() checked the mirror");
+        mirror.with_snapshot(|net| {
+            let inputs = Inputs {
+                net,
+                now: &first,
+                then: &first,
+                recent: &first,
+                settings: &config.detect,
+                // The overlay detectors compare with the desired state, not probes.
+                probes: &ProbeBook::default(),
+            };
+            overlay::detect(&inputs, &state, &node, &mut memory, Instant::now())
+        });
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             break;
@@ -123,15 +148,28 @@ pub async fn audit(
     let probes = prober.book();
     let mirror = sources.mirror().expect("failures() checked the mirror");
     let now = SystemTime::now();
+    let state = desired.state(None);
     let candidates = mirror.with_snapshot(|net| {
-        detect::detect(&Inputs {
+        let inputs = Inputs {
             net,
             now: &last,
             then: &first,
             recent: &first,
             settings: &settings,
             probes: &probes,
-        })
+        };
+        let mut candidates = detect::detect(&inputs);
+        candidates.extend(overlay::detect(
+            &inputs,
+            &state,
+            &node,
+            &mut memory,
+            Instant::now(),
+        ));
+        if let Some(model) = state.model() {
+            overlay::name_nodes(&mut candidates, model, memory.departed());
+        }
+        candidates
     });
     let mut findings: Vec<Finding> = candidates
         .into_iter()
@@ -142,7 +180,7 @@ pub async fn audit(
         })
         .collect();
     crate::findings::sort(&mut findings);
-    Ok(Report::new(&procfs::node_name(), findings))
+    Ok(Report::new(&node, findings))
 }
 
 /// Why the audit could not judge.
@@ -151,6 +189,9 @@ pub enum CheckError {
     /// Start-up failed.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The desired-state source cannot be configured.
+    #[error("desired state: {0}")]
+    Desired(#[from] DesiredError),
     /// Something that must be looked at could not be.
     #[error("cannot audit this host: {0}")]
     Incomplete(String),

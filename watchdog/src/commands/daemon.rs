@@ -1,5 +1,5 @@
-//! `watchdog run`: start-up checks, sources (probes, mirror), the detection loop and the
-//! HTTP server, and a clean shutdown that detaches everything.
+//! `watchdog run`: start-up checks, sources (probes, mirror, desired state), the detection
+//! loop and the HTTP server, and a clean shutdown that detaches everything.
 
 use std::{
     collections::BTreeSet,
@@ -11,7 +11,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::{StartError, prepare};
+use super::{StartError, desired::Desired, prepare};
 use crate::{
     config::{AlertsConfigError, Config, Namespaces},
     findings::Change,
@@ -22,7 +22,7 @@ use crate::{
         http::{self, AppState},
         metrics::Metrics,
     },
-    sources::{Sources, kernel::procfs},
+    sources::{Sources, desired::DesiredError, kernel::procfs},
 };
 
 /// Why the daemon could not start (nothing is attached when these are returned).
@@ -47,6 +47,9 @@ pub enum DaemonError {
     /// An alert sink's URL or secret cannot be used.
     #[error("alert sinks: {0}")]
     Alerts(#[from] AlertsConfigError),
+    /// The desired-state source cannot be configured.
+    #[error("desired state: {0}")]
+    Desired(#[from] DesiredError),
     /// The HTTP server failed.
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
@@ -112,7 +115,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let findings = SharedFindings::default();
-    let node = procfs::node_name();
+    let node = config.desired.node_name(procfs::node_name);
+    let mut desired = Desired::start(&config, &node).await?;
     let own = Own {
         netns: own_netns,
         sinks: own_destinations(&sinks).await,
@@ -161,7 +165,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::pin!(server);
     let result = tokio::select! {
         () = shutdown => Ok(()),
-        () = detect_loop(&mut sources, &metrics, &health, &findings, &mut alerts, &config, &own) => Ok(()),
+        () = detect_loop(&mut sources, &mut desired, &metrics, &health, &findings, &mut alerts, &config, &own) => Ok(()),
         served = &mut server => Err(DaemonError::Serve(match served {
             Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
             Ok(Err(err)) => err,
@@ -207,8 +211,10 @@ struct Own {
 /// Every poll interval: read the kernel, run the detectors (with the prober's results),
 /// hand the suspects to the prober, publish; never returns. Ready while every source
 /// works and the maps have been read.
+#[allow(clippy::too_many_arguments)]
 async fn detect_loop(
     sources: &mut Sources,
+    desired: &mut Desired,
     metrics: &Metrics,
     health: &Health,
     findings: &SharedFindings,
@@ -218,7 +224,8 @@ async fn detect_loop(
 ) {
     let mut ticker = tokio::time::interval(config.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pipeline = Pipeline::new(config.detect.clone());
+    let mut pipeline =
+        Pipeline::new(config.detect.clone()).with_desired(desired.node(), config.desired.grace);
     let mut maps_read = false;
     loop {
         ticker.tick().await;
@@ -228,16 +235,18 @@ async fn detect_loop(
         let label_netns = config.namespaces == Namespaces::All && status.netns_attribution;
         let top_n = config.peers.top_n;
         pipeline.set_probes(sources.prober().book());
+        let state = desired.state(Some(metrics));
         if let Some(mirror) = sources.mirror() {
-            let changes = mirror.with_snapshot(|net| {
+            let cycle = mirror.with_snapshot(|net| {
                 metrics.set_reading(&reading, label_netns, top_n, Some(net));
                 // The peer reading moves into the sample: it is the largest map.
                 let sample = pipeline::sample(own.netns, reading);
                 let sample = pipeline::without_destinations(sample, &own.sinks);
-                pipeline.cycle(net, sample, SystemTime::now())
+                pipeline.cycle(net, sample, state, SystemTime::now())
             });
             // The suspects go out now; their results are in the next cycle's inputs.
             sources.prober().submit(pipeline.take_probe_requests());
+            let changes = cycle.changes;
             log_changes(&changes);
             let active = pipeline.active();
             // Never waits: alerts go into per-sink queues, delivered by their own tasks.

@@ -6,11 +6,13 @@
 //!
 //! Subjects name the kernel object in `ip`/`bridge` terms as the other kinds do; the
 //! evidence names the Node (`node`), what the kernel has (`kernel`), what it should be
-//! (`expected`), and for annotations the command that fixes it (`fix`).
+//! (`expected`), and for annotations the command that fixes it (`fix`). The other kinds
+//! get their `node` evidence from [`name_nodes`].
 
 use std::{
-    collections::BTreeMap,
-    net::IpAddr,
+    collections::{BTreeMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -18,27 +20,54 @@ use super::Inputs;
 use crate::{
     findings::{Candidate, Kind, Severity},
     model::desired::{
-        ANNOTATION_PREFIX, Expected, Mac, Model, PodSubnet, RemoteObjects, Skip, State, expected,
+        ANNOTATION_PREFIX, Expected, Mac, Model, Node, PodSubnet, RemoteObjects, Skip, State,
+        expected,
     },
     model::net::{Link, Prefix, RouteKind, TABLE_MAIN, format_mac},
 };
 
 /// Both overlay detectors, when the desired state is known; nothing while it is not.
-/// `grace` filters the drifts.
+/// `memory` carries the drifts' grace and the Nodes that left between cycles.
 pub fn detect(
     inputs: &Inputs<'_>,
-    state: &State<'_>,
+    state: &State,
     own: &str,
-    grace: &mut Grace,
+    memory: &mut Memory,
     now: Instant,
 ) -> Vec<Candidate> {
-    let Some(model) = state.model() else {
-        grace.clear();
+    let State::Known { model, .. } = state else {
+        memory.grace.clear();
         return Vec::new();
     };
-    let mut candidates = grace.filter(now, overlay_drift(inputs, model, own));
+    memory.departed.update(model);
+    let drifts = overlay_drift(inputs, model, own, &memory.departed);
+    let mut candidates = memory.grace.filter(now, drifts);
     candidates.extend(stale_annotation(inputs, model));
     candidates
+}
+
+/// What the overlay detectors carry from cycle to cycle: since when each drift has been
+/// seen ([`Grace`]) and the Nodes that left the desired state ([`Departed`]). Plain data:
+/// the pipeline (or `watchdog check`) keeps it.
+#[derive(Clone, Debug)]
+pub struct Memory {
+    grace: Grace,
+    departed: Departed,
+}
+
+impl Memory {
+    /// Drifts must last `grace` before they count.
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            grace: Grace::new(grace),
+            departed: Departed::default(),
+        }
+    }
+
+    /// The Nodes that left the desired state while it was watched.
+    pub fn departed(&self) -> &Departed {
+        &self.departed
+    }
 }
 
 /// Remembers since when each drift has been seen, and lets through only those seen
@@ -58,8 +87,9 @@ impl Grace {
         }
     }
 
-    /// The candidates that have been seen in every call for at least `grace`; the others
-    /// are remembered (and forgotten as soon as a call does not have them).
+    /// The candidates that have been seen in every call for at least `grace` (90% of it,
+    /// so the jitter of a poll does not cost a whole cycle); the others are remembered
+    /// (and forgotten as soon as a call does not have them).
     pub fn filter(&mut self, now: Instant, candidates: Vec<Candidate>) -> Vec<Candidate> {
         let mut seen = BTreeMap::new();
         let mut out = Vec::new();
@@ -67,7 +97,7 @@ impl Grace {
             let key = (candidate.kind, candidate.subject.clone());
             let since = self.since.get(&key).copied().unwrap_or(now);
             seen.insert(key, since);
-            if now.saturating_duration_since(since) >= self.grace {
+            if now.saturating_duration_since(since) * 10 >= self.grace * 9 {
                 out.push(candidate);
             }
         }
@@ -78,6 +108,63 @@ impl Grace {
     /// Forgets everything (the desired state became unknown).
     pub fn clear(&mut self) {
         self.since.clear();
+    }
+}
+
+/// How many departed Nodes are remembered (the oldest are forgotten first).
+const DEPARTED_MAX: usize = 256;
+
+/// Nodes that were in the desired state and are no longer (deleted from the cluster, or
+/// from the NodeList file) while this process watched: Flannel removes a Node's objects
+/// only when its own watch sees the deletion, so what it leaves behind can still be
+/// named after its Node.
+#[derive(Clone, Debug, Default)]
+pub struct Departed {
+    /// The model of the last update (shared with the source, not a copy).
+    last: Option<Arc<Model>>,
+    /// Newest last.
+    nodes: VecDeque<Node>,
+}
+
+impl Departed {
+    /// Compares `model` with the previous one: Nodes gone from it are remembered, Nodes
+    /// back in it forgotten.
+    pub fn update(&mut self, model: &Arc<Model>) {
+        if let Some(last) = &self.last {
+            if Arc::ptr_eq(last, model) {
+                return;
+            }
+            for (name, node) in &last.nodes {
+                if !model.nodes.contains_key(name) {
+                    self.nodes.retain(|n| n.name != *name);
+                    self.nodes.push_back(node.clone());
+                }
+            }
+        }
+        self.nodes.retain(|n| !model.nodes.contains_key(&n.name));
+        while self.nodes.len() > DEPARTED_MAX {
+            self.nodes.pop_front();
+        }
+        self.last = Some(Arc::clone(model));
+    }
+
+    /// The departed Nodes, newest last.
+    pub fn nodes(&self) -> impl DoubleEndedIterator<Item = &Node> {
+        self.nodes.iter()
+    }
+
+    fn with_mac(&self, mac: Mac) -> Option<&Node> {
+        self.nodes
+            .iter()
+            .rev()
+            .find(|n| n.vtep.as_ref().is_ok_and(|v| v.mac == mac))
+    }
+
+    fn with_subnet(&self, subnet: PodSubnet) -> Option<&Node> {
+        self.nodes
+            .iter()
+            .rev()
+            .find(|n| n.pod_subnet == Some(subnet))
     }
 }
 
@@ -105,8 +192,14 @@ fn drift(subject: String, severity: Severity, node: &str, problem: String) -> Ca
 /// [`expected`](crate::model::desired::expected)): the VXLAN device missing, down, with
 /// another MAC or local address; per remote node an FDB entry, neighbour or route missing
 /// or different; FDB entries, neighbours and routes on the device for a MAC or subnet no
-/// Node has. Quiet when `own` does not take part (Flannel does not run here).
-pub fn overlay_drift(inputs: &Inputs<'_>, model: &Model, own: &str) -> Vec<Candidate> {
+/// Node has (named after the Node when it is one that `departed`). Quiet when `own` does
+/// not take part (Flannel does not run here).
+pub fn overlay_drift(
+    inputs: &Inputs<'_>,
+    model: &Model,
+    own: &str,
+    departed: &Departed,
+) -> Vec<Candidate> {
     let expected = expected(model, own);
     let Some(local) = &expected.local else {
         return Vec::new();
@@ -189,7 +282,7 @@ pub fn overlay_drift(inputs: &Inputs<'_>, model: &Model, own: &str) -> Vec<Candi
     for remote in &expected.remotes {
         out.extend(remote_drift(inputs, link, remote));
     }
-    out.extend(orphans(inputs, link, model, &expected));
+    out.extend(orphans(inputs, link, model, &expected, departed));
     out
 }
 
@@ -329,46 +422,63 @@ fn remote_drift(inputs: &Inputs<'_>, link: &Link, remote: &RemoteObjects) -> Vec
 }
 
 /// FDB entries, permanent neighbours and routes on the device that no Node accounts for.
-fn orphans(inputs: &Inputs<'_>, link: &Link, model: &Model, expected: &Expected) -> Vec<Candidate> {
+fn orphans(
+    inputs: &Inputs<'_>,
+    link: &Link,
+    model: &Model,
+    expected: &Expected,
+    departed: &Departed,
+) -> Vec<Candidate> {
     let dev = link.name.as_str();
     let mut out = Vec::new();
     let own_subnet = expected.local.as_ref().map(|l| l.subnet);
+    // The Node an orphan belonged to, if it left while watched: (node, problem).
+    let gone = |node: &Node, what: String| {
+        (
+            node.name.clone(),
+            format!(
+                "{what}: {} is no longer among the Nodes (it left while this watchdog \
+                 watched), and Flannel removes a Node's FDB entry, neighbour and route only \
+                 when it sees the deletion",
+                node.name
+            ),
+        )
+    };
     for entry in inputs.net.fdb_of(link.index) {
         let unicast = entry.mac != [0; 6] && entry.mac[0] & 1 == 0;
         if !unicast || entry.dst.is_none() || model.node_with_mac(Mac(entry.mac)).is_some() {
             continue;
         }
         let dst = entry.dst.expect("filtered on dst");
-        let mut candidate = Candidate::new(
-            Kind::OverlayDrift,
-            format!("fdb {} dev {dev} dst {dst}", format_mac(&entry.mac)),
-            Severity::Warning,
-        );
-        candidate = match dst {
-            IpAddr::V4(v4) if model.node_with_public_ip(v4).is_some() => {
-                let node = model.node_with_public_ip(v4).expect("checked");
-                candidate.with("node", &node.name).with(
-                    "problem",
-                    format!(
-                        "no Node has VtepMAC {}; {dst} is {}'s public-ip (an entry for its old \
-                         VTEP MAC, which Flannel never removes)",
-                        format_mac(&entry.mac),
-                        node.name
-                    ),
-                )
-            }
-            _ => candidate.with("node", "none").with(
-                "problem",
-                format!("no Node has VtepMAC {}", format_mac(&entry.mac)),
-            ),
+        let mac = format_mac(&entry.mac);
+        let on_public_ip = match dst {
+            IpAddr::V4(v4) => model.node_with_public_ip(v4),
+            IpAddr::V6(_) => None,
+        };
+        let (node, problem) = if let Some(node) = departed.with_mac(Mac(entry.mac)) {
+            gone(node, format!("no Node has VtepMAC {mac}, {}'s", node.name))
+        } else if let Some(node) = on_public_ip {
+            (
+                node.name.clone(),
+                format!(
+                    "no Node has VtepMAC {mac}; {dst} is {}'s public-ip (an entry for its old \
+                     VTEP MAC, which Flannel never removes)",
+                    node.name
+                ),
+            )
+        } else {
+            ("none".to_owned(), format!("no Node has VtepMAC {mac}"))
         };
         out.push(
-            candidate
-                .with(
-                    "kernel",
-                    format!("fdb {} dev {dev} dst {dst}", format_mac(&entry.mac)),
-                )
-                .with("expected", "none"),
+            Candidate::new(
+                Kind::OverlayDrift,
+                format!("fdb {mac} dev {dev} dst {dst}"),
+                Severity::Warning,
+            )
+            .with("node", node)
+            .with("problem", problem)
+            .with("kernel", format!("fdb {mac} dev {dev} dst {dst}"))
+            .with("expected", "none"),
         );
     }
     let known_gateway = |ip: &IpAddr| match ip {
@@ -392,17 +502,26 @@ fn orphans(inputs: &Inputs<'_>, link: &Link, model: &Model, expected: &Expected)
                 .mac
                 .map_or_else(|| "none".into(), |m| format_mac(&m))
         );
+        let what = format!("no Node's pod subnet has the gateway {}", neighbour.ip);
+        let owner = match neighbour.ip {
+            IpAddr::V4(v4) => departed
+                .nodes()
+                .rev()
+                .find(|n| n.pod_subnet.is_some_and(|s| s.gateway() == v4)),
+            IpAddr::V6(_) => None,
+        };
+        let (node, problem) = match owner {
+            Some(node) => gone(node, format!("{what}, {}'s", node.name)),
+            None => ("none".to_owned(), what),
+        };
         out.push(
             Candidate::new(
                 Kind::OverlayDrift,
                 format!("neigh {} dev {dev}", neighbour.ip),
                 Severity::Warning,
             )
-            .with("node", "none")
-            .with(
-                "problem",
-                format!("no Node's pod subnet has the gateway {}", neighbour.ip),
-            )
+            .with("node", node)
+            .with("problem", problem)
             .with("kernel", kernel)
             .with("expected", "none"),
         );
@@ -418,16 +537,18 @@ fn orphans(inputs: &Inputs<'_>, link: &Link, model: &Model, expected: &Expected)
             continue;
         }
         let shown = inputs.describe(route);
+        let what = format!("no Node has the pod subnet {subnet}: the route leads nowhere");
+        let (node, problem) = match departed.with_subnet(subnet) {
+            Some(node) => gone(node, format!("{what} ({} had it)", node.name)),
+            None => ("none".to_owned(), what),
+        };
         let mut candidate = Candidate::new(
             Kind::OverlayDrift,
             format!("route {shown}"),
             Severity::Warning,
         )
-        .with("node", "none")
-        .with(
-            "problem",
-            format!("no Node has the pod subnet {subnet}: the route leads nowhere"),
-        )
+        .with("node", node)
+        .with("problem", problem)
         .with("kernel", format!("route {shown}"))
         .with("expected", "none");
         candidate.routes.push(inputs.route_ref(route));
@@ -658,6 +779,99 @@ pub fn node_of(model: &Model, addr: IpAddr) -> Option<&str> {
         .map(|node| node.name.as_str())
 }
 
+/// The Node `addr` belongs to: its `public-ip` (VTEP), one of its `status.addresses`, or
+/// an address in its pod subnet; the Nodes of the model first, then departed ones.
+fn owner_of_ip<'a>(model: &'a Model, departed: &'a Departed, addr: IpAddr) -> Option<&'a Node> {
+    let nodes = || model.nodes.values().chain(departed.nodes().rev());
+    let v4 = match addr {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    };
+    nodes()
+        .find(|n| v4.is_some() && n.vtep.as_ref().is_ok_and(|v| Some(v.public_ip) == v4))
+        .or_else(|| nodes().find(|n| n.has_address(addr)))
+        .or_else(|| {
+            let v4 = v4?;
+            nodes().find(|n| n.pod_subnet.is_some_and(|s| s.contains(v4)))
+        })
+}
+
+/// The Node whose pod subnet holds all of `prefix` (`10.244.3.0/24`, `10.244.3.0/25`),
+/// if one does.
+fn owner_of_prefix<'a>(model: &'a Model, departed: &'a Departed, prefix: &str) -> Option<&'a Node> {
+    let prefix = PodSubnet::parse(prefix)?;
+    model
+        .nodes
+        .values()
+        .chain(departed.nodes().rev())
+        .find(|n| {
+            n.pod_subnet
+                .is_some_and(|s| s.len <= prefix.len && s.contains(prefix.network))
+        })
+}
+
+/// The Node whose VtepMAC is `mac`.
+fn owner_of_mac<'a>(model: &'a Model, departed: &'a Departed, mac: Mac) -> Option<&'a Node> {
+    model.node_with_mac(mac).or_else(|| departed.with_mac(mac))
+}
+
+/// The Nodes a candidate talks about: every VTEP MAC, address (`10.244.3.2`,
+/// `10.244.3.2:8080`) and prefix in its subject, and the prefix and gateway of every route
+/// it names, in order, each Node once.
+fn nodes_named<'a>(
+    candidate: &Candidate,
+    model: &'a Model,
+    departed: &'a Departed,
+) -> Vec<&'a str> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut add = |node: Option<&'a Node>| {
+        if let Some(node) = node
+            && !names.contains(&node.name.as_str())
+        {
+            names.push(&node.name);
+        }
+    };
+    for token in candidate.subject.split_whitespace() {
+        let token = token.trim_matches(|c: char| matches!(c, '(' | ')' | ',' | ';' | '[' | ']'));
+        if let Some(mac) = Mac::parse(token) {
+            add(owner_of_mac(model, departed, mac));
+        } else if let Ok(addr) = token.parse::<IpAddr>() {
+            add(owner_of_ip(model, departed, addr));
+        } else if let Ok(socket) = token.parse::<SocketAddr>() {
+            add(owner_of_ip(model, departed, socket.ip()));
+        } else if token.contains('/') {
+            add(owner_of_prefix(model, departed, token));
+        }
+    }
+    for route in &candidate.routes {
+        add(owner_of_prefix(model, departed, &route.prefix));
+        if let Some(gateway) = route.gateway.as_deref().and_then(|g| g.parse().ok()) {
+            add(owner_of_ip(model, departed, gateway));
+        }
+    }
+    names
+}
+
+/// Names the Nodes behind the candidates of every other kind: `node` evidence (Node
+/// names joined by `,`) on each candidate that has none yet and whose subject or routes
+/// mention a Node's VTEP MAC, VTEP or node address, or pod subnet. Run while the desired
+/// state is known, after the detectors.
+pub fn name_nodes(candidates: &mut [Candidate], model: &Model, departed: &Departed) {
+    for candidate in candidates {
+        if candidate.evidence("node").is_some() {
+            continue;
+        }
+        let names = nodes_named(candidate, model, departed);
+        if !names.is_empty() {
+            let names = names.join(",");
+            candidate.evidence.push(crate::findings::Evidence {
+                name: "node".to_owned(),
+                value: names,
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{net::Ipv4Addr, time::Duration};
@@ -816,7 +1030,9 @@ mod tests {
     }
 
     fn drift(net: &Snapshot, model: &Model) -> Vec<Candidate> {
-        run(net, |inputs| overlay_drift(inputs, model, "node-0"))
+        run(net, |inputs| {
+            overlay_drift(inputs, model, "node-0", &Departed::default())
+        })
     }
 
     fn subjects(candidates: &[Candidate]) -> Vec<&str> {
@@ -1024,7 +1240,11 @@ mod tests {
         };
         assert!(grace.filter(t0, c()).is_empty());
         assert!(grace.filter(t0 + Duration::from_secs(2), c()).is_empty());
-        assert_eq!(grace.filter(t0 + Duration::from_secs(3), c()).len(), 1);
+        assert_eq!(
+            grace.filter(t0 + Duration::from_millis(2700), c()).len(),
+            1,
+            "90% of the grace: a poll's jitter does not cost a cycle"
+        );
         // A cycle without it starts over.
         assert!(grace.filter(t0 + Duration::from_secs(4), vec![]).is_empty());
         assert!(grace.filter(t0 + Duration::from_secs(5), c()).is_empty());
@@ -1036,23 +1256,160 @@ mod tests {
     fn nothing_fires_while_the_desired_state_is_unknown() {
         let mut net = node0();
         net.apply(Update::DelLink(FLANNEL));
-        let mut grace = Grace::new(Duration::ZERO);
+        let mut memory = Memory::new(Duration::ZERO);
         let unknown = State::Unknown {
             reason: "no full list".into(),
         };
         let found = run(&net, |inputs| {
-            detect(inputs, &unknown, "node-0", &mut grace, Instant::now())
+            detect(inputs, &unknown, "node-0", &mut memory, Instant::now())
         });
         assert_eq!(found, vec![]);
-        let m = cluster();
         let known = State::Known {
-            model: &m,
+            model: Arc::new(cluster()),
             age: Duration::ZERO,
         };
         let found = run(&net, |inputs| {
-            detect(inputs, &known, "node-0", &mut grace, Instant::now())
+            detect(inputs, &known, "node-0", &mut memory, Instant::now())
         });
         assert_eq!(subjects(&found), ["dev flannel.1"]);
+    }
+
+    #[test]
+    fn what_a_departed_node_leaves_behind_is_named_after_it() {
+        let mut memory = Memory::new(Duration::ZERO);
+        let t0 = Instant::now();
+        let all = State::Known {
+            model: Arc::new(cluster()),
+            age: Duration::ZERO,
+        };
+        let found = run(&node0(), |inputs| {
+            detect(inputs, &all, "node-0", &mut memory, t0)
+        });
+        assert_eq!(found, vec![]);
+        let mut without = cluster();
+        without.nodes.remove("node-2");
+        let without = State::Known {
+            model: Arc::new(without),
+            age: Duration::ZERO,
+        };
+        let found = run(&node0(), |inputs| {
+            detect(inputs, &without, "node-0", &mut memory, t0)
+        });
+        assert_eq!(
+            subjects(&found),
+            [
+                "fdb 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.12",
+                "neigh 10.244.2.0 dev flannel.1",
+                "route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink table main",
+            ]
+        );
+        for candidate in &found {
+            assert_eq!(candidate.evidence("node"), Some("node-2"), "{candidate:?}");
+            assert!(
+                candidate
+                    .evidence("problem")
+                    .unwrap()
+                    .contains("node-2 is no longer among the Nodes"),
+                "{candidate:?}"
+            );
+        }
+        assert_eq!(
+            memory
+                .departed()
+                .nodes()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>(),
+            ["node-2"]
+        );
+        // Back in the desired state: forgotten.
+        run(&node0(), |inputs| {
+            detect(inputs, &all, "node-0", &mut memory, t0)
+        });
+        assert_eq!(memory.departed().nodes().count(), 0);
+    }
+
+    #[test]
+    fn other_kinds_gain_the_node_behind_their_addresses() {
+        use crate::findings::RouteRef;
+        let m = cluster();
+        let departed = Departed::default();
+        let route = |prefix: &str, gateway: &str| RouteRef {
+            prefix: prefix.into(),
+            gateway: Some(gateway.into()),
+            dev: Some("flannel.1".into()),
+            table: "main".into(),
+        };
+        let mut stale = Candidate::new(
+            Kind::StaleFdb,
+            "fdb 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.99",
+            Severity::Critical,
+        );
+        stale.routes.push(route("10.244.2.0/24", "10.244.2.0"));
+        let mut gateway = Candidate::new(
+            Kind::GhostGateway,
+            "gateway 192.168.77.98 dev eth0",
+            Severity::Critical,
+        );
+        gateway.routes.push(route("10.244.1.0/25", "192.168.77.98"));
+        let mut candidates = vec![
+            stale,
+            Candidate::new(
+                Kind::BlackholedDestination,
+                "destination 10.244.1.2 dev flannel.1",
+                Severity::Critical,
+            ),
+            Candidate::new(
+                Kind::FailingTcpDestination,
+                "tcp 10.244.2.7:8080",
+                Severity::Critical,
+            ),
+            Candidate::new(
+                Kind::BlackholedDestination,
+                "destination 192.168.77.11 dev eth0",
+                Severity::Critical,
+            ),
+            gateway,
+            Candidate::new(Kind::VtepCollapse, "dev flannel.1", Severity::Critical),
+            Candidate::new(
+                Kind::NoRouteDrops,
+                "no route to 10.9.9.0/24",
+                Severity::Critical,
+            ),
+            Candidate::new(Kind::OverlayDrift, "dev flannel.1", Severity::Critical)
+                .with("node", "node-0"),
+        ];
+        name_nodes(&mut candidates, &m, &departed);
+        let nodes: Vec<Vec<&str>> = candidates
+            .iter()
+            .map(|c| {
+                c.evidence
+                    .iter()
+                    .filter(|e| e.name == "node")
+                    .map(|e| e.value.as_str())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                vec!["node-2"],
+                vec!["node-1"],
+                vec!["node-2"],
+                vec!["node-1"],
+                vec!["node-1"],
+                vec![],
+                vec![],
+                vec!["node-0"],
+            ]
+        );
+        // Two Nodes named by one finding are joined.
+        let mut both = vec![Candidate::new(
+            Kind::DeadLinkRoute,
+            "route 10.244.1.0/24 via 192.168.77.12 dev eth0",
+            Severity::Warning,
+        )];
+        name_nodes(&mut both, &m, &departed);
+        assert_eq!(both[0].evidence("node"), Some("node-1,node-2"));
     }
 
     #[test]

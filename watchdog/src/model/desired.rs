@@ -257,6 +257,9 @@ pub struct Snapshot {
     pub failing_since: Option<Instant>,
     /// The last failure, for the reason of an unknown state.
     pub error: Option<String>,
+    /// Failures since the source started (a failed list or watch, an unreadable or
+    /// invalid file), for `watchdog_desired_errors_total`.
+    pub errors: u64,
 }
 
 impl Snapshot {
@@ -268,12 +271,13 @@ impl Snapshot {
             confirmed_at: None,
             failing_since: None,
             error: None,
+            errors: 0,
         }
     }
 
     /// Known (with the model and its age) or unknown (with the reason): unknown until
     /// the first full list, and again once the source has failed for `stale_after`.
-    pub fn state(&self, now: Instant, stale_after: Duration) -> State<'_> {
+    pub fn state(&self, now: Instant, stale_after: Duration) -> State {
         let Some(model) = &self.model else {
             return State::Unknown {
                 reason: match &self.error {
@@ -297,7 +301,7 @@ impl Snapshot {
             }
         }
         State::Known {
-            model,
+            model: Arc::clone(model),
             age: self
                 .confirmed_at
                 .map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
@@ -305,30 +309,36 @@ impl Snapshot {
     }
 }
 
-/// Whether the desired state can be trusted right now.
+/// Whether the desired state can be trusted right now: plain data, handed to the
+/// detectors each cycle and returned with the cycle's result (for repair).
 #[derive(Clone, Debug)]
-pub enum State<'a> {
+pub enum State {
     /// Nothing may be concluded from it (no detector fires, repair must not act).
     Unknown {
-        /// Why, for logs, `/readyz`-style reports and the feature report.
+        /// Why, for logs and the feature report.
         reason: String,
     },
     /// The model, and how long since it was last confirmed current.
     Known {
-        /// The Nodes.
-        model: &'a Model,
+        /// The Nodes (shared with the source: no copy).
+        model: Arc<Model>,
         /// Since the last confirmation.
         age: Duration,
     },
 }
 
-impl<'a> State<'a> {
+impl State {
     /// The model when known.
-    pub fn model(&self) -> Option<&'a Model> {
+    pub fn model(&self) -> Option<&Model> {
         match self {
             State::Known { model, .. } => Some(model),
             State::Unknown { .. } => None,
         }
+    }
+
+    /// True when known.
+    pub fn is_known(&self) -> bool {
+        matches!(self, State::Known { .. })
     }
 }
 

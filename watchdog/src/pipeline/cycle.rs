@@ -1,15 +1,16 @@
 //! One detection cycle: the new sample into the window history, the detectors over the
-//! window (with the network mirror and the prober's latest results), the findings tracker;
-//! and the suspects the prober should check before the next cycle.
+//! window (with the network mirror, the desired state and the prober's latest results),
+//! the findings tracker; and the suspects the prober should check before the next cycle.
 
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::History;
 use crate::{
     config::DetectConfig,
-    detect::{self, Inputs, Sample},
+    detect::{self, Inputs, Sample, overlay},
     findings::{Change, Finding, Tracker},
     model::{
+        desired::State,
         net::Snapshot,
         probe::{ProbeBook, ProbeRequest},
     },
@@ -24,10 +25,25 @@ pub struct Pipeline {
     probes: ProbeBook,
     /// The suspects the last cycle named.
     requests: Vec<ProbeRequest>,
+    /// This node's name among the cluster's Nodes.
+    node: String,
+    /// The overlay detectors' grace and departed Nodes.
+    overlay: overlay::Memory,
+}
+
+/// What one cycle produced, for the sinks and for repair.
+#[derive(Clone, Debug)]
+pub struct Cycle {
+    /// What fired and what resolved.
+    pub changes: Vec<Change>,
+    /// The desired state the detectors were given: known (the Nodes and how long since
+    /// they were last confirmed current) or unknown (and why). Repair must not act on an
+    /// unknown one.
+    pub desired: State,
 }
 
 impl Pipeline {
-    /// A pipeline with empty history.
+    /// A pipeline with empty history (no desired state: see [`Pipeline::with_desired`]).
     pub fn new(settings: DetectConfig) -> Self {
         Self {
             history: History::new(settings.window),
@@ -35,6 +51,8 @@ impl Pipeline {
             settings,
             probes: ProbeBook::default(),
             requests: Vec::new(),
+            node: String::new(),
+            overlay: overlay::Memory::new(Duration::ZERO),
         }
     }
 
@@ -48,15 +66,34 @@ impl Pipeline {
         std::mem::take(&mut self.requests)
     }
 
-    /// Adds `sample`, runs the detectors over the window, and returns what changed.
-    pub fn cycle(&mut self, net: &Snapshot, sample: Sample, now: SystemTime) -> Vec<Change> {
+    /// Compares the overlay with the desired state as node `node` (its name among the
+    /// Nodes); a drift must last `grace` (`desired.grace`) to count.
+    pub fn with_desired(mut self, node: &str, grace: Duration) -> Self {
+        node.clone_into(&mut self.node);
+        self.overlay = overlay::Memory::new(grace);
+        self
+    }
+
+    /// Adds `sample`, runs the detectors over the window (the overlay ones while
+    /// `desired` is known), names the Nodes behind the findings, and returns what changed
+    /// with the desired state it used.
+    pub fn cycle(
+        &mut self,
+        net: &Snapshot,
+        sample: Sample,
+        desired: State,
+        now: SystemTime,
+    ) -> Cycle {
         self.history.push(sample);
         let (Some(newest), Some(baseline), Some(recent)) = (
             self.history.now(),
             self.history.baseline(),
             self.history.before(self.settings.vtep_window),
         ) else {
-            return Vec::new();
+            return Cycle {
+                changes: Vec::new(),
+                desired,
+            };
         };
         let inputs = Inputs {
             net,
@@ -66,9 +103,23 @@ impl Pipeline {
             settings: &self.settings,
             probes: &self.probes,
         };
-        let candidates = detect::detect(&inputs);
+        let mut candidates = detect::detect(&inputs);
         self.requests = detect::probe_requests(&inputs);
-        self.tracker.update(now, candidates)
+        let at = newest.at.unwrap_or_else(Instant::now);
+        candidates.extend(overlay::detect(
+            &inputs,
+            &desired,
+            &self.node,
+            &mut self.overlay,
+            at,
+        ));
+        if let Some(model) = desired.model() {
+            overlay::name_nodes(&mut candidates, model, self.overlay.departed());
+        }
+        Cycle {
+            changes: self.tracker.update(now, candidates),
+            desired,
+        }
     }
 
     /// The active findings.

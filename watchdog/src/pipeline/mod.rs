@@ -8,7 +8,7 @@ mod sample;
 use std::sync::{Arc, RwLock};
 
 pub use self::{
-    cycle::Pipeline,
+    cycle::{Cycle, Pipeline},
     history::History,
     sample::{sample, without_destinations},
 };

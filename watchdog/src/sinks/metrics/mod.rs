@@ -1,7 +1,9 @@
 //! Prometheus metrics (OpenMetrics text). Names start with `watchdog_`, carry their unit,
 //! and use bounded label sets. One file per source of values: the sources' status, drops,
-//! peers, TCP, the mirror, the process itself, findings; alerts register their own.
+//! peers, TCP, the mirror, the process itself, findings, the desired state; alerts register
+//! their own.
 
+mod desired;
 mod drops;
 mod findings;
 mod mirror;
@@ -46,6 +48,7 @@ pub struct Metrics {
     tcp: Arc<tcp::TcpCollector>,
     mirror: Arc<mirror::MirrorCollector>,
     prober: Arc<prober::ProberCollector>,
+    desired: Arc<desired::DesiredCollector>,
 }
 
 impl Default for Metrics {
@@ -127,6 +130,8 @@ impl Metrics {
         registry.register_collector(Box::new(mirror.clone()));
         let prober = Arc::new(prober::ProberCollector::default());
         registry.register_collector(Box::new(prober.clone()));
+        let desired = Arc::new(desired::DesiredCollector::default());
+        registry.register_collector(Box::new(desired.clone()));
         Self {
             registry,
             probe_up,
@@ -142,6 +147,7 @@ impl Metrics {
             tcp,
             mirror,
             prober,
+            desired,
         }
     }
 

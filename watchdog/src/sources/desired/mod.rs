@@ -117,5 +117,6 @@ fn publish_failure(tx: &watch::Sender<Snapshot>, error: String) {
     tx.send_modify(|snapshot| {
         snapshot.failing_since.get_or_insert(now);
         snapshot.error = Some(error);
+        snapshot.errors += 1;
     });
 }
