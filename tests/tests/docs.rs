@@ -225,3 +225,94 @@ fn a_wrong_runbook_url_is_caught() {
         assert!(resolve_repository_url(&wrong).is_err(), "{wrong} resolved");
     }
 }
+
+/// One alert of every kind in every state the sinks send (firing, resolved, repair,
+/// rollback) and the test alert.
+fn every_alert() -> Vec<watchdog::sinks::alerts::Alert> {
+    use std::time::{Duration, SystemTime};
+    use watchdog::{
+        findings::{Candidate, Finding, Severity},
+        repair::event::{RepairEvent, RepairOutcome, RepairReport},
+        sinks::alerts::Alert,
+    };
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut alerts = vec![Alert::test("node-a", at)];
+    for kind in Kind::ALL {
+        let finding = Finding {
+            candidate: Candidate::new(kind, "subject", Severity::Critical).with("e", 1),
+            first_seen: at,
+            last_seen: at,
+        };
+        let report = RepairReport {
+            kind,
+            subject: "subject".into(),
+            action: "ip route del 10.0.0.0/24".into(),
+            outcome: RepairOutcome::Applied,
+            evidence: vec![],
+            at,
+        };
+        alerts.push(Alert::firing(&finding, false));
+        alerts.push(Alert::resolved(&finding, at));
+        alerts.push(Alert::from_event(&RepairEvent::Repair(report.clone())));
+        alerts.push(Alert::from_event(&RepairEvent::Rollback(report)));
+    }
+    alerts
+}
+
+#[test]
+fn every_sink_payload_links_a_runbook_that_exists() {
+    use watchdog::{
+        config::AlertsConfig,
+        sinks::alerts::{Context, alertmanager, slack, webhook},
+    };
+    let base = AlertsConfig::default().runbook_base();
+    let ctx = Context {
+        node: "node-a",
+        generator_url: "http://127.0.0.1:9477/api/v1/findings",
+        runbook_base: &base,
+        repeat_interval: std::time::Duration::from_secs(3600),
+        now: std::time::SystemTime::now(),
+    };
+    let alerts = every_alert();
+    let mut urls: Vec<(&str, String)> = Vec::new();
+    let hook: serde_json::Value = serde_json::from_slice(&webhook::body(&ctx, &alerts)).unwrap();
+    for alert in hook["alerts"].as_array().unwrap() {
+        let url = alert["runbook_url"].as_str().expect("webhook runbook_url");
+        urls.push(("webhook", url.to_owned()));
+    }
+    let am: serde_json::Value = serde_json::from_slice(&alertmanager::body(&ctx, &alerts)).unwrap();
+    for alert in am.as_array().unwrap() {
+        let url = alert["annotations"]["runbook_url"]
+            .as_str()
+            .expect("alertmanager annotations.runbook_url");
+        urls.push(("alertmanager", url.to_owned()));
+    }
+    let chat: serde_json::Value = serde_json::from_slice(&slack::body(&ctx, &alerts)).unwrap();
+    for line in chat["text"].as_str().unwrap().lines() {
+        if let Some(url) = line.trim().strip_prefix("runbook: ") {
+            urls.push(("slack", url.to_owned()));
+        }
+    }
+    for sink in ["webhook", "alertmanager", "slack"] {
+        assert_eq!(
+            urls.iter().filter(|(s, _)| *s == sink).count(),
+            alerts.len(),
+            "{sink}: one runbook_url per alert"
+        );
+    }
+    let broken: Vec<String> = urls
+        .iter()
+        .filter_map(|(sink, url)| {
+            resolve_repository_url(url)
+                .err()
+                .map(|e| format!("{sink}: {e}"))
+        })
+        .collect();
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+    // A repair points at the kind's fix, a test alert at its own section.
+    assert!(urls.iter().any(|(_, u)| u.ends_with("/stale_fdb.md#fix")));
+    assert!(
+        urls.iter()
+            .any(|(_, u)| u.ends_with("/watchdog.md#watchdogtest"))
+    );
+}
