@@ -82,9 +82,11 @@ pub async fn audit(
     }
     let last = pipeline::sample(own_netns, reading);
     let mirror = sources.mirror().expect("failures() checked the mirror");
+    // `recent` is the first sample too, a whole window ago: VTEPs are judged silent over
+    // the window, and their evidence says so.
     let settings = DetectConfig {
         window,
-        vtep_window: window.min(config.detect.vtep_window),
+        vtep_window: window,
         ..config.detect.clone()
     };
     let now = SystemTime::now();
