@@ -1,5 +1,7 @@
-//! Alerts reach people: a real Alertmanager sees a lab finding fire and resolve; a local
-//! receiver checks the webhook payload, its HMAC signature and retries; an https receiver
+//! Alerts reach people: a real Alertmanager sees a lab finding fire and resolve, its
+//! `runbook_url` annotation pointing at a runbook of this repository; a local receiver
+//! checks the webhook payload (its `runbook_url` under a configured
+//! `alerts.runbook_base_url`), its HMAC signature and retries; an https receiver
 //! with a private CA is trusted through `ca_file` and refused without it; a dead sink never
 //! slows detection; configuration errors are clear at start-up.
 
@@ -17,7 +19,8 @@ use std::{
 };
 
 use watchdog_tests::{
-    Daemon, NetNs, TempDir, http_get, lab::Lab, poll_until, require_root, run_watchdog,
+    Daemon, NetNs, TempDir, http_get, lab::Lab, poll_until, repo::resolve_repository_url,
+    require_root, run_watchdog,
 };
 
 /// One request a [`Receiver`] got.
@@ -276,6 +279,16 @@ fn alertmanager_shows_a_lab_finding_fire_and_resolve() {
             .is_some_and(|u| u.ends_with("/api/v1/findings")),
         "{alert:#}"
     );
+    // The default `alerts.runbook_base_url`: this repository's runbook for the kind.
+    let runbook = alert["annotations"]["runbook_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no runbook_url annotation: {alert:#}"));
+    assert!(
+        runbook.ends_with("/blob/main/docs/runbooks/vtep_collapse.md"),
+        "{runbook}"
+    );
+    let page = resolve_repository_url(runbook).unwrap_or_else(|e| panic!("{e}"));
+    assert!(page.ends_with("docs/runbooks/vtep_collapse.md"), "{page:?}");
     eprintln!(
         "flush → finding {:?}, finding → in Alertmanager {:?}",
         found - flushed,
@@ -312,10 +325,14 @@ fn alertmanager_shows_a_lab_finding_fire_and_resolve() {
     assert!(daemon.findings().is_empty());
 }
 
+/// Where the webhook test's alerts link their runbooks (`alerts.runbook_base_url`, no
+/// trailing slash: the watchdog adds it).
+const RUNBOOKS: &str = "https://runbooks.example.org/net";
+
 fn webhook_config(url: &str, extra: &str) -> String {
     format!(
-        "{FAST}[alerts]\nrepeat_interval = \"1h\"\n[[alerts.sinks]]\nname = \"hook\"\n\
-         type = \"webhook\"\nurl = \"{url}\"\n{extra}"
+        "{FAST}[alerts]\nrepeat_interval = \"1h\"\nrunbook_base_url = \"{RUNBOOKS}\"\n\
+         [[alerts.sinks]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{url}\"\n{extra}"
     )
 }
 
@@ -432,6 +449,11 @@ fn webhook_payload_signature_and_retries() {
         assert!(alert["first_seen"].as_str().is_some());
         assert!(alert["last_seen"].as_str().is_some());
         assert_eq!(alert["repeat"], false);
+        assert_eq!(
+            alert["runbook_url"],
+            format!("{RUNBOOKS}/{}.md", alert["kind"].as_str().unwrap()),
+            "{json:#}"
+        );
     }
     // The token and the key appear nowhere in the log or the metrics.
     let log = daemon.log();
@@ -441,15 +463,20 @@ fn webhook_payload_signature_and_retries() {
     );
     assert!(!metrics.0.contains("TOKEN123"));
 
-    // Healing sends `resolved` once.
+    // Healing sends `resolved` once, linking the same runbook.
     lab.restore_fdb(0);
-    poll_until(Duration::from_secs(20), "the resolved webhook", || {
+    let resolved = poll_until(Duration::from_secs(20), "the resolved webhook", || {
         receiver
             .requests()
-            .iter()
-            .any(|r| r.json()["alerts"][0]["state"] == "resolved")
-            .then_some(())
+            .into_iter()
+            .find(|r| r.json()["alerts"][0]["state"] == "resolved")
     });
+    let alert = &resolved.json()["alerts"][0];
+    assert_eq!(
+        alert["runbook_url"],
+        format!("{RUNBOOKS}/{}.md", alert["kind"].as_str().unwrap()),
+        "{alert:#}"
+    );
 }
 
 /// Time from an FDB flush to the finding on /api/v1/findings.
@@ -612,6 +639,15 @@ fn alert_test_reports_per_sink() {
             .unwrap()
             .starts_with("watchdog alert test from ")
     );
+    // The test alert links its own section of the watchdog's runbook, in this repository.
+    let runbook = json["alerts"][0]["runbook_url"]
+        .as_str()
+        .expect("runbook_url");
+    assert!(
+        runbook.ends_with("/docs/runbooks/watchdog.md#watchdogtest"),
+        "{runbook}"
+    );
+    resolve_repository_url(runbook).unwrap_or_else(|e| panic!("{e}"));
     let slack = requests
         .iter()
         .find(|r| r.path == "/s")
@@ -619,6 +655,10 @@ fn alert_test_reports_per_sink() {
     let text = slack.json()["text"].as_str().unwrap().to_owned();
     assert!(
         text.starts_with("[TEST] watchdog alert test from "),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!("\n    runbook: {runbook}")),
         "{text}"
     );
 }

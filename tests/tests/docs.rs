@@ -225,3 +225,218 @@ fn a_wrong_runbook_url_is_caught() {
         assert!(resolve_repository_url(&wrong).is_err(), "{wrong} resolved");
     }
 }
+
+/// One alert of every kind in every state the sinks send (firing, resolved, repair,
+/// rollback) and the test alert.
+fn every_alert() -> Vec<watchdog::sinks::alerts::Alert> {
+    use std::time::{Duration, SystemTime};
+    use watchdog::{
+        findings::{Candidate, Finding, Severity},
+        repair::event::{RepairEvent, RepairOutcome, RepairReport},
+        sinks::alerts::Alert,
+    };
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let mut alerts = vec![Alert::test("node-a", at)];
+    for kind in Kind::ALL {
+        let finding = Finding {
+            candidate: Candidate::new(kind, "subject", Severity::Critical).with("e", 1),
+            first_seen: at,
+            last_seen: at,
+        };
+        let report = RepairReport {
+            kind,
+            subject: "subject".into(),
+            action: "ip route del 10.0.0.0/24".into(),
+            outcome: RepairOutcome::Applied,
+            evidence: vec![],
+            at,
+        };
+        alerts.push(Alert::firing(&finding, false));
+        alerts.push(Alert::resolved(&finding, at));
+        alerts.push(Alert::from_event(&RepairEvent::Repair(report.clone())));
+        alerts.push(Alert::from_event(&RepairEvent::Rollback(report)));
+    }
+    alerts
+}
+
+#[test]
+fn every_sink_payload_links_a_runbook_that_exists() {
+    use watchdog::{
+        config::AlertsConfig,
+        sinks::alerts::{Context, alertmanager, slack, webhook},
+    };
+    let base = AlertsConfig::default().runbook_base();
+    let ctx = Context {
+        node: "node-a",
+        generator_url: "http://127.0.0.1:9477/api/v1/findings",
+        runbook_base: &base,
+        repeat_interval: std::time::Duration::from_secs(3600),
+        now: std::time::SystemTime::now(),
+    };
+    let alerts = every_alert();
+    let mut urls: Vec<(&str, String)> = Vec::new();
+    let hook: serde_json::Value = serde_json::from_slice(&webhook::body(&ctx, &alerts)).unwrap();
+    for alert in hook["alerts"].as_array().unwrap() {
+        let url = alert["runbook_url"].as_str().expect("webhook runbook_url");
+        urls.push(("webhook", url.to_owned()));
+    }
+    let am: serde_json::Value = serde_json::from_slice(&alertmanager::body(&ctx, &alerts)).unwrap();
+    for alert in am.as_array().unwrap() {
+        let url = alert["annotations"]["runbook_url"]
+            .as_str()
+            .expect("alertmanager annotations.runbook_url");
+        urls.push(("alertmanager", url.to_owned()));
+    }
+    let chat: serde_json::Value = serde_json::from_slice(&slack::body(&ctx, &alerts)).unwrap();
+    for line in chat["text"].as_str().unwrap().lines() {
+        if let Some(url) = line.trim().strip_prefix("runbook: ") {
+            urls.push(("slack", url.to_owned()));
+        }
+    }
+    for sink in ["webhook", "alertmanager", "slack"] {
+        assert_eq!(
+            urls.iter().filter(|(s, _)| *s == sink).count(),
+            alerts.len(),
+            "{sink}: one runbook_url per alert"
+        );
+    }
+    let broken: Vec<String> = urls
+        .iter()
+        .filter_map(|(sink, url)| {
+            resolve_repository_url(url)
+                .err()
+                .map(|e| format!("{sink}: {e}"))
+        })
+        .collect();
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+    // A repair points at the kind's fix, a test alert at its own section.
+    assert!(urls.iter().any(|(_, u)| u.ends_with("/stale_fdb.md#fix")));
+    assert!(
+        urls.iter()
+            .any(|(_, u)| u.ends_with("/watchdog.md#watchdogtest"))
+    );
+}
+
+/// The `…` spans of a Markdown text, whitespace collapsed.
+fn code_spans(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|span| span.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// True when `pattern` occurs in `text`, each `<placeholder>` of the pattern standing for
+/// 1 to 60 characters without a backtick.
+fn matches_with_placeholders(text: &str, pattern: &str) -> bool {
+    let mut pieces: Vec<&str> = Vec::new();
+    let mut rest = pattern;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>') else {
+            break;
+        };
+        pieces.push(&rest[..open]);
+        rest = &rest[open + close + 1..];
+    }
+    pieces.push(rest);
+    fn from(text: &str, pieces: &[&str], first: bool) -> bool {
+        let Some((piece, more)) = pieces.split_first() else {
+            return true;
+        };
+        if first {
+            return text
+                .match_indices(piece)
+                .any(|(i, _)| from(&text[i + piece.len()..], more, false));
+        }
+        // After a placeholder: 1..=60 characters, then the piece.
+        let limit: usize = text.chars().take(61).map(char::len_utf8).sum();
+        (1..=limit).filter(|i| text.is_char_boundary(*i)).any(|i| {
+            !text[..i].contains('`')
+                && text[i..].starts_with(piece)
+                && (piece.is_empty() || from(&text[i + piece.len()..], more, false))
+        })
+    }
+    from(text, &pieces, true)
+}
+
+#[test]
+fn every_next_step_quotes_its_runbooks_fix() {
+    use watchdog::sinks::text::next_step;
+    let mut problems = Vec::new();
+    for kind in Kind::ALL {
+        let page = std::fs::read_to_string(runbook(kind.as_str())).unwrap();
+        let fix = page
+            .split("\n## Fix\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("a Fix section");
+        let fix = fix.split_whitespace().collect::<Vec<_>>().join(" ");
+        let step = next_step(kind);
+        let spans = code_spans(step);
+        if spans.is_empty() {
+            problems.push(format!("{kind:?}: the next step quotes no command"));
+        }
+        for span in spans {
+            if !matches_with_placeholders(&fix, &span) {
+                problems.push(format!(
+                    "{}: `{span}` is not in the runbook's Fix section",
+                    kind.as_str()
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn placeholders_match_only_what_they_stand_for() {
+    let fix = "run `bridge fdb replace 02:fa:00:00:00:02 dev flannel.1 dst <right address> self permanent`";
+    assert!(matches_with_placeholders(
+        fix,
+        "bridge fdb replace <MAC> dev <dev> dst <right address> self permanent"
+    ));
+    assert!(matches_with_placeholders(fix, "bridge fdb replace <MAC>"));
+    assert!(!matches_with_placeholders(
+        fix,
+        "bridge fdb append <MAC> dev <dev>"
+    ));
+    assert!(!matches_with_placeholders(
+        fix,
+        "bridge fdb replace <MAC> dev <dev> dst <x> self temp"
+    ));
+    assert!(!matches_with_placeholders(
+        "`ip route del`",
+        "ip route del <route>"
+    ));
+}
+
+#[test]
+fn check_blocks_link_runbooks_that_exist() {
+    use watchdog::{
+        config::AlertsConfig,
+        findings::{Candidate, Finding, Report, Severity},
+        sinks::text::{Style, render},
+    };
+    let findings = Kind::ALL
+        .iter()
+        .map(|kind| Finding {
+            candidate: Candidate::new(*kind, "subject", Severity::Warning),
+            first_seen: std::time::SystemTime::now(),
+            last_seen: std::time::SystemTime::now(),
+        })
+        .collect();
+    let style = Style {
+        colour: false,
+        runbook_base: AlertsConfig::default().runbook_base(),
+    };
+    let text = render(&Report::new("node-a", findings), &style);
+    let urls: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("runbook"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(urls.len(), Kind::ALL.len(), "{text}");
+    for url in urls {
+        resolve_repository_url(url).unwrap();
+    }
+}

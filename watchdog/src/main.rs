@@ -9,7 +9,8 @@ use watchdog::commands;
 /// Node-local eBPF network watchdog: counts the packets the kernel drops, by the kernel's
 /// own reason, and serves them to Prometheus.
 ///
-/// Logging is controlled by RUST_LOG (default `info`), e.g. RUST_LOG=watchdog=debug.
+/// Logging is controlled by RUST_LOG (default `info`; `warn` for `check` without -v),
+/// e.g. RUST_LOG=watchdog=debug.
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -40,7 +41,8 @@ enum Command {
     /// Exit code 0: no findings; 1: findings; 2: the audit could not run. Silence-based
     /// findings (a destination that never answers) need traffic during the whole window.
     Check {
-        /// Configuration file (as for `run`); only the probe and detector settings matter.
+        /// Configuration file (as for `run`); only the probe and detector settings and
+        /// `alerts.runbook_base_url` matter.
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
         /// How long to observe, e.g. 5s, 30s, 1m (1s to 24h).
@@ -49,6 +51,9 @@ enum Command {
         /// Print the report as JSON (schema `watchdog.findings/v1`, as /api/v1/findings).
         #[arg(long)]
         json: bool,
+        /// Log at `info` (default: warnings and errors only) unless RUST_LOG says otherwise.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Show or check configuration.
     #[command(subcommand)]
@@ -88,13 +93,15 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let quiet = matches!(cli.command, Command::Check { verbose: false, .. });
+    init_logging(if quiet { "warn" } else { "info" });
     match cli.command {
         Command::Run { config, listen } => commands::daemon::main(config, listen),
         Command::Check {
             config,
             window,
             json,
+            verbose: _,
         } => commands::check::main(config, window, json),
         Command::Config(ConfigCommand::Default) => commands::config::default(),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
@@ -102,12 +109,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr, filtered by RUST_LOG, else at `default`; coloured like any output.
+fn init_logging(default: &str) {
     use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(commands::colour(std::io::IsTerminal::is_terminal(
+            &std::io::stderr(),
+        )))
         .with_writer(std::io::stderr)
         .init();
 }

@@ -2,6 +2,7 @@
 //! observation window of the kernel counters, judged once (no hysteresis).
 
 use std::{
+    io::IsTerminal as _,
     path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant, SystemTime},
@@ -14,32 +15,44 @@ use crate::{
     findings::{Finding, Report},
     model::probe::ProbeBook,
     pipeline,
+    sinks::text,
     sources::{Sources, desired::DesiredError, kernel::procfs},
 };
 
 /// How long `check` waits for the desired state's first full list.
 const DESIRED_WAIT: Duration = Duration::from_secs(10);
 
-/// `watchdog check`: exit 0 clean, 1 findings, 2 error.
+/// `watchdog check`: exit 0 clean, 1 findings, 2 error. The report goes to stdout (text,
+/// or JSON with `json`); the progress line to stderr, only when it is a terminal.
 pub fn main(config: Option<PathBuf>, window: Duration, json: bool) -> ExitCode {
-    let run = || -> anyhow::Result<Report> {
+    let run = || -> anyhow::Result<(Report, String)> {
         let config = Config::load(config.as_deref())?;
         let runtime = super::runtime()?;
+        let progress = std::io::stderr().is_terminal();
         let report = runtime.block_on(audit(&config, window, |left| {
-            eprint!("\robserving traffic: {}s left ", left.as_secs_f64().ceil());
-        }))?;
-        eprintln!();
-        Ok(report)
+            if progress {
+                eprint!("\robserving traffic: {}s left ", left.as_secs_f64().ceil());
+            }
+        }));
+        if progress {
+            // Clear the progress line.
+            eprint!("\r\x1b[2K");
+        }
+        Ok((report?, config.alerts.runbook_base()))
     };
     match run() {
-        Ok(report) => {
+        Ok((report, runbook_base)) => {
             if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&report).expect("a report serializes")
                 );
             } else {
-                print!("{}", table(&report));
+                let style = text::Style {
+                    colour: super::colour(std::io::stdout().is_terminal()),
+                    runbook_base,
+                };
+                print!("{}", text::render(&report, &style));
             }
             if report.findings.is_empty() {
                 ExitCode::SUCCESS
@@ -123,9 +136,11 @@ pub async fn audit(
     }
     let last = pipeline::sample(own_netns, reading);
     let mirror = sources.mirror().expect("failures() checked the mirror");
+    // `recent` is the first sample too, a whole window ago: VTEPs are judged silent over
+    // the window, and their evidence says so.
     let settings = DetectConfig {
         window,
-        vtep_window: window.min(config.detect.vtep_window),
+        vtep_window: window,
         ..config.detect.clone()
     };
     // Silence is only a suspicion: probe the suspects once, then judge with the results.
@@ -196,37 +211,6 @@ pub enum CheckError {
     #[error("cannot audit this host: {0}")]
     Incomplete(String),
 }
-
-/// The report as a table for people.
-pub fn table(report: &Report) -> String {
-    if report.findings.is_empty() {
-        return format!("{}: no findings\n", report.node);
-    }
-    let mut text = format!(
-        "{}: {} finding(s)\n\n{:<9} {:<24} SUBJECT\n",
-        report.node,
-        report.findings.len(),
-        "SEVERITY",
-        "KIND"
-    );
-    for finding in &report.findings {
-        let candidate = &finding.candidate;
-        text.push_str(&format!(
-            "{:<9} {:<24} {}\n",
-            candidate.severity.as_str(),
-            candidate.kind.as_str(),
-            candidate.subject
-        ));
-        for evidence in &candidate.evidence {
-            text.push_str(&format!(
-                "{:<35}{}: {}\n",
-                "", evidence.name, evidence.value
-            ));
-        }
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,6 +71,16 @@ fn chain(err: &anyhow::Error) -> String {
     text
 }
 
+/// Whether to colour a stream: only a terminal, and never when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+pub fn colour(is_terminal: bool) -> bool {
+    colour_with(is_terminal, std::env::var_os("NO_COLOR").as_deref())
+}
+
+fn colour_with(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it where we may.
 fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
@@ -105,5 +115,14 @@ mod tests {
         // Context that does not repeat its cause keeps it.
         let err = anyhow::Error::from(io()).context("cannot start");
         assert_eq!(chain(&err), "cannot start: entity not found");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_with(true, None));
+        assert!(colour_with(true, Some(OsStr::new(""))));
+        assert!(!colour_with(true, Some(OsStr::new("1"))));
+        assert!(!colour_with(false, None));
     }
 }

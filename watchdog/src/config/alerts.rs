@@ -20,6 +20,8 @@ pub struct AlertsConfig {
     pub group_window: Duration,
     /// `generatorURL` of Alertmanager alerts; empty: `http://<listen>/api/v1/findings`.
     pub generator_url: String,
+    /// Where the runbooks are (`<base><kind>.md`); empty: [`DEFAULT_RUNBOOK_BASE_URL`].
+    pub runbook_base_url: String,
     /// Where alerts go; empty: nowhere.
     pub sinks: Vec<SinkConfig>,
 }
@@ -31,10 +33,16 @@ impl Default for AlertsConfig {
             repeat_interval: Duration::from_secs(3600),
             group_window: Duration::ZERO,
             generator_url: String::new(),
+            runbook_base_url: String::new(),
             sinks: Vec::new(),
         }
     }
 }
+
+/// The runbooks in the published repository (the workspace's `repository` in Cargo.toml):
+/// `alerts.runbook_base_url` when it is empty.
+pub const DEFAULT_RUNBOOK_BASE_URL: &str =
+    concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/runbooks/");
 
 /// What a sink speaks.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -172,6 +180,19 @@ pub fn error(field: impl Into<String>, problem: impl Into<String>) -> AlertsConf
 }
 
 impl AlertsConfig {
+    /// Where the runbooks are, ending in `/`: `alerts.runbook_base_url`, else
+    /// [`DEFAULT_RUNBOOK_BASE_URL`]. A kind's runbook is `<base><kind>.md`.
+    pub fn runbook_base(&self) -> String {
+        let base = self.runbook_base_url.trim();
+        if base.is_empty() {
+            DEFAULT_RUNBOOK_BASE_URL.to_owned()
+        } else if base.ends_with('/') {
+            base.to_owned()
+        } else {
+            format!("{base}/")
+        }
+    }
+
     /// Checks what can be checked without reading files or the environment.
     pub fn validate(&self) -> Result<(), AlertsConfigError> {
         if self.repeat_interval < Duration::from_secs(1) {
@@ -191,6 +212,9 @@ impl AlertsConfig {
         }
         if !self.generator_url.is_empty() {
             parse_url("alerts.generator_url", &self.generator_url)?;
+        }
+        if !self.runbook_base_url.is_empty() {
+            parse_url("alerts.runbook_base_url", &self.runbook_base_url)?;
         }
         for (i, sink) in self.sinks.iter().enumerate() {
             let field = |key: &str| format!("alerts.sinks[{i}].{key}");

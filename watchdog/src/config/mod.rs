@@ -524,6 +524,31 @@ mod tests {
     }
 
     #[test]
+    fn runbook_base_url_defaults_to_the_repository_and_must_be_a_url() {
+        let default = Config::default().alerts.runbook_base();
+        assert_eq!(
+            default,
+            concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/runbooks/")
+        );
+        let config = parse(
+            "a.toml",
+            "[alerts]\nrunbook_base_url = \"https://wiki.example/runbooks\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.alerts.runbook_base(),
+            "https://wiki.example/runbooks/"
+        );
+        let err = parse("a.toml", "[alerts]\nrunbook_base_url = \"docs/runbooks\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("alerts.runbook_base_url: `docs/…` is not an http(s) URL"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn alert_sinks_parse_and_errors_name_the_field() {
         let config = parse(
             "a.toml",

@@ -2,7 +2,7 @@
 //!
 //! Labels (the alert's identity in Alertmanager): `alertname` (`Watchdog` + the kind in
 //! CamelCase, e.g. `WatchdogVtepCollapse`), `node`, `kind`, `subject`, `severity`.
-//! Annotations: `summary`, `evidence` (and `action`, `outcome` for repairs).
+//! Annotations: `summary`, `evidence`, `runbook_url` (and `action`, `outcome` for repairs).
 //! A firing alert's `endsAt` is now + 3 × `repeat_interval`: the watchdog re-posts it every
 //! `repeat_interval` while the finding is active, so Alertmanager resolves it on its own
 //! if the watchdog dies. A resolved alert's `endsAt` is when it cleared.
@@ -76,6 +76,7 @@ pub fn body(ctx: &Context<'_>, alerts: &[Alert]) -> Vec<u8> {
             };
             annotations.insert("summary", summary);
             annotations.insert("evidence", alert.evidence_text());
+            annotations.insert("runbook_url", ctx.runbook_url(alert));
             if let Some(action) = &alert.action {
                 annotations.insert("action", action.clone());
             }
@@ -134,6 +135,10 @@ mod tests {
         assert_eq!(
             firing["annotations"]["evidence"],
             "fdb_entries=0; remote_routes=2"
+        );
+        assert_eq!(
+            firing["annotations"]["runbook_url"],
+            "https://example.com/runbooks/vtep_collapse.md"
         );
         assert_eq!(firing["startsAt"], "1970-01-01T00:00:10.000Z");
         // now (100s) + 3 × repeat_interval (60s).

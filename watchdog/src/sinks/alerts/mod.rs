@@ -43,6 +43,8 @@ pub struct Context<'a> {
     pub node: &'a str,
     /// `generatorURL` for Alertmanager.
     pub generator_url: &'a str,
+    /// Where the runbooks are, ending in `/` (`alerts.runbook_base_url`).
+    pub runbook_base: &'a str,
     /// How often a firing alert is re-sent.
     pub repeat_interval: Duration,
     /// The time of sending.
@@ -56,6 +58,8 @@ pub struct ContextOwned {
     pub node: String,
     /// `generatorURL` for Alertmanager.
     pub generator_url: String,
+    /// Where the runbooks are, ending in `/`.
+    pub runbook_base: String,
     /// How often a firing alert is re-sent.
     pub repeat_interval: Duration,
 }
@@ -66,9 +70,21 @@ impl ContextOwned {
         Context {
             node: &self.node,
             generator_url: &self.generator_url,
+            runbook_base: &self.runbook_base,
             repeat_interval: self.repeat_interval,
             now,
         }
+    }
+}
+
+impl Context<'_> {
+    /// The `runbook_url` of an alert: the page for its state and kind under the base.
+    pub fn runbook_url(&self, alert: &Alert) -> String {
+        format!(
+            "{}{}",
+            self.runbook_base,
+            crate::sinks::runbook::page(alert.state.as_str(), &alert.kind)
+        )
     }
 }
 
@@ -159,6 +175,7 @@ impl Alerts {
         let ctx = ContextOwned {
             node: node.to_owned(),
             generator_url,
+            runbook_base: config.runbook_base(),
             repeat_interval: config.repeat_interval,
         };
         let handles = sinks
@@ -300,6 +317,7 @@ pub async fn send_test(
     let ctx = ContextOwned {
         node: node.to_owned(),
         generator_url,
+        runbook_base: config.runbook_base(),
         repeat_interval: config.repeat_interval,
     };
     let alert = Alert::test(node, SystemTime::now());
@@ -328,6 +346,7 @@ pub(crate) mod tests {
         Context {
             node: "node-a",
             generator_url: "http://127.0.0.1:9477/api/v1/findings",
+            runbook_base: "https://example.com/runbooks/",
             repeat_interval: Duration::from_secs(60),
             now: at(100),
         }

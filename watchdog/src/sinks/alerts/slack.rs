@@ -6,7 +6,8 @@ use super::{
     event::{Alert, State},
 };
 
-/// The message text for a batch: one line per alert, evidence indented under it.
+/// The message text for a batch: one line per alert, its evidence and runbook indented
+/// under it.
 pub fn text(ctx: &Context<'_>, alerts: &[Alert]) -> String {
     let mut lines = Vec::new();
     for alert in alerts {
@@ -39,6 +40,7 @@ pub fn text(ctx: &Context<'_>, alerts: &[Alert]) -> String {
         if alert.state != State::Test && !alert.evidence.is_empty() {
             lines.push(format!("    evidence: {}", alert.evidence_text()));
         }
+        lines.push(format!("    runbook: {}", ctx.runbook_url(alert)));
     }
     lines.join("\n")
 }
@@ -69,13 +71,19 @@ mod tests {
         assert_eq!(
             json["text"],
             "[FIRING] critical vtep_collapse on node-a: `dev flannel.1`\n    \
-             evidence: fdb_entries=0; remote_routes=2\n\
+             evidence: fdb_entries=0; remote_routes=2\n    \
+             runbook: https://example.com/runbooks/vtep_collapse.md\n\
              [RESOLVED] critical vtep_collapse on node-a: `dev flannel.1`\n    \
-             evidence: fdb_entries=0; remote_routes=2"
+             evidence: fdb_entries=0; remote_routes=2\n    \
+             runbook: https://example.com/runbooks/vtep_collapse.md"
         );
         let test = text(&ctx, &[Alert::test("node-a", ctx.now)]);
         assert!(
             test.starts_with("[TEST] watchdog alert test from node-a"),
+            "{test}"
+        );
+        assert!(
+            test.ends_with("\n    runbook: https://example.com/runbooks/watchdog.md#watchdogtest"),
             "{test}"
         );
     }

@@ -19,7 +19,16 @@ struct Payload<'a> {
     sent_at: String,
     /// True when every alert is a `watchdog alert test` alert.
     test: bool,
-    alerts: &'a [Alert],
+    alerts: Vec<Entry<'a>>,
+}
+
+/// An alert as the payload carries it: its fields, then `runbook_url`.
+#[derive(Serialize)]
+struct Entry<'a> {
+    #[serde(flatten)]
+    alert: &'a Alert,
+    /// The runbook page for the alert (`alerts.runbook_base_url` + page).
+    runbook_url: String,
 }
 
 /// The JSON body for a batch.
@@ -29,7 +38,13 @@ pub fn body(ctx: &Context<'_>, alerts: &[Alert]) -> Vec<u8> {
         node: ctx.node,
         sent_at: crate::findings::rfc3339::format(ctx.now),
         test: !alerts.is_empty() && alerts.iter().all(|a| a.state == super::event::State::Test),
-        alerts,
+        alerts: alerts
+            .iter()
+            .map(|alert| Entry {
+                alert,
+                runbook_url: ctx.runbook_url(alert),
+            })
+            .collect(),
     };
     serde_json::to_vec(&payload).expect("a payload serializes")
 }
@@ -84,6 +99,10 @@ mod tests {
         assert_eq!(first["first_seen"], "1970-01-01T00:00:10.000Z");
         assert_eq!(first["last_seen"], "1970-01-01T00:00:20.000Z");
         assert_eq!(first["repeat"], false);
+        assert_eq!(
+            first["runbook_url"],
+            "https://example.com/runbooks/vtep_collapse.md"
+        );
         assert!(first.get("resolved_at").is_none());
         assert!(first.get("action").is_none());
         assert_eq!(json["alerts"][1]["state"], "resolved");
@@ -101,6 +120,10 @@ mod tests {
         assert_eq!(
             json["alerts"][0]["subject"],
             "watchdog alert test from node-a"
+        );
+        assert_eq!(
+            json["alerts"][0]["runbook_url"],
+            "https://example.com/runbooks/watchdog.md#watchdogtest"
         );
     }
 
@@ -135,6 +158,10 @@ mod tests {
             "bridge fdb replace 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.12"
         );
         assert_eq!(repair["outcome"], "applied");
+        assert_eq!(
+            repair["runbook_url"],
+            "https://example.com/runbooks/stale_fdb.md#fix"
+        );
         assert_eq!(json["alerts"][1]["state"], "rollback");
         assert_eq!(json["alerts"][1]["outcome"], "failed: EPERM");
     }
