@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod desired;
 pub mod detect;
+pub mod repair;
 
 use std::{
     net::SocketAddr,
@@ -49,6 +50,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Where the cluster's desired state of the overlay comes from.
     pub desired: desired::DesiredConfig,
+    /// Whether and how the overlay is repaired.
+    pub repair: repair::RepairConfig,
 }
 
 /// Settings of the per-peer traffic probe (TC programs).
@@ -140,6 +143,14 @@ pub enum ConfigError {
         /// What is wrong.
         source: desired::DesiredConfigError,
     },
+    /// A `[repair]` setting is wrong (the message names the key).
+    #[error("config file {path}: {source}")]
+    Repair {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: repair::RepairConfigError,
+    },
     /// A value parses but is out of range.
     #[error("config file {path}: `{field}` {problem}")]
     Invalid {
@@ -166,6 +177,7 @@ impl Default for Config {
             detect: DetectConfig::default(),
             alerts: AlertsConfig::default(),
             desired: desired::DesiredConfig::default(),
+            repair: repair::RepairConfig::default(),
         }
     }
 }
@@ -277,6 +289,12 @@ impl Config {
         self.desired
             .validate()
             .map_err(|source| ConfigError::Desired {
+                path: path.to_owned(),
+                source,
+            })?;
+        self.repair
+            .validate()
+            .map_err(|source| ConfigError::Repair {
                 path: path.to_owned(),
                 source,
             })?;
