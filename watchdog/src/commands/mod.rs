@@ -6,6 +6,7 @@ pub mod alert;
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod repair;
 
 use std::process::ExitCode;
 

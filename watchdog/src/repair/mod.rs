@@ -5,6 +5,7 @@
 //! verify → roll back, cycle by cycle), and `event` (what the sinks are told).
 
 pub mod event;
+pub mod execute;
 pub mod journal;
 pub mod object;
 pub mod plan;

@@ -344,6 +344,12 @@ async fn follow(
     }
 }
 
+/// One fresh read of the namespace's state by netlink dumps, without following changes
+/// (one-shot commands, and repair's verification re-reads).
+pub async fn read_once() -> Result<Snapshot, MirrorError> {
+    dump_all().await
+}
+
 /// Dumps everything into a fresh snapshot, retrying when a dump was interrupted. Each
 /// load uses its own connection, closed afterwards: a connection's queues grow to the
 /// size of the largest dump and never shrink.
