@@ -60,6 +60,11 @@ pub fn underlay_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 77, 10 + index_octet(i))
 }
 
+/// Node `i`'s Kubernetes Node name in [`Lab::node_list`], `lab-node-i`.
+pub fn node_name(i: usize) -> String {
+    format!("lab-node-{}", index_octet(i))
+}
+
 /// Node `i`'s VTEP MAC, `02:fa:00:00:00:0i`.
 pub fn vtep_mac(i: usize) -> String {
     format!("02:fa:00:00:00:{:02x}", index_octet(i))
@@ -183,6 +188,37 @@ impl Lab {
     /// The namespace holding the underlay bridge `br-ul` (ports `n0`, `n1`, …).
     pub fn underlay(&self) -> &NetNs {
         &self.underlay
+    }
+
+    /// The lab as Flannel's Kubernetes Nodes describe it: a `NodeList` (as
+    /// `kubectl get nodes -o json` prints it) with node `i` named [`node_name`]`(i)`,
+    /// its VTEP MAC and VNI 1 in `backend-data`, its underlay address as `public-ip` and
+    /// `InternalIP`, and its pod CIDR. Removed nodes are left out.
+    pub fn node_list(&self) -> serde_json::Value {
+        let items: Vec<serde_json::Value> = (0..self.size())
+            .filter(|&i| !self.is_removed(i))
+            .map(|i| {
+                serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": node_name(i),
+                        "annotations": {
+                            "flannel.alpha.coreos.com/backend-data":
+                                format!("{{\"VNI\":1,\"VtepMAC\":\"{}\"}}", vtep_mac(i)),
+                            "flannel.alpha.coreos.com/backend-type": "vxlan",
+                            "flannel.alpha.coreos.com/kube-subnet-manager": "true",
+                            "flannel.alpha.coreos.com/public-ip": underlay_ip(i).to_string(),
+                        },
+                    },
+                    "spec": { "podCIDR": pod_cidr(i), "podCIDRs": [pod_cidr(i)] },
+                    "status": {
+                        "addresses": [{ "type": "InternalIP", "address": underlay_ip(i).to_string() }],
+                    },
+                })
+            })
+            .collect();
+        serde_json::json!({ "apiVersion": "v1", "kind": "NodeList", "items": items })
     }
 
     /// Names of every namespace the lab currently owns (underlay, nodes, pods).
