@@ -38,11 +38,12 @@ use netlink_packet_route::{
 use tokio::task::JoinHandle;
 
 use super::{
+    event::{RepairEvent, RepairOutcome, RepairReport},
     journal::{Journal, JournalError, Origin, Outcome as Verdict},
     object::{Fdb, Neigh, Object, RouteObj, current},
     plan::{Action, Op},
 };
-use crate::{config::repair::Mode, model::net::Snapshot};
+use crate::{config::repair::Mode, findings::Evidence, model::net::Snapshot};
 
 /// Why the executor could not work at all (single operations fail into the report).
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +90,8 @@ pub enum Done {
 }
 
 impl Done {
-    /// `dry_run`, `applied`, `rolled_back`, `refused`-free outcome names for metrics.
+    /// The outcome as `watchdog_repairs_total` will name it: `dry_run`, `applied`,
+    /// `rolled_back` or `failed`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Done::DryRun => "dry_run",
@@ -109,6 +111,52 @@ pub struct Report {
     pub id: Option<u64>,
     /// How it went.
     pub done: Done,
+}
+
+impl Report {
+    /// The event the sinks are told: a verified change is a `repair` (applied), a dry run
+    /// a `repair` (dry_run), a rolled-back change a `rollback` with the reason, anything
+    /// else a `repair` that failed.
+    pub fn event(&self, at: SystemTime) -> RepairEvent {
+        let mut evidence = vec![
+            Evidence {
+                name: "why".into(),
+                value: self.op.why.clone(),
+            },
+            Evidence {
+                name: "undo".into(),
+                value: self.op.inverse().command(),
+            },
+        ];
+        if let Some(id) = self.id {
+            evidence.push(Evidence {
+                name: "journal_id".into(),
+                value: id.to_string(),
+            });
+        }
+        let report = |outcome, evidence| RepairReport {
+            kind: self.op.finding_kind,
+            subject: self.op.finding_subject.clone(),
+            action: self.op.command(),
+            outcome,
+            evidence,
+            at,
+        };
+        match &self.done {
+            Done::DryRun => RepairEvent::Repair(report(RepairOutcome::DryRun, evidence)),
+            Done::Verified => RepairEvent::Repair(report(RepairOutcome::Applied, evidence)),
+            Done::RolledBack(why) => {
+                evidence.push(Evidence {
+                    name: "rollback_reason".into(),
+                    value: why.clone(),
+                });
+                RepairEvent::Rollback(report(RepairOutcome::Applied, evidence))
+            }
+            Done::NotApplied(why) | Done::Failed(why) => {
+                RepairEvent::Repair(report(RepairOutcome::Failed(why.clone()), evidence))
+            }
+        }
+    }
 }
 
 /// The netlink side: sends an [`Op`]'s message and waits for the kernel's answer.
@@ -566,5 +614,85 @@ where
 
     async fn evidence(&mut self, op: &Op, net: &Snapshot) -> Option<String> {
         (self.evidence)(op, net)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        findings::Kind,
+        model::desired::Mac,
+        repair::object::{Fdb, Object},
+    };
+
+    fn fdb(dst: &str) -> Object {
+        Object::Fdb(Fdb {
+            dev: "flannel.1".into(),
+            ifindex: 3,
+            mac: Mac::parse("02:fa:00:00:00:01").unwrap(),
+            dst: Some(dst.parse().unwrap()),
+            vni: None,
+            port: None,
+            state: 0x80,
+        })
+    }
+
+    fn report(done: Done) -> Report {
+        Report {
+            op: Op::between(
+                Some(fdb("192.168.77.99")),
+                Some(fdb("192.168.77.11")),
+                "b",
+                (
+                    Kind::OverlayDrift,
+                    "fdb 02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.99",
+                ),
+                "wrong dst".into(),
+            ),
+            id: Some(7),
+            done,
+        }
+    }
+
+    #[test]
+    fn reports_become_repair_and_rollback_events() {
+        let at = SystemTime::UNIX_EPOCH;
+        let RepairEvent::Repair(r) = report(Done::Verified).event(at) else {
+            panic!("a verified change is a repair")
+        };
+        assert_eq!(r.outcome, RepairOutcome::Applied);
+        assert_eq!(
+            r.action,
+            "bridge fdb replace 02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.11 self permanent"
+        );
+        assert!(
+            r.evidence
+                .iter()
+                .any(|e| e.name == "undo" && e.value.ends_with("dst 192.168.77.99 self permanent"))
+        );
+        assert!(
+            r.evidence
+                .iter()
+                .any(|e| e.name == "journal_id" && e.value == "7")
+        );
+        let RepairEvent::Repair(r) = report(Done::DryRun).event(at) else {
+            panic!("a dry run is a repair")
+        };
+        assert_eq!(r.outcome, RepairOutcome::DryRun);
+        let RepairEvent::Rollback(r) = report(Done::RolledBack("no answer".into())).event(at)
+        else {
+            panic!("a rolled-back change is a rollback")
+        };
+        assert!(
+            r.evidence
+                .iter()
+                .any(|e| e.name == "rollback_reason" && e.value == "no answer")
+        );
+        let RepairEvent::Repair(r) = report(Done::Failed("EPERM".into())).event(at) else {
+            panic!("a failed change is a repair")
+        };
+        assert_eq!(r.outcome, RepairOutcome::Failed("EPERM".into()));
+        assert_eq!(Done::RolledBack(String::new()).as_str(), "rolled_back");
     }
 }
