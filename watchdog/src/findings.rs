@@ -6,10 +6,10 @@
 
 use std::{collections::BTreeMap, time::SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What is wrong.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// A route's gateway does not answer ARP/NDP (FAILED, or NEIGH_FAILED drops).
@@ -37,11 +37,16 @@ pub enum Kind {
     /// A Node's Flannel annotations are wrong: a dead or unusable address, a pending
     /// overwrite, a VtepMAC or pod subnet shared with another Node.
     StaleAnnotation,
+    /// Repair refused a plan: it would change too much at once.
+    RepairRefused,
+    /// Something else wrote an object back while (or right after) repair changed it;
+    /// repair stopped touching it.
+    RepairConflict,
 }
 
 impl Kind {
     /// Every kind, for exporting zeros.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::GhostGateway,
         Kind::BlackholedDestination,
         Kind::StaleFdb,
@@ -53,6 +58,8 @@ impl Kind {
         Kind::FailingTcpDestination,
         Kind::OverlayDrift,
         Kind::StaleAnnotation,
+        Kind::RepairRefused,
+        Kind::RepairConflict,
     ];
 
     /// The snake_case name used in metrics and JSON.
@@ -69,6 +76,8 @@ impl Kind {
             Kind::FailingTcpDestination => "failing_tcp_destination",
             Kind::OverlayDrift => "overlay_drift",
             Kind::StaleAnnotation => "stale_annotation",
+            Kind::RepairRefused => "repair_refused",
+            Kind::RepairConflict => "repair_conflict",
         }
     }
 }

@@ -61,6 +61,46 @@ enum Command {
     /// Alert sinks.
     #[command(subcommand)]
     Alert(AlertCommand),
+    /// Repair this node's overlay (FDB entries, neighbours, routes) to what the Nodes say.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+#[derive(Subcommand)]
+enum RepairCommand {
+    /// Print the repair plan: each operation as the `ip`/`bridge` command a person would
+    /// type, with its inverse; nothing is changed.
+    ///
+    /// Exit code 0: nothing to do; 1: a plan printed; 2: no plan possible or an error.
+    Plan {
+        /// Configuration file (the `[repair]`, `[detect]` and `[desired]` settings).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The desired state: a NodeList (`kubectl get nodes -o json|yaml`); default
+        /// `desired.path` when `[desired] source = "file"`.
+        #[arg(long, value_name = "FILE")]
+        nodes: Option<PathBuf>,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the plan and, with --yes, apply it once: every change journalled, verified,
+    /// and rolled back to the exact before-state when it does not help. Without --yes
+    /// this is a dry run.
+    ///
+    /// Exit code 0: nothing to do or everything verified; 1: refused, rolled back or
+    /// failed; 2: no plan possible or an error. Needs CAP_NET_ADMIN.
+    Apply {
+        /// Configuration file (as for `plan`).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The desired state (as for `plan`).
+        #[arg(long, value_name = "FILE")]
+        nodes: Option<PathBuf>,
+        /// Really change the kernel.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,6 +146,14 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Default) => commands::config::default(),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
         Command::Alert(AlertCommand::Test { config, sink }) => commands::alert::test(config, sink),
+        Command::Repair(RepairCommand::Plan {
+            config,
+            nodes,
+            json,
+        }) => commands::repair::plan_main(config, nodes, json),
+        Command::Repair(RepairCommand::Apply { config, nodes, yes }) => {
+            commands::repair::apply_main(config, nodes, yes)
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod desired;
+pub mod repair;
 
 use std::process::ExitCode;
 

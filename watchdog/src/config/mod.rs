@@ -7,6 +7,7 @@ pub mod desired;
 pub mod detect;
 pub mod prober;
 pub mod read;
+pub mod repair;
 
 use std::{
     net::SocketAddr,
@@ -57,6 +58,8 @@ pub struct Config {
     pub desired: desired::DesiredConfig,
     /// Active probes that confirm a silent peer.
     pub prober: ProberConfig,
+    /// Whether and how the overlay is repaired.
+    pub repair: repair::RepairConfig,
 }
 
 /// Settings of the per-peer traffic probe (TC programs).
@@ -172,6 +175,14 @@ pub enum ConfigError {
         /// What is wrong.
         source: prober::ProberConfigError,
     },
+    /// A `[repair]` setting is wrong (the message names the key).
+    #[error("config file {path}: {source}")]
+    Repair {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: repair::RepairConfigError,
+    },
     /// A value parses but is out of range.
     #[error("config file {path}: `{field}` {problem}")]
     Invalid {
@@ -199,6 +210,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             desired: desired::DesiredConfig::default(),
             prober: ProberConfig::default(),
+            repair: repair::RepairConfig::default(),
         }
     }
 }
@@ -352,6 +364,12 @@ impl Config {
         self.prober
             .validate()
             .map_err(|source| ConfigError::Prober {
+                path: path.to_owned(),
+                source,
+            })?;
+        self.repair
+            .validate()
+            .map_err(|source| ConfigError::Repair {
                 path: path.to_owned(),
                 source,
             })?;

@@ -1,4 +1,11 @@
-//! Repair: planning and executing fixes for findings (issue 11). For now only the event
-//! types the executor will report, so sinks depend on repair and never the other way.
+//! Repair: put the overlay's FDB entries, neighbours and routes back to what the Nodes say
+//! (issue 11). `plan` (pure: findings + mirror + desired state → operations, guards and
+//! the owned set), `object` (the objects as plain data, their commands), `journal` (every
+//! change written before it is made), `execute` (rtnetlink), `engine` (plan → apply →
+//! verify → roll back, cycle by cycle), and `event` (what the sinks are told).
 
 pub mod event;
+pub mod execute;
+pub mod journal;
+pub mod object;
+pub mod plan;

@@ -220,6 +220,8 @@ pub fn words(kind: Kind) -> &'static str {
         Kind::FailingTcpDestination => "TCP connects failing",
         Kind::OverlayDrift => "overlay differs from the Nodes",
         Kind::StaleAnnotation => "wrong Flannel annotation",
+        Kind::RepairRefused => "repair plan refused by its guards",
+        Kind::RepairConflict => "another writer undoes the repair",
     }
 }
 
@@ -271,6 +273,13 @@ pub fn next_step(kind: Kind) -> &'static str {
         Kind::StaleAnnotation => {
             "`kubectl annotate node <node> flannel.alpha.coreos.com/public-ip-overwrite-` \
              (or set it right), then restart flanneld on that node"
+        }
+        Kind::RepairRefused => {
+            "read the plan (`watchdog repair plan`); if its targets are right, restart \
+             flanneld on this node or apply it once with `watchdog repair apply --yes`"
+        }
+        Kind::RepairConflict => {
+            "find the other writer (`ip -ts monitor`) and decide which one is right"
         }
     }
 }

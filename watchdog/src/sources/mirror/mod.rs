@@ -405,7 +405,7 @@ async fn reload(shared: &Shared) -> Snapshot {
 
 /// Loads the current state of the calling thread's network namespace once, without
 /// following it: what [`Mirror::start`] loads first (tests compare a long-running mirror
-/// with it).
+/// with it; repair re-reads with it to verify).
 pub async fn dump() -> Result<Snapshot, MirrorError> {
     dump_all().await
 }

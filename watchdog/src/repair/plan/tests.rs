@@ -1,0 +1,1151 @@
+//! The planner on hand-built snapshots and Nodes, and "never plans outside the owned set"
+//! as a property over generated snapshots.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use super::*;
+use crate::{
+    config::repair::{Protect, ProtectedPrefix, RepairConfig},
+    findings::{Candidate, Finding, Kind, RouteRef, Severity},
+    model::{
+        desired::{Mac, Model, Node, NodeAddress, PodSubnet, State, Vtep},
+        net::{FdbEntry, Link, NeighState, Neighbour, Route, RouteKind, Snapshot, Update, Vxlan},
+    },
+    repair::object::Object,
+};
+
+const LO: u32 = 1;
+const ETH0: u32 = 2;
+const FLANNEL: u32 = 3;
+const OTHER_VXLAN: u32 = 4;
+const CNI0: u32 = 5;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn mac(j: u8) -> [u8; 6] {
+    [0x02, 0xfa, 0, 0, 0, j]
+}
+
+fn link(index: u32, name: &str) -> Link {
+    Link {
+        index,
+        name: name.into(),
+        kind: None,
+        admin_up: true,
+        oper_up: true,
+        mtu: 1500,
+        master: None,
+        mac: Some([0x0a, 0, 0, 0, 0, index as u8]),
+        vxlan: None,
+    }
+}
+
+fn vxlan(index: u32, name: &str, vni: u32, mac: [u8; 6]) -> Link {
+    Link {
+        kind: Some("vxlan".into()),
+        mac: Some(mac),
+        vxlan: Some(Vxlan {
+            vni,
+            local: Some(ip("192.168.77.10")),
+            port: 8472,
+            underlay: Some(ETH0),
+            learning: false,
+        }),
+        ..link(index, name)
+    }
+}
+
+fn member(j: u8) -> Node {
+    let public = format!("192.168.77.{}", 10 + j);
+    let subnet = PodSubnet::parse(&format!("10.244.{j}.0/24")).unwrap();
+    Node {
+        name: format!("node-{j}"),
+        addresses: vec![NodeAddress {
+            kind: "InternalIP".into(),
+            ip: ip(&public),
+        }],
+        pod_subnet: Some(subnet),
+        public_ip: Some(public.clone()),
+        public_ip_overwrite: None,
+        vtep: Ok(Vtep {
+            subnet,
+            vni: Some(1),
+            mac: Mac(mac(j)),
+            public_ip: public.parse().unwrap(),
+        }),
+    }
+}
+
+fn model(nodes: impl IntoIterator<Item = Node>) -> Model {
+    Model {
+        nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+    }
+}
+
+fn cluster() -> Model {
+    model((0..3).map(member))
+}
+
+fn fdb(j: u8, dst: &str) -> FdbEntry {
+    FdbEntry {
+        ifindex: FLANNEL,
+        mac: mac(j),
+        dst: Some(ip(dst)),
+        vlan: None,
+        vni: None,
+        port: None,
+        state: NeighState::PERMANENT,
+        master: None,
+    }
+}
+
+fn flannel_route(j: u8) -> Route {
+    Route {
+        gateway: Some(ip(&format!("10.244.{j}.0"))),
+        oif: Some(FLANNEL),
+        onlink: true,
+        ..Route::unicast(format!("10.244.{j}.0/24").parse().unwrap())
+    }
+}
+
+fn neighbour(j: u8) -> Neighbour {
+    Neighbour {
+        ifindex: FLANNEL,
+        ip: ip(&format!("10.244.{j}.0")),
+        mac: Some(mac(j)),
+        state: NeighState::PERMANENT,
+    }
+}
+
+/// node-0 as Flannel programs it for `cluster()`, plus objects repair does not own.
+fn node0() -> Snapshot {
+    let mut net = Snapshot::new();
+    net.apply(Update::NewLink(link(LO, "lo")));
+    net.apply(Update::NewLink(link(ETH0, "eth0")));
+    net.apply(Update::NewLink(vxlan(FLANNEL, "flannel.1", 1, mac(0))));
+    net.apply(Update::NewLink(vxlan(
+        OTHER_VXLAN,
+        "vxlan42",
+        42,
+        mac(0x42),
+    )));
+    net.apply(Update::NewLink(link(CNI0, "cni0")));
+    net.apply(Update::NewRoute(Route {
+        oif: Some(CNI0),
+        protocol: 2,
+        scope: 253,
+        ..Route::unicast("10.244.0.0/24".parse().unwrap())
+    }));
+    for j in 1..=2u8 {
+        net.apply(Update::NewRoute(flannel_route(j)));
+        net.apply(Update::NewNeighbour(neighbour(j)));
+        net.apply(Update::NewFdb(fdb(j, &format!("192.168.77.{}", 10 + j))));
+    }
+    net
+}
+
+/// Findings that name every object the planner could touch (and every other one), as
+/// the detectors would after the grace period.
+fn findings_naming_everything(net: &Snapshot, m: &Model) -> Vec<Finding> {
+    let mut subjects = BTreeSet::new();
+    for entry in net.fdb() {
+        let dev = net.link(entry.ifindex).map_or("?", |l| l.name.as_str());
+        subjects.insert(format!("fdb {} dev {dev}", Mac(entry.mac)));
+    }
+    for n in net.neighbours() {
+        let dev = net.link(n.ifindex).map_or("?", |l| l.name.as_str());
+        subjects.insert(format!("neigh {} dev {dev}", n.ip));
+    }
+    for route in net.routes() {
+        subjects.insert(format!("route {}", route.dst));
+    }
+    for (_, vtep) in m.members() {
+        for dev in ["flannel.1", "vxlan42"] {
+            subjects.insert(format!("fdb {} dev {dev} missing", vtep.mac));
+            subjects.insert(format!("neigh {} dev {dev} missing", vtep.subnet.gateway()));
+        }
+        subjects.insert(format!("route {} missing", vtep.subnet));
+    }
+    subjects
+        .into_iter()
+        .map(|s| finding(Kind::OverlayDrift, &s))
+        .collect()
+}
+
+fn finding(kind: Kind, subject: &str) -> Finding {
+    Finding {
+        candidate: Candidate::new(kind, subject, Severity::Critical),
+        first_seen: SystemTime::UNIX_EPOCH,
+        last_seen: SystemTime::UNIX_EPOCH,
+    }
+}
+
+struct World {
+    net: Snapshot,
+    model: Model,
+    findings: Vec<Finding>,
+    settings: RepairConfig,
+    history: History,
+    evidence: Evidence,
+    age: Duration,
+    now: Instant,
+}
+
+impl World {
+    fn new(net: Snapshot) -> Self {
+        let model = cluster();
+        let findings = findings_naming_everything(&net, &model);
+        Self {
+            net,
+            model,
+            findings,
+            settings: RepairConfig::default(),
+            history: History::default(),
+            evidence: Evidence {
+                available: true,
+                answering: BTreeSet::new(),
+            },
+            age: Duration::ZERO,
+            now: Instant::now(),
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        let state = State::Known {
+            model: Arc::new(self.model.clone()),
+            age: self.age,
+        };
+        plan(&Inputs {
+            net: &self.net,
+            desired: &state,
+            own: "node-0",
+            findings: &self.findings,
+            settings: &self.settings,
+            history: &self.history,
+            evidence: &self.evidence,
+            now: self.now,
+        })
+    }
+
+    fn plan(&self) -> Plan {
+        match self.outcome() {
+            Outcome::Planned(plan) => plan,
+            other => panic!("no plan: {other:?}"),
+        }
+    }
+
+    fn refresh_findings(&mut self) {
+        self.findings = findings_naming_everything(&self.net, &self.model);
+    }
+}
+
+fn commands(plan: &Plan) -> Vec<String> {
+    plan.ops.iter().map(Op::command).collect()
+}
+
+/// Applies `op` to a snapshot the way the kernel would.
+fn apply(net: &mut Snapshot, op: &Op) {
+    if let Some(Object::Fdb(f)) = &op.after
+        && f.dst.is_none()
+    {
+        // The model ignores a destination-less notification for an entry that has one
+        // (older kernels' echo): the kernel replaces the entry, so does this.
+        net.apply(Update::DelFdb(f.to_model()));
+    }
+    match (&op.before, &op.after) {
+        (_, Some(Object::Fdb(f))) => net.apply(Update::NewFdb(f.to_model())),
+        (_, Some(Object::Neighbour(n))) => net.apply(Update::NewNeighbour(n.to_model())),
+        (_, Some(Object::Route(r))) => net.apply(Update::NewRoute(r.to_model())),
+        (Some(Object::Fdb(f)), None) => net.apply(Update::DelFdb(f.to_model())),
+        (Some(Object::Neighbour(n)), None) => net.apply(Update::DelNeighbour(n.to_model())),
+        (Some(Object::Route(r)), None) => net.apply(Update::DelRoute(r.to_model())),
+        (None, None) => unreachable!(),
+    }
+}
+
+/// Every route, neighbour and FDB entry, in a stable text form.
+fn dump(net: &Snapshot) -> Vec<String> {
+    let mut out: Vec<String> = net
+        .routes()
+        .map(|r| format!("{r:?}"))
+        .chain(net.neighbours().map(|n| format!("{n:?}")))
+        .chain(net.fdb().map(|f| format!("{f:?}")))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_node_as_flannel_programs_it_needs_nothing() {
+    let world = World::new(node0());
+    let plan = world.plan();
+    assert_eq!(plan.ops, vec![]);
+    assert_eq!(plan.held, vec![]);
+    assert_eq!(plan.refused, None);
+    assert_eq!(plan.expected_objects, 6);
+    assert_eq!(plan.device, "flannel.1");
+}
+
+#[test]
+fn no_plan_without_a_known_non_empty_desired_state() {
+    let mut net = node0();
+    net.apply(Update::DelFdb(fdb(1, "192.168.77.11")));
+    let world = World::new(net);
+    let unknown = State::Unknown {
+        reason: "no full list of Nodes yet".into(),
+    };
+    let outcome = plan(&Inputs {
+        net: &world.net,
+        desired: &unknown,
+        own: "node-0",
+        findings: &world.findings,
+        settings: &world.settings,
+        history: &world.history,
+        evidence: &world.evidence,
+        now: world.now,
+    });
+    assert!(
+        matches!(&outcome, Outcome::NoPlan { reason } if reason.contains("unknown")),
+        "{outcome:?}"
+    );
+    // Only this node, or none at all: empty.
+    for nodes in [model([member(0)]), Model::default()] {
+        let mut world = World::new(world.net.clone());
+        world.model = nodes;
+        assert!(
+            matches!(world.outcome(), Outcome::NoPlan { .. }),
+            "{:?}",
+            world.outcome()
+        );
+    }
+    // This node is not a member.
+    let mut other = World::new(world.net.clone());
+    other.model = model([member(1), member(2)]);
+    match other.outcome() {
+        Outcome::NoPlan { reason } => assert!(reason.contains("node-0"), "{reason}"),
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn no_plan_without_the_vxlan_device_or_with_it_down() {
+    let mut net = node0();
+    net.apply(Update::DelLink(FLANNEL));
+    match World::new(net).outcome() {
+        Outcome::NoPlan { reason } => assert!(reason.contains("does not create"), "{reason}"),
+        o => panic!("{o:?}"),
+    }
+    let mut net = node0();
+    net.apply(Update::NewLink(Link {
+        admin_up: false,
+        ..vxlan(FLANNEL, "flannel.1", 1, mac(0))
+    }));
+    match World::new(net).outcome() {
+        Outcome::NoPlan { reason } => assert!(reason.contains("is down"), "{reason}"),
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn a_repointed_fdb_entry_is_replaced_and_its_inverse_restores_it() {
+    let mut net = node0();
+    let mut ghost = fdb(1, "192.168.77.99");
+    ghost.port = Some(4789);
+    net.apply(Update::NewFdb(ghost.clone()));
+    let world = World::new(net);
+    let plan = world.plan();
+    assert_eq!(
+        commands(&plan),
+        ["bridge fdb replace 02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.11 self permanent"]
+    );
+    let op = &plan.ops[0];
+    assert_eq!(op.action, Action::Replace);
+    assert_eq!(op.node, "node-1");
+    assert_eq!(op.key, "fdb 02:fa:00:00:00:01 dev flannel.1");
+    assert_eq!(op.finding_kind, Kind::OverlayDrift);
+    assert_eq!(
+        op.inverse().command(),
+        "bridge fdb replace 02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.99 port 4789 self \
+         permanent"
+    );
+    let mut after = world.net.clone();
+    apply(&mut after, op);
+    assert_ne!(dump(&after), dump(&world.net));
+    apply(&mut after, &op.inverse());
+    assert_eq!(dump(&after), dump(&world.net));
+}
+
+#[test]
+fn a_flushed_fdb_is_added_back_one_entry_per_node() {
+    let mut net = node0();
+    net.apply(Update::DelFdb(fdb(1, "192.168.77.11")));
+    net.apply(Update::DelFdb(fdb(2, "192.168.77.12")));
+    let mut world = World::new(net);
+    // Named only by vtep_collapse on the device.
+    world.findings = vec![finding(Kind::VtepCollapse, "dev flannel.1")];
+    let plan = world.plan();
+    assert_eq!(
+        commands(&plan),
+        [
+            "bridge fdb add 02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.11 self permanent",
+            "bridge fdb add 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.12 self permanent",
+        ]
+    );
+    assert_eq!(
+        plan.ops[0].inverse().command(),
+        "bridge fdb del 02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.11 self"
+    );
+    assert_eq!(plan.refused, None);
+}
+
+#[test]
+fn a_removed_or_failed_neighbour_is_put_back() {
+    let mut net = node0();
+    net.apply(Update::DelNeighbour(neighbour(1)));
+    net.apply(Update::NewNeighbour(Neighbour {
+        mac: None,
+        state: NeighState::FAILED,
+        ..neighbour(2)
+    }));
+    let plan = World::new(net).plan();
+    assert_eq!(
+        commands(&plan),
+        [
+            "ip neigh add 10.244.1.0 lladdr 02:fa:00:00:00:01 dev flannel.1 nud permanent",
+            "ip neigh replace 10.244.2.0 lladdr 02:fa:00:00:00:02 dev flannel.1 nud permanent",
+        ]
+    );
+    assert_eq!(
+        plan.ops[1].inverse().command(),
+        "ip neigh replace 10.244.2.0 dev flannel.1 nud failed"
+    );
+}
+
+#[test]
+fn a_route_through_a_ghost_gateway_or_a_blackhole_is_replaced_exactly() {
+    let mut net = node0();
+    let ghost = Route {
+        gateway: Some(ip("192.168.77.98")),
+        oif: Some(ETH0),
+        onlink: true,
+        protocol: 4,
+        ..Route::unicast("10.244.1.0/24".parse().unwrap())
+    };
+    net.apply(Update::NewRoute(ghost.clone()));
+    net.apply(Update::NewRoute(Route {
+        kind: RouteKind::Blackhole,
+        ..Route::unicast("10.244.2.0/24".parse().unwrap())
+    }));
+    let mut world = World::new(net);
+    // The ghost gateway finding names the route it carries; the blackhole, overlay_drift.
+    world.findings = vec![
+        Finding {
+            candidate: Candidate {
+                routes: vec![RouteRef {
+                    prefix: "10.244.1.0/24".into(),
+                    gateway: Some("192.168.77.98".into()),
+                    dev: Some("eth0".into()),
+                    table: "main".into(),
+                }],
+                ..Candidate::new(
+                    Kind::GhostGateway,
+                    "gateway 192.168.77.98 dev eth0",
+                    Severity::Critical,
+                )
+            },
+            ..finding(Kind::GhostGateway, "")
+        },
+        finding(
+            Kind::OverlayDrift,
+            "route blackhole 10.244.2.0/24 table main",
+        ),
+    ];
+    let plan = world.plan();
+    assert_eq!(
+        commands(&plan),
+        [
+            "ip route replace 10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink proto boot \
+             table main",
+            "ip route replace 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink proto boot \
+             table main",
+        ]
+    );
+    assert_eq!(plan.ops[0].finding_kind, Kind::GhostGateway);
+    assert_eq!(
+        plan.ops[0].inverse().command(),
+        "ip route replace 10.244.1.0/24 via 192.168.77.98 dev eth0 onlink proto static \
+         table main"
+    );
+    assert_eq!(
+        plan.ops[1].inverse().command(),
+        "ip route replace blackhole 10.244.2.0/24 proto boot table main"
+    );
+    let mut after = world.net.clone();
+    for op in &plan.ops {
+        apply(&mut after, op);
+    }
+    for op in plan.ops.iter().rev() {
+        apply(&mut after, &op.inverse());
+    }
+    assert_eq!(dump(&after), dump(&world.net));
+}
+
+#[test]
+fn a_removed_route_is_added_after_its_fdb_entry_and_neighbour() {
+    let mut net = node0();
+    net.apply(Update::DelRoute(flannel_route(2)));
+    net.apply(Update::DelNeighbour(neighbour(2)));
+    net.apply(Update::DelFdb(fdb(2, "192.168.77.12")));
+    net.apply(Update::DelNeighbour(neighbour(1)));
+    let plan = World::new(net).plan();
+    assert_eq!(
+        commands(&plan),
+        [
+            "ip neigh add 10.244.1.0 lladdr 02:fa:00:00:00:01 dev flannel.1 nud permanent",
+            "bridge fdb add 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.12 self permanent",
+            "ip neigh add 10.244.2.0 lladdr 02:fa:00:00:00:02 dev flannel.1 nud permanent",
+            "ip route add 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink proto boot table main",
+        ]
+    );
+    // 4 of 6 expected objects: over max_fraction (50 %), refused whole.
+    let plan = World::new({
+        let mut net = node0();
+        net.apply(Update::DelRoute(flannel_route(2)));
+        net.apply(Update::DelNeighbour(neighbour(2)));
+        net.apply(Update::DelFdb(fdb(2, "192.168.77.12")));
+        net.apply(Update::DelNeighbour(neighbour(1)));
+        net
+    })
+    .plan();
+    assert!(plan.refused.as_deref().unwrap().contains("max_fraction"));
+}
+
+#[test]
+fn nothing_is_planned_before_a_finding_names_the_object() {
+    let mut net = node0();
+    net.apply(Update::DelFdb(fdb(1, "192.168.77.11")));
+    let mut world = World::new(net);
+    world.findings = vec![finding(
+        Kind::OverlayDrift,
+        "neigh 10.244.7.0 dev flannel.1",
+    )];
+    let plan = world.plan();
+    assert_eq!(plan.ops, vec![]);
+    assert_eq!(plan.held.len(), 1);
+    assert!(
+        plan.held[0].why.contains("no active finding"),
+        "{:?}",
+        plan.held
+    );
+    // Findings that cannot name a kernel object never do.
+    world.findings = vec![
+        finding(
+            Kind::StaleAnnotation,
+            "fdb 02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.11",
+        ),
+        finding(Kind::RepairConflict, "fdb 02:fa:00:00:00:01 dev flannel.1"),
+    ];
+    assert_eq!(world.plan().ops, vec![]);
+}
+
+#[test]
+fn guards_refuse_too_many_operations() {
+    let mut net = node0();
+    net.apply(Update::DelFdb(fdb(1, "192.168.77.11")));
+    net.apply(Update::DelFdb(fdb(2, "192.168.77.12")));
+    let mut world = World::new(net);
+    world.settings.max_ops = 1;
+    let plan = world.plan();
+    assert_eq!(plan.ops.len(), 2);
+    assert_eq!(
+        plan.refused.as_deref(),
+        Some("2 operations, more than repair.max_ops = 1")
+    );
+    let candidate = plan.refused_candidate().unwrap();
+    assert_eq!(candidate.kind, Kind::RepairRefused);
+    assert_eq!(candidate.subject, "repair plan for dev flannel.1");
+    assert_eq!(
+        candidate.evidence("reason"),
+        Some("2 operations, more than repair.max_ops = 1")
+    );
+    world.settings.max_ops = 32;
+    world.settings.max_fraction = 0.3;
+    let plan = world.plan();
+    assert!(
+        plan.refused.as_deref().unwrap().contains("33 % of the 6"),
+        "{:?}",
+        plan.refused
+    );
+    world.settings.max_fraction = 0.5;
+    assert_eq!(world.plan().refused, None);
+    assert_eq!(world.plan().refused_candidate(), None);
+}
+
+#[test]
+fn history_holds_objects_changed_too_often_backing_off_or_in_conflict() {
+    let mut net = node0();
+    net.apply(Update::NewFdb(fdb(1, "192.168.77.99")));
+    let mut world = World::new(net);
+    let key = "fdb 02:fa:00:00:00:01 dev flannel.1";
+    let t0 = world.now;
+    // Changed three times (and rolled back) in the last hour: held.
+    for minutes in [0, 10, 20] {
+        world
+            .history
+            .record_change(key, t0 + Duration::from_secs(minutes * 60));
+    }
+    world.now = t0 + Duration::from_secs(30 * 60);
+    let plan = world.plan();
+    assert_eq!(plan.ops, vec![]);
+    assert!(
+        plan.held[0].why.contains("max_per_hour = 3"),
+        "{:?}",
+        plan.held
+    );
+    // An hour after the first, one slot is free again.
+    world.now = t0 + Duration::from_secs(61 * 60);
+    assert_eq!(world.plan().ops.len(), 1);
+
+    // A rollback backs off: 1 min, then 2 min, …
+    let mut history = History::default();
+    history.record_change(key, t0);
+    history.record_failure(key);
+    world.history = history;
+    world.now = t0 + Duration::from_secs(30);
+    let plan = world.plan();
+    assert!(plan.held[0].why.contains("backing off"), "{:?}", plan.held);
+    world.now = t0 + Duration::from_secs(60);
+    assert_eq!(world.plan().ops.len(), 1);
+    world.history.record_change(key, world.now);
+    world.history.record_failure(key);
+    world.now += Duration::from_secs(90);
+    assert!(world.plan().ops.is_empty());
+    world.now += Duration::from_secs(30);
+    assert_eq!(world.plan().ops.len(), 1);
+    assert_eq!(backoff(1, Duration::from_secs(10)), Duration::from_secs(60));
+    assert_eq!(
+        backoff(3, Duration::from_secs(10)),
+        Duration::from_secs(240)
+    );
+    assert_eq!(
+        backoff(30, Duration::from_secs(10)),
+        Duration::from_secs(3600)
+    );
+    world.history.record_success(key);
+    assert_eq!(world.plan().ops.len(), 1);
+
+    // Being verified, or in conflict with another writer: held.
+    world.history.set_busy(key, true);
+    assert!(world.plan().held[0].why.contains("being verified"));
+    world.history.set_busy(key, false);
+    world
+        .history
+        .record_conflict(key, "flanneld wrote it back".into());
+    assert!(world.plan().held[0].why.contains("flanneld wrote it back"));
+    assert_eq!(world.history.conflicts().count(), 1);
+    world.history.clear_conflict(key);
+    assert_eq!(world.plan().ops.len(), 1);
+}
+
+/// node-0 with node-3's objects still there although node-3 left the cluster.
+fn leftover_world() -> World {
+    let mut net = node0();
+    net.apply(Update::NewRoute(flannel_route(3)));
+    net.apply(Update::NewNeighbour(neighbour(3)));
+    net.apply(Update::NewFdb(fdb(3, "192.168.77.13")));
+    let mut world = World::new(net);
+    world.model = cluster();
+    world.refresh_findings();
+    world
+}
+
+#[test]
+fn leftovers_are_deleted_only_after_two_observations_a_fresh_read_and_silence() {
+    let mut world = leftover_world();
+    let plan = world.plan();
+    assert_eq!(plan.ops, vec![]);
+    assert_eq!(plan.deletable.len(), 3);
+    assert!(
+        plan.held.iter().all(|h| h.why.contains("first seen now")),
+        "{:?}",
+        plan.held
+    );
+    let t0 = world.now;
+    world.history.observe_deletable(&plan.deletable, t0);
+    world.now = t0 + Duration::from_secs(200);
+    assert!(
+        world
+            .plan()
+            .held
+            .iter()
+            .all(|h| h.why.contains("seen for 200s"))
+    );
+    // 5 minutes later, but the desired state was last confirmed before then.
+    world.now = t0 + Duration::from_secs(301);
+    world.age = Duration::from_secs(2);
+    assert!(
+        world
+            .plan()
+            .held
+            .iter()
+            .all(|h| h.why.contains("fresh read")),
+        "{:?}",
+        world.plan().held
+    );
+    world.age = Duration::ZERO;
+    // No traffic evidence at all: nothing is deleted.
+    world.evidence.available = false;
+    assert!(
+        world
+            .plan()
+            .held
+            .iter()
+            .all(|h| h.why.contains("no traffic evidence"))
+    );
+    // Something still answers from node-3's VTEP and pods.
+    world.evidence.available = true;
+    world.evidence.answering = [ip("192.168.77.13"), ip("10.244.3.2")].into();
+    let plan = world.plan();
+    assert_eq!(plan.ops, vec![]);
+    assert!(
+        plan.held.iter().all(|h| h.why.contains("still answers")),
+        "{:?}",
+        plan.held
+    );
+    world.evidence.answering.clear();
+    let plan = world.plan();
+    assert_eq!(
+        commands(&plan),
+        [
+            "ip route del 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink proto boot table main",
+            "ip neigh del 10.244.3.0 dev flannel.1",
+            "bridge fdb del 02:fa:00:00:00:03 dev flannel.1 dst 192.168.77.13 self",
+        ]
+    );
+    assert!(
+        plan.ops
+            .iter()
+            .all(|op| op.action == Action::Delete && op.node == "none")
+    );
+    assert_eq!(
+        plan.ops[2].inverse().command(),
+        "bridge fdb add 02:fa:00:00:00:03 dev flannel.1 dst 192.168.77.13 self permanent"
+    );
+    // A sighting that stops resets the clock.
+    world.history.observe_deletable(&[], world.now);
+    assert_eq!(
+        world
+            .history
+            .deletable_since("neigh 10.244.3.0 dev flannel.1"),
+        None
+    );
+}
+
+#[test]
+fn adds_and_replaces_come_before_deletes() {
+    let mut world = leftover_world();
+    world.net.apply(Update::NewFdb(fdb(1, "192.168.77.99")));
+    world.refresh_findings();
+    let t0 = world.now;
+    world.history.observe_deletable(&world.plan().deletable, t0);
+    world.now = t0 + Duration::from_secs(600);
+    let plan = world.plan();
+    let actions: Vec<Action> = plan.ops.iter().map(|op| op.action).collect();
+    assert_eq!(
+        actions,
+        [
+            Action::Replace,
+            Action::Delete,
+            Action::Delete,
+            Action::Delete
+        ]
+    );
+}
+
+#[test]
+fn protect_shrinks_the_owned_set() {
+    let mut net = node0();
+    net.apply(Update::NewRoute(Route {
+        gateway: Some(ip("192.168.77.98")),
+        oif: Some(ETH0),
+        onlink: true,
+        ..Route::unicast("10.244.1.0/24".parse().unwrap())
+    }));
+    net.apply(Update::NewFdb(fdb(2, "192.168.77.99")));
+    let mut world = World::new(net);
+    assert_eq!(world.plan().ops.len(), 2);
+    world.settings.protect = Protect {
+        devices: vec!["eth0".into()],
+        prefixes: vec![],
+    };
+    assert_eq!(
+        commands(&world.plan()),
+        ["bridge fdb replace 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.12 self permanent"]
+    );
+    world.settings.protect = Protect {
+        devices: vec![],
+        prefixes: vec![ProtectedPrefix("192.168.77.96/28".parse().unwrap())],
+    };
+    assert_eq!(world.plan().ops.len(), 1, "{:?}", commands(&world.plan()));
+    world.settings.protect = Protect {
+        devices: vec![],
+        prefixes: vec![ProtectedPrefix("10.244.0.0/16".parse().unwrap())],
+    };
+    assert_eq!(
+        commands(&world.plan()),
+        ["bridge fdb replace 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.12 self permanent"]
+    );
+    world.settings.protect = Protect {
+        devices: vec!["flannel.1".into()],
+        prefixes: vec![],
+    };
+    assert_eq!(world.plan().ops, vec![]);
+}
+
+#[test]
+fn unowned_objects_are_never_planned_even_when_named() {
+    let mut net = node0();
+    // Another VXLAN device with its own FDB (also for a member's MAC), a static route to
+    // a pod subnet in another table, a blackhole outside the pod subnets, a route with a
+    // foreign protocol outside them, this node's own pod subnet through the VXLAN device,
+    // a more specific blackhole inside a pod subnet, a multicast FDB entry.
+    net.apply(Update::NewFdb(FdbEntry {
+        ifindex: OTHER_VXLAN,
+        ..fdb(1, "10.1.1.1")
+    }));
+    net.apply(Update::NewFdb(FdbEntry {
+        ifindex: OTHER_VXLAN,
+        ..fdb(0x77, "10.1.1.2")
+    }));
+    net.apply(Update::NewRoute(Route {
+        table: 100,
+        gateway: Some(ip("192.168.77.1")),
+        oif: Some(ETH0),
+        protocol: 4,
+        ..Route::unicast("10.244.1.0/24".parse().unwrap())
+    }));
+    net.apply(Update::NewRoute(Route {
+        kind: RouteKind::Blackhole,
+        ..Route::unicast("10.99.0.0/16".parse().unwrap())
+    }));
+    net.apply(Update::NewRoute(Route {
+        gateway: Some(ip("192.168.77.1")),
+        oif: Some(ETH0),
+        protocol: 186,
+        ..Route::unicast("10.98.0.0/24".parse().unwrap())
+    }));
+    net.apply(Update::NewRoute(Route {
+        gateway: Some(ip("10.98.1.0")),
+        oif: Some(FLANNEL),
+        onlink: true,
+        ..Route::unicast("10.98.1.0/22".parse().unwrap())
+    }));
+    net.apply(Update::NewRoute(Route {
+        kind: RouteKind::Blackhole,
+        ..Route::unicast("10.244.2.0/25".parse().unwrap())
+    }));
+    net.apply(Update::NewFdb(FdbEntry {
+        mac: [0x01, 0, 0x5e, 0, 0, 1],
+        ..fdb(0, "239.1.1.1")
+    }));
+    net.apply(Update::NewFdb(FdbEntry {
+        mac: [0; 6],
+        ..fdb(0, "192.168.77.200")
+    }));
+    let mut world = World::new(net);
+    let t0 = world.now;
+    world.history.observe_deletable(&world.plan().deletable, t0);
+    world.now = t0 + Duration::from_secs(3600);
+    let plan = world.plan();
+    assert_eq!(commands(&plan), Vec::<String>::new(), "{:?}", plan.held);
+}
+
+// ------------------------------------------------------------------ the property
+
+/// xorshift64*: a small deterministic generator, so failures reproduce by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+}
+
+const DEVICES: [u32; 5] = [ETH0, FLANNEL, OTHER_VXLAN, CNI0, LO];
+
+fn random_world(rng: &mut Rng) -> World {
+    let mut net = Snapshot::new();
+    net.apply(Update::NewLink(link(LO, "lo")));
+    net.apply(Update::NewLink(link(ETH0, "eth0")));
+    net.apply(Update::NewLink(vxlan(FLANNEL, "flannel.1", 1, mac(0))));
+    net.apply(Update::NewLink(vxlan(
+        OTHER_VXLAN,
+        "vxlan42",
+        42,
+        mac(0x42),
+    )));
+    net.apply(Update::NewLink(link(CNI0, "cni0")));
+    let macs: Vec<[u8; 6]> = (0..8)
+        .map(mac)
+        .chain([
+            [0; 6],
+            [0x01, 0, 0x5e, 0, 0, 1],
+            [0x02, 0xde, 0xad, 0, 0, 0x99],
+        ])
+        .collect();
+    let addrs: Vec<IpAddr> = [
+        "192.168.77.11",
+        "192.168.77.12",
+        "192.168.77.13",
+        "192.168.77.99",
+        "10.244.1.0",
+        "10.244.2.0",
+        "10.244.5.0",
+        "10.244.0.0",
+        "10.244.0.7",
+        "10.98.0.1",
+        "239.1.1.1",
+    ]
+    .iter()
+    .map(|a| ip(a))
+    .collect();
+    let prefixes = [
+        "10.244.0.0/24",
+        "10.244.1.0/24",
+        "10.244.2.0/24",
+        "10.244.3.0/24",
+        "10.244.5.0/24",
+        "10.244.6.0/24",
+        "10.244.0.0/16",
+        "10.244.1.0/25",
+        "0.0.0.0/0",
+        "192.168.77.0/24",
+        "10.98.0.0/24",
+    ];
+    for _ in 0..rng.below(12) {
+        let state = *rng.pick(&[
+            NeighState::PERMANENT,
+            NeighState::REACHABLE,
+            NeighState::NOARP,
+        ]);
+        net.apply(Update::NewFdb(FdbEntry {
+            ifindex: *rng.pick(&[FLANNEL, FLANNEL, OTHER_VXLAN, CNI0]),
+            mac: *rng.pick(&macs),
+            dst: rng.chance(90).then(|| *rng.pick(&addrs)),
+            vlan: rng.chance(10).then_some(5),
+            vni: rng.chance(10).then_some(9),
+            port: None,
+            state,
+            master: rng.chance(10).then_some(CNI0),
+        }));
+    }
+    for _ in 0..rng.below(10) {
+        let state = *rng.pick(&[
+            NeighState::PERMANENT,
+            NeighState::REACHABLE,
+            NeighState::FAILED,
+            NeighState::STALE,
+        ]);
+        net.apply(Update::NewNeighbour(Neighbour {
+            ifindex: *rng.pick(&DEVICES),
+            ip: *rng.pick(&addrs),
+            mac: (state != NeighState::FAILED).then(|| *rng.pick(&macs)),
+            state,
+        }));
+    }
+    for _ in 0..rng.below(14) {
+        let dst: Prefix = rng.pick(&prefixes).parse().unwrap();
+        let kind = *rng.pick(&[RouteKind::Unicast, RouteKind::Unicast, RouteKind::Blackhole]);
+        let unicast = kind == RouteKind::Unicast;
+        let gateway = (unicast && rng.chance(80)).then(|| {
+            if rng.chance(50) {
+                dst.network().addr
+            } else {
+                *rng.pick(&addrs)
+            }
+        });
+        net.apply(Update::NewRoute(Route {
+            table: *rng.pick(&[TABLE_MAIN, TABLE_MAIN, TABLE_MAIN, 100, 255]),
+            kind,
+            gateway,
+            oif: unicast.then(|| *rng.pick(&DEVICES)),
+            onlink: rng.chance(50),
+            priority: *rng.pick(&[0, 0, 100]),
+            protocol: *rng.pick(&[2, 3, 4, 186]),
+            scope: *rng.pick(&[0, 253]),
+            tos: *rng.pick(&[0, 0, 0, 8]),
+            ..Route::unicast(dst)
+        }));
+    }
+    let mut nodes = vec![member(0)];
+    for j in 1..=rng.below(5) as u8 {
+        let mut node = member(j);
+        if rng.chance(20) {
+            node.vtep.as_mut().unwrap().mac = Mac(mac(7));
+        }
+        if rng.chance(20) {
+            node.vtep.as_mut().unwrap().public_ip = Ipv4Addr::new(192, 168, 77, 99);
+        }
+        nodes.push(node);
+    }
+    let mut world = World::new(net);
+    world.model = model(nodes);
+    world.refresh_findings();
+    let mut devices = Vec::new();
+    for name in ["eth0", "flannel.1", "vxlan42"] {
+        if rng.chance(15) {
+            devices.push(name.to_owned());
+        }
+    }
+    let mut prefixes = Vec::new();
+    for p in ["10.244.3.0/24", "192.168.77.12/32", "10.244.1.0/25"] {
+        if rng.chance(15) {
+            prefixes.push(ProtectedPrefix(p.parse().unwrap()));
+        }
+    }
+    world.settings.protect = Protect { prefixes, devices };
+    world.settings.max_ops = 10_000;
+    world.settings.max_fraction = 1.0;
+    // Every leftover seen long ago, nothing answering: deletes are planned too.
+    let t0 = world.now;
+    if let Outcome::Planned(plan) = world.outcome() {
+        world.history.observe_deletable(&plan.deletable, t0);
+    }
+    world.now = t0 + Duration::from_secs(3600);
+    world
+}
+
+/// Everything outside the owned set, as text.
+fn unowned_fingerprint(net: &Snapshot, owned: &Owned<'_>) -> Vec<String> {
+    let mut out: Vec<String> = net
+        .routes()
+        .filter(|r| !owned.route(r))
+        .map(|r| format!("{r:?}"))
+        .chain(
+            net.neighbours()
+                .filter(|n| !owned.neighbour(n))
+                .map(|n| format!("{n:?}")),
+        )
+        .chain(
+            net.fdb()
+                .filter(|f| !owned.fdb(f))
+                .map(|f| format!("{f:?}")),
+        )
+        .chain(net.links().map(|l| format!("{l:?}")))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn never_plans_outside_the_owned_set() {
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut planned = 0;
+    for case in 0..1500 {
+        let world = random_world(&mut rng);
+        let Outcome::Planned(plan) = world.outcome() else {
+            continue;
+        };
+        let expected = expected(&world.model, "node-0");
+        let device = vxlan_device(&world.net, &expected).unwrap();
+        let owned = Owned::new(&world.net, device, &expected, &world.settings.protect);
+        for op in &plan.ops {
+            for object in op.before.iter().chain(op.after.iter()) {
+                assert!(
+                    owned.object(object),
+                    "case {case}: {} touches {} outside the owned set",
+                    op.command(),
+                    object.spec()
+                );
+            }
+            if let Some(before) = &op.before {
+                assert_eq!(
+                    before.in_snapshot(&world.net),
+                    Some(true),
+                    "case {case}: the before-state of {} is not the kernel's",
+                    op.command()
+                );
+            }
+        }
+        planned += plan.ops.len();
+        // Applying the plan changes nothing outside the owned set…
+        let mut after = world.net.clone();
+        for op in &plan.ops {
+            apply(&mut after, op);
+        }
+        assert_eq!(
+            unowned_fingerprint(&after, &owned),
+            unowned_fingerprint(&world.net, &owned),
+            "case {case}: {:?} protect {:?}",
+            commands(&plan),
+            world.settings.protect
+        );
+        // …converges (planned again: nothing left to add or replace)…
+        let mut again = World::new(after.clone());
+        again.model = world.model.clone();
+        again.settings = world.settings.clone();
+        again.refresh_findings();
+        if let Outcome::Planned(second) = again.outcome() {
+            assert!(
+                second.ops.iter().all(|op| op.action == Action::Delete),
+                "case {case}: a second plan: {:?} after {:?}",
+                commands(&second),
+                commands(&plan)
+            );
+        }
+        // …and the inverses, in reverse order, restore every object exactly.
+        for op in plan.ops.iter().rev() {
+            apply(&mut after, &op.inverse());
+        }
+        assert_eq!(dump(&after), dump(&world.net), "case {case}");
+    }
+    assert!(
+        planned > 1000,
+        "the generator rarely makes plans: {planned}"
+    );
+}
+
+#[test]
+fn the_desired_state_is_read_from_an_arc_like_the_daemon_holds_it() {
+    // The daemon keeps the model behind an Arc in the desired snapshot; the planner
+    // borrows it through State.
+    let shared = Arc::new(cluster());
+    let state = State::Known {
+        model: Arc::clone(&shared),
+        age: Duration::from_secs(1),
+    };
+    let world = World::new(node0());
+    let outcome = plan(&Inputs {
+        net: &world.net,
+        desired: &state,
+        own: "node-0",
+        findings: &[],
+        settings: &world.settings,
+        history: &world.history,
+        evidence: &world.evidence,
+        now: world.now,
+    });
+    assert!(matches!(outcome, Outcome::Planned(p) if p.ops.is_empty()));
+}
