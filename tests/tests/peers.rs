@@ -1,6 +1,9 @@
 //! The TC peer probe counts traffic per remote address exactly, follows new interfaces,
 //! and releases the links of interfaces that go (pod churn leaks nothing); its per-CPU
 //! cache keeps totals exact when peers share a cache slot and while it is read.
+//!
+//! The tests that count exactly turn the prober off: it would probe their one-way peers
+//! and its packets would be counted too.
 
 use std::{
     net::{Ipv4Addr, UdpSocket},
@@ -24,7 +27,10 @@ fn counts_packets_and_bytes_per_peer_and_picks_up_new_interfaces() {
     let remote = NetNs::new("wd-peer-remote");
     node.veth_to(&remote, ("wd0", "10.77.0.1/24"), ("wd1", "10.77.0.2/24"));
 
-    let mut daemon = Daemon::start(&node, "[peers]\ninterfaces = [\"wd0\", \"wd9\"]\n");
+    let mut daemon = Daemon::start(
+        &node,
+        "[peers]\ninterfaces = [\"wd0\", \"wd9\"]\n[prober]\nenabled = false\n",
+    );
     daemon.wait_ready();
     // A UDP echo in the remote namespace answers each datagram once.
     let echo: UdpSocket = remote.run(|| UdpSocket::bind("10.77.0.2:7000").unwrap());
@@ -231,7 +237,10 @@ fn totals_stay_exact_across_a_cache_flush() {
         return;
     }
     let lab = SharedSlot::new();
-    let mut daemon = Daemon::start(&lab.node, "[peers]\ninterfaces = [\"ws0\"]\n");
+    let mut daemon = Daemon::start(
+        &lab.node,
+        "[peers]\ninterfaces = [\"ws0\"]\n[prober]\nenabled = false\n",
+    );
     daemon.wait_ready();
     let (a, b) = (lab.a, lab.b);
     let exactly = |what: &str, to: Ipv4Addr, packets: u64| {
@@ -267,7 +276,7 @@ fn alternating_peers_in_one_slot_count_exactly_while_read() {
     // Read as often as the daemon allows, so readings overlap the traffic.
     let mut daemon = Daemon::start(
         &lab.node,
-        "poll_interval = \"100ms\"\n[peers]\ninterfaces = [\"ws0\"]\n",
+        "poll_interval = \"100ms\"\n[peers]\ninterfaces = [\"ws0\"]\n[prober]\nenabled = false\n",
     );
     daemon.wait_ready();
     let (a, b) = (lab.a, lab.b);
@@ -467,7 +476,10 @@ fn reads_headers_directly_on_ethernet_and_ip_devices() {
     let ifindex = |name: &str| node.ip_json(&["link", "show", name])[0]["ifindex"].as_u64();
     let (veth, tun_index) = (ifindex("wl0").expect("wl0"), ifindex("wt0").expect("wt0"));
 
-    let mut daemon = Daemon::start(&node, "[peers]\ninterfaces = [\"wl0\", \"wt0\"]\n");
+    let mut daemon = Daemon::start(
+        &node,
+        "[peers]\ninterfaces = [\"wl0\", \"wt0\"]\n[prober]\nenabled = false\n",
+    );
     daemon.wait_ready();
     // Every datagram is received (no ICMP errors, nor neighbour discovery for them).
     let sinks = [
