@@ -28,6 +28,8 @@ pub struct Sources {
     mirror: Result<(Mirror, tokio::task::JoinHandle<Result<(), MirrorError>>), String>,
     /// The mirror generation the TC attachments were last synced with.
     links_synced: Option<u64>,
+    /// Why the mirror's task ended, once it has (logged when first seen).
+    mirror_stopped: Option<String>,
 }
 
 impl Drop for Sources {
@@ -80,6 +82,7 @@ impl Sources {
             prober: Prober::new(&config.prober),
             mirror,
             links_synced: None,
+            mirror_stopped: None,
         };
         sources.sync_interfaces();
         Ok(sources)
@@ -99,6 +102,7 @@ impl Sources {
     pub fn status(&self) -> SourceStatus {
         let mirror_failure = match &self.mirror {
             Err(why) => Some(why.clone()),
+            Ok(_) if self.mirror_stopped.is_some() => self.mirror_stopped.clone(),
             Ok((_, task)) if task.is_finished() => {
                 Some("network mirror stopped (see the log)".into())
             }
@@ -120,8 +124,31 @@ impl Sources {
     /// Attaches the peer probe to interfaces that appeared and releases those that went
     /// (when the mirror saw a change since the last time), then reads every map.
     pub fn read(&mut self) -> Reading {
+        self.check_mirror();
         self.sync_interfaces();
         self.probes.read()
+    }
+
+    /// Logs, once, why the mirror's task ended (its error would otherwise be lost with the
+    /// task: the snapshot just stops changing) and keeps it for [`Sources::status`].
+    fn check_mirror(&mut self) {
+        if self.mirror_stopped.is_some() {
+            return;
+        }
+        let Ok((_, task)) = &mut self.mirror else {
+            return;
+        };
+        if !task.is_finished() {
+            return;
+        }
+        let why = match futures::FutureExt::now_or_never(task) {
+            None => return,
+            Some(Ok(Ok(()))) => "network mirror stopped".to_owned(),
+            Some(Ok(Err(err))) => format!("network mirror stopped: {err}"),
+            Some(Err(join)) => format!("network mirror stopped: its task {join}"),
+        };
+        tracing::error!("{why}");
+        self.mirror_stopped = Some(why);
     }
 
     /// Syncs the TC attachments with the mirror's links if the mirror changed.

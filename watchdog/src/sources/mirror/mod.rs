@@ -76,6 +76,12 @@ pub enum MirrorError {
          (check that no seccomp profile or LSM policy denies them)"
     )]
     Socket(io::Error),
+    /// No netlink route socket because the process has no file descriptor left.
+    #[error(
+        "cannot open a netlink route socket: out of file descriptors ({0}); raise \
+         RLIMIT_NOFILE (LimitNOFILE= or the container's nofile ulimit)"
+    )]
+    FdLimit(io::Error),
     /// The multicast subscription failed.
     #[error(
         "cannot subscribe to rtnetlink notifications: {0}; the mirror needs to join the \
@@ -414,7 +420,13 @@ pub async fn dump() -> Result<Snapshot, MirrorError> {
 /// load uses its own connection, closed afterwards: a connection's queues grow to the
 /// size of the largest dump and never shrink.
 async fn dump_all() -> Result<Snapshot, MirrorError> {
-    let (connection, mut handle, _) = rtnetlink::new_connection().map_err(MirrorError::Socket)?;
+    let (connection, mut handle, _) = rtnetlink::new_connection().map_err(|err| {
+        if err.raw_os_error() == Some(libc::EMFILE) {
+            MirrorError::FdLimit(err)
+        } else {
+            MirrorError::Socket(err)
+        }
+    })?;
     let _connection = AbortOnDrop(tokio::spawn(connection));
     let handle = &mut handle;
     let mut attempt = 1;

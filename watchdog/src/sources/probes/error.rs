@@ -63,6 +63,16 @@ pub enum ProbeError {
         /// aya's error and its causes, as text.
         detail: String,
     },
+    /// The interface's index could not be looked up before attaching, for another reason
+    /// than the interface being gone (out of file descriptors is [`ProbeError::FdLimit`]).
+    #[error("looking up the index of {interface} failed")]
+    InterfaceIndex {
+        /// The interface.
+        interface: String,
+        /// The error `if_nametoindex` left.
+        #[source]
+        source: std::io::Error,
+    },
     /// The clsact qdisc (kernels before 6.6) could not be added.
     #[error("adding the clsact qdisc to {interface} failed")]
     Clsact {

@@ -122,13 +122,11 @@ impl Attachments {
             .collect();
         for index in fresh {
             let name = watched[&index];
-            // The mirror may lag the kernel: attach only while the name still means this
-            // interface (a deleted one will be announced, a new one attached next time).
-            if name_index(name) != Some(index) {
-                continue;
-            }
-            match attach(ebpf, name) {
-                Ok((egress, ingress)) => {
+            match name_then_attach(ebpf, name, index) {
+                // The mirror lags the kernel: the name no longer means this interface (a
+                // deleted one will be announced, a new one attached next time).
+                Ok(None) => {}
+                Ok(Some((egress, ingress))) => {
                     tracing::info!(interface = %name, "peer traffic probe attached");
                     self.attached.insert(
                         index,
@@ -155,12 +153,49 @@ impl Attachments {
     }
 }
 
-/// The index the kernel gives `name` now (`if_nametoindex`).
-fn name_index(name: &str) -> Option<u32> {
-    let name = std::ffi::CString::new(name).ok()?;
+/// Attaches to `name` if it still is interface `index`; `Ok(None)` when it is not (gone,
+/// or the name now means another interface). A lookup that fails for another reason is an
+/// error, never a silent skip: `if_nametoindex` needs a socket, so with no file descriptor
+/// left it fails too (EMFILE), and the interface would stay unwatched with nothing said.
+fn name_then_attach(
+    ebpf: &mut Ebpf,
+    name: &str,
+    index: u32,
+) -> Result<Option<(SchedClassifierLinkId, SchedClassifierLinkId)>, ProbeError> {
+    match name_index(name) {
+        Ok(Some(now)) if now == index => attach(ebpf, name).map(Some),
+        Ok(_) => Ok(None),
+        Err(source) => Err(match fd_limit_reached() {
+            Some(limit) => ProbeError::FdLimit {
+                program: programs::PEERS_EGRESS,
+                target: format!("{name} (egress)"),
+                limit,
+                detail: format!("looking up the interface index: {source}"),
+            },
+            None => ProbeError::InterfaceIndex {
+                interface: name.to_owned(),
+                source,
+            },
+        }),
+    }
+}
+
+/// The index the kernel gives `name` now (`if_nametoindex`): `Ok(None)` when no interface
+/// has that name (ENODEV, or a name no interface can have), the error otherwise.
+fn name_index(name: &str) -> std::io::Result<Option<u32>> {
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return Ok(None);
+    };
     // SAFETY: a NUL-terminated string that outlives the call.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index != 0 {
+        return Ok(Some(index));
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENODEV) => Ok(None),
+        _ => Err(err),
+    }
 }
 
 fn classifier<'a>(
