@@ -137,6 +137,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             findings: findings.clone(),
             node: node.as_str().into(),
         },
+        config.http,
         async move {
             let _ = http_stopped.await;
         },

@@ -60,6 +60,37 @@ pub struct Config {
     pub prober: ProberConfig,
     /// Whether and how the overlay is repaired.
     pub repair: repair::RepairConfig,
+    /// Limits of the HTTP server's connections.
+    pub http: HttpConfig,
+}
+
+/// How many connections the HTTP server holds and for how long.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// From a connection's opening (or its previous answer) to a request's last header;
+    /// closes idle keep-alive connections too.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Without a byte read or written (a client that stops reading an answer).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// From accept to close, however busy.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_lifetime: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Settings of the per-peer traffic probe (TC programs).
@@ -211,6 +242,7 @@ impl Default for Config {
             desired: desired::DesiredConfig::default(),
             prober: ProberConfig::default(),
             repair: repair::RepairConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -278,6 +310,27 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if !(1..=65536).contains(&self.http.max_connections) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "http.max_connections",
+                problem: format!("is {}; use 1 to 65536", self.http.max_connections),
+            });
+        }
+        let timeouts = Duration::from_millis(100)..=Duration::from_secs(24 * 3600);
+        for (field, value) in [
+            ("http.header_timeout", self.http.header_timeout),
+            ("http.idle_timeout", self.http.idle_timeout),
+            ("http.max_lifetime", self.http.max_lifetime),
+        ] {
+            if !timeouts.contains(&value) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    field,
+                    problem: format!("is {}; use 100ms to 24h", humantime::format_duration(value)),
+                });
+            }
+        }
         if self.peers.wireguard_ports.len() > watchdog_common::MAX_WIREGUARD_PORTS {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),

@@ -1,6 +1,14 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/findings`.
 
-use std::sync::Arc;
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
@@ -10,7 +18,20 @@ use axum::{
     routing::get,
 };
 
-use crate::{pipeline::SharedFindings, sinks::health::Health, sinks::metrics::Metrics};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
+
+use crate::{
+    config::HttpConfig as Limits, pipeline::SharedFindings, sinks::health::Health,
+    sinks::metrics::Metrics,
+};
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -113,15 +134,270 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Serves until `shutdown` completes.
+/// `watchdog_http_*`: the server's connections.
+#[derive(Debug, Clone, Default)]
+pub struct HttpMetrics {
+    open: Gauge,
+    rejected: Counter,
+    timed_out: Family<Vec<(&'static str, String)>, Counter>,
+}
+
+/// Why the server closed a connection it had accepted.
+#[derive(Debug, Clone, Copy)]
+enum Timeout {
+    Header,
+    Idle,
+    Lifetime,
+}
+
+impl Timeout {
+    const ALL: [Self; 3] = [Self::Header, Self::Idle, Self::Lifetime];
+
+    fn label(self) -> Vec<(&'static str, String)> {
+        let name = match self {
+            Self::Header => "header",
+            Self::Idle => "idle",
+            Self::Lifetime => "lifetime",
+        };
+        vec![("timeout", name.to_owned())]
+    }
+}
+
+impl HttpMetrics {
+    /// Registers the families in `registry`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "watchdog_http_connections",
+            "HTTP connections open",
+            self.open.clone(),
+        );
+        registry.register(
+            "watchdog_http_connections_rejected",
+            "HTTP connections closed at once because max_connections were open",
+            self.rejected.clone(),
+        );
+        for timeout in Timeout::ALL {
+            let _ = self.timed_out.get_or_create(&timeout.label());
+        }
+        registry.register(
+            "watchdog_http_connections_timed_out",
+            "HTTP connections closed by the server, by timeout (header, idle, lifetime)",
+            self.timed_out.clone(),
+        );
+    }
+
+    fn timed_out(&self, timeout: Timeout) {
+        self.timed_out.get_or_create(&timeout.label()).inc();
+    }
+}
+
+/// Serves until `shutdown` completes, within `limits`: a connection past
+/// `max_connections` is closed at once, as is one whose request headers take longer than
+/// `header_timeout`, that carries no byte for `idle_timeout`, or that is older than
+/// `max_lifetime`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let metrics = state.metrics.http.clone();
+    let app = router(state);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = Arc::new(Connections::default());
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of fds or memory: let connections close before the next accept.
+                    tracing::warn!(%error, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.rejected.inc();
+            drop(stream);
+            continue;
+        };
+        let guard = connections.open(&metrics, slot);
+        let app = app.clone();
+        let metrics = metrics.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            connection(stream, app, limits, &metrics, stop).await;
+            drop(guard);
+        });
+    }
+    let _ = stopping.send(true);
+    // Answers in flight finish; idle connections close at once.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        slots.acquire_many(u32::try_from(limits.max_connections).unwrap_or(u32::MAX)),
+    )
+    .await;
+    Ok(())
+}
+
+/// Counts open connections; gives the heap back once a flood has gone.
+#[derive(Debug, Default)]
+struct Connections {
+    open: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Connections open at once above which closing the last one trims the heap.
+const TRIM_AFTER: usize = 16;
+
+impl Connections {
+    fn open(self: &Arc<Self>, metrics: &HttpMetrics, slot: OwnedSemaphorePermit) -> Open {
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(open, Ordering::Relaxed);
+        metrics.open.inc();
+        Open {
+            connections: self.clone(),
+            metrics: metrics.clone(),
+            _slot: slot,
+        }
+    }
+}
+
+/// One open connection: counted until dropped.
+struct Open {
+    connections: Arc<Connections>,
+    metrics: HttpMetrics,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.metrics.open.dec();
+        let left = self.connections.open.fetch_sub(1, Ordering::Relaxed) - 1;
+        if left == 0 && self.connections.peak.swap(0, Ordering::Relaxed) > TRIM_AFTER {
+            release_free_heap();
+        }
+    }
+}
+
+/// Returns freed heap pages to the kernel (glibc keeps them otherwise).
+fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases memory the allocator holds free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Serves one connection until the client closes it, a limit closes it, or the server stops.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    limits: Limits,
+    metrics: &HttpMetrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        started,
+        activity: activity.clone(),
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(io, TowerToHyperService::new(app));
+    let mut conn = std::pin::pin!(conn);
+    let lifetime = tokio::time::sleep(limits.max_lifetime);
+    let mut lifetime = std::pin::pin!(lifetime);
+    loop {
+        let last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
+        let idle = tokio::time::sleep_until((last + limits.idle_timeout).into());
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    if error.is_timeout() {
+                        metrics.timed_out(Timeout::Header);
+                    }
+                    tracing::debug!(%error, "HTTP connection ended");
+                }
+                return;
+            }
+            () = idle => {
+                let last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
+                if last.elapsed() >= limits.idle_timeout {
+                    metrics.timed_out(Timeout::Idle);
+                    return;
+                }
+            }
+            () = &mut lifetime => {
+                metrics.timed_out(Timeout::Lifetime);
+                return;
+            }
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+                return;
+            }
+        }
+    }
+}
+
+/// A stream that records when it last carried bytes (ms since `started`).
+struct Tracked {
+    inner: tokio::net::TcpStream,
+    started: Instant,
+    activity: Arc<AtomicU64>,
+}
+
+impl Tracked {
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.activity.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
@@ -166,7 +442,12 @@ mod tests {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        runtime.spawn(serve(listener, state, std::future::pending()));
+        runtime.spawn(serve(
+            listener,
+            state,
+            Limits::default(),
+            std::future::pending(),
+        ));
 
         let (status, body) = get(addr, "/readyz");
         assert_eq!(status, 503);
@@ -191,5 +472,101 @@ mod tests {
         assert_eq!(json["schema"], "watchdog.findings/v1");
         assert_eq!(json["node"], "test-node");
         assert_eq!(json["findings"], serde_json::json!([]));
+    }
+
+    /// Serves with `limits` on a runtime of its own; returns the address and the metrics.
+    fn start(limits: Limits) -> (std::net::SocketAddr, Arc<Metrics>, tokio::runtime::Runtime) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let state = AppState {
+            metrics: metrics.clone(),
+            health: Arc::new(Health::default()),
+            findings: SharedFindings::default(),
+            node: "test-node".into(),
+        };
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(serve(listener, state, limits, std::future::pending()));
+        (addr, metrics, runtime)
+    }
+
+    /// How long the server keeps a connection on which the client sends nothing.
+    fn closed_after(addr: std::net::SocketAddr) -> Duration {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let opened = Instant::now();
+        let mut buf = [0u8; 64];
+        let read = stream.read(&mut buf);
+        assert!(
+            matches!(read, Ok(0))
+                || read.is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+            "the server did not close the connection"
+        );
+        opened.elapsed()
+    }
+
+    fn timed_out(metrics: &Metrics, which: &str) -> u64 {
+        let text = metrics.encode();
+        let wanted = format!("watchdog_http_connections_timed_out_total{{timeout=\"{which}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&wanted))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn silent_connections_close_at_the_first_limit_and_are_counted() {
+        let long = Duration::from_secs(20);
+        let short = Duration::from_millis(300);
+        for (limits, which) in [
+            (
+                Limits {
+                    idle_timeout: short,
+                    header_timeout: long,
+                    max_lifetime: long,
+                    ..Limits::default()
+                },
+                "idle",
+            ),
+            (
+                Limits {
+                    idle_timeout: long,
+                    header_timeout: short,
+                    max_lifetime: long,
+                    ..Limits::default()
+                },
+                "header",
+            ),
+            (
+                Limits {
+                    idle_timeout: long,
+                    header_timeout: long,
+                    max_lifetime: short,
+                    ..Limits::default()
+                },
+                "lifetime",
+            ),
+        ] {
+            let (addr, metrics, _runtime) = start(limits);
+            let closed = closed_after(addr);
+            assert!(
+                closed >= Duration::from_millis(250) && closed < Duration::from_secs(10),
+                "{which}: closed after {closed:?}"
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while timed_out(&metrics, which) != 1 {
+                assert!(Instant::now() < deadline, "{which} not counted");
+                std::thread::yield_now();
+            }
+        }
     }
 }

@@ -24,7 +24,7 @@ use prometheus_client::{
 use crate::{
     findings::{Kind, Severity},
     model::{counters::Reading, net::Snapshot},
-    sinks::alerts::AlertMetrics,
+    sinks::{alerts::AlertMetrics, http::HttpMetrics},
 };
 
 /// A label set: (name, value) pairs.
@@ -43,6 +43,8 @@ pub struct Metrics {
     ghost_routes: Family<Labels, Gauge>,
     /// `watchdog_alerts_*`: delivery of alerts per sink.
     pub alerts: AlertMetrics,
+    /// `watchdog_http_*`: the HTTP server's connections.
+    pub http: HttpMetrics,
     drops: Arc<drops::DropsCollector>,
     peers: Arc<peers::PeersCollector>,
     tcp: Arc<tcp::TcpCollector>,
@@ -119,6 +121,8 @@ impl Metrics {
         );
         let alerts = AlertMetrics::default();
         alerts.register(&mut registry);
+        let http = HttpMetrics::default();
+        http.register(&mut registry);
         let drops = Arc::new(drops::DropsCollector::default());
         registry.register_collector(Box::new(drops.clone()));
         let peers = Arc::new(peers::PeersCollector::default());
@@ -142,6 +146,7 @@ impl Metrics {
             findings,
             ghost_routes,
             alerts,
+            http,
             drops,
             peers,
             tcp,
