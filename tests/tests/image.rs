@@ -154,12 +154,22 @@ fn daemonset() -> PodSpec {
         no_new_privileges: security["allowPrivilegeEscalation"] == false,
         seccomp,
         host_mounts,
-        config: configmap["data"]["config.toml"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
+        config: without_api_server(configmap["data"]["config.toml"].as_str().unwrap()),
         config_mount,
     }
+}
+
+/// The ConfigMap's config with the desired state off: the container's namespace has no
+/// Kubernetes API server and no service account, and the daemon refuses to start on
+/// `desired.source = "kubernetes"` without them (tests/tests/desired.rs and overlay.rs test
+/// that source against the fake API server).
+fn without_api_server(config: &str) -> String {
+    let kubernetes = "[desired]\nsource = \"kubernetes\"\n";
+    assert!(
+        config.contains(kubernetes),
+        "the ConfigMap's [desired] changed:\n{config}"
+    );
+    config.replace(kubernetes, "[desired]\nsource = \"none\"\n")
 }
 
 /// A container started with `podman run -d`; removed on drop.
