@@ -17,6 +17,7 @@ use std::{
 };
 
 pub mod apiserver;
+pub mod hook;
 pub mod lab;
 pub mod prometheus;
 pub mod repo;

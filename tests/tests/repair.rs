@@ -3,7 +3,15 @@
 //! Node's objects back and nothing else changes; `dry_run` and `repair plan` change
 //! nothing; a change whose verification fails is rolled back to the exact before-state.
 
-use std::{collections::BTreeSet, path::PathBuf, process::Command, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::TcpListener,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
 
 use watchdog::{
     commands::repair::{execute_now, plan_now},
@@ -17,8 +25,13 @@ use watchdog::{
     sources::{desired::file, mirror},
 };
 use watchdog_tests::{
-    NetNs, TempDir, daemon_binary,
-    lab::{Lab, RETIRED_VTEP, nodes::node_name, underlay_ip, vtep_mac},
+    Daemon, NetNs, TempDir, daemon_binary,
+    hook::Hook,
+    lab::{
+        Lab, MISSING_GATEWAY, RETIRED_VTEP,
+        nodes::{annotate, node_list, node_name, write_node_list},
+        overlay_ip, underlay_ip, vtep_mac,
+    },
     poll_until, require_root,
 };
 
@@ -401,4 +414,392 @@ fn a_failed_verification_rolls_back_to_the_exact_prior_state() {
             (Rollback, Some(ids[0]), keys[0].clone(), Some(Verified)),
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The daemon with `[repair] mode`: the NodeList file as the desired state, 250 ms cycles,
+// traffic running between the pods.
+
+/// 250 ms cycles.
+const POLL: Duration = Duration::from_millis(250);
+/// Pass/fail deadline for something the daemon must do (not a measurement).
+const DEADLINE: Duration = Duration::from_secs(30);
+/// Fault → traffic restored, as the issue asks.
+const RESTORED_WITHIN: Duration = Duration::from_secs(10);
+
+/// A 3-node lab with unowned objects in node 0, the NodeList file written (`items`, the
+/// lab's Nodes unless given), the daemon on node 0 in `mode`, ready and knowing the
+/// desired state.
+struct Running {
+    daemon: Daemon,
+    config: String,
+    journal: PathBuf,
+    lab: Lab,
+    dir: TempDir,
+}
+
+fn daemon_config(dir: &TempDir, mode: &str, verify_window: &str, extra: &str) -> String {
+    format!(
+        "poll_interval = \"{}ms\"\n[detect]\nwindow = \"3s\"\n[desired]\nnode_name = \"{}\"\n\
+         grace = \"1s\"\nsource = \"file\"\npath = \"{}\"\nfile_poll = \"200ms\"\n\
+         [repair]\nmode = \"{mode}\"\njournal = \"{}\"\nverify_window = \"{verify_window}\"\n\
+         {extra}",
+        POLL.as_millis(),
+        node_name(0),
+        dir.path().join("nodes.json").display(),
+        dir.path().join("journal.jsonl").display(),
+    )
+}
+
+fn running(
+    mode: &str,
+    verify_window: &str,
+    extra: &str,
+    items: Option<fn(&Lab) -> Vec<Value>>,
+) -> Running {
+    let lab = Lab::new(3);
+    lab.check_pod_connectivity()
+        .expect("the lab works before injection");
+    add_unowned(lab.node(0).ns());
+    let dir = TempDir::new("watchdog-repair-daemon");
+    let list = match items {
+        Some(items) => node_list(items(&lab)),
+        None => lab.node_list(),
+    };
+    write_node_list(&dir.path().join("nodes.json"), &list);
+    let config = daemon_config(&dir, mode, verify_window, extra);
+    let mut daemon = Daemon::start(lab.node(0).ns(), &config);
+    daemon.wait_ready();
+    wait_desired(&daemon);
+    Running {
+        daemon,
+        config,
+        journal: dir.path().join("journal.jsonl"),
+        lab,
+        dir,
+    }
+}
+
+fn wait_desired(daemon: &Daemon) {
+    poll_until(DEADLINE, "the desired state known", || {
+        let metrics = daemon.metrics();
+        (metrics.value("watchdog_desired_up", &[("source", "file")]) == Some(1.0)
+            && metrics.count("watchdog_desired_nodes", &[]) == 3)
+            .then_some(())
+    });
+}
+
+fn records_at(path: &std::path::Path) -> Vec<journal::Record> {
+    match journal::read(path) {
+        Ok((entries, _)) => journal::records(&entries),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn repairs(daemon: &Daemon, outcome: &str) -> u64 {
+    daemon
+        .metrics()
+        .count("watchdog_repairs_total", &[("outcome", outcome)])
+}
+
+/// Waits until pod 0 reaches pod `to` again; returns the time since `fault`.
+fn restored(lab: &Lab, to: usize, fault: Instant, daemon: &Daemon) -> Duration {
+    let deadline = fault + RESTORED_WITHIN;
+    loop {
+        if lab.probe(0, to, PROBE).is_ok() {
+            return fault.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod 0 → pod {to} not restored {RESTORED_WITHIN:?} after the fault\n{}",
+            daemon.log()
+        );
+    }
+}
+
+#[test]
+fn daemon_apply_repairs_a_repointed_fdb_entry_and_a_ghost_route_with_traffic_running() {
+    if !require_root("daemon_apply_repairs") {
+        return;
+    }
+    let r = running("apply", "5s", "", None);
+    let ns = r.lab.node(0).ns();
+    let _streams = [r.lab.udp_stream(0, 1, 20), r.lab.udp_stream(0, 2, 20)];
+    let healthy = dump(ns);
+
+    // 1. FDB entry repointed at a retired address.
+    let fault = Instant::now();
+    r.lab.repoint_fdb(0, 1, RETIRED_VTEP);
+    assert!(r.lab.probe(0, 1, PROBE).is_err(), "the fault breaks 0 → 1");
+    let took = restored(&r.lab, 1, fault, &r.daemon);
+    println!("fdb repointed: traffic restored after {took:?}");
+    poll_until(DEADLINE, "the FDB repair verified", || {
+        (repairs(&r.daemon, "applied") == 1).then_some(())
+    });
+    assert_eq!(
+        dump(ns),
+        healthy,
+        "the repair restores exactly the FDB entry"
+    );
+
+    // 2. The route to node 2's pod subnet replaced by a ghost gateway on the underlay.
+    let fault = Instant::now();
+    r.lab
+        .route_via_missing_gateway(0, &format!("{}/24", overlay_ip(2)), MISSING_GATEWAY);
+    assert!(r.lab.probe(0, 2, PROBE).is_err(), "the fault breaks 0 → 2");
+    let took = restored(&r.lab, 2, fault, &r.daemon);
+    println!("ghost gateway: traffic restored after {took:?}");
+    poll_until(DEADLINE, "the route repair verified", || {
+        (repairs(&r.daemon, "applied") == 2).then_some(())
+    });
+    // Everything is as before the faults: the two objects repaired, nothing else changed
+    // (the unowned objects included).
+    assert_eq!(dump(ns), healthy);
+    let metrics = r.daemon.metrics();
+    for (kind, n) in [("fdb", 1), ("route", 1)] {
+        assert_eq!(
+            metrics.count(
+                "watchdog_repairs_total",
+                &[("kind", kind), ("outcome", "applied")]
+            ),
+            n,
+            "{}",
+            metrics.0
+        );
+    }
+    assert_eq!(repairs(&r.daemon, "rolled_back"), 0);
+    // The journal (and the API): two changes, each applied then verified.
+    let records = records_at(&r.journal);
+    let outcomes: Vec<_> = records
+        .iter()
+        .map(|rec| (rec.change.origin, rec.outcome()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (journal::Origin::Repair, Some(journal::Outcome::Verified)),
+            (journal::Origin::Repair, Some(journal::Outcome::Verified)),
+        ]
+    );
+    let (status, body) = r
+        .daemon
+        .get("/api/v1/repairs")
+        .expect("GET /api/v1/repairs");
+    assert_eq!(status, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(api["schema"], "watchdog.repairs/v1");
+    let listed = api["repairs"].as_array().expect("repairs array");
+    assert_eq!(listed.len(), 2, "{api:#}");
+    assert_eq!(listed[1]["action"], "replace");
+    assert!(
+        listed[1]["command"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("ip route replace {}/24 via", overlay_ip(2))),
+        "{api:#}"
+    );
+    assert_eq!(listed[1]["verdicts"][1]["outcome"], "verified", "{api:#}");
+    drop(r.dir);
+}
+
+#[test]
+fn daemon_dry_run_alerts_and_changes_nothing() {
+    if !require_root("daemon_dry_run_alerts_and_changes_nothing") {
+        return;
+    }
+    let hook_config = "[alerts]\n[[alerts.sinks]]\nname = \"hook\"\ntype = \"webhook\"\n\
+                       url = \"http://127.0.0.1:8198/hook\"\n";
+    let r = running("dry_run", "5s", hook_config, None);
+    let ns = r.lab.node(0).ns();
+    let listener = ns.run(|| TcpListener::bind("127.0.0.1:8198").unwrap());
+    let hook = Hook::start(listener);
+    let _streams = [r.lab.udp_stream(0, 1, 20), r.lab.udp_stream(0, 2, 20)];
+    r.lab.repoint_fdb(0, 1, RETIRED_VTEP);
+    r.lab
+        .route_via_missing_gateway(0, &format!("{}/24", overlay_ip(2)), MISSING_GATEWAY);
+    let before = dump(ns);
+    let alerts = poll_until(DEADLINE, "two dry-run repair alerts", || {
+        let alerts: Vec<Value> = hook
+            .alerts()
+            .into_iter()
+            .filter(|a| a["state"] == "repair" && a["outcome"] == "dry_run")
+            .collect();
+        (alerts.len() >= 2).then_some(alerts)
+    });
+    let actions: BTreeSet<&str> = alerts.iter().filter_map(|a| a["action"].as_str()).collect();
+    assert!(
+        actions.contains(
+            format!(
+                "bridge fdb replace {} dev flannel.1 dst {} self permanent",
+                vtep_mac(1),
+                underlay_ip(1)
+            )
+            .as_str()
+        ),
+        "{actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.starts_with(&format!("ip route replace {}/24 via", overlay_ip(2)))),
+        "{actions:?}"
+    );
+    let metrics = r.daemon.metrics();
+    assert_eq!(
+        metrics.count(
+            "watchdog_repairs_total",
+            &[("kind", "fdb"), ("outcome", "dry_run")]
+        ),
+        1,
+        "each planned operation is reported once: {}",
+        metrics.0
+    );
+    // A few more cycles: still nothing changed, nothing journalled, no more alerts.
+    let cycles = Instant::now();
+    poll_until(DEADLINE, "ten more cycles", || {
+        (cycles.elapsed() >= POLL * 10).then_some(())
+    });
+    assert_eq!(dump(ns), before, "dry_run changed the kernel");
+    assert!(!r.journal.exists(), "dry_run journals nothing");
+    assert_eq!(repairs(&r.daemon, "dry_run"), 2);
+    assert_eq!(repairs(&r.daemon, "applied"), 0);
+    assert!(
+        r.lab.probe(0, 1, PROBE).is_err(),
+        "the fault is still there"
+    );
+}
+
+#[test]
+fn daemon_rolls_back_a_change_to_a_dead_address_exactly_and_does_not_loop() {
+    if !require_root("daemon_rolls_back_a_change_to_a_dead_address") {
+        return;
+    }
+    // The file says node 2's public-ip is a retired address: the kernel is right.
+    let r = running("apply", "2s", "", Some(dead_public_ip_items));
+    let ns = r.lab.node(0).ns();
+    let _streams = [r.lab.udp_stream(0, 2, 20)];
+    let before = dump(ns);
+    poll_until(DEADLINE, "the change rolled back", || {
+        (repairs(&r.daemon, "rolled_back") == 1).then_some(())
+    });
+    assert_eq!(
+        dump(ns),
+        before,
+        "the rollback restores the exact before-state"
+    );
+    assert!(r.lab.probe(0, 2, PROBE).is_ok(), "0 → 2 works again");
+    let records = records_at(&r.journal);
+    let summary: Vec<_> = records
+        .iter()
+        .map(|rec| (rec.change.origin, rec.change.key.clone(), rec.outcome()))
+        .collect();
+    let key = format!("fdb {} dev flannel.1", vtep_mac(2));
+    use journal::{Origin::*, Outcome::*};
+    assert_eq!(
+        summary,
+        [
+            (Repair, key.clone(), Some(RolledBack)),
+            (Rollback, key.clone(), Some(Verified)),
+        ]
+    );
+    // No loop: the object backs off (6 verify windows) — over the next 8 s nothing more.
+    let since = Instant::now();
+    poll_until(DEADLINE, "eight more seconds", || {
+        (since.elapsed() >= Duration::from_secs(8)).then_some(())
+    });
+    assert_eq!(records_at(&r.journal).len(), 2, "{}", r.daemon.log());
+    assert_eq!(dump(ns), before);
+}
+
+/// The lab's Nodes, node 2's `public-ip` a retired address (a wrong desired state).
+fn dead_public_ip_items(lab: &Lab) -> Vec<Value> {
+    let mut items: Vec<Value> = lab.nodes().map(|n| n.node_object()).collect();
+    annotate(&mut items[2], "public-ip", &RETIRED_VTEP.to_string());
+    items
+}
+
+#[test]
+fn daemon_refuses_a_plan_over_max_fraction() {
+    if !require_root("daemon_refuses_a_plan_over_max_fraction") {
+        return;
+    }
+    // 6 expected objects, at most 25 %: two operations are too many.
+    let r = running("apply", "5s", "max_fraction = 0.25\n", None);
+    let ns = r.lab.node(0).ns();
+    r.lab.repoint_fdb(0, 1, RETIRED_VTEP);
+    r.lab.repoint_fdb(0, 2, RETIRED_VTEP);
+    let before = dump(ns);
+    let finding =
+        r.daemon
+            .wait_finding("repair_refused", "repair plan for dev flannel.1", DEADLINE);
+    let reason = finding.evidence("reason");
+    assert!(
+        reason[0].contains("repair.max_fraction = 25 %"),
+        "{finding:?}"
+    );
+    assert_eq!(finding.evidence("operations"), ["2"]);
+    assert_eq!(repairs(&r.daemon, "refused"), 2);
+    assert_eq!(repairs(&r.daemon, "applied"), 0);
+    assert_eq!(dump(ns), before, "a refused plan changes nothing");
+    assert!(!r.journal.exists(), "nothing journalled");
+}
+
+#[test]
+fn daemon_killed_during_verification_is_reconciled_at_restart() {
+    if !require_root("daemon_killed_during_verification") {
+        return;
+    }
+    let r = running("apply", "6s", "", Some(dead_public_ip_items));
+    let before = dump(r.lab.node(0).ns());
+    // The change is journalled and made; its verification (which would fail) runs.
+    poll_until(DEADLINE, "a change applied and not yet judged", || {
+        let records = records_at(&r.journal);
+        (records.len() == 1 && records[0].outcome() == Some(journal::Outcome::Applied))
+            .then_some(())
+    });
+    // SIGKILL (Child::kill).
+    let Running {
+        daemon,
+        config,
+        journal: path,
+        lab,
+        dir,
+    } = r;
+    drop(daemon);
+    let after_crash = dump(lab.node(0).ns());
+    assert_ne!(
+        after_crash, before,
+        "the change was in the kernel at the crash"
+    );
+    let records = records_at(&path);
+    assert_eq!(records[0].verdicts.len(), 1, "{records:?}");
+    // Restart: the open change is verified again, fails, and is rolled back.
+    let mut daemon = Daemon::start(lab.node(0).ns(), &config);
+    daemon.wait_ready();
+    poll_until(DEADLINE, "the interrupted change settled", || {
+        let records = records_at(&path);
+        (records.first()?.outcome() == Some(journal::Outcome::RolledBack)).then_some(())
+    });
+    assert_eq!(
+        dump(ns_of(&lab)),
+        before,
+        "reconciled to the exact before-state"
+    );
+    let records = records_at(&path);
+    assert_eq!(records[1].change.origin, journal::Origin::Rollback);
+    assert_eq!(records[1].change.reverts, Some(records[0].change.id));
+    assert_eq!(records[1].outcome(), Some(journal::Outcome::Verified));
+    assert!(
+        records[0].verdicts[1].detail.contains("after a restart"),
+        "{records:?}"
+    );
+    assert!(lab.probe(0, 2, PROBE).is_ok(), "0 → 2 works again");
+    // The daemon goes before the lab and its directory.
+    drop(daemon);
+    drop(lab);
+    drop(dir);
+}
+
+fn ns_of(lab: &Lab) -> &NetNs {
+    lab.node(0).ns()
 }

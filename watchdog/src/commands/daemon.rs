@@ -11,11 +11,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::{StartError, desired::Desired, prepare};
+use super::{StartError, desired::Desired, prepare, repair_task::DaemonRepair};
 use crate::{
     config::{AlertsConfigError, Config, Namespaces},
     findings::Change,
     pipeline::{self, Pipeline, SharedFindings},
+    repair::{engine::Step, event::RecentRepairs},
     sinks::{
         alerts::{Alerts, SinkSpec},
         health::Health,
@@ -115,6 +116,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let findings = SharedFindings::default();
+    let repairs = RecentRepairs::default();
     let node = config.desired.node_name(procfs::node_name);
     let mut desired = Desired::start(&config, &node).await?;
     let own = Own {
@@ -136,6 +138,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             health: health.clone(),
             findings: findings.clone(),
             node: node.as_str().into(),
+            repairs: repairs.clone(),
         },
         config.http,
         async move {
@@ -146,7 +149,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         listen = %config.listen,
         netns = own_netns,
         version = env!("CARGO_PKG_VERSION"),
-        "serving /metrics, /healthz, /readyz and /api/v1/findings"
+        "serving /metrics, /healthz, /readyz, /api/v1/findings and /api/v1/repairs"
     );
 
     let mut sources = Sources::start(&config, own_netns)
@@ -156,6 +159,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let counters = mirror.counters();
         metrics.attach_mirror(move || counters.stats());
     }
+    let mut repair = DaemonRepair::start(&config, &node, sources.prober().method(), repairs);
     let status = sources.status();
     metrics.set_status(&status);
     let failures = status.failures();
@@ -166,7 +170,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::pin!(server);
     let result = tokio::select! {
         () = shutdown => Ok(()),
-        () = detect_loop(&mut sources, &mut desired, &metrics, &health, &findings, &mut alerts, &config, &own) => Ok(()),
+        () = detect_loop(&mut sources, &mut desired, &mut repair, &metrics, &health, &findings, &mut alerts, &config, &own) => Ok(()),
         served = &mut server => Err(DaemonError::Serve(match served {
             Ok(Ok(())) => std::io::Error::other("stopped unexpectedly"),
             Ok(Err(err)) => err,
@@ -216,6 +220,7 @@ struct Own {
 async fn detect_loop(
     sources: &mut Sources,
     desired: &mut Desired,
+    repair: &mut DaemonRepair,
     metrics: &Metrics,
     health: &Health,
     findings: &SharedFindings,
@@ -237,21 +242,30 @@ async fn detect_loop(
         let top_n = config.peers.top_n;
         pipeline.set_probes(sources.prober().book());
         let state = desired.state(Some(metrics));
+        // What the repair executor finished since the last cycle.
+        for step in repair.drain() {
+            publish_repair(step, metrics, alerts);
+        }
+        pipeline.set_repair_candidates(repair.candidates());
         if let Some(mirror) = sources.mirror() {
-            let cycle = mirror.with_snapshot(|net| {
+            let (cycle, active, step) = mirror.with_snapshot(|net| {
                 metrics.set_reading(&reading, label_netns, top_n, Some(net));
                 // The peer reading moves into the sample: it is the largest map.
                 let sample = pipeline::sample(own.netns, reading);
                 let sample = pipeline::without_destinations(sample, &own.sinks);
-                pipeline.cycle(net, sample, state, SystemTime::now())
+                let cycle = pipeline.cycle(net, sample, state, SystemTime::now());
+                let active = pipeline.active();
+                // Plans only (a plan to apply goes to the executor's task): never waits.
+                let step = repair.cycle(net, &cycle.desired, &active);
+                (cycle, active, step)
             });
             // The suspects go out now; their results are in the next cycle's inputs.
             sources.prober().submit(pipeline.take_probe_requests());
             let changes = cycle.changes;
             log_changes(&changes);
-            let active = pipeline.active();
             // Never waits: alerts go into per-sink queues, delivered by their own tasks.
             alerts.cycle(&changes, &active);
+            publish_repair(step, metrics, alerts);
             metrics.set_findings(&active);
             *findings.write().expect("findings lock") = active;
         } else {
@@ -268,6 +282,19 @@ async fn detect_loop(
             health.set_ready();
             tracing::info!("ready: every enabled probe is attached and its maps were read");
         }
+    }
+}
+
+/// Logs a repair step, counts it and reports its events to the alert sinks.
+fn publish_repair(step: Step, metrics: &Metrics, alerts: &mut Alerts) {
+    for line in &step.log {
+        tracing::warn!("{line}");
+    }
+    for (kind, outcome) in step.counts {
+        metrics.count_repair(kind, outcome);
+    }
+    for event in &step.events {
+        alerts.report(event);
     }
 }
 

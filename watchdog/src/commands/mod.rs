@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod desired;
 pub mod repair;
+pub mod repair_task;
 
 use std::process::ExitCode;
 

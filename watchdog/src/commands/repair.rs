@@ -122,6 +122,10 @@ pub async fn execute_now(
             }
         },
     };
+    let open = journal
+        .as_ref()
+        .map(|journal| journal.open_changes())
+        .unwrap_or_default();
     let mut executor = Executor {
         mode,
         verify_window: config.repair.verify_window,
@@ -130,7 +134,10 @@ pub async fn execute_now(
         journal: journal.as_mut(),
         world: &mut world,
     };
-    Ok(executor.run(ops).await?)
+    // Changes a crash interrupted are settled first (verified again or rolled back).
+    let mut reports = super::repair_task::recover(&mut executor, &open).await?;
+    reports.extend(executor.run(ops).await?);
+    Ok(reports)
 }
 
 /// The plan as text for people: each operation as the command a person would type and
@@ -246,7 +253,10 @@ pub fn apply_main(config: Option<PathBuf>, nodes: Option<PathBuf>, yes: bool) ->
                 let detail = match &report.done {
                     Done::DryRun => continue,
                     Done::Verified => String::new(),
-                    Done::RolledBack(why) | Done::NotApplied(why) | Done::Failed(why) => {
+                    Done::RolledBack(why)
+                    | Done::NotApplied(why)
+                    | Done::Failed(why)
+                    | Done::Conflict(why) => {
                         ok = false;
                         format!(": {why}")
                     }

@@ -8,7 +8,7 @@ use super::History;
 use crate::{
     config::DetectConfig,
     detect::{self, Inputs, Sample, overlay},
-    findings::{Change, Finding, Tracker},
+    findings::{Candidate, Change, Finding, Tracker},
     model::{
         desired::State,
         net::Snapshot,
@@ -29,6 +29,8 @@ pub struct Pipeline {
     node: String,
     /// The overlay detectors' grace and departed Nodes.
     overlay: overlay::Memory,
+    /// Findings repair raised (`repair_refused`, `repair_conflict`), for the next cycle.
+    repair: Vec<Candidate>,
 }
 
 /// What one cycle produced, for the sinks and for repair.
@@ -53,7 +55,14 @@ impl Pipeline {
             requests: Vec::new(),
             node: String::new(),
             overlay: overlay::Memory::new(Duration::ZERO),
+            repair: Vec::new(),
         }
+    }
+
+    /// Repair's findings (a refused plan, objects in conflict), tracked from the next
+    /// cycle like any detector's: they must persist `detect.confirm` cycles to fire.
+    pub fn set_repair_candidates(&mut self, candidates: Vec<Candidate>) {
+        self.repair = candidates;
     }
 
     /// The prober's latest results, for the next cycle.
@@ -116,6 +125,7 @@ impl Pipeline {
         if let Some(model) = desired.model() {
             overlay::name_nodes(&mut candidates, model, self.overlay.departed());
         }
+        candidates.extend(std::mem::take(&mut self.repair));
         Cycle {
             changes: self.tracker.update(now, candidates),
             desired,

@@ -1,7 +1,10 @@
 //! What the repair executor reports: one change (or its rollback) and how it went. Sinks
 //! (alerts) read these; repair never imports a sink.
 
-use std::time::SystemTime;
+use std::{
+    sync::{Arc, RwLock},
+    time::SystemTime,
+};
 
 use crate::findings::{Evidence, Kind};
 
@@ -51,4 +54,22 @@ pub enum RepairEvent {
     Repair(RepairReport),
     /// A repair was undone.
     Rollback(RepairReport),
+}
+
+/// The journal's most recent entries (changes with their verdicts, newest last) as the
+/// daemon last read them, for `GET /api/v1/repairs`. Written by the repair task, read by
+/// the HTTP server.
+#[derive(Clone, Debug, Default)]
+pub struct RecentRepairs(Arc<RwLock<Vec<serde_json::Value>>>);
+
+impl RecentRepairs {
+    /// Replaces the entries.
+    pub fn set(&self, entries: Vec<serde_json::Value>) {
+        *self.0.write().expect("recent repairs lock") = entries;
+    }
+
+    /// A copy of the entries.
+    pub fn get(&self) -> Vec<serde_json::Value> {
+        self.0.read().expect("recent repairs lock").clone()
+    }
 }

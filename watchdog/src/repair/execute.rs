@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 
 use super::{
     event::{RepairEvent, RepairOutcome, RepairReport},
-    journal::{Journal, JournalError, Origin, Outcome as Verdict},
+    journal::{Journal, JournalError, Origin, Outcome as Verdict, Record},
     object::{Fdb, Neigh, Object, RouteObj, current},
     plan::{Action, Op},
 };
@@ -87,6 +87,9 @@ pub enum Done {
     /// Applied and could not be undone (or the undo could not be verified): why. The
     /// object needs a person.
     Failed(String),
+    /// Applied, then something else wrote the object again while it was verified: left
+    /// as the other writer made it (never fought), why.
+    Conflict(String),
 }
 
 impl Done {
@@ -97,7 +100,7 @@ impl Done {
             Done::DryRun => "dry_run",
             Done::Verified => "applied",
             Done::RolledBack(_) => "rolled_back",
-            Done::NotApplied(_) | Done::Failed(_) => "failed",
+            Done::NotApplied(_) | Done::Failed(_) | Done::Conflict(_) => "failed",
         }
     }
 }
@@ -152,7 +155,7 @@ impl Report {
                 });
                 RepairEvent::Rollback(report(RepairOutcome::Applied, evidence))
             }
-            Done::NotApplied(why) | Done::Failed(why) => {
+            Done::NotApplied(why) | Done::Failed(why) | Done::Conflict(why) => {
                 RepairEvent::Repair(report(RepairOutcome::Failed(why.clone()), evidence))
             }
         }
@@ -485,7 +488,7 @@ impl<W: World> Executor<'_, W> {
                 SystemTime::now(),
             )?;
         }
-        // 3. The evidence must go.
+        // 3. The evidence must go; meanwhile nothing else may write the objects.
         if failure.is_none() {
             let deadline = tokio::time::Instant::now() + self.verify_window;
             loop {
@@ -493,6 +496,19 @@ impl<W: World> Executor<'_, W> {
                 match self.world.read().await {
                     Err(err) => persisting = Some(format!("cannot read the kernel: {err}")),
                     Ok(net) => {
+                        if let Some(op) = ops.iter().find(|op| !shows_after(op, &net)) {
+                            let seen = current(
+                                &net,
+                                op.after.as_ref().or(op.before.as_ref()).expect("an object"),
+                            )
+                            .map_or_else(|| "absent".into(), |o| o.spec());
+                            let why = format!(
+                                "another writer changed {} while it was verified (now `{seen}`): \
+                                 left alone",
+                                op.key
+                            );
+                            return self.conflict(&applied, ops, &why);
+                        }
                         for op in ops {
                             if let Some(why) = self.world.evidence(op, &net).await {
                                 persisting = Some(format!("{}: {why}", op.key));
@@ -542,6 +558,167 @@ impl<W: World> Executor<'_, W> {
                 id,
                 done,
             });
+        }
+        Ok(reports)
+    }
+
+    /// Another writer took over the unit's objects: journalled, not rolled back.
+    fn conflict(
+        &mut self,
+        applied: &[(u64, &Op)],
+        ops: &[Op],
+        why: &str,
+    ) -> Result<Vec<Report>, ExecError> {
+        let journal = self.journal.as_mut().expect("checked");
+        for (id, _) in applied {
+            journal.verdict(*id, Verdict::Conflict, why, SystemTime::now())?;
+        }
+        Ok(ops
+            .iter()
+            .map(|op| Report {
+                op: op.clone(),
+                id: applied
+                    .iter()
+                    .find(|(_, a)| std::ptr::eq(*a, op))
+                    .map(|(id, _)| *id),
+                done: Done::Conflict(why.to_owned()),
+            })
+            .collect())
+    }
+
+    /// After a restart: settles every journalled change without a final verdict. A
+    /// change the kernel shows is verified again (its evidence must go within the
+    /// window) or rolled back; one it does not show was never made (`not_applied`); an
+    /// interrupted rollback is completed; an object that is neither before nor after
+    /// was changed by another writer (`conflict`, left alone). Each verdict is
+    /// journalled.
+    pub async fn recover(&mut self, records: &[Record]) -> Result<Vec<Report>, ExecError> {
+        let mut reports = Vec::new();
+        if self.netlink.is_none() || self.journal.is_none() {
+            return Ok(reports);
+        }
+        for record in records {
+            let op = record.change.op();
+            let id = record.change.id;
+            let net = match self.world.read().await {
+                Ok(net) => net,
+                Err(err) => {
+                    reports.push(Report {
+                        op,
+                        id: Some(id),
+                        done: Done::Failed(format!("cannot read the kernel: {err}")),
+                    });
+                    continue;
+                }
+            };
+            let report = |done| Report {
+                op: op.clone(),
+                id: Some(id),
+                done,
+            };
+            let after = shows_after(&op, &net);
+            let before = shows_before(&op, &net);
+            let now = SystemTime::now();
+            let journal = self.journal.as_mut().expect("checked");
+            match record.change.origin {
+                Origin::Rollback | Origin::Undo if after => {
+                    journal.verdict(
+                        id,
+                        Verdict::Verified,
+                        "before-state back (after a restart)",
+                        now,
+                    )?;
+                    if let Some(reverted) = record.change.reverts {
+                        journal.verdict(
+                            reverted,
+                            Verdict::RolledBack,
+                            "rolled back before a restart",
+                            now,
+                        )?;
+                    }
+                    continue;
+                }
+                Origin::Rollback | Origin::Undo if before => {
+                    // Interrupted before it was made: make it now.
+                    let sent = self.netlink.as_mut().expect("checked").send(&op).await;
+                    let (shown, _) = match sent {
+                        Ok(()) => self.wait_for(|net| shows_after(&op, net)).await,
+                        Err(err) => (false, Err(err)),
+                    };
+                    let journal = self.journal.as_mut().expect("checked");
+                    let now = SystemTime::now();
+                    if shown {
+                        journal.verdict(id, Verdict::Verified, "completed after a restart", now)?;
+                        if let Some(reverted) = record.change.reverts {
+                            journal.verdict(
+                                reverted,
+                                Verdict::RolledBack,
+                                "rolled back after a restart",
+                                now,
+                            )?;
+                        }
+                        reports.push(report(Done::RolledBack("completed after a restart".into())));
+                    } else {
+                        let why = "the interrupted rollback could not be completed";
+                        journal.verdict(id, Verdict::Failed, why, now)?;
+                        reports.push(report(Done::Failed(why.into())));
+                    }
+                    continue;
+                }
+                _ if after => {}
+                _ if before => {
+                    journal.verdict(
+                        id,
+                        Verdict::NotApplied,
+                        "interrupted before the kernel had it (found after a restart)",
+                        now,
+                    )?;
+                    reports.push(report(Done::NotApplied(
+                        "interrupted before the kernel had it".into(),
+                    )));
+                    continue;
+                }
+                _ => {
+                    let why = "after a restart the object is neither as before nor as after: \
+                               another writer changed it, left alone";
+                    journal.verdict(id, Verdict::Conflict, why, now)?;
+                    reports.push(report(Done::Conflict(why.into())));
+                    continue;
+                }
+            }
+            // The kernel has the change: verify it again.
+            let deadline = tokio::time::Instant::now() + self.verify_window;
+            let mut persisting;
+            loop {
+                persisting = match self.world.read().await {
+                    Err(err) => Some(format!("cannot read the kernel: {err}")),
+                    Ok(net) if !shows_after(&op, &net) => {
+                        Some("the kernel no longer shows it".to_owned())
+                    }
+                    Ok(net) => self.world.evidence(&op, &net).await,
+                };
+                if persisting.is_none() || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(self.poll).await;
+            }
+            match persisting {
+                None => {
+                    let journal = self.journal.as_mut().expect("checked");
+                    journal.verdict(
+                        id,
+                        Verdict::Verified,
+                        "verified again after a restart",
+                        SystemTime::now(),
+                    )?;
+                    reports.push(report(Done::Verified));
+                }
+                Some(why) => {
+                    let why = format!("after a restart, the evidence persists: {why}");
+                    let done = self.roll_back(id, &op, record.change.unit, &why).await?;
+                    reports.push(report(done));
+                }
+            }
         }
         Ok(reports)
     }

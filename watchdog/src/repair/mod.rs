@@ -4,6 +4,7 @@
 //! change written before it is made), `execute` (rtnetlink), `engine` (plan → apply →
 //! verify → roll back, cycle by cycle), and `event` (what the sinks are told).
 
+pub mod engine;
 pub mod event;
 pub mod execute;
 pub mod journal;

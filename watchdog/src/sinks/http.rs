@@ -1,4 +1,5 @@
-//! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/findings`.
+//! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/api/v1/findings`,
+//! `/api/v1/repairs`.
 
 use std::{
     pin::Pin,
@@ -29,8 +30,8 @@ use tokio::{
 };
 
 use crate::{
-    config::HttpConfig as Limits, pipeline::SharedFindings, sinks::health::Health,
-    sinks::metrics::Metrics,
+    config::HttpConfig as Limits, pipeline::SharedFindings, repair::event::RecentRepairs,
+    sinks::health::Health, sinks::metrics::Metrics,
 };
 
 /// What the handlers read.
@@ -44,6 +45,8 @@ pub struct AppState {
     pub findings: SharedFindings,
     /// This node's name in API answers.
     pub node: Arc<str>,
+    /// The repair journal's recent entries.
+    pub repairs: RecentRepairs,
 }
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -55,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/findings", get(findings))
+        .route("/api/v1/repairs", get(repairs))
         .with_state(state)
 }
 
@@ -122,6 +126,16 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
 async fn findings(State(state): State<AppState>) -> impl IntoResponse {
     let findings = state.findings.read().expect("findings lock").clone();
     axum::Json(crate::findings::Report::new(&state.node, findings))
+}
+
+/// `GET /api/v1/repairs`: the repair journal's recent changes, each with its verdicts
+/// (newest last); see the README for the schema.
+async fn repairs(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "schema": "watchdog.repairs/v1",
+        "node": &*state.node,
+        "repairs": state.repairs.get(),
+    }))
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -437,6 +451,7 @@ mod tests {
             health: health.clone(),
             findings: SharedFindings::default(),
             node: "test-node".into(),
+            repairs: RecentRepairs::default(),
         };
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -487,6 +502,7 @@ mod tests {
             health: Arc::new(Health::default()),
             findings: SharedFindings::default(),
             node: "test-node".into(),
+            repairs: RecentRepairs::default(),
         };
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

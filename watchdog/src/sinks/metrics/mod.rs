@@ -41,6 +41,7 @@ pub struct Metrics {
     kernel_features: Family<Labels, Gauge>,
     findings: Family<Labels, Gauge>,
     ghost_routes: Family<Labels, Gauge>,
+    repairs: Family<Labels, Counter>,
     /// `watchdog_alerts_*`: delivery of alerts per sink.
     pub alerts: AlertMetrics,
     /// `watchdog_http_*`: the HTTP server's connections.
@@ -119,6 +120,13 @@ impl Metrics {
             "A route named by an active finding (value 1): the route to look at",
             ghost_routes.clone(),
         );
+        let repairs = Family::<Labels, Counter>::default();
+        registry.register(
+            "watchdog_repairs",
+            "Repair operations by object kind (fdb, neighbour, route) and outcome (applied, \
+             dry_run, rolled_back, refused, failed)",
+            repairs.clone(),
+        );
         let alerts = AlertMetrics::default();
         alerts.register(&mut registry);
         let http = HttpMetrics::default();
@@ -145,6 +153,7 @@ impl Metrics {
             kernel_features,
             findings,
             ghost_routes,
+            repairs,
             alerts,
             http,
             drops,
@@ -180,6 +189,17 @@ impl Metrics {
         if let Some(connects) = &reading.connects {
             self.set_connects(connects, top_n);
         }
+    }
+
+    /// Counts one repair operation of object `kind` (`fdb`, `neighbour`, `route`) with
+    /// `outcome` (`applied`, `dry_run`, `rolled_back`, `refused`, `failed`).
+    pub fn count_repair(&self, kind: &'static str, outcome: &'static str) {
+        self.repairs
+            .get_or_create(&vec![
+                ("kind", kind.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
     }
 
     /// The OpenMetrics text of every metric.

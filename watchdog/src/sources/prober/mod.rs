@@ -9,7 +9,7 @@
 //! high port whose ICMP port unreachable is read with IP_RECVERR. Probes may be sized with
 //! DF set (IP_PMTUDISC_PROBE) for path-MTU checks.
 
-mod run;
+pub mod run;
 mod socket;
 
 use std::{
