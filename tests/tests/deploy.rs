@@ -123,9 +123,36 @@ fn manifests_agree_with_each_other_and_the_daemon() {
         .iter()
         .filter_map(|m| m["mountPath"].as_str())
         .collect();
-    for path in ["/sys/fs/bpf", "/sys/kernel/tracing", "/etc/watchdog"] {
+    for path in [
+        "/sys/fs/bpf",
+        "/sys/kernel/tracing",
+        "/etc/watchdog",
+        "/var/lib/watchdog",
+    ] {
         assert!(mounts.contains(&path), "no mount at {path}");
     }
+    // The repair journal's directory is the node's (a hostPath), writable, and where the
+    // default `repair.journal` lives.
+    let journal_mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/var/lib/watchdog")
+        .unwrap();
+    assert_ne!(journal_mount["readOnly"], true);
+    let journal_volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == journal_mount["name"])
+        .expect("the journal's volume");
+    assert_eq!(journal_volume["hostPath"]["path"], "/var/lib/watchdog");
+    assert!(
+        watchdog::config::Config::default()
+            .repair
+            .journal
+            .starts_with("/var/lib/watchdog")
+    );
     // Names that must match across objects.
     let account = find(&resources, "ServiceAccount");
     assert_eq!(pod["serviceAccountName"], account["metadata"]["name"]);
