@@ -196,6 +196,20 @@ impl Snapshot {
             .map(|(_, e)| e)
     }
 
+    /// The FDB entries of one device for one MAC (one per VLAN, source VNI and
+    /// destination).
+    pub fn fdb_with_mac<'a>(
+        &'a self,
+        ifindex: u32,
+        mac: &[u8; 6],
+    ) -> impl Iterator<Item = &'a FdbEntry> + 'a {
+        let mac = *mac;
+        self.fdb
+            .range((ifindex, mac, None, None, None)..)
+            .take_while(move |(k, _)| k.0 == ifindex && k.1 == mac)
+            .map(|(_, e)| e)
+    }
+
     /// How many objects of each kind the snapshot holds.
     pub fn counts(&self) -> ObjectCounts {
         ObjectCounts {
