@@ -6,12 +6,9 @@
 //! of one key in the kernel's order) and what `ip -j`/`bridge -j` print.
 //!
 //! `WATCHDOG_CHURN_SEED` replays a seed (a failure prints it), `WATCHDOG_CHURN_STEPS`
-//! sets the length (default 600).
-//!
-//! Not in the default suite yet: it still finds divergences on some seeds (a bridge entry
-//! learned from traffic that the mirror keeps after the kernel dropped it), and a replay
-//! is not exact (traffic and timing differ). Run it with
-//! `cargo test -p watchdog-tests --test mirror -- --ignored`.
+//! sets the length (default 600, about 10 s). A replay runs the same commands; what the
+//! bridge learns from the devices' own traffic (IPv6 router solicitations, MLD) may
+//! differ with timing.
 
 use std::{
     collections::BTreeSet,
