@@ -84,6 +84,13 @@ impl FdbTable {
             .map(|(_, e)| e)
     }
 
+    pub(super) fn with_mac(&self, ifindex: u32, mac: [u8; 6]) -> impl Iterator<Item = &FdbEntry> {
+        self.entries
+            .range((ifindex, mac, None, None, None)..)
+            .take_while(move |(k, _)| k.0 == ifindex && k.1 == mac)
+            .map(|(_, e)| e)
+    }
+
     pub(super) fn len(&self) -> usize {
         self.entries.len()
     }

@@ -200,11 +200,7 @@ impl Snapshot {
         ifindex: u32,
         mac: &[u8; 6],
     ) -> impl Iterator<Item = &'a FdbEntry> + 'a {
-        let mac = *mac;
-        self.fdb
-            .range((ifindex, mac, None, None, None)..)
-            .take_while(move |(k, _)| k.0 == ifindex && k.1 == mac)
-            .map(|(_, e)| e)
+        self.fdb.with_mac(ifindex, *mac)
     }
 
     /// How many objects of each kind the snapshot holds.
