@@ -542,6 +542,70 @@ fn mirror_reloads_after_an_overrun() {
     });
 }
 
+#[test]
+fn a_reload_after_an_overrun_does_not_bring_back_what_was_deleted() {
+    if !require_root("a_reload_after_an_overrun_does_not_bring_back_what_was_deleted") {
+        return;
+    }
+    let node = NetNs::new("wd-mirror-ghost");
+    node.ip(&[
+        "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+    ]);
+    node.ip(&["addr", "add", "10.201.0.1/16", "dev", "veth0"]);
+    node.ip(&["link", "set", "veth0", "up"]);
+    node.ip(&["link", "set", "veth1", "up"]);
+    let live = LiveMirror::start_with(
+        &node,
+        MirrorOptions {
+            receive_buffer: 16 * 1024,
+        },
+    );
+    let mut burst = String::new();
+    for i in 0..3000u32 {
+        burst.push_str(&format!(
+            "route add 21.{}.{}.0/24 via 10.201.0.2\n",
+            i >> 8,
+            i & 0xff
+        ));
+    }
+    // Holding the read lock stalls the mirror (its writer blocks on the first change, and
+    // with it the only runtime thread, which reads the socket). `ghost0` (a veth pair) is
+    // created and its RTM_NEWLINKs queued in the socket; the burst overruns the buffer; the
+    // RTM_DELLINKs of the pair are lost. The kernel reports the overrun before the queued
+    // messages, so applying them after the reload would bring `ghost0` back for good.
+    live.mirror().with_snapshot(|_| {
+        node.ip(&["route", "add", "21.255.255.0/24", "via", "10.201.0.2"]);
+        node.ip(&[
+            "link", "add", "ghost0", "type", "veth", "peer", "name", "ghost1",
+        ]);
+        node.ip_batch(&burst);
+        node.ip(&["link", "del", "ghost0"]);
+    });
+    until(&live, "a reload after the overrun", |_| {
+        live.mirror().stats().resyncs_overrun >= 1
+    });
+    until_routes_match_kernel(&node, &live, "after the reload");
+    until(&live, "no ghost0", |s| {
+        s.links().all(|l| l.name != "ghost0")
+    });
+    // The kernel's links, exactly.
+    let fresh = node.run(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(watchdog::sources::mirror::dump())
+            .expect("dump")
+    });
+    let names = |s: &Snapshot| s.links().map(|l| l.name.clone()).collect::<BTreeSet<_>>();
+    until(&live, "the kernel's links", |s| names(s) == names(&fresh));
+    // And it keeps following the new subscription.
+    node.ip(&[
+        "link", "add", "after0", "type", "veth", "peer", "name", "after1",
+    ]);
+    until(&live, "after0", |s| s.links().any(|l| l.name == "after0"));
+}
+
 /// Sends one broadcast Ethernet frame with source MAC `src` out of `dev` (an AF_PACKET
 /// socket; call inside the namespace). A bridge port behind `dev` learns `src` from it.
 fn send_frame(dev: &str, src: [u8; 6]) {
