@@ -144,6 +144,56 @@ fn readyz_is_503_with_the_reason_when_a_probe_cannot_attach() {
     );
 }
 
+/// Configured interfaces that do not exist: not ready (the body and the log name them)
+/// until one appears, and again once it is gone.
+#[test]
+fn readyz_is_503_while_none_of_the_configured_interfaces_exists() {
+    if !require_root("readyz_is_503_while_none_of_the_configured_interfaces_exists") {
+        return;
+    }
+    let ns = NetNs::new("wd-noiface");
+    let mut daemon = Daemon::start(
+        &ns,
+        "poll_interval = \"100ms\"\n[peers]\ninterfaces = [\"nosuch0\", \"late0\"]\n",
+    );
+    daemon.wait_serving();
+    let missing = "none of the configured interfaces exists: nosuch0, late0";
+    let not_ready = |daemon: &Daemon, when: &str| {
+        let (status, body) = poll_until(Duration::from_secs(20), when, || {
+            daemon
+                .get("/readyz")
+                .filter(|(_, body)| body.contains(missing))
+        });
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("probe peers failed"), "{body}");
+    };
+    not_ready(&daemon, "/readyz to name the missing interfaces");
+    assert!(daemon.log().contains(missing), "{}", daemon.log());
+    assert_eq!(
+        daemon
+            .metrics()
+            .value("watchdog_probe_up", &[("probe", "peers")]),
+        Some(0.0)
+    );
+    // One appears (a pod's veth): ready.
+    ns.ip(&[
+        "link", "add", "late0", "type", "veth", "peer", "name", "late0p",
+    ]);
+    daemon.wait_ready();
+    assert_eq!(daemon.get("/readyz"), Some((200, "ready\n".into())));
+    assert!(
+        daemon
+            .log()
+            .contains("peer traffic probe attached interface=late0"),
+        "{}",
+        daemon.log()
+    );
+    // And goes: not ready again.
+    ns.ip(&["link", "del", "late0"]);
+    not_ready(&daemon, "/readyz to name the missing interfaces again");
+    assert!(daemon.stop().success());
+}
+
 #[test]
 fn a_probe_the_kernel_cannot_run_is_reported_but_the_daemon_is_ready() {
     if !require_root("a_probe_the_kernel_cannot_run_is_reported_but_the_daemon_is_ready") {

@@ -542,6 +542,186 @@ fn mirror_reloads_after_an_overrun() {
     });
 }
 
+#[test]
+fn a_reload_after_an_overrun_does_not_bring_back_what_was_deleted() {
+    if !require_root("a_reload_after_an_overrun_does_not_bring_back_what_was_deleted") {
+        return;
+    }
+    let node = NetNs::new("wd-mirror-ghost");
+    node.ip(&[
+        "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+    ]);
+    node.ip(&["addr", "add", "10.201.0.1/16", "dev", "veth0"]);
+    node.ip(&["link", "set", "veth0", "up"]);
+    node.ip(&["link", "set", "veth1", "up"]);
+    let live = LiveMirror::start_with(
+        &node,
+        MirrorOptions {
+            receive_buffer: 16 * 1024,
+        },
+    );
+    let mut burst = String::new();
+    for i in 0..3000u32 {
+        burst.push_str(&format!(
+            "route add 21.{}.{}.0/24 via 10.201.0.2\n",
+            i >> 8,
+            i & 0xff
+        ));
+    }
+    // Holding the read lock stalls the mirror (its writer blocks on the first change, and
+    // with it the only runtime thread, which reads the socket). `ghost0` (a veth pair) is
+    // created and its RTM_NEWLINKs queued in the socket; the burst overruns the buffer; the
+    // RTM_DELLINKs of the pair are lost. The kernel reports the overrun before the queued
+    // messages, so applying them after the reload would bring `ghost0` back for good.
+    live.mirror().with_snapshot(|_| {
+        node.ip(&["route", "add", "21.255.255.0/24", "via", "10.201.0.2"]);
+        node.ip(&[
+            "link", "add", "ghost0", "type", "veth", "peer", "name", "ghost1",
+        ]);
+        node.ip_batch(&burst);
+        node.ip(&["link", "del", "ghost0"]);
+    });
+    until(&live, "a reload after the overrun", |_| {
+        live.mirror().stats().resyncs_overrun >= 1
+    });
+    until_routes_match_kernel(&node, &live, "after the reload");
+    until(&live, "no ghost0", |s| {
+        s.links().all(|l| l.name != "ghost0")
+    });
+    // The kernel's links, exactly.
+    let fresh = node.run(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(watchdog::sources::mirror::dump())
+            .expect("dump")
+    });
+    let names = |s: &Snapshot| s.links().map(|l| l.name.clone()).collect::<BTreeSet<_>>();
+    until(&live, "the kernel's links", |s| names(s) == names(&fresh));
+    // And it keeps following the new subscription.
+    node.ip(&[
+        "link", "add", "after0", "type", "veth", "peer", "name", "after1",
+    ]);
+    until(&live, "after0", |s| s.links().any(|l| l.name == "after0"));
+}
+
+/// Sends one broadcast Ethernet frame with source MAC `src` out of `dev` (an AF_PACKET
+/// socket; call inside the namespace). A bridge port behind `dev` learns `src` from it.
+fn send_frame(dev: &str, src: [u8; 6]) {
+    let name = std::ffi::CString::new(dev).expect("device name");
+    // SAFETY: a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert_ne!(ifindex, 0, "no device {dev}");
+    // SAFETY: plain socket(2); the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(
+        fd >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    let mut frame = [0u8; 60];
+    frame[..6].copy_from_slice(&[0xff; 6]);
+    frame[6..12].copy_from_slice(&src);
+    frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // local experimental
+    // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_ifindex = ifindex as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: a valid fd, buffer and address of the given lengths.
+    let sent = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&raw const to).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    let error = std::io::Error::last_os_error();
+    // SAFETY: the fd opened above.
+    unsafe { libc::close(fd) };
+    assert_eq!(sent, frame.len() as isize, "send on {dev}: {error}");
+}
+
+/// A bridge keeps one entry per MAC: when a learned MAC shows up behind another port the
+/// kernel moves the entry and announces only the new port (no RTM_DELNEIGH for the old
+/// one). The mirror must not keep the old port's entry.
+#[test]
+fn mirror_follows_a_learned_bridge_entry_moving_between_ports() {
+    if !require_root("mirror_follows_a_learned_bridge_entry_moving_between_ports") {
+        return;
+    }
+    const MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x01];
+    let node = NetNs::new("wd-mirror-fdbmove");
+    node.ip(&["link", "add", "br0", "type", "bridge"]);
+    node.ip(&["link", "set", "br0", "up"]);
+    for (host, port) in [("ha", "hap"), ("hb", "hbp")] {
+        node.ip(&["link", "add", host, "type", "veth", "peer", "name", port]);
+        node.ip(&["link", "set", port, "master", "br0"]);
+        node.ip(&["link", "set", port, "up"]);
+        node.ip(&["link", "set", host, "up"]);
+    }
+    let live = LiveMirror::start(&node);
+    let index = |name: &str| {
+        live.mirror()
+            .with_snapshot(|s| s.link_by_name(name).map(|l| l.index))
+            .unwrap_or_else(|| panic!("{name} in the mirror"))
+    };
+    let (br0, hap, hbp) = (index("br0"), index("hap"), index("hbp"));
+    // (port, master) of the entries for MAC: in the mirror, and as `bridge fdb` shows.
+    let mirrored = || {
+        live.mirror().with_snapshot(|s| {
+            s.fdb()
+                .filter(|e| e.mac == MAC)
+                .map(|e| (e.ifindex, e.master))
+                .collect::<Vec<_>>()
+        })
+    };
+    let kernel = || {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", node.name(), "bridge", "-j", "fdb", "show"])
+            .output()
+            .expect("bridge -j fdb show");
+        let entries: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("bridge -j prints JSON");
+        let mut out: Vec<(u32, Option<u32>)> = entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["mac"] == "02:aa:00:00:00:01")
+            .map(|e| {
+                let port = e["ifname"].as_str().expect("ifname");
+                let master = e["master"].as_str().map(index);
+                (index(port), master)
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    };
+    for (dev, port) in [("ha", hap), ("hb", hbp), ("ha", hap)] {
+        node.run(|| send_frame(dev, MAC));
+        poll_until(
+            WAIT,
+            &format!("{MAC:x?} learned on {dev}'s port only"),
+            || {
+                let (m, k) = (mirrored(), kernel());
+                (m == [(port, Some(br0))] && k == m).then_some(())
+            },
+        );
+    }
+    // Deleted where it is now: gone from the mirror too.
+    node.bridge(&["fdb", "del", "02:aa:00:00:00:01", "dev", "hap", "master"]);
+    until(&live, "the learned entry deleted", |s| {
+        s.fdb().all(|e| e.mac != MAC)
+    });
+    assert_eq!(kernel(), []);
+    assert_eq!(live.mirror().stats().resyncs_overrun, 0);
+}
+
 /// The network mirror running on its own thread (a current-thread tokio runtime) inside
 /// a namespace; stopped and joined on drop.
 #[derive(Debug)]

@@ -173,18 +173,7 @@ pub async fn audit(
             settings: &settings,
             probes: &probes,
         };
-        let mut candidates = detect::detect(&inputs);
-        candidates.extend(overlay::detect(
-            &inputs,
-            &state,
-            &node,
-            &mut memory,
-            Instant::now(),
-        ));
-        if let Some(model) = state.model() {
-            overlay::name_nodes(&mut candidates, model, memory.departed());
-        }
-        candidates
+        pipeline::candidates(&inputs, &state, &node, &mut memory, Instant::now())
     });
     let mut findings: Vec<Finding> = candidates
         .into_iter()

@@ -30,6 +30,13 @@ pub enum ReadError {
 /// Reads a config file: a regular file (checked on the open descriptor, opened without
 /// blocking so a FIFO cannot hang), at most [`MAX_CONFIG_BYTES`], UTF-8.
 pub fn read_config_file(path: &Path) -> Result<String, ReadError> {
+    read_small_file(path, MAX_CONFIG_BYTES)
+}
+
+/// Reads a regular file of at most `max` bytes of UTF-8 text, opened without blocking and
+/// checked on the open descriptor: a FIFO, a device or a growing file cannot hang or flood
+/// the reader. [`ReadError::TooLarge`] means over `max`.
+pub fn read_small_file(path: &Path, max: u64) -> Result<String, ReadError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -53,10 +60,10 @@ pub fn read_config_file(path: &Path) -> Result<String, ReadError> {
         }));
     }
     let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
+    file.take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(ReadError::Io)?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+    if bytes.len() as u64 > max {
         return Err(ReadError::TooLarge);
     }
     String::from_utf8(bytes).map_err(|_| ReadError::NotText)

@@ -135,11 +135,6 @@ impl Inputs<'_> {
             },
         }
     }
-
-    /// True for addresses of this host.
-    pub fn is_local(&self, addr: &IpAddr) -> bool {
-        self.net.addresses().any(|a| a.prefix.addr == *addr)
-    }
 }
 
 /// True for addresses that name one remote host (not multicast, broadcast, link-local or

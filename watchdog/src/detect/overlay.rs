@@ -290,11 +290,7 @@ fn remote_drift(inputs: &Inputs<'_>, link: &Link, remote: &RemoteObjects) -> Vec
     let dev = link.name.as_str();
     let mut out = Vec::new();
     // FDB: one unicast entry for the VtepMAC, towards public-ip.
-    let entries: Vec<_> = inputs
-        .net
-        .fdb_of(link.index)
-        .filter(|entry| entry.mac == remote.mac.0)
-        .collect();
+    let entries: Vec<_> = inputs.net.fdb_with_mac(link.index, &remote.mac.0).collect();
     if entries.is_empty() {
         out.push(
             drift(
@@ -378,11 +374,7 @@ fn remote_drift(inputs: &Inputs<'_>, link: &Link, remote: &RemoteObjects) -> Vec
     }
     // Route: <subnet> via <subnet>.0 dev flannel.<VNI> onlink.
     let prefix = subnet_prefix(remote.subnet);
-    let mut routes: Vec<_> = inputs
-        .net
-        .routes_in_table(TABLE_MAIN)
-        .filter(|route| route.dst == prefix)
-        .collect();
+    let mut routes: Vec<_> = inputs.net.routes_to(TABLE_MAIN, &prefix).collect();
     routes.sort_by_key(|route| route.priority);
     match routes.first() {
         None => out.push(

@@ -5,7 +5,7 @@
 //! whose result comes back in a later cycle's [`crate::model::probe::ProbeBook`].
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -163,8 +163,10 @@ pub fn probe_requests(inputs: &Inputs<'_>) -> Vec<ProbeRequest> {
     }
     let window = replies(inputs.now, inputs.then);
     let excluded = not_destinations(inputs, &vteps);
+    // Destinations seen on several interfaces are probed once (VTEP targets are excluded).
+    let mut requested = HashSet::new();
     for (&(ifindex, dst), now) in &inputs.now.peers {
-        if !is_destination(inputs, &excluded, dst) {
+        if !is_destination(&excluded, dst) {
             continue;
         }
         let then = inputs.then.peers.get(&(ifindex, dst));
@@ -176,28 +178,31 @@ pub fn probe_requests(inputs: &Inputs<'_>) -> Vec<ProbeRequest> {
         };
         let replies = window.get(&dst);
         if inputs.suspect(&sent, replies)
-            && !requests.iter().any(|r| r.target == dst)
+            && !requested.contains(&dst)
             && let Some(request) =
                 inputs.request_if_needed(dst, Purpose::Destination, None, replies)
         {
+            requested.insert(dst);
             requests.push(request);
         }
     }
     requests
 }
 
-/// Addresses the destination detector leaves to the FDB detector: every VTEP (FDB
-/// destination) and the overlay address each remote VTEP is probed at.
+/// Addresses the destination detector does not judge: this host's own, and those it
+/// leaves to the FDB detector (every VTEP, that is FDB destination, and the overlay
+/// address each remote VTEP is probed at). Sorted, for [`is_destination`].
 pub(super) fn not_destinations(inputs: &Inputs<'_>, vteps: &[vxlan::Vtep]) -> Vec<IpAddr> {
     let mut excluded: Vec<IpAddr> = inputs.net.fdb().filter_map(|entry| entry.dst).collect();
     excluded.extend(vteps.iter().map(|vtep| vtep.target));
+    excluded.extend(inputs.net.addresses().map(|a| a.prefix.addr));
     excluded.sort_unstable();
     excluded.dedup();
     excluded
 }
 
-/// An address the destination detector judges: one remote host, not this host's, not in
-/// `excluded` ([`not_destinations`]).
-pub(super) fn is_destination(inputs: &Inputs<'_>, excluded: &[IpAddr], dst: IpAddr) -> bool {
-    is_unicast_host(&dst) && !inputs.is_local(&dst) && excluded.binary_search(&dst).is_err()
+/// An address the destination detector judges: one remote host, not in `excluded`
+/// ([`not_destinations`], which holds this host's addresses).
+pub(super) fn is_destination(excluded: &[IpAddr], dst: IpAddr) -> bool {
+    is_unicast_host(&dst) && excluded.binary_search(&dst).is_err()
 }

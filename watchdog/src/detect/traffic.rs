@@ -41,7 +41,7 @@ pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
     let replies = silence::replies(inputs.now, inputs.then);
     let mut candidates = Vec::new();
     for (&(ifindex, dst), now) in &inputs.now.peers {
-        if !silence::is_destination(inputs, &excluded, dst) {
+        if !silence::is_destination(&excluded, dst) {
             continue;
         }
         let Some(then) = inputs.then.peers.get(&(ifindex, dst)) else {

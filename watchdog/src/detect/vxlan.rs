@@ -1,7 +1,10 @@
 //! VXLAN: FDB entries that point into the void, and FDB tables far smaller than the
 //! remote-node routes that need them (Flannel's per-node route + neighbour + FDB triple).
 
-use std::net::IpAddr;
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+};
 
 use super::{Inputs, silence};
 use crate::{
@@ -54,10 +57,12 @@ pub(super) struct Vtep<'a> {
 /// Every remote VTEP of every VXLAN device.
 pub(super) fn vteps<'a>(inputs: &'a Inputs<'_>) -> Vec<Vtep<'a>> {
     let mut vteps = Vec::new();
+    let local = local_addresses(inputs);
     for link in vxlan_links(inputs) {
+        let by_mac = routes_by_mac(inputs, link);
         for entry in remote_entries(inputs, link) {
             let dst = entry.dst.expect("filtered on dst");
-            if inputs.is_local(&dst) {
+            if local.contains(&dst) {
                 continue;
             }
             let underlay = match inputs.route_for(dst) {
@@ -66,9 +71,9 @@ pub(super) fn vteps<'a>(inputs: &'a Inputs<'_>) -> Vec<Vtep<'a>> {
                 }
                 _ => Vec::new(),
             };
-            let target = routes_via_mac(inputs, link, &entry.mac)
-                .iter()
-                .find_map(|route| route.gateway)
+            let target = by_mac
+                .get(&entry.mac)
+                .and_then(|routes| routes.iter().find_map(|route| route.gateway))
                 .unwrap_or(dst);
             vteps.push(Vtep {
                 link,
@@ -88,6 +93,9 @@ pub(super) fn vteps<'a>(inputs: &'a Inputs<'_>) -> Vec<Vtep<'a>> {
 pub fn stale_fdb(inputs: &Inputs<'_>) -> Vec<Candidate> {
     let mut candidates = Vec::new();
     let replies = silence::replies(inputs.now, inputs.recent);
+    let by_mac: HashMap<u32, HashMap<[u8; 6], Vec<&Route>>> = vxlan_links(inputs)
+        .map(|link| (link.index, routes_by_mac(inputs, link)))
+        .collect();
     for vtep in vteps(inputs) {
         let (link, entry, dst) = (vtep.link, vtep.entry, vtep.dst);
         let vxlan = link.vxlan.as_ref().expect("filtered on vxlan");
@@ -141,7 +149,10 @@ pub fn stale_fdb(inputs: &Inputs<'_>) -> Vec<Candidate> {
         if let Some(probe) = probe {
             candidate = candidate.with("probe", probe);
         }
-        for route in routes_via_mac(inputs, link, &entry.mac) {
+        let routes = by_mac
+            .get(&link.index)
+            .and_then(|by_mac| by_mac.get(&entry.mac));
+        for route in routes.into_iter().flatten() {
             candidate = candidate.with("route", inputs.describe(route));
             candidate.routes.push(inputs.route_ref(route));
         }
@@ -161,8 +172,8 @@ pub fn stale_fdb(inputs: &Inputs<'_>) -> Vec<Candidate> {
             };
             let has_entry = inputs
                 .net
-                .fdb_of(link.index)
-                .any(|entry| entry.mac == mac && entry.dst.is_some());
+                .fdb_with_mac(link.index, &mac)
+                .any(|entry| entry.dst.is_some());
             if has_entry {
                 continue;
             }
@@ -187,19 +198,27 @@ pub fn stale_fdb(inputs: &Inputs<'_>) -> Vec<Candidate> {
     candidates
 }
 
-/// Routes on `link` whose gateway's neighbour entry has `mac`.
-fn routes_via_mac<'a>(inputs: &'a Inputs<'_>, link: &Link, mac: &[u8; 6]) -> Vec<&'a Route> {
-    remote_routes(inputs, link)
-        .into_iter()
-        .filter(|route| {
-            route.gateway.is_some_and(|gateway| {
-                inputs
-                    .net
-                    .neighbour(link.index, &gateway)
-                    .is_some_and(|neighbour| neighbour.mac.as_ref() == Some(mac))
-            })
-        })
-        .collect()
+/// The remote-node routes on `link`, by the MAC of their gateway's neighbour entry: one
+/// pass over the routes, so each FDB entry finds its routes without another.
+fn routes_by_mac<'a>(inputs: &'a Inputs<'_>, link: &Link) -> HashMap<[u8; 6], Vec<&'a Route>> {
+    let mut by_mac: HashMap<[u8; 6], Vec<&Route>> = HashMap::new();
+    for route in remote_routes(inputs, link) {
+        let mac = route.gateway.and_then(|gateway| {
+            inputs
+                .net
+                .neighbour(link.index, &gateway)
+                .and_then(|neighbour| neighbour.mac)
+        });
+        if let Some(mac) = mac {
+            by_mac.entry(mac).or_default().push(route);
+        }
+    }
+    by_mac
+}
+
+/// This host's addresses, collected once for many lookups.
+pub(super) fn local_addresses(inputs: &Inputs<'_>) -> BTreeSet<IpAddr> {
+    inputs.net.addresses().map(|a| a.prefix.addr).collect()
 }
 
 /// The silence problem and the probe that confirmed it, when `vtep` got at least

@@ -16,6 +16,24 @@ use crate::{
     },
 };
 
+/// Every detector over `inputs`: the kernel's own, then the overlay against `desired`
+/// (as node `node`, with the drift memory `overlay`, at `at`), with the Nodes behind the
+/// candidates named. The daemon's cycle and `check` both judge through this.
+pub fn candidates(
+    inputs: &Inputs<'_>,
+    desired: &State,
+    node: &str,
+    overlay: &mut overlay::Memory,
+    at: Instant,
+) -> Vec<Candidate> {
+    let mut candidates = detect::detect(inputs);
+    candidates.extend(overlay::detect(inputs, desired, node, overlay, at));
+    if let Some(model) = desired.model() {
+        overlay::name_nodes(&mut candidates, model, overlay.departed());
+    }
+    candidates
+}
+
 /// Detection state carried from cycle to cycle.
 pub struct Pipeline {
     settings: DetectConfig,
@@ -112,20 +130,10 @@ impl Pipeline {
             settings: &self.settings,
             probes: &self.probes,
         };
-        let mut candidates = detect::detect(&inputs);
-        self.requests = detect::probe_requests(&inputs);
         let at = newest.at.unwrap_or_else(Instant::now);
-        candidates.extend(overlay::detect(
-            &inputs,
-            &desired,
-            &self.node,
-            &mut self.overlay,
-            at,
-        ));
-        if let Some(model) = desired.model() {
-            overlay::name_nodes(&mut candidates, model, self.overlay.departed());
-        }
+        let mut candidates = candidates(&inputs, &desired, &self.node, &mut self.overlay, at);
         candidates.extend(std::mem::take(&mut self.repair));
+        self.requests = detect::probe_requests(&inputs);
         Cycle {
             changes: self.tracker.update(now, candidates),
             desired,

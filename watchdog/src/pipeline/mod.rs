@@ -8,7 +8,7 @@ mod sample;
 use std::sync::{Arc, RwLock};
 
 pub use self::{
-    cycle::{Cycle, Pipeline},
+    cycle::{Cycle, Pipeline, candidates},
     history::History,
     sample::{sample, without_destinations},
 };

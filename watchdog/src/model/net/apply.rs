@@ -63,11 +63,13 @@ impl Snapshot {
                         .get(&entry.key())
                         .is_some_and(|old| old.dst.is_some());
                 if !echo {
-                    self.fdb.insert(entry.key(), entry);
+                    // A bridge entry moved to another port is announced on that port
+                    // only: the insert drops the bridge's entry on the old one.
+                    self.fdb.insert(entry);
                 }
             }
             Update::DelFdb(entry) => {
-                self.fdb.remove(&entry.key());
+                self.fdb.remove(&entry);
             }
         }
     }
@@ -78,7 +80,7 @@ impl Snapshot {
         if old_master.is_some() && old_master != link.master {
             // A port leaving its bridge takes the bridge's entries for it along.
             self.fdb
-                .retain(|(i, ..), e| !(*i == link.index && e.master == old_master));
+                .retain(|&(i, ..), e| !(i == link.index && e.master == old_master));
         }
         if let Some(old) = self.links.get(&link.index)
             && old.name != link.name
@@ -111,7 +113,7 @@ impl Snapshot {
         self.addresses.retain(|(i, _, _), _| *i != index);
         // A bridge going away takes its ports' entries with it, unannounced.
         self.fdb
-            .retain(|(i, ..), e| *i != index && e.master != Some(index));
+            .retain(|&(i, ..), e| i != index && e.master != Some(index));
         for table in self.tables.values_mut() {
             // IPv4: every route with a path through the device, multipath or not.
             table.v4.retain(|r| r.oifs().all(|oif| oif != index));

@@ -1,6 +1,9 @@
 //! Bridge forwarding database entries (`bridge fdb`, AF_BRIDGE RTM_NEWNEIGH).
 
-use std::net::IpAddr;
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
 
 use super::NeighState;
 
@@ -46,3 +49,85 @@ impl FdbEntry {
 /// (device, MAC, VLAN, master — a bridge port's `master` entry and its `self` entry
 /// differ — and, for multi-destination MACs, the destination).
 pub(super) type FdbKey = (u32, [u8; 6], Option<u16>, Option<u32>, Option<IpAddr>);
+
+/// (bridge, MAC, VLAN): a bridge's forwarding database holds one entry per MAC and VLAN,
+/// on whichever port it was last learned or set.
+type BridgeKey = (u32, [u8; 6], Option<u16>);
+
+/// The FDB entries of every device, with the bridges' own rule applied: one entry per
+/// bridge, MAC and VLAN.
+///
+/// When a learned MAC shows up behind another port (a host moved, a loop, two devices
+/// with one address) or `bridge fdb replace … master` names another port, the bridge
+/// moves its entry and announces only the new port (RTM_NEWNEIGH; it never sends
+/// RTM_DELNEIGH for the old one), so the entry of the old port has to go here.
+#[derive(Clone, Debug, Default)]
+pub(super) struct FdbTable {
+    entries: BTreeMap<FdbKey, FdbEntry>,
+    /// Where each bridge entry (one with a master) is stored.
+    bridged: HashMap<BridgeKey, FdbKey>,
+}
+
+impl FdbTable {
+    pub(super) fn get(&self, key: &FdbKey) -> Option<&FdbEntry> {
+        self.entries.get(key)
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &FdbEntry> {
+        self.entries.values()
+    }
+
+    pub(super) fn of(&self, ifindex: u32) -> impl Iterator<Item = &FdbEntry> {
+        self.entries
+            .range((ifindex, [0; 6], None, None, None)..)
+            .take_while(move |(k, _)| k.0 == ifindex)
+            .map(|(_, e)| e)
+    }
+
+    pub(super) fn with_mac(&self, ifindex: u32, mac: [u8; 6]) -> impl Iterator<Item = &FdbEntry> {
+        self.entries
+            .range((ifindex, mac, None, None, None)..)
+            .take_while(move |(k, _)| k.0 == ifindex && k.1 == mac)
+            .map(|(_, e)| e)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Adds or changes an entry; a bridge entry replaces the bridge's entry for the same
+    /// MAC and VLAN on another port.
+    pub(super) fn insert(&mut self, entry: FdbEntry) {
+        let key = entry.key();
+        if let Some(bridge) = entry.master
+            && let Some(old) = self.bridged.insert((bridge, entry.mac, entry.vlan), key)
+            && old != key
+        {
+            self.entries.remove(&old);
+        }
+        self.entries.insert(key, entry);
+    }
+
+    /// Removes the entry stored under `entry`'s key, if any.
+    pub(super) fn remove(&mut self, entry: &FdbEntry) {
+        let key = entry.key();
+        if self.entries.remove(&key).is_some()
+            && let Some(bridge) = entry.master
+        {
+            let at = (bridge, entry.mac, entry.vlan);
+            if self.bridged.get(&at) == Some(&key) {
+                self.bridged.remove(&at);
+            }
+        }
+    }
+
+    /// Keeps the entries for which `keep` holds.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&FdbKey, &FdbEntry) -> bool) {
+        let before = self.entries.len();
+        self.entries.retain(|k, e| keep(k, e));
+        if self.entries.len() != before {
+            let entries = &self.entries;
+            self.bridged.retain(|_, key| entries.contains_key(key));
+        }
+    }
+}

@@ -32,7 +32,7 @@ pub use self::{
     route::{NextHop, Route, RouteDisplay, RouteKind, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN},
     rule::{Rule, RuleAction},
 };
-use self::{fdb::FdbKey, index::RouteTable, prefix::bits};
+use self::{fdb::FdbTable, index::RouteTable, prefix::bits};
 
 /// One change to apply to a [`Snapshot`], as the kernel announces it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,7 +105,7 @@ pub struct Snapshot {
     tables: BTreeMap<u32, RouteTable>,
     rules: Vec<Rule>,
     neighbours: BTreeMap<(u32, IpAddr), Neighbour>,
-    fdb: BTreeMap<FdbKey, FdbEntry>,
+    fdb: FdbTable,
 }
 
 impl Snapshot {
@@ -190,10 +190,17 @@ impl Snapshot {
 
     /// The FDB entries of one device (`bridge fdb show dev <name>`).
     pub fn fdb_of(&self, ifindex: u32) -> impl Iterator<Item = &FdbEntry> {
-        self.fdb
-            .range((ifindex, [0; 6], None, None, None)..)
-            .take_while(move |(k, _)| k.0 == ifindex)
-            .map(|(_, e)| e)
+        self.fdb.of(ifindex)
+    }
+
+    /// The FDB entries of one device for one MAC (one per VLAN, source VNI and
+    /// destination).
+    pub fn fdb_with_mac<'a>(
+        &'a self,
+        ifindex: u32,
+        mac: &[u8; 6],
+    ) -> impl Iterator<Item = &'a FdbEntry> + 'a {
+        self.fdb.with_mac(ifindex, *mac)
     }
 
     /// How many objects of each kind the snapshot holds.

@@ -512,6 +512,68 @@ fn fdb_keys_follow_vxlan_semantics() {
     assert_eq!(s.fdb_of(4).map(|e| e.master).collect::<Vec<_>>(), [None]);
 }
 
+/// A bridge holds one entry per MAC and VLAN. When a learned MAC shows up behind another
+/// port the kernel moves the entry and announces only the new port (RTM_NEWNEIGH, no
+/// RTM_DELNEIGH for the old one): the old port's entry goes with it.
+#[test]
+fn a_bridge_entry_moved_to_another_port_leaves_the_old_one() {
+    let learned = |port: u32, vlan: Option<u16>| FdbEntry {
+        ifindex: port,
+        mac: [0xe2, 0xff, 0x85, 0x73, 0x4a, 0xe7],
+        dst: None,
+        vlan,
+        vni: None,
+        port: None,
+        state: NeighState::REACHABLE,
+        master: Some(9),
+    };
+    let own = FdbEntry {
+        master: None,
+        state: NeighState::PERMANENT,
+        ..learned(4, None)
+    };
+    let mut s = snapshot([
+        Update::NewFdb(learned(4, None)),
+        Update::NewFdb(learned(4, Some(10))),
+        Update::NewFdb(own.clone()),
+    ]);
+    s.apply(Update::NewFdb(learned(5, None)));
+    let entries = |s: &Snapshot| {
+        s.fdb()
+            .map(|e| (e.ifindex, e.vlan, e.master))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        entries(&s),
+        [(4, None, None), (4, Some(10), Some(9)), (5, None, Some(9))],
+        "moved in VLAN 0 only; the port's own (self) entry is another table"
+    );
+    // Back again, then deleted where it is.
+    s.apply(Update::NewFdb(learned(4, None)));
+    assert_eq!(
+        entries(&s),
+        [(4, None, None), (4, None, Some(9)), (4, Some(10), Some(9))]
+    );
+    s.apply(Update::DelFdb(learned(4, None)));
+    s.apply(Update::NewFdb(learned(5, None)));
+    s.apply(Update::DelFdb(learned(4, Some(10))));
+    assert_eq!(entries(&s), [(4, None, None), (5, None, Some(9))]);
+    // Another bridge's entry for the same MAC is its own.
+    s.apply(Update::NewFdb(FdbEntry {
+        master: Some(8),
+        ..learned(6, None)
+    }));
+    assert_eq!(s.fdb().count(), 3);
+    // After the bridge goes (unannounced), a new bridge with its index starts empty.
+    s.apply(Update::DelLink(9));
+    s.apply(Update::NewFdb(learned(7, None)));
+    assert_eq!(
+        entries(&s),
+        [(4, None, None), (6, None, Some(8)), (7, None, Some(9))]
+    );
+    assert_eq!(s.counts().fdb, 3);
+}
+
 #[test]
 fn a_port_leaving_its_bridge_loses_the_bridge_entries() {
     let mut port = link(4, "p");

@@ -5,7 +5,6 @@
 //! `desired.max_file_bytes`.
 
 use std::{
-    io::Read,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     time::Duration,
@@ -15,7 +14,10 @@ use k8s_openapi::api::core::v1::Node as KubeNode;
 use tokio::sync::watch;
 
 use super::{convert, publish_confirmed, publish_failure, publish_model};
-use crate::model::desired::{Model, Snapshot};
+use crate::{
+    config::read::{ReadError, read_small_file},
+    model::desired::{Model, Snapshot},
+};
 
 /// Why a NodeList file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,17 @@ pub enum FileError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// Not a regular file.
+    #[error(
+        "desired.path {path}: is a {kind}, not a regular file; point it at a NodeList file \
+         (kubectl get nodes -o json)"
+    )]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
     },
     /// The file is larger than allowed.
     #[error(
@@ -52,26 +65,27 @@ pub enum FileError {
     },
 }
 
-/// Reads at most `max` bytes of `path`.
+/// Reads at most `max` bytes of `path`, a regular file (a FIFO or device is refused
+/// rather than blocking the reader).
 pub fn read_bounded(path: &Path, max: u64) -> Result<String, FileError> {
-    let file = std::fs::File::open(path).map_err(|source| FileError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut text = String::new();
-    file.take(max + 1)
-        .read_to_string(&mut text)
-        .map_err(|source| FileError::Read {
+    read_small_file(path, max).map_err(|err| match err {
+        ReadError::Io(source) => FileError::Read {
             path: path.to_owned(),
             source,
-        })?;
-    if text.len() as u64 > max {
-        return Err(FileError::TooLarge {
+        },
+        ReadError::TooLarge => FileError::TooLarge {
             path: path.to_owned(),
             max,
-        });
-    }
-    Ok(text)
+        },
+        ReadError::NotAFile(kind) => FileError::NotAFile {
+            path: path.to_owned(),
+            kind,
+        },
+        ReadError::NotText => FileError::Parse {
+            path: path.to_owned(),
+            message: "not UTF-8 text".into(),
+        },
+    })
 }
 
 /// Parses a NodeList (or one Node), JSON or YAML, into Node objects.
@@ -179,5 +193,35 @@ pub async fn follow(path: PathBuf, poll: Duration, max: u64, tx: watch::Sender<S
             }
             Err(join) => publish_failure(&tx, format!("reading {}: {join}", path.display())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+
+    use super::*;
+
+    #[test]
+    fn a_fifo_or_an_oversized_file_is_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("watchdog-nodelist-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("nodes.json");
+        let c = CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // A plain open of a FIFO with no writer would never return.
+        let err = load(&fifo, 1024).unwrap_err();
+        assert!(
+            matches!(err, FileError::NotAFile { kind: "FIFO", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("desired.path "), "{err}");
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::write(&fifo, r#"{"kind":"NodeList","items":[]}"#).unwrap();
+        assert!(load(&fifo, 1024).is_ok());
+        let err = load(&fifo, 8).unwrap_err();
+        assert!(matches!(err, FileError::TooLarge { max: 8, .. }), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,7 +7,9 @@
 //! first socket's queue and are applied afterwards; each one carries an object's whole
 //! state, so applying them in order after the dump converges on the kernel's state.
 //! When the notification socket overruns (ENOBUFS: the kernel dropped notifications),
-//! everything is dumped again into a fresh [`Snapshot`] that replaces the old one.
+//! the mirror starts over as at start-up: a new subscription, then a dump into a fresh
+//! [`Snapshot`] that replaces the old one; the old socket and what it still queued are
+//! dropped (those messages predate the lost ones).
 //!
 //! Readers take the snapshot under a read lock ([`Mirror::with_snapshot`],
 //! [`Mirror::read`]); the writer applies notifications in batches under the write lock
@@ -212,14 +214,7 @@ impl Mirror {
     pub async fn start_with(
         options: MirrorOptions,
     ) -> Result<(Mirror, JoinHandle<Result<(), MirrorError>>), MirrorError> {
-        let (mut events_conn, _events_handle, events) =
-            rtnetlink::new_multicast_connection(&GROUPS).map_err(MirrorError::Subscribe)?;
-        set_receive_buffer(
-            events_conn.socket_mut().socket_mut(),
-            options.receive_buffer,
-        );
-        let events_task = AbortOnDrop(tokio::spawn(events_conn));
-
+        let (events_task, events) = subscribe(options.receive_buffer)?;
         let snapshot = dump_all().await?;
         let counters = Arc::new(MirrorCounters::default());
         counters.resyncs_initial.fetch_add(1, Ordering::Relaxed);
@@ -231,7 +226,12 @@ impl Mirror {
             counters,
             failure: Mutex::new(None),
         });
-        let task = tokio::spawn(follow(shared.clone(), events, events_task));
+        let task = tokio::spawn(follow(
+            shared.clone(),
+            events,
+            events_task,
+            options.receive_buffer,
+        ));
         Ok((Mirror { shared }, task))
     }
 
@@ -304,14 +304,27 @@ fn set_receive_buffer(socket: &netlink_sys::Socket, bytes: usize) {
     );
 }
 
-/// Applies notifications until the connection ends; reloads on overrun.
+/// The notifications of one subscription, in the kernel's order.
+type Events = futures::channel::mpsc::UnboundedReceiver<(
+    NetlinkMessage<RouteNetlinkMessage>,
+    netlink_sys::SocketAddr,
+)>;
+
+/// Opens a socket subscribed to [`GROUPS`] with a `receive_buffer`-byte buffer, and
+/// spawns the connection task that reads it.
+fn subscribe(receive_buffer: usize) -> Result<(AbortOnDrop, Events), MirrorError> {
+    let (mut connection, _handle, events) =
+        rtnetlink::new_multicast_connection(&GROUPS).map_err(MirrorError::Subscribe)?;
+    set_receive_buffer(connection.socket_mut().socket_mut(), receive_buffer);
+    Ok((AbortOnDrop(tokio::spawn(connection)), events))
+}
+
+/// Applies notifications until the connection ends; starts over on overrun.
 async fn follow(
     shared: Arc<Shared>,
-    mut events: futures::channel::mpsc::UnboundedReceiver<(
-        NetlinkMessage<RouteNetlinkMessage>,
-        netlink_sys::SocketAddr,
-    )>,
-    _connection: AbortOnDrop,
+    mut events: Events,
+    mut _connection: AbortOnDrop,
+    receive_buffer: usize,
 ) -> Result<(), MirrorError> {
     let counters = &shared.counters;
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -328,45 +341,48 @@ async fn follow(
             }
         }
         let mut pending = batch.drain(..);
-        loop {
-            let mut overrun = false;
-            let mut applied = 0;
-            {
-                let mut snapshot = shared
-                    .snapshot
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                for (message, _) in pending.by_ref() {
-                    let flags = message.header.flags;
-                    match message.payload {
-                        NetlinkPayload::InnerMessage(inner) => {
-                            if let Some(update) = convert::update(inner, flags) {
-                                snapshot.apply(update);
-                                applied += 1;
-                            }
+        let mut overrun = false;
+        let mut applied = 0;
+        {
+            let mut snapshot = shared
+                .snapshot
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (message, _) in pending.by_ref() {
+                let flags = message.header.flags;
+                match message.payload {
+                    NetlinkPayload::InnerMessage(inner) => {
+                        if let Some(update) = convert::update(inner, flags) {
+                            snapshot.apply(update);
+                            applied += 1;
                         }
-                        NetlinkPayload::Overrun(_) => {
-                            overrun = true;
-                            break;
-                        }
-                        _ => {}
                     }
+                    NetlinkPayload::Overrun(_) => {
+                        overrun = true;
+                        break;
+                    }
+                    _ => {}
                 }
-                counters.set_counts(snapshot.counts());
             }
-            counters.updates.fetch_add(applied, Ordering::Relaxed);
-            if !overrun {
-                break;
-            }
-            // Notifications were lost: reload. Those queued after the overrun are
-            // applied on top of the fresh snapshot.
+            counters.set_counts(snapshot.counts());
+        }
+        counters.updates.fetch_add(applied, Ordering::Relaxed);
+        if overrun {
+            // Notifications were lost. What is still queued cannot be applied either:
+            // the kernel reports the overrun before the messages already in the socket's
+            // queue, which are older than the lost ones (a link's RTM_NEWLINK queued, its
+            // RTM_DELLINK lost, would bring it back after the reload). So start over as at
+            // start-up: a new subscription, then a dump, then the new socket's messages.
             tracing::warn!("netlink notifications overran the socket buffer; reloading");
-            let fresh = reload(&shared).await;
+            let (fresh, fresh_connection, fresh_events) = reload(&shared, receive_buffer).await;
             counters.set_counts(fresh.counts());
             *shared
                 .snapshot
                 .write()
                 .unwrap_or_else(PoisonError::into_inner) = fresh;
+            // The old socket, its queue and the rest of this batch are dropped.
+            _connection = fresh_connection;
+            events = fresh_events;
             counters.resyncs_overrun.fetch_add(1, Ordering::Relaxed);
         }
         drop(pending);
@@ -379,19 +395,26 @@ const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between reload attempts.
 const RELOAD_MAX: Duration = Duration::from_secs(30);
 
-/// Dumps everything until it works, waiting longer after each failure (the kernel may
-/// refuse a dump under memory pressure, or a netlink socket may not open for a while).
-/// Meanwhile the old snapshot stays, marked out of date ([`Mirror::failure`]).
-async fn reload(shared: &Shared) -> Snapshot {
+/// Subscribes afresh and dumps everything until both work, waiting longer after each
+/// failure (the kernel may refuse a dump under memory pressure, or a netlink socket may
+/// not open for a while). Meanwhile the old snapshot stays, marked out of date
+/// ([`Mirror::failure`]).
+async fn reload(shared: &Shared, receive_buffer: usize) -> (Snapshot, AbortOnDrop, Events) {
     let mut delay = RELOAD_BACKOFF;
     loop {
-        match dump_all().await {
-            Ok(snapshot) => {
+        let loaded = match subscribe(receive_buffer) {
+            Ok((connection, events)) => dump_all()
+                .await
+                .map(|snapshot| (snapshot, connection, events)),
+            Err(err) => Err(err),
+        };
+        match loaded {
+            Ok(loaded) => {
                 if shared.failure().is_some() {
                     tracing::info!("network mirror reloaded; it follows the kernel again");
                 }
                 shared.set_failure(None);
-                return snapshot;
+                return loaded;
             }
             Err(err) => {
                 tracing::warn!(

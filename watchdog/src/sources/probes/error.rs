@@ -134,6 +134,13 @@ pub enum ProbeError {
     /// The network mirror does not run, so the interfaces to watch are unknown.
     #[error("the network mirror is not running, so the interfaces to watch are unknown")]
     NoInterfaces,
+    /// None of the interfaces `peers.interfaces` names exists (or is attached yet).
+    #[error(
+        "none of the configured interfaces exists: {}; nothing is watched until one \
+         appears (check `peers.interfaces` against `ip link`)",
+        .0.join(", ")
+    )]
+    NoneWatched(Vec<String>),
 }
 
 impl ProbeError {

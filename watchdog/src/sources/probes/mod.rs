@@ -277,10 +277,14 @@ impl Probes {
                     .failed()
                     .map(|(interface, why)| format!("{interface}: {why}"))
                     .collect();
-                if failures.is_empty() {
-                    ProbeState::Attached
-                } else {
+                if !failures.is_empty() {
                     ProbeState::Failed(format!("not attached on {}", failures.join("; ")))
+                } else if let Some(wanted) = tc.none_watched() {
+                    // Counting nothing is no working probe: not ready until one of the
+                    // configured interfaces appears (and is attached).
+                    ProbeState::Failed(chain(&ProbeError::NoneWatched(wanted.to_vec())))
+                } else {
+                    ProbeState::Attached
                 }
             }
         };

@@ -77,6 +77,12 @@ impl Attachments {
             .map(|(name, why)| (name.as_str(), why.as_str()))
     }
 
+    /// The configured interfaces while none of them is attached (none exists yet);
+    /// `None` when one is, or when every interface is watched (nothing configured).
+    pub fn none_watched(&self) -> Option<&[String]> {
+        (!self.wanted.is_empty() && self.attached.is_empty()).then_some(&self.wanted)
+    }
+
     fn watches(&self, name: &str) -> bool {
         if self.wanted.is_empty() {
             name != "lo"
