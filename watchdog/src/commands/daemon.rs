@@ -247,6 +247,7 @@ async fn detect_loop(
             });
             // The suspects go out now; their results are in the next cycle's inputs.
             sources.prober().submit(pipeline.take_probe_requests());
+            sources.prober().submit_mtu(pipeline.take_mtu_targets());
             let changes = cycle.changes;
             log_changes(&changes);
             let active = pipeline.active();
