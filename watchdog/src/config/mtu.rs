@@ -9,7 +9,8 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MtuConfig {
-    /// Off: no path-MTU probe is sent and `mtu_black_hole` never fires.
+    /// Off (or `prober.enabled = false`): no path-MTU probe is sent and `mtu_black_hole`
+    /// never fires.
     pub enabled: bool,
     /// Every peer's path is searched this often; passive evidence (large packets out, none
     /// that size back) and a black hole already found are rechecked every `interval / 6`.

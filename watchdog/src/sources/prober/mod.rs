@@ -113,7 +113,7 @@ impl Prober {
     pub fn with_mtu(mut self, settings: &MtuConfig) -> Self {
         self.mtu = settings.clone();
         self.mtu_bucket = Arc::new(Mutex::new(mtu::Bucket::new(settings.max_pps)));
-        if settings.enabled {
+        if settings.enabled && self.settings.enabled {
             tracing::info!(
                 "path-MTU probes: every {:?}, at most {} packets/s ({})",
                 settings.interval,
@@ -130,7 +130,8 @@ impl Prober {
     /// (passive evidence) or in a black hole. Targets no longer named are forgotten.
     pub fn submit_mtu(&mut self, targets: Vec<MtuTarget>) {
         while self.tasks.try_join_next().is_some() {}
-        if !self.mtu.enabled {
+        // `prober.enabled = false` means nothing is probed, path MTUs included.
+        if !self.mtu.enabled || !self.settings.enabled {
             return;
         }
         let now = Instant::now();
