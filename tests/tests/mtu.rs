@@ -240,3 +240,38 @@ fn a_healthy_overlay_with_full_size_traffic_has_no_black_hole_and_few_probes() {
         "{packets} packets for {probes} probes"
     );
 }
+
+/// `watchdog check` searches every peer's path once and prints the black hole with its
+/// next step and runbook.
+#[test]
+fn check_prints_a_black_hole_with_the_fix() {
+    let Some(lab) = lab("check_prints_a_black_hole_with_the_fix") else {
+        return;
+    };
+    lab.underlay()
+        .ip(&["link", "set", "n1", "mtu", &HOP_MTU.to_string()]);
+    let output = Command::new("ip")
+        .args(["netns", "exec", lab.node(0).ns().name()])
+        .arg(watchdog_tests::daemon_binary())
+        .args(["check", "--window", "1s"])
+        .env("NODE_NAME", "node-a")
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run watchdog check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let vtep1 = lab.node(1).underlay_ip();
+    assert!(
+        stdout.contains(&format!("path to vtep {vtep1} dev {VXLAN_DEV}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("path MTU black hole"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("set {VXLAN_DEV} mtu ≤ 13")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("mtu_black_hole.md"), "{stdout}");
+    let vtep2 = lab.node(2).underlay_ip();
+    assert!(!stdout.contains(&format!("vtep {vtep2} ")), "{stdout}");
+}
