@@ -37,6 +37,9 @@ pub enum Kind {
     /// A Node's Flannel annotations are wrong: a dead or unusable address, a pending
     /// overwrite, a VtepMAC or pod subnet shared with another Node.
     StaleAnnotation,
+    /// Full-size packets to a peer vanish (no ICMP comes back) while small ones pass:
+    /// the path carries less than the overlay device needs.
+    MtuBlackHole,
     /// Repair refused a plan: it would change too much at once.
     RepairRefused,
     /// Something else wrote an object back while (or right after) repair changed it;
@@ -46,7 +49,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for exporting zeros.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::GhostGateway,
         Kind::BlackholedDestination,
         Kind::StaleFdb,
@@ -58,6 +61,7 @@ impl Kind {
         Kind::FailingTcpDestination,
         Kind::OverlayDrift,
         Kind::StaleAnnotation,
+        Kind::MtuBlackHole,
         Kind::RepairRefused,
         Kind::RepairConflict,
     ];
@@ -76,6 +80,7 @@ impl Kind {
             Kind::FailingTcpDestination => "failing_tcp_destination",
             Kind::OverlayDrift => "overlay_drift",
             Kind::StaleAnnotation => "stale_annotation",
+            Kind::MtuBlackHole => "mtu_black_hole",
             Kind::RepairRefused => "repair_refused",
             Kind::RepairConflict => "repair_conflict",
         }

@@ -145,21 +145,32 @@ pub async fn audit(
     };
     // Silence is only a suspicion: probe the suspects once, then judge with the results.
     let unprobed = ProbeBook::new(config.prober.enabled, config.prober.valid_for);
-    let requests = mirror.with_snapshot(|net| {
-        detect::probe_requests(&Inputs {
+    // Every overlay peer's path MTU is searched once too (`[mtu]`).
+    let (requests, mtu_targets) = mirror.with_snapshot(|net| {
+        let inputs = Inputs {
             net,
             now: &last,
             then: &first,
             recent: &first,
             settings: &settings,
             probes: &unprobed,
-        })
+        };
+        (
+            detect::probe_requests(&inputs),
+            detect::mtu::mtu_targets(&inputs),
+        )
     });
     let prober = sources.prober();
     prober.submit(requests);
-    prober
-        .settle(config.prober.timeout + Duration::from_secs(1))
-        .await;
+    prober.submit_mtu(mtu_targets);
+    // A path-MTU search takes at most a dozen probes (a full-size one, a small one and the
+    // binary search).
+    let probing = if config.mtu.enabled {
+        config.prober.timeout * 12
+    } else {
+        config.prober.timeout
+    };
+    prober.settle(probing + Duration::from_secs(1)).await;
     let probes = prober.book();
     let mirror = sources.mirror().expect("failures() checked the mirror");
     let now = SystemTime::now();

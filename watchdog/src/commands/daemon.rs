@@ -261,6 +261,7 @@ async fn detect_loop(
             });
             // The suspects go out now; their results are in the next cycle's inputs.
             sources.prober().submit(pipeline.take_probe_requests());
+            sources.prober().submit_mtu(pipeline.take_mtu_targets());
             let changes = cycle.changes;
             log_changes(&changes);
             // Never waits: alerts go into per-sink queues, delivered by their own tasks.

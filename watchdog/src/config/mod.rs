@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod desired;
 pub mod detect;
+pub mod mtu;
 pub mod prober;
 pub mod read;
 pub mod repair;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 pub use self::{
     alerts::{AlertsConfig, AlertsConfigError},
     detect::DetectConfig,
+    mtu::MtuConfig,
     prober::ProberConfig,
 };
 
@@ -58,6 +60,8 @@ pub struct Config {
     pub desired: desired::DesiredConfig,
     /// Active probes that confirm a silent peer.
     pub prober: ProberConfig,
+    /// Path-MTU probes of the overlay's peers.
+    pub mtu: MtuConfig,
     /// Whether and how the overlay is repaired.
     pub repair: repair::RepairConfig,
     /// Limits of the HTTP server's connections.
@@ -206,6 +210,14 @@ pub enum ConfigError {
         /// What is wrong.
         source: prober::ProberConfigError,
     },
+    /// A `[mtu]` setting is wrong (the message names the key).
+    #[error("config file {path}: {source}")]
+    Mtu {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: mtu::MtuConfigError,
+    },
     /// A `[repair]` setting is wrong (the message names the key).
     #[error("config file {path}: {source}")]
     Repair {
@@ -241,6 +253,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             desired: desired::DesiredConfig::default(),
             prober: ProberConfig::default(),
+            mtu: MtuConfig::default(),
             repair: repair::RepairConfig::default(),
             http: HttpConfig::default(),
         }
@@ -420,6 +433,10 @@ impl Config {
                 path: path.to_owned(),
                 source,
             })?;
+        self.mtu.validate().map_err(|source| ConfigError::Mtu {
+            path: path.to_owned(),
+            source,
+        })?;
         self.repair
             .validate()
             .map_err(|source| ConfigError::Repair {

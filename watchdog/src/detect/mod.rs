@@ -4,6 +4,7 @@
 //! the pipeline builds from a reading.
 
 mod gateway;
+pub mod mtu;
 pub mod overlay;
 mod routes;
 mod silence;
@@ -168,5 +169,6 @@ pub fn detect(inputs: &Inputs<'_>) -> Vec<Candidate> {
     candidates.extend(routes::dead_link_routes(inputs));
     candidates.extend(routes::gateways_not_onlink(inputs));
     candidates.extend(routes::dropped_for_routes(inputs));
+    candidates.extend(mtu::black_holes(inputs));
     candidates
 }

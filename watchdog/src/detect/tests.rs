@@ -596,3 +596,123 @@ fn failing_tcp_destinations_need_failures_and_no_success() {
     assert_eq!(candidates.len(), 1, "{candidates:#?}");
     assert_eq!(candidates[0].subject, "tcp 10.244.1.9:8080");
 }
+
+/// Inputs over `now`/`then` (also `recent`) with `probes`, for the path-MTU detector.
+fn mtu_run<T>(
+    net: &Snapshot,
+    then: &Sample,
+    now: &Sample,
+    probes: &ProbeBook,
+    f: impl FnOnce(&Inputs<'_>) -> T,
+) -> T {
+    let settings = DetectConfig::default();
+    f(&Inputs {
+        net,
+        now,
+        then,
+        recent: then,
+        settings: &settings,
+        probes,
+    })
+}
+
+fn searched(target: &crate::model::probe::MtuTarget, outcome: MtuOutcome) -> ProbeBook {
+    let mut book = ProbeBook::new(true, Duration::from_secs(5));
+    book.mtu.insert(
+        target.target,
+        PathMtu {
+            target: target.clone(),
+            outcome,
+            finished: Instant::now(),
+            probes: 10,
+            packets: 16,
+        },
+    );
+    book
+}
+
+use crate::model::probe::{MtuOutcome, PathMtu};
+
+#[test]
+fn every_remote_vtep_is_a_path_mtu_target_through_the_overlay() {
+    let net = flannel_node();
+    let (then, now) = samples(Instant::now());
+    let targets = mtu_run(&net, &then, &now, &ProbeBook::default(), mtu::mtu_targets);
+    assert_eq!(targets.len(), 2);
+    let t = &targets[0];
+    assert_eq!(
+        (t.target, t.vtep, t.device.as_str(), t.device_mtu),
+        (ip("10.244.1.0"), ip("192.168.77.11"), "flannel.1", 1450)
+    );
+    assert!(t.through_overlay && !t.urgent);
+    assert_eq!(
+        (t.needed(), t.probe_size(), t.outer(1351)),
+        (1500, 1450, 1401)
+    );
+    assert_eq!(mtu::vxlan_overhead(ip("fd00::1")), 70);
+}
+
+#[test]
+fn large_packets_out_with_only_small_ones_back_make_a_target_urgent() {
+    let net = flannel_node();
+    let (mut then, mut now) = samples(Instant::now());
+    let vtep = ip("192.168.77.11");
+    then.peers.insert((ETH0, vtep), PeerSample::default());
+    // 10 packets of 1400 bytes out, 10 of 100 back: urgent.
+    now.peers.insert(
+        (ETH0, vtep),
+        PeerSample {
+            tx_packets: 10,
+            tx_bytes: 14_000,
+            rx_packets: 10,
+            rx_bytes: 1_000,
+            ..PeerSample::default()
+        },
+    );
+    let targets = mtu_run(&net, &then, &now, &ProbeBook::default(), mtu::mtu_targets);
+    assert!(targets[0].urgent && !targets[1].urgent);
+    // Large both ways (a healthy exchange of full-size packets): not urgent.
+    now.peers.get_mut(&(ETH0, vtep)).unwrap().rx_bytes = 14_000;
+    let targets = mtu_run(&net, &then, &now, &ProbeBook::default(), mtu::mtu_targets);
+    assert!(!targets[0].urgent);
+}
+
+#[test]
+fn a_black_hole_names_peer_device_sizes_and_the_fix_until_healed() {
+    let net = flannel_node();
+    let (then, now) = samples(Instant::now());
+    let targets = mtu_run(&net, &then, &now, &ProbeBook::default(), mtu::mtu_targets);
+    let hole = searched(&targets[0], MtuOutcome::BlackHole { carries: 1300 });
+    let found = mtu_run(&net, &then, &now, &hole, detect);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let c = &found[0];
+    assert_eq!(c.kind, Kind::MtuBlackHole);
+    assert_eq!(c.severity, Severity::Critical);
+    assert_eq!(c.subject, "path to vtep 192.168.77.11 dev flannel.1");
+    assert_eq!(c.evidence("peer"), Some("192.168.77.11"));
+    assert_eq!(c.evidence("device"), Some("flannel.1"));
+    assert_eq!(c.evidence("path_carries"), Some("1300"));
+    assert_eq!(c.evidence("device_needs"), Some("1500"));
+    assert_eq!(
+        c.evidence("fix"),
+        Some("set flannel.1 mtu ≤ 1250, or raise the path's MTU to at least 1500")
+    );
+    // Healed, or a hop that says "fragmentation needed" (the kernel adapts): no finding.
+    for outcome in [
+        MtuOutcome::Fits,
+        MtuOutcome::TooBig {
+            mtu: 1400,
+            from: Some(ip("192.168.77.1")),
+        },
+        MtuOutcome::PeerSilent,
+    ] {
+        let book = searched(&targets[0], outcome);
+        assert_eq!(mtu_run(&net, &then, &now, &book, detect), vec![]);
+    }
+    // The device was lowered since the search: the old result no longer applies.
+    let mut lowered = net.clone();
+    let mut link = lowered.link(FLANNEL).unwrap().clone();
+    link.mtu = 1250;
+    lowered.apply(Update::NewLink(link));
+    assert_eq!(mtu_run(&lowered, &then, &now, &hole, detect), vec![]);
+}

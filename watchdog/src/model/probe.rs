@@ -221,6 +221,8 @@ pub struct ProbeBook {
     pub latest: BTreeMap<ProbeKey, ProbeResult>,
     /// Probes sent and not finished yet.
     pub in_flight: BTreeSet<ProbeKey>,
+    /// The latest path-MTU search per target (the address probed).
+    pub mtu: BTreeMap<IpAddr, PathMtu>,
 }
 
 impl ProbeBook {
@@ -305,6 +307,122 @@ pub struct ProbeStats {
     pub probes: BTreeMap<(Purpose, &'static str), u64>,
     /// Packets sent by purpose.
     pub packets: BTreeMap<Purpose, u64>,
+    /// Path-MTU probes sent (each a sized or small DF probe of a search).
+    pub mtu_probes: u64,
+    /// The last path MTU measured, in bytes of the outer packet, by (peer, interface):
+    /// the VTEP's underlay address and the VXLAN device.
+    pub path_mtu: BTreeMap<(IpAddr, String), u32>,
+}
+
+/// A peer whose path must carry the overlay's largest packets: a remote VTEP of a VXLAN
+/// device, probed through the overlay (at its VXLAN address) or at its underlay address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MtuTarget {
+    /// The address probed: the remote node's VXLAN address (through the overlay), else the
+    /// VTEP's underlay address.
+    pub target: IpAddr,
+    /// The VTEP's underlay address (the FDB entry's destination).
+    pub vtep: IpAddr,
+    /// The VXLAN device whose traffic takes this path, e.g. `flannel.1`.
+    pub device: String,
+    /// The device's MTU.
+    pub device_mtu: u32,
+    /// Outer headers the device adds: 50 bytes over IPv4, 70 over IPv6.
+    pub overhead: u32,
+    /// True when `target` is reached through the overlay: a probe of `n` bytes then
+    /// travels the path as `n + overhead` bytes; else as `n`.
+    pub through_overlay: bool,
+    /// Passive evidence (large packets out, none that size back) asks for a search now.
+    pub urgent: bool,
+}
+
+impl MtuTarget {
+    /// The outer packet size the path must carry: device MTU + overhead.
+    pub fn needed(&self) -> u32 {
+        self.device_mtu + self.overhead
+    }
+
+    /// The size of a probe that fills the device: the device MTU through the overlay, the
+    /// outer size at the underlay address.
+    pub fn probe_size(&self) -> u32 {
+        if self.through_overlay {
+            self.device_mtu
+        } else {
+            self.needed()
+        }
+    }
+
+    /// The outer packet size a probe of `size` bytes travels as.
+    pub fn outer(&self, size: u32) -> u32 {
+        if self.through_overlay {
+            size + self.overhead
+        } else {
+            size
+        }
+    }
+}
+
+/// What a path-MTU search found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MtuOutcome {
+    /// A probe the size the device needs got through.
+    Fits,
+    /// Full-size probes vanish while small ones are answered: the path silently carries
+    /// only `carries` bytes (outer), within the search's resolution below the truth.
+    BlackHole {
+        /// The largest outer packet that got through.
+        carries: u32,
+    },
+    /// A hop said "fragmentation needed" / "packet too big": the kernel's own PMTU
+    /// discovery works on this path; not a black hole.
+    TooBig {
+        /// The MTU the hop reported (outer bytes).
+        mtu: u32,
+        /// Who said it.
+        from: Option<IpAddr>,
+    },
+    /// Even a small probe went unanswered: the peer is down (other detectors' business).
+    PeerSilent,
+    /// The search could not run (a local error).
+    Error(String),
+}
+
+/// One finished path-MTU search.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathMtu {
+    /// What was searched.
+    pub target: MtuTarget,
+    /// What it found.
+    pub outcome: MtuOutcome,
+    /// When it finished.
+    pub finished: Instant,
+    /// Probes sent.
+    pub probes: u32,
+    /// Packets sent.
+    pub packets: u32,
+}
+
+impl PathMtu {
+    /// The path MTU to report (outer bytes): what it carries, at least what the device
+    /// needs when full-size probes pass; `None` when unknown.
+    pub fn path_mtu(&self) -> Option<u32> {
+        match &self.outcome {
+            MtuOutcome::Fits => Some(self.target.needed()),
+            MtuOutcome::BlackHole { carries } => Some(*carries),
+            MtuOutcome::TooBig { mtu, .. } => Some(*mtu),
+            MtuOutcome::PeerSilent | MtuOutcome::Error(_) => None,
+        }
+    }
+
+    /// True when the search answers the same question `target` asks now: same address,
+    /// VTEP, device and size needed.
+    pub fn applies_to(&self, target: &MtuTarget) -> bool {
+        self.target.target == target.target
+            && self.target.vtep == target.vtep
+            && self.target.device == target.device
+            && self.target.needed() == target.needed()
+            && self.target.through_overlay == target.through_overlay
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::{
     model::{
         desired::State,
         net::Snapshot,
-        probe::{ProbeBook, ProbeRequest},
+        probe::{MtuTarget, ProbeBook, ProbeRequest},
     },
 };
 
@@ -43,6 +43,8 @@ pub struct Pipeline {
     probes: ProbeBook,
     /// The suspects the last cycle named.
     requests: Vec<ProbeRequest>,
+    /// The overlay peers whose path MTU the prober checks (the last cycle's).
+    mtu_targets: Vec<MtuTarget>,
     /// This node's name among the cluster's Nodes.
     node: String,
     /// The overlay detectors' grace and departed Nodes.
@@ -71,6 +73,7 @@ impl Pipeline {
             settings,
             probes: ProbeBook::default(),
             requests: Vec::new(),
+            mtu_targets: Vec::new(),
             node: String::new(),
             overlay: overlay::Memory::new(Duration::ZERO),
             repair: Vec::new(),
@@ -91,6 +94,11 @@ impl Pipeline {
     /// The suspects the last cycle named, for the prober (taken once).
     pub fn take_probe_requests(&mut self) -> Vec<ProbeRequest> {
         std::mem::take(&mut self.requests)
+    }
+
+    /// The overlay peers whose path MTU the prober checks, urgent ones marked (taken once).
+    pub fn take_mtu_targets(&mut self) -> Vec<MtuTarget> {
+        std::mem::take(&mut self.mtu_targets)
     }
 
     /// Compares the overlay with the desired state as node `node` (its name among the
@@ -134,6 +142,7 @@ impl Pipeline {
         let mut candidates = candidates(&inputs, &desired, &self.node, &mut self.overlay, at);
         candidates.extend(std::mem::take(&mut self.repair));
         self.requests = detect::probe_requests(&inputs);
+        self.mtu_targets = detect::mtu::mtu_targets(&inputs);
         Cycle {
             changes: self.tracker.update(now, candidates),
             desired,

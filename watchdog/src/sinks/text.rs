@@ -220,6 +220,7 @@ pub fn words(kind: Kind) -> &'static str {
         Kind::FailingTcpDestination => "TCP connects failing",
         Kind::OverlayDrift => "overlay differs from the Nodes",
         Kind::StaleAnnotation => "wrong Flannel annotation",
+        Kind::MtuBlackHole => "path MTU black hole",
         Kind::RepairRefused => "repair plan refused by its guards",
         Kind::RepairConflict => "another writer undoes the repair",
     }
@@ -273,6 +274,10 @@ pub fn next_step(kind: Kind) -> &'static str {
         Kind::StaleAnnotation => {
             "`kubectl annotate node <node> flannel.alpha.coreos.com/public-ip-overwrite-` \
              (or set it right), then restart flanneld on that node"
+        }
+        Kind::MtuBlackHole => {
+            "lower the overlay device's MTU to what the path carries (`ip link set dev \
+             flannel.1 mtu <N>`; Flannel: the MTU in its config), or raise the path's MTU"
         }
         Kind::RepairRefused => {
             "read the plan (`watchdog repair plan`); if its targets are right, restart \

@@ -79,7 +79,7 @@ impl Sources {
         }
         let mut sources = Self {
             probes,
-            prober: Prober::new(&config.prober),
+            prober: Prober::new(&config.prober).with_mtu(&config.mtu),
             mirror,
             links_synced: None,
             mirror_stopped: None,

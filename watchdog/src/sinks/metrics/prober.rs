@@ -1,8 +1,13 @@
-//! `watchdog_probes_total`, `watchdog_probe_packets_total`: what the active prober did.
+//! `watchdog_probes_total`, `watchdog_probe_packets_total`: what the active prober did;
+//! `watchdog_mtu_probes_total` and `watchdog_path_mtu_bytes`: its path-MTU searches.
 
 use std::sync::RwLock;
 
-use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, gauge::ConstGauge},
+};
 
 use super::{Labels, Metrics, encode_counters};
 use crate::model::probe::{Outcome, ProbeStats, Purpose};
@@ -54,6 +59,26 @@ impl Collector for ProberCollector {
             "watchdog_probe_packets",
             "Packets the active prober sent, by purpose",
             &packets,
-        )
+        )?;
+        encode_counters(
+            &mut encoder,
+            "watchdog_mtu_probes",
+            "Path-MTU probes sent (DF probes of a size, and the small probe of a search); \
+             their packets are watchdog_probe_packets_total{purpose=\"path_mtu\"}",
+            &[(Vec::new(), stats.mtu_probes)],
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "watchdog_path_mtu_bytes",
+            "The path MTU last measured to each overlay peer (outer packet bytes; the size \
+             the device needs when full-size probes pass), by peer (VTEP address) and \
+             interface (the VXLAN device)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((peer, interface), mtu) in &stats.path_mtu {
+            let labels: Labels = vec![("peer", peer.to_string()), ("interface", interface.clone())];
+            ConstGauge::new(i64::from(*mtu)).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }

@@ -9,11 +9,13 @@
 //! high port whose ICMP port unreachable is read with IP_RECVERR. Probes may be sized with
 //! DF set (IP_PMTUDISC_PROBE) for path-MTU checks.
 
+mod mtu;
 pub mod run;
 mod socket;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -22,8 +24,11 @@ use tokio::task::JoinSet;
 
 pub use self::run::UDP_BASE_PORT;
 use crate::{
-    config::{ProberConfig, prober::ProbeMethod},
-    model::probe::{Method, ProbeBook, ProbeKey, ProbeRequest, ProbeResult, ProbeStats},
+    config::{MtuConfig, ProberConfig, prober::ProbeMethod},
+    model::probe::{
+        Method, MtuOutcome, MtuTarget, PathMtu, ProbeBook, ProbeKey, ProbeRequest, ProbeResult,
+        ProbeStats,
+    },
 };
 
 /// At most this many results are kept (the oldest go first).
@@ -42,12 +47,20 @@ pub struct Prober {
     tokens: f64,
     refilled: Instant,
     tasks: JoinSet<()>,
+    /// `[mtu]`: path-MTU searches.
+    mtu: MtuConfig,
+    /// When each path-MTU target's last search started.
+    mtu_started: HashMap<IpAddr, Instant>,
+    /// The path-MTU packet budget (`mtu.max_pps`).
+    mtu_bucket: Arc<Mutex<mtu::Bucket>>,
 }
 
 #[derive(Debug)]
 struct Shared {
     book: ProbeBook,
     stats: ProbeStats,
+    /// Path-MTU searches running, by target.
+    mtu_in_flight: BTreeSet<IpAddr>,
 }
 
 impl Prober {
@@ -81,11 +94,93 @@ impl Prober {
             shared: Arc::new(Mutex::new(Shared {
                 book: ProbeBook::new(settings.enabled, settings.valid_for),
                 stats: ProbeStats::default(),
+                mtu_in_flight: BTreeSet::new(),
             })),
             last_start: HashMap::new(),
             tokens: f64::from(settings.max_per_second),
             refilled: Instant::now(),
             tasks: JoinSet::new(),
+            mtu: MtuConfig {
+                enabled: false,
+                ..MtuConfig::default()
+            },
+            mtu_started: HashMap::new(),
+            mtu_bucket: Arc::new(Mutex::new(mtu::Bucket::new(1))),
+        }
+    }
+
+    /// Also searches the overlay peers' path MTU, per `settings` (`[mtu]`).
+    pub fn with_mtu(mut self, settings: &MtuConfig) -> Self {
+        self.mtu = settings.clone();
+        self.mtu_bucket = Arc::new(Mutex::new(mtu::Bucket::new(settings.max_pps)));
+        if settings.enabled && self.settings.enabled {
+            tracing::info!(
+                "path-MTU probes: every {:?}, at most {} packets/s ({})",
+                settings.interval,
+                settings.max_pps,
+                self.methods[0].as_str()
+            );
+        }
+        self
+    }
+
+    /// Starts the path-MTU searches that are due among `targets` (every overlay peer, as
+    /// of the last cycle): one never searched or whose device, VTEP or size changed at
+    /// once; the others every `mtu.interval`, and every `mtu.interval / 6` when urgent
+    /// (passive evidence) or in a black hole. Targets no longer named are forgotten.
+    pub fn submit_mtu(&mut self, targets: Vec<MtuTarget>) {
+        while self.tasks.try_join_next().is_some() {}
+        // `prober.enabled = false` means nothing is probed, path MTUs included.
+        if !self.mtu.enabled || !self.settings.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let (interval, recheck) = (self.mtu.interval, self.mtu.recheck());
+        let mut shared = self.shared.lock().expect("prober lock");
+        let current: BTreeSet<IpAddr> = targets.iter().map(|t| t.target).collect();
+        shared.book.mtu.retain(|target, _| current.contains(target));
+        let vteps: BTreeSet<(IpAddr, String)> =
+            targets.iter().map(|t| (t.vtep, t.device.clone())).collect();
+        shared.stats.path_mtu.retain(|key, _| vteps.contains(key));
+        self.mtu_started
+            .retain(|target, _| current.contains(target));
+        for target in targets {
+            if shared.mtu_in_flight.contains(&target.target) {
+                continue;
+            }
+            let previous = shared.book.mtu.get(&target.target);
+            let due = match self.mtu_started.get(&target.target) {
+                None => true,
+                Some(started) => {
+                    let since = now.saturating_duration_since(*started);
+                    let hole =
+                        previous.is_some_and(|p| matches!(p.outcome, MtuOutcome::BlackHole { .. }));
+                    previous.is_none_or(|p| !p.applies_to(&target))
+                        || since >= interval
+                        || ((target.urgent || hole) && since >= recheck)
+                }
+            };
+            if !due {
+                continue;
+            }
+            self.mtu_started.insert(target.target, now);
+            shared.mtu_in_flight.insert(target.target);
+            let searcher = mtu::Searcher {
+                method: self.methods[usize::from(target.target.is_ipv6())],
+                timeout: self.settings.timeout,
+                tries: self.settings.tries,
+                bucket: self.mtu_bucket.clone(),
+                shared: self.shared.clone(),
+            };
+            self.tasks.spawn(async move {
+                let result = searcher.search(target).await;
+                tracing::debug!("path MTU: {result:?}");
+                searcher
+                    .shared
+                    .lock()
+                    .expect("prober lock")
+                    .record_mtu(result);
+            });
         }
     }
 
@@ -167,6 +262,20 @@ impl Prober {
 }
 
 impl Shared {
+    fn record_mtu(&mut self, result: PathMtu) {
+        self.mtu_in_flight.remove(&result.target.target);
+        let key = (result.target.vtep, result.target.device.clone());
+        match result.path_mtu() {
+            Some(mtu) => {
+                self.stats.path_mtu.insert(key, mtu);
+            }
+            None => {
+                self.stats.path_mtu.remove(&key);
+            }
+        }
+        self.book.mtu.insert(result.target.target, result);
+    }
+
     fn record(&mut self, result: ProbeResult) {
         let key = result.request.key();
         self.book.in_flight.remove(&key);

@@ -22,6 +22,8 @@ pub const UDP_BASE_PORT: u16 = 33434;
 const UDP_PORTS: u16 = 100;
 /// What probe packets carry (padded to the requested size).
 const PAYLOAD: &[u8] = b"watchdog probe";
+/// The payload of a small probe, in bytes.
+pub const PAYLOAD_LEN: u32 = PAYLOAD.len() as u32;
 
 /// What one probe did: its outcome, when its first packet left, how many it sent.
 #[derive(Debug)]

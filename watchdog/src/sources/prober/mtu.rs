@@ -1,0 +1,234 @@
+//! Path-MTU searches: per overlay peer, a DF probe the size the VXLAN device needs; when
+//! it goes unanswered while a small probe is answered, a binary search for the largest
+//! size that passes (to [`RESOLUTION`] bytes). The probes are the prober's own (ping socket
+//! or UDP with IP_RECVERR, IP_PMTUDISC_PROBE so the cached route MTU never shrinks them);
+//! every packet takes a token of a bucket refilled at `mtu.max_pps`.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::{Shared, run};
+use crate::model::probe::{Method, MtuOutcome, MtuTarget, Outcome, PathMtu, ProbeRequest, Purpose};
+
+/// A search stops once the largest size that passed and the smallest that failed are this
+/// close (bytes).
+pub const RESOLUTION: u32 = 8;
+
+/// The remote's ICMP port unreachables are rate limited (one a second per source after a
+/// burst of 6, `net.ipv4.icmp_ratelimit`): UDP steps are spaced this far apart, or the
+/// limit would pass for a black hole. Echo replies are not limited.
+const UDP_STEP_SPACING: Duration = Duration::from_millis(1100);
+
+/// The global packet budget: a token bucket of `max_pps` tokens refilled at `max_pps` a
+/// second.
+#[derive(Debug)]
+pub(super) struct Bucket {
+    rate: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Bucket {
+    pub(super) fn new(max_pps: u32) -> Self {
+        let rate = f64::from(max_pps.max(1));
+        Self {
+            rate,
+            tokens: rate,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes `n` tokens, or says how long until they are there.
+    fn take(&mut self, n: u32) -> Result<(), Duration> {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * self.rate)
+            .min(self.rate.max(f64::from(n)));
+        self.refilled = now;
+        let n = f64::from(n);
+        if self.tokens >= n {
+            self.tokens -= n;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((n - self.tokens) / self.rate))
+        }
+    }
+
+    fn give_back(&mut self, n: u32) {
+        self.tokens = (self.tokens + f64::from(n)).min(self.rate);
+    }
+}
+
+/// How one search probes.
+pub(super) struct Searcher {
+    pub method: Method,
+    pub timeout: Duration,
+    pub tries: u32,
+    pub bucket: Arc<Mutex<Bucket>>,
+    pub shared: Arc<Mutex<Shared>>,
+}
+
+impl Searcher {
+    /// One probe of `size` bytes (`None`: small) within the budget; counted.
+    async fn step(&self, target: &MtuTarget, size: Option<u32>, spent: &mut (u32, u32)) -> Outcome {
+        let tries = self.tries.max(1);
+        loop {
+            let wait = self.bucket.lock().expect("mtu bucket lock").take(tries);
+            match wait {
+                Ok(()) => break,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+        let request = ProbeRequest {
+            target: target.target,
+            purpose: Purpose::PathMtu,
+            path: Some(target.vtep),
+            size: size.map(|s| u16::try_from(s).unwrap_or(u16::MAX)),
+        };
+        let ran = run::probe(&request, self.method, self.timeout, tries).await;
+        self.bucket
+            .lock()
+            .expect("mtu bucket lock")
+            .give_back(tries.saturating_sub(ran.packets));
+        spent.0 += 1;
+        spent.1 += ran.packets;
+        let mut shared = self.shared.lock().expect("prober lock");
+        *shared
+            .stats
+            .probes
+            .entry((Purpose::PathMtu, ran.outcome.label()))
+            .or_default() += 1;
+        *shared.stats.packets.entry(Purpose::PathMtu).or_default() += u64::from(ran.packets);
+        shared.stats.mtu_probes += 1;
+        drop(shared);
+        tracing::debug!(
+            target = %target.target,
+            size = ?size,
+            outcome = ran.outcome.label(),
+            "path-MTU probe"
+        );
+        ran.outcome
+    }
+
+    /// The whole search for `target`.
+    pub(super) async fn search(&self, target: MtuTarget) -> PathMtu {
+        let mut spent = (0, 0);
+        let outcome = self.find(&target, &mut spent).await;
+        PathMtu {
+            target,
+            outcome,
+            finished: Instant::now(),
+            probes: spent.0,
+            packets: spent.1,
+        }
+    }
+
+    async fn find(&self, target: &MtuTarget, spent: &mut (u32, u32)) -> MtuOutcome {
+        let full = target.probe_size();
+        match classify(target, self.step(target, Some(full), spent).await) {
+            Step::Passed => return MtuOutcome::Fits,
+            Step::Stop(outcome) => return outcome,
+            Step::Vanished => {}
+        }
+        let mut last = Instant::now();
+        self.pace(&mut last).await;
+        if !matches!(
+            self.step(target, None, spent).await,
+            Outcome::Answered { .. }
+        ) {
+            return MtuOutcome::PeerSilent;
+        }
+        // The small probe's size passed; the full one did not.
+        let headers = if target.target.is_ipv6() { 48 } else { 28 };
+        let mut lo = headers + run::PAYLOAD_LEN;
+        let mut hi = full;
+        while hi - lo > RESOLUTION {
+            let mid = lo + (hi - lo) / 2;
+            self.pace(&mut last).await;
+            match classify(target, self.step(target, Some(mid), spent).await) {
+                Step::Passed => lo = mid,
+                Step::Vanished => hi = mid,
+                Step::Stop(outcome) => return outcome,
+            }
+        }
+        MtuOutcome::BlackHole {
+            carries: target.outer(lo),
+        }
+    }
+
+    /// UDP probes wait out the remote's ICMP rate limit between steps.
+    async fn pace(&self, last: &mut Instant) {
+        if self.method == Method::UdpPort {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(*last + UDP_STEP_SPACING))
+                .await;
+        }
+        *last = Instant::now();
+    }
+}
+
+/// What one step says.
+enum Step {
+    Passed,
+    Vanished,
+    Stop(MtuOutcome),
+}
+
+fn classify(target: &MtuTarget, outcome: Outcome) -> Step {
+    match outcome {
+        Outcome::Answered { .. } => Step::Passed,
+        Outcome::Unanswered => Step::Vanished,
+        Outcome::Unreachable { from, what } => match reported_mtu(&what) {
+            // A hop (or this host's stack) said how much fits: PMTU discovery works here.
+            // Through the overlay the MTU is the inner one.
+            Some(mtu) => Step::Stop(MtuOutcome::TooBig {
+                mtu: if from == Some(target.target) || from.is_none() {
+                    target.outer(mtu)
+                } else {
+                    mtu
+                },
+                from,
+            }),
+            None => Step::Stop(MtuOutcome::PeerSilent),
+        },
+        Outcome::Error(why) => Step::Stop(MtuOutcome::Error(why)),
+    }
+}
+
+/// The MTU of a "fragmentation needed (mtu N)", "packet too big (mtu N)" or local
+/// "larger than the path MTU N".
+fn reported_mtu(what: &str) -> Option<u32> {
+    let lower = what.to_lowercase();
+    let at = lower.find("mtu ")? + 4;
+    let digits: String = lower[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok().filter(|&mtu| mtu > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reported_mtus_are_read_from_the_outcome() {
+        assert_eq!(reported_mtu("fragmentation needed (mtu 1400)"), Some(1400));
+        assert_eq!(reported_mtu("packet too big (mtu 1280)"), Some(1280));
+        assert_eq!(reported_mtu("larger than the path MTU 1450"), Some(1450));
+        assert_eq!(reported_mtu("host unreachable"), None);
+    }
+
+    #[test]
+    fn the_bucket_never_gives_more_than_its_rate() {
+        let mut bucket = Bucket::new(4);
+        assert_eq!(bucket.take(3), Ok(()));
+        assert!(bucket.take(3).is_err());
+        bucket.give_back(2);
+        assert_eq!(bucket.take(3), Ok(()));
+        // Never more than the rate is stored, however much is given back.
+        bucket.give_back(100);
+        assert_eq!(bucket.take(4), Ok(()));
+        assert!(bucket.take(1).is_err());
+    }
+}
