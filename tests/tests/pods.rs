@@ -11,7 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use watchdog_tests::{Daemon, NetNs, TempDir, lab::Lab, poll_until, require_root};
+use watchdog_tests::{
+    Daemon, NetNs, TempDir,
+    apiserver::InNetns,
+    lab::{Lab, nodes::node_name},
+    poll_until, require_root,
+};
 
 /// The recorded PodList and the UID of its `default/web-7f9c5d8b6-x2x7q`.
 const POD_LIST: &str = include_str!("../../watchdog/tests/fixtures/pods/podlist.json");
@@ -259,5 +264,52 @@ fn without_btf_a_failing_destination_is_named_but_no_client() {
         DEADLINE,
     );
     assert_eq!(finding.evidence("client"), ["unattributed"], "{finding:#?}");
+    assert!(daemon.stop().success());
+}
+
+/// Pod names from the Kubernetes API: only this node's Pods are asked for (field selector
+/// `spec.nodeName`), and the client is named from the recorded Pod the (fake) API server
+/// serves.
+#[test]
+fn pods_are_named_from_the_api_with_this_nodes_pods_only() {
+    if !require_root("pods_are_named_from_the_api_with_this_nodes_pods_only") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let dir = TempDir::new("wd-pods-api");
+    let server = InNetns::start(lab.node(0).ns(), false);
+    server.load_nodes(&lab.node_list());
+    server.add_resource("/api/v1/pods", "PodList");
+    let list: serde_json::Value = serde_json::from_str(POD_LIST).unwrap();
+    for mut pod in list["items"].as_array().unwrap().clone() {
+        pod["spec"]["nodeName"] = serde_json::json!(node_name(0));
+        server.apply("/api/v1/pods", pod);
+    }
+    let config = format!(
+        "poll_interval = \"250ms\"\nnamespaces = \"node\"\n[detect]\nwindow = \"5s\"\n\
+         [desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\nnode_name = \"{}\"\n\
+         [pods]\nsource = \"kubernetes\"\n",
+        server.kubeconfig(dir.path()).display(),
+        node_name(0)
+    );
+    let mut daemon = Daemon::start(lab.node(0).ns(), &config);
+    daemon.wait_ready();
+    let web_ns = second_pod(&lab, 0);
+    let _web = PodProcess::start(&web_ns, &cgroupfs_layout(WEB_UID), DEAD, 8080);
+    let finding = daemon.wait_finding(
+        "failing_tcp_destination",
+        &format!("tcp {DEAD}:8080"),
+        DEADLINE,
+    );
+    assert_eq!(finding.evidence("client"), [WEB], "{finding:#?}");
+    let selector = format!("fieldSelector=spec.nodeName%3D{}", node_name(0));
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.contains("/api/v1/pods"))
+            .all(|r| r.contains(&selector)),
+        "{requests:#?}"
+    );
     assert!(daemon.stop().success());
 }

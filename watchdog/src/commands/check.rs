@@ -104,7 +104,7 @@ pub async fn audit(
     // A drift counts when seen at every look over the window (or desired.grace of it).
     let mut memory = overlay::Memory::new(config.desired.grace.min(window));
     let started = SystemTime::now();
-    let mut pods = Pods::new(config.namespaces, own_netns, &config.pods);
+    let mut pods = Pods::start(config.namespaces, own_netns, config, &node).await;
     let reading = sources.read();
     let view = pods.refresh(&reading.namespaces());
     let first = pipeline::sample(own_netns, &view, reading);

@@ -228,12 +228,14 @@ async fn detect_loop(
     let mut pipeline =
         Pipeline::new(config.detect.clone()).with_desired(desired.node(), config.desired.grace);
     let mut maps_read = false;
-    let mut pods = Pods::new(config.namespaces, own.netns, &config.pods);
+    let node = config.desired.node_name(procfs::node_name);
+    let mut pods = Pods::start(config.namespaces, own.netns, config, &node).await;
     loop {
         ticker.tick().await;
         let reading = sources.read();
         maps_read |= reading.failed_reads == 0;
         let view = pods.refresh(&reading.namespaces());
+        metrics.set_namespaces(&pods.counters());
         let status = sources.status();
         let label_netns = config.namespaces == Namespaces::All && status.netns_attribution;
         let top_n = config.peers.top_n;

@@ -13,13 +13,16 @@ pub enum PodSource {
     None,
     /// A PodList file (`kubectl get pods -o json`), re-read when it changes.
     File,
+    /// The Kubernetes API: this node's Pods (`spec.nodeName`), through the client of
+    /// `[desired]` (`desired.kubeconfig`, `desired.node_name`).
+    Kubernetes,
 }
 
 /// The `[pods]` section.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PodsConfig {
-    /// `none` or `file`.
+    /// `none`, `file` or `kubernetes`.
     pub source: PodSource,
     /// `file`: the PodList file.
     pub path: PathBuf,

@@ -43,3 +43,14 @@ impl std::fmt::Display for PodName {
         write!(f, "{}/{}", self.namespace, self.name)
     }
 }
+
+/// Counters of the namespace tracker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceCounters {
+    /// Namespaces tracked now.
+    pub tracked: u64,
+    /// Namespaces not tracked because `pods.max_namespaces` were.
+    pub untracked: u64,
+    /// Times the PodList file could not be read or parsed.
+    pub file_errors: u64,
+}

@@ -9,6 +9,7 @@
 //! `pods.max_namespaces` are kept, more are counted and treated as not this node's.
 
 mod cgroup;
+mod kubernetes;
 mod nsid;
 mod podlist;
 
@@ -25,7 +26,7 @@ use crate::{
         Namespaces,
         pods::{PodSource, PodsConfig},
     },
-    model::pods::{NamespaceView, PodName},
+    model::pods::{NamespaceCounters, NamespaceView},
 };
 
 /// How long a namespace no process was found in waits before it is looked up again.
@@ -42,28 +43,19 @@ struct Entry {
     unresolved_since: Option<Instant>,
 }
 
-/// Counters of the pods source.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PodsCounters {
-    /// Namespaces tracked now.
-    pub tracked: u64,
-    /// Namespaces not tracked because `pods.max_namespaces` were.
-    pub untracked: u64,
-    /// Times the PodList file could not be read or parsed.
-    pub file_errors: u64,
-}
-
 /// Tracks namespaces seen in the kernel's maps.
 pub struct Pods {
     mode: Namespaces,
     own: u32,
     config: PodsConfig,
     entries: BTreeMap<u32, Entry>,
-    /// Pod UID → name, from the PodList file.
-    pods: BTreeMap<String, PodName>,
+    /// Pod UID → name, from the PodList file or the API.
+    pods: kubernetes::PodNames,
+    /// The task following the API's Pods.
+    follower: Option<tokio::task::JoinHandle<()>>,
     /// (size, mtime, inode) of the PodList file last read.
     file_stamp: Option<(u64, SystemTime, u64)>,
-    counters: PodsCounters,
+    counters: NamespaceCounters,
     proc_root: PathBuf,
 }
 
@@ -75,16 +67,43 @@ impl Pods {
             own,
             config: config.clone(),
             entries: BTreeMap::new(),
-            pods: BTreeMap::new(),
+            pods: kubernetes::PodNames::default(),
+            follower: None,
             file_stamp: None,
-            counters: PodsCounters::default(),
+            counters: NamespaceCounters::default(),
             proc_root: PathBuf::from("/proc"),
         }
     }
 
+    /// As [`Pods::new`], following this node's Pods (`node`) through the Kubernetes API
+    /// when `pods.source = "kubernetes"`; a client that cannot be built is logged and the
+    /// pods stay unnamed (labelled by UID).
+    pub async fn start(
+        mode: Namespaces,
+        own: u32,
+        config: &crate::config::Config,
+        node: &str,
+    ) -> Self {
+        let mut pods = Self::new(mode, own, &config.pods);
+        if config.pods.source == PodSource::Kubernetes && mode != Namespaces::Own {
+            match crate::sources::desired::kubernetes::client(&config.desired).await {
+                Ok(client) => {
+                    let names = pods.pods.clone();
+                    pods.follower = Some(tokio::spawn(kubernetes::follow_pods(
+                        client,
+                        node.to_owned(),
+                        names,
+                    )));
+                }
+                Err(err) => tracing::error!("pods.source = \"kubernetes\": {err}"),
+            }
+        }
+        pods
+    }
+
     /// The counters.
-    pub fn counters(&self) -> PodsCounters {
-        PodsCounters {
+    pub fn counters(&self) -> NamespaceCounters {
+        NamespaceCounters {
             tracked: self.entries.len() as u64,
             ..self.counters
         }
@@ -110,6 +129,19 @@ impl Pods {
                     .is_some_and(|since| now.duration_since(since) >= RESCAN_AFTER),
             })
             .collect();
+        // Namespaces beyond the cap are counted (each cycle they are seen) and not looked
+        // up: no /proc scan for them.
+        let room = self
+            .config
+            .max_namespaces
+            .saturating_sub(self.entries.len());
+        let (known, new): (BTreeSet<u32>, BTreeSet<u32>) = wanted
+            .into_iter()
+            .partition(|netns| self.entries.contains_key(netns));
+        let mut wanted = known;
+        let over = new.len().saturating_sub(room);
+        wanted.extend(new.into_iter().take(room));
+        self.counters.untracked += over as u64;
         if !wanted.is_empty() {
             self.look_up(&wanted, now);
         }
@@ -123,12 +155,16 @@ impl Pods {
                     .collect(),
             ),
         };
+        let pods = self
+            .pods
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let names = self
             .entries
             .iter()
             .filter_map(|(netns, entry)| {
                 let uid = entry.uid.as_ref()?;
-                let name = self.pods.get(uid).map_or_else(
+                let name = pods.get(uid).map_or_else(
                     // A pod the source does not (yet) know: its UID is still a name.
                     || format!("pod-uid:{uid}"),
                     ToString::to_string,
@@ -154,11 +190,6 @@ impl Pods {
         };
         let mut peers = peers;
         for &netns in wanted {
-            let known = self.entries.contains_key(&netns);
-            if !known && self.entries.len() >= self.config.max_namespaces {
-                self.counters.untracked += 1;
-                continue;
-            }
             let entry = self.entries.entry(netns).or_default();
             let Some(&pid) = found.get(&netns) else {
                 entry.unresolved_since = Some(now);
@@ -213,12 +244,23 @@ impl Pods {
         match read {
             Ok(pods) => {
                 tracing::info!(pods = pods.len(), path = %path.display(), "pod names read");
-                self.pods = pods;
+                *self
+                    .pods
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = pods;
             }
             Err(why) => {
                 self.counters.file_errors += 1;
                 tracing::warn!("{why}");
             }
+        }
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        if let Some(task) = &self.follower {
+            task.abort();
         }
     }
 }
@@ -251,4 +293,41 @@ fn find_processes(proc_root: &std::path::Path, wanted: &BTreeSet<u32>) -> BTreeM
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_beyond_the_cap_are_counted_not_tracked() {
+        let config = PodsConfig {
+            max_namespaces: 2,
+            ..PodsConfig::default()
+        };
+        let mut pods = Pods::new(Namespaces::All, 1, &config);
+        // Inodes no process has: tracked as unresolved, up to the cap.
+        let seen = BTreeSet::from([1, 1001, 1002, 1003, watchdog_common::NETNS_UNKNOWN]);
+        let view = pods.refresh(&seen);
+        assert_eq!(view.members, None, "all: every namespace counts");
+        assert_eq!(
+            pods.counters(),
+            NamespaceCounters {
+                tracked: 2,
+                untracked: 1,
+                file_errors: 0
+            }
+        );
+        // Gone from the maps: forgotten, which makes room.
+        pods.refresh(&BTreeSet::from([1003]));
+        assert_eq!(pods.counters().tracked, 1);
+    }
+
+    #[test]
+    fn own_tracks_nothing() {
+        let mut pods = Pods::new(Namespaces::Own, 1, &PodsConfig::default());
+        let view = pods.refresh(&BTreeSet::from([1001]));
+        assert_eq!(view, NamespaceView::own_only());
+        assert_eq!(pods.counters().tracked, 0);
+    }
 }
