@@ -155,7 +155,7 @@ impl FakeApiServer {
     }
 
     /// Serves another resource at `path` (e.g. `/api/v1/pods`, `PodList`).
-    pub fn add_resource(&mut self, path: &str, list_kind: &str) {
+    pub fn add_resource(&self, path: &str, list_kind: &str) {
         self.state.lock().unwrap().resources.insert(
             path.to_owned(),
             Resource {

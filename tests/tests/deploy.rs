@@ -114,7 +114,14 @@ fn manifests_agree_with_each_other_and_the_daemon() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(added, ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]);
+    assert_eq!(
+        added,
+        ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE", "SYS_PTRACE"]
+    );
+    assert_eq!(
+        pod["hostPID"], true,
+        "pods' processes name their namespaces"
+    );
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     let mounts: Vec<&str> = container["volumeMounts"]
@@ -180,12 +187,16 @@ fn manifests_agree_with_each_other_and_the_daemon() {
         monitor["spec"]["endpoints"][0]["port"],
         service["spec"]["ports"][0]["name"]
     );
-    // RBAC: read-only, Nodes only.
+    // RBAC: read-only, Nodes and Pods only.
     let role = find(&resources, "ClusterRole");
-    assert_eq!(role["rules"].as_sequence().unwrap().len(), 1);
-    assert_eq!(role["rules"][0]["resources"][0], "nodes");
-    for verb in role["rules"][0]["verbs"].as_sequence().unwrap() {
-        assert!(["get", "list", "watch"].contains(&verb.as_str().unwrap()));
+    let rules = role["rules"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0]["resources"][0], "nodes");
+    assert_eq!(rules[1]["resources"][0], "pods");
+    for rule in rules {
+        for verb in rule["verbs"].as_sequence().unwrap() {
+            assert!(["get", "list", "watch"].contains(&verb.as_str().unwrap()));
+        }
     }
     // The ConfigMap's config is one the daemon accepts, and it serves on the node.
     let configmap = find(&resources, "ConfigMap");

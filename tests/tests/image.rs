@@ -159,7 +159,7 @@ fn daemonset() -> PodSpec {
     }
 }
 
-/// The ConfigMap's config with the desired state off: the container's namespace has no
+/// The ConfigMap's config with the desired state and pod names off: the container's namespace has no
 /// Kubernetes API server and no service account, and the daemon refuses to start on
 /// `desired.source = "kubernetes"` without them (tests/tests/desired.rs and overlay.rs test
 /// that source against the fake API server).
@@ -169,7 +169,14 @@ fn without_api_server(config: &str) -> String {
         config.contains(kubernetes),
         "the ConfigMap's [desired] changed:\n{config}"
     );
-    config.replace(kubernetes, "[desired]\nsource = \"none\"\n")
+    let pods = "[pods]\nsource = \"kubernetes\"\n";
+    assert!(
+        config.contains(pods),
+        "the ConfigMap's [pods] changed:\n{config}"
+    );
+    config
+        .replace(kubernetes, "[desired]\nsource = \"none\"\n")
+        .replace(pods, "[pods]\nsource = \"none\"\n")
 }
 
 /// A container started with `podman run -d`; removed on drop.

@@ -16,7 +16,7 @@ use crate::{
     model::probe::ProbeBook,
     pipeline,
     sinks::text,
-    sources::{Sources, desired::DesiredError, kernel::procfs},
+    sources::{Sources, desired::DesiredError, kernel::procfs, pods::Pods},
 };
 
 /// How long `check` waits for the desired state's first full list.
@@ -104,7 +104,10 @@ pub async fn audit(
     // A drift counts when seen at every look over the window (or desired.grace of it).
     let mut memory = overlay::Memory::new(config.desired.grace.min(window));
     let started = SystemTime::now();
-    let first = pipeline::sample(own_netns, sources.read());
+    let mut pods = Pods::start(config.namespaces, own_netns, config, &node).await;
+    let reading = sources.read();
+    let view = pods.refresh(&reading.namespaces());
+    let first = pipeline::sample(own_netns, &view, reading);
     let deadline = tokio::time::Instant::now() + window;
     loop {
         let state = desired.state(None);
@@ -134,7 +137,8 @@ pub async fn audit(
             "reading the kernel counters failed".into(),
         ));
     }
-    let last = pipeline::sample(own_netns, reading);
+    let view = pods.refresh(&reading.namespaces());
+    let last = pipeline::sample(own_netns, &view, reading);
     let mirror = sources.mirror().expect("failures() checked the mirror");
     // `recent` is the first sample too, a whole window ago: VTEPs are judged silent over
     // the window, and their evidence says so.

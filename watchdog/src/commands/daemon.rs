@@ -23,7 +23,7 @@ use crate::{
         http::{self, AppState},
         metrics::Metrics,
     },
-    sources::{Sources, desired::DesiredError, kernel::procfs},
+    sources::{Sources, desired::DesiredError, kernel::procfs, pods::Pods},
 };
 
 /// Why the daemon could not start (nothing is attached when these are returned).
@@ -233,10 +233,14 @@ async fn detect_loop(
     let mut pipeline =
         Pipeline::new(config.detect.clone()).with_desired(desired.node(), config.desired.grace);
     let mut maps_read = false;
+    let node = config.desired.node_name(procfs::node_name);
+    let mut pods = Pods::start(config.namespaces, own.netns, config, &node).await;
     loop {
         ticker.tick().await;
         let reading = sources.read();
         maps_read |= reading.failed_reads == 0;
+        let view = pods.refresh(&reading.namespaces());
+        metrics.set_namespaces(&pods.counters());
         let status = sources.status();
         let label_netns = config.namespaces == Namespaces::All && status.netns_attribution;
         let top_n = config.peers.top_n;
@@ -251,7 +255,7 @@ async fn detect_loop(
             let (cycle, active, step) = mirror.with_snapshot(|net| {
                 metrics.set_reading(&reading, label_netns, top_n, Some(net));
                 // The peer reading moves into the sample: it is the largest map.
-                let sample = pipeline::sample(own.netns, reading);
+                let sample = pipeline::sample(own.netns, &view, reading);
                 let sample = pipeline::without_destinations(sample, &own.sinks);
                 let cycle = pipeline.cycle(net, sample, state, SystemTime::now());
                 let active = pipeline.active();

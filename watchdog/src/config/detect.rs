@@ -23,6 +23,10 @@ pub struct DetectConfig {
     /// Failed TCP connects within the window (with none succeeding) before a destination
     /// counts as failing.
     pub min_failed_connects: u64,
+    /// Retransmitted SYNs within the window (with no connect succeeding) before a
+    /// destination counts as failing: a SYN is retransmitted only after a whole
+    /// retransmission timeout without an answer.
+    pub min_syn_retransmits: u64,
     /// Consecutive cycles a problem must be seen before its finding fires.
     pub confirm: u32,
     /// Consecutive cycles without the problem before its finding resolves.
@@ -36,6 +40,7 @@ impl Default for DetectConfig {
             vtep_window: Duration::from_secs(1),
             min_packets: 5,
             min_failed_connects: 3,
+            min_syn_retransmits: 2,
             confirm: 2,
             clear_after: 5,
         }

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod desired;
 pub mod detect;
 pub mod mtu;
+pub mod pods;
 pub mod prober;
 pub mod read;
 pub mod repair;
@@ -62,6 +63,8 @@ pub struct Config {
     pub prober: ProberConfig,
     /// Path-MTU probes of the overlay's peers.
     pub mtu: MtuConfig,
+    /// `[pods]`: where the names of this node's pods come from.
+    pub pods: pods::PodsConfig,
     /// Whether and how the overlay is repaired.
     pub repair: repair::RepairConfig,
     /// Limits of the HTTP server's connections.
@@ -121,14 +124,29 @@ impl Default for PeersConfig {
     }
 }
 
-/// Which network namespaces' drops are reported.
+/// Which network namespaces' drops and TCP connects are reported.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Namespaces {
-    /// Only the daemon's own network namespace.
+    /// Only the daemon's own network namespace (filtered in the kernel).
     Own,
-    /// Every namespace on the kernel, labelled.
+    /// The daemon's own plus the namespaces at the other end of its veth interfaces: on a
+    /// Kubernetes node the pods' (their host-side veths), in a lab of several "nodes" on
+    /// one kernel only this node's.
+    Node,
+    /// Every namespace on the kernel.
     All,
+}
+
+impl Namespaces {
+    /// The lowercase name used in the config and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Namespaces::Own => "own",
+            Namespaces::Node => "node",
+            Namespaces::All => "all",
+        }
+    }
 }
 
 /// Probe switches.
@@ -254,6 +272,7 @@ impl Default for Config {
             desired: desired::DesiredConfig::default(),
             prober: ProberConfig::default(),
             mtu: MtuConfig::default(),
+            pods: pods::PodsConfig::default(),
             repair: repair::RepairConfig::default(),
             http: HttpConfig::default(),
         }
@@ -377,6 +396,22 @@ impl Config {
                     ),
                 });
             }
+        }
+        if self.pods.source == pods::PodSource::File && self.pods.path.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "pods.path",
+                problem: "is empty while pods.source = \"file\"; name a PodList file \
+                          (`kubectl get pods -o json --field-selector spec.nodeName=<node>`)"
+                    .into(),
+            });
+        }
+        if !(1..=65536).contains(&self.pods.max_namespaces) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "pods.max_namespaces",
+                problem: format!("is {}; use 1 to 65536", self.pods.max_namespaces),
+            });
         }
         if self.peers.top_n > 1000 {
             return Err(ConfigError::Invalid {
@@ -599,7 +634,20 @@ mod tests {
         let err = parse("a.toml", "namespaces = \"some\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`own`") && err.contains("`all`"), "{err}");
+        assert!(
+            err.contains("`own`") && err.contains("`node`") && err.contains("`all`"),
+            "{err}"
+        );
+        assert_eq!(
+            parse("a.toml", "namespaces = \"node\"\n")
+                .unwrap()
+                .namespaces,
+            Namespaces::Node
+        );
+        let err = parse("a.toml", "[pods]\nsource = \"file\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pods.path"), "{err}");
         let err = parse("a.toml", "poll_interval = \"10ms\"\n")
             .unwrap_err()
             .to_string();

@@ -43,8 +43,13 @@ pub struct Sample {
     pub drop_destinations: BTreeMap<(String, IpAddr), u64>,
     /// Traffic by (interface index, remote address), cumulative.
     pub peers: BTreeMap<(u32, IpAddr), PeerSample>,
-    /// TCP outcomes by (destination, port), cumulative.
+    /// TCP outcomes by (destination, port), cumulative, summed over the namespaces kept.
     pub connects: BTreeMap<(IpAddr, u16), ConnectSample>,
+    /// The same outcomes per client network namespace (inode; `NETNS_UNKNOWN` without
+    /// BTF), so a finding can name who connects.
+    pub connect_clients: BTreeMap<(IpAddr, u16), BTreeMap<u32, ConnectSample>>,
+    /// What each client namespace is called (`default/web-7f9…`, `node`, `netns:4026…`).
+    pub client_names: BTreeMap<u32, String>,
 }
 
 /// Everything a detector may look at.

@@ -716,3 +716,44 @@ fn a_black_hole_names_peer_device_sizes_and_the_fix_until_healed() {
     lowered.apply(Update::NewLink(link));
     assert_eq!(mtu_run(&lowered, &then, &now, &hole, detect), vec![]);
 }
+
+#[test]
+fn unanswered_syns_name_the_failing_destination_and_its_clients() {
+    let net = flannel_node();
+    let (then, mut now) = samples(Instant::now());
+    let dst = (ip("10.244.1.9"), 8080);
+    // Two connects, each with its SYN retransmitted once: no connect timed out yet.
+    let retrying = ConnectSample {
+        attempts: 2,
+        syn_retransmits: 2,
+        ..ConnectSample::default()
+    };
+    now.connects.insert(dst, retrying.clone());
+    now.connect_clients.insert(
+        dst,
+        [(7, retrying.clone()), (8, ConnectSample::default())].into(),
+    );
+    now.client_names
+        .insert(7, "default/web-7f9c5d8b6-x2x7q".into());
+    let candidates = run(&net, &then, &now);
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    let evidence = &candidates[0].evidence;
+    let client = evidence.iter().find(|e| e.name == "client");
+    assert_eq!(
+        client.map(|e| e.value.as_str()),
+        Some("default/web-7f9c5d8b6-x2x7q"),
+        "{evidence:?}"
+    );
+    // One SYN retransmitted is not enough; an unnamed namespace is named by inode.
+    let once = ConnectSample {
+        syn_retransmits: 1,
+        ..ConnectSample::default()
+    };
+    now.connects.insert(dst, once.clone());
+    assert!(run(&net, &then, &now).is_empty());
+    now.connects.insert(dst, retrying.clone());
+    now.client_names.clear();
+    let candidates = run(&net, &then, &now);
+    let client = candidates[0].evidence.iter().find(|e| e.name == "client");
+    assert_eq!(client.map(|e| e.value.as_str()), Some("netns:7"));
+}

@@ -1,7 +1,7 @@
 //! Destinations that swallow traffic: packets out and nothing back, or TCP connects that
 //! keep failing.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{Inputs, silence, vxlan};
 use crate::{
@@ -76,8 +76,12 @@ pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
     candidates
 }
 
-/// A TCP destination with at least `min_failed_connects` failures (or unanswered SYN
-/// retransmits) in the window and no connect established.
+/// The most clients a finding names; the rest are counted (`+3 more`).
+const MAX_CLIENTS_NAMED: usize = 5;
+
+/// A TCP destination with at least `min_failed_connects` failures or `min_syn_retransmits`
+/// retransmitted SYNs in the window and no connect established. Names the client
+/// namespaces (pods) whose connects went unanswered.
 pub fn failing_tcp_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
     let mut candidates = Vec::new();
     for (&(dst, port), now) in &inputs.now.connects {
@@ -90,11 +94,14 @@ pub fn failing_tcp_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
         let failed = growth(now.failed, then.failed);
         let established = growth(now.established, then.established);
         let syn_retransmits = growth(now.syn_retransmits, then.syn_retransmits);
-        let minimum = inputs.settings.min_failed_connects;
-        if established > 0 || (failed < minimum && syn_retransmits < minimum) {
+        let settings = inputs.settings;
+        if established > 0
+            || (failed < settings.min_failed_connects
+                && syn_retransmits < settings.min_syn_retransmits)
+        {
             continue;
         }
-        let candidate = Candidate::new(
+        let mut candidate = Candidate::new(
             Kind::FailingTcpDestination,
             format!("tcp {}", std::net::SocketAddr::new(dst, port)),
             Severity::Critical,
@@ -102,7 +109,50 @@ pub fn failing_tcp_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
         .with("failed_connects_in_window", failed)
         .with("established_in_window", 0)
         .with("syn_retransmits_in_window", syn_retransmits);
+        if let Some(clients) = clients(inputs, dst, port) {
+            candidate = candidate.with("client", clients);
+        }
         candidates.push(attribute(inputs, candidate, dst));
     }
     candidates
+}
+
+/// The client namespaces whose connects to `dst:port` failed or retransmitted SYNs in the
+/// window, by name, sorted; at most [`MAX_CLIENTS_NAMED`] named.
+fn clients(inputs: &Inputs<'_>, dst: IpAddr, port: u16) -> Option<String> {
+    let now = inputs.now.connect_clients.get(&(dst, port))?;
+    let then = inputs.then.connect_clients.get(&(dst, port));
+    let mut names: Vec<String> = now
+        .iter()
+        .filter(|(netns, sample)| {
+            let before = then
+                .and_then(|then| then.get(netns))
+                .cloned()
+                .unwrap_or_default();
+            growth(sample.failed, before.failed)
+                + growth(sample.syn_retransmits, before.syn_retransmits)
+                > 0
+        })
+        .map(|(netns, _)| client_name(&inputs.now.client_names, *netns))
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    names.dedup();
+    let more = names.len().saturating_sub(MAX_CLIENTS_NAMED);
+    names.truncate(MAX_CLIENTS_NAMED);
+    let mut text = names.join(",");
+    if more > 0 {
+        text.push_str(&format!(",+{more} more"));
+    }
+    Some(text)
+}
+
+/// A namespace's name: the one the pipeline found, else its inode.
+fn client_name(names: &BTreeMap<u32, String>, netns: u32) -> String {
+    names
+        .get(&netns)
+        .cloned()
+        .unwrap_or_else(|| format!("netns:{netns}"))
 }

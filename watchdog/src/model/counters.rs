@@ -93,6 +93,20 @@ pub struct Reading {
     pub failed_reads: u64,
 }
 
+impl Reading {
+    /// Every network namespace (inode) the TCP and drop-destination maps hold.
+    pub fn namespaces(&self) -> std::collections::BTreeSet<u32> {
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(connects) = &self.connects {
+            seen.extend(connects.keys().map(|(netns, _, _)| *netns));
+        }
+        if let Some(drops) = &self.drops {
+            seen.extend(drops.destinations.keys().map(|(netns, _, _)| *netns));
+        }
+        seen
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::growth;

@@ -6,5 +6,6 @@
 pub mod counters;
 pub mod desired;
 pub mod net;
+pub mod pods;
 pub mod probe;
 pub mod status;

@@ -1,15 +1,26 @@
-//! A reading of the kernel counters → the detectors' [`Sample`]: this namespace only.
+//! A reading of the kernel counters → the detectors' [`Sample`]: this node's namespaces.
 
 use std::{collections::BTreeSet, net::IpAddr, time::Instant};
 
-use crate::{detect::Sample, model::counters::Reading};
+use crate::{
+    detect::Sample,
+    model::{counters::Reading, pods::NamespaceView},
+};
 
-/// Builds the detectors' view of a reading: this namespace only (reasons are already
-/// named). The peer reading moves into the sample: it is the largest map, read every poll.
-pub fn sample(own_netns: u32, reading: Reading) -> Sample {
-    // With BTF the kernel already filtered (or labelled) namespaces; without it every
-    // drop is NETNS_UNKNOWN and kept.
-    let ours = |netns: u32| netns == own_netns || netns == watchdog_common::NETNS_UNKNOWN;
+/// What the daemon's own namespace is called in findings.
+pub const OWN_CLIENT: &str = "node";
+/// What connects no namespace could be read for (no kernel BTF) are called in findings.
+pub const UNATTRIBUTED_CLIENT: &str = "unattributed";
+
+/// Builds the detectors' view of a reading: the daemon's own namespace and the namespaces
+/// `view` counts as this node's (reasons are already named). The peer reading moves into
+/// the sample: it is the largest map, read every poll.
+pub fn sample(own_netns: u32, view: &NamespaceView, reading: Reading) -> Sample {
+    // With BTF the kernel already filtered (namespaces = "own") or attributed every event;
+    // without it every event is NETNS_UNKNOWN and kept.
+    let ours = |netns: u32| {
+        netns == own_netns || netns == watchdog_common::NETNS_UNKNOWN || view.is_member(netns)
+    };
     let mut sample = Sample {
         at: Some(Instant::now()),
         ..Sample::default()
@@ -26,12 +37,44 @@ pub fn sample(own_netns: u32, reading: Reading) -> Sample {
     }
     if let Some(connects) = reading.connects {
         for ((netns, addr, port), outcome) in connects {
-            if ours(netns) {
-                sample.connects.insert((addr, port), outcome);
+            if !ours(netns) {
+                continue;
             }
+            let sum = sample.connects.entry((addr, port)).or_default();
+            sum.attempts += outcome.attempts;
+            sum.established += outcome.established;
+            sum.failed += outcome.failed;
+            sum.retransmits += outcome.retransmits;
+            sum.syn_retransmits += outcome.syn_retransmits;
+            sum.last_failed_ago = min_some(sum.last_failed_ago, outcome.last_failed_ago);
+            sum.last_established_ago =
+                min_some(sum.last_established_ago, outcome.last_established_ago);
+            let name = if netns == own_netns {
+                Some(OWN_CLIENT.to_owned())
+            } else if netns == watchdog_common::NETNS_UNKNOWN {
+                Some(UNATTRIBUTED_CLIENT.to_owned())
+            } else {
+                view.names.get(&netns).cloned()
+            };
+            if let Some(name) = name {
+                sample.client_names.insert(netns, name);
+            }
+            sample
+                .connect_clients
+                .entry((addr, port))
+                .or_default()
+                .insert(netns, outcome);
         }
     }
     sample
+}
+
+/// The more recent of two "how long ago"s.
+fn min_some<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Drops the TCP outcomes towards `own` destinations (the daemon's own alert sinks): a
@@ -43,6 +86,9 @@ pub fn without_destinations(mut sample: Sample, own: &BTreeSet<(IpAddr, u16)>) -
         sample
             .connects
             .retain(|destination, _| !own.contains(destination));
+        sample
+            .connect_clients
+            .retain(|destination, _| !own.contains(destination));
     }
     sample
 }
@@ -51,6 +97,57 @@ pub fn without_destinations(mut sample: Sample, own: &BTreeSet<(IpAddr, u16)>) -
 mod tests {
     use super::*;
     use crate::model::counters::ConnectSample;
+
+    fn reading() -> Reading {
+        let failing = ConnectSample {
+            attempts: 2,
+            syn_retransmits: 2,
+            ..ConnectSample::default()
+        };
+        let dst: IpAddr = "10.244.2.99".parse().unwrap();
+        let mut connects = crate::model::counters::ConnectCounts::new();
+        for netns in [OWN, POD, OTHER, watchdog_common::NETNS_UNKNOWN] {
+            connects.insert((netns, dst, 8080), failing.clone());
+        }
+        Reading {
+            connects: Some(connects),
+            ..Reading::default()
+        }
+    }
+
+    const OWN: u32 = 4026531840;
+    const POD: u32 = 4026532001;
+    const OTHER: u32 = 4026532002;
+
+    #[test]
+    fn only_the_namespaces_of_the_view_are_kept_and_named() {
+        let dst = ("10.244.2.99".parse().unwrap(), 8080);
+        let own = sample(OWN, &NamespaceView::own_only(), reading());
+        assert_eq!(
+            own.connects[&dst].syn_retransmits, 4,
+            "own and unattributed"
+        );
+        let view = NamespaceView {
+            members: Some(BTreeSet::from([POD])),
+            names: [(POD, "default/web".to_owned())].into(),
+        };
+        let node = sample(OWN, &view, reading());
+        assert_eq!(node.connects[&dst].syn_retransmits, 6);
+        let clients: Vec<_> = node.connect_clients[&dst].keys().copied().collect();
+        assert_eq!(clients, [watchdog_common::NETNS_UNKNOWN, OWN, POD]);
+        assert_eq!(node.client_names[&POD], "default/web");
+        assert_eq!(node.client_names[&OWN], OWN_CLIENT);
+        let all = NamespaceView {
+            members: None,
+            names: Default::default(),
+        };
+        let all = sample(OWN, &all, reading());
+        assert_eq!(all.connects[&dst].syn_retransmits, 8);
+        assert!(
+            !all.client_names.contains_key(&OTHER),
+            "named by inode later"
+        );
+    }
 
     #[test]
     fn the_daemons_own_sinks_are_left_out() {

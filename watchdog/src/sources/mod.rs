@@ -6,6 +6,7 @@
 pub mod desired;
 pub mod kernel;
 pub mod mirror;
+pub mod pods;
 pub mod prober;
 pub mod probes;
 
@@ -63,6 +64,8 @@ impl Sources {
         let env = KernelEnv {
             tracefs: tracefs.as_ref(),
             btf: btf.as_ref(),
+            // "node" is decided in userspace (which namespaces are behind the veths changes
+            // with every pod); the kernel attributes every event to its namespace.
             filter_netns: (config.namespaces == Namespaces::Own).then_some(own_netns),
         };
         let probes = Probes::start(config, &env)?;

@@ -37,6 +37,8 @@ pub struct Metrics {
     probe_up: Family<Labels, Gauge>,
     probe_unsupported: Family<Labels, Gauge>,
     netns_attribution: Gauge,
+    namespaces_tracked: Gauge,
+    namespaces_untracked: Counter,
     map_read_errors: Counter,
     kernel_features: Family<Labels, Gauge>,
     findings: Family<Labels, Gauge>,
@@ -88,6 +90,20 @@ impl Metrics {
             "1 when kernel drops are attributed to network namespaces (needs kernel BTF); \
              0 when every namespace's drops are counted together",
             netns_attribution.clone(),
+        );
+        let namespaces_tracked = Gauge::default();
+        registry.register(
+            "watchdog_namespaces_tracked",
+            "Network namespaces seen in the kernel's maps that the daemon tracks (membership \
+             of this node, pod name); at most pods.max_namespaces",
+            namespaces_tracked.clone(),
+        );
+        let namespaces_untracked = Counter::default();
+        registry.register(
+            "watchdog_namespaces_untracked",
+            "Network namespaces not tracked because pods.max_namespaces were (treated as not \
+             this node's)",
+            namespaces_untracked.clone(),
         );
         let map_read_errors = Counter::default();
         registry.register(
@@ -149,6 +165,8 @@ impl Metrics {
             probe_up,
             probe_unsupported,
             netns_attribution,
+            namespaces_tracked,
+            namespaces_untracked,
             map_read_errors,
             kernel_features,
             findings,
@@ -163,6 +181,15 @@ impl Metrics {
             prober,
             desired,
         }
+    }
+
+    /// Publishes the namespace tracker's counters.
+    pub fn set_namespaces(&self, counters: &crate::model::pods::NamespaceCounters) {
+        self.namespaces_tracked.set(counters.tracked as i64);
+        let more = counters
+            .untracked
+            .saturating_sub(self.namespaces_untracked.get());
+        self.namespaces_untracked.inc_by(more);
     }
 
     /// Publishes a reading of the kernel counters: drops (namespaces labelled when

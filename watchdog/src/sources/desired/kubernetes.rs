@@ -121,13 +121,22 @@ const HEALTHY_EVERY: Duration = Duration::from_secs(5);
 const WATCH_TIMEOUT_SECS: u32 = 290;
 
 /// Lists `api`, then watches it, forever, reporting every change to `on`.
-pub async fn reflect<K>(api: Api<K>, mut on: impl FnMut(Update<K>))
+pub async fn reflect<K>(api: Api<K>, on: impl FnMut(Update<K>))
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    reflect_selected(api, None, on).await;
+}
+
+/// As [`reflect`], only the objects matching the field selector `fields` (e.g.
+/// `spec.nodeName=pi-1`).
+pub async fn reflect_selected<K>(api: Api<K>, fields: Option<&str>, mut on: impl FnMut(Update<K>))
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let mut backoff = Backoff::new();
     'list: loop {
-        let (items, mut version) = match list_all(&api).await {
+        let (items, mut version) = match list_all(&api, fields).await {
             Ok(listed) => listed,
             Err(err) => {
                 on(Update::Failed(format!("listing failed: {err}")));
@@ -138,7 +147,10 @@ where
         on(Update::Listed(items));
         backoff.reset();
         loop {
-            let params = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
+            let mut params = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
+            if let Some(fields) = fields {
+                params = params.fields(fields);
+            }
             let stream = match api.watch(&params, &version).await {
                 Ok(stream) => stream,
                 Err(kube::Error::Api(status)) if status.code == 410 => {
@@ -213,12 +225,15 @@ where
 }
 
 /// Every object, page by page, and the list's resourceVersion.
-async fn list_all<K>(api: &Api<K>) -> Result<(Vec<K>, String), kube::Error>
+async fn list_all<K>(api: &Api<K>, fields: Option<&str>) -> Result<(Vec<K>, String), kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
     let mut items = Vec::new();
     let mut params = ListParams::default().limit(500);
+    if let Some(fields) = fields {
+        params = params.fields(fields);
+    }
     loop {
         let page = api.list(&params).await?;
         items.extend(page.items);

@@ -1,0 +1,315 @@
+//! What the pods see: a pod's connects to a dead pod address on another node are named
+//! within seconds (SYN retransmits, not connect timeouts), with the client pod, by the
+//! daemon of the pod's node only (`namespaces = "node"`).
+
+use std::{
+    fs,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use watchdog_tests::{
+    Daemon, NetNs, TempDir,
+    apiserver::InNetns,
+    lab::{Lab, nodes::node_name},
+    poll_until, require_root,
+};
+
+/// The recorded PodList and the UID of its `default/web-7f9c5d8b6-x2x7q`.
+const POD_LIST: &str = include_str!("../../watchdog/tests/fixtures/pods/podlist.json");
+const WEB_UID: &str = "0f1c6d2e-3b4a-4c5d-8e9f-0a1b2c3d4e5f";
+const WEB: &str = "default/web-7f9c5d8b6-x2x7q";
+/// The coredns pod of the same list (cgroupfs layout in the tests).
+const DNS_UID: &str = "b7e1a9c3-52d4-4f80-a1e6-c9d8e7f6a5b4";
+
+const DEADLINE: Duration = Duration::from_secs(20);
+/// How soon the issue asks for the finding, from the first connect.
+const PROMISED: Duration = Duration::from_secs(5);
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup` or, on a hybrid host, `…/unified`).
+fn cgroup2_root() -> PathBuf {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mounts
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?;
+            right.starts_with("cgroup2 ").then(|| PathBuf::from(point))
+        })
+        .expect("cgroup v2 is mounted")
+}
+
+/// A "pod": a shell loop in a network namespace and a kubelet-shaped cgroup, each try a
+/// TCP connect given up after 2 s. Killed and its cgroups removed on drop.
+struct PodProcess {
+    child: Child,
+    /// The cgroup directories created, outermost first.
+    cgroups: Vec<PathBuf>,
+}
+
+impl PodProcess {
+    /// `layout`: the cgroup path below a per-test directory.
+    fn start(ns: &NetNs, layout: &str, target: &str, port: u16) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let base = cgroup2_root().join(format!(
+            "wd-pods-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut cgroups = Vec::new();
+        let mut dir = base.clone();
+        cgroups.push(dir.clone());
+        fs::create_dir(&dir).expect("create the test's cgroup");
+        for part in layout.split('/') {
+            dir = dir.join(part);
+            fs::create_dir(&dir).expect("create a cgroup");
+            cgroups.push(dir.clone());
+        }
+        let leaf = dir.join("cgroup.procs");
+        let script = format!(
+            "echo $$ > {leaf} && exec ip netns exec {ns} sh -c \
+             'while :; do timeout 2 bash -c \": </dev/tcp/{target}/{port}\" 2>/dev/null; done'",
+            leaf = leaf.display(),
+            ns = ns.name(),
+        );
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start the pod's client");
+        Self { child, cgroups }
+    }
+}
+
+impl Drop for PodProcess {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group we created.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+        let leaf = self.cgroups.last().expect("a leaf").join("cgroup.procs");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fs::read_to_string(&leaf).is_ok_and(|procs| !procs.trim().is_empty())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for dir in self.cgroups.iter().rev() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+fn systemd_layout(uid: &str) -> String {
+    let uid = uid.replace('-', "_");
+    format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice/cri-containerd-4b1d.scope"
+    )
+}
+
+fn cgroupfs_layout(uid: &str) -> String {
+    format!("kubepods/besteffort/pod{uid}/4b1d2c")
+}
+
+fn config(pods: &Path, extra: &str) -> String {
+    format!(
+        "poll_interval = \"250ms\"\nnamespaces = \"node\"\n{extra}[detect]\nwindow = \"5s\"\n\
+         [pods]\nsource = \"file\"\npath = \"{}\"\n",
+        pods.display()
+    )
+}
+
+/// A second pod on lab node `i` (the lab builds one): its own namespace, a veth into
+/// `cni0`, address `10.244.i.5`.
+fn second_pod(lab: &Lab, i: usize) -> NetNs {
+    let pod = NetNs::new("wd-pod2");
+    let node = lab.node(i).ns();
+    node.ip(&[
+        "link",
+        "add",
+        "vpod2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        pod.name(),
+    ]);
+    node.ip(&[
+        "link", "set", "vpod2", "master", "cni0", "mtu", "1450", "up",
+    ]);
+    pod.ip(&["link", "set", "eth0", "mtu", "1450", "up"]);
+    pod.ip(&["addr", "add", &format!("10.244.{i}.5/24"), "dev", "eth0"]);
+    pod.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        &lab.node(i).gateway_ip().to_string(),
+    ]);
+    pod
+}
+
+/// A dead pod address on node 3 (its pod CIDR, no pod has it).
+const DEAD: &str = "10.244.2.99";
+/// Another one, for the pod of node 2.
+const DEAD_TOO: &str = "10.244.2.98";
+
+#[test]
+fn a_pod_retrying_a_dead_pod_address_is_named_within_5s_by_its_node_only() {
+    if !require_root("a_pod_retrying_a_dead_pod_address_is_named_within_5s_by_its_node_only") {
+        return;
+    }
+    let lab = Lab::new(3);
+    lab.check_pod_connectivity().expect("the lab works");
+    let dir = TempDir::new("wd-pods");
+    let pods = dir.path().join("pods.json");
+    fs::write(&pods, POD_LIST).unwrap();
+    let mut daemon = Daemon::start(lab.node(0).ns(), &config(&pods, ""));
+    daemon.wait_ready();
+
+    // A pod on node 1 connecting to a live pod on node 2 all along: never a finding.
+    let live = PodProcess::start(
+        lab.node(0).pod_ns(),
+        &cgroupfs_layout(DNS_UID),
+        &lab.node(1).pod_ip().to_string(),
+        watchdog_tests::lab::TCP_PORT,
+    );
+    // The pod of node 2 retries a dead address too: node 1's daemon must not report it.
+    let _elsewhere = PodProcess::start(
+        lab.node(1).pod_ns(),
+        &systemd_layout("11111111-2222-4333-8444-555555555555"),
+        DEAD_TOO,
+        8080,
+    );
+    let web_ns = second_pod(&lab, 0);
+    let started = Instant::now();
+    let _web = PodProcess::start(&web_ns, &systemd_layout(WEB_UID), DEAD, 8080);
+    let finding = daemon.wait_finding(
+        "failing_tcp_destination",
+        &format!("tcp {DEAD}:8080"),
+        DEADLINE,
+    );
+    let took = started.elapsed();
+    eprintln!("failing_tcp_destination {DEAD} after {took:?}: {finding:#?}");
+    assert_eq!(finding.evidence("client"), [WEB], "{finding:#?}");
+    assert_eq!(
+        finding.evidence("route"),
+        ["10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink table main"]
+    );
+    assert_eq!(finding.evidence("established_in_window"), ["0"]);
+    assert!(
+        took <= PROMISED,
+        "named after {took:?}, more than {PROMISED:?}: {finding:#?}"
+    );
+
+    // The kernel saw node 2's pod retry its dead address (the tracepoints are global)...
+    let metrics = poll_until(DEADLINE, "node 2's pod's SYN retransmits", || {
+        let metrics = daemon.metrics();
+        (metrics.count(
+            "watchdog_tcp_syn_retransmits_total",
+            &[("peer", DEAD_TOO), ("port", "8080")],
+        ) >= 2)
+            .then_some(metrics)
+    });
+    // ...and the live pod kept connecting.
+    assert!(
+        metrics.count(
+            "watchdog_tcp_connects_total",
+            &[
+                ("peer", &lab.node(1).pod_ip().to_string()),
+                ("port", "8080"),
+                ("outcome", "established"),
+            ],
+        ) >= 2,
+        "{}",
+        metrics.0
+    );
+    // Neither is a finding of node 1's.
+    let findings = daemon.findings();
+    assert!(
+        findings
+            .iter()
+            .all(|f| !f.subject.contains(DEAD_TOO) && !f.subject.contains("10.244.1.2")),
+        "{findings:#?}"
+    );
+    drop(live);
+    assert!(daemon.stop().success());
+}
+
+/// Without kernel BTF no namespace can be told apart: every namespace's connects are
+/// counted together, so a failing destination is still named (from any namespace on the
+/// kernel, this node's or not), with `client=unattributed`.
+#[test]
+fn without_btf_a_failing_destination_is_named_but_no_client() {
+    if !require_root("without_btf_a_failing_destination_is_named_but_no_client") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let dir = TempDir::new("wd-pods");
+    let pods = dir.path().join("pods.json");
+    fs::write(&pods, POD_LIST).unwrap();
+    let mut daemon = Daemon::start(lab.node(0).ns(), &config(&pods, "btf_path = \"\"\n"));
+    daemon.wait_ready();
+    let _web = PodProcess::start(lab.node(0).pod_ns(), &systemd_layout(WEB_UID), DEAD, 8080);
+    let finding = daemon.wait_finding(
+        "failing_tcp_destination",
+        &format!("tcp {DEAD}:8080"),
+        DEADLINE,
+    );
+    assert_eq!(finding.evidence("client"), ["unattributed"], "{finding:#?}");
+    assert!(daemon.stop().success());
+}
+
+/// Pod names from the Kubernetes API: only this node's Pods are asked for (field selector
+/// `spec.nodeName`), and the client is named from the recorded Pod the (fake) API server
+/// serves.
+#[test]
+fn pods_are_named_from_the_api_with_this_nodes_pods_only() {
+    if !require_root("pods_are_named_from_the_api_with_this_nodes_pods_only") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let dir = TempDir::new("wd-pods-api");
+    let server = InNetns::start(lab.node(0).ns(), false);
+    server.load_nodes(&lab.node_list());
+    server.add_resource("/api/v1/pods", "PodList");
+    let list: serde_json::Value = serde_json::from_str(POD_LIST).unwrap();
+    for mut pod in list["items"].as_array().unwrap().clone() {
+        pod["spec"]["nodeName"] = serde_json::json!(node_name(0));
+        server.apply("/api/v1/pods", pod);
+    }
+    let config = format!(
+        "poll_interval = \"250ms\"\nnamespaces = \"node\"\n[detect]\nwindow = \"5s\"\n\
+         [desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\nnode_name = \"{}\"\n\
+         [pods]\nsource = \"kubernetes\"\n",
+        server.kubeconfig(dir.path()).display(),
+        node_name(0)
+    );
+    let mut daemon = Daemon::start(lab.node(0).ns(), &config);
+    daemon.wait_ready();
+    let web_ns = second_pod(&lab, 0);
+    let _web = PodProcess::start(&web_ns, &cgroupfs_layout(WEB_UID), DEAD, 8080);
+    let finding = daemon.wait_finding(
+        "failing_tcp_destination",
+        &format!("tcp {DEAD}:8080"),
+        DEADLINE,
+    );
+    assert_eq!(finding.evidence("client"), [WEB], "{finding:#?}");
+    let selector = format!("fieldSelector=spec.nodeName%3D{}", node_name(0));
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.contains("/api/v1/pods"))
+            .all(|r| r.contains(&selector)),
+        "{requests:#?}"
+    );
+    assert!(daemon.stop().success());
+}

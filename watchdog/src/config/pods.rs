@@ -1,0 +1,46 @@
+//! `[pods]`: where the names of this node's pods come from, and how many network
+//! namespaces the daemon keeps track of.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Where pod names come from.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSource {
+    /// No pod names: namespaces are labelled by inode (`netns:4026532…`).
+    None,
+    /// A PodList file (`kubectl get pods -o json`), re-read when it changes.
+    File,
+    /// The Kubernetes API: this node's Pods (`spec.nodeName`), through the client of
+    /// `[desired]` (`desired.kubeconfig`, `desired.node_name`).
+    Kubernetes,
+}
+
+/// The `[pods]` section.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PodsConfig {
+    /// `none`, `file` or `kubernetes`.
+    pub source: PodSource,
+    /// `file`: the PodList file.
+    pub path: PathBuf,
+    /// The most network namespaces kept (membership and name); more are counted in
+    /// `watchdog_namespaces_untracked_total` and treated as unknown.
+    pub max_namespaces: usize,
+    /// `file`: the largest file read, in bytes.
+    pub max_file_bytes: u64,
+}
+
+impl Default for PodsConfig {
+    /// Must agree with `[pods]` in `default.toml` (a test checks it).
+    fn default() -> Self {
+        Self {
+            source: PodSource::None,
+            path: PathBuf::new(),
+            max_namespaces: 1024,
+            max_file_bytes: 16 * 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! A PodList as `kubectl get pods -o json` prints it (`kind: List` or `PodList`): pod
+//! UID → namespace/name. Only pods still running count (a Succeeded or Failed pod's
+//! sandbox is gone).
+
+use std::collections::BTreeMap;
+
+use crate::model::pods::PodName;
+
+/// The pods of a PodList JSON text by UID.
+pub fn parse_pod_list(text: &str) -> Result<BTreeMap<String, PodName>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|err| format!("invalid JSON: {err}"))?;
+    let items = match value.get("kind").and_then(|kind| kind.as_str()) {
+        Some("List" | "PodList") => value
+            .get("items")
+            .and_then(|items| items.as_array())
+            .ok_or("no `items` array")?
+            .as_slice(),
+        Some("Pod") => std::slice::from_ref(&value),
+        Some(other) => return Err(format!("kind {other}, not a List of Pods")),
+        None => return Err("no `kind`".into()),
+    };
+    let mut pods = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        if item
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .is_some_and(|k| k != "Pod")
+        {
+            continue;
+        }
+        let meta = item
+            .get("metadata")
+            .ok_or(format!("items[{i}]: no metadata"))?;
+        let text = |key: &str| meta.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let (Some(uid), Some(name)) = (text("uid"), text("name")) else {
+            return Err(format!("items[{i}]: no metadata.uid or metadata.name"));
+        };
+        let phase = item.pointer("/status/phase").and_then(|p| p.as_str());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let namespace = text("namespace").unwrap_or_else(|| "default".into());
+        pods.insert(uid, PodName { namespace, name });
+    }
+    Ok(pods)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_pod_list_names_its_running_pods() {
+        let text = include_str!("../../../tests/fixtures/pods/podlist.json");
+        let pods = parse_pod_list(text).unwrap();
+        let web = pods
+            .get("0f1c6d2e-3b4a-4c5d-8e9f-0a1b2c3d4e5f")
+            .expect("the web pod");
+        assert_eq!(web.to_string(), "default/web-7f9c5d8b6-x2x7q");
+        assert!(
+            pods.values().all(|pod| pod.name != "migrate-29381-abcde"),
+            "a Succeeded pod is no longer running: {pods:#?}"
+        );
+    }
+
+    #[test]
+    fn not_a_pod_list_says_so() {
+        assert!(parse_pod_list("{\"kind\": \"NodeList\", \"items\": []}").is_err());
+        assert!(parse_pod_list("nope").is_err());
+    }
+}
