@@ -99,6 +99,10 @@ struct PodSpec {
     seccomp: Option<PathBuf>,
     /// (host path, container path, read-only), hostPath volumes only.
     host_mounts: Vec<(String, String, bool)>,
+    /// Stand-ins for `DirectoryOrCreate` hostPaths this host lacks (the repair journal's
+    /// directory): the kubelet would create them on the node; the test does not write into
+    /// this host's `/var/lib`, so it mounts a temporary directory instead.
+    _created: Vec<TempDir>,
     config: String,
     config_mount: String,
 }
@@ -135,6 +139,7 @@ fn daemonset() -> PodSpec {
     };
     let volumes = pod["volumes"].as_sequence().unwrap();
     let mut host_mounts = Vec::new();
+    let mut created = Vec::new();
     let mut config_mount = String::new();
     for mount in container["volumeMounts"].as_sequence().unwrap() {
         let name = mount["name"].as_str().unwrap();
@@ -142,6 +147,12 @@ fn daemonset() -> PodSpec {
         let read_only = mount["readOnly"].as_bool().unwrap_or(false);
         let volume = volumes.iter().find(|v| v["name"] == name).unwrap();
         if let Some(host) = volume["hostPath"]["path"].as_str() {
+            if volume["hostPath"]["type"] == "DirectoryOrCreate" && !Path::new(host).exists() {
+                let dir = TempDir::new(&format!("image-{name}"));
+                host_mounts.push((dir.path().display().to_string(), path, read_only));
+                created.push(dir);
+                continue;
+            }
             host_mounts.push((host.to_owned(), path, read_only));
         } else {
             assert!(volume["configMap"].is_mapping(), "volume {name}");
@@ -154,6 +165,7 @@ fn daemonset() -> PodSpec {
         no_new_privileges: security["allowPrivilegeEscalation"] == false,
         seccomp,
         host_mounts,
+        _created: created,
         config: without_api_server(configmap["data"]["config.toml"].as_str().unwrap()),
         config_mount,
     }
