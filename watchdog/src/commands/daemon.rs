@@ -260,7 +260,11 @@ async fn detect_loop(
                 let cycle = pipeline.cycle(net, sample, state, SystemTime::now());
                 let active = pipeline.active();
                 // Plans only (a plan to apply goes to the executor's task): never waits.
-                let step = repair.cycle(net, &cycle.desired, &active);
+                // A mirror that failed is out of date: no plan from it.
+                let step = match status.mirror_failure {
+                    None => repair.cycle(net, &cycle.desired, &active),
+                    Some(_) => Step::default(),
+                };
                 (cycle, active, step)
             });
             // The suspects go out now; their results are in the next cycle's inputs.

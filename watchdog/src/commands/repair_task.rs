@@ -49,6 +49,9 @@ pub struct DaemonWorld {
     pub detect: DetectConfig,
     /// How the remote `flannel.1` address is probed.
     pub method: Method,
+    /// `prober.enabled`: when off (ICMP blocked on purpose, say), a change is judged by
+    /// the findings alone, never by a probe the operator turned off.
+    pub probe: bool,
 }
 
 /// The address whose answer shows `op` helped: the remote Node's `flannel.1` address.
@@ -77,6 +80,9 @@ impl World for DaemonWorld {
                 })
         {
             return Some(format!("the finding `{}` persists", f.candidate.subject));
+        }
+        if !self.probe {
+            return None;
         }
         let target = probe_target(op, net)?;
         let request = ProbeRequest::liveness(target, Purpose::Vtep, None);
@@ -157,15 +163,23 @@ impl DaemonRepair {
         let settings = config.repair.clone();
         let mut engine = Engine::new(settings.clone(), own);
         let path = settings.journal.clone();
-        if settings.mode != Mode::Off
-            && let Ok((entries, _)) = journal::read(&path)
-        {
-            engine.seed(
-                &journal::records(&entries),
-                Instant::now(),
-                SystemTime::now(),
-            );
-            recent.set(recent_records(&path));
+        if let Ok((entries, _)) = journal::read(&path) {
+            let records = journal::records(&entries);
+            if settings.mode != Mode::Off {
+                engine.seed(&records, Instant::now(), SystemTime::now());
+                recent.set(recent_records(&path));
+            }
+            // Only `apply` settles interrupted changes: in another mode they would stay
+            // half-done without a word.
+            let open = records.iter().filter(|r| r.is_open()).count();
+            if settings.mode != Mode::Apply && open > 0 {
+                engine.stop(format!(
+                    "{open} journalled change(s) in {} have no verdict (interrupted): run \
+                     `watchdog repair apply` or set `[repair] mode = \"apply\"` to settle \
+                     them (verified again or rolled back)",
+                    path.display()
+                ));
+            }
         }
         tracing::info!(mode = settings.mode.as_str(), "repair: [repair] mode");
         let mut repair = Self {
@@ -183,6 +197,7 @@ impl DaemonRepair {
                 own: own.to_owned(),
                 detect: config.detect.clone(),
                 method,
+                probe: config.prober.enabled,
             };
             tokio::spawn(executor_task(settings, world, jobs_rx, back_tx));
             repair.jobs = Some(jobs_tx);
@@ -241,8 +256,13 @@ impl DaemonRepair {
                 Back::Recovered(reports) => self.engine.finished(&reports, false, Instant::now()),
                 Back::Broken(why) => {
                     self.jobs = None;
+                    self.engine
+                        .stop(format!("the repair executor stopped: {why}"));
                     Step {
-                        log: vec![format!("repair: the executor stopped: {why}")],
+                        log: vec![format!(
+                            "repair: the executor stopped, nothing is repaired until the \
+                             daemon restarts: {why}"
+                        )],
                         ..Step::default()
                     }
                 }

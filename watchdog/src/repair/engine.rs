@@ -48,6 +48,8 @@ pub struct Engine {
     reported: BTreeSet<String>,
     /// The refused plan's reason, while it stays refused.
     refused: Option<Candidate>,
+    /// Why repair stopped, once it has: no plans from then on.
+    stopped: Option<String>,
 }
 
 impl Engine {
@@ -60,7 +62,17 @@ impl Engine {
             running: false,
             reported: BTreeSet::new(),
             refused: None,
+            stopped: None,
         }
+    }
+
+    /// Repair cannot go on (the executor stopped; interrupted changes this mode does not
+    /// settle): nothing is planned from now on, and a `repair_refused` finding says
+    /// `why` until the daemon restarts.
+    pub fn stop(&mut self, why: String) {
+        self.running = false;
+        self.history.clear_busy();
+        self.stopped = Some(why);
     }
 
     /// The mode.
@@ -111,9 +123,10 @@ impl Engine {
         now: Instant,
     ) -> Step {
         let mut step = Step::default();
-        if self.settings.mode == Mode::Off {
+        if self.settings.mode == Mode::Off || self.stopped.is_some() {
             return step;
         }
+        self.history.prune(now);
         // Repair's own findings are not evidence for a plan.
         let findings: Vec<Finding> = findings
             .iter()
@@ -225,7 +238,13 @@ impl Engine {
                     self.history.record_change(key, now);
                     self.history.record_failure(key);
                 }
-                Done::NotApplied(_) => {}
+                Done::NotApplied(_) => {
+                    // Nothing changed, but a cause that persists would fail the same
+                    // way every cycle: it counts against max_per_hour, so it is
+                    // reported a bounded number of times. No backoff: the usual cause
+                    // (the kernel moved on since the plan) is gone by the next cycle.
+                    self.history.record_change(key, now);
+                }
                 Done::Conflict(why) => {
                     self.history.record_change(key, now);
                     self.history.record_conflict(key, why.clone());
@@ -273,6 +292,12 @@ impl Engine {
     /// Repair's findings for the next cycle: the refused plan, each object in conflict.
     pub fn candidates(&self) -> Vec<Candidate> {
         let mut candidates: Vec<Candidate> = self.refused.iter().cloned().collect();
+        if let Some(why) = &self.stopped {
+            candidates.push(
+                Candidate::new(Kind::RepairRefused, "repair".to_owned(), Severity::Warning)
+                    .with("reason", why),
+            );
+        }
         for (key, why) in self.history.conflicts() {
             candidates.push(
                 Candidate::new(Kind::RepairConflict, key.to_owned(), Severity::Warning)
@@ -388,8 +413,83 @@ mod tests {
         }
         let (entries, _) = crate::repair::journal::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
+        drop(journal);
+        let _ = std::fs::remove_file(crate::repair::journal::lock_path(&path));
         engine.seed(&crate::repair::journal::records(&entries), now, wall);
         let held = engine.history.hold_reason(&op().key, now, &settings);
         assert!(held.is_some_and(|h| h.contains("max_per_hour")));
+    }
+
+    #[test]
+    fn an_operation_that_keeps_not_applying_is_held_and_counted_a_bounded_number_of_times() {
+        let settings = RepairConfig::default();
+        let mut engine = Engine::new(settings.clone(), "node-0");
+        let start = Instant::now();
+        let mut reported = 0;
+        // Every cycle for an hour, if nothing held it.
+        for i in 0..1800u64 {
+            let now = start + Duration::from_secs(2 * i);
+            if engine
+                .history
+                .hold_reason(&op().key, now, &settings)
+                .is_some()
+            {
+                continue;
+            }
+            let step = engine.finished(
+                &[Report {
+                    op: op(),
+                    id: None,
+                    done: Done::NotApplied("cannot read the kernel".into()),
+                }],
+                true,
+                now,
+            );
+            reported += step.events.len();
+        }
+        assert!(
+            (1..=settings.max_per_hour as usize).contains(&reported),
+            "{reported} reports in an hour"
+        );
+    }
+
+    #[test]
+    fn a_stopped_executor_plans_nothing_and_says_why() {
+        let settings = RepairConfig {
+            mode: Mode::Apply,
+            ..RepairConfig::default()
+        };
+        let mut engine = Engine::new(settings, "node-0");
+        engine.history.set_busy(&op().key, true);
+        engine.running = true;
+        engine.stop("repair.journal /x: cannot open it".into());
+        assert!(!engine.running);
+        assert!(engine.history.get(&op().key).is_some_and(|h| !h.busy));
+        let candidates = engine.candidates();
+        assert_eq!(candidates.len(), 1);
+        assert_eq!(candidates[0].kind, Kind::RepairRefused);
+        assert!(format!("{:?}", candidates[0]).contains("cannot open it"));
+        let unknown = State::Unknown {
+            reason: "never listed".into(),
+        };
+        let step = engine.cycle(&Snapshot::default(), &unknown, &[], Instant::now());
+        assert!(step.execute.is_empty() && step.log.is_empty());
+    }
+
+    #[test]
+    fn the_history_forgets_objects_with_nothing_to_remember() {
+        let mut history = History::default();
+        let start = Instant::now();
+        history.record_change("old", start);
+        history.record_change("recent", start + Duration::from_secs(3000));
+        history.set_busy("busy", true);
+        history.record_conflict("conflict", "flannel".into());
+        history.prune(start + Duration::from_secs(3700));
+        let kept: Vec<bool> = ["old", "recent", "busy", "conflict"]
+            .iter()
+            .map(|k| history.get(k).is_some())
+            .collect();
+        assert_eq!(kept, [false, true, true, true]);
+        assert_eq!(history.len(), 3);
     }
 }

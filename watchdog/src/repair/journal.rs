@@ -199,6 +199,71 @@ pub enum JournalError {
         /// The error.
         source: io::Error,
     },
+    /// Another process holds the journal.
+    #[error(
+        "repair.journal {path}: held by another watchdog process (the daemon with \
+         `[repair] mode = \"apply\"`, or another `repair apply`/`undo`); only one may \
+         change the network at a time: wait for it, or set the daemon's mode to \
+         \"dry_run\" and retry"
+    )]
+    Busy {
+        /// The journal.
+        path: PathBuf,
+    },
+}
+
+/// The lock file next to `path`: `<path>.lock`. Held (`flock`, exclusive) as long as a
+/// [`Journal`] is open, so two processes never settle or number each other's changes.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the journal's lock without waiting.
+fn lock(path: &Path) -> Result<File, JournalError> {
+    use std::os::fd::AsRawFd;
+    let lock = lock_path(path);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|source| JournalError::Io {
+            path: lock.clone(),
+            what: "open its lock file",
+            source,
+        })?;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return Err(if err.kind() == io::ErrorKind::WouldBlock {
+            JournalError::Busy {
+                path: path.to_owned(),
+            }
+        } else {
+            JournalError::Io {
+                path: lock,
+                what: "lock it",
+                source: err,
+            }
+        });
+    }
+    Ok(file)
+}
+
+/// Whether a change line is one this version can act on: its action matches the objects
+/// it carries (an add has only `after`, a delete only `before`, a replace both, of the
+/// same kind). Anything else would make the executor's inverse meaningless.
+fn coherent(change: &Change) -> bool {
+    match (change.action, &change.before, &change.after) {
+        (Action::Add, None, Some(_)) | (Action::Delete, Some(_), None) => true,
+        (Action::Replace, Some(before), Some(after)) => {
+            std::mem::discriminant(before) == std::mem::discriminant(after)
+        }
+        _ => false,
+    }
 }
 
 /// Groups entries into records, in journal order; skips verdicts without a change.
@@ -233,7 +298,8 @@ pub fn rotated(path: &Path) -> PathBuf {
 }
 
 /// Reads `<path>.1` (if any) then `path` (if any). Lines that do not parse (a line torn
-/// by a crash mid-write) are skipped and counted.
+/// by a crash mid-write) or carry a change that cannot be acted on (see `coherent`) are
+/// skipped and counted.
 pub fn read(path: &Path) -> Result<(Vec<Entry>, usize), JournalError> {
     let mut entries = Vec::new();
     let mut bad = 0;
@@ -259,6 +325,7 @@ pub fn read(path: &Path) -> Result<(Vec<Entry>, usize), JournalError> {
                 continue;
             }
             match serde_json::from_str::<Entry>(&line) {
+                Ok(Entry::Change(change)) if !coherent(&change) => bad += 1,
                 Ok(entry) => entries.push(entry),
                 Err(_) => bad += 1,
             }
@@ -279,6 +346,8 @@ pub struct Journal {
     path: PathBuf,
     max_bytes: u64,
     file: File,
+    /// `<path>.lock`, flock'd for as long as the journal is open.
+    _lock: File,
     size: u64,
     next_id: u64,
     /// Changes without a final verdict, with their verdicts so far (copied over at
@@ -297,6 +366,7 @@ impl Journal {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| io_err("create its directory", e))?;
         }
+        let lock = lock(path)?;
         let (entries, bad) = read(path)?;
         if bad > 0 {
             tracing::warn!(
@@ -339,6 +409,7 @@ impl Journal {
             path: path.to_owned(),
             max_bytes,
             file,
+            _lock: lock,
             size,
             next_id,
             open,
@@ -600,6 +671,36 @@ mod tests {
                 .unwrap()
                 .starts_with("{\"entry\":\"change\",\"id\":1,")
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_one_process_holds_the_journal_and_incoherent_changes_are_skipped() {
+        let dir = dir("lock");
+        let path = dir.join("journal.jsonl");
+        let now = SystemTime::UNIX_EPOCH;
+        let mut journal = Journal::open(&path, 1 << 20).unwrap();
+        let err = Journal::open(&path, 1 << 20).unwrap_err();
+        assert!(matches!(err, JournalError::Busy { .. }), "{err}");
+        assert!(err.to_string().contains("dry_run"), "{err}");
+        let a = journal
+            .change(&op("192.168.77.11"), Origin::Repair, None, 1, now)
+            .unwrap();
+        drop(journal);
+        // A change line whose action does not match its objects (hand-edited, or from
+        // a future version): skipped, never acted on.
+        let text = fs::read_to_string(&path).unwrap();
+        let line = text.lines().next().unwrap();
+        let broken = line.replacen("\"action\":\"replace\"", "\"action\":\"add\"", 1);
+        assert_ne!(broken, line);
+        let broken = broken.replacen(&format!("\"id\":{}", a.id), "\"id\":7", 1);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        writeln!(file, "{broken}").unwrap();
+        drop(file);
+        let (entries, bad) = read(&path).unwrap();
+        assert_eq!((entries.len(), bad), (1, 1));
+        let journal = Journal::open(&path, 1 << 20).unwrap();
+        assert_eq!(journal.open_changes().len(), 1);
         fs::remove_dir_all(&dir).unwrap();
     }
 

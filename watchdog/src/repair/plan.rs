@@ -231,8 +231,8 @@ pub enum Outcome {
 /// Kernel evidence for deletes: which addresses sent packets back lately.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Evidence {
-    /// False when there is no traffic evidence at all (the peers probe is off, or a
-    /// one-shot command without counters): nothing is deleted then.
+    /// False when there is no traffic evidence at all (today always: neither the
+    /// daemon nor a one-shot command gathers it): nothing is deleted then.
     pub available: bool,
     /// Remote addresses (VTEPs on the underlay, pods on the VXLAN device) that sent this
     /// node packets in the detection window.
@@ -299,6 +299,36 @@ impl History {
     /// Another writer owns `key` now: leave it alone.
     pub fn record_conflict(&mut self, key: &str, why: String) {
         self.entry(key).conflict = Some(why);
+    }
+
+    /// Forgets objects with nothing left to remember: not being verified, not in
+    /// conflict, not changed in the last hour (keys of Nodes that left, of VTEP MACs
+    /// that changed, would otherwise pile up over the daemon's uptime).
+    pub fn prune(&mut self, now: Instant) {
+        self.objects.retain(|_, h| {
+            h.busy
+                || h.conflict.is_some()
+                || h.changes
+                    .iter()
+                    .any(|at| now.saturating_duration_since(*at) < HOUR)
+        });
+    }
+
+    /// How many objects it remembers.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether it remembers none.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// Nothing is being verified any more (the executor stopped).
+    pub fn clear_busy(&mut self) {
+        for entry in self.objects.values_mut() {
+            entry.busy = false;
+        }
     }
 
     /// The conflicts still held, by key.
@@ -398,11 +428,22 @@ pub struct Inputs<'a> {
 }
 
 /// The cluster's VXLAN device: the link with the cluster's VNI, Flannel's name preferred.
+/// Another name is taken only for an IPv4 device (the desired state is IPv4): dual-stack
+/// Flannel's `flannel-v6.<VNI>` has the same VNI and must never be adopted when
+/// `flannel.<VNI>` is missing.
 pub fn vxlan_device<'a>(net: &'a Snapshot, expected: &Expected) -> Option<&'a Link> {
     let has_vni = |link: &&Link| link.vxlan.as_ref().is_some_and(|v| v.vni == expected.vni);
+    let ipv4 = |link: &&Link| {
+        !link.name.starts_with("flannel-v6")
+            && link
+                .vxlan
+                .as_ref()
+                .and_then(|v| v.local)
+                .is_none_or(|local| local.is_ipv4())
+    };
     net.link_by_name(&expected.device)
         .filter(has_vni)
-        .or_else(|| net.links().find(has_vni))
+        .or_else(|| net.links().filter(ipv4).find(has_vni))
 }
 
 /// The owned set for one snapshot and desired state (see the module documentation).
@@ -977,8 +1018,9 @@ fn consider_delete(
     if !inputs.evidence.available {
         hold(
             plan,
-            "no traffic evidence (the peers probe is off, or a one-shot command): deletes \
-             need proof that nothing answers there"
+            "no traffic evidence (the daemon does not gather it for repair yet, and a \
+             one-shot command has none): deletes need proof that nothing answers there, so \
+             this one is left to a person"
                 .into(),
         );
         return;

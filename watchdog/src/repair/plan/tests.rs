@@ -338,6 +338,21 @@ fn no_plan_without_a_known_non_empty_desired_state() {
 fn no_plan_without_the_vxlan_device_or_with_it_down() {
     let mut net = node0();
     net.apply(Update::DelLink(FLANNEL));
+    match World::new(net.clone()).outcome() {
+        Outcome::NoPlan { reason } => assert!(reason.contains("does not create"), "{reason}"),
+        o => panic!("{o:?}"),
+    }
+    // Dual-stack Flannel's IPv6 device has the same VNI: never adopted in its place.
+    let mut v6 = vxlan(40, "flannel-v6.1", 1, mac(0));
+    v6.vxlan.as_mut().unwrap().local = Some(ip("fd00::10"));
+    net.apply(Update::NewLink(v6.clone()));
+    match World::new(net.clone()).outcome() {
+        Outcome::NoPlan { reason } => assert!(reason.contains("does not create"), "{reason}"),
+        o => panic!("{o:?}"),
+    }
+    // Renamed or not, an IPv6 device is not the IPv4 overlay's.
+    v6.name = "vxlan-other".into();
+    net.apply(Update::NewLink(v6));
     match World::new(net).outcome() {
         Outcome::NoPlan { reason } => assert!(reason.contains("does not create"), "{reason}"),
         o => panic!("{o:?}"),
