@@ -597,7 +597,17 @@ impl<W: World> Executor<'_, W> {
         if self.netlink.is_none() || self.journal.is_none() {
             return Ok(reports);
         }
+        // A change an open rollback (or undo) reverts is settled with that rollback:
+        // verifying it first would report it applied, then rolled back.
+        let reverted: std::collections::BTreeSet<u64> = records
+            .iter()
+            .filter(|r| matches!(r.change.origin, Origin::Rollback | Origin::Undo))
+            .filter_map(|r| r.change.reverts)
+            .collect();
         for record in records {
+            if record.change.origin == Origin::Repair && reverted.contains(&record.change.id) {
+                continue;
+            }
             let op = record.change.op();
             let id = record.change.id;
             let net = match self.world.read().await {
@@ -636,6 +646,10 @@ impl<W: World> Executor<'_, W> {
                             now,
                         )?;
                     }
+                    // Reported, so the object backs off like any rollback.
+                    reports.push(report(Done::RolledBack(
+                        "rolled back before a restart".into(),
+                    )));
                     continue;
                 }
                 Origin::Rollback | Origin::Undo if before => {
@@ -661,6 +675,9 @@ impl<W: World> Executor<'_, W> {
                     } else {
                         let why = "the interrupted rollback could not be completed";
                         journal.verdict(id, Verdict::Failed, why, now)?;
+                        if let Some(reverted) = record.change.reverts {
+                            journal.verdict(reverted, Verdict::Failed, why, now)?;
+                        }
                         reports.push(report(Done::Failed(why.into())));
                     }
                     continue;
