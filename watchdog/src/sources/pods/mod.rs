@@ -5,7 +5,10 @@
 //! UID kubelet put there → the Pod's `namespace/name` (from a PodList file).
 //!
 //! Only inodes the kernel reported are looked up, at most once each (a namespace no
-//! process is found in is retried after [`RESCAN_AFTER`]); at most
+//! process is found in is retried after [`RESCAN_AFTER`], doubling each time up to
+//! [`RESCAN_MAX`]: a deleted pod's namespace can stay in the maps for a while, and each
+//! lookup walks `/proc`; a resolved one is looked up again when the process it was
+//! resolved through left it); at most
 //! `pods.max_namespaces` are kept, more are counted and treated as not this node's.
 
 mod cgroup;
@@ -32,6 +35,16 @@ use crate::{
 /// How long a namespace no process was found in waits before it is looked up again.
 pub const RESCAN_AFTER: Duration = Duration::from_secs(2);
 
+/// The longest wait between two lookups of a namespace no process was found in.
+pub const RESCAN_MAX: Duration = Duration::from_secs(64);
+
+/// The wait after `misses` lookups in a row found no process.
+fn rescan_after(misses: u32) -> Duration {
+    RESCAN_AFTER
+        .saturating_mul(1 << misses.saturating_sub(1).min(5))
+        .min(RESCAN_MAX)
+}
+
 /// What is known about one namespace.
 #[derive(Clone, Debug, Default)]
 struct Entry {
@@ -39,8 +52,15 @@ struct Entry {
     member: bool,
     /// The pod UID from a process's cgroup.
     uid: Option<String>,
-    /// When the namespace was last looked up; `None` once a process was found in it.
+    /// When the namespace was last looked up; `None` once it was resolved (a process
+    /// found in it, its membership and cgroup read without error).
     unresolved_since: Option<Instant>,
+    /// The process it was resolved through: when that process is gone or is in another
+    /// namespace now, the inode may have been reused by a new pod's namespace (nsfs
+    /// hands out the lowest free number), so it is looked up again.
+    pid: Option<u32>,
+    /// Lookups in a row that found nothing.
+    misses: u32,
 }
 
 /// Tracks namespaces seen in the kernel's maps.
@@ -124,9 +144,11 @@ impl Pods {
             .filter(|&netns| netns != self.own && netns != watchdog_common::NETNS_UNKNOWN)
             .filter(|netns| match self.entries.get(netns) {
                 None => true,
-                Some(entry) => entry
-                    .unresolved_since
-                    .is_some_and(|since| now.duration_since(since) >= RESCAN_AFTER),
+                Some(entry) => match (entry.unresolved_since, entry.pid) {
+                    (Some(since), _) => now.duration_since(since) >= rescan_after(entry.misses),
+                    (None, Some(pid)) => netns_of(&self.proc_root, pid) != Some(*netns),
+                    (None, None) => false,
+                },
             })
             .collect();
         // Namespaces beyond the cap are counted (each cycle they are seen) and not looked
@@ -193,24 +215,40 @@ impl Pods {
             let entry = self.entries.entry(netns).or_default();
             let Some(&pid) = found.get(&netns) else {
                 entry.unresolved_since = Some(now);
+                entry.misses = entry.misses.saturating_add(1);
                 continue;
             };
-            entry.unresolved_since = None;
-            entry.member = match self.mode {
-                Namespaces::All => true,
-                Namespaces::Own => false,
-                Namespaces::Node => peers.as_mut().is_some_and(|(nsids, peers)| {
+            // Any error on the way (the veth dump failed, the process exited between
+            // the scan and the reads) leaves the namespace unresolved, to be retried:
+            // never a wrong answer kept for as long as the inode stays in the maps.
+            let member = match self.mode {
+                Namespaces::All => Some(true),
+                Namespaces::Own => Some(false),
+                Namespaces::Node => peers.as_mut().and_then(|(nsids, peers)| {
                     let path = self.proc_root.join(format!("{pid}/ns/net"));
-                    nsids
-                        .nsid_of(&path)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|id| peers.contains(&id))
+                    match nsids.nsid_of(&path) {
+                        Ok(id) => Some(id.is_some_and(|id| peers.contains(&id))),
+                        Err(_) => None,
+                    }
                 }),
             };
-            entry.uid = std::fs::read_to_string(self.proc_root.join(format!("{pid}/cgroup")))
-                .ok()
-                .and_then(|text| text.lines().find_map(pod_uid));
+            let cgroup = std::fs::read_to_string(self.proc_root.join(format!("{pid}/cgroup")));
+            match (member, cgroup) {
+                (Some(member), Ok(text)) => {
+                    entry.member = member;
+                    entry.uid = text.lines().find_map(pod_uid);
+                    entry.unresolved_since = None;
+                    entry.pid = Some(pid);
+                    entry.misses = 0;
+                }
+                _ => {
+                    *entry = Entry {
+                        unresolved_since: Some(now),
+                        misses: 1,
+                        ..Entry::default()
+                    };
+                }
+            }
         }
     }
 
@@ -263,6 +301,12 @@ impl Drop for Pods {
             task.abort();
         }
     }
+}
+
+/// The network namespace (inode) process `pid` is in, if it still exists.
+fn netns_of(proc_root: &std::path::Path, pid: u32) -> Option<u32> {
+    let meta = std::fs::metadata(proc_root.join(format!("{pid}/ns/net"))).ok()?;
+    u32::try_from(meta.ino()).ok()
 }
 
 /// One process in each of the `wanted` namespaces (by inode), from `/proc/<pid>/ns/net`.
@@ -329,5 +373,50 @@ mod tests {
         let view = pods.refresh(&BTreeSet::from([1001]));
         assert_eq!(view, NamespaceView::own_only());
         assert_eq!(pods.counters().tracked, 0);
+    }
+
+    #[test]
+    fn a_reused_namespace_inode_is_looked_up_again_and_errors_are_retried() {
+        let root = std::env::temp_dir().join(format!("watchdog-pods-proc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let process = |pid: u32, uid: &str| {
+            let dir = root.join(format!("{pid}/ns"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                root.join(format!("{pid}/cgroup")),
+                format!("0::/kubepods/besteffort/pod{uid}/0123\n"),
+            )
+            .unwrap();
+        };
+        let a = "11111111-2222-3333-4444-555555555555";
+        let b = "66666666-7777-8888-9999-000000000000";
+        process(10, a);
+        std::fs::write(root.join("10/ns/net"), "").unwrap();
+        let inode =
+            u32::try_from(std::fs::metadata(root.join("10/ns/net")).unwrap().ino()).unwrap();
+        let mut pods = Pods::new(Namespaces::All, 1, &PodsConfig::default());
+        pods.proc_root = root.clone();
+        let seen = BTreeSet::from([inode]);
+        let name = |view: &NamespaceView| view.names.get(&inode).cloned();
+        assert_eq!(name(&pods.refresh(&seen)), Some(format!("pod-uid:{a}")));
+        // The pod goes; a new pod's namespace gets the same inode (a hard link here).
+        process(11, b);
+        std::fs::hard_link(root.join("10/ns/net"), root.join("11/ns/net")).unwrap();
+        std::fs::remove_dir_all(root.join("10")).unwrap();
+        assert_eq!(name(&pods.refresh(&seen)), Some(format!("pod-uid:{b}")));
+        // The process exits between the scan and the cgroup read: unresolved (retried),
+        // not resolved as "no pod".
+        std::fs::remove_file(root.join("11/cgroup")).unwrap();
+        pods.entries.clear();
+        let view = pods.refresh(&seen);
+        assert_eq!(name(&view), None);
+        assert!(pods.entries[&inode].unresolved_since.is_some());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn lookups_of_a_namespace_without_a_process_back_off() {
+        let waits: Vec<u64> = (1..=8).map(|m| rescan_after(m).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 64, 64]);
     }
 }
