@@ -131,3 +131,41 @@ async fn a_disabled_prober_sends_nothing() {
     assert!(!prober.book().enabled);
     assert_eq!(prober.stats(), ProbeStats::default());
 }
+
+#[tokio::test]
+async fn a_probe_task_that_panics_frees_its_slot() {
+    let mut prober = Prober::new(&settings(ProbeMethod::Udp));
+    let key = ProbeKey::liveness(ip("127.0.0.9"));
+    let target = ip("10.244.1.0");
+    for slot in [Slot::Probe(key), Slot::Mtu(target)] {
+        {
+            let mut shared = prober.shared.lock().unwrap();
+            shared.book.in_flight.insert(key);
+            shared.mtu_in_flight.insert(target);
+        }
+        let guard = InFlight {
+            shared: prober.shared.clone(),
+            key: slot,
+        };
+        let shared = prober.shared.clone();
+        prober.tasks.spawn(async move {
+            let _guard = guard;
+            // Panic while holding the lock: the guard must cope with the poison.
+            let _held = shared.lock().unwrap();
+            panic!("a probe task panics");
+        });
+        let joined = prober.tasks.join_next().await.expect("the task");
+        assert!(joined.unwrap_err().is_panic());
+        let shared = prober
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot {
+            Slot::Probe(_) => assert!(shared.book.in_flight.is_empty()),
+            Slot::Mtu(_) => assert!(shared.mtu_in_flight.is_empty()),
+        }
+        drop(shared);
+        prober.shared.clear_poison();
+        prober.shared.lock().unwrap().book.in_flight.clear();
+    }
+}
