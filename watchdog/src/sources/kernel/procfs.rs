@@ -50,3 +50,9 @@ mod tests {
         assert!(page_size().is_power_of_two());
     }
 }
+
+/// A sysctl of this process's network namespace (`key` as under `/proc/sys`, e.g.
+/// `net/ipv4/ip_forward_use_pmtu`); `None` when it cannot be read.
+pub fn read_sysctl(key: &str) -> Option<String> {
+    std::fs::read_to_string(std::path::Path::new("/proc/sys").join(key)).ok()
+}

@@ -176,8 +176,12 @@ impl Prober {
                 None => true,
                 Some(started) => {
                     let since = now.saturating_duration_since(*started);
-                    let hole =
-                        previous.is_some_and(|p| matches!(p.outcome, MtuOutcome::BlackHole { .. }));
+                    let hole = previous.is_some_and(|p| {
+                        matches!(
+                            p.outcome,
+                            MtuOutcome::BlackHole { .. } | MtuOutcome::Unforwarded { .. }
+                        )
+                    });
                     previous.is_none_or(|p| !p.applies_to(&target))
                         || since >= interval
                         || ((target.urgent || hole) && since >= recheck)

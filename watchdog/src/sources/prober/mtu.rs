@@ -132,7 +132,7 @@ impl Searcher {
             Step::Stop(outcome) => return outcome,
             Step::Vanished => {
                 if let Some(outcome) = learned(target, full, kernel_route_mtu) {
-                    return outcome;
+                    return forwarded(target, outcome, forward_use_pmtu);
                 }
             }
         }
@@ -155,7 +155,7 @@ impl Searcher {
                 Step::Passed => lo = mid,
                 Step::Vanished => {
                     if let Some(outcome) = learned(target, mid, kernel_route_mtu) {
-                        return outcome;
+                        return forwarded(target, outcome, forward_use_pmtu);
                     }
                     hi = mid;
                 }
@@ -242,6 +242,31 @@ fn learned(
     None
 }
 
+/// `net.ipv4.ip_forward_use_pmtu` of this namespace: whether forwarded IPv4 packets
+/// obey the path MTUs the kernel learned (`None`: unreadable).
+fn forward_use_pmtu() -> Option<bool> {
+    crate::sources::kernel::procfs::read_sysctl("net/ipv4/ip_forward_use_pmtu")
+        .map(|value| value.trim() != "0")
+}
+
+/// What a learned MTU means for the pods: the kernel tells forwarded IPv4 packets only
+/// with `ip_forward_use_pmtu` on (else they go on vanishing: [`MtuOutcome::Unforwarded`]).
+/// (IPv6 forwarding has no such switch: untested, left as it is.)
+fn forwarded(
+    target: &MtuTarget,
+    outcome: MtuOutcome,
+    use_pmtu: impl Fn() -> Option<bool>,
+) -> MtuOutcome {
+    match outcome {
+        MtuOutcome::TooBig { mtu, from: None }
+            if target.target.is_ipv4() && use_pmtu() == Some(false) =>
+        {
+            MtuOutcome::Unforwarded { mtu }
+        }
+        outcome => outcome,
+    }
+}
+
 /// The MTU of a "fragmentation needed (mtu N)", "packet too big (mtu N)" or local
 /// "larger than the path MTU N".
 fn reported_mtu(what: &str) -> Option<u32> {
@@ -319,6 +344,28 @@ mod tests {
             })
         );
         assert_eq!(learned(&direct, 1400, routes(1400, 1400)), None);
+    }
+
+    #[test]
+    fn a_learned_mtu_forwarded_packets_are_not_told_of_is_unforwarded() {
+        let target = overlay_target();
+        let learned = MtuOutcome::TooBig {
+            mtu: 1400,
+            from: None,
+        };
+        assert_eq!(
+            forwarded(&target, learned.clone(), || Some(false)),
+            MtuOutcome::Unforwarded { mtu: 1400 }
+        );
+        for use_pmtu in [Some(true), None] {
+            assert_eq!(forwarded(&target, learned.clone(), || use_pmtu), learned);
+        }
+        // An ICMP the probe itself received is left as it is.
+        let told = MtuOutcome::TooBig {
+            mtu: 1400,
+            from: Some(target.target),
+        };
+        assert_eq!(forwarded(&target, told.clone(), || Some(false)), told);
     }
 
     #[test]
