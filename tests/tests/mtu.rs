@@ -420,6 +420,54 @@ fn a_routed_hop_that_sends_fragmentation_needed_is_no_black_hole() {
     wait_path_mtu(&daemon, &vtep2, "node 2's path untouched", |v| v == 1500.0);
 }
 
+/// Passive evidence alone: with `mtu.interval` at 600 s (a recheck every 100 s), the
+/// black hole is named within seconds of large packets starting, because the per-peer TC
+/// counters (large packets out to node 1's VTEP, only small ones back) start a search at
+/// once.
+#[test]
+fn passive_evidence_finds_a_black_hole_long_before_the_interval() {
+    let Some(lab) = lab("passive_evidence_finds_a_black_hole_long_before_the_interval") else {
+        return;
+    };
+    let config = "poll_interval = \"250ms\"\n[detect]\nwindow = \"3s\"\n\
+                  [prober]\ntimeout = \"200ms\"\n[mtu]\ninterval = \"600s\"\n";
+    let mut daemon = Daemon::start(lab.node(0).ns(), config);
+    daemon.wait_ready();
+    let vtep1 = lab.node(1).underlay_ip().to_string();
+    let vtep2 = lab.node(2).underlay_ip().to_string();
+    for vtep in [&vtep1, &vtep2] {
+        wait_path_mtu(&daemon, vtep, "the first path-MTU searches", |v| {
+            v == 1500.0
+        });
+    }
+    let first = daemon.metrics().count("watchdog_mtu_probes_total", &[]);
+    lab.underlay()
+        .ip(&["link", "set", "n1", "mtu", &HOP_MTU.to_string()]);
+    let pod0 = lab.node(0).pod_ns().name().to_owned();
+    let pod1 = lab.node(1).pod_ip().to_string();
+    let started = Instant::now();
+    let _large = Ping::start(&pod0, &pod1, Some(1372));
+    let _small = Ping::start(&pod0, &pod1, None);
+    let subject = format!("path to vtep {vtep1} dev {VXLAN_DEV}");
+    let finding = daemon.wait_finding("mtu_black_hole", &subject, DEADLINE);
+    let took = started.elapsed();
+    eprintln!("passive trigger: named {took:?} after the large packets started");
+    assert!(
+        took <= Duration::from_secs(5),
+        "named after {took:?}, not within 5 s"
+    );
+    assert_eq!(finding.evidence("peer"), [vtep1.as_str()]);
+    // Only node 1 was searched again: node 2's next search is 10 minutes away.
+    let searches = daemon.metrics().count("watchdog_mtu_probes_total", &[]) - first;
+    let probes: u64 = finding.evidence("probes")[0].parse().unwrap();
+    eprintln!("{first} probes in the first searches, {searches} since ({probes} in the search)");
+    assert!(
+        searches <= probes + 1,
+        "{searches} probes, the search took {probes}"
+    );
+    assert_eq!(black_holes(&daemon).len(), 1, "{:#?}", daemon.findings());
+}
+
 /// `watchdog check` searches every peer's path once and prints the black hole with its
 /// next step and runbook.
 #[test]
