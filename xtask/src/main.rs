@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_desired;
+mod bench_mtu;
 mod image;
 mod kernels;
 mod setup;
