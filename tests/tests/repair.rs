@@ -18,7 +18,7 @@ use watchdog::{
     config::{Config, repair::Mode},
     model::{desired::Model, net::Snapshot},
     repair::{
-        execute::{Done, Report},
+        execute::{Done, ExecError, Executor, FnWorld, Netlink, Report},
         journal,
         plan::{Action, Op, Outcome},
     },
@@ -150,6 +150,41 @@ impl Setup {
         file::load(&self.nodes, 1 << 20).expect("the lab's NodeList loads")
     }
 
+    /// The config file the CLI is given: this node's name and the journal.
+    fn config_file(&self) -> PathBuf {
+        let config = self.dir.path().join("watchdog.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[desired]\nnode_name = \"{}\"\n[repair]\njournal = \"{}\"\n",
+                node_name(0),
+                self.config.repair.journal.display()
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    /// `watchdog ARGS --config FILE [--nodes FILE]` inside `ns`: exit code, stdout, stderr.
+    fn cli(&self, ns: &NetNs, args: &[&str], nodes: bool) -> (Option<i32>, String, String) {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", ns.name()])
+            .arg(daemon_binary())
+            .args(args)
+            .arg("--config")
+            .arg(self.config_file());
+        if nodes {
+            command.arg("--nodes").arg(&self.nodes);
+        }
+        let output = command.output().expect("run watchdog");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
     fn journal(&self) -> Vec<journal::Record> {
         let (entries, bad) = journal::read(&self.config.repair.journal).unwrap();
         assert_eq!(bad, 0);
@@ -274,31 +309,7 @@ fn dry_run_and_the_cli_change_nothing() {
 
     // The CLI: `repair plan` prints the command and its inverse (exit 1: a plan);
     // `repair apply` without --yes is a dry run.
-    let config = setup.dir.path().join("watchdog.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[desired]\nnode_name = \"{}\"\n[repair]\njournal = \"{}\"\n",
-            node_name(0),
-            setup.config.repair.journal.display()
-        ),
-    )
-    .unwrap();
-    let cli = |args: &[&str]| {
-        let output = Command::new("ip")
-            .args(["netns", "exec", ns.name()])
-            .arg(daemon_binary())
-            .args(args)
-            .args(["--config", config.to_str().unwrap()])
-            .args(["--nodes", setup.nodes.to_str().unwrap()])
-            .output()
-            .expect("run watchdog");
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let cli = |args: &[&str]| setup.cli(ns, args, true);
     let mac = vtep_mac(2);
     let (code, stdout, stderr) = cli(&["repair", "plan"]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
@@ -414,6 +425,224 @@ fn a_failed_verification_rolls_back_to_the_exact_prior_state() {
             (Rollback, Some(ids[0]), keys[0].clone(), Some(Verified)),
         ]
     );
+}
+
+#[test]
+fn undo_restores_the_before_state_exactly_and_refuses_what_it_must_not_undo() {
+    if !require_root("undo_restores_the_before_state_exactly") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let ns = lab.node(0).ns();
+    add_unowned(ns);
+    lab.repoint_fdb(0, 1, RETIRED_VTEP);
+    let setup = Setup::new(&lab, Duration::from_secs(10));
+    let before = dump(ns);
+    let mac = vtep_mac(1);
+
+    let (code, stdout, stderr) = setup.cli(ns, &["repair", "apply", "--yes"], true);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_ne!(dump(ns), before, "apply changed nothing");
+    assert!(lab.probe(0, 1, PROBE).is_ok(), "0 → 1 after the repair");
+
+    // `undo --last`: the exact before-state, journalled as change 2 reverting change 1.
+    let (code, stdout, stderr) = setup.cli(ns, &["repair", "undo", "--last"], false);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "undone: change 1 by change 2: bridge fdb replace {mac} dev flannel.1 dst \
+             {RETIRED_VTEP} self permanent"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        dump(ns),
+        before,
+        "undo did not restore the exact before-state"
+    );
+
+    // Refusals change nothing and exit 1.
+    for (args, why) in [
+        (&["repair", "undo", "--last"][..], "nothing to undo"),
+        (&["repair", "undo", "1"][..], "change 1 was already undone"),
+        (
+            &["repair", "undo", "2"][..],
+            "change 2 is a undo of change 1",
+        ),
+        (
+            &["repair", "undo", "42"][..],
+            "change 42 is not in the journal",
+        ),
+    ] {
+        let (code, stdout, stderr) = setup.cli(ns, args, false);
+        assert_eq!(code, Some(1), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+    assert_eq!(dump(ns), before);
+
+    // `repair journal --json`: one line per change, with its origin and outcome.
+    let (code, stdout, stderr) = setup.cli(ns, &["repair", "journal", "--json"], false);
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(
+        (&lines[0]["id"], &lines[0]["origin"], &lines[0]["outcome"]),
+        (
+            &Value::from(1),
+            &Value::from("repair"),
+            &Value::from("undone")
+        )
+    );
+    assert_eq!(
+        (&lines[1]["id"], &lines[1]["origin"], &lines[1]["reverts"]),
+        (&Value::from(2), &Value::from("undo"), &Value::from(1))
+    );
+    assert_eq!(lines[1]["outcome"], "verified");
+    assert_eq!(
+        lines[1]["command"],
+        format!("bridge fdb replace {mac} dev flannel.1 dst {RETIRED_VTEP} self permanent")
+    );
+    let (code, stdout, _) = setup.cli(ns, &["repair", "journal"], false);
+    assert_eq!(code, Some(0));
+    let text: Vec<&str> = stdout.lines().collect();
+    assert_eq!(text.len(), 3, "{stdout}");
+    assert!(
+        text[0].contains("ORIGIN") && text[0].contains("OUTCOME"),
+        "{stdout}"
+    );
+    assert!(
+        text[1].contains(" repair ") && text[1].contains(" undone "),
+        "{stdout}"
+    );
+    assert!(
+        text[2].contains(" undo ") && text[2].ends_with("self permanent (reverts 1)"),
+        "{stdout}"
+    );
+
+    // Repaired again (change 3), then someone else changes the entry: undo refuses.
+    let (code, stdout, stderr) = setup.cli(ns, &["repair", "apply", "--yes"], true);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    tool(
+        ns,
+        "bridge",
+        &[
+            "fdb",
+            "replace",
+            &mac,
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.168.77.96",
+            "self",
+            "permanent",
+        ],
+    );
+    let by_hand = dump(ns);
+    let (code, stdout, stderr) = setup.cli(ns, &["repair", "undo", "--last"], false);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("was changed since change 3 by someone else")
+            && stderr.contains("dst 192.168.77.96"),
+        "{stderr}"
+    );
+    assert_eq!(dump(ns), by_hand, "a refused undo changed the kernel");
+    assert_eq!(setup.journal().len(), 3, "a refused undo journals nothing");
+}
+
+#[test]
+fn a_journal_that_fails_after_a_change_was_sent_leaves_nothing_half_done() {
+    if !require_root("a_journal_that_fails_after_a_change_was_sent") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let ns = lab.node(0).ns();
+    add_unowned(ns);
+    lab.repoint_fdb(0, 1, RETIRED_VTEP);
+    let setup = Setup::new(&lab, Duration::from_secs(5));
+    let before = dump(ns);
+    let model = setup.model();
+    let own = node_name(0);
+    let path = setup.config.repair.journal.clone();
+    let err = ns.run(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let net = mirror::dump().await.unwrap();
+            let Outcome::Planned(plan) = plan_now(&net, &model, &own, &setup.config) else {
+                panic!("no plan")
+            };
+            assert_eq!(plan.ops.len(), 1, "{:?}", commands(&plan.ops));
+            // A journal whose second write fails: past its 1-byte cap it rotates, and
+            // `<journal>.1` is a directory, so the rename fails. The change is written,
+            // sent and shown; its `applied` verdict cannot be written.
+            let mut journal = journal::Journal::open(&path, 1).unwrap();
+            std::fs::create_dir_all(journal::rotated(&path).join("in-the-way")).unwrap();
+            let mut netlink = Netlink::open().unwrap();
+            let mut world = FnWorld {
+                read: || async { mirror::dump().await.map_err(|e| e.to_string()) },
+                evidence: |_: &Op, _: &Snapshot| None,
+            };
+            let mut executor = Executor {
+                mode: Mode::Apply,
+                verify_window: Duration::from_secs(5),
+                poll: Duration::from_millis(50),
+                netlink: Some(&mut netlink),
+                journal: Some(&mut journal),
+                world: &mut world,
+            };
+            executor
+                .run(&plan.ops)
+                .await
+                .expect_err("the journal failed")
+        })
+    });
+    // The second write (the `applied` verdict) failed: it comes only once the kernel
+    // showed the change.
+    assert!(
+        matches!(err, ExecError::Journal(_)) && err.to_string().contains("cannot rotate it"),
+        "{err}"
+    );
+    assert_eq!(
+        dump(ns),
+        before,
+        "the change sent before the journal failed was not rolled back"
+    );
+    // The change is journalled and open; the next start finds the kernel as before and
+    // journals it `not_applied`.
+    std::fs::remove_dir_all(journal::rotated(&path)).unwrap();
+    let open = setup.journal();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert!(open[0].is_open(), "{open:?}");
+    let reports = ns.run(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(execute_now(
+            &[],
+            Mode::Apply,
+            &model,
+            &own,
+            &setup.config,
+            |_, _| None,
+        ))
+    });
+    let reports = reports.expect("recovery runs");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(
+        matches!(reports[0].done, Done::NotApplied(_)),
+        "{reports:?}"
+    );
+    assert_eq!(
+        setup.journal()[0].outcome(),
+        Some(journal::Outcome::NotApplied)
+    );
+    assert_eq!(dump(ns), before);
 }
 
 // ---------------------------------------------------------------------------------------

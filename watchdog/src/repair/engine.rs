@@ -388,6 +388,8 @@ mod tests {
         }
         let (entries, _) = crate::repair::journal::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
+        drop(journal);
+        std::fs::remove_file(crate::repair::journal::lock_path(&path)).unwrap();
         engine.seed(&crate::repair::journal::records(&entries), now, wall);
         let held = engine.history.hold_reason(&op().key, now, &settings);
         assert!(held.is_some_and(|h| h.contains("max_per_hour")));
