@@ -768,6 +768,28 @@ fn restored(lab: &Lab, to: usize, fault: Instant, daemon: &Daemon) -> Duration {
     }
 }
 
+/// With the daemon running: injects `fault`, which must break pod 0 → pod `to`, waits for
+/// that traffic to flow again (within [`RESTORED_WITHIN`]) and for the daemon to count
+/// `applied` changes in all; returns fault → traffic restored.
+fn repaired(
+    r: &Running,
+    to: usize,
+    applied: u64,
+    label: &str,
+    fault: impl FnOnce(&Lab),
+) -> Duration {
+    let start = Instant::now();
+    fault(&r.lab);
+    assert!(
+        r.lab.probe(0, to, PROBE).is_err(),
+        "{label}: the fault breaks 0 → {to}"
+    );
+    let took = restored(&r.lab, to, start, &r.daemon);
+    println!("{label}: traffic restored after {took:?}");
+    wait_repairs(&r.daemon, "applied", applied);
+    took
+}
+
 #[test]
 fn daemon_apply_repairs_a_repointed_fdb_entry_and_a_ghost_route_with_traffic_running() {
     if !require_root("daemon_apply_repairs") {
@@ -779,12 +801,9 @@ fn daemon_apply_repairs_a_repointed_fdb_entry_and_a_ghost_route_with_traffic_run
     let healthy = dump(ns);
 
     // 1. FDB entry repointed at a retired address.
-    let fault = Instant::now();
-    r.lab.repoint_fdb(0, 1, RETIRED_VTEP);
-    assert!(r.lab.probe(0, 1, PROBE).is_err(), "the fault breaks 0 → 1");
-    let took = restored(&r.lab, 1, fault, &r.daemon);
-    println!("fdb repointed: traffic restored after {took:?}");
-    wait_repairs(&r.daemon, "applied", 1);
+    repaired(&r, 1, 1, "fdb repointed", |lab| {
+        lab.repoint_fdb(0, 1, RETIRED_VTEP)
+    });
     // The FDB entry is as before the fault; the only other difference is the fault's own
     // permanent neighbour for the retired address on the underlay (not repair's).
     let ghost = format!("neigh: {RETIRED_VTEP} dev eth0 ");
@@ -797,13 +816,9 @@ fn daemon_apply_repairs_a_repointed_fdb_entry_and_a_ghost_route_with_traffic_run
     let healthy = dump(ns);
 
     // 2. The route to node 2's pod subnet replaced by a ghost gateway on the underlay.
-    let fault = Instant::now();
-    r.lab
-        .route_via_missing_gateway(0, &format!("{}/24", overlay_ip(2)), MISSING_GATEWAY);
-    assert!(r.lab.probe(0, 2, PROBE).is_err(), "the fault breaks 0 → 2");
-    let took = restored(&r.lab, 2, fault, &r.daemon);
-    println!("ghost gateway: traffic restored after {took:?}");
-    wait_repairs(&r.daemon, "applied", 2);
+    repaired(&r, 2, 2, "ghost gateway", |lab| {
+        lab.route_via_missing_gateway(0, &format!("{}/24", overlay_ip(2)), MISSING_GATEWAY)
+    });
     // Everything is as before the faults: the two objects repaired, nothing else changed
     // (the unowned objects included).
     assert_eq!(dump(ns), healthy);
@@ -852,6 +867,73 @@ fn daemon_apply_repairs_a_repointed_fdb_entry_and_a_ghost_route_with_traffic_run
     );
     assert_eq!(listed[1]["verdicts"][1]["outcome"], "verified", "{api:#}");
     drop(r.dir);
+}
+
+#[test]
+fn daemon_apply_repairs_a_deleted_fdb_entry_a_removed_neighbour_and_a_removed_route() {
+    if !require_root("daemon_apply_repairs_a_deleted_fdb_entry") {
+        return;
+    }
+    let r = running("apply", "5s", "", None);
+    let ns = r.lab.node(0).ns();
+    let _streams = [r.lab.udp_stream(0, 1, 20), r.lab.udp_stream(0, 2, 20)];
+    let healthy = dump(ns);
+    let faults: [(&str, usize, &dyn Fn(&Lab)); 3] = [
+        ("fdb entry deleted", 1, &|lab| {
+            let dst = underlay_ip(1).to_string();
+            tool(
+                lab.node(0).ns(),
+                "bridge",
+                &["fdb", "del", &vtep_mac(1), "dev", "flannel.1", "dst", &dst],
+            );
+        }),
+        ("neighbour removed", 2, &|lab| {
+            let ip = overlay_ip(2).to_string();
+            tool(
+                lab.node(0).ns(),
+                "ip",
+                &["neigh", "del", &ip, "dev", "flannel.1"],
+            );
+        }),
+        ("route removed", 1, &|lab| {
+            let prefix = format!("{}/24", overlay_ip(1));
+            tool(lab.node(0).ns(), "ip", &["route", "del", &prefix]);
+        }),
+    ];
+    for (n, (label, to, fault)) in faults.into_iter().enumerate() {
+        repaired(&r, to, n as u64 + 1, label, fault);
+        // Put back exactly: every dump (the unowned objects included) as it was.
+        assert_eq!(
+            dump(ns),
+            healthy,
+            "{label}: the dumps differ after the repair"
+        );
+    }
+    let metrics = r.daemon.metrics();
+    for kind in ["fdb", "neighbour", "route"] {
+        assert_eq!(
+            metrics.count(
+                "watchdog_repairs_total",
+                &[("kind", kind), ("outcome", "applied")]
+            ),
+            1,
+            "{kind}: {}",
+            metrics.0
+        );
+    }
+    let records = records_at(&r.journal);
+    let summary: Vec<_> = records
+        .iter()
+        .map(|rec| (rec.change.origin, rec.outcome()))
+        .collect();
+    use journal::{Origin::Repair, Outcome::Verified};
+    assert_eq!(summary, [(Repair, Some(Verified)); 3], "{}", r.daemon.log());
+    // Adds; the neighbour is a replace when traffic made the kernel create an unresolved
+    // entry for it first.
+    assert_eq!(records[0].change.action, Action::Add);
+    assert_ne!(records[1].change.action, Action::Delete);
+    assert_eq!(records[2].change.action, Action::Add);
+    assert_eq!(repairs(&r.daemon, "rolled_back"), 0);
 }
 
 #[test]
