@@ -937,6 +937,91 @@ fn daemon_apply_repairs_a_deleted_fdb_entry_a_removed_neighbour_and_a_removed_ro
 }
 
 #[test]
+fn daemon_leaves_an_entry_another_writer_keeps_putting_back_with_a_conflict() {
+    if !require_root("daemon_leaves_an_entry_another_writer_keeps_putting_back") {
+        return;
+    }
+    let r = running("apply", "5s", "", None);
+    let ns = r.lab.node(0).ns();
+    let _streams = [r.lab.udp_stream(0, 1, 20)];
+    r.lab.repoint_fdb(0, 1, RETIRED_VTEP);
+    // Another writer: puts the wrong entry back every 100 ms.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, ns) = (stop.clone(), ns.name().to_owned());
+        let (mac, dst) = (vtep_mac(1), RETIRED_VTEP.to_string());
+        std::thread::spawn(move || {
+            let mut writes = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = Command::new("bridge")
+                    .args([
+                        "-n",
+                        &ns,
+                        "fdb",
+                        "replace",
+                        &mac,
+                        "dev",
+                        "flannel.1",
+                        "dst",
+                        &dst,
+                    ])
+                    .args(["self", "permanent"])
+                    .status()
+                    .expect("run bridge");
+                assert!(status.success());
+                writes += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            writes
+        })
+    };
+    let key = format!("fdb {} dev flannel.1", vtep_mac(1));
+    let finding = r.daemon.wait_finding("repair_conflict", &key, DEADLINE);
+    assert!(
+        finding.evidence("reason")[0].contains("another writer")
+            || finding.evidence("reason")[0].contains("written back"),
+        "{finding:?}"
+    );
+    // The writer keeps going for a while longer: the daemon does not fight it.
+    let since = Instant::now();
+    poll_until(DEADLINE, "five more seconds of the other writer", || {
+        (since.elapsed() >= Duration::from_secs(5)).then_some(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().expect("the writer thread");
+    assert!(writes >= 20, "the writer wrote {writes} times");
+    // Bounded: one repair of the entry, nothing rolled back, nothing more.
+    let records = records_at(&r.journal);
+    let summary: Vec<_> = records
+        .iter()
+        .map(|rec| (rec.change.origin, rec.change.key.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [(journal::Origin::Repair, key.clone())],
+        "{}",
+        r.daemon.log()
+    );
+    assert!(
+        matches!(
+            records[0].outcome(),
+            Some(journal::Outcome::Conflict | journal::Outcome::Verified)
+        ),
+        "{records:?}"
+    );
+    assert_eq!(repairs(&r.daemon, "rolled_back"), 0);
+    // Still the other writer's entry: left alone.
+    assert!(
+        dump(ns).contains(&format!(
+            "fdb: {} dev flannel.1 dst {RETIRED_VTEP} self permanent",
+            vtep_mac(1)
+        )),
+        "{:?}",
+        dump(ns)
+    );
+}
+
+#[test]
 fn daemon_dry_run_alerts_and_changes_nothing() {
     if !require_root("daemon_dry_run_alerts_and_changes_nothing") {
         return;

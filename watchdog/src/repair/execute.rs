@@ -480,6 +480,19 @@ impl<W: World> Executor<'_, W> {
             let (shown, read) = self.wait_for(|net| shows_after(op, net)).await;
             let journal = self.journal.as_mut().expect("checked");
             if !shown {
+                // The kernel took it (acked) and now shows the object as before: another
+                // writer put it back.
+                if let Ok(net) = &read
+                    && shows_before(op, net)
+                    && op.before.is_some()
+                {
+                    let why = format!(
+                        "another writer put {} back to `{}` right after the change: left alone",
+                        op.key,
+                        op.before.as_ref().map(Object::spec).unwrap_or_default()
+                    );
+                    return self.conflict(&applied, ops, &why);
+                }
                 let seen = match read {
                     Ok(net) => current(&net, op.after.as_ref().or(op.before.as_ref()).unwrap())
                         .map_or_else(|| "absent".into(), |o| o.spec()),
