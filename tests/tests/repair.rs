@@ -1220,3 +1220,100 @@ fn daemon_killed_during_verification_is_reconciled_at_restart() {
 fn ns_of(lab: &Lab) -> &NetNs {
     lab.node(0).ns()
 }
+
+#[test]
+fn a_change_journalled_but_never_sent_is_not_applied_after_a_restart_then_repaired() {
+    if !require_root("a_change_journalled_but_never_sent") {
+        return;
+    }
+    // The state a SIGKILL between the journal write and the netlink request leaves: the
+    // change journalled (fsync'd), the kernel unchanged. Made here with the journal's own
+    // API (the daemon's first step), so the test does not race a kill against a send.
+    let lab = Lab::new(3);
+    lab.check_pod_connectivity()
+        .expect("the lab works before injection");
+    let ns = lab.node(0).ns();
+    add_unowned(ns);
+    lab.repoint_fdb(0, 1, RETIRED_VTEP);
+    let dir = TempDir::new("watchdog-repair-unsent");
+    write_node_list(&dir.path().join("nodes.json"), &lab.node_list());
+    let path = dir.path().join("journal.jsonl");
+    let mut setup_config = Config::default();
+    setup_config.desired.node_name = node_name(0);
+    let model = file::load(&dir.path().join("nodes.json"), 1 << 20).unwrap();
+    let own = node_name(0);
+    let ops = ns.run(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let net = mirror::dump().await.unwrap();
+            match plan_now(&net, &model, &own, &setup_config) {
+                Outcome::Planned(plan) => plan.ops,
+                Outcome::NoPlan { reason } => panic!("no plan: {reason}"),
+            }
+        })
+    });
+    assert_eq!(ops.len(), 1, "{:?}", commands(&ops));
+    let mut journal = journal::Journal::open(&path, 1 << 20).unwrap();
+    let unsent = journal
+        .change(
+            &ops[0],
+            journal::Origin::Repair,
+            None,
+            1,
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    drop(journal);
+    let before = dump(ns);
+
+    // The daemon starts: the open change is journalled `not_applied` (the kernel still
+    // has the before-state), then the fault is planned and repaired afresh.
+    let _streams = [lab.udp_stream(0, 1, 20)];
+    let config = daemon_config(&dir, "apply", "5s", "");
+    let mut daemon = Daemon::start(ns, &config);
+    daemon.wait_ready();
+    poll_until(
+        DEADLINE,
+        "the unsent change settled and a new one verified",
+        || {
+            let records = records_at(&path);
+            (records.len() == 2 && records[1].outcome() == Some(journal::Outcome::Verified))
+                .then_some(records)
+        },
+    );
+    let records = records_at(&path);
+    assert_eq!(records[0].change.id, unsent.id);
+    assert_eq!(
+        records[0].outcome(),
+        Some(journal::Outcome::NotApplied),
+        "{records:?}"
+    );
+    assert!(
+        records[0].verdicts[0].detail.contains("after a restart"),
+        "{records:?}"
+    );
+    assert_eq!(records[1].change.origin, journal::Origin::Repair);
+    assert_eq!(records[1].change.command, unsent.command);
+    poll_until(RESTORED_WITHIN, "pod 0 → pod 1 after the repair", || {
+        lab.probe(0, 1, PROBE).ok()
+    });
+    // Nothing half-done: the FDB entry is the Node's, everything else as before (the
+    // fault's own ghost neighbour on the underlay included).
+    let (removed, added) = diff(&before, &dump(ns));
+    assert_eq!(removed.len(), 1, "removed {removed:?}, added {added:?}");
+    assert_eq!(added.len(), 1, "removed {removed:?}, added {added:?}");
+    assert!(
+        added[0].starts_with(&format!(
+            "fdb: {} dev flannel.1 dst {} ",
+            vtep_mac(1),
+            underlay_ip(1)
+        )),
+        "{added:?}"
+    );
+    drop(daemon);
+    drop(lab);
+    drop(dir);
+}
