@@ -869,6 +869,9 @@ fn daemon_apply_repairs_a_repointed_fdb_entry_and_a_ghost_route_with_traffic_run
     drop(r.dir);
 }
 
+/// A fault: its name, the pod it cuts pod 0 from, how to inject it.
+type Fault<'a> = (&'a str, usize, &'a dyn Fn(&Lab));
+
 #[test]
 fn daemon_apply_repairs_a_deleted_fdb_entry_a_removed_neighbour_and_a_removed_route() {
     if !require_root("daemon_apply_repairs_a_deleted_fdb_entry") {
@@ -878,7 +881,7 @@ fn daemon_apply_repairs_a_deleted_fdb_entry_a_removed_neighbour_and_a_removed_ro
     let ns = r.lab.node(0).ns();
     let _streams = [r.lab.udp_stream(0, 1, 20), r.lab.udp_stream(0, 2, 20)];
     let healthy = dump(ns);
-    let faults: [(&str, usize, &dyn Fn(&Lab)); 3] = [
+    let faults: [Fault; 3] = [
         ("fdb entry deleted", 1, &|lab| {
             let dst = underlay_ip(1).to_string();
             tool(
