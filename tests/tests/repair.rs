@@ -28,7 +28,7 @@ use watchdog_tests::{
     Daemon, NetNs, TempDir, daemon_binary,
     hook::Hook,
     lab::{
-        Lab, MISSING_GATEWAY, RETIRED_VTEP,
+        Lab, MISSING_GATEWAY, RETIRED_VTEP, config_dump,
         nodes::{annotate, node_list, node_name, write_node_list},
         overlay_ip, underlay_ip, vtep_mac,
     },
@@ -52,42 +52,9 @@ fn tool(ns: &NetNs, tool: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Every table's routes (both families, with details), the rules, the permanent and
-/// static neighbours and the FDB entries that are configuration (not learned), one line
-/// each, labelled. Learned FDB entries and dynamic neighbours come and go with traffic,
-/// not with repair, and are left out.
+/// The node's configuration dump (see [`config_dump`]).
 fn dump(ns: &NetNs) -> BTreeSet<String> {
-    let mut lines = BTreeSet::new();
-    for (label, t, args) in [
-        (
-            "route4",
-            "ip",
-            &["-d", "-4", "route", "show", "table", "all"][..],
-        ),
-        (
-            "route6",
-            "ip",
-            &["-d", "-6", "route", "show", "table", "all"][..],
-        ),
-        ("rule4", "ip", &["-4", "rule", "show"][..]),
-        ("rule6", "ip", &["-6", "rule", "show"][..]),
-        ("neigh", "ip", &["neigh", "show"][..]),
-        ("fdb", "bridge", &["fdb", "show"][..]),
-    ] {
-        for line in tool(ns, t, args).lines() {
-            let configured = match label {
-                "neigh" => line.contains("PERMANENT") || line.contains("NOARP"),
-                "fdb" => {
-                    line.contains("permanent") || line.contains("static") || line.contains(" dst ")
-                }
-                _ => true,
-            };
-            if configured {
-                lines.insert(format!("{label}: {}", line.trim_end()));
-            }
-        }
-    }
-    lines
+    config_dump(ns)
 }
 
 fn diff(before: &BTreeSet<String>, after: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
