@@ -115,6 +115,20 @@ pub enum Bench {
         #[arg(long, default_value_t = 20)]
         runs: u32,
     },
+    /// Path MTU: large packets starting -> `mtu_black_hole` over `runs` (a silent
+    /// 1400-byte layer-2 hop, default settings), probe packets and bytes per peer per hour,
+    /// and the daemon's CPU time with `[mtu]` on vs off, alternating.
+    Mtu {
+        /// Black holes to time.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// Seconds each cost observation lasts.
+        #[arg(long, default_value_t = 180)]
+        seconds: u64,
+        /// Rounds of ([mtu] on, [mtu] off).
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+    },
     Mirror {
         /// Routes (/24, via a veth) to install before loading.
         #[arg(long, default_value_t = 100_000)]
@@ -165,6 +179,16 @@ impl Bench {
             } => {
                 use_release_daemon()?;
                 crate::bench_desired::run(runs, nodes, seconds)
+            }
+            Bench::Mtu {
+                runs,
+                seconds,
+                rounds,
+            } => {
+                if std::env::var_os("WATCHDOG_BIN").is_none() {
+                    use_release_daemon()?;
+                }
+                crate::bench_mtu::run(runs, seconds, rounds)
             }
             Bench::Mirror {
                 routes,
