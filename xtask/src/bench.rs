@@ -105,6 +105,16 @@ pub enum Bench {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Repair: for each repairable fault (FDB repointed, FDB deleted, neighbour removed,
+    /// ghost-gateway route, route removed), fault -> repaired (journal verdict) and fault
+    /// -> traffic restored, median and worst over `runs`, with the daemon in
+    /// `[repair] mode = "apply"` on a 3-node lab; and the configuration lines that differ
+    /// from the healthy dump after the repairs (goal 0).
+    Repair {
+        /// Runs per fault.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+    },
     /// Path MTU: large packets starting -> `mtu_black_hole` over `runs` (a silent
     /// 1400-byte layer-2 hop, default settings), probe packets and bytes per peer per hour,
     /// and the daemon's CPU time with `[mtu]` on vs off, alternating.
@@ -185,6 +195,7 @@ impl Bench {
                 neighbours,
                 changes,
             } => mirror(routes, neighbours, changes),
+            Bench::Repair { runs } => crate::bench_repair::run(runs),
         }
     }
 }

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_desired;
 mod bench_mtu;
+mod bench_repair;
 mod image;
 mod kernels;
 mod setup;

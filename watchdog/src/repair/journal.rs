@@ -199,58 +199,16 @@ pub enum JournalError {
         /// The error.
         source: io::Error,
     },
-    /// Another process holds the journal.
+    /// Another process has it open for writing.
     #[error(
-        "repair.journal {path}: held by another watchdog process (the daemon with \
-         `[repair] mode = \"apply\"`, or another `repair apply`/`undo`); only one may \
-         change the network at a time: wait for it, or set the daemon's mode to \
-         \"dry_run\" and retry"
+        "repair.journal {path} is in use by another watchdog (the daemon in `[repair] mode = \
+         \"apply\"`, or another `repair apply`/`undo`): stop it, or set its mode to \
+         \"dry_run\", and try again"
     )]
     Busy {
-        /// The journal.
+        /// The file.
         path: PathBuf,
     },
-}
-
-/// The lock file next to `path`: `<path>.lock`. Held (`flock`, exclusive) as long as a
-/// [`Journal`] is open, so two processes never settle or number each other's changes.
-pub fn lock_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
-}
-
-/// Takes the journal's lock without waiting.
-fn lock(path: &Path) -> Result<File, JournalError> {
-    use std::os::fd::AsRawFd;
-    let lock = lock_path(path);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock)
-        .map_err(|source| JournalError::Io {
-            path: lock.clone(),
-            what: "open its lock file",
-            source,
-        })?;
-    // SAFETY: flock on a descriptor this function owns; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        return Err(if err.kind() == io::ErrorKind::WouldBlock {
-            JournalError::Busy {
-                path: path.to_owned(),
-            }
-        } else {
-            JournalError::Io {
-                path: lock,
-                what: "lock it",
-                source: err,
-            }
-        });
-    }
-    Ok(file)
 }
 
 /// Whether a change line is one this version can act on: its action matches the objects
@@ -340,14 +298,14 @@ pub fn read(path: &Path) -> Result<(Vec<Entry>, usize), JournalError> {
     Ok((entries, bad))
 }
 
-/// The journal, open for appending.
+/// The journal, open for appending (by one process at a time: it holds an exclusive
+/// `flock` on `<journal>.lock` while open).
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
+    _lock: File,
     max_bytes: u64,
     file: File,
-    /// `<path>.lock`, flock'd for as long as the journal is open.
-    _lock: File,
     size: u64,
     next_id: u64,
     /// Changes without a final verdict, with their verdicts so far (copied over at
@@ -407,9 +365,9 @@ impl Journal {
         }
         Ok(Self {
             path: path.to_owned(),
+            _lock: lock,
             max_bytes,
             file,
-            _lock: lock,
             size,
             next_id,
             open,
@@ -552,6 +510,44 @@ impl Journal {
     }
 }
 
+/// The lock file next to `path`: `<path>.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Opens `<path>.lock` and takes an exclusive `flock` on it without waiting.
+fn lock(path: &Path) -> Result<File, JournalError> {
+    use std::os::fd::AsRawFd as _;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(path))
+        .map_err(|source| JournalError::Io {
+            path: lock_path(path),
+            what: "open its lock file",
+            source,
+        })?;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let source = io::Error::last_os_error();
+        return Err(if source.kind() == io::ErrorKind::WouldBlock {
+            JournalError::Busy {
+                path: path.to_owned(),
+            }
+        } else {
+            JournalError::Io {
+                path: lock_path(path),
+                what: "lock it",
+                source,
+            }
+        });
+    }
+    Ok(file)
+}
+
 fn ends_with_newline(path: &Path) -> Result<bool, JournalError> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = File::open(path).map_err(|source| JournalError::Io {
@@ -675,14 +671,11 @@ mod tests {
     }
 
     #[test]
-    fn only_one_process_holds_the_journal_and_incoherent_changes_are_skipped() {
-        let dir = dir("lock");
+    fn incoherent_changes_are_skipped() {
+        let dir = dir("incoherent");
         let path = dir.join("journal.jsonl");
         let now = SystemTime::UNIX_EPOCH;
         let mut journal = Journal::open(&path, 1 << 20).unwrap();
-        let err = Journal::open(&path, 1 << 20).unwrap_err();
-        assert!(matches!(err, JournalError::Busy { .. }), "{err}");
-        assert!(err.to_string().contains("dry_run"), "{err}");
         let a = journal
             .change(&op("192.168.77.11"), Origin::Repair, None, 1, now)
             .unwrap();
@@ -727,6 +720,22 @@ mod tests {
         assert_eq!(still.len(), 1, "{still:?}");
         assert_eq!(still[0].change.id, open.id);
         assert_eq!(journal.next_id(), 42);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn one_process_at_a_time() {
+        let dir = dir("lock");
+        let path = dir.join("journal.jsonl");
+        let first = Journal::open(&path, 4096).unwrap();
+        let err = Journal::open(&path, 4096).unwrap_err();
+        assert!(matches!(err, JournalError::Busy { .. }), "{err}");
+        assert!(
+            err.to_string().contains("in use by another watchdog"),
+            "{err}"
+        );
+        drop(first);
+        Journal::open(&path, 4096).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 
