@@ -192,6 +192,13 @@ impl Netlink {
     /// Makes `op` (add, replace or delete) in the kernel.
     pub async fn send(&mut self, op: &Op) -> Result<(), String> {
         let (message, flags) = match (op.action, &op.before, &op.after) {
+            // A neighbour is added over the kernel's own unresolved entry for the
+            // address, if traffic made one since the plan (see `shows`): an exclusive
+            // add would fail on it. Nothing resolved is overwritten: the fresh dump
+            // before the send accepts only an unresolved entry or none.
+            (Action::Add, _, Some(after @ Object::Neighbour(_))) => {
+                (new(after), NLM_F_CREATE | NLM_F_REPLACE)
+            }
             (Action::Add, _, Some(after)) => (new(after), NLM_F_CREATE | NLM_F_EXCL),
             (Action::Replace, _, Some(after)) => (new(after), NLM_F_CREATE | NLM_F_REPLACE),
             (Action::Delete, Some(before), _) => (del(before), 0),
@@ -356,9 +363,21 @@ pub fn shows_before(op: &Op, net: &Snapshot) -> bool {
     shows(op.before.as_ref(), op.after.as_ref(), net)
 }
 
+/// Whether `net` shows `want` (`None`: nothing with `other`'s identity). A neighbour
+/// entry the kernel is resolving (no MAC, neither permanent nor noarp) is the same as
+/// none: with traffic running, the kernel creates, fails and forgets such an entry by
+/// itself, so a plan that saw none may meet one and the other way round; that is not
+/// another writer.
 fn shows(want: Option<&Object>, other: Option<&Object>, net: &Snapshot) -> bool {
+    let unresolved_or_none = |like: &Object| match current(net, like) {
+        None => true,
+        Some(Object::Neighbour(n)) => n.unresolved(),
+        Some(_) => false,
+    };
     match (want, other) {
+        (Some(object @ Object::Neighbour(n)), _) if n.unresolved() => unresolved_or_none(object),
         (Some(object), _) => object.in_snapshot(net) == Some(true),
+        (None, Some(like @ Object::Neighbour(_))) => unresolved_or_none(like),
         (None, Some(like)) => current(net, like).is_none(),
         (None, None) => false,
     }
