@@ -245,6 +245,7 @@ async fn detect_loop(
         let label_netns = config.namespaces == Namespaces::All && status.netns_attribution;
         let top_n = config.peers.top_n;
         pipeline.set_probes(sources.prober().book());
+        pipeline.set_endpoints(pods.endpoint_view());
         let state = desired.state(Some(metrics));
         // What the repair executor finished since the last cycle.
         for step in repair.drain() {

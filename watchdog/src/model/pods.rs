@@ -54,3 +54,12 @@ pub struct NamespaceCounters {
     /// Times the PodList file could not be read or parsed.
     pub file_errors: u64,
 }
+
+/// A running pod as the pods source knows it: its name and addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    /// `namespace/name`.
+    pub name: PodName,
+    /// `status.podIPs` (or `status.podIP`): a hostNetwork pod's are its node's.
+    pub addresses: Vec<std::net::IpAddr>,
+}
