@@ -258,6 +258,7 @@ async fn detect_loop(
                 // The peer reading moves into the sample: it is the largest map.
                 let sample = pipeline::sample(own.netns, &view, reading);
                 let sample = pipeline::without_destinations(sample, &own.sinks);
+                metrics.set_clients(&pipeline::client_totals(&sample), config.pods.top_n);
                 let cycle = pipeline.cycle(net, sample, state, SystemTime::now());
                 let active = pipeline.active();
                 // Plans only (a plan to apply goes to the executor's task): never waits.

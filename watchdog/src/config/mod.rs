@@ -427,6 +427,13 @@ impl Config {
                     .into(),
             });
         }
+        if self.pods.top_n > 1000 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "pods.top_n",
+                problem: format!("is {}; use 0 to 1000", self.pods.top_n),
+            });
+        }
         if !(1..=65536).contains(&self.pods.max_namespaces) {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),

@@ -36,6 +36,9 @@ pub struct PodsConfig {
     pub endpoints: PodSource,
     /// `endpoints = "file"`: the EndpointSlice list (`kubectl get endpointslices -A -o json`).
     pub endpoints_path: PathBuf,
+    /// Client namespaces (pods) labelled in `watchdog_tcp_client_*`: the ones with the most
+    /// failures; the rest are summed into `client="other"`.
+    pub top_n: usize,
 }
 
 impl Default for PodsConfig {
@@ -48,6 +51,7 @@ impl Default for PodsConfig {
             max_file_bytes: 16 * 1024 * 1024,
             endpoints: PodSource::None,
             endpoints_path: PathBuf::new(),
+            top_n: 10,
         }
     }
 }

@@ -63,3 +63,14 @@ pub struct PodInfo {
     /// `status.podIPs` (or `status.podIP`): a hostNetwork pod's are its node's.
     pub addresses: Vec<std::net::IpAddr>,
 }
+
+/// TCP outcomes of one client namespace, summed over its destinations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientCounts {
+    /// Connects attempted.
+    pub attempts: u64,
+    /// Connects failed.
+    pub failed: u64,
+    /// SYNs retransmitted.
+    pub syn_retransmits: u64,
+}
