@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_desired;
+mod bench_pods;
 mod image;
 mod kernels;
 mod setup;
