@@ -197,12 +197,12 @@ fn print_pair(title: &str, period: Duration, rows: [(String, (u64, u64, f64)); 2
         load.trim()
     );
     println!(
-        "  {:<34} {:>12} {:>12} {:>14}",
+        "  {:<44} {:>12} {:>12} {:>14}",
         "", "VmRSS KiB", "VmHWM KiB", "CPU % of core"
     );
     for (label, (rss, peak, cpu)) in &rows {
         println!(
-            "  {label:<34} {rss:>12} {peak:>12} {:>14.4}",
+            "  {label:<44} {rss:>12} {peak:>12} {:>14.4}",
             100.0 * cpu / period.as_secs_f64()
         );
     }
@@ -237,7 +237,8 @@ fn memory(pods: usize, period: Duration) -> anyhow::Result<()> {
             );
         }
         let config = format!(
-            "namespaces = \"node\"\n[desired]\nkubeconfig = \"{}\"\nnode_name = \"{node}\"\n\
+            "namespaces = \"node\"\n[desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\n\
+             node_name = \"{node}\"\n\
              [pods]\nsource = \"kubernetes\"\nendpoints = \"kubernetes\"\n",
             server.kubeconfig(dir.path()).display()
         );
