@@ -458,6 +458,18 @@ fn ghost_endpoints(api: bool) {
     eprintln!("{failing:#?}");
     assert_eq!(failing.evidence("service"), ["default/web"], "{failing:#?}");
     assert_eq!(failing.evidence("client"), [WEB], "{failing:#?}");
+    // The per-client metrics name the pod (one of at most pods.top_n + 1 clients).
+    poll_until(
+        DEADLINE,
+        "the client pod's SYN retransmits on /metrics",
+        || {
+            (daemon.metrics().count(
+                "watchdog_tcp_client_syn_retransmits_total",
+                &[("client", WEB)],
+            ) >= 2)
+                .then_some(())
+        },
+    );
     // Node 3's subnet is node 3's daemon's to judge.
     assert!(
         daemon
