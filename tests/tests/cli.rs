@@ -408,3 +408,43 @@ fn config_files_that_are_not_small_regular_files_are_refused_at_once() {
         "{stderr}"
     );
 }
+
+#[test]
+fn repair_undo_and_journal_document_their_exit_codes_and_need_a_change_to_undo() {
+    let (code, stdout, _) = run_watchdog(&["repair", "undo", "--help"]);
+    assert_eq!(code, 0);
+    for text in [
+        "[ID]",
+        "--last",
+        "--config <FILE>",
+        "Exit code 0: restored; 1: refused",
+    ] {
+        assert!(
+            stdout.contains(text),
+            "repair undo --help lacks {text}:\n{stdout}"
+        );
+    }
+    let (code, stdout, _) = run_watchdog(&["repair", "journal", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("--json"), "{stdout}");
+    // Neither an id nor --last: a usage error.
+    let (code, _, stderr) = run_watchdog(&["repair", "undo"]);
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = run_watchdog(&["repair", "undo", "3", "--last"]);
+    assert_eq!(code, 2, "{stderr}");
+    // An empty journal: nothing printed, and nothing to undo (refused, exit 1).
+    let dir = TempDir::new("watchdog-cli-journal");
+    let config = dir.path().join("watchdog.toml");
+    let journal = dir.path().join("journal.jsonl");
+    std::fs::write(
+        &config,
+        format!("[repair]\njournal = \"{}\"\n", journal.display()),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (code, stdout, stderr) = run_watchdog(&["repair", "journal", "--config", config]);
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    let (code, _, stderr) = run_watchdog(&["repair", "undo", "--last", "--config", config]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("refused: nothing to undo"), "{stderr}");
+}

@@ -9,8 +9,8 @@ use std::{
 };
 
 use watchdog_tests::{
-    Daemon, Finding,
-    lab::{Lab, VXLAN_DEV},
+    Daemon, Finding, NetNs,
+    lab::{Lab, VXLAN_DEV, underlay_ip},
     poll_until, require_root,
 };
 
@@ -59,6 +59,78 @@ fn ping_once(ns: &str, to: &str, size: u32) -> bool {
         .status()
         .expect("ping")
         .success()
+}
+
+/// The router's address on the underlay bridge.
+const ROUTER_IP: &str = "192.168.77.254";
+
+/// Puts a router namespace between node `j` and the underlay bridge: node `j`'s port
+/// moves into the router, whose link to node `j` has `mtu` bytes (both ends); the router
+/// joins the bridge at [`ROUTER_IP`], and every node reaches the others across it by /32
+/// routes. The router forwards and sends "fragmentation needed" (nothing is filtered).
+/// Dropping the namespace removes the router and its links.
+fn route_through_router(lab: &Lab, j: usize, mtu: u32) -> NetNs {
+    let router = NetNs::new("wdl-rt");
+    router.run(|| {
+        for (key, value) in [
+            ("net/ipv4/ip_forward", "1"),
+            ("net/ipv4/conf/all/rp_filter", "0"),
+            ("net/ipv4/conf/default/rp_filter", "0"),
+        ] {
+            std::fs::write(format!("/proc/sys/{key}"), value).expect(key);
+        }
+    });
+    let port = format!("n{j}");
+    let uplink = format!("r{j}");
+    lab.underlay()
+        .ip(&["link", "set", &port, "netns", router.name()]);
+    router.ip(&[
+        "link",
+        "add",
+        "up0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &uplink,
+        "netns",
+        lab.underlay().name(),
+    ]);
+    lab.underlay()
+        .ip(&["link", "set", &uplink, "master", "br-ul", "up"]);
+    router.ip(&["addr", "add", &format!("{ROUTER_IP}/24"), "dev", "up0"]);
+    router.ip(&["link", "set", "up0", "up"]);
+    router.ip(&["link", "set", &port, "mtu", &mtu.to_string(), "up"]);
+    let behind = format!("{}/32", underlay_ip(j));
+    router.ip(&["route", "add", &behind, "dev", &port]);
+    // flannel.1 exists already: lowering its lower device's MTU now is allowed.
+    lab.node(j)
+        .ns()
+        .ip(&["link", "set", "eth0", "mtu", &mtu.to_string()]);
+    for k in (0..lab.size()).filter(|&k| k != j) {
+        let other = format!("{}/32", underlay_ip(k));
+        lab.node(j)
+            .ns()
+            .ip(&["route", "add", &other, "via", ROUTER_IP, "dev", "eth0"]);
+        lab.node(k)
+            .ns()
+            .ip(&["route", "add", &behind, "via", ROUTER_IP, "dev", "eth0"]);
+    }
+    router
+}
+
+/// Runs `ping` with `args` in `ns`; its output.
+fn ping_output(ns: &str, args: &[&str]) -> String {
+    let output = Command::new("ip")
+        .args(["netns", "exec", ns, "ping"])
+        .args(args)
+        .output()
+        .expect("ping");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// A three-node lab whose node 0 lets the daemon (root, group 0) open ping sockets.
@@ -239,6 +311,161 @@ fn a_healthy_overlay_with_full_size_traffic_has_no_black_hole_and_few_probes() {
         packets <= probes * 3,
         "{packets} packets for {probes} probes"
     );
+}
+
+/// The same lower MTU one hop further: a router between node 1 and the bridge, which
+/// sends "fragmentation needed". With Flannel's default (outer DF unset) the router
+/// fragments the VXLAN packets and full size passes. With the outer DF set it drops them
+/// and says so: node 0 learns the MTU, but forwarded (pod) packets are told only with
+/// `net.ipv4.ip_forward_use_pmtu = 1`; until then the pods see a black hole (named, with
+/// the sysctl), after it the kernel's PMTU discovery works for them and the watchdog
+/// reports the path MTU without a black hole.
+#[test]
+fn a_routed_hop_that_sends_fragmentation_needed_is_no_black_hole() {
+    let Some(lab) = lab("a_routed_hop_that_sends_fragmentation_needed_is_no_black_hole") else {
+        return;
+    };
+    let _router = route_through_router(&lab, 1, HOP_MTU);
+    lab.check_pod_connectivity()
+        .expect("the lab works through the router");
+    let mut daemon = Daemon::start(lab.node(0).ns(), CONFIG);
+    daemon.wait_ready();
+    let vtep1 = lab.node(1).underlay_ip().to_string();
+    let vtep2 = lab.node(2).underlay_ip().to_string();
+    let pod0 = lab.node(0).pod_ns().name().to_owned();
+    let pod1 = lab.node(1).pod_ip().to_string();
+    // Outer DF unset (Flannel's default): the router fragments, full size passes.
+    assert!(
+        ping_once(&pod0, &pod1, 1422),
+        "full size through the router"
+    );
+    for vtep in [&vtep1, &vtep2] {
+        wait_path_mtu(&daemon, vtep, "full size fits (fragmented)", |v| {
+            v == 1500.0
+        });
+    }
+
+    // Outer DF set on node 0: the router drops 1500-byte VXLAN packets towards node 1
+    // and answers "fragmentation needed (mtu 1400)".
+    let node0 = lab.node(0).ns();
+    node0.ip(&["link", "set", VXLAN_DEV, "type", "vxlan", "df", "set"]);
+    let overlay1 = lab.node(1).overlay_ip().to_string();
+    // Node 0's own traffic learns it: its full-size DF pings end in "message too long,
+    // mtu=1350" (1400 - 50 bytes of outer headers).
+    let learned = poll_until(DEADLINE, "node 0 to learn the path MTU", || {
+        let out = ping_output(
+            node0.name(),
+            &[
+                "-c", "2", "-i", "0.2", "-W", "1", "-M", "do", "-s", "1422", &overlay1,
+            ],
+        );
+        out.contains("mtu=1350").then_some(out)
+    });
+    eprintln!("node 0's full-size DF pings: {learned}");
+    // Pods are not told (IPv4 forwarding ignores learned MTUs by default): their
+    // full-size packets vanish, a black hole for them, named with the sysctl.
+    let use_pmtu = "/proc/sys/net/ipv4/ip_forward_use_pmtu";
+    assert_eq!(
+        node0
+            .run(|| std::fs::read_to_string(use_pmtu).unwrap())
+            .trim(),
+        "0"
+    );
+    let large = Ping::start(&pod0, &pod1, Some(1422));
+    let small = Ping::start(&pod0, &pod1, None);
+    let subject = format!("path to vtep {vtep1} dev {VXLAN_DEV}");
+    let finding = daemon.wait_finding("mtu_black_hole", &subject, DEADLINE);
+    eprintln!("pods not told: {finding:#?}");
+    assert_eq!(finding.evidence("path_carries"), [HOP_MTU.to_string()]);
+    assert!(
+        finding.evidence("problem")[0].contains("ip_forward_use_pmtu = 0"),
+        "{finding:#?}"
+    );
+    assert!(!ping_once(&pod0, &pod1, 1422), "pods' full size passes");
+    drop((large, small));
+
+    // With ip_forward_use_pmtu on, the kernel's PMTU discovery works for pods too: their
+    // full-size DF pings fail with the MTU named, then that size passes. No black hole;
+    // the path MTU the router reported is shown.
+    node0.run(|| std::fs::write(use_pmtu, "1").unwrap());
+    let learned = poll_until(DEADLINE, "the pod to learn the path MTU", || {
+        let out = ping_output(
+            &pod0,
+            &[
+                "-c", "2", "-i", "0.2", "-W", "1", "-M", "do", "-s", "1422", &pod1,
+            ],
+        );
+        out.contains("1350").then_some(out)
+    });
+    eprintln!("pod 0's full-size DF pings: {learned}");
+    assert!(ping_once(&pod0, &pod1, 1350 - 28), "1350 bytes pass");
+    let _large = Ping::start(&pod0, &pod1, Some(1422));
+    let _small = Ping::start(&pod0, &pod1, None);
+    poll_until(DEADLINE, "the black hole to resolve", || {
+        black_holes(&daemon).is_empty().then_some(())
+    });
+    // Several more searches (a recheck every 2 s while passive evidence lasts, else one
+    // per interval): never a black hole again, the router's MTU reported.
+    let searched = daemon.metrics().count("watchdog_mtu_probes_total", &[]);
+    let more = poll_until(DEADLINE, "more path-MTU searches", || {
+        assert!(black_holes(&daemon).is_empty(), "{:#?}", daemon.findings());
+        let now = daemon.metrics().count("watchdog_mtu_probes_total", &[]);
+        (now >= searched + 2).then_some(now)
+    });
+    assert!(black_holes(&daemon).is_empty(), "{:#?}", daemon.findings());
+    eprintln!("{more} path-MTU probes in all");
+    wait_path_mtu(&daemon, &vtep1, "the router's MTU reported", |v| {
+        v == f64::from(HOP_MTU)
+    });
+    wait_path_mtu(&daemon, &vtep2, "node 2's path untouched", |v| v == 1500.0);
+}
+
+/// Passive evidence alone: with `mtu.interval` at 600 s (a recheck every 100 s), the
+/// black hole is named within seconds of large packets starting, because the per-peer TC
+/// counters (large packets out to node 1's VTEP, only small ones back) start a search at
+/// once.
+#[test]
+fn passive_evidence_finds_a_black_hole_long_before_the_interval() {
+    let Some(lab) = lab("passive_evidence_finds_a_black_hole_long_before_the_interval") else {
+        return;
+    };
+    let config = "poll_interval = \"250ms\"\n[detect]\nwindow = \"3s\"\n\
+                  [prober]\ntimeout = \"200ms\"\n[mtu]\ninterval = \"600s\"\n";
+    let mut daemon = Daemon::start(lab.node(0).ns(), config);
+    daemon.wait_ready();
+    let vtep1 = lab.node(1).underlay_ip().to_string();
+    let vtep2 = lab.node(2).underlay_ip().to_string();
+    for vtep in [&vtep1, &vtep2] {
+        wait_path_mtu(&daemon, vtep, "the first path-MTU searches", |v| {
+            v == 1500.0
+        });
+    }
+    let first = daemon.metrics().count("watchdog_mtu_probes_total", &[]);
+    lab.underlay()
+        .ip(&["link", "set", "n1", "mtu", &HOP_MTU.to_string()]);
+    let pod0 = lab.node(0).pod_ns().name().to_owned();
+    let pod1 = lab.node(1).pod_ip().to_string();
+    let started = Instant::now();
+    let _large = Ping::start(&pod0, &pod1, Some(1372));
+    let _small = Ping::start(&pod0, &pod1, None);
+    let subject = format!("path to vtep {vtep1} dev {VXLAN_DEV}");
+    let finding = daemon.wait_finding("mtu_black_hole", &subject, DEADLINE);
+    let took = started.elapsed();
+    eprintln!("passive trigger: named {took:?} after the large packets started");
+    assert!(
+        took <= Duration::from_secs(5),
+        "named after {took:?}, not within 5 s"
+    );
+    assert_eq!(finding.evidence("peer"), [vtep1.as_str()]);
+    // Only node 1 was searched again: node 2's next search is 10 minutes away.
+    let searches = daemon.metrics().count("watchdog_mtu_probes_total", &[]) - first;
+    let probes: u64 = finding.evidence("probes")[0].parse().unwrap();
+    eprintln!("{first} probes in the first searches, {searches} since ({probes} in the search)");
+    assert!(
+        searches <= probes + 1,
+        "{searches} probes, the search took {probes}"
+    );
+    assert_eq!(black_holes(&daemon).len(), 1, "{:#?}", daemon.findings());
 }
 
 /// `watchdog check` searches every peer's path once and prints the black hole with its

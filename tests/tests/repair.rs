@@ -18,7 +18,7 @@ use watchdog::{
     config::{Config, repair::Mode},
     model::{desired::Model, net::Snapshot},
     repair::{
-        execute::{Done, Report},
+        execute::{Done, ExecError, Executor, FnWorld, Netlink, Report},
         journal,
         plan::{Action, Op, Outcome},
     },
@@ -28,7 +28,7 @@ use watchdog_tests::{
     Daemon, NetNs, TempDir, daemon_binary,
     hook::Hook,
     lab::{
-        Lab, MISSING_GATEWAY, RETIRED_VTEP,
+        Lab, MISSING_GATEWAY, RETIRED_VTEP, config_dump,
         nodes::{annotate, node_list, node_name, write_node_list},
         overlay_ip, underlay_ip, vtep_mac,
     },
@@ -52,42 +52,9 @@ fn tool(ns: &NetNs, tool: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Every table's routes (both families, with details), the rules, the permanent and
-/// static neighbours and the FDB entries that are configuration (not learned), one line
-/// each, labelled. Learned FDB entries and dynamic neighbours come and go with traffic,
-/// not with repair, and are left out.
+/// The node's configuration dump (see [`config_dump`]).
 fn dump(ns: &NetNs) -> BTreeSet<String> {
-    let mut lines = BTreeSet::new();
-    for (label, t, args) in [
-        (
-            "route4",
-            "ip",
-            &["-d", "-4", "route", "show", "table", "all"][..],
-        ),
-        (
-            "route6",
-            "ip",
-            &["-d", "-6", "route", "show", "table", "all"][..],
-        ),
-        ("rule4", "ip", &["-4", "rule", "show"][..]),
-        ("rule6", "ip", &["-6", "rule", "show"][..]),
-        ("neigh", "ip", &["neigh", "show"][..]),
-        ("fdb", "bridge", &["fdb", "show"][..]),
-    ] {
-        for line in tool(ns, t, args).lines() {
-            let configured = match label {
-                "neigh" => line.contains("PERMANENT") || line.contains("NOARP"),
-                "fdb" => {
-                    line.contains("permanent") || line.contains("static") || line.contains(" dst ")
-                }
-                _ => true,
-            };
-            if configured {
-                lines.insert(format!("{label}: {}", line.trim_end()));
-            }
-        }
-    }
-    lines
+    config_dump(ns)
 }
 
 fn diff(before: &BTreeSet<String>, after: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
@@ -148,6 +115,41 @@ impl Setup {
 
     fn model(&self) -> Model {
         file::load(&self.nodes, 1 << 20).expect("the lab's NodeList loads")
+    }
+
+    /// The config file the CLI is given: this node's name and the journal.
+    fn config_file(&self) -> PathBuf {
+        let config = self.dir.path().join("watchdog.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[desired]\nnode_name = \"{}\"\n[repair]\njournal = \"{}\"\n",
+                node_name(0),
+                self.config.repair.journal.display()
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    /// `watchdog ARGS --config FILE [--nodes FILE]` inside `ns`: exit code, stdout, stderr.
+    fn cli(&self, ns: &NetNs, args: &[&str], nodes: bool) -> (Option<i32>, String, String) {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", ns.name()])
+            .arg(daemon_binary())
+            .args(args)
+            .arg("--config")
+            .arg(self.config_file());
+        if nodes {
+            command.arg("--nodes").arg(&self.nodes);
+        }
+        let output = command.output().expect("run watchdog");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 
     fn journal(&self) -> Vec<journal::Record> {
@@ -274,31 +276,7 @@ fn dry_run_and_the_cli_change_nothing() {
 
     // The CLI: `repair plan` prints the command and its inverse (exit 1: a plan);
     // `repair apply` without --yes is a dry run.
-    let config = setup.dir.path().join("watchdog.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[desired]\nnode_name = \"{}\"\n[repair]\njournal = \"{}\"\n",
-            node_name(0),
-            setup.config.repair.journal.display()
-        ),
-    )
-    .unwrap();
-    let cli = |args: &[&str]| {
-        let output = Command::new("ip")
-            .args(["netns", "exec", ns.name()])
-            .arg(daemon_binary())
-            .args(args)
-            .args(["--config", config.to_str().unwrap()])
-            .args(["--nodes", setup.nodes.to_str().unwrap()])
-            .output()
-            .expect("run watchdog");
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let cli = |args: &[&str]| setup.cli(ns, args, true);
     let mac = vtep_mac(2);
     let (code, stdout, stderr) = cli(&["repair", "plan"]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
@@ -414,6 +392,224 @@ fn a_failed_verification_rolls_back_to_the_exact_prior_state() {
             (Rollback, Some(ids[0]), keys[0].clone(), Some(Verified)),
         ]
     );
+}
+
+#[test]
+fn undo_restores_the_before_state_exactly_and_refuses_what_it_must_not_undo() {
+    if !require_root("undo_restores_the_before_state_exactly") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let ns = lab.node(0).ns();
+    add_unowned(ns);
+    lab.repoint_fdb(0, 1, RETIRED_VTEP);
+    let setup = Setup::new(&lab, Duration::from_secs(10));
+    let before = dump(ns);
+    let mac = vtep_mac(1);
+
+    let (code, stdout, stderr) = setup.cli(ns, &["repair", "apply", "--yes"], true);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_ne!(dump(ns), before, "apply changed nothing");
+    assert!(lab.probe(0, 1, PROBE).is_ok(), "0 → 1 after the repair");
+
+    // `undo --last`: the exact before-state, journalled as change 2 reverting change 1.
+    let (code, stdout, stderr) = setup.cli(ns, &["repair", "undo", "--last"], false);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "undone: change 1 by change 2: bridge fdb replace {mac} dev flannel.1 dst \
+             {RETIRED_VTEP} self permanent"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        dump(ns),
+        before,
+        "undo did not restore the exact before-state"
+    );
+
+    // Refusals change nothing and exit 1.
+    for (args, why) in [
+        (&["repair", "undo", "--last"][..], "nothing to undo"),
+        (&["repair", "undo", "1"][..], "change 1 was already undone"),
+        (
+            &["repair", "undo", "2"][..],
+            "change 2 is a undo of change 1",
+        ),
+        (
+            &["repair", "undo", "42"][..],
+            "change 42 is not in the journal",
+        ),
+    ] {
+        let (code, stdout, stderr) = setup.cli(ns, args, false);
+        assert_eq!(code, Some(1), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+    assert_eq!(dump(ns), before);
+
+    // `repair journal --json`: one line per change, with its origin and outcome.
+    let (code, stdout, stderr) = setup.cli(ns, &["repair", "journal", "--json"], false);
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(
+        (&lines[0]["id"], &lines[0]["origin"], &lines[0]["outcome"]),
+        (
+            &Value::from(1),
+            &Value::from("repair"),
+            &Value::from("undone")
+        )
+    );
+    assert_eq!(
+        (&lines[1]["id"], &lines[1]["origin"], &lines[1]["reverts"]),
+        (&Value::from(2), &Value::from("undo"), &Value::from(1))
+    );
+    assert_eq!(lines[1]["outcome"], "verified");
+    assert_eq!(
+        lines[1]["command"],
+        format!("bridge fdb replace {mac} dev flannel.1 dst {RETIRED_VTEP} self permanent")
+    );
+    let (code, stdout, _) = setup.cli(ns, &["repair", "journal"], false);
+    assert_eq!(code, Some(0));
+    let text: Vec<&str> = stdout.lines().collect();
+    assert_eq!(text.len(), 3, "{stdout}");
+    assert!(
+        text[0].contains("ORIGIN") && text[0].contains("OUTCOME"),
+        "{stdout}"
+    );
+    assert!(
+        text[1].contains(" repair ") && text[1].contains(" undone "),
+        "{stdout}"
+    );
+    assert!(
+        text[2].contains(" undo ") && text[2].ends_with("self permanent (reverts 1)"),
+        "{stdout}"
+    );
+
+    // Repaired again (change 3), then someone else changes the entry: undo refuses.
+    let (code, stdout, stderr) = setup.cli(ns, &["repair", "apply", "--yes"], true);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    tool(
+        ns,
+        "bridge",
+        &[
+            "fdb",
+            "replace",
+            &mac,
+            "dev",
+            "flannel.1",
+            "dst",
+            "192.168.77.96",
+            "self",
+            "permanent",
+        ],
+    );
+    let by_hand = dump(ns);
+    let (code, stdout, stderr) = setup.cli(ns, &["repair", "undo", "--last"], false);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("was changed since change 3 by someone else")
+            && stderr.contains("dst 192.168.77.96"),
+        "{stderr}"
+    );
+    assert_eq!(dump(ns), by_hand, "a refused undo changed the kernel");
+    assert_eq!(setup.journal().len(), 3, "a refused undo journals nothing");
+}
+
+#[test]
+fn a_journal_that_fails_after_a_change_was_sent_leaves_nothing_half_done() {
+    if !require_root("a_journal_that_fails_after_a_change_was_sent") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let ns = lab.node(0).ns();
+    add_unowned(ns);
+    lab.repoint_fdb(0, 1, RETIRED_VTEP);
+    let setup = Setup::new(&lab, Duration::from_secs(5));
+    let before = dump(ns);
+    let model = setup.model();
+    let own = node_name(0);
+    let path = setup.config.repair.journal.clone();
+    let err = ns.run(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let net = mirror::dump().await.unwrap();
+            let Outcome::Planned(plan) = plan_now(&net, &model, &own, &setup.config) else {
+                panic!("no plan")
+            };
+            assert_eq!(plan.ops.len(), 1, "{:?}", commands(&plan.ops));
+            // A journal whose second write fails: past its 1-byte cap it rotates, and
+            // `<journal>.1` is a directory, so the rename fails. The change is written,
+            // sent and shown; its `applied` verdict cannot be written.
+            let mut journal = journal::Journal::open(&path, 1).unwrap();
+            std::fs::create_dir_all(journal::rotated(&path).join("in-the-way")).unwrap();
+            let mut netlink = Netlink::open().unwrap();
+            let mut world = FnWorld {
+                read: || async { mirror::dump().await.map_err(|e| e.to_string()) },
+                evidence: |_: &Op, _: &Snapshot| None,
+            };
+            let mut executor = Executor {
+                mode: Mode::Apply,
+                verify_window: Duration::from_secs(5),
+                poll: Duration::from_millis(50),
+                netlink: Some(&mut netlink),
+                journal: Some(&mut journal),
+                world: &mut world,
+            };
+            executor
+                .run(&plan.ops)
+                .await
+                .expect_err("the journal failed")
+        })
+    });
+    // The second write (the `applied` verdict) failed: it comes only once the kernel
+    // showed the change.
+    assert!(
+        matches!(err, ExecError::Journal(_)) && err.to_string().contains("cannot rotate it"),
+        "{err}"
+    );
+    assert_eq!(
+        dump(ns),
+        before,
+        "the change sent before the journal failed was not rolled back"
+    );
+    // The change is journalled and open; the next start finds the kernel as before and
+    // journals it `not_applied`.
+    std::fs::remove_dir_all(journal::rotated(&path)).unwrap();
+    let open = setup.journal();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert!(open[0].is_open(), "{open:?}");
+    let reports = ns.run(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(execute_now(
+            &[],
+            Mode::Apply,
+            &model,
+            &own,
+            &setup.config,
+            |_, _| None,
+        ))
+    });
+    let reports = reports.expect("recovery runs");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(
+        matches!(reports[0].done, Done::NotApplied(_)),
+        "{reports:?}"
+    );
+    assert_eq!(
+        setup.journal()[0].outcome(),
+        Some(journal::Outcome::NotApplied)
+    );
+    assert_eq!(dump(ns), before);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -539,6 +735,28 @@ fn restored(lab: &Lab, to: usize, fault: Instant, daemon: &Daemon) -> Duration {
     }
 }
 
+/// With the daemon running: injects `fault`, which must break pod 0 → pod `to`, waits for
+/// that traffic to flow again (within [`RESTORED_WITHIN`]) and for the daemon to count
+/// `applied` changes in all; returns fault → traffic restored.
+fn repaired(
+    r: &Running,
+    to: usize,
+    applied: u64,
+    label: &str,
+    fault: impl FnOnce(&Lab),
+) -> Duration {
+    let start = Instant::now();
+    fault(&r.lab);
+    assert!(
+        r.lab.probe(0, to, PROBE).is_err(),
+        "{label}: the fault breaks 0 → {to}"
+    );
+    let took = restored(&r.lab, to, start, &r.daemon);
+    println!("{label}: traffic restored after {took:?}");
+    wait_repairs(&r.daemon, "applied", applied);
+    took
+}
+
 #[test]
 fn daemon_apply_repairs_a_repointed_fdb_entry_and_a_ghost_route_with_traffic_running() {
     if !require_root("daemon_apply_repairs") {
@@ -550,12 +768,9 @@ fn daemon_apply_repairs_a_repointed_fdb_entry_and_a_ghost_route_with_traffic_run
     let healthy = dump(ns);
 
     // 1. FDB entry repointed at a retired address.
-    let fault = Instant::now();
-    r.lab.repoint_fdb(0, 1, RETIRED_VTEP);
-    assert!(r.lab.probe(0, 1, PROBE).is_err(), "the fault breaks 0 → 1");
-    let took = restored(&r.lab, 1, fault, &r.daemon);
-    println!("fdb repointed: traffic restored after {took:?}");
-    wait_repairs(&r.daemon, "applied", 1);
+    repaired(&r, 1, 1, "fdb repointed", |lab| {
+        lab.repoint_fdb(0, 1, RETIRED_VTEP)
+    });
     // The FDB entry is as before the fault; the only other difference is the fault's own
     // permanent neighbour for the retired address on the underlay (not repair's).
     let ghost = format!("neigh: {RETIRED_VTEP} dev eth0 ");
@@ -568,13 +783,9 @@ fn daemon_apply_repairs_a_repointed_fdb_entry_and_a_ghost_route_with_traffic_run
     let healthy = dump(ns);
 
     // 2. The route to node 2's pod subnet replaced by a ghost gateway on the underlay.
-    let fault = Instant::now();
-    r.lab
-        .route_via_missing_gateway(0, &format!("{}/24", overlay_ip(2)), MISSING_GATEWAY);
-    assert!(r.lab.probe(0, 2, PROBE).is_err(), "the fault breaks 0 → 2");
-    let took = restored(&r.lab, 2, fault, &r.daemon);
-    println!("ghost gateway: traffic restored after {took:?}");
-    wait_repairs(&r.daemon, "applied", 2);
+    repaired(&r, 2, 2, "ghost gateway", |lab| {
+        lab.route_via_missing_gateway(0, &format!("{}/24", overlay_ip(2)), MISSING_GATEWAY)
+    });
     // Everything is as before the faults: the two objects repaired, nothing else changed
     // (the unowned objects included).
     assert_eq!(dump(ns), healthy);
@@ -623,6 +834,161 @@ fn daemon_apply_repairs_a_repointed_fdb_entry_and_a_ghost_route_with_traffic_run
     );
     assert_eq!(listed[1]["verdicts"][1]["outcome"], "verified", "{api:#}");
     drop(r.dir);
+}
+
+/// A fault: its name, the pod it cuts pod 0 from, how to inject it.
+type Fault<'a> = (&'a str, usize, &'a dyn Fn(&Lab));
+
+#[test]
+fn daemon_apply_repairs_a_deleted_fdb_entry_a_removed_neighbour_and_a_removed_route() {
+    if !require_root("daemon_apply_repairs_a_deleted_fdb_entry") {
+        return;
+    }
+    let r = running("apply", "5s", "", None);
+    let ns = r.lab.node(0).ns();
+    let _streams = [r.lab.udp_stream(0, 1, 20), r.lab.udp_stream(0, 2, 20)];
+    let healthy = dump(ns);
+    let faults: [Fault; 3] = [
+        ("fdb entry deleted", 1, &|lab| {
+            let dst = underlay_ip(1).to_string();
+            tool(
+                lab.node(0).ns(),
+                "bridge",
+                &["fdb", "del", &vtep_mac(1), "dev", "flannel.1", "dst", &dst],
+            );
+        }),
+        ("neighbour removed", 2, &|lab| {
+            let ip = overlay_ip(2).to_string();
+            tool(
+                lab.node(0).ns(),
+                "ip",
+                &["neigh", "del", &ip, "dev", "flannel.1"],
+            );
+        }),
+        ("route removed", 1, &|lab| {
+            let prefix = format!("{}/24", overlay_ip(1));
+            tool(lab.node(0).ns(), "ip", &["route", "del", &prefix]);
+        }),
+    ];
+    for (n, (label, to, fault)) in faults.into_iter().enumerate() {
+        repaired(&r, to, n as u64 + 1, label, fault);
+        // Put back exactly: every dump (the unowned objects included) as it was.
+        assert_eq!(
+            dump(ns),
+            healthy,
+            "{label}: the dumps differ after the repair"
+        );
+    }
+    let metrics = r.daemon.metrics();
+    for kind in ["fdb", "neighbour", "route"] {
+        assert_eq!(
+            metrics.count(
+                "watchdog_repairs_total",
+                &[("kind", kind), ("outcome", "applied")]
+            ),
+            1,
+            "{kind}: {}",
+            metrics.0
+        );
+    }
+    let records = records_at(&r.journal);
+    let summary: Vec<_> = records
+        .iter()
+        .map(|rec| (rec.change.origin, rec.outcome()))
+        .collect();
+    use journal::{Origin::Repair, Outcome::Verified};
+    assert_eq!(summary, [(Repair, Some(Verified)); 3], "{}", r.daemon.log());
+    // Adds; the neighbour is a replace when traffic made the kernel create an unresolved
+    // entry for it first.
+    assert_eq!(records[0].change.action, Action::Add);
+    assert_ne!(records[1].change.action, Action::Delete);
+    assert_eq!(records[2].change.action, Action::Add);
+    assert_eq!(repairs(&r.daemon, "rolled_back"), 0);
+}
+
+#[test]
+fn daemon_leaves_an_entry_another_writer_keeps_putting_back_with_a_conflict() {
+    if !require_root("daemon_leaves_an_entry_another_writer_keeps_putting_back") {
+        return;
+    }
+    let r = running("apply", "5s", "", None);
+    let ns = r.lab.node(0).ns();
+    let _streams = [r.lab.udp_stream(0, 1, 20)];
+    r.lab.repoint_fdb(0, 1, RETIRED_VTEP);
+    // Another writer: puts the wrong entry back every 100 ms.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, ns) = (stop.clone(), ns.name().to_owned());
+        let (mac, dst) = (vtep_mac(1), RETIRED_VTEP.to_string());
+        std::thread::spawn(move || {
+            let mut writes = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = Command::new("bridge")
+                    .args([
+                        "-n",
+                        &ns,
+                        "fdb",
+                        "replace",
+                        &mac,
+                        "dev",
+                        "flannel.1",
+                        "dst",
+                        &dst,
+                    ])
+                    .args(["self", "permanent"])
+                    .status()
+                    .expect("run bridge");
+                assert!(status.success());
+                writes += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            writes
+        })
+    };
+    let key = format!("fdb {} dev flannel.1", vtep_mac(1));
+    let finding = r.daemon.wait_finding("repair_conflict", &key, DEADLINE);
+    assert!(
+        finding.evidence("reason")[0].contains("another writer")
+            || finding.evidence("reason")[0].contains("written back"),
+        "{finding:?}"
+    );
+    // The writer keeps going for a while longer: the daemon does not fight it.
+    let since = Instant::now();
+    poll_until(DEADLINE, "five more seconds of the other writer", || {
+        (since.elapsed() >= Duration::from_secs(5)).then_some(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().expect("the writer thread");
+    assert!(writes >= 20, "the writer wrote {writes} times");
+    // Bounded: one repair of the entry, nothing rolled back, nothing more.
+    let records = records_at(&r.journal);
+    let summary: Vec<_> = records
+        .iter()
+        .map(|rec| (rec.change.origin, rec.change.key.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [(journal::Origin::Repair, key.clone())],
+        "{}",
+        r.daemon.log()
+    );
+    assert!(
+        matches!(
+            records[0].outcome(),
+            Some(journal::Outcome::Conflict | journal::Outcome::Verified)
+        ),
+        "{records:?}"
+    );
+    assert_eq!(repairs(&r.daemon, "rolled_back"), 0);
+    // Still the other writer's entry: left alone.
+    assert!(
+        dump(ns).contains(&format!(
+            "fdb: {} dev flannel.1 dst {RETIRED_VTEP} self permanent",
+            vtep_mac(1)
+        )),
+        "{:?}",
+        dump(ns)
+    );
 }
 
 #[test]
@@ -823,4 +1189,101 @@ fn daemon_killed_during_verification_is_reconciled_at_restart() {
 
 fn ns_of(lab: &Lab) -> &NetNs {
     lab.node(0).ns()
+}
+
+#[test]
+fn a_change_journalled_but_never_sent_is_not_applied_after_a_restart_then_repaired() {
+    if !require_root("a_change_journalled_but_never_sent") {
+        return;
+    }
+    // The state a SIGKILL between the journal write and the netlink request leaves: the
+    // change journalled (fsync'd), the kernel unchanged. Made here with the journal's own
+    // API (the daemon's first step), so the test does not race a kill against a send.
+    let lab = Lab::new(3);
+    lab.check_pod_connectivity()
+        .expect("the lab works before injection");
+    let ns = lab.node(0).ns();
+    add_unowned(ns);
+    lab.repoint_fdb(0, 1, RETIRED_VTEP);
+    let dir = TempDir::new("watchdog-repair-unsent");
+    write_node_list(&dir.path().join("nodes.json"), &lab.node_list());
+    let path = dir.path().join("journal.jsonl");
+    let mut setup_config = Config::default();
+    setup_config.desired.node_name = node_name(0);
+    let model = file::load(&dir.path().join("nodes.json"), 1 << 20).unwrap();
+    let own = node_name(0);
+    let ops = ns.run(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let net = mirror::dump().await.unwrap();
+            match plan_now(&net, &model, &own, &setup_config) {
+                Outcome::Planned(plan) => plan.ops,
+                Outcome::NoPlan { reason } => panic!("no plan: {reason}"),
+            }
+        })
+    });
+    assert_eq!(ops.len(), 1, "{:?}", commands(&ops));
+    let mut journal = journal::Journal::open(&path, 1 << 20).unwrap();
+    let unsent = journal
+        .change(
+            &ops[0],
+            journal::Origin::Repair,
+            None,
+            1,
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    drop(journal);
+    let before = dump(ns);
+
+    // The daemon starts: the open change is journalled `not_applied` (the kernel still
+    // has the before-state), then the fault is planned and repaired afresh.
+    let _streams = [lab.udp_stream(0, 1, 20)];
+    let config = daemon_config(&dir, "apply", "5s", "");
+    let mut daemon = Daemon::start(ns, &config);
+    daemon.wait_ready();
+    poll_until(
+        DEADLINE,
+        "the unsent change settled and a new one verified",
+        || {
+            let records = records_at(&path);
+            (records.len() == 2 && records[1].outcome() == Some(journal::Outcome::Verified))
+                .then_some(records)
+        },
+    );
+    let records = records_at(&path);
+    assert_eq!(records[0].change.id, unsent.id);
+    assert_eq!(
+        records[0].outcome(),
+        Some(journal::Outcome::NotApplied),
+        "{records:?}"
+    );
+    assert!(
+        records[0].verdicts[0].detail.contains("after a restart"),
+        "{records:?}"
+    );
+    assert_eq!(records[1].change.origin, journal::Origin::Repair);
+    assert_eq!(records[1].change.command, unsent.command);
+    poll_until(RESTORED_WITHIN, "pod 0 → pod 1 after the repair", || {
+        lab.probe(0, 1, PROBE).ok()
+    });
+    // Nothing half-done: the FDB entry is the Node's, everything else as before (the
+    // fault's own ghost neighbour on the underlay included).
+    let (removed, added) = diff(&before, &dump(ns));
+    assert_eq!(removed.len(), 1, "removed {removed:?}, added {added:?}");
+    assert_eq!(added.len(), 1, "removed {removed:?}, added {added:?}");
+    assert!(
+        added[0].starts_with(&format!(
+            "fdb: {} dev flannel.1 dst {} ",
+            vtep_mac(1),
+            underlay_ip(1)
+        )),
+        "{added:?}"
+    );
+    drop(daemon);
+    drop(lab);
+    drop(dir);
 }

@@ -101,6 +101,43 @@ enum RepairCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Undo one journalled repair: restore the object exactly as it was before the change,
+    /// itself journalled (origin `undo`, with its own id).
+    ///
+    /// Only a repair that was verified and not undone yet, with no later repair of the same
+    /// object, and only while the kernel still shows exactly what it left (otherwise
+    /// someone else changed the object since and nothing is done). Stop the daemon or set
+    /// its `[repair] mode` to "dry_run" first: the journal is used by one process at a
+    /// time, and a daemon in "apply" would repair the object again.
+    ///
+    /// Exit code 0: restored; 1: refused, nothing changed (unknown id, already undone, not
+    /// in effect, changed since); 2: an error, or the kernel refused the undo or does not
+    /// show it (journalled as failed). Needs CAP_NET_ADMIN.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "last"])))]
+    Undo {
+        /// The change's id (`watchdog repair journal` lists them).
+        #[arg(value_name = "ID")]
+        id: Option<u64>,
+        /// The latest repair that is verified and not undone.
+        #[arg(long)]
+        last: bool,
+        /// Configuration file (`repair.journal`, `repair.verify_window`).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print the repair journal: id, time, origin (`repair`, `rollback`, `undo`), outcome
+    /// (the last verdict) and the change as the `ip`/`bridge` command, oldest first.
+    ///
+    /// Exit code 0 (an absent journal prints nothing); 2: the journal cannot be read.
+    Journal {
+        /// Configuration file (`repair.journal`).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// One JSON object per line: the change (as in /api/v1/repairs), its `verdicts` and
+        /// `outcome`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +190,19 @@ fn main() -> ExitCode {
         }) => commands::repair::plan_main(config, nodes, json),
         Command::Repair(RepairCommand::Apply { config, nodes, yes }) => {
             commands::repair::apply_main(config, nodes, yes)
+        }
+        Command::Repair(RepairCommand::Undo {
+            id,
+            last: _,
+            config,
+        }) => {
+            let which = id.map_or(watchdog::repair::undo::Which::Last, |id| {
+                watchdog::repair::undo::Which::Id(id)
+            });
+            commands::repair_undo::undo_main(config, which)
+        }
+        Command::Repair(RepairCommand::Journal { config, json }) => {
+            commands::repair_undo::journal_main(config, json)
         }
     }
 }

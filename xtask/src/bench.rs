@@ -123,6 +123,30 @@ pub enum Bench {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// Repair: for each repairable fault (FDB repointed, FDB deleted, neighbour removed,
+    /// ghost-gateway route, route removed), fault -> repaired (journal verdict) and fault
+    /// -> traffic restored, median and worst over `runs`, with the daemon in
+    /// `[repair] mode = "apply"` on a 3-node lab; and the configuration lines that differ
+    /// from the healthy dump after the repairs (goal 0).
+    Repair {
+        /// Runs per fault.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+    },
+    /// Path MTU: large packets starting -> `mtu_black_hole` over `runs` (a silent
+    /// 1400-byte layer-2 hop, default settings), probe packets and bytes per peer per hour,
+    /// and the daemon's CPU time with `[mtu]` on vs off, alternating.
+    Mtu {
+        /// Black holes to time.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// Seconds each cost observation lasts.
+        #[arg(long, default_value_t = 180)]
+        seconds: u64,
+        /// Rounds of ([mtu] on, [mtu] off).
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+    },
     Mirror {
         /// Routes (/24, via a veth) to install before loading.
         #[arg(long, default_value_t = 100_000)]
@@ -186,11 +210,22 @@ impl Bench {
                 }
                 crate::bench_pods::run(runs, pods, namespaces, seconds)
             }
+            Bench::Mtu {
+                runs,
+                seconds,
+                rounds,
+            } => {
+                if std::env::var_os("WATCHDOG_BIN").is_none() {
+                    use_release_daemon()?;
+                }
+                crate::bench_mtu::run(runs, seconds, rounds)
+            }
             Bench::Mirror {
                 routes,
                 neighbours,
                 changes,
             } => mirror(routes, neighbours, changes),
+            Bench::Repair { runs } => crate::bench_repair::run(runs),
         }
     }
 }

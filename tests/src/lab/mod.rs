@@ -28,7 +28,7 @@ use std::{net::Ipv4Addr, sync::atomic::Ordering, time::Duration};
 
 use self::netns::Background;
 pub use self::{
-    observe::{FdbEntry, LinkStats},
+    observe::{FdbEntry, LinkStats, config_dump},
     traffic::{
         BULK_PORT, ConnectReport, ConnectivityError, ONE_WAY_PORT, OneWayUdp, PairFailure,
         StreamStats, TcpBulk, UdpStream,

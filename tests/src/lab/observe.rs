@@ -1,9 +1,10 @@
 //! Observing the lab: FDB, neighbours, routes and interface counters, as the kernel's own
 //! tools print them.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use super::{Lab, VXLAN_DEV, netns::ip_tool};
+use crate::NetNs;
 use crate::ip;
 
 impl Lab {
@@ -113,4 +114,43 @@ pub struct LinkStats {
     pub tx_dropped: u64,
     /// Transmit errors (e.g. no route to the remote VTEP).
     pub tx_errors: u64,
+}
+
+/// The configuration `ns` holds, one labelled line each: every table's routes (both
+/// families, with details), the rules, the permanent and static neighbours and the FDB
+/// entries that are configuration (not learned). Learned FDB entries and dynamic
+/// neighbours come and go with traffic and are left out. Two equal dumps mean nothing
+/// was configured differently (what repair must leave untouched is compared this way).
+pub fn config_dump(ns: &NetNs) -> BTreeSet<String> {
+    let mut lines = BTreeSet::new();
+    for (label, tool, args) in [
+        (
+            "route4",
+            "ip",
+            &["-d", "-4", "route", "show", "table", "all"][..],
+        ),
+        (
+            "route6",
+            "ip",
+            &["-d", "-6", "route", "show", "table", "all"][..],
+        ),
+        ("rule4", "ip", &["-4", "rule", "show"][..]),
+        ("rule6", "ip", &["-6", "rule", "show"][..]),
+        ("neigh", "ip", &["neigh", "show"][..]),
+        ("fdb", "bridge", &["fdb", "show"][..]),
+    ] {
+        for line in ip_tool(tool, Some(ns), args).lines() {
+            let configured = match label {
+                "neigh" => line.contains("PERMANENT") || line.contains("NOARP"),
+                "fdb" => {
+                    line.contains("permanent") || line.contains("static") || line.contains(" dst ")
+                }
+                _ => true,
+            };
+            if configured {
+                lines.insert(format!("{label}: {}", line.trim_end()));
+            }
+        }
+    }
+    lines
 }

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod desired;
 pub mod repair;
 pub mod repair_task;
+pub mod repair_undo;
 
 use std::process::ExitCode;
 

@@ -83,15 +83,27 @@ pub fn black_holes(inputs: &Inputs<'_>) -> Vec<Candidate> {
         if !result.applies_to(&target) {
             continue;
         }
-        if let MtuOutcome::BlackHole { carries } = result.outcome {
-            candidates.push(candidate(&target, result, carries));
+        match result.outcome {
+            MtuOutcome::BlackHole { carries } => {
+                candidates.push(candidate(&target, result, carries, None));
+            }
+            MtuOutcome::Unforwarded { mtu } => {
+                candidates.push(candidate(&target, result, mtu, Some(mtu)));
+            }
+            _ => {}
         }
     }
     candidates
 }
 
 /// The finding: the peer, the device, what the path carries, what the device needs, the fix.
-fn candidate(target: &MtuTarget, result: &PathMtu, carries: u32) -> Candidate {
+/// `learned`: a hop said so and this host learned it, but forwarded packets are not told.
+fn candidate(
+    target: &MtuTarget,
+    result: &PathMtu,
+    carries: u32,
+    learned: Option<u32>,
+) -> Candidate {
     let needed = target.needed();
     let fits = carries.saturating_sub(target.overhead);
     let mut candidate = Candidate::new(
@@ -106,23 +118,39 @@ fn candidate(target: &MtuTarget, result: &PathMtu, carries: u32) -> Candidate {
     .with("device_needs", needed)
     .with(
         "problem",
-        format!(
-            "DF probes of {} bytes to {} vanish (no ICMP comes back) while smaller ones are \
-             answered: the path carries {carries} bytes, {} needs {needed} ({} + {} bytes \
-             of outer headers)",
-            target.probe_size(),
-            target.target,
-            target.device,
-            target.device_mtu,
-            target.overhead
-        ),
+        match learned {
+            None => format!(
+                "DF probes of {} bytes to {} vanish (no ICMP comes back) while smaller ones \
+                 are answered: the path carries {carries} bytes, {} needs {needed} ({} + {} \
+                 bytes of outer headers)",
+                target.probe_size(),
+                target.target,
+                target.device,
+                target.device_mtu,
+                target.overhead
+            ),
+            Some(mtu) => format!(
+                "a hop said \"fragmentation needed\" for packets to {}: this node learned \
+                 the path carries {mtu} bytes, but forwarded packets (pods') are not told \
+                 (net.ipv4.ip_forward_use_pmtu = 0) and vanish; {} needs {needed} ({} + {} \
+                 bytes of outer headers)",
+                target.vtep, target.device, target.device_mtu, target.overhead
+            ),
+        },
     )
     .with(
         "fix",
-        format!(
-            "set {} mtu ≤ {fits}, or raise the path's MTU to at least {needed}",
-            target.device
-        ),
+        match learned {
+            None => format!(
+                "set {} mtu ≤ {fits}, or raise the path's MTU to at least {needed}",
+                target.device
+            ),
+            Some(_) => format!(
+                "set {} mtu ≤ {fits}, or raise the path's MTU to at least {needed} (or set \
+                 net.ipv4.ip_forward_use_pmtu = 1 so forwarded packets learn it)",
+                target.device
+            ),
+        },
     )
     .with("probes", result.probes);
     if target.through_overlay {

@@ -709,6 +709,26 @@ fn a_black_hole_names_peer_device_sizes_and_the_fix_until_healed() {
         let book = searched(&targets[0], outcome);
         assert_eq!(mtu_run(&net, &then, &now, &book, detect), vec![]);
     }
+    // A hop said so and this node learned it, but pods are not told: a black hole for
+    // them, with the sysctl named.
+    let unforwarded = searched(&targets[0], MtuOutcome::Unforwarded { mtu: 1400 });
+    let found = mtu_run(&net, &then, &now, &unforwarded, detect);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].evidence("path_carries"), Some("1400"));
+    assert!(
+        found[0]
+            .evidence("problem")
+            .unwrap()
+            .contains("net.ipv4.ip_forward_use_pmtu = 0"),
+        "{found:#?}"
+    );
+    assert_eq!(
+        found[0].evidence("fix"),
+        Some(
+            "set flannel.1 mtu ≤ 1350, or raise the path's MTU to at least 1500 (or set \
+             net.ipv4.ip_forward_use_pmtu = 1 so forwarded packets learn it)"
+        )
+    );
     // The device was lowered since the search: the old result no longer applies.
     let mut lowered = net.clone();
     let mut link = lowered.link(FLANNEL).unwrap().clone();

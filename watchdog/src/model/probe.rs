@@ -381,6 +381,15 @@ pub enum MtuOutcome {
         /// Who said it.
         from: Option<IpAddr>,
     },
+    /// A hop said "fragmentation needed" and this host's kernel learned `mtu` (outer
+    /// bytes), but it does not tell the packets it forwards (IPv4 with
+    /// `net.ipv4.ip_forward_use_pmtu = 0`, the default, and a VXLAN device that is no
+    /// bridge port): local traffic adapts, pods' full-size packets vanish. A black hole
+    /// for the pods.
+    Unforwarded {
+        /// The MTU the kernel learned (outer bytes).
+        mtu: u32,
+    },
     /// Even a small probe went unanswered: the peer is down (other detectors' business).
     PeerSilent,
     /// The search could not run (a local error).
@@ -409,7 +418,7 @@ impl PathMtu {
         match &self.outcome {
             MtuOutcome::Fits => Some(self.target.needed()),
             MtuOutcome::BlackHole { carries } => Some(*carries),
-            MtuOutcome::TooBig { mtu, .. } => Some(*mtu),
+            MtuOutcome::TooBig { mtu, .. } | MtuOutcome::Unforwarded { mtu } => Some(*mtu),
             MtuOutcome::PeerSilent | MtuOutcome::Error(_) => None,
         }
     }

@@ -90,7 +90,9 @@ impl Engine {
                     Some(Verdict::RolledBack | Verdict::Failed) => {
                         self.history.record_failure(&record.change.key)
                     }
-                    Some(Verdict::Verified) => self.history.record_success(&record.change.key),
+                    Some(Verdict::Verified) => {
+                        self.history.record_success(&record.change.key, then)
+                    }
                     Some(Verdict::Conflict) => self.history.record_conflict(
                         &record.change.key,
                         "another writer changed it while it was verified".into(),
@@ -188,7 +190,37 @@ impl Engine {
                 if self.running || plan.ops.is_empty() {
                     return step;
                 }
-                for op in &plan.ops {
+                // Wrong again within the verify window after its repair was verified:
+                // another writer put it back. Never fight it.
+                let window = self.settings.verify_window;
+                let (written_back, ops): (Vec<Op>, Vec<Op>) = plan
+                    .ops
+                    .into_iter()
+                    .partition(|op| self.history.verified_within(&op.key, now, window));
+                let at = SystemTime::now();
+                for op in written_back {
+                    let why = format!(
+                        "written back within repair.verify_window ({}s) after its repair was \
+                         verified (another writer: Flannel, a person?): left alone",
+                        window.as_secs()
+                    );
+                    step.log
+                        .push(format!("repair: conflict on {}: {why}", op.key));
+                    step.counts.push((op.object_kind().as_str(), "failed"));
+                    self.history.record_conflict(&op.key, why.clone());
+                    step.events.push(
+                        Report {
+                            op,
+                            id: None,
+                            done: Done::Conflict(why),
+                        }
+                        .event(at),
+                    );
+                }
+                if ops.is_empty() {
+                    return step;
+                }
+                for op in &ops {
                     self.history.set_busy(&op.key, true);
                     step.log.push(format!(
                         "repair: applying `{}` (undo: `{}`): {}",
@@ -198,7 +230,7 @@ impl Engine {
                     ));
                 }
                 self.running = true;
-                step.execute = plan.ops;
+                step.execute = ops;
             }
         }
         step
@@ -219,7 +251,7 @@ impl Engine {
                 Done::DryRun => {}
                 Done::Verified => {
                     self.history.record_change(key, now);
-                    self.history.record_success(key);
+                    self.history.record_success(key, now);
                 }
                 Done::RolledBack(_) | Done::Failed(_) => {
                     self.history.record_change(key, now);
@@ -388,6 +420,8 @@ mod tests {
         }
         let (entries, _) = crate::repair::journal::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
+        drop(journal);
+        std::fs::remove_file(crate::repair::journal::lock_path(&path)).unwrap();
         engine.seed(&crate::repair::journal::records(&entries), now, wall);
         let held = engine.history.hold_reason(&op().key, now, &settings);
         assert!(held.is_some_and(|h| h.contains("max_per_hour")));

@@ -10,7 +10,12 @@
 //!    gone within `repair.verify_window`;
 //! 4. if the kernel refuses an operation, does not show it, or the evidence persists,
 //!    the exact inverses of what was applied are sent in reverse order, each journalled
-//!    as a `rollback` and checked against a fresh read.
+//!    as a `rollback` and checked against a fresh read;
+//! 5. if the journal cannot be written once something was sent, what was applied is
+//!    rolled back unjournalled (nothing is left half-done) and the executor stops with
+//!    [`ExecError::Journal`]; the next start journals those changes `not_applied`. (A
+//!    `verified` or `conflict` verdict that cannot be written leaves the change as it is:
+//!    it is complete, and is verified again at the next start.)
 //!
 //! In `dry_run` nothing is sent and nothing is journalled: each operation is reported
 //! with outcome `dry_run`.
@@ -456,11 +461,18 @@ impl<W: World> Executor<'_, W> {
         let mut failure = None;
         for op in ops {
             let journal = self.journal.as_mut().expect("checked");
-            let change = journal.change(op, Origin::Repair, None, unit, SystemTime::now())?;
+            let change = match journal.change(op, Origin::Repair, None, unit, SystemTime::now()) {
+                Ok(change) => change,
+                Err(err) => return Err(self.abandon(&applied, err.into()).await),
+            };
             let sent = self.netlink.as_mut().expect("checked").send(op).await;
             if let Err(err) = sent {
                 let journal = self.journal.as_mut().expect("checked");
-                journal.verdict(change.id, Verdict::NotApplied, &err, SystemTime::now())?;
+                if let Err(jerr) =
+                    journal.verdict(change.id, Verdict::NotApplied, &err, SystemTime::now())
+                {
+                    return Err(self.abandon(&applied, jerr.into()).await);
+                }
                 failure = Some((None, err));
                 break;
             }
@@ -468,6 +480,19 @@ impl<W: World> Executor<'_, W> {
             let (shown, read) = self.wait_for(|net| shows_after(op, net)).await;
             let journal = self.journal.as_mut().expect("checked");
             if !shown {
+                // The kernel took it (acked) and now shows the object as before: another
+                // writer put it back.
+                if let Ok(net) = &read
+                    && shows_before(op, net)
+                    && op.before.is_some()
+                {
+                    let why = format!(
+                        "another writer put {} back to `{}` right after the change: left alone",
+                        op.key,
+                        op.before.as_ref().map(Object::spec).unwrap_or_default()
+                    );
+                    return self.conflict(&applied, ops, &why);
+                }
                 let seen = match read {
                     Ok(net) => current(&net, op.after.as_ref().or(op.before.as_ref()).unwrap())
                         .map_or_else(|| "absent".into(), |o| o.spec()),
@@ -481,12 +506,14 @@ impl<W: World> Executor<'_, W> {
                 failure = Some((Some(change.id), why));
                 break;
             }
-            journal.verdict(
+            if let Err(err) = journal.verdict(
                 change.id,
                 Verdict::Applied,
                 "the kernel shows it",
                 SystemTime::now(),
-            )?;
+            ) {
+                return Err(self.abandon(&applied, err.into()).await);
+            }
         }
         // 3. The evidence must go; meanwhile nothing else may write the objects.
         if failure.is_none() {
@@ -543,8 +570,12 @@ impl<W: World> Executor<'_, W> {
         // 4. Roll back what was applied, in reverse.
         let mut reports: Vec<Report> = Vec::new();
         let mut undone: Vec<(u64, Done)> = Vec::new();
-        for (id, op) in applied.iter().rev() {
-            undone.push((*id, self.roll_back(*id, op, unit, &why).await?));
+        for (i, (id, op)) in applied.iter().enumerate().rev() {
+            match self.roll_back(*id, op, unit, &why).await {
+                Ok(done) => undone.push((*id, done)),
+                // The journal failed: the rest goes back unjournalled.
+                Err(err) => return Err(self.abandon(&applied[..i], err).await),
+            }
         }
         for op in ops {
             let done = applied
@@ -629,12 +660,8 @@ impl<W: World> Executor<'_, W> {
                         now,
                     )?;
                     if let Some(reverted) = record.change.reverts {
-                        journal.verdict(
-                            reverted,
-                            Verdict::RolledBack,
-                            "rolled back before a restart",
-                            now,
-                        )?;
+                        let (outcome, how) = reverted_outcome(record.change.origin, id);
+                        journal.verdict(reverted, outcome, how, now)?;
                     }
                     continue;
                 }
@@ -650,12 +677,8 @@ impl<W: World> Executor<'_, W> {
                     if shown {
                         journal.verdict(id, Verdict::Verified, "completed after a restart", now)?;
                         if let Some(reverted) = record.change.reverts {
-                            journal.verdict(
-                                reverted,
-                                Verdict::RolledBack,
-                                "rolled back after a restart",
-                                now,
-                            )?;
+                            let (outcome, how) = reverted_outcome(record.change.origin, id);
+                            journal.verdict(reverted, outcome, how, now)?;
                         }
                         reports.push(report(Done::RolledBack("completed after a restart".into())));
                     } else {
@@ -723,6 +746,41 @@ impl<W: World> Executor<'_, W> {
         Ok(reports)
     }
 
+    /// The journal failed while `applied` (sent, in this order) were in the kernel: puts
+    /// back their exact before-state, in reverse, without journalling (the journal is what
+    /// failed), so nothing is left half-done. Their changes stay open in the journal; at
+    /// the next start the kernel shows their before-state and they are journalled
+    /// `not_applied`. Returns `err`, to stop on.
+    async fn abandon(&mut self, applied: &[(u64, &Op)], err: ExecError) -> ExecError {
+        tracing::error!(
+            "repair: {err}; rolling back {} change(s) without journalling them",
+            applied.len()
+        );
+        for (id, op) in applied.iter().rev() {
+            let inverse = op.inverse();
+            let sent = self.netlink.as_mut().expect("checked").send(&inverse).await;
+            let shown = match sent {
+                Ok(()) => self.wait_for(|net| shows_after(&inverse, net)).await.0,
+                Err(why) => {
+                    tracing::error!("repair: rolling back change {id}: {why}");
+                    false
+                }
+            };
+            if shown {
+                tracing::warn!(
+                    "repair: change {id} rolled back (not journalled): {}",
+                    inverse.command()
+                );
+            } else {
+                tracing::error!(
+                    "repair: change {id} could not be rolled back; it needs a person: {}",
+                    inverse.command()
+                );
+            }
+        }
+        err
+    }
+
     async fn roll_back(
         &mut self,
         id: u64,
@@ -732,13 +790,16 @@ impl<W: World> Executor<'_, W> {
     ) -> Result<Done, ExecError> {
         let inverse = op.inverse();
         let journal = self.journal.as_mut().expect("checked");
-        let change = journal.change(
+        let change = match journal.change(
             &inverse,
             Origin::Rollback,
             Some(id),
             unit,
             SystemTime::now(),
-        )?;
+        ) {
+            Ok(change) => change,
+            Err(err) => return Err(self.abandon(&[(id, op)], err.into()).await),
+        };
         let sent = self.netlink.as_mut().expect("checked").send(&inverse).await;
         let result = match sent {
             Err(err) => Err(err),
@@ -768,6 +829,20 @@ impl<W: World> Executor<'_, W> {
                 Done::Failed(format!("{why}; rollback failed: {err}"))
             }
         })
+    }
+}
+
+/// The verdict on a change whose rollback or undo `id` was settled after a restart.
+fn reverted_outcome(origin: Origin, id: u64) -> (Verdict, String) {
+    match origin {
+        Origin::Undo => (
+            Verdict::Undone,
+            format!("undone by change {id} (settled after a restart)"),
+        ),
+        _ => (
+            Verdict::RolledBack,
+            format!("rolled back by change {id} (settled after a restart)"),
+        ),
     }
 }
 

@@ -199,6 +199,16 @@ pub enum JournalError {
         /// The error.
         source: io::Error,
     },
+    /// Another process has it open for writing.
+    #[error(
+        "repair.journal {path} is in use by another watchdog (the daemon in `[repair] mode = \
+         \"apply\"`, or another `repair apply`/`undo`): stop it, or set its mode to \
+         \"dry_run\", and try again"
+    )]
+    Busy {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// Groups entries into records, in journal order; skips verdicts without a change.
@@ -273,10 +283,12 @@ pub fn read(path: &Path) -> Result<(Vec<Entry>, usize), JournalError> {
     Ok((entries, bad))
 }
 
-/// The journal, open for appending.
+/// The journal, open for appending (by one process at a time: it holds an exclusive
+/// `flock` on `<journal>.lock` while open).
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
+    _lock: File,
     max_bytes: u64,
     file: File,
     size: u64,
@@ -297,6 +309,7 @@ impl Journal {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| io_err("create its directory", e))?;
         }
+        let lock = lock(path)?;
         let (entries, bad) = read(path)?;
         if bad > 0 {
             tracing::warn!(
@@ -337,6 +350,7 @@ impl Journal {
         }
         Ok(Self {
             path: path.to_owned(),
+            _lock: lock,
             max_bytes,
             file,
             size,
@@ -479,6 +493,44 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+/// The lock file next to `path`: `<path>.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Opens `<path>.lock` and takes an exclusive `flock` on it without waiting.
+fn lock(path: &Path) -> Result<File, JournalError> {
+    use std::os::fd::AsRawFd as _;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(path))
+        .map_err(|source| JournalError::Io {
+            path: lock_path(path),
+            what: "open its lock file",
+            source,
+        })?;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let source = io::Error::last_os_error();
+        return Err(if source.kind() == io::ErrorKind::WouldBlock {
+            JournalError::Busy {
+                path: path.to_owned(),
+            }
+        } else {
+            JournalError::Io {
+                path: lock_path(path),
+                what: "lock it",
+                source,
+            }
+        });
+    }
+    Ok(file)
 }
 
 fn ends_with_newline(path: &Path) -> Result<bool, JournalError> {
@@ -626,6 +678,22 @@ mod tests {
         assert_eq!(still.len(), 1, "{still:?}");
         assert_eq!(still[0].change.id, open.id);
         assert_eq!(journal.next_id(), 42);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn one_process_at_a_time() {
+        let dir = dir("lock");
+        let path = dir.join("journal.jsonl");
+        let first = Journal::open(&path, 4096).unwrap();
+        let err = Journal::open(&path, 4096).unwrap_err();
+        assert!(matches!(err, JournalError::Busy { .. }), "{err}");
+        assert!(
+            err.to_string().contains("in use by another watchdog"),
+            "{err}"
+        );
+        drop(first);
+        Journal::open(&path, 4096).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -2,7 +2,8 @@
 //! (issue 11). `plan` (pure: findings + mirror + desired state → operations, guards and
 //! the owned set), `object` (the objects as plain data, their commands), `journal` (every
 //! change written before it is made), `execute` (rtnetlink), `engine` (plan → apply →
-//! verify → roll back, cycle by cycle), and `event` (what the sinks are told).
+//! verify → roll back, cycle by cycle), `undo` (which change `repair undo` may revert),
+//! and `event` (what the sinks are told).
 
 pub mod engine;
 pub mod event;
@@ -10,3 +11,4 @@ pub mod execute;
 pub mod journal;
 pub mod object;
 pub mod plan;
+pub mod undo;

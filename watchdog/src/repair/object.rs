@@ -49,6 +49,14 @@ pub struct Neigh {
     pub state: u16,
 }
 
+impl Neigh {
+    /// No link-layer address and neither permanent (0x80) nor noarp (0x40): an entry the
+    /// kernel is still (or failed) resolving.
+    pub fn unresolved(&self) -> bool {
+        self.mac.is_none() && self.state & (0x80 | 0x40) == 0
+    }
+}
+
 /// One path of a multipath route.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hop {
@@ -330,9 +338,19 @@ impl Object {
     /// The object as the mirror would hold it now: `Some(true)` exactly this object,
     /// `Some(false)` an object with the same identity that differs, `None` nothing with
     /// that identity.
+    ///
+    /// Two unresolved neighbours (no link-layer address, neither permanent nor noarp:
+    /// `incomplete`, `failed`, `probe`, `none`) count as the same: the kernel moves such an
+    /// entry between those states by itself while traffic tries to resolve it, and that
+    /// is not another writer.
     pub fn in_snapshot(&self, net: &Snapshot) -> Option<bool> {
         let current = current(net, self)?;
-        Some(current == *self)
+        Some(match (&current, self) {
+            (Object::Neighbour(a), Object::Neighbour(b)) if a.unresolved() && b.unresolved() => {
+                a.dev == b.dev && a.ifindex == b.ifindex && a.ip == b.ip
+            }
+            _ => current == *self,
+        })
     }
 
     /// True if a route for `dst` (IPv4) would go through this object's subnet: for
@@ -570,6 +588,27 @@ mod tests {
             tos: 0,
             nexthops: vec![],
         }
+    }
+
+    #[test]
+    fn only_entries_without_a_mac_that_are_not_configured_are_unresolved() {
+        let neigh = |mac: Option<&str>, state| Neigh {
+            dev: "flannel.1".into(),
+            ifindex: 3,
+            ip: "10.244.1.0".parse().unwrap(),
+            mac: mac.and_then(Mac::parse),
+            state,
+        };
+        // incomplete, failed, probe, none
+        for state in [0x01, 0x20, 0x10, 0x00] {
+            assert!(neigh(None, state).unresolved(), "{state:#x}");
+        }
+        assert!(!neigh(None, 0x80).unresolved(), "permanent");
+        assert!(!neigh(None, 0x40).unresolved(), "noarp");
+        assert!(
+            !neigh(Some("02:fa:00:00:00:01"), 0x04).unresolved(),
+            "stale"
+        );
     }
 
     #[test]

@@ -250,6 +250,8 @@ pub struct ObjectHistory {
     pub busy: bool,
     /// Another writer put it back: left alone, with the reason.
     pub conflict: Option<String>,
+    /// When a change to it was last verified.
+    pub verified: Option<Instant>,
 }
 
 /// Per-object history: changes, failures, conflicts, and since when each leftover object
@@ -286,9 +288,20 @@ impl History {
         self.entry(key).failures += 1;
     }
 
-    /// A change to `key` was verified.
-    pub fn record_success(&mut self, key: &str) {
-        self.entry(key).failures = 0;
+    /// A change to `key` was verified at `now`.
+    pub fn record_success(&mut self, key: &str, now: Instant) {
+        let entry = self.entry(key);
+        entry.failures = 0;
+        entry.verified = Some(now);
+    }
+
+    /// True when a change to `key` was verified less than `window` before `now`: if it
+    /// needs repair again already, another writer put it back.
+    pub fn verified_within(&self, key: &str, now: Instant, window: Duration) -> bool {
+        self.objects
+            .get(key)
+            .and_then(|h| h.verified)
+            .is_some_and(|at| now.saturating_duration_since(at) < window)
     }
 
     /// `key` is (or no longer is) being verified.

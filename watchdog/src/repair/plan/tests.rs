@@ -638,8 +638,20 @@ fn history_holds_objects_changed_too_often_backing_off_or_in_conflict() {
         backoff(30, Duration::from_secs(10)),
         Duration::from_secs(3600)
     );
-    world.history.record_success(key);
+    world.history.record_success(key, world.now);
     assert_eq!(world.plan().ops.len(), 1);
+    let window = Duration::from_secs(10);
+    assert!(
+        world
+            .history
+            .verified_within(key, world.now + Duration::from_secs(9), window)
+    );
+    assert!(
+        !world
+            .history
+            .verified_within(key, world.now + window, window)
+    );
+    assert!(!world.history.verified_within("other", world.now, window));
 
     // Being verified, or in conflict with another writer: held.
     world.history.set_busy(key, true);

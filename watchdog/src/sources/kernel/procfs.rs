@@ -40,6 +40,12 @@ pub fn node_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// A sysctl of this process's network namespace (`key` as under `/proc/sys`, e.g.
+/// `net/ipv4/ip_forward_use_pmtu`); `None` when it cannot be read.
+pub fn read_sysctl(key: &str) -> Option<String> {
+    std::fs::read_to_string(std::path::Path::new("/proc/sys").join(key)).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

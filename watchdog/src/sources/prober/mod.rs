@@ -53,7 +53,15 @@ pub struct Prober {
     mtu_started: HashMap<IpAddr, Instant>,
     /// The path-MTU packet budget (`mtu.max_pps`).
     mtu_bucket: Arc<Mutex<mtu::Bucket>>,
+    /// Targets that were urgent (passive evidence) at the last call.
+    mtu_urgent: BTreeSet<IpAddr>,
+    /// Targets whose passive evidence appeared and that were not searched since.
+    mtu_pending: BTreeSet<IpAddr>,
 }
+
+/// A target whose passive evidence just appeared is searched at once, unless its last
+/// search started less than this long ago (then as soon as that much passed).
+const URGENT_MIN_GAP: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Shared {
@@ -106,6 +114,8 @@ impl Prober {
             },
             mtu_started: HashMap::new(),
             mtu_bucket: Arc::new(Mutex::new(mtu::Bucket::new(1))),
+            mtu_urgent: BTreeSet::new(),
+            mtu_pending: BTreeSet::new(),
         }
     }
 
@@ -127,7 +137,10 @@ impl Prober {
     /// Starts the path-MTU searches that are due among `targets` (every overlay peer, as
     /// of the last cycle): one never searched or whose device, VTEP or size changed at
     /// once; the others every `mtu.interval`, and every `mtu.interval / 6` when urgent
-    /// (passive evidence) or in a black hole. Targets no longer named are forgotten.
+    /// (passive evidence) or in a black hole. Passive evidence that appears starts a
+    /// search at once (at most one a second per target), so a black hole is named
+    /// within seconds of large packets starting whatever the interval. Targets no longer
+    /// named are forgotten.
     pub fn submit_mtu(&mut self, targets: Vec<MtuTarget>) {
         while self.tasks.try_join_next().is_some() {}
         // `prober.enabled = false` means nothing is probed, path MTUs included.
@@ -144,6 +157,16 @@ impl Prober {
         shared.stats.path_mtu.retain(|key, _| vteps.contains(key));
         self.mtu_started
             .retain(|target, _| current.contains(target));
+        // Passive evidence appearing (not merely lasting) asks for a search now.
+        let urgent: BTreeSet<IpAddr> = targets
+            .iter()
+            .filter(|t| t.urgent)
+            .map(|t| t.target)
+            .collect();
+        self.mtu_pending
+            .extend(urgent.difference(&self.mtu_urgent).copied());
+        self.mtu_pending.retain(|target| current.contains(target));
+        self.mtu_urgent = urgent;
         for target in targets {
             if shared.mtu_in_flight.contains(&target.target) {
                 continue;
@@ -153,18 +176,28 @@ impl Prober {
                 None => true,
                 Some(started) => {
                     let since = now.saturating_duration_since(*started);
-                    let hole =
-                        previous.is_some_and(|p| matches!(p.outcome, MtuOutcome::BlackHole { .. }));
+                    let hole = previous.is_some_and(|p| {
+                        matches!(
+                            p.outcome,
+                            MtuOutcome::BlackHole { .. } | MtuOutcome::Unforwarded { .. }
+                        )
+                    });
                     previous.is_none_or(|p| !p.applies_to(&target))
                         || since >= interval
                         || ((target.urgent || hole) && since >= recheck)
+                        || (self.mtu_pending.contains(&target.target) && since >= URGENT_MIN_GAP)
                 }
             };
             if !due {
                 continue;
             }
             self.mtu_started.insert(target.target, now);
+            self.mtu_pending.remove(&target.target);
             shared.mtu_in_flight.insert(target.target);
+            let guard = InFlight {
+                shared: self.shared.clone(),
+                key: Slot::Mtu(target.target),
+            };
             let searcher = mtu::Searcher {
                 method: self.methods[usize::from(target.target.is_ipv6())],
                 timeout: self.settings.timeout,
@@ -173,6 +206,7 @@ impl Prober {
                 shared: self.shared.clone(),
             };
             self.tasks.spawn(async move {
+                let _guard = guard;
                 let result = searcher.search(target).await;
                 tracing::debug!("path MTU: {result:?}");
                 searcher
@@ -222,10 +256,15 @@ impl Prober {
             self.tokens -= 1.0;
             self.last_start.insert(key, now);
             shared.book.in_flight.insert(key);
+            let guard = InFlight {
+                shared: self.shared.clone(),
+                key: Slot::Probe(key),
+            };
             let method = self.methods[usize::from(request.target.is_ipv6())];
             let (timeout, tries) = (self.settings.timeout, self.settings.tries);
             let results = self.shared.clone();
             self.tasks.spawn(async move {
+                let _guard = guard;
                 let ran = run::probe(&request, method, timeout, tries).await;
                 let result = ProbeResult {
                     request,
@@ -261,9 +300,43 @@ impl Prober {
     }
 }
 
+/// What a probe task holds in flight.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Probe(ProbeKey),
+    Mtu(IpAddr),
+}
+
+/// Frees a task's slot in flight on every way out of it: recorded, cancelled (the runtime
+/// shutting down drops it) or panicked (then the lock may be poisoned; the data stays
+/// usable). Without it a panicking probe would keep its target "in flight" forever, and
+/// the target would never be probed again.
+#[derive(Debug)]
+struct InFlight {
+    shared: Arc<Mutex<Shared>>,
+    key: Slot,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut shared = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match self.key {
+            Slot::Probe(key) => {
+                shared.book.in_flight.remove(&key);
+            }
+            Slot::Mtu(target) => {
+                shared.mtu_in_flight.remove(&target);
+            }
+        }
+    }
+}
+
 impl Shared {
+    /// Records a finished search (its [`InFlight`] guard frees the slot after).
     fn record_mtu(&mut self, result: PathMtu) {
-        self.mtu_in_flight.remove(&result.target.target);
         let key = (result.target.vtep, result.target.device.clone());
         match result.path_mtu() {
             Some(mtu) => {
@@ -276,9 +349,9 @@ impl Shared {
         self.book.mtu.insert(result.target.target, result);
     }
 
+    /// Records a finished probe (its [`InFlight`] guard frees the slot after).
     fn record(&mut self, result: ProbeResult) {
         let key = result.request.key();
-        self.book.in_flight.remove(&key);
         let purpose = result.request.purpose;
         *self
             .stats

@@ -5,11 +5,12 @@
 //! every packet takes a token of a bucket refilled at `mtu.max_pps`.
 
 use std::{
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use super::{Shared, run};
+use super::{Shared, run, socket};
 use crate::model::probe::{Method, MtuOutcome, MtuTarget, Outcome, PathMtu, ProbeRequest, Purpose};
 
 /// A search stops once the largest size that passed and the smallest that failed are this
@@ -129,7 +130,11 @@ impl Searcher {
         match classify(target, self.step(target, Some(full), spent).await) {
             Step::Passed => return MtuOutcome::Fits,
             Step::Stop(outcome) => return outcome,
-            Step::Vanished => {}
+            Step::Vanished => {
+                if let Some(outcome) = learned(target, full, kernel_route_mtu) {
+                    return forwarded(target, outcome, forward_use_pmtu);
+                }
+            }
         }
         let mut last = Instant::now();
         self.pace(&mut last).await;
@@ -148,7 +153,12 @@ impl Searcher {
             self.pace(&mut last).await;
             match classify(target, self.step(target, Some(mid), spent).await) {
                 Step::Passed => lo = mid,
-                Step::Vanished => hi = mid,
+                Step::Vanished => {
+                    if let Some(outcome) = learned(target, mid, kernel_route_mtu) {
+                        return forwarded(target, outcome, forward_use_pmtu);
+                    }
+                    hi = mid;
+                }
                 Step::Stop(outcome) => return outcome,
             }
         }
@@ -195,6 +205,68 @@ fn classify(target: &MtuTarget, outcome: Outcome) -> Step {
     }
 }
 
+/// The path MTU the kernel knows towards `to`, `None` when it cannot say.
+fn kernel_route_mtu(to: IpAddr) -> Option<u32> {
+    socket::route_mtu(to)
+        .inspect_err(|err| tracing::debug!("path MTU towards {to}: {err}"))
+        .ok()
+}
+
+/// After a probe of `size` bytes vanished: whether a "fragmentation needed"/"packet too
+/// big" reached this host's kernel anyway, so the path is not a black hole. A hop that
+/// sends one about the VXLAN device's outer packet answers the device's socket, not the
+/// probe's: the kernel records the MTU on its route to the VTEP (a PMTU exception), and
+/// the device then lowers the route MTU of the inner destination. The probe itself
+/// (`IP_PMTUDISC_PROBE`) ignores both and its packets go on being dropped, but ordinary
+/// traffic (DF pings, TCP) learns the size and adapts. `route_mtu` reads what the kernel
+/// knows (`IP_MTU` of a connected socket); a silent hop leaves both at the devices' MTUs.
+fn learned(
+    target: &MtuTarget,
+    size: u32,
+    route_mtu: impl Fn(IpAddr) -> Option<u32>,
+) -> Option<MtuOutcome> {
+    if let Some(mtu) = route_mtu(target.vtep)
+        && mtu < target.outer(size)
+    {
+        return Some(MtuOutcome::TooBig { mtu, from: None });
+    }
+    if target.through_overlay
+        && let Some(mtu) = route_mtu(target.target)
+        && mtu < size
+    {
+        return Some(MtuOutcome::TooBig {
+            mtu: target.outer(mtu),
+            from: None,
+        });
+    }
+    None
+}
+
+/// `net.ipv4.ip_forward_use_pmtu` of this namespace: whether forwarded IPv4 packets
+/// obey the path MTUs the kernel learned (`None`: unreadable).
+fn forward_use_pmtu() -> Option<bool> {
+    crate::sources::kernel::procfs::read_sysctl("net/ipv4/ip_forward_use_pmtu")
+        .map(|value| value.trim() != "0")
+}
+
+/// What a learned MTU means for the pods: the kernel tells forwarded IPv4 packets only
+/// with `ip_forward_use_pmtu` on (else they go on vanishing: [`MtuOutcome::Unforwarded`]).
+/// (IPv6 forwarding has no such switch: untested, left as it is.)
+fn forwarded(
+    target: &MtuTarget,
+    outcome: MtuOutcome,
+    use_pmtu: impl Fn() -> Option<bool>,
+) -> MtuOutcome {
+    match outcome {
+        MtuOutcome::TooBig { mtu, from: None }
+            if target.target.is_ipv4() && use_pmtu() == Some(false) =>
+        {
+            MtuOutcome::Unforwarded { mtu }
+        }
+        outcome => outcome,
+    }
+}
+
 /// The MTU of a "fragmentation needed (mtu N)", "packet too big (mtu N)" or local
 /// "larger than the path MTU N".
 fn reported_mtu(what: &str) -> Option<u32> {
@@ -217,6 +289,83 @@ mod tests {
         assert_eq!(reported_mtu("packet too big (mtu 1280)"), Some(1280));
         assert_eq!(reported_mtu("larger than the path MTU 1450"), Some(1450));
         assert_eq!(reported_mtu("host unreachable"), None);
+    }
+
+    fn overlay_target() -> MtuTarget {
+        MtuTarget {
+            target: "10.244.1.0".parse().unwrap(),
+            vtep: "192.168.77.11".parse().unwrap(),
+            device: "flannel.1".into(),
+            device_mtu: 1450,
+            overhead: 50,
+            through_overlay: true,
+            urgent: false,
+        }
+    }
+
+    #[test]
+    fn a_mtu_the_kernel_learned_means_no_black_hole() {
+        let target = overlay_target();
+        let routes = |vtep: u32, inner: u32| {
+            move |to: IpAddr| Some(if to == target.vtep { vtep } else { inner })
+        };
+        // Nothing learned (a silent hop): the devices' MTUs, the search goes on.
+        assert_eq!(learned(&target, 1450, routes(1500, 1450)), None);
+        assert_eq!(learned(&target, 1450, |_| None), None);
+        // A router's "fragmentation needed" about the outer packet: the VTEP's route.
+        assert_eq!(
+            learned(&target, 1450, routes(1400, 1450)),
+            Some(MtuOutcome::TooBig {
+                mtu: 1400,
+                from: None
+            })
+        );
+        // The VXLAN device lowered the inner route after it (outer bytes reported).
+        assert_eq!(
+            learned(&target, 1450, routes(1500, 1350)),
+            Some(MtuOutcome::TooBig {
+                mtu: 1400,
+                from: None
+            })
+        );
+        // A step below what the kernel knows vanished: that is not explained by it.
+        assert_eq!(learned(&target, 1300, routes(1400, 1350)), None);
+        // Probing the VTEP directly: only its route counts, in outer bytes.
+        let direct = MtuTarget {
+            target: target.vtep,
+            through_overlay: false,
+            ..target.clone()
+        };
+        assert_eq!(
+            learned(&direct, 1500, routes(1400, 1400)),
+            Some(MtuOutcome::TooBig {
+                mtu: 1400,
+                from: None
+            })
+        );
+        assert_eq!(learned(&direct, 1400, routes(1400, 1400)), None);
+    }
+
+    #[test]
+    fn a_learned_mtu_forwarded_packets_are_not_told_of_is_unforwarded() {
+        let target = overlay_target();
+        let learned = MtuOutcome::TooBig {
+            mtu: 1400,
+            from: None,
+        };
+        assert_eq!(
+            forwarded(&target, learned.clone(), || Some(false)),
+            MtuOutcome::Unforwarded { mtu: 1400 }
+        );
+        for use_pmtu in [Some(true), None] {
+            assert_eq!(forwarded(&target, learned.clone(), || use_pmtu), learned);
+        }
+        // An ICMP the probe itself received is left as it is.
+        let told = MtuOutcome::TooBig {
+            mtu: 1400,
+            from: Some(target.target),
+        };
+        assert_eq!(forwarded(&target, told.clone(), || Some(false)), told);
     }
 
     #[test]

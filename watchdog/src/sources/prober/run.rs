@@ -157,11 +157,14 @@ pub async fn probe(request: &ProbeRequest, method: Method, timeout: Duration, tr
         };
         let wake = tokio::time::Instant::from_std(next_send.min(deadline));
         tokio::select! {
-            ready = socket.ready(Interest::READABLE | Interest::ERROR) => {
-                if let Ok(mut guard) = ready {
-                    guard.clear_ready();
+            ready = socket.ready(Interest::READABLE | Interest::ERROR) => match ready {
+                Ok(mut guard) => guard.clear_ready(),
+                // The reactor cannot watch the socket: waiting would spin to the deadline.
+                Err(err) => {
+                    ran.outcome = Outcome::Error(format!("waiting for the socket: {err}"));
+                    return ran;
                 }
-            }
+            },
             () = tokio::time::sleep_until(wake) => {}
         }
     }

@@ -216,6 +216,39 @@ impl ProbeSocket {
     }
 }
 
+/// The path MTU the kernel knows for packets to `to` (`IP_MTU`/`IPV6_MTU` of a UDP socket
+/// connected there; no packet is sent): the route's device MTU, or less when a
+/// "fragmentation needed"/"packet too big" taught it a smaller one (a PMTU exception), or a
+/// tunnel device lowered it after such an ICMP about its outer packets.
+pub(super) fn route_mtu(to: IpAddr) -> io::Result<u32> {
+    let socket = std::net::UdpSocket::bind(match to {
+        IpAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        IpAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    })?;
+    // Any port: connect() only looks the route up.
+    socket.connect(SocketAddr::new(to, 9))?;
+    let (level, name) = match to {
+        IpAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_MTU),
+        IpAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_MTU),
+    };
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: an int option read into a valid int of the given length.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw mut value).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    u32::try_from(value).map_err(|_| io::Error::other(format!("IP_MTU {value}")))
+}
+
 /// Whether this network namespace lets the daemon open an unprivileged ping socket for
 /// the family of `v6` (`net.ipv4.ping_group_range` covers its group).
 pub(super) fn ping_socket_allowed(v6: bool) -> Result<(), io::Error> {
@@ -303,5 +336,15 @@ mod tests {
             let (storage, _) = to_sockaddr(addr);
             assert_eq!(from_sockaddr(&storage), Some(addr));
         }
+    }
+
+    #[test]
+    fn the_route_mtu_of_loopback_is_its_device_mtu() {
+        let lo = std::fs::read_to_string("/sys/class/net/lo/mtu").unwrap();
+        // The route MTU is capped at IP_MAX_MTU (loopback's 65536 reads 65535).
+        assert_eq!(
+            route_mtu("127.0.0.1".parse().unwrap()).unwrap(),
+            lo.trim().parse::<u32>().unwrap().min(65535)
+        );
     }
 }

@@ -131,3 +131,85 @@ async fn a_disabled_prober_sends_nothing() {
     assert!(!prober.book().enabled);
     assert_eq!(prober.stats(), ProbeStats::default());
 }
+
+#[tokio::test]
+async fn a_probe_task_that_panics_frees_its_slot() {
+    let mut prober = Prober::new(&settings(ProbeMethod::Udp));
+    let key = ProbeKey::liveness(ip("127.0.0.9"));
+    let target = ip("10.244.1.0");
+    for slot in [Slot::Probe(key), Slot::Mtu(target)] {
+        {
+            let mut shared = prober.shared.lock().unwrap();
+            shared.book.in_flight.insert(key);
+            shared.mtu_in_flight.insert(target);
+        }
+        let guard = InFlight {
+            shared: prober.shared.clone(),
+            key: slot,
+        };
+        let shared = prober.shared.clone();
+        prober.tasks.spawn(async move {
+            let _guard = guard;
+            // Panic while holding the lock: the guard must cope with the poison.
+            let _held = shared.lock().unwrap();
+            panic!("a probe task panics");
+        });
+        let joined = prober.tasks.join_next().await.expect("the task");
+        assert!(joined.unwrap_err().is_panic());
+        let shared = prober
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot {
+            Slot::Probe(_) => assert!(shared.book.in_flight.is_empty()),
+            Slot::Mtu(_) => assert!(shared.mtu_in_flight.is_empty()),
+        }
+        drop(shared);
+        prober.shared.clear_poison();
+        prober.shared.lock().unwrap().book.in_flight.clear();
+    }
+}
+
+#[tokio::test]
+async fn passive_evidence_appearing_starts_a_search_at_once_lasting_does_not() {
+    let mut prober = Prober::new(&settings(ProbeMethod::Udp)).with_mtu(&MtuConfig {
+        interval: Duration::from_secs(600),
+        ..MtuConfig::default()
+    });
+    // Loopback, probed directly at 1500 bytes: the port unreachable answers, it fits.
+    let target = |urgent| MtuTarget {
+        target: ip("127.0.0.1"),
+        vtep: ip("127.0.0.1"),
+        device: "lo".into(),
+        device_mtu: 1450,
+        overhead: 50,
+        through_overlay: false,
+        urgent,
+    };
+    let searches = |prober: &Prober| prober.stats().mtu_probes;
+    prober.submit_mtu(vec![target(false)]);
+    prober.settle(Duration::from_secs(5)).await;
+    assert_eq!(searches(&prober), 1, "the first search");
+    assert_eq!(
+        prober.book().mtu[&ip("127.0.0.1")].outcome,
+        MtuOutcome::Fits
+    );
+    // Nothing new: the next search is an interval (600 s) away.
+    prober.submit_mtu(vec![target(false)]);
+    prober.settle(Duration::from_secs(5)).await;
+    assert_eq!(searches(&prober), 1);
+    // Evidence appears less than URGENT_MIN_GAP after the last search: kept pending.
+    prober.submit_mtu(vec![target(true)]);
+    assert!(prober.mtu_pending.contains(&ip("127.0.0.1")));
+    // Once the gap passed, searched at once (the recheck, 100 s, is far away).
+    tokio::time::sleep(URGENT_MIN_GAP).await;
+    prober.submit_mtu(vec![target(true)]);
+    prober.settle(Duration::from_secs(5)).await;
+    assert_eq!(searches(&prober), 2, "the passive trigger");
+    assert!(prober.mtu_pending.is_empty());
+    // Evidence that lasts starts nothing more until the recheck.
+    tokio::time::sleep(URGENT_MIN_GAP).await;
+    prober.submit_mtu(vec![target(true)]);
+    prober.settle(Duration::from_secs(5)).await;
+    assert_eq!(searches(&prober), 2);
+}
