@@ -187,12 +187,14 @@ fn manifests_agree_with_each_other_and_the_daemon() {
         monitor["spec"]["endpoints"][0]["port"],
         service["spec"]["ports"][0]["name"]
     );
-    // RBAC: read-only, Nodes and Pods only.
+    // RBAC: read-only, Nodes, Pods and EndpointSlices only.
     let role = find(&resources, "ClusterRole");
     let rules = role["rules"].as_sequence().unwrap();
-    assert_eq!(rules.len(), 2);
+    assert_eq!(rules.len(), 3);
     assert_eq!(rules[0]["resources"][0], "nodes");
     assert_eq!(rules[1]["resources"][0], "pods");
+    assert_eq!(rules[2]["apiGroups"][0], "discovery.k8s.io");
+    assert_eq!(rules[2]["resources"][0], "endpointslices");
     for rule in rules {
         for verb in rule["verbs"].as_sequence().unwrap() {
             assert!(["get", "list", "watch"].contains(&verb.as_str().unwrap()));

@@ -1,6 +1,8 @@
 //! What the pods see: a pod's connects to a dead pod address on another node are named
 //! within seconds (SYN retransmits, not connect timeouts), with the client pod, by the
-//! daemon of the pod's node only (`namespaces = "node"`).
+//! daemon of the pod's node only (`namespaces = "node"`); a Service endpoint left at a
+//! deleted pod's address is a `ghost_endpoint` naming the Service, and connects to a
+//! Service's dead endpoint name it (`service=`).
 
 use std::{
     fs,
@@ -14,7 +16,10 @@ use std::{
 use watchdog_tests::{
     Daemon, NetNs, TempDir,
     apiserver::InNetns,
-    lab::{Lab, nodes::node_name},
+    lab::{
+        Lab,
+        nodes::{node_name, write_node_list},
+    },
     poll_until, require_root,
 };
 
@@ -312,4 +317,188 @@ fn pods_are_named_from_the_api_with_this_nodes_pods_only() {
         "{requests:#?}"
     );
     assert!(daemon.stop().success());
+}
+
+/// The recorded EndpointSlices: Service `default/web` lists 10.244.0.2 (the web pod),
+/// [`GHOST`] (its replica `web-7f9c5d8b6-qk4zn`) and [`DEAD`] (a pod of node 3 gone);
+/// `default/legacy-db` is a hand-written endpoint [`LEGACY`] (no targetRef).
+const SLICES: &str = include_str!("../../watchdog/tests/fixtures/pods/endpointslices.json");
+const SLICES_PATH: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+const GHOST: &str = "10.244.0.9";
+const LEGACY: &str = "10.244.0.50";
+const REPLICA: &str = "web-7f9c5d8b6-qk4zn";
+
+/// The recorded Pods, each on `node`, plus a second web replica at [`GHOST`] (the web
+/// Pod's object with another name, UID and address).
+fn pods_with_replica(node: &str) -> Vec<serde_json::Value> {
+    let list: serde_json::Value = serde_json::from_str(POD_LIST).unwrap();
+    let mut pods = list["items"].as_array().unwrap().clone();
+    let mut replica = pods
+        .iter()
+        .find(|p| p["metadata"]["uid"] == WEB_UID)
+        .unwrap()
+        .clone();
+    replica["metadata"]["name"] = serde_json::json!(REPLICA);
+    replica["metadata"]["uid"] = serde_json::json!("5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9");
+    replica["status"]["podIP"] = serde_json::json!(GHOST);
+    replica["status"]["podIPs"] = serde_json::json!([{"ip": GHOST}]);
+    pods.push(replica);
+    for pod in &mut pods {
+        pod["spec"]["nodeName"] = serde_json::json!(node);
+    }
+    pods
+}
+
+fn list_of(items: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items})
+}
+
+/// Node 1's daemon (pod subnet 10.244.0.0/24 from the lab's Nodes) with Pods and
+/// EndpointSlices from the fake API server (`api`) or from files: the hand-written
+/// endpoint is a ghost from the start, the replica's endpoint only once its Pod is
+/// deleted; endpoints of running pods and of another node's subnet never; a pod's
+/// connects to the Service's dead endpoint on node 3 name the Service and the client.
+fn ghost_endpoints(api: bool) {
+    let lab = Lab::new(3);
+    let dir = TempDir::new("wd-ghost");
+    let node = node_name(0);
+    let pods = pods_with_replica(&node);
+    let without_replica: Vec<_> = pods
+        .iter()
+        .filter(|p| p["metadata"]["name"] != REPLICA)
+        .cloned()
+        .collect();
+    let pods_file = dir.path().join("pods.json");
+    let server = api.then(|| InNetns::start(lab.node(0).ns(), false));
+    let sources = match &server {
+        Some(server) => {
+            server.load_nodes(&lab.node_list());
+            server.add_resource("/api/v1/pods", "PodList");
+            for pod in &pods {
+                server.apply("/api/v1/pods", pod.clone());
+            }
+            server.add_resource(SLICES_PATH, "EndpointSliceList");
+            let slices: serde_json::Value = serde_json::from_str(SLICES).unwrap();
+            for slice in slices["items"].as_array().unwrap() {
+                server.apply(SLICES_PATH, slice.clone());
+            }
+            format!(
+                "[desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\nnode_name = \"{node}\"\n\
+                 [pods]\nsource = \"kubernetes\"\nendpoints = \"kubernetes\"\n",
+                server.kubeconfig(dir.path()).display(),
+            )
+        }
+        None => {
+            let nodes = dir.path().join("nodes.json");
+            write_node_list(&nodes, &lab.node_list());
+            write_node_list(&pods_file, &list_of(pods.clone()));
+            let slices = dir.path().join("slices.json");
+            fs::write(&slices, SLICES).unwrap();
+            format!(
+                "[desired]\nsource = \"file\"\npath = \"{}\"\nnode_name = \"{node}\"\n\
+                 [pods]\nsource = \"file\"\npath = \"{}\"\nendpoints = \"file\"\n\
+                 endpoints_path = \"{}\"\n",
+                nodes.display(),
+                pods_file.display(),
+                slices.display()
+            )
+        }
+    };
+    let config = format!(
+        "poll_interval = \"250ms\"\nnamespaces = \"node\"\n[detect]\nwindow = \"5s\"\n{sources}"
+    );
+    let mut daemon = Daemon::start(lab.node(0).ns(), &config);
+    daemon.wait_ready();
+
+    let legacy = daemon.wait_finding("ghost_endpoint", &format!("endpoint {LEGACY}"), DEADLINE);
+    eprintln!("{legacy:#?}");
+    assert_eq!(
+        legacy.subject,
+        format!("service default/legacy-db endpoint {LEGACY}")
+    );
+    assert_eq!(legacy.evidence("target"), ["none"]);
+    assert_eq!(legacy.evidence("slice"), ["default/legacy-db-7tq2m"]);
+    // Judged in the same cycles: the running replica's endpoint, the live pods' and the
+    // one in node 3's subnet are no ghosts.
+    let findings = daemon.findings();
+    let ghosts: Vec<_> = findings
+        .iter()
+        .filter(|f| f.kind == "ghost_endpoint")
+        .map(|f| f.subject.as_str())
+        .collect();
+    assert_eq!(ghosts, [legacy.subject.as_str()], "{findings:#?}");
+
+    // The replica's Pod is deleted; its endpoint stays in the slice.
+    match &server {
+        Some(server) => server.delete("/api/v1/pods", &format!("default/{REPLICA}")),
+        None => write_node_list(&pods_file, &list_of(without_replica)),
+    }
+    let ghost = daemon.wait_finding("ghost_endpoint", &format!("endpoint {GHOST}"), DEADLINE);
+    eprintln!("{ghost:#?}");
+    assert_eq!(
+        ghost.subject,
+        format!("service default/web endpoint {GHOST}")
+    );
+    assert_eq!(ghost.severity, "critical");
+    assert_eq!(ghost.evidence("service"), ["default/web"]);
+    assert_eq!(ghost.evidence("slice"), ["default/web-x8k2p"]);
+    assert_eq!(
+        ghost.evidence("target"),
+        [format!("default/{REPLICA}").as_str()]
+    );
+
+    // A pod of this node connecting to the Service's endpoint on node 3 (no pod there).
+    let web_ns = second_pod(&lab, 0);
+    let _web = PodProcess::start(&web_ns, &cgroupfs_layout(WEB_UID), DEAD, 8080);
+    let failing = daemon.wait_finding(
+        "failing_tcp_destination",
+        &format!("tcp {DEAD}:8080"),
+        DEADLINE,
+    );
+    eprintln!("{failing:#?}");
+    assert_eq!(failing.evidence("service"), ["default/web"], "{failing:#?}");
+    assert_eq!(failing.evidence("client"), [WEB], "{failing:#?}");
+    // The per-client metrics name the pod (one of at most pods.top_n + 1 clients).
+    poll_until(
+        DEADLINE,
+        "the client pod's SYN retransmits on /metrics",
+        || {
+            (daemon.metrics().count(
+                "watchdog_tcp_client_syn_retransmits_total",
+                &[("client", WEB)],
+            ) >= 2)
+                .then_some(())
+        },
+    );
+    // Node 3's subnet is node 3's daemon's to judge.
+    assert!(
+        daemon
+            .findings()
+            .iter()
+            .all(|f| f.kind != "ghost_endpoint" || !f.subject.contains(DEAD)),
+    );
+    if let Some(server) = &server {
+        let requests = server.requests();
+        assert!(
+            requests.iter().any(|r| r.contains(SLICES_PATH)),
+            "{requests:#?}"
+        );
+    }
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_service_endpoint_at_a_deleted_pods_address_is_a_ghost_from_the_api() {
+    if !require_root("a_service_endpoint_at_a_deleted_pods_address_is_a_ghost_from_the_api") {
+        return;
+    }
+    ghost_endpoints(true);
+}
+
+#[test]
+fn a_service_endpoint_at_a_deleted_pods_address_is_a_ghost_from_files() {
+    if !require_root("a_service_endpoint_at_a_deleted_pods_address_is_a_ghost_from_files") {
+        return;
+    }
+    ghost_endpoints(false);
 }

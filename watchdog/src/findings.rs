@@ -31,6 +31,9 @@ pub enum Kind {
     RejectRouteTraffic,
     /// TCP connects to a destination keep failing.
     FailingTcpDestination,
+    /// An EndpointSlice lists an address in this node's pod subnet that no running pod
+    /// has: the Service's clients are sent into the void.
+    GhostEndpoint,
     /// The overlay's kernel objects (VXLAN device, FDB, neighbours, routes) differ from
     /// what the cluster's Nodes say they must be.
     OverlayDrift,
@@ -49,7 +52,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for exporting zeros.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::GhostGateway,
         Kind::BlackholedDestination,
         Kind::StaleFdb,
@@ -59,6 +62,7 @@ impl Kind {
         Kind::NoRouteDrops,
         Kind::RejectRouteTraffic,
         Kind::FailingTcpDestination,
+        Kind::GhostEndpoint,
         Kind::OverlayDrift,
         Kind::StaleAnnotation,
         Kind::MtuBlackHole,
@@ -78,6 +82,7 @@ impl Kind {
             Kind::NoRouteDrops => "no_route_drops",
             Kind::RejectRouteTraffic => "reject_route_traffic",
             Kind::FailingTcpDestination => "failing_tcp_destination",
+            Kind::GhostEndpoint => "ghost_endpoint",
             Kind::OverlayDrift => "overlay_drift",
             Kind::StaleAnnotation => "stale_annotation",
             Kind::MtuBlackHole => "mtu_black_hole",

@@ -105,6 +105,24 @@ pub enum Bench {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// What seeing the pods costs: a pod's connects to a dead Service endpoint → finding
+    /// (median/worst over `runs`), the idle daemon's memory with `pods` Pods and their
+    /// endpoints from the fake API server vs none, its CPU with `namespaces` pod
+    /// namespaces connecting vs none.
+    Pods {
+        /// Dead endpoints connected to, one per run.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// Pods (and endpoints) the fake API server serves for the memory measurement.
+        #[arg(long, default_value_t = 500)]
+        pods: usize,
+        /// Pod namespaces for the CPU measurement.
+        #[arg(long, default_value_t = 100)]
+        namespaces: usize,
+        /// Seconds each daemon is observed.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Repair: for each repairable fault (FDB repointed, FDB deleted, neighbour removed,
     /// ghost-gateway route, route removed), fault -> repaired (journal verdict) and fault
     /// -> traffic restored, median and worst over `runs`, with the daemon in
@@ -179,6 +197,18 @@ impl Bench {
             } => {
                 use_release_daemon()?;
                 crate::bench_desired::run(runs, nodes, seconds)
+            }
+            Bench::Pods {
+                runs,
+                pods,
+                namespaces,
+                seconds,
+            } => {
+                // WATCHDOG_BIN picks the daemon measured (e.g. a debug build); else release.
+                if std::env::var_os("WATCHDOG_BIN").is_none() {
+                    use_release_daemon()?;
+                }
+                crate::bench_pods::run(runs, pods, namespaces, seconds)
             }
             Bench::Mtu {
                 runs,

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_desired;
 mod bench_mtu;
+mod bench_pods;
 mod bench_repair;
 mod image;
 mod kernels;

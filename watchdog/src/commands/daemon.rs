@@ -245,6 +245,7 @@ async fn detect_loop(
         let label_netns = config.namespaces == Namespaces::All && status.netns_attribution;
         let top_n = config.peers.top_n;
         pipeline.set_probes(sources.prober().book());
+        pipeline.set_endpoints(pods.endpoint_view());
         let state = desired.state(Some(metrics));
         // What the repair executor finished since the last cycle.
         for step in repair.drain() {
@@ -257,6 +258,7 @@ async fn detect_loop(
                 // The peer reading moves into the sample: it is the largest map.
                 let sample = pipeline::sample(own.netns, &view, reading);
                 let sample = pipeline::without_destinations(sample, &own.sinks);
+                metrics.set_clients(&pipeline::client_totals(&sample), config.pods.top_n);
                 let cycle = pipeline.cycle(net, sample, state, SystemTime::now());
                 let active = pipeline.active();
                 // Plans only (a plan to apply goes to the executor's task): never waits.

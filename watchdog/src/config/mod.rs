@@ -406,6 +406,34 @@ impl Config {
                     .into(),
             });
         }
+        if self.pods.endpoints == pods::PodSource::File
+            && self.pods.endpoints_path.as_os_str().is_empty()
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "pods.endpoints_path",
+                problem: "is empty while pods.endpoints = \"file\"; name an EndpointSlice \
+                          list file (`kubectl get endpointslices -A -o json`)"
+                    .into(),
+            });
+        }
+        if self.pods.endpoints != pods::PodSource::None && self.pods.source == pods::PodSource::None
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "pods.endpoints",
+                problem: "needs the running pods' addresses: set pods.source = \"file\" or \
+                          \"kubernetes\" too, or pods.endpoints = \"none\""
+                    .into(),
+            });
+        }
+        if self.pods.top_n > 1000 {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "pods.top_n",
+                problem: format!("is {}; use 0 to 1000", self.pods.top_n),
+            });
+        }
         if !(1..=65536).contains(&self.pods.max_namespaces) {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -648,6 +676,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("pods.path"), "{err}");
+        let err = parse("a.toml", "[pods]\nendpoints = \"kubernetes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pods.endpoints") && err.contains("pods.source"),
+            "{err}"
+        );
+        let err = parse(
+            "a.toml",
+            "[pods]\nsource = \"kubernetes\"\nendpoints = \"file\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pods.endpoints_path"), "{err}");
         let err = parse("a.toml", "poll_interval = \"10ms\"\n")
             .unwrap_err()
             .to_string();

@@ -29,8 +29,16 @@ pub struct PodsConfig {
     /// The most network namespaces kept (membership and name); more are counted in
     /// `watchdog_namespaces_untracked_total` and treated as unknown.
     pub max_namespaces: usize,
-    /// `file`: the largest file read, in bytes.
+    /// `file`: the largest file read, in bytes (the EndpointSlice file's too).
     pub max_file_bytes: u64,
+    /// Where Service endpoints come from (EndpointSlices, for `ghost_endpoint` and the
+    /// `service` of `failing_tcp_destination`): `none`, `file`, `kubernetes`.
+    pub endpoints: PodSource,
+    /// `endpoints = "file"`: the EndpointSlice list (`kubectl get endpointslices -A -o json`).
+    pub endpoints_path: PathBuf,
+    /// Client namespaces (pods) labelled in `watchdog_tcp_client_*`: the ones with the most
+    /// failures; the rest are summed into `client="other"`.
+    pub top_n: usize,
 }
 
 impl Default for PodsConfig {
@@ -41,6 +49,9 @@ impl Default for PodsConfig {
             path: PathBuf::new(),
             max_namespaces: 1024,
             max_file_bytes: 16 * 1024 * 1024,
+            endpoints: PodSource::None,
+            endpoints_path: PathBuf::new(),
+            top_n: 10,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! hand-built snapshots. Inputs are plain data: [`crate::model`] types and the [`Sample`]
 //! the pipeline builds from a reading.
 
+pub mod endpoints;
 mod gateway;
 pub mod mtu;
 pub mod overlay;

@@ -5,6 +5,7 @@
 
 pub mod counters;
 pub mod desired;
+pub mod endpoints;
 pub mod net;
 pub mod pods;
 pub mod probe;

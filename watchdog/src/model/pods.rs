@@ -54,3 +54,23 @@ pub struct NamespaceCounters {
     /// Times the PodList file could not be read or parsed.
     pub file_errors: u64,
 }
+
+/// A running pod as the pods source knows it: its name and addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    /// `namespace/name`.
+    pub name: PodName,
+    /// `status.podIPs` (or `status.podIP`): a hostNetwork pod's are its node's.
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
+/// TCP outcomes of one client namespace, summed over its destinations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientCounts {
+    /// Connects attempted.
+    pub attempts: u64,
+    /// Connects failed.
+    pub failed: u64,
+    /// SYNs retransmitted.
+    pub syn_retransmits: u64,
+}

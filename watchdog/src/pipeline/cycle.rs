@@ -7,10 +7,11 @@ use std::time::{Duration, Instant, SystemTime};
 use super::History;
 use crate::{
     config::DetectConfig,
-    detect::{self, Inputs, Sample, overlay},
+    detect::{self, Inputs, Sample, endpoints, overlay},
     findings::{Candidate, Change, Finding, Tracker},
     model::{
         desired::State,
+        endpoints::EndpointView,
         net::Snapshot,
         probe::{MtuTarget, ProbeBook, ProbeRequest},
     },
@@ -51,6 +52,10 @@ pub struct Pipeline {
     overlay: overlay::Memory,
     /// Findings repair raised (`repair_refused`, `repair_conflict`), for the next cycle.
     repair: Vec<Candidate>,
+    /// Service endpoints and running pods' addresses, for the next cycle.
+    endpoints: EndpointView,
+    /// Ghost endpoints seen, for their grace.
+    ghosts: endpoints::Memory,
 }
 
 /// What one cycle produced, for the sinks and for repair.
@@ -77,7 +82,15 @@ impl Pipeline {
             node: String::new(),
             overlay: overlay::Memory::new(Duration::ZERO),
             repair: Vec::new(),
+            endpoints: EndpointView::default(),
+            ghosts: endpoints::Memory::new(Duration::ZERO),
         }
+    }
+
+    /// The Service endpoints and the running pods' addresses (the pods source's
+    /// [`EndpointView`]), for the next cycle.
+    pub fn set_endpoints(&mut self, view: EndpointView) {
+        self.endpoints = view;
     }
 
     /// Repair's findings (a refused plan, objects in conflict), tracked from the next
@@ -106,6 +119,7 @@ impl Pipeline {
     pub fn with_desired(mut self, node: &str, grace: Duration) -> Self {
         node.clone_into(&mut self.node);
         self.overlay = overlay::Memory::new(grace);
+        self.ghosts = endpoints::Memory::new(grace);
         self
     }
 
@@ -140,6 +154,24 @@ impl Pipeline {
         };
         let at = newest.at.unwrap_or_else(Instant::now);
         let mut candidates = candidates(&inputs, &desired, &self.node, &mut self.overlay, at);
+        // Ghost endpoints in this node's pod subnet (from the Nodes, while known).
+        let subnet = desired
+            .model()
+            .and_then(|model| model.nodes.get(&self.node))
+            .and_then(|node| node.pod_subnet);
+        let mut ghosts = endpoints::ghost_endpoints(
+            &self.endpoints,
+            net,
+            subnet,
+            &self.node,
+            &mut self.ghosts,
+            at,
+        );
+        if let Some(model) = desired.model() {
+            overlay::name_nodes(&mut ghosts, model, self.overlay.departed());
+        }
+        candidates.extend(ghosts);
+        endpoints::name_services(&mut candidates, &self.endpoints);
         candidates.extend(std::mem::take(&mut self.repair));
         self.requests = detect::probe_requests(&inputs);
         self.mtu_targets = detect::mtu::mtu_targets(&inputs);

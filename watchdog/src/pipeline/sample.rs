@@ -1,10 +1,17 @@
 //! A reading of the kernel counters → the detectors' [`Sample`]: this node's namespaces.
 
-use std::{collections::BTreeSet, net::IpAddr, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    time::Instant,
+};
 
 use crate::{
     detect::Sample,
-    model::{counters::Reading, pods::NamespaceView},
+    model::{
+        counters::Reading,
+        pods::{ClientCounts, NamespaceView},
+    },
 };
 
 /// What the daemon's own namespace is called in findings.
@@ -67,6 +74,27 @@ pub fn sample(own_netns: u32, view: &NamespaceView, reading: Reading) -> Sample 
         }
     }
     sample
+}
+
+/// TCP outcomes per client namespace, by name (`default/web-7f9…`, `node`,
+/// `unattributed`, `netns:<inode>`), summed over every destination: what the per-client
+/// metrics show.
+pub fn client_totals(sample: &Sample) -> BTreeMap<String, ClientCounts> {
+    let mut totals: BTreeMap<String, ClientCounts> = BTreeMap::new();
+    for clients in sample.connect_clients.values() {
+        for (netns, outcome) in clients {
+            let name = sample
+                .client_names
+                .get(netns)
+                .cloned()
+                .unwrap_or_else(|| format!("netns:{netns}"));
+            let total = totals.entry(name).or_default();
+            total.attempts += outcome.attempts;
+            total.failed += outcome.failed;
+            total.syn_retransmits += outcome.syn_retransmits;
+        }
+    }
+    totals
 }
 
 /// The more recent of two "how long ago"s.
@@ -137,6 +165,12 @@ mod tests {
         assert_eq!(clients, [watchdog_common::NETNS_UNKNOWN, OWN, POD]);
         assert_eq!(node.client_names[&POD], "default/web");
         assert_eq!(node.client_names[&OWN], OWN_CLIENT);
+        let totals = client_totals(&node);
+        assert_eq!(
+            totals.keys().collect::<Vec<_>>(),
+            ["default/web", "node", "unattributed"]
+        );
+        assert_eq!(totals["default/web"].syn_retransmits, 2);
         let all = NamespaceView {
             members: None,
             names: Default::default(),

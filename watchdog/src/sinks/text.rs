@@ -218,6 +218,7 @@ pub fn words(kind: Kind) -> &'static str {
         Kind::NoRouteDrops => "packets dropped for lack of a route",
         Kind::RejectRouteTraffic => "traffic into a reject route",
         Kind::FailingTcpDestination => "TCP connects failing",
+        Kind::GhostEndpoint => "Service endpoint without a pod",
         Kind::OverlayDrift => "overlay differs from the Nodes",
         Kind::StaleAnnotation => "wrong Flannel annotation",
         Kind::MtuBlackHole => "path MTU black hole",
@@ -266,6 +267,11 @@ pub fn next_step(kind: Kind) -> &'static str {
         Kind::FailingTcpDestination => {
             "fix the Endpoints or Service that send clients here \
              (`kubectl edit endpoints …`), the workload, or the path another finding names"
+        }
+        Kind::GhostEndpoint => {
+            "remove the address from the Service's endpoints: delete the stale object \
+             (`kubectl -n <namespace> delete endpoints <service>` for hand-written ones), \
+             or fix the selector or controller that keeps it"
         }
         Kind::OverlayDrift => {
             "fix the Node's annotations if they are wrong, then restart flanneld on this \

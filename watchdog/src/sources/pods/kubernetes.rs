@@ -4,6 +4,7 @@
 
 use std::{
     collections::BTreeMap,
+    net::IpAddr,
     sync::{Arc, RwLock},
 };
 
@@ -11,25 +12,52 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 
 use crate::{
-    model::pods::PodName,
+    model::pods::{PodInfo, PodName},
     sources::desired::kubernetes::{Update, reflect_selected},
 };
 
-/// Pod UID → name, shared with [`super::Pods`].
-pub type PodNames = Arc<RwLock<BTreeMap<String, PodName>>>;
+/// The pods the source knows, shared with [`super::Pods`].
+#[derive(Debug, Default)]
+pub struct PodStore {
+    /// Listed (or read) at least once: the pods below are complete.
+    pub listed: bool,
+    /// Pod UID → name and addresses.
+    pub pods: BTreeMap<String, PodInfo>,
+}
 
-/// The name of a running pod (`None` for a finished one, or one without a UID).
-fn name_of(pod: &Pod) -> Option<(String, PodName)> {
+/// The store, shared.
+pub type PodNames = Arc<RwLock<PodStore>>;
+
+/// The name and addresses of a running pod (`None` for a finished one, or one without
+/// a UID).
+fn name_of(pod: &Pod) -> Option<(String, PodInfo)> {
     let meta = &pod.metadata;
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return None;
     }
+    let status = pod.status.as_ref();
+    let mut addresses: Vec<IpAddr> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect();
+    if addresses.is_empty() {
+        addresses.extend(
+            status
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse::<IpAddr>().ok()),
+        );
+    }
     Some((
         meta.uid.clone()?,
-        PodName {
-            namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
-            name: meta.name.clone()?,
+        PodInfo {
+            name: PodName {
+                namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+                name: meta.name.clone()?,
+            },
+            addresses,
         },
     ))
 }
@@ -39,9 +67,11 @@ pub async fn follow_pods(client: Client, node: String, names: PodNames) {
     let api: Api<Pod> = Api::all(client);
     let fields = format!("spec.nodeName={node}");
     reflect_selected(api, Some(&fields), |update| {
-        let mut names = names
+        let mut store = names
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        store.listed |= matches!(update, Update::Listed(_));
+        let names = &mut store.pods;
         match update {
             Update::Listed(pods) => {
                 *names = pods.iter().filter_map(name_of).collect();

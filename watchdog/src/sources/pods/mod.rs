@@ -10,8 +10,12 @@
 //! lookup walks `/proc`; a resolved one is looked up again when the process it was
 //! resolved through left it); at most
 //! `pods.max_namespaces` are kept, more are counted and treated as not this node's.
+//!
+//! With `pods.endpoints` it also follows the cluster's EndpointSlices and hands them, with
+//! the running pods' addresses, to the ghost-endpoint detector ([`Pods::endpoint_view`]).
 
 mod cgroup;
+mod endpoints;
 mod kubernetes;
 mod nsid;
 mod podlist;
@@ -23,13 +27,16 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-pub use self::{cgroup::pod_uid, podlist::parse_pod_list};
+pub use self::{cgroup::pod_uid, endpoints::parse_slice_list, podlist::parse_pod_list};
 use crate::{
     config::{
         Namespaces,
         pods::{PodSource, PodsConfig},
     },
-    model::pods::{NamespaceCounters, NamespaceView},
+    model::{
+        endpoints::EndpointView,
+        pods::{NamespaceCounters, NamespaceView},
+    },
 };
 
 /// How long a namespace no process was found in waits before it is looked up again.
@@ -75,6 +82,12 @@ pub struct Pods {
     follower: Option<tokio::task::JoinHandle<()>>,
     /// (size, mtime, inode) of the PodList file last read.
     file_stamp: Option<(u64, SystemTime, u64)>,
+    /// The cluster's EndpointSlices, from the file or the API.
+    slices: endpoints::SliceStore,
+    /// The task following the API's EndpointSlices.
+    slices_follower: Option<tokio::task::JoinHandle<()>>,
+    /// (size, mtime, inode) of the EndpointSlice file last read.
+    slices_stamp: Option<(u64, SystemTime, u64)>,
     counters: NamespaceCounters,
     proc_root: PathBuf,
 }
@@ -90,6 +103,9 @@ impl Pods {
             pods: kubernetes::PodNames::default(),
             follower: None,
             file_stamp: None,
+            slices: endpoints::SliceStore::default(),
+            slices_follower: None,
+            slices_stamp: None,
             counters: NamespaceCounters::default(),
             proc_root: PathBuf::from("/proc"),
         }
@@ -105,7 +121,9 @@ impl Pods {
         node: &str,
     ) -> Self {
         let mut pods = Self::new(mode, own, &config.pods);
-        if config.pods.source == PodSource::Kubernetes && mode != Namespaces::Own {
+        let endpoints = config.pods.endpoints;
+        let want_pods = mode != Namespaces::Own || endpoints != PodSource::None;
+        if config.pods.source == PodSource::Kubernetes && want_pods {
             match crate::sources::desired::kubernetes::client(&config.desired).await {
                 Ok(client) => {
                     let names = pods.pods.clone();
@@ -116,6 +134,16 @@ impl Pods {
                     )));
                 }
                 Err(err) => tracing::error!("pods.source = \"kubernetes\": {err}"),
+            }
+        }
+        if endpoints == PodSource::Kubernetes {
+            match crate::sources::desired::kubernetes::client(&config.desired).await {
+                Ok(client) => {
+                    let store = pods.slices.clone();
+                    pods.slices_follower =
+                        Some(tokio::spawn(endpoints::follow_slices(client, store)));
+                }
+                Err(err) => tracing::error!("pods.endpoints = \"kubernetes\": {err}"),
             }
         }
         pods
@@ -132,10 +160,11 @@ impl Pods {
     /// Looks up the namespaces in `seen` not known yet and returns the view of all of
     /// them. Namespaces no longer in `seen` are forgotten.
     pub fn refresh(&mut self, seen: &BTreeSet<u32>) -> NamespaceView {
+        self.reload_file();
+        self.reload_slices_file();
         if self.mode == Namespaces::Own {
             return NamespaceView::own_only();
         }
-        self.reload_file();
         self.entries.retain(|netns, _| seen.contains(netns));
         let now = Instant::now();
         let wanted: BTreeSet<u32> = seen
@@ -186,10 +215,10 @@ impl Pods {
             .iter()
             .filter_map(|(netns, entry)| {
                 let uid = entry.uid.as_ref()?;
-                let name = pods.get(uid).map_or_else(
+                let name = pods.pods.get(uid).map_or_else(
                     // A pod the source does not (yet) know: its UID is still a name.
                     || format!("pod-uid:{uid}"),
-                    ToString::to_string,
+                    |pod| pod.name.to_string(),
                 );
                 Some((*netns, name))
             })
@@ -258,13 +287,7 @@ impl Pods {
             return;
         }
         let path = &self.config.path;
-        let stamp = std::fs::metadata(path).ok().map(|meta| {
-            (
-                meta.size(),
-                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                meta.ino(),
-            )
-        });
+        let stamp = file_stamp(path);
         if stamp.is_some() && stamp == self.file_stamp {
             return;
         }
@@ -282,10 +305,12 @@ impl Pods {
         match read {
             Ok(pods) => {
                 tracing::info!(pods = pods.len(), path = %path.display(), "pod names read");
-                *self
+                let mut store = self
                     .pods
                     .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = pods;
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                store.pods = pods;
+                store.listed = true;
             }
             Err(why) => {
                 self.counters.file_errors += 1;
@@ -295,9 +320,97 @@ impl Pods {
     }
 }
 
+impl Pods {
+    /// The Service endpoints and the running pods' addresses, for the ghost-endpoint
+    /// detector: each `None` until its source listed (or read) it once; both `None` with
+    /// `pods.endpoints = "none"`.
+    pub fn endpoint_view(&self) -> EndpointView {
+        if self.config.endpoints == PodSource::None {
+            return EndpointView::default();
+        }
+        let slices = self
+            .slices
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let store = self
+            .pods
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pod_addresses = store.listed.then(|| {
+            std::sync::Arc::new(
+                store
+                    .pods
+                    .values()
+                    .flat_map(|pod| pod.addresses.iter().copied())
+                    .collect(),
+            )
+        });
+        EndpointView {
+            slices,
+            pod_addresses,
+        }
+    }
+
+    /// Reads the EndpointSlice file again when it changed.
+    fn reload_slices_file(&mut self) {
+        if self.config.endpoints != PodSource::File {
+            return;
+        }
+        let path = &self.config.endpoints_path;
+        let stamp = file_stamp(path);
+        if stamp.is_some() && stamp == self.slices_stamp {
+            return;
+        }
+        self.slices_stamp = stamp;
+        let read = crate::sources::desired::file::read_bounded(path, self.config.max_file_bytes)
+            .map_err(|err| {
+                err.to_string()
+                    .replacen("desired.path", "pods.endpoints_path", 1)
+            })
+            .and_then(|text| {
+                parse_slice_list(&text).map_err(|why| {
+                    format!(
+                        "pods.endpoints_path {}: not an EndpointSlice list: {why} (write it \
+                         with `kubectl get endpointslices -A -o json`)",
+                        path.display()
+                    )
+                })
+            });
+        match read {
+            Ok(slices) => {
+                tracing::info!(slices = slices.len(), path = %path.display(), "endpoint slices read");
+                *self
+                    .slices
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(std::sync::Arc::new(slices));
+            }
+            Err(why) => {
+                self.counters.file_errors += 1;
+                tracing::warn!("{why}");
+            }
+        }
+    }
+}
+
+/// (size, mtime, inode) of a file, to notice it changed.
+fn file_stamp(path: &std::path::Path) -> Option<(u64, SystemTime, u64)> {
+    std::fs::metadata(path).ok().map(|meta| {
+        (
+            meta.size(),
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.ino(),
+        )
+    })
+}
+
 impl Drop for Pods {
     fn drop(&mut self) {
         if let Some(task) = &self.follower {
+            task.abort();
+        }
+        if let Some(task) = &self.slices_follower {
             task.abort();
         }
     }

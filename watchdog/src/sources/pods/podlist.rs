@@ -1,13 +1,33 @@
 //! A PodList as `kubectl get pods -o json` prints it (`kind: List` or `PodList`): pod
-//! UID → namespace/name. Only pods still running count (a Succeeded or Failed pod's
-//! sandbox is gone).
+//! UID → namespace/name and addresses. Only pods still running count (a Succeeded or
+//! Failed pod's sandbox is gone).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
-use crate::model::pods::PodName;
+use crate::model::pods::{PodInfo, PodName};
+
+/// The addresses of a Pod object (JSON): `status.podIPs[].ip`, else `status.podIP`.
+pub fn pod_addresses(pod: &serde_json::Value) -> Vec<IpAddr> {
+    let mut addresses: Vec<IpAddr> = pod
+        .pointer("/status/podIPs")
+        .and_then(|ips| ips.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.get("ip")?.as_str()?.parse().ok())
+        .collect();
+    if addresses.is_empty()
+        && let Some(ip) = pod
+            .pointer("/status/podIP")
+            .and_then(|ip| ip.as_str())
+            .and_then(|ip| ip.parse().ok())
+    {
+        addresses.push(ip);
+    }
+    addresses
+}
 
 /// The pods of a PodList JSON text by UID.
-pub fn parse_pod_list(text: &str) -> Result<BTreeMap<String, PodName>, String> {
+pub fn parse_pod_list(text: &str) -> Result<BTreeMap<String, PodInfo>, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|err| format!("invalid JSON: {err}"))?;
     let items = match value.get("kind").and_then(|kind| kind.as_str()) {
@@ -41,7 +61,13 @@ pub fn parse_pod_list(text: &str) -> Result<BTreeMap<String, PodName>, String> {
             continue;
         }
         let namespace = text("namespace").unwrap_or_else(|| "default".into());
-        pods.insert(uid, PodName { namespace, name });
+        pods.insert(
+            uid,
+            PodInfo {
+                name: PodName { namespace, name },
+                addresses: pod_addresses(item),
+            },
+        );
     }
     Ok(pods)
 }
@@ -57,9 +83,11 @@ mod tests {
         let web = pods
             .get("0f1c6d2e-3b4a-4c5d-8e9f-0a1b2c3d4e5f")
             .expect("the web pod");
-        assert_eq!(web.to_string(), "default/web-7f9c5d8b6-x2x7q");
+        assert_eq!(web.name.to_string(), "default/web-7f9c5d8b6-x2x7q");
+        assert_eq!(web.addresses, ["10.244.0.2".parse::<IpAddr>().unwrap()]);
         assert!(
-            pods.values().all(|pod| pod.name != "migrate-29381-abcde"),
+            pods.values()
+                .all(|pod| pod.name.name != "migrate-29381-abcde"),
             "a Succeeded pod is no longer running: {pods:#?}"
         );
     }
