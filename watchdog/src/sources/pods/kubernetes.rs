@@ -28,8 +28,19 @@ pub struct PodStore {
 /// The store, shared.
 pub type PodNames = Arc<RwLock<PodStore>>;
 
-/// The name and addresses of a running pod (`None` for a finished one, or one without
-/// a UID).
+/// The UID in the pod's cgroup path: a static pod's from its mirror Pod's annotation,
+/// every other pod's `metadata.uid`.
+fn key_of(pod: &Pod) -> Option<String> {
+    let meta = &pod.metadata;
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(super::podlist::MIRROR))
+        .cloned()
+        .or_else(|| meta.uid.clone())
+}
+
+/// The name and addresses of a running pod by [`key_of`] (`None` for a finished one, or
+/// one without a UID).
 fn name_of(pod: &Pod) -> Option<(String, PodInfo)> {
     let meta = &pod.metadata;
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -51,7 +62,7 @@ fn name_of(pod: &Pod) -> Option<(String, PodInfo)> {
         );
     }
     Some((
-        meta.uid.clone()?,
+        key_of(pod)?,
         PodInfo {
             name: PodName {
                 namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
@@ -82,13 +93,13 @@ pub async fn follow_pods(client: Client, node: String, names: PodNames) {
                     names.insert(uid, name);
                 }
                 None => {
-                    if let Some(uid) = &pod.metadata.uid {
+                    if let Some(uid) = &key_of(&pod) {
                         names.remove(uid);
                     }
                 }
             },
             Update::Deleted(pod) => {
-                if let Some(uid) = &pod.metadata.uid {
+                if let Some(uid) = &key_of(&pod) {
                     names.remove(uid);
                 }
             }

@@ -26,7 +26,12 @@ pub fn pod_addresses(pod: &serde_json::Value) -> Vec<IpAddr> {
     addresses
 }
 
-/// The pods of a PodList JSON text by UID.
+/// The annotation a static pod's mirror Pod carries: the UID kubelet gave the static pod
+/// (and put in its cgroup path).
+pub const MIRROR: &str = "kubernetes.io/config.mirror";
+
+/// The pods of a PodList JSON text by the UID in their cgroup path (a static pod's from
+/// [`MIRROR`]; every other pod's `metadata.uid`).
 pub fn parse_pod_list(text: &str) -> Result<BTreeMap<String, PodInfo>, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|err| format!("invalid JSON: {err}"))?;
@@ -56,6 +61,12 @@ pub fn parse_pod_list(text: &str) -> Result<BTreeMap<String, PodInfo>, String> {
         let (Some(uid), Some(name)) = (text("uid"), text("name")) else {
             return Err(format!("items[{i}]: no metadata.uid or metadata.name"));
         };
+        // A static pod's cgroup carries its own UID (a hash), which its mirror Pod keeps
+        // in an annotation; its metadata.uid is another one.
+        let uid = meta
+            .pointer(&format!("/annotations/{}", MIRROR.replace('/', "~1")))
+            .and_then(|v| v.as_str())
+            .map_or(uid, str::to_owned);
         let phase = item.pointer("/status/phase").and_then(|p| p.as_str());
         if matches!(phase, Some("Succeeded" | "Failed")) {
             continue;
@@ -90,6 +101,18 @@ mod tests {
                 .all(|pod| pod.name.name != "migrate-29381-abcde"),
             "a Succeeded pod is no longer running: {pods:#?}"
         );
+    }
+
+    #[test]
+    fn a_static_pod_is_named_by_the_uid_in_its_cgroup() {
+        let text = r#"{"kind": "PodList", "items": [{"kind": "Pod", "metadata": {
+            "name": "kube-apiserver-pi-1", "namespace": "kube-system",
+            "uid": "7d3c0a4e-1111-4222-8333-944455556666",
+            "annotations": {"kubernetes.io/config.mirror": "9a8b7c6d5e4f30211203948576a6b7c8"}},
+            "status": {"phase": "Running", "podIP": "192.168.77.10"}}]}"#;
+        let pods = parse_pod_list(text).unwrap();
+        let keys: Vec<&String> = pods.keys().collect();
+        assert_eq!(keys, ["9a8b7c6d5e4f30211203948576a6b7c8"]);
     }
 
     #[test]
