@@ -194,8 +194,9 @@ impl Netlink {
         let (message, flags) = match (op.action, &op.before, &op.after) {
             // A neighbour is added over the kernel's own unresolved entry for the
             // address, if traffic made one since the plan (see `shows`): an exclusive
-            // add would fail on it. Nothing resolved is overwritten: the fresh dump
-            // before the send accepts only an unresolved entry or none.
+            // add would fail on it. Nothing resolved is overwritten: the executor reads
+            // the kernel right before the send and accepts only an unresolved entry or
+            // none.
             (Action::Add, _, Some(after @ Object::Neighbour(_))) => {
                 (new(after), NLM_F_CREATE | NLM_F_REPLACE)
             }
@@ -479,6 +480,22 @@ impl<W: World> Executor<'_, W> {
         let mut applied: Vec<(u64, &Op)> = Vec::new();
         let mut failure = None;
         for op in ops {
+            // A neighbour add replaces an unresolved entry (see `Netlink::send`): the
+            // kernel is read again right before it, so nothing someone set since the
+            // unit started (earlier operations may have waited) is overwritten.
+            if !applied.is_empty()
+                && op.action == Action::Add
+                && matches!(op.after, Some(Object::Neighbour(_)))
+            {
+                let fresh = self.world.read().await;
+                if !fresh.as_ref().is_ok_and(|net| shows_before(op, net)) {
+                    failure = Some((
+                        None,
+                        format!("{} changed since the plan: planned again next time", op.key),
+                    ));
+                    break;
+                }
+            }
             let journal = self.journal.as_mut().expect("checked");
             let change = match journal.change(op, Origin::Repair, None, unit, SystemTime::now()) {
                 Ok(change) => change,
@@ -741,6 +758,13 @@ impl<W: World> Executor<'_, W> {
                     let why = "after a restart the object is neither as before nor as after: \
                                another writer changed it, left alone";
                     journal.verdict(id, Verdict::Conflict, why, now)?;
+                    // The change an interrupted rollback reverts was skipped above: it
+                    // is settled with it.
+                    if matches!(record.change.origin, Origin::Rollback | Origin::Undo)
+                        && let Some(reverted) = record.change.reverts
+                    {
+                        journal.verdict(reverted, Verdict::Conflict, why, now)?;
+                    }
                     reports.push(report(Done::Conflict(why.into())));
                     continue;
                 }

@@ -243,8 +243,13 @@ impl Pods {
         for &netns in wanted {
             let entry = self.entries.entry(netns).or_default();
             let Some(&pid) = found.get(&netns) else {
-                entry.unresolved_since = Some(now);
-                entry.misses = entry.misses.saturating_add(1);
+                // Nothing kept from an earlier resolution: the inode may be another
+                // namespace's by the time a process shows up in it.
+                *entry = Entry {
+                    unresolved_since: Some(now),
+                    misses: entry.misses.saturating_add(1),
+                    ..Entry::default()
+                };
                 continue;
             };
             // Any error on the way (the veth dump failed, the process exited between
@@ -512,10 +517,15 @@ mod tests {
         let seen = BTreeSet::from([inode]);
         let name = |view: &NamespaceView| view.names.get(&inode).cloned();
         assert_eq!(name(&pods.refresh(&seen)), Some(format!("pod-uid:{a}")));
-        // The pod goes; a new pod's namespace gets the same inode (a hard link here).
-        process(11, b);
-        std::fs::hard_link(root.join("10/ns/net"), root.join("11/ns/net")).unwrap();
+        // The pod goes and no process is in the namespace: its name goes with it.
+        let kept = root.join("kept");
+        std::fs::hard_link(root.join("10/ns/net"), &kept).unwrap();
         std::fs::remove_dir_all(root.join("10")).unwrap();
+        assert_eq!(name(&pods.refresh(&seen)), None);
+        pods.entries.clear();
+        // A new pod's namespace gets the same inode (a hard link here).
+        process(11, b);
+        std::fs::hard_link(&kept, root.join("11/ns/net")).unwrap();
         assert_eq!(name(&pods.refresh(&seen)), Some(format!("pod-uid:{b}")));
         // The process exits between the scan and the cgroup read: unresolved (retried),
         // not resolved as "no pod".
