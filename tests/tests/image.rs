@@ -171,7 +171,7 @@ fn daemonset() -> PodSpec {
     }
 }
 
-/// The ConfigMap's config with the desired state and pod names off: the container's namespace has no
+/// The ConfigMap's config with the desired state, pod names and endpoints off: the container's namespace has no
 /// Kubernetes API server and no service account, and the daemon refuses to start on
 /// `desired.source = "kubernetes"` without them (tests/tests/desired.rs and overlay.rs test
 /// that source against the fake API server).
@@ -186,9 +186,15 @@ fn without_api_server(config: &str) -> String {
         config.contains(pods),
         "the ConfigMap's [pods] changed:\n{config}"
     );
+    let endpoints = "endpoints = \"kubernetes\"\n";
+    assert!(
+        config.contains(endpoints),
+        "the ConfigMap's pods.endpoints changed:\n{config}"
+    );
     config
         .replace(kubernetes, "[desired]\nsource = \"none\"\n")
         .replace(pods, "[pods]\nsource = \"none\"\n")
+        .replace(endpoints, "endpoints = \"none\"\n")
 }
 
 /// A container started with `podman run -d`; removed on drop.
