@@ -5,6 +5,7 @@
 
 pub mod desired;
 pub mod kernel;
+pub mod k8s;
 pub mod mirror;
 pub mod pods;
 pub mod prober;
