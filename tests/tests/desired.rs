@@ -464,7 +464,8 @@ fn same_shape(want: &Value, got: &Value) -> bool {
         }
         (Value::Object(w), Value::Object(g)) => {
             w.len() == g.len()
-                && w.iter().all(|(k, v)| g.get(k).is_some_and(|gv| same_shape(v, gv)))
+                && w.iter()
+                    .all(|(k, v)| g.get(k).is_some_and(|gv| same_shape(v, gv)))
         }
         (Value::Array(w), Value::Array(g)) => {
             w.len() == g.len() && w.iter().zip(g).all(|(w, g)| same_shape(w, g))
@@ -486,7 +487,10 @@ async fn the_fake_answers_as_the_recorded_api_server() {
     let recorded = read(&base.join("apiserver/exchanges.json"));
     let server = FakeApiServer::start(false).await;
     server.add_resource("/api/v1/pods", "PodList");
-    server.add_resource("/apis/discovery.k8s.io/v1/endpointslices", "EndpointSliceList");
+    server.add_resource(
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        "EndpointSliceList",
+    );
     let mut lists = BTreeMap::new();
     for (path, file) in recorded["objects"].as_object().unwrap() {
         let list = read(&base.join(file.as_str().unwrap()));
@@ -517,12 +521,19 @@ async fn the_fake_answers_as_the_recorded_api_server() {
             let rest = &request[at + "$continue:".len()..];
             let end = rest.find('&').unwrap_or(rest.len());
             let n: usize = rest[..end].parse().unwrap();
-            let token = answers[n][0]["metadata"]["continue"].as_str().unwrap().to_owned();
+            let token = answers[n][0]["metadata"]["continue"]
+                .as_str()
+                .unwrap()
+                .to_owned();
             request.replace_range(at..at + "$continue:".len() + end, &token);
         }
         let (status, body) = server.get(request.strip_prefix("GET ").unwrap());
         let what = format!("exchange {i}: {request}");
-        assert_eq!(u64::from(status), exchange["status"].as_u64().unwrap(), "{what}: {body:#?}");
+        assert_eq!(
+            u64::from(status),
+            exchange["status"].as_u64().unwrap(),
+            "{what}: {body:#?}"
+        );
         if let Some(events) = exchange["events"].as_array() {
             assert_eq!(body.len(), events.len(), "{what}: {body:#?}");
             for (want, got) in events.iter().zip(&body) {
@@ -552,11 +563,19 @@ async fn the_fake_answers_as_the_recorded_api_server() {
                     assert_eq!(names, wanted, "{what}");
                     // List items carry no kind: the list's says it.
                     assert!(
-                        got["items"].as_array().unwrap().iter().all(|i| i.get("kind").is_none()),
+                        got["items"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .all(|i| i.get("kind").is_none()),
                         "{what}"
                     );
                     for key in ["kind", "apiVersion", "metadata"] {
-                        assert!(same_shape(&want[key], &got[key]), "{what}: {key}: {}", got[key]);
+                        assert!(
+                            same_shape(&want[key], &got[key]),
+                            "{what}: {key}: {}",
+                            got[key]
+                        );
                     }
                 }
                 // A Status: every recorded field (a 422's message is the server's own).
@@ -586,7 +605,9 @@ fn the_daemon_follows_nodes_through_the_in_cluster_service_account() {
     use std::process::{Command, Stdio};
 
     use watchdog_tests::{Metrics, NetNs, apiserver::InNetns, daemon_binary, http_get, run_in};
-    if !watchdog_tests::require_root("the_daemon_follows_nodes_through_the_in_cluster_service_account") {
+    if !watchdog_tests::require_root(
+        "the_daemon_follows_nodes_through_the_in_cluster_service_account",
+    ) {
         return;
     }
     let ns = NetNs::new("wd-incluster");
@@ -612,7 +633,15 @@ fn the_daemon_follows_nodes_through_the_in_cluster_service_account() {
         shift\n\
         exec \"$@\"\n";
     let mut daemon = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "unshare", "--mount", "--propagation", "private"])
+        .args([
+            "netns",
+            "exec",
+            ns.name(),
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+        ])
         .args(["sh", "-c", script, "sh"])
         .arg(&account)
         .arg(daemon_binary())
@@ -655,7 +684,9 @@ fn the_daemon_follows_nodes_through_the_in_cluster_service_account() {
     // other) and went to the address the environment named.
     let requests = server.requests();
     assert!(
-        requests.iter().any(|r| r.starts_with("GET /api/v1/nodes?") && r.contains("watch=true")),
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/nodes?") && r.contains("watch=true")),
         "{requests:#?}"
     );
     assert!(

@@ -574,8 +574,7 @@ fn a_hundred_thousand_endpoints_stay_within_the_daemonsets_memory_limit() {
         .then_some(metrics)
     });
     assert!(
-        metrics.value("watchdog_endpoints_untracked_total", &[("set", "named")])
-            >= Some(90_000.0),
+        metrics.value("watchdog_endpoints_untracked_total", &[("set", "named")]) >= Some(90_000.0),
         "{}",
         metrics.0
     );

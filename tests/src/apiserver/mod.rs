@@ -74,12 +74,19 @@ impl Watcher {
     /// Sends one event; false once the client is gone.
     fn send(&self, kind: &str, object: &Value) -> bool {
         self.tx
-            .send(Ok(Frame::data(line(&json!({"type": kind, "object": object})))))
+            .send(Ok(Frame::data(line(
+                &json!({"type": kind, "object": object}),
+            ))))
             .is_ok()
     }
 
     /// The event this watch sees for a change from `previous` to `object`, if any.
-    fn event_for(&self, kind: &str, object: &Value, previous: Option<&Value>) -> Option<&'static str> {
+    fn event_for(
+        &self,
+        kind: &str,
+        object: &Value,
+        previous: Option<&Value>,
+    ) -> Option<&'static str> {
         let now = self.selects(object);
         let before = previous.is_some_and(|p| self.selects(p));
         match kind {
@@ -396,7 +403,11 @@ impl FakeApiServer {
         object["kind"] = json!(resource.kind());
         object["apiVersion"] = json!(resource.api_version(path));
         let previous = resource.objects.insert(key, object.clone());
-        let kind = if previous.is_some() { "MODIFIED" } else { "ADDED" };
+        let kind = if previous.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
         resource.send(kind, &object, previous.as_ref());
         resource.history.push((version, kind, object, previous));
     }
@@ -480,7 +491,9 @@ impl FakeApiServer {
         let version = state.version;
         for resource in state.resources.values_mut() {
             for watcher in resource.watchers.drain(..) {
-                let _ = watcher.tx.send(Ok(Frame::data(line(&gone(version, version + 1)))));
+                let _ = watcher
+                    .tx
+                    .send(Ok(Frame::data(line(&gone(version, version + 1)))));
             }
         }
     }
@@ -596,10 +609,11 @@ impl Drop for InNetns {
 impl Resource {
     /// Sends a change to every watcher it concerns (dropping those that are gone).
     fn send(&mut self, kind: &str, object: &Value, previous: Option<&Value>) {
-        self.watchers.retain(|w| match w.event_for(kind, object, previous) {
-            Some(event) => w.send(event, object),
-            None => !w.tx.is_closed(),
-        });
+        self.watchers
+            .retain(|w| match w.event_for(kind, object, previous) {
+                Some(event) => w.send(event, object),
+                None => !w.tx.is_closed(),
+            });
     }
 }
 
@@ -679,7 +693,10 @@ fn continue_token(version: u64, after: &str) -> String {
 /// (resourceVersion, the key to start after) of a continue token, if it is one.
 fn parse_continue(token: &str) -> Option<(u64, String)> {
     let value: Value = serde_json::from_slice(&unbase64url(token)?).ok()?;
-    let start = value["start"].as_str()?.trim_end_matches('\u{0}').to_owned();
+    let start = value["start"]
+        .as_str()?
+        .trim_end_matches('\u{0}')
+        .to_owned();
     Some((value["rv"].as_u64()?, start))
 }
 
@@ -720,8 +737,15 @@ const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to di
     created, modified, or deleted between the time the first chunk was returned and now may \
     show up in the list.";
 
-fn handle(state: &Mutex<State>, method: &str, path_and_query: &str, authorization: Option<&str>) -> Answer {
-    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+fn handle(
+    state: &Mutex<State>,
+    method: &str,
+    path_and_query: &str,
+    authorization: Option<&str>,
+) -> Answer {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
     let query: BTreeMap<String, String> = query
         .split('&')
         .filter_map(|pair| pair.split_once('='))
@@ -815,7 +839,9 @@ fn watch(
             );
         };
         if from + 1 < oldest {
-            let _ = watcher.tx.send(Ok(Frame::data(line(&gone(from, oldest - 1)))));
+            let _ = watcher
+                .tx
+                .send(Ok(Frame::data(line(&gone(from, oldest - 1)))));
             return Answer::Watch(rx);
         }
         for (v, kind, object, previous) in &resource.history {
@@ -915,10 +941,19 @@ mod tests {
 
     #[test]
     fn continue_tokens_round_trip() {
-        for key in ["", "a", "default/web-7f9c5d8b6-x2x7q", "kube-system/coredns-5d78c9869d-x"] {
+        for key in [
+            "",
+            "a",
+            "default/web-7f9c5d8b6-x2x7q",
+            "kube-system/coredns-5d78c9869d-x",
+        ] {
             let token = continue_token(10245, key);
             assert!(!token.contains('=') && !token.contains('+') && !token.contains('/'));
-            assert_eq!(parse_continue(&token), Some((10245, key.to_owned())), "{token}");
+            assert_eq!(
+                parse_continue(&token),
+                Some((10245, key.to_owned())),
+                "{token}"
+            );
         }
     }
 }

@@ -124,7 +124,10 @@ fn terms(text: &str) -> Vec<&str> {
         }
     }
     out.push(&text[start..]);
-    out.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
+    out.into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn set(values: &str) -> Option<Vec<String>> {
@@ -191,10 +194,19 @@ mod tests {
     fn selectors_match_as_the_api_server_does() {
         let pod = json!({"metadata": {"name": "web", "labels": {"app": "web", "tier": "front"}},
                          "spec": {"nodeName": "pi-1", "hostNetwork": false}});
-        let fields = |text| Fields::parse(text, &["metadata.name", "spec.nodeName", "spec.hostNetwork"]);
+        let fields = |text| {
+            Fields::parse(
+                text,
+                &["metadata.name", "spec.nodeName", "spec.hostNetwork"],
+            )
+        };
         assert!(fields("spec.nodeName=pi-1").unwrap().matches(&pod));
         assert!(!fields("spec.nodeName!=pi-1").unwrap().matches(&pod));
-        assert!(fields("spec.hostNetwork=false,metadata.name==web").unwrap().matches(&pod));
+        assert!(
+            fields("spec.hostNetwork=false,metadata.name==web")
+                .unwrap()
+                .matches(&pod)
+        );
         assert!(!fields("spec.nodeName=").unwrap().matches(&pod));
         assert_eq!(
             fields("spec.foo=x").unwrap_err(),

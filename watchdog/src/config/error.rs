@@ -99,4 +99,3 @@ pub enum ConfigError {
         problem: String,
     },
 }
-

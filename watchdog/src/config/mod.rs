@@ -172,4 +172,3 @@ impl Config {
         (!self.btf_path.as_os_str().is_empty()).then_some(self.btf_path.as_path())
     }
 }
-

@@ -266,6 +266,11 @@ fn yaml_errors_name_the_key_and_the_line() {
         "config file a.yaml: line 3 column 3: unknown field `kfree`, expected one of \
          kfree_skb, peers, tcp"
     );
-    let err = parse("a.yaml", "poll_interval: [1s\n").unwrap_err().to_string();
-    assert!(err.starts_with("config file a.yaml: line 1 column "), "{err}");
+    let err = parse("a.yaml", "poll_interval: [1s\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config file a.yaml: line 1 column "),
+        "{err}"
+    );
 }

@@ -64,9 +64,7 @@ pub fn ghost_endpoints(
     let mut seen = BTreeMap::new();
     let mut candidates = Vec::new();
     for endpoint in slices.values().flatten() {
-        if !scope.contains(endpoint)
-            || pods.contains(&endpoint.address)
-            || local(endpoint.address)
+        if !scope.contains(endpoint) || pods.contains(&endpoint.address) || local(endpoint.address)
         {
             continue;
         }

@@ -4,8 +4,8 @@
 //! results, status) and never write to a sink.
 
 pub mod desired;
-pub mod kernel;
 pub mod k8s;
+pub mod kernel;
 pub mod mirror;
 pub mod pods;
 pub mod prober;

@@ -21,7 +21,11 @@ pub(super) struct EndpointCollector {
 impl Metrics {
     /// Publishes the endpoint source's counters (with `pods.endpoints` set).
     pub fn set_endpoints(&self, counters: EndpointCounters) {
-        *self.endpoints.counters.write().expect("endpoint metrics lock") = Some(counters);
+        *self
+            .endpoints
+            .counters
+            .write()
+            .expect("endpoint metrics lock") = Some(counters);
     }
 }
 

@@ -4,8 +4,8 @@
 //! their own.
 
 mod desired;
-mod endpoints;
 mod drops;
+mod endpoints;
 mod findings;
 mod mirror;
 mod peers;

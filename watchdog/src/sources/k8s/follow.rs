@@ -112,18 +112,29 @@ fn describe(err: &watcher::Error, plural: &str) -> String {
     let client = |err: &kube::Error| match err {
         kube::Error::Api(status) => {
             let hint = match status.code {
-                401 => " (the token is not accepted: check desired.kubeconfig or the service account)",
+                401 => {
+                    " (the token is not accepted: check desired.kubeconfig or the service account)"
+                }
                 403 => " (the ClusterRole must allow get, list and watch on this resource)",
                 _ => "",
             };
-            format!("{} {}: {}{hint}", status.code, status.reason, status.message)
+            format!(
+                "{} {}: {}{hint}",
+                status.code, status.reason, status.message
+            )
         }
         other => other.to_string(),
     };
     match err {
-        watcher::Error::InitialListFailed(err) => format!("listing {plural} failed: {}", client(err)),
-        watcher::Error::WatchStartFailed(err) => format!("watching {plural} failed: {}", client(err)),
-        watcher::Error::WatchFailed(err) => format!("the watch of {plural} failed: {}", client(err)),
+        watcher::Error::InitialListFailed(err) => {
+            format!("listing {plural} failed: {}", client(err))
+        }
+        watcher::Error::WatchStartFailed(err) => {
+            format!("watching {plural} failed: {}", client(err))
+        }
+        watcher::Error::WatchFailed(err) => {
+            format!("the watch of {plural} failed: {}", client(err))
+        }
         watcher::Error::WatchError(status) => format!(
             "the watch of {plural} failed: {} {}: {}",
             status.code, status.reason, status.message

@@ -70,14 +70,10 @@ impl Kube {
                 path: path.clone(),
                 message,
             };
-            let file =
-                kube::config::Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(
-                file,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .map_err(|e| bad(e.to_string()))?
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| bad(e.to_string()))?
         };
         let open = open::OpenWatches::default();
         let client = kube::client::ClientBuilder::try_from(kube_config)

@@ -169,7 +169,10 @@ pub struct EndpointSlice {
     #[serde(default, deserialize_with = "or_default")]
     pub ports: Vec<EndpointPort>,
 }
-slim_resource!(EndpointSlice, k8s_openapi::api::discovery::v1::EndpointSlice);
+slim_resource!(
+    EndpointSlice,
+    k8s_openapi::api::discovery::v1::EndpointSlice
+);
 
 /// One of a slice's `endpoints`.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -229,7 +232,9 @@ pub fn list_items<T: serde::de::DeserializeOwned>(
             _ => return Err(format!("`kind: {found}` without an `items` list")),
         }
     } else {
-        return Err(format!("`kind: {found}`, expected List, {list_kind} or {kind}"));
+        return Err(format!(
+            "`kind: {found}`, expected List, {list_kind} or {kind}"
+        ));
     };
     items
         .into_iter()

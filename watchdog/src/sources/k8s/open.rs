@@ -154,11 +154,7 @@ mod tests {
     #[test]
     fn only_a_get_with_watch_true_is_a_watch() {
         let request = |method: Method, uri: &str| {
-            Request::builder()
-                .method(method)
-                .uri(uri)
-                .body(())
-                .unwrap()
+            Request::builder().method(method).uri(uri).body(()).unwrap()
         };
         assert!(is_watch(&request(
             Method::GET,
@@ -166,8 +162,14 @@ mod tests {
         )));
         assert!(is_watch(&request(Method::GET, "/api/v1/pods?watch=1")));
         assert!(!is_watch(&request(Method::GET, "/api/v1/nodes?&limit=500")));
-        assert!(!is_watch(&request(Method::GET, "/api/v1/nodes?watch=false")));
-        assert!(!is_watch(&request(Method::POST, "/api/v1/nodes?watch=true")));
+        assert!(!is_watch(&request(
+            Method::GET,
+            "/api/v1/nodes?watch=false"
+        )));
+        assert!(!is_watch(&request(
+            Method::POST,
+            "/api/v1/nodes?watch=true"
+        )));
     }
 
     #[test]

@@ -256,7 +256,12 @@ impl Published {
 
 /// Follows every EndpointSlice into `store` until the task is dropped, listing again
 /// whenever `scope` changes (endpoints left out under the old scope may be in the new).
-pub async fn follow_slices(kube: Kube, store: SliceStore, mut scope: watch::Receiver<Scope>, max: usize) {
+pub async fn follow_slices(
+    kube: Kube,
+    store: SliceStore,
+    mut scope: watch::Receiver<Scope>,
+    max: usize,
+) {
     loop {
         let judging = scope.borrow_and_update().clone();
         // The slices of a list in progress.
@@ -363,21 +368,33 @@ mod tests {
             services,
             pod_addresses: None,
         };
-        assert_eq!(view.services_at("10.244.2.99".parse().unwrap(), 8080), ["default/web"]);
+        assert_eq!(
+            view.services_at("10.244.2.99".parse().unwrap(), 8080),
+            ["default/web"]
+        );
         // Unchanged: the same shared sets, not copies.
         let (again, _) = published.view(&mut state);
-        assert!(Arc::ptr_eq(again.as_ref().unwrap(), view.slices.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            again.as_ref().unwrap(),
+            view.slices.as_ref().unwrap()
+        ));
 
         // A cap of 1: one endpoint per set, the rest counted.
         let mut small = SliceState::default();
         small.replace(&slices(), scope, 1);
         let counters = small.bounded.counters();
         assert_eq!((counters.judged, counters.named), (1, 1));
-        assert!(counters.judged_untracked > 0 && counters.named_untracked > 0, "{counters:?}");
+        assert!(
+            counters.judged_untracked > 0 && counters.named_untracked > 0,
+            "{counters:?}"
+        );
         // Deleting a slice makes room and keeps the counts of what was left out.
         let first = small.bounded.named.keys().next().unwrap().clone();
         small.bounded.remove(&first);
         assert_eq!(small.bounded.counters().named, 0);
-        assert_eq!(small.bounded.counters().named_untracked, counters.named_untracked);
+        assert_eq!(
+            small.bounded.counters().named_untracked,
+            counters.named_untracked
+        );
     }
 }

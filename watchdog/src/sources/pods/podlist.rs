@@ -37,7 +37,12 @@ pub fn info_of(pod: &Pod) -> Option<PodInfo> {
         .filter_map(|ip| ip.ip.parse().ok())
         .collect();
     if addresses.is_empty() {
-        addresses.extend(status.pod_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()));
+        addresses.extend(
+            status
+                .pod_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<IpAddr>().ok()),
+        );
     }
     let meta = &pod.metadata;
     Some(PodInfo {
