@@ -141,11 +141,8 @@ impl Config {
                 if text.trim().is_empty() {
                     Config::default()
                 } else {
-                    serde_saphyr::from_str(text).map_err(|err| {
-                        // `error: line 3 column 3: unknown field …`
-                        let message = err.to_string();
-                        parse_error(message.trim_start_matches("error: ").to_owned())
-                    })?
+                    serde_saphyr::from_str(text)
+                        .map_err(|err| parse_error(read::yaml_error(&err, text)))?
                 }
             }
             _ => {

@@ -263,8 +263,17 @@ fn yaml_errors_name_the_key_and_the_line() {
         .to_string();
     assert_eq!(
         err,
-        "config file a.yaml: line 3 column 3: unknown field `kfree`, expected one of \
-         kfree_skb, peers, tcp"
+        "config file a.yaml: line 3 column 3 (`kfree: true`): unknown field `kfree`, expected \
+         one of `kfree_skb`, `peers`, `tcp`"
+    );
+    let err = parse("a.yaml", "namespaces: mine\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with(
+            "(`namespaces: mine`): unknown variant `mine`, expected one of `own`, `node`, `all`"
+        ),
+        "{err}"
     );
     let err = parse("a.yaml", "poll_interval: [1s\n")
         .unwrap_err()

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::{convert, publish_confirmed, publish_failure, publish_model};
 use crate::{
-    config::read::{ReadError, read_small_file},
+    config::read::{ReadError, read_small_file, yaml_error},
     model::desired::{Model, Snapshot},
     sources::k8s::object::{Node as KubeNode, list_items},
 };
@@ -94,7 +94,8 @@ pub fn parse_nodes(text: &str) -> Result<Vec<KubeNode>, String> {
     let value: serde_json::Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|err| format!("invalid JSON: {err}"))?
     } else {
-        serde_saphyr::from_str(text).map_err(|err| format!("invalid YAML: {err}"))?
+        serde_saphyr::from_str(text)
+            .map_err(|err| format!("invalid YAML: {}", yaml_error(&err, text)))?
     };
     list_items(value, "Node")
 }
