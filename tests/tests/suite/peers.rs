@@ -173,12 +173,14 @@ impl SharedSlot {
             let socket = UdpSocket::bind("10.78.0.1:0").expect("bind");
             for i in 0..sends {
                 let dst = to(i);
-                socket.send_to(&[0u8; 100], (dst, 7000)).expect("send");
+                // Counted before it is sent: TC counts it inside send_to, and a reading
+                // taken before this thread runs again must not exceed `sent`.
                 if dst == a {
                     sent[0].fetch_add(1, Ordering::SeqCst);
                 } else if dst == b {
                     sent[1].fetch_add(1, Ordering::SeqCst);
                 }
+                socket.send_to(&[0u8; 100], (dst, 7000)).expect("send");
             }
         })
     }

@@ -24,7 +24,7 @@ use watchdog_tests::{
 };
 
 /// The recorded PodList and the UID of its `default/web-7f9c5d8b6-x2x7q`.
-const POD_LIST: &str = include_str!("../../watchdog/tests/fixtures/pods/podlist.json");
+const POD_LIST: &str = include_str!("../../../watchdog/tests/fixtures/pods/podlist.json");
 const WEB_UID: &str = "0f1c6d2e-3b4a-4c5d-8e9f-0a1b2c3d4e5f";
 const WEB: &str = "default/web-7f9c5d8b6-x2x7q";
 /// The coredns pod of the same list (cgroupfs layout in the tests).
@@ -329,7 +329,7 @@ fn pods_are_named_from_the_api_with_this_nodes_pods_only() {
 /// The recorded EndpointSlices: Service `default/web` lists 10.244.0.2 (the web pod),
 /// [`GHOST`] (its replica `web-7f9c5d8b6-qk4zn`) and [`DEAD`] (a pod of node 3 gone);
 /// `default/legacy-db` is a hand-written endpoint [`LEGACY`] (no targetRef).
-const SLICES: &str = include_str!("../../watchdog/tests/fixtures/pods/endpointslices.json");
+const SLICES: &str = include_str!("../../../watchdog/tests/fixtures/pods/endpointslices.json");
 const SLICES_PATH: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 const GHOST: &str = "10.244.0.9";
 const LEGACY: &str = "10.244.0.50";

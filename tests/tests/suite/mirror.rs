@@ -13,7 +13,6 @@ use watchdog::{
 };
 use watchdog_tests::{NetNs, poll_until, require_root};
 
-#[path = "mirror/churn.rs"]
 mod churn;
 
 const WAIT: Duration = Duration::from_secs(15);
