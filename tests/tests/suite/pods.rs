@@ -526,7 +526,7 @@ fn a_hundred_thousand_endpoints_stay_within_the_daemonsets_memory_limit() {
     let dir = TempDir::new("wd-endpoints");
     let node = "pi-austin-1";
     let mut own = serde_json::from_str::<serde_json::Value>(include_str!(
-        "../../watchdog/tests/fixtures/nodes/k3s-nodelist-api.json"
+        "../../../watchdog/tests/fixtures/nodes/k3s-nodelist-api.json"
     ))
     .unwrap()["items"][0]
         .clone();
