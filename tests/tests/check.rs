@@ -4,12 +4,21 @@
 //! ANSI codes unless stdout is a terminal (and `NO_COLOR` is unset); logs stay at `warn`
 //! unless `-v`. `--json` keeps its schema (also covered by `scenarios.rs`).
 
-use std::process::Command;
+use std::{
+    net::UdpSocket,
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use watchdog::{findings::Kind, sinks::text::next_step};
 use watchdog_tests::{
-    daemon_binary,
-    lab::{Lab, RETIRED_VTEP, VXLAN_DEV, vtep_mac},
+    TempDir, daemon_binary,
+    lab::{
+        Lab, MISSING_GATEWAY, RETIRED_VTEP, VXLAN_DEV,
+        nodes::{node_name, write_node_list},
+        vtep_mac,
+    },
     repo::resolve_repository_url,
     require_root,
 };
@@ -285,4 +294,192 @@ fn check_on_a_faulty_lab_names_the_ghost_vtep_and_what_to_do() {
     assert_eq!(finding["kind"], "stale_fdb");
     assert_eq!(finding["severity"], "critical");
     assert!(finding["first_seen"].is_string() && finding["routes"].is_array());
+}
+
+/// How many `check` runs in a row each verdict must survive.
+const RUNS: usize = 10;
+
+/// What a `check` must say about the lab: healthy (exit 0, no finding), or a finding of
+/// `kind` naming `subject` (exit 1).
+#[derive(Clone, Copy, Debug)]
+enum Verdict<'a> {
+    Healthy,
+    Names { kind: &'a str, subject: &'a str },
+}
+
+/// The configs each verdict is checked with: the embedded default, and the shipped
+/// ConfigMap's config (deploy/kustomize/base/configmap.yaml) with its API sources made
+/// files: the desired state from the lab's NodeList (the lab has no API server), pod names
+/// and endpoints off.
+fn configs(lab: &Lab, dir: &TempDir) -> Vec<(&'static str, Vec<String>)> {
+    let nodes = dir.path().join("nodes.json");
+    write_node_list(&nodes, &lab.node_list());
+    let shipped = shipped_config()
+        .replace(
+            "[desired]\nsource = \"kubernetes\"\n",
+            &format!(
+                "[desired]\nsource = \"file\"\npath = \"{}\"\n",
+                nodes.display()
+            ),
+        )
+        .replace(
+            "[pods]\nsource = \"kubernetes\"\n",
+            "[pods]\nsource = \"none\"\n",
+        )
+        .replace("endpoints = \"kubernetes\"\n", "endpoints = \"none\"\n");
+    assert!(!shipped.contains("\"kubernetes\""), "{shipped}");
+    let path = dir.path().join("configmap.toml");
+    std::fs::write(&path, shipped).unwrap();
+    vec![
+        ("the embedded default config", vec![]),
+        (
+            "the shipped ConfigMap's config",
+            vec!["--config".into(), path.display().to_string()],
+        ),
+    ]
+}
+
+/// `config.toml` of the shipped ConfigMap: the block scalar under `config.toml: |`,
+/// unindented.
+fn shipped_config() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/kustomize/base/configmap.yaml"
+    );
+    let yaml = std::fs::read_to_string(path).unwrap();
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != "config.toml: |");
+    assert!(lines.next().is_some(), "no `config.toml: |` in {path}");
+    let body: Vec<&str> = lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .collect();
+    let mut config = String::new();
+    for line in body {
+        config.push_str(line.strip_prefix("    ").unwrap_or(line));
+        config.push('\n');
+    }
+    config
+}
+
+/// Runs `check --window 5s --json` [`RUNS`] times in a row with each of [`configs`] in
+/// node 0's namespace (as `node-0`) and asserts every verdict; prints the tally.
+fn every_run_says(lab: &Lab, what: &str, verdict: Verdict<'_>) {
+    let dir = TempDir::new("check-runs");
+    let ns = lab.node(0).ns().name();
+    let mut wrong = Vec::new();
+    for (config, args) in configs(lab, &dir) {
+        let mut right = 0;
+        for run in 1..=RUNS {
+            let output = Command::new("ip")
+                .args(["netns", "exec", ns])
+                .arg(daemon_binary())
+                .args(["check", "--window", "5s", "--json"])
+                .args(&args)
+                .env("NODE_NAME", node_name(0))
+                .env_remove("RUST_LOG")
+                .output()
+                .expect("run watchdog check");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|err| {
+                panic!(
+                    "{err}: {stdout}\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+            let findings = report["findings"].as_array().expect("findings");
+            let ok = match verdict {
+                Verdict::Healthy => output.status.code() == Some(0) && findings.is_empty(),
+                Verdict::Names { kind, subject } => {
+                    output.status.code() == Some(1)
+                        && findings
+                            .iter()
+                            .any(|f| f["kind"] == kind && f["subject"] == subject)
+                }
+            };
+            if ok {
+                right += 1;
+            } else {
+                wrong.push(format!(
+                    "{what}, {config}, run {run}: exit {:?}: {report:#}",
+                    output.status.code()
+                ));
+            }
+        }
+        eprintln!("check on {what} with {config}: {right}/{RUNS} right");
+    }
+    assert!(wrong.is_empty(), "{verdict:?}:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn check_names_a_ghost_vtep_every_time() {
+    if !require_root("check_names_a_ghost_vtep_every_time") {
+        return;
+    }
+    let lab = Lab::new(3);
+    lab.check_pod_connectivity().expect("the lab works");
+    let _healthy = lab.udp_stream(0, 1, 20);
+    // Five packets a second through the ghost VTEP (the fastest a non-root `ping` sends):
+    // the daemon names it within seconds; `check` once missed it whenever the window
+    // started before the first packet was counted.
+    let _victim = lab.udp_stream(0, 2, 5);
+    lab.repoint_fdb(0, 2, RETIRED_VTEP);
+    let subject = format!("fdb {} dev {VXLAN_DEV} dst {RETIRED_VTEP}", vtep_mac(2));
+    every_run_says(
+        &lab,
+        "a ghost VTEP",
+        Verdict::Names {
+            kind: "stale_fdb",
+            subject: &subject,
+        },
+    );
+}
+
+#[test]
+fn check_names_a_ghost_gateway_every_time() {
+    if !require_root("check_names_a_ghost_gateway_every_time") {
+        return;
+    }
+    let lab = Lab::new(3);
+    lab.check_pod_connectivity().expect("the lab works");
+    let _healthy = lab.udp_stream(0, 1, 20);
+    lab.route_via_missing_gateway(0, "10.55.0.0/24", MISSING_GATEWAY);
+    // Pod 0 keeps sending towards the stale route (forwarded by node 0).
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            lab.node(0).pod_ns().run(|| {
+                let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = socket.send_to(b"stale", "10.55.0.5:9");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        });
+        let subject = format!("gateway {MISSING_GATEWAY} dev eth0");
+        let verdicts = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            every_run_says(
+                &lab,
+                "a ghost gateway",
+                Verdict::Names {
+                    kind: "ghost_gateway",
+                    subject: &subject,
+                },
+            )
+        }));
+        stop.store(true, Ordering::Relaxed);
+        if let Err(panic) = verdicts {
+            std::panic::resume_unwind(panic);
+        }
+    });
+}
+
+#[test]
+fn check_says_healthy_every_time_on_a_healthy_lab() {
+    if !require_root("check_says_healthy_every_time_on_a_healthy_lab") {
+        return;
+    }
+    let lab = Lab::new(3);
+    lab.check_pod_connectivity().expect("the lab works");
+    let _one = lab.udp_stream(0, 1, 20);
+    let _two = lab.udp_stream(0, 2, 20);
+    every_run_says(&lab, "a healthy lab", Verdict::Healthy);
 }

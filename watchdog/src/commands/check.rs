@@ -103,8 +103,20 @@ pub async fn audit(
         .map_err(CheckError::Incomplete)?;
     // A drift counts when seen at every look over the window (or desired.grace of it).
     let mut memory = overlay::Memory::new(config.desired.grace.min(window));
-    let started = SystemTime::now();
     let mut pods = Pods::start(config.namespaces, own_netns, config, &node).await;
+    // Judging starts once every enabled probe is attached and its maps have been read, and
+    // the traffic that flows has been counted: a peer that is not in the maps when the
+    // window starts has no history and is never judged (as in the daemon, where a peer
+    // new to the maps is judged once it has been counted for a window), so a window
+    // starting right after the TC programs attach would leave out every peer whose next
+    // packet had not passed yet.
+    if sources.read().failed_reads > 0 {
+        return Err(CheckError::Incomplete(
+            "reading the kernel counters failed".into(),
+        ));
+    }
+    tokio::time::sleep(warm_up(config, window)).await;
+    let started = SystemTime::now();
     let reading = sources.read();
     let view = pods.refresh(&reading.namespaces());
     let first = pipeline::sample(own_netns, &view, reading);
@@ -202,6 +214,16 @@ pub async fn audit(
     Ok(Report::new(&node, findings))
 }
 
+/// How long the TC programs count before the window starts: long enough that a peer
+/// sending just enough for a verdict (`detect.min_packets` over the window) has been
+/// counted once; at least a poll interval, at most `detect.window`.
+fn warm_up(config: &Config, window: Duration) -> Duration {
+    let per_packet = window / u32::try_from(config.detect.min_packets.max(1)).unwrap_or(u32::MAX);
+    per_packet
+        .max(config.poll_interval)
+        .min(config.detect.window.max(config.poll_interval))
+}
+
 /// Why the audit could not judge.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -232,6 +254,25 @@ mod tests {
             parse_window("soon")
                 .unwrap_err()
                 .starts_with("`soon` is not a duration")
+        );
+    }
+
+    #[test]
+    fn the_window_starts_once_a_peer_at_the_slowest_rate_judged_was_counted() {
+        let config = Config::default();
+        // 5 packets in a 5 s window: one a second.
+        assert_eq!(
+            warm_up(&config, Duration::from_secs(5)),
+            Duration::from_secs(1)
+        );
+        // Never shorter than a poll interval, never longer than detect.window.
+        assert_eq!(
+            warm_up(&config, Duration::from_secs(1)),
+            config.poll_interval
+        );
+        assert_eq!(
+            warm_up(&config, Duration::from_secs(3600)),
+            config.detect.window
         );
     }
 }
