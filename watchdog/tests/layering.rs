@@ -14,18 +14,23 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("config", &["model"]),
     ("findings", &["model"]),
-    ("detect", &["model", "findings", "config"]),
+    ("overlay", &["model"]),
+    ("detect", &["model", "findings", "config", "overlay"]),
     ("sources", &["model", "config"]),
-    ("pipeline", &["model", "detect", "findings", "config"]),
+    (
+        "pipeline",
+        &["model", "detect", "findings", "config", "overlay"],
+    ),
     (
         "sinks",
         &["model", "findings", "pipeline", "config", "repair::event"],
     ),
-    ("repair", &["model", "findings", "config"]),
+    ("repair", &["model", "findings", "config", "overlay"]),
     (
         "commands",
         &[
-            "model", "config", "findings", "detect", "sources", "pipeline", "sinks", "repair",
+            "model", "config", "findings", "overlay", "detect", "sources", "pipeline", "sinks",
+            "repair",
         ],
     ),
 ];
@@ -44,7 +49,7 @@ const KERNEL_CRATES: &[&str] = &[
 ];
 
 /// Rooms that must stay free of [`KERNEL_CRATES`].
-const PURE: &[&str] = &["model", "detect", "findings", "config"];
+const PURE: &[&str] = &["model", "overlay", "detect", "findings", "config"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).expect("read src dir") {

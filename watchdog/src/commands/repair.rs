@@ -18,16 +18,14 @@ use anyhow::Context as _;
 
 use crate::{
     config::{Config, DetectConfig, desired::Source, repair::Mode},
-    detect::{
-        Inputs as DetectInputs, Sample,
-        overlay::{Departed, overlay_drift},
-    },
+    detect::{Inputs as DetectInputs, Sample, overlay::overlay_drift},
     findings::{Finding, sort},
     model::{
         desired::{Model, State},
         net::Snapshot,
         probe::ProbeBook,
     },
+    overlay::{Departed, compare},
     repair::{
         execute::{Done, Executor, FnWorld, Netlink, Report},
         journal::Journal,
@@ -53,10 +51,12 @@ pub fn findings_now(
         probes: &ProbeBook::default(),
     };
     let now = SystemTime::now();
-    let mut findings: Vec<Finding> = overlay_drift(&inputs, model, own, &Departed::default())
-        .into_iter()
-        .map(|candidate| Finding {
-            candidate,
+    let comparison = compare(net, model, own, &Departed::default());
+    let mut findings: Vec<Finding> = comparison
+        .drifts
+        .iter()
+        .map(|drift| Finding {
+            candidate: overlay_drift(&inputs, &comparison, drift),
             first_seen: now,
             last_seen: now,
         })

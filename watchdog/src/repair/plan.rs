@@ -43,9 +43,10 @@ use crate::{
     config::repair::{Protect, RepairConfig},
     findings::{Candidate, Finding, Kind, Severity},
     model::{
-        desired::{Expected, Mac, PodSubnet, RemoteObjects, State, expected},
+        desired::{Mac, PodSubnet, State},
         net::{FdbEntry, Link, Neighbour, Prefix, Route, RouteKind, Snapshot, TABLE_MAIN},
     },
+    overlay::{Expected, RemoteObjects, expected, vxlan_device},
 };
 
 /// What an operation does.
@@ -438,25 +439,6 @@ pub struct Inputs<'a> {
     pub evidence: &'a Evidence,
     /// Now (for history and freshness).
     pub now: Instant,
-}
-
-/// The cluster's VXLAN device: the link with the cluster's VNI, Flannel's name preferred.
-/// Another name is taken only for an IPv4 device (the desired state is IPv4): dual-stack
-/// Flannel's `flannel-v6.<VNI>` has the same VNI and must never be adopted when
-/// `flannel.<VNI>` is missing.
-pub fn vxlan_device<'a>(net: &'a Snapshot, expected: &Expected) -> Option<&'a Link> {
-    let has_vni = |link: &&Link| link.vxlan.as_ref().is_some_and(|v| v.vni == expected.vni);
-    let ipv4 = |link: &&Link| {
-        !link.name.starts_with("flannel-v6")
-            && link
-                .vxlan
-                .as_ref()
-                .and_then(|v| v.local)
-                .is_none_or(|local| local.is_ipv4())
-    };
-    net.link_by_name(&expected.device)
-        .filter(has_vni)
-        .or_else(|| net.links().filter(ipv4).find(has_vni))
 }
 
 /// The owned set for one snapshot and desired state (see the module documentation).
