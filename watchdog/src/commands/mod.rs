@@ -8,7 +8,6 @@ pub mod config;
 pub mod daemon;
 pub mod desired;
 pub mod repair;
-pub mod repair_task;
 pub mod repair_undo;
 
 use std::process::ExitCode;

@@ -205,10 +205,6 @@ fn member(net: &Snapshot, device: &Link, remote: &RemoteObjects) -> Vec<Drift> {
     out
 }
 
-fn is_unicast_mac(mac: &[u8; 6]) -> bool {
-    *mac != [0; 6] && mac[0] & 1 == 0
-}
-
 /// FDB entries, permanent neighbours and routes on the device that no Node accounts for.
 fn leftovers(
     net: &Snapshot,
@@ -229,7 +225,7 @@ fn leftovers(
     let mut out = Vec::new();
     for entry in net.fdb_of(device.index) {
         let Some(dst) = entry.dst else { continue };
-        if !is_unicast_mac(&entry.mac)
+        if !entry.has_unicast_mac()
             || entry.vlan.is_some()
             || entry.master.is_some()
             || model.node_with_mac(Mac(entry.mac)).is_some()

@@ -115,6 +115,8 @@ pub struct LocalObjects {
 /// model and the node's name, shared by the detectors and the repair planner.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expected {
+    /// This node's name among the Nodes.
+    pub node: String,
     /// The cluster's VNI.
     pub vni: u32,
     /// The device Flannel creates for it: `flannel.<VNI>`.
@@ -161,6 +163,7 @@ pub fn expected(model: &Model, own: &str) -> Expected {
         })
         .collect();
     Expected {
+        node: own.to_owned(),
         vni,
         device: format!("flannel.{vni}"),
         local,

@@ -20,10 +20,7 @@
 //! In `dry_run` nothing is sent and nothing is journalled: each operation is reported
 //! with outcome `dry_run`.
 
-use std::{
-    future::Future,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use netlink_packet_core::{
@@ -46,7 +43,8 @@ use super::{
     event::{RepairEvent, RepairOutcome, RepairReport},
     journal::{Journal, JournalError, Origin, Outcome as Verdict, Record},
     object::{Fdb, Neigh, Object, RouteObj, current},
-    plan::{Action, Op},
+    op::{Action, Op},
+    world::World,
 };
 use crate::{config::repair::Mode, findings::Evidence, model::net::Snapshot};
 
@@ -62,19 +60,6 @@ pub enum ExecError {
     /// The journal cannot be written: nothing is changed without it.
     #[error(transparent)]
     Journal(#[from] JournalError),
-}
-
-/// What the executor needs from the world besides the netlink socket: a fresh read of
-/// the kernel, and whether the evidence behind an operation's finding is gone. The
-/// daemon answers from its mirror and counters; `watchdog repair apply` from one-shot
-/// dumps; tests can force a verification failure.
-#[allow(async_fn_in_trait)] // used generically, on one runtime
-pub trait World {
-    /// A fresh read of the kernel (links, routes, neighbours, FDB).
-    async fn read(&mut self) -> Result<Snapshot, String>;
-    /// `None` when the evidence that raised `op`'s finding is gone in `net`, else why
-    /// not (polled until `repair.verify_window` ends).
-    async fn evidence(&mut self, op: &Op, net: &Snapshot) -> Option<String>;
 }
 
 /// How one operation went.
@@ -903,29 +888,6 @@ fn reverted_outcome(origin: Origin, id: u64) -> (Verdict, String) {
             Verdict::RolledBack,
             format!("rolled back by change {id} (settled after a restart)"),
         ),
-    }
-}
-
-/// A [`World`] from two closures, for callers that have them at hand.
-pub struct FnWorld<R, E> {
-    /// Reads the kernel.
-    pub read: R,
-    /// Judges the evidence.
-    pub evidence: E,
-}
-
-impl<R, RF, E> World for FnWorld<R, E>
-where
-    R: FnMut() -> RF,
-    RF: Future<Output = Result<Snapshot, String>>,
-    E: FnMut(&Op, &Snapshot) -> Option<String>,
-{
-    async fn read(&mut self) -> Result<Snapshot, String> {
-        (self.read)().await
-    }
-
-    async fn evidence(&mut self, op: &Op, net: &Snapshot) -> Option<String> {
-        (self.evidence)(op, net)
     }
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     object::Object,
-    plan::{Action, Op},
+    op::{Action, Op},
 };
 use crate::findings::{Kind, rfc3339};
 

@@ -5,10 +5,16 @@
 //! verify → roll back, cycle by cycle), `undo` (which change `repair undo` may revert),
 //! and `event` (what the sinks are told).
 
+pub mod daemon;
 pub mod engine;
 pub mod event;
 pub mod execute;
+pub mod history;
 pub mod journal;
 pub mod object;
+pub mod oneshot;
+pub mod op;
+pub mod owned;
 pub mod plan;
 pub mod undo;
+pub mod world;

@@ -8,9 +8,12 @@ use std::{fmt, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    desired::Mac,
-    net::{FdbEntry, NeighState, Neighbour, NextHop, Prefix, Route, RouteKind, Snapshot},
+use crate::{
+    model::{
+        desired::Mac,
+        net::{FdbEntry, NeighState, Neighbour, NextHop, Prefix, Route, RouteKind, Snapshot},
+    },
+    overlay,
 };
 
 /// A bridge FDB entry on a VXLAN device (`bridge fdb … self`).
@@ -189,6 +192,17 @@ fn nud_word(state: u16) -> &'static str {
 }
 
 impl Object {
+    /// An object of the overlay comparison, its devices named from `net`.
+    pub fn of(net: &Snapshot, object: &overlay::Object) -> Self {
+        match object {
+            overlay::Object::Fdb(entry) => Object::Fdb(fdb_object(net, entry)),
+            overlay::Object::Neighbour(neighbour) => {
+                Object::Neighbour(neigh_object(net, neighbour))
+            }
+            overlay::Object::Route(route) => Object::Route(route_object(net, route)),
+        }
+    }
+
     /// The object's identity: what the kernel replaces in place (`fdb <mac> dev <dev>`,
     /// `neigh <ip> dev <dev>`, `route <dst> table <t>` with metric and TOS when set).
     pub fn key(&self) -> String {

@@ -146,7 +146,7 @@ mod tests {
         repair::{
             journal::{Journal, read, records},
             object::{Fdb, Object},
-            plan::Op,
+            op::Op,
         },
     };
 

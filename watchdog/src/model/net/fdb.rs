@@ -30,6 +30,12 @@ pub struct FdbEntry {
 }
 
 impl FdbEntry {
+    /// True for a unicast MAC (not all-zero, not multicast): an entry for one remote
+    /// host, not a default or flooding destination.
+    pub fn has_unicast_mac(&self) -> bool {
+        self.mac != [0; 6] && self.mac[0] & 1 == 0
+    }
+
     /// The key the entry is stored under. Unicast MACs on a VXLAN device have a single
     /// remote that `bridge fdb replace` changes in place (the kernel then only announces
     /// the new destination), so the destination is part of the key only for the all-zero
