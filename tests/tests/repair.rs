@@ -18,11 +18,12 @@ use watchdog::{
     config::{Config, repair::Mode},
     model::{desired::Model, net::Snapshot},
     repair::{
-        execute::{Done, ExecError, Executor, Netlink, Report},
+        execute::{ExecError, Executor, Netlink},
         journal,
         oneshot::plan_now,
         op::{Action, Op},
         plan::Outcome,
+        report::{Done, Report},
         world::FnWorld,
     },
     sources::{desired::file, mirror},

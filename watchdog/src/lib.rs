@@ -9,6 +9,7 @@ pub mod config;
 pub mod detect;
 pub mod findings;
 pub mod model;
+pub mod netlink;
 pub mod overlay;
 pub mod pipeline;
 pub mod repair;

@@ -15,8 +15,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &["model"]),
     ("findings", &["model"]),
     ("overlay", &["model"]),
+    ("netlink", &["model"]),
     ("detect", &["model", "findings", "config", "overlay"]),
-    ("sources", &["model", "config"]),
+    ("sources", &["model", "config", "netlink"]),
     (
         "pipeline",
         &["model", "detect", "findings", "config", "overlay"],
@@ -25,12 +26,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "sinks",
         &["model", "findings", "pipeline", "config", "repair::event"],
     ),
-    ("repair", &["model", "findings", "config", "overlay"]),
+    (
+        "repair",
+        &["model", "findings", "config", "overlay", "netlink"],
+    ),
     (
         "commands",
         &[
-            "model", "config", "findings", "overlay", "detect", "sources", "pipeline", "sinks",
-            "repair",
+            "model", "config", "findings", "overlay", "netlink", "detect", "sources", "pipeline",
+            "sinks", "repair",
         ],
     ),
 ];

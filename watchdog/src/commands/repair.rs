@@ -20,11 +20,12 @@ use crate::{
     model::{desired::Model, net::Snapshot},
     repair::{
         daemon::recover,
-        execute::{Done, Executor, Netlink, Report},
+        execute::{Executor, Netlink},
         journal::Journal,
         oneshot::{plan_now, render},
         op::Op,
         plan::Outcome,
+        report::{Done, Report},
         world::{FnWorld, drift_persists},
     },
     sources::{desired::file, kernel::procfs, mirror},

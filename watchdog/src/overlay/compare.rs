@@ -4,12 +4,12 @@
 use std::net::IpAddr;
 
 use super::{
-    About, Departed, DeviceDrift, Doubt, Drift, Expected, Object, Owner, RemoteObjects, doubts,
-    expected, vxlan_device,
+    About, Departed, DeviceDrift, Doubt, Drift, Expected, Owner, RemoteObjects, doubts, expected,
+    vxlan_device,
 };
 use crate::model::{
     desired::{Mac, Model, PodSubnet},
-    net::{FdbEntry, Link, Route, RouteKind, Snapshot, TABLE_MAIN, format_mac},
+    net::{FdbEntry, Link, Object, Route, RouteKind, Snapshot, TABLE_MAIN, format_mac},
 };
 
 /// One comparison of the kernel with the desired state, for one node.

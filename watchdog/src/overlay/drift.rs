@@ -6,19 +6,8 @@ use std::net::IpAddr;
 use super::RemoteObjects;
 use crate::model::{
     desired::{Mac, Node},
-    net::{FdbEntry, Neighbour, Route},
+    net::Object,
 };
-
-/// A kernel object of the overlay, as the model holds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Object {
-    /// An FDB entry of the VXLAN device.
-    Fdb(FdbEntry),
-    /// A neighbour on the VXLAN device.
-    Neighbour(Neighbour),
-    /// A route in the main table.
-    Route(Route),
-}
 
 /// How this node's own VXLAN device differs.
 #[derive(Clone, Debug, PartialEq, Eq)]

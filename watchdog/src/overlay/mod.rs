@@ -25,7 +25,7 @@ mod tests;
 pub use self::{
     compare::{Comparison, compare, fdb_entry, subnet_route},
     device::vxlan_device,
-    drift::{About, DeviceDrift, Drift, Object, Owner},
+    drift::{About, DeviceDrift, Drift, Owner},
     expected::{Expected, LocalObjects, RemoteObjects, expected, flannel_route},
     memory::{Departed, Memory, Observed},
     sanity::{Doubt, doubts},

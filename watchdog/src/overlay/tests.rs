@@ -15,7 +15,7 @@ use super::{
 };
 use crate::model::{
     desired::{Mac, PodSubnet},
-    net::{FdbEntry, Link, NeighState, Neighbour, Route, Snapshot, Update, Vxlan},
+    net::{FdbEntry, Link, NeighState, Neighbour, Object, Route, Snapshot, Update, Vxlan},
 };
 
 fn subjects(comparison: &Comparison) -> Vec<&str> {

@@ -17,9 +17,10 @@ use tokio::sync::mpsc;
 use super::{
     engine::{Engine, Step},
     event::RecentRepairs,
-    execute::{Done, ExecError, Executor, Netlink, Report},
+    execute::{ExecError, Executor, Netlink},
     journal::{self, Journal, Record},
     op::Op,
+    report::{Done, Report},
     world::{OverlayWorld, World},
 };
 use crate::{

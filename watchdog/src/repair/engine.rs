@@ -13,11 +13,11 @@ use std::{
 
 use super::{
     event::RepairEvent,
-    execute::{Done, Report},
     history::History,
     journal::{Origin, Outcome as Verdict, Record},
     op::Op,
     plan::{Evidence, Inputs, Outcome, Plan, plan},
+    report::{Done, Report},
 };
 use crate::{
     config::repair::{Mode, RepairConfig},
@@ -338,21 +338,10 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        model::desired::Mac,
-        repair::object::{Fdb, Object},
-    };
+    use crate::repair::object::Object;
 
     fn fdb(dst: &str) -> Object {
-        Object::Fdb(Fdb {
-            dev: "flannel.1".into(),
-            ifindex: 3,
-            mac: Mac::parse("02:fa:00:00:00:01").unwrap(),
-            dst: Some(dst.parse().unwrap()),
-            vni: None,
-            port: None,
-            state: 0x80,
-        })
+        Object::test_fdb("02:fa:00:00:00:01", dst)
     }
 
     fn op() -> Op {

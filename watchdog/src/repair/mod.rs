@@ -16,5 +16,7 @@ pub mod oneshot;
 pub mod op;
 pub mod owned;
 pub mod plan;
+pub mod recover;
+pub mod report;
 pub mod undo;
 pub mod world;

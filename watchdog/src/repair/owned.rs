@@ -125,9 +125,9 @@ impl<'a> Owned<'a> {
     /// An object (from a plan or the journal) against this owned set.
     pub fn object(&self, object: &Object) -> bool {
         match object {
-            Object::Fdb(f) => self.fdb(&f.to_model()),
-            Object::Neighbour(n) => self.neighbour(&n.to_model()),
-            Object::Route(r) => self.route(&r.to_model()),
+            Object::Fdb(f) => self.fdb(f),
+            Object::Neighbour(n) => self.neighbour(n),
+            Object::Route(r) => self.route(r),
         }
     }
 }

@@ -142,26 +142,15 @@ mod tests {
     use super::*;
     use crate::{
         findings::Kind,
-        model::desired::Mac,
         repair::{
             journal::{Journal, read, records},
-            object::{Fdb, Object},
+            object::Object,
             op::Op,
         },
     };
 
     fn op(mac: &str, from: &str, to: &str) -> Op {
-        let fdb = |dst: &str| {
-            Object::Fdb(Fdb {
-                dev: "flannel.1".into(),
-                ifindex: 3,
-                mac: Mac::parse(mac).unwrap(),
-                dst: Some(dst.parse().unwrap()),
-                vni: None,
-                port: None,
-                state: 0x80,
-            })
-        };
+        let fdb = |dst: &str| Object::test_fdb(mac, dst);
         Op::between(
             Some(fdb(from)),
             Some(fdb(to)),

@@ -45,7 +45,7 @@ pub fn probe_target(op: &Op, net: &Snapshot) -> Option<IpAddr> {
         Object::Neighbour(n) => Some(n.ip),
         Object::Fdb(f) => net
             .neighbours()
-            .find(|n| n.ifindex == f.ifindex && n.mac == Some(f.mac.0))
+            .find(|n| n.ifindex == f.ifindex && n.mac == Some(f.mac))
             .map(|n| n.ip),
     }
 }

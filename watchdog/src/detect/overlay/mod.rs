@@ -24,9 +24,9 @@ use crate::{
     findings::{Candidate, Kind, Severity},
     model::{
         desired::{ANNOTATION_PREFIX, Node, PodSubnet},
-        net::{Neighbour, format_mac},
+        net::{Neighbour, Object, format_mac},
     },
-    overlay::{About, Comparison, DeviceDrift, Drift, Object, Observed, Owner, RemoteObjects},
+    overlay::{About, Comparison, DeviceDrift, Drift, Observed, Owner, RemoteObjects},
 };
 
 /// Both overlay detectors on what the comparison `observed` found: an `overlay_drift` for
