@@ -13,7 +13,7 @@ use std::{
 
 use watchdog::{findings::Kind, sinks::text::next_step};
 use watchdog_tests::{
-    TempDir, daemon_binary,
+    Daemon, TempDir, daemon_binary,
     lab::{
         Lab, MISSING_GATEWAY, RETIRED_VTEP, VXLAN_DEV,
         nodes::{node_name, write_node_list},
@@ -482,4 +482,155 @@ fn check_says_healthy_every_time_on_a_healthy_lab() {
     let _one = lab.udp_stream(0, 1, 20);
     let _two = lab.udp_stream(0, 2, 20);
     every_run_says(&lab, "a healthy lab", Verdict::Healthy);
+}
+
+/// `check --window <window> --json --config <config>` in node 0's namespace as `node-0`:
+/// the exit code and the findings' (kind, subject).
+fn check_findings(
+    lab: &Lab,
+    window: &str,
+    config: &std::path::Path,
+) -> (Option<i32>, Vec<(String, String)>) {
+    let output = Command::new("ip")
+        .args(["netns", "exec", lab.node(0).ns().name()])
+        .arg(daemon_binary())
+        .args(["check", "--window", window, "--json", "--config"])
+        .arg(config)
+        .env("NODE_NAME", node_name(0))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run watchdog check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|err| {
+        panic!(
+            "{err}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let findings = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_owned(),
+                f["subject"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (output.status.code(), findings)
+}
+
+/// The recorded EndpointSlices: Service `default/web` lists its pod 10.244.0.2, a replica
+/// 10.244.0.9 and a pod of node 2; `default/legacy-db` a hand-written 10.244.0.50.
+const SLICES: &str = include_str!("../../watchdog/tests/fixtures/pods/endpointslices.json");
+/// The recorded Pods (the web pod at 10.244.0.2, no replica).
+const POD_LIST: &str = include_str!("../../watchdog/tests/fixtures/pods/podlist.json");
+
+#[test]
+fn check_reports_a_ghost_endpoint_as_the_daemon_does() {
+    if !require_root("check_reports_a_ghost_endpoint_as_the_daemon_does") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let dir = TempDir::new("check-ghost");
+    let nodes = dir.path().join("nodes.json");
+    write_node_list(&nodes, &lab.node_list());
+    // The recorded Pods, on node-0 (whose pod subnet is 10.244.0.0/24).
+    let mut pods: serde_json::Value = serde_json::from_str(POD_LIST).unwrap();
+    for pod in pods["items"].as_array_mut().unwrap() {
+        pod["spec"]["nodeName"] = serde_json::json!(node_name(0));
+    }
+    let pods_file = dir.path().join("pods.json");
+    write_node_list(&pods_file, &pods);
+    let slices = dir.path().join("slices.json");
+    std::fs::write(&slices, SLICES).unwrap();
+    let config = dir.path().join("config.toml");
+    let text = format!(
+        "namespaces = \"node\"\n[desired]\nsource = \"file\"\npath = \"{}\"\nnode_name = \"node-0\"\n\
+         [pods]\nsource = \"file\"\npath = \"{}\"\nendpoints = \"file\"\nendpoints_path = \"{}\"\n",
+        nodes.display(),
+        pods_file.display(),
+        slices.display()
+    );
+    std::fs::write(&config, &text).unwrap();
+    let expected = [
+        "service default/legacy-db endpoint 10.244.0.50",
+        "service default/web endpoint 10.244.0.9",
+    ];
+
+    let (code, findings) = check_findings(&lab, "5s", &config);
+    let ghosts: Vec<&str> = findings
+        .iter()
+        .filter(|(kind, _)| kind == "ghost_endpoint")
+        .map(|(_, subject)| subject.as_str())
+        .collect();
+    assert_eq!(code, Some(1), "{findings:?}");
+    assert_eq!(ghosts, expected, "{findings:?}");
+
+    // The daemon on the same files names the same ghosts.
+    let mut daemon = Daemon::start(lab.node(0).ns(), &format!("{text}\n"));
+    daemon.wait_ready();
+    for subject in expected {
+        daemon.wait_finding("ghost_endpoint", subject, Duration::from_secs(30));
+    }
+    let mut named: Vec<String> = daemon
+        .findings()
+        .into_iter()
+        .filter(|f| f.kind == "ghost_endpoint")
+        .map(|f| f.subject)
+        .collect();
+    named.sort();
+    assert_eq!(named, expected);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn flannel_1_missing_beside_flannel_v6_1_is_one_finding_the_device_is_missing() {
+    if !require_root("flannel_1_missing_beside_flannel_v6_1_is_one_finding_the_device_is_missing") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let dir = TempDir::new("check-v6");
+    let nodes = dir.path().join("nodes.json");
+    write_node_list(&nodes, &lab.node_list());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[desired]\nsource = \"file\"\npath = \"{}\"\n",
+            nodes.display()
+        ),
+    )
+    .unwrap();
+    // No flannel.1 (Flannel started before the IPv4 underlay was there), and dual-stack
+    // Flannel's IPv6 device with the same VNI (the lab's namespaces have IPv6 off: it has
+    // no local address, and the kernel takes it only once flannel.1 is gone).
+    lab.ip_in(0, &["link", "del", VXLAN_DEV]);
+    lab.ip_in(
+        0,
+        &[
+            "link",
+            "add",
+            "flannel-v6.1",
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "dev",
+            "eth0",
+            "dstport",
+            "8472",
+            "nolearning",
+        ],
+    );
+    lab.ip_in(0, &["link", "set", "flannel-v6.1", "up"]);
+    let (code, findings) = check_findings(&lab, "2s", &config);
+    let drifts: Vec<&str> = findings
+        .iter()
+        .filter(|(kind, _)| kind == "overlay_drift")
+        .map(|(_, subject)| subject.as_str())
+        .collect();
+    assert_eq!(code, Some(1), "{findings:?}");
+    assert_eq!(drifts, ["dev flannel.1"], "{findings:?}");
 }
