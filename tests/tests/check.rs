@@ -34,12 +34,17 @@ struct Run {
 /// `watchdog check --window <window> <args…>` in `ns`, stdout and stderr pipes (not
 /// terminals), `NODE_NAME=node-a`, RUST_LOG and NO_COLOR unset.
 fn check(ns: &str, window: &str, args: &[&str]) -> Run {
+    check_as("node-a", ns, window, args)
+}
+
+/// [`check`] as the Node named `node`.
+fn check_as(node: &str, ns: &str, window: &str, args: &[&str]) -> Run {
     let output = Command::new("ip")
         .args(["netns", "exec", ns])
         .arg(daemon_binary())
         .args(["check", "--window", window])
         .args(args)
-        .env("NODE_NAME", "node-a")
+        .env("NODE_NAME", node)
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR")
         .output()
@@ -364,43 +369,23 @@ fn shipped_config() -> String {
 /// node 0's namespace (as `node-0`) and asserts every verdict; prints the tally.
 fn every_run_says(lab: &Lab, what: &str, verdict: Verdict<'_>) {
     let dir = TempDir::new("check-runs");
-    let ns = lab.node(0).ns().name();
     let mut wrong = Vec::new();
     for (config, args) in configs(lab, &dir) {
         let mut right = 0;
         for run in 1..=RUNS {
-            let output = Command::new("ip")
-                .args(["netns", "exec", ns])
-                .arg(daemon_binary())
-                .args(["check", "--window", "5s", "--json"])
-                .args(&args)
-                .env("NODE_NAME", node_name(0))
-                .env_remove("RUST_LOG")
-                .output()
-                .expect("run watchdog check");
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|err| {
-                panic!(
-                    "{err}: {stdout}\n{}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            });
-            let findings = report["findings"].as_array().expect("findings");
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, findings) = check_json(lab, "5s", &args);
             let ok = match verdict {
-                Verdict::Healthy => output.status.code() == Some(0) && findings.is_empty(),
+                Verdict::Healthy => code == Some(0) && findings.is_empty(),
                 Verdict::Names { kind, subject } => {
-                    output.status.code() == Some(1)
-                        && findings
-                            .iter()
-                            .any(|f| f["kind"] == kind && f["subject"] == subject)
+                    code == Some(1) && findings.iter().any(|(k, s)| k == kind && s == subject)
                 }
             };
             if ok {
                 right += 1;
             } else {
                 wrong.push(format!(
-                    "{what}, {config}, run {run}: exit {:?}: {report:#}",
-                    output.status.code()
+                    "{what}, {config}, run {run}: exit {code:?}: {findings:?}"
                 ));
             }
         }
@@ -484,29 +469,24 @@ fn check_says_healthy_every_time_on_a_healthy_lab() {
     every_run_says(&lab, "a healthy lab", Verdict::Healthy);
 }
 
-/// `check --window <window> --json --config <config>` in node 0's namespace as `node-0`:
-/// the exit code and the findings' (kind, subject).
+/// [`check_json`] with `--config <config>`.
 fn check_findings(
     lab: &Lab,
     window: &str,
     config: &std::path::Path,
 ) -> (Option<i32>, Vec<(String, String)>) {
-    let output = Command::new("ip")
-        .args(["netns", "exec", lab.node(0).ns().name()])
-        .arg(daemon_binary())
-        .args(["check", "--window", window, "--json", "--config"])
-        .arg(config)
-        .env("NODE_NAME", node_name(0))
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run watchdog check");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|err| {
-        panic!(
-            "{err}: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
+    let config = config.display().to_string();
+    check_json(lab, window, &["--config", &config])
+}
+
+/// `check --window <window> --json <args…>` in node 0's namespace as `node-0`: the exit
+/// code and the findings' (kind, subject).
+fn check_json(lab: &Lab, window: &str, args: &[&str]) -> (Option<i32>, Vec<(String, String)>) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let run = check_as(&node_name(0), lab.node(0).ns().name(), window, &all);
+    let report: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|err| panic!("{err}: {run:?}"));
     let findings = report["findings"]
         .as_array()
         .expect("findings")
@@ -518,7 +498,7 @@ fn check_findings(
             )
         })
         .collect();
-    (output.status.code(), findings)
+    (run.code, findings)
 }
 
 /// The recorded EndpointSlices: Service `default/web` lists its pod 10.244.0.2, a replica

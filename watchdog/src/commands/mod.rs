@@ -10,6 +10,9 @@ pub mod desired;
 pub mod repair;
 pub mod repair_undo;
 
+#[cfg(test)]
+mod one_judgement;
+
 use std::process::ExitCode;
 
 use crate::sources::{

@@ -58,19 +58,10 @@ pub fn cluster() -> Model {
     model((0..=2).map(member))
 }
 
-/// A plain link, up.
-pub fn link(index: u32, name: &str) -> Link {
-    Link {
-        index,
-        name: name.into(),
-        kind: None,
-        admin_up: true,
-        oper_up: true,
-        mtu: 1500,
-        master: None,
-        mac: None,
-        vxlan: None,
-    }
+/// Node `name` of `model` announces VtepMAC `mac` (restarted, or a copied annotation).
+pub fn set_vtep_mac(model: &mut Model, name: &str, mac: [u8; 6]) {
+    let node = model.nodes.get_mut(name).expect("a Node of the model");
+    node.vtep.as_mut().expect("a member").mac = Mac(mac);
 }
 
 /// node-0's VXLAN device at `flannel.1`'s index.
@@ -91,7 +82,7 @@ pub fn vxlan_link_at(index: u32, vni: u32, name: &str) -> Link {
             learning: false,
         }),
         mtu: 1450,
-        ..link(index, name)
+        ..Link::named(index, name)
     }
 }
 
@@ -132,7 +123,7 @@ pub fn neighbour(j: u8) -> Neighbour {
 /// node-0 as Flannel programs it for `cluster()`.
 pub fn node0() -> Snapshot {
     let mut net = Snapshot::new();
-    net.apply(Update::NewLink(link(ETH0, "eth0")));
+    net.apply(Update::NewLink(Link::named(ETH0, "eth0")));
     net.apply(Update::NewLink(vxlan_link(1, "flannel.1")));
     net.apply(Update::NewAddress(Address {
         ifindex: ETH0,

@@ -8,8 +8,8 @@ use std::{
 
 use super::{
     fixture::{
-        ETH0, FLANNEL, cluster, fdb, flannel_route, ip, mac, member, neighbour, node0, vxlan_link,
-        vxlan_link_at,
+        ETH0, FLANNEL, cluster, fdb, flannel_route, ip, mac, member, neighbour, node0,
+        set_vtep_mac, vxlan_link, vxlan_link_at,
     },
     *,
 };
@@ -238,14 +238,7 @@ fn leftovers_are_named_after_who_left_them() {
     }
     // node-2 restarted with a new VtepMAC: the old-MAC entry points at its public-ip.
     let mut restarted = cluster();
-    restarted
-        .nodes
-        .get_mut("node-2")
-        .unwrap()
-        .vtep
-        .as_mut()
-        .unwrap()
-        .mac = Mac(mac(0x22));
+    set_vtep_mac(&mut restarted, "node-2", mac(0x22));
     let comparison = compare(&node0(), &restarted, "node-0", &Departed::default());
     let old = comparison
         .drift("fdb 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.12")
@@ -311,13 +304,7 @@ fn nothing_is_compared_when_this_node_takes_no_part() {
 #[test]
 fn doubts_name_shared_macs_and_overlapping_subnets() {
     let mut m = cluster();
-    m.nodes
-        .get_mut("node-2")
-        .unwrap()
-        .vtep
-        .as_mut()
-        .unwrap()
-        .mac = Mac(mac(1));
+    set_vtep_mac(&mut m, "node-2", mac(1));
     let mut wide = member(3);
     wide.vtep.as_mut().unwrap().subnet = PodSubnet::parse("10.244.0.0/16").unwrap();
     m.nodes.insert("node-3".into(), wide);

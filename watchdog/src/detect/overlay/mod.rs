@@ -96,7 +96,7 @@ fn device(comparison: &Comparison, what: &DeviceDrift) -> (String, String, Strin
             "state UP".into(),
         ),
         DeviceDrift::Mac(mac) => {
-            let actual = mac.map_or_else(|| "none".to_owned(), |m| m.to_string());
+            let actual = or_none(*mac);
             (
                 format!(
                     "{dev}'s MAC is not this node's VtepMAC: the other nodes send to {}",
@@ -107,7 +107,7 @@ fn device(comparison: &Comparison, what: &DeviceDrift) -> (String, String, Strin
             )
         }
         DeviceDrift::Local(ip) => {
-            let actual = ip.map_or_else(|| "none".to_owned(), |ip| ip.to_string());
+            let actual = or_none(*ip);
             let public = local.public_ip;
             (
                 format!(
@@ -119,6 +119,11 @@ fn device(comparison: &Comparison, what: &DeviceDrift) -> (String, String, Strin
             )
         }
     }
+}
+
+/// `value` as text, `none` when there is none.
+fn or_none(value: Option<impl std::fmt::Display>) -> String {
+    value.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }
 
 /// `neigh 10.244.2.0 dev flannel.1 lladdr 02:fa:… PERMANENT` (no `lladdr` unresolved).
@@ -149,9 +154,7 @@ fn member(
             remote.fdb(dev),
         ),
         (Some(Object::Fdb(_)), Some(Object::Fdb(entry))) => {
-            let dst = entry
-                .dst
-                .map_or_else(|| "none".to_owned(), |d| d.to_string());
+            let dst = or_none(entry.dst);
             (
                 format!(
                     "{node}'s VXLAN packets go to {dst}, not its {ANNOTATION_PREFIX}/public-ip {}",
@@ -222,9 +225,7 @@ fn leftover(
     let (problem, kernel) = match &drift.kernel {
         Some(Object::Fdb(entry)) => {
             let mac = format_mac(&entry.mac);
-            let dst = entry
-                .dst
-                .map_or_else(|| "none".to_owned(), |d| d.to_string());
+            let dst = or_none(entry.dst);
             let problem = match owner {
                 Owner::Departed(node) => {
                     gone(node, format!("no Node has VtepMAC {mac}, {}'s", node.name))

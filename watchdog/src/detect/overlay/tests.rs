@@ -17,7 +17,7 @@ use crate::{
         Departed, Memory, compare, doubts,
         fixture::{
             ETH0, FLANNEL, cluster, fdb, flannel_route, ip, mac, member, model, neighbour, node0,
-            vxlan_link, vxlan_link_at,
+            set_vtep_mac, vxlan_link, vxlan_link_at,
         },
     },
 };
@@ -228,14 +228,7 @@ fn a_node_removed_leaves_objects_no_node_has() {
     assert!(found.iter().all(|c| c.severity == Severity::Warning));
     // node-2 restarted with a new VtepMAC: the old-MAC entry points at its address.
     let mut restarted = cluster();
-    restarted
-        .nodes
-        .get_mut("node-2")
-        .unwrap()
-        .vtep
-        .as_mut()
-        .unwrap()
-        .mac = Mac(mac(0x22));
+    set_vtep_mac(&mut restarted, "node-2", mac(0x22));
     let found = drift(&node0(), &restarted);
     let orphan = found
         .iter()

@@ -13,118 +13,38 @@ use crate::{
     config::repair::{Protect, ProtectedPrefix, RepairConfig},
     findings::Kind,
     model::{
-        desired::{Mac, Model, Node, NodeAddress, PodSubnet, State, Vtep},
+        desired::{Mac, Model, State},
         net::{
             FdbEntry, Link, NeighState, Neighbour, Prefix, Route, RouteKind, Snapshot, TABLE_MAIN,
-            Update, Vxlan,
+            Update,
         },
     },
-    overlay::{Departed, Memory, compare, expected, vxlan_device},
+    overlay::{
+        Departed, Memory, compare, expected,
+        fixture::{
+            ETH0, FLANNEL, cluster, fdb, flannel_route, ip, mac, member, model, neighbour,
+            vxlan_link_at,
+        },
+        vxlan_device,
+    },
     repair::{history::backoff, object::Object},
 };
 
 const LO: u32 = 1;
-const ETH0: u32 = 2;
-const FLANNEL: u32 = 3;
 const OTHER_VXLAN: u32 = 4;
 const CNI0: u32 = 5;
 
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
-}
-
-fn mac(j: u8) -> [u8; 6] {
-    [0x02, 0xfa, 0, 0, 0, j]
-}
-
 fn link(index: u32, name: &str) -> Link {
     Link {
-        index,
-        name: name.into(),
-        kind: None,
-        admin_up: true,
-        oper_up: true,
-        mtu: 1500,
-        master: None,
         mac: Some([0x0a, 0, 0, 0, 0, index as u8]),
-        vxlan: None,
+        ..Link::named(index, name)
     }
 }
 
 fn vxlan(index: u32, name: &str, vni: u32, mac: [u8; 6]) -> Link {
     Link {
-        kind: Some("vxlan".into()),
         mac: Some(mac),
-        vxlan: Some(Vxlan {
-            vni,
-            local: Some(ip("192.168.77.10")),
-            port: 8472,
-            underlay: Some(ETH0),
-            learning: false,
-        }),
-        ..link(index, name)
-    }
-}
-
-fn member(j: u8) -> Node {
-    let public = format!("192.168.77.{}", 10 + j);
-    let subnet = PodSubnet::parse(&format!("10.244.{j}.0/24")).unwrap();
-    Node {
-        name: format!("node-{j}"),
-        addresses: vec![NodeAddress {
-            kind: "InternalIP".into(),
-            ip: ip(&public),
-        }],
-        pod_subnet: Some(subnet),
-        public_ip: Some(public.clone()),
-        public_ip_overwrite: None,
-        vtep: Ok(Vtep {
-            subnet,
-            vni: Some(1),
-            mac: Mac(mac(j)),
-            public_ip: public.parse().unwrap(),
-        }),
-    }
-}
-
-fn model(nodes: impl IntoIterator<Item = Node>) -> Model {
-    Model {
-        nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
-    }
-}
-
-fn cluster() -> Model {
-    model((0..3).map(member))
-}
-
-fn fdb(j: u8, dst: &str) -> FdbEntry {
-    FdbEntry {
-        ifindex: FLANNEL,
-        mac: mac(j),
-        dst: Some(ip(dst)),
-        vlan: None,
-        vni: None,
-        port: None,
-        state: NeighState::PERMANENT,
-        master: None,
-    }
-}
-
-fn flannel_route(j: u8) -> Route {
-    Route {
-        gateway: Some(ip(&format!("10.244.{j}.0"))),
-        oif: Some(FLANNEL),
-        onlink: true,
-        ..Route::unicast(format!("10.244.{j}.0/24").parse().unwrap())
-    }
-}
-
-fn neighbour(j: u8) -> Neighbour {
-    Neighbour {
-        ifindex: FLANNEL,
-        ip: ip(&format!("10.244.{j}.0")),
-        mac: Some(mac(j)),
-        state: NeighState::PERMANENT,
+        ..vxlan_link_at(index, vni, name)
     }
 }
 

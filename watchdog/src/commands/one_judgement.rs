@@ -1,21 +1,27 @@
-//! The detectors and the planner read one comparison of the overlay: on the same kernel
-//! and the same Nodes, every operation the planner makes answers a drift the detectors
-//! report as `overlay_drift` (same subject), and every member's drift they report is
-//! planned or held. Hand-built kernels and Nodes; no root.
+//! One judgement, as the daemon wires it (`pipeline::judge`'s overlay comparison handed
+//! to repair's planner): on the same kernel and the same Nodes, every operation the
+//! planner makes answers a drift the detectors report as `overlay_drift` (same subject),
+//! and every member's drift they report is planned or held.
 
-use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Instant};
+use std::{collections::BTreeSet, sync::Arc, time::Instant};
 
-use watchdog::{
+use crate::{
     config::{DetectConfig, repair::RepairConfig},
     detect::{Inputs, Sample},
     findings::Kind,
     model::{
-        desired::{Mac, Model, Node, NodeAddress, PodSubnet, State, Vtep},
+        desired::{Model, State},
         endpoints::EndpointView,
-        net::{FdbEntry, Link, NeighState, Neighbour, Route, Snapshot, Update, Vxlan},
+        net::{Link, Route, RouteKind, Snapshot, Update, Vxlan},
         probe::ProbeBook,
     },
-    overlay::About,
+    overlay::{
+        About,
+        fixture::{
+            ETH0, FLANNEL, cluster, fdb, flannel_route, ip, mac, neighbour, node0, set_vtep_mac,
+            vxlan_link_at,
+        },
+    },
     pipeline::{Context, Memory, judge},
     repair::{
         history::History,
@@ -23,118 +29,6 @@ use watchdog::{
         plan::{self, Evidence, Outcome, Plan},
     },
 };
-
-const ETH0: u32 = 2;
-const FLANNEL: u32 = 3;
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
-}
-
-fn mac(j: u8) -> [u8; 6] {
-    [0x02, 0xfa, 0, 0, 0, j]
-}
-
-fn member(j: u8) -> Node {
-    let public = format!("192.168.77.{}", 10 + j);
-    let subnet = PodSubnet::parse(&format!("10.244.{j}.0/24")).unwrap();
-    Node {
-        name: format!("node-{j}"),
-        addresses: vec![NodeAddress {
-            kind: "InternalIP".into(),
-            ip: ip(&public),
-        }],
-        pod_subnet: Some(subnet),
-        public_ip: Some(public.clone()),
-        public_ip_overwrite: None,
-        vtep: Ok(Vtep {
-            subnet,
-            vni: Some(1),
-            mac: Mac(mac(j)),
-            public_ip: public.parse().unwrap(),
-        }),
-    }
-}
-
-fn cluster() -> Model {
-    Model {
-        nodes: (0..3).map(member).map(|n| (n.name.clone(), n)).collect(),
-    }
-}
-
-fn vxlan(index: u32, name: &str, local: &str) -> Link {
-    Link {
-        index,
-        name: name.into(),
-        kind: Some("vxlan".into()),
-        admin_up: true,
-        oper_up: true,
-        mtu: 1450,
-        master: None,
-        mac: Some(mac(0)),
-        vxlan: Some(Vxlan {
-            vni: 1,
-            local: Some(ip(local)),
-            port: 8472,
-            underlay: Some(ETH0),
-            learning: false,
-        }),
-    }
-}
-
-fn fdb(j: u8, dst: &str) -> FdbEntry {
-    FdbEntry {
-        ifindex: FLANNEL,
-        mac: mac(j),
-        dst: Some(ip(dst)),
-        vlan: None,
-        vni: None,
-        port: None,
-        state: NeighState::PERMANENT,
-        master: None,
-    }
-}
-
-fn neighbour(j: u8) -> Neighbour {
-    Neighbour {
-        ifindex: FLANNEL,
-        ip: ip(&format!("10.244.{j}.0")),
-        mac: Some(mac(j)),
-        state: NeighState::PERMANENT,
-    }
-}
-
-fn route(j: u8) -> Route {
-    Route {
-        gateway: Some(ip(&format!("10.244.{j}.0"))),
-        oif: Some(FLANNEL),
-        onlink: true,
-        ..Route::unicast(format!("10.244.{j}.0/24").parse().unwrap())
-    }
-}
-
-/// node-0 as Flannel programs it for `cluster()`.
-fn node0() -> Snapshot {
-    let mut net = Snapshot::new();
-    net.apply(Update::NewLink(Link {
-        kind: None,
-        mac: None,
-        vxlan: None,
-        mtu: 1500,
-        ..vxlan(ETH0, "eth0", "192.168.77.10")
-    }));
-    net.apply(Update::NewLink(vxlan(
-        FLANNEL,
-        "flannel.1",
-        "192.168.77.10",
-    )));
-    for j in 1..=2u8 {
-        net.apply(Update::NewRoute(route(j)));
-        net.apply(Update::NewNeighbour(neighbour(j)));
-        net.apply(Update::NewFdb(fdb(j, &format!("192.168.77.{}", 10 + j))));
-    }
-    net
-}
 
 /// What the detectors report as `overlay_drift` (subjects), and the planner's answer,
 /// on one judgement of `net` against `model` (no grace: every drift has lasted).
@@ -254,14 +148,14 @@ fn each_fault_is_reported_and_planned_as_the_same_drift() {
             net.apply(Update::DelFdb(fdb(2, "192.168.77.12")));
         }),
         ("Flannel's route at another metric", |net| {
-            net.apply(Update::DelRoute(route(2)));
+            net.apply(Update::DelRoute(flannel_route(2)));
             net.apply(Update::NewRoute(Route {
-                kind: watchdog::model::net::RouteKind::Blackhole,
+                kind: RouteKind::Blackhole,
                 gateway: None,
                 oif: None,
                 onlink: false,
                 priority: 50,
-                ..route(2)
+                ..flannel_route(2)
             }));
         }),
     ];
@@ -293,7 +187,13 @@ fn a_departed_nodes_leftovers_are_reported_and_held_not_deleted_at_once() {
 fn flannel_1_missing_beside_flannel_v6_1_is_one_finding_and_no_plan() {
     let mut net = node0();
     net.apply(Update::DelLink(FLANNEL));
-    net.apply(Update::NewLink(vxlan(9, "flannel-v6.1", "fd00:77::10")));
+    net.apply(Update::NewLink(Link {
+        vxlan: Some(Vxlan {
+            local: Some(ip("fd00:77::10")),
+            ..vxlan_link_at(9, 1, "flannel-v6.1").vxlan.unwrap()
+        }),
+        ..vxlan_link_at(9, 1, "flannel-v6.1")
+    }));
     let (detected, outcome, _) = both(&net, cluster());
     assert_eq!(
         detected,
@@ -309,14 +209,7 @@ fn flannel_1_missing_beside_flannel_v6_1_is_one_finding_and_no_plan() {
 #[test]
 fn objects_the_nodes_contradict_themselves_about_are_reported_and_held() {
     let mut model = cluster();
-    model
-        .nodes
-        .get_mut("node-2")
-        .unwrap()
-        .vtep
-        .as_mut()
-        .unwrap()
-        .mac = Mac(mac(1));
+    set_vtep_mac(&mut model, "node-2", mac(1));
     let (detected, outcome, members) = both(&node0(), model);
     let plan = planned(outcome);
     assert!(
