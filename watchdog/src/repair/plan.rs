@@ -263,6 +263,15 @@ pub fn plan(inputs: &Inputs<'_>) -> Outcome {
 const NOT_LASTED: &str =
     "not yet seen for desired.grace: the kernel may be on its way to what the Nodes say";
 
+/// Why nothing is planned for the object `key` now, if something holds it: its drift has
+/// not lasted the grace yet, or its history holds it (see [`History::hold_reason`]).
+fn held_back(inputs: &Inputs<'_>, key: &str, lasted: bool) -> Option<String> {
+    if !lasted {
+        return Some(NOT_LASTED.into());
+    }
+    inputs.history.hold_reason(key, inputs.now, inputs.settings)
+}
+
 /// The operation that answers `drift`, named after it.
 fn op_for(
     drift: &Drift,
@@ -298,23 +307,13 @@ fn consider(
         None => after.set_command("add"),
         Some(_) => after.set_command("replace"),
     };
-    let hold = |plan: &mut Plan, why: String| {
+    if let Some(why) = held_back(inputs, &key, lasted) {
         plan.held.push(Held {
-            key: key.clone(),
+            key,
             node: node.to_owned(),
-            command: command.clone(),
+            command,
             why,
-        })
-    };
-    if !lasted {
-        hold(plan, NOT_LASTED.into());
-        return;
-    }
-    if let Some(why) = inputs
-        .history
-        .hold_reason(&key, inputs.now, inputs.settings)
-    {
-        hold(plan, why);
+        });
         return;
     }
     let why = match &before {
@@ -345,14 +344,7 @@ fn consider_delete(
             why,
         })
     };
-    if !lasted {
-        hold(plan, NOT_LASTED.into());
-        return;
-    }
-    if let Some(why) = inputs
-        .history
-        .hold_reason(&key, inputs.now, inputs.settings)
-    {
+    if let Some(why) = held_back(inputs, &key, lasted) {
         hold(plan, why);
         return;
     }
