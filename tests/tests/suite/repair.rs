@@ -14,13 +14,17 @@ use std::{
 use serde_json::Value;
 
 use watchdog::{
-    commands::repair::{execute_now, plan_now},
+    commands::repair::execute_now,
     config::{Config, repair::Mode},
     model::{desired::Model, net::Snapshot},
     repair::{
-        execute::{Done, ExecError, Executor, FnWorld, Netlink, Report},
+        execute::{ExecError, Executor, Netlink},
         journal,
-        plan::{Action, Op, Outcome},
+        oneshot::plan_now,
+        op::{Action, Op},
+        plan::Outcome,
+        report::{Done, Report},
+        world::FnWorld,
     },
     sources::{desired::file, mirror},
 };
@@ -175,7 +179,7 @@ fn plan_and_run(
             .unwrap();
         runtime.block_on(async {
             let net = mirror::dump().await.expect("dump the node's namespace");
-            let plan = match plan_now(&net, &model, &own, &setup.config) {
+            let plan = match plan_now(&net, &model, &own, &setup.config.repair) {
                 Outcome::Planned(plan) => plan,
                 Outcome::NoPlan { reason } => panic!("no plan: {reason}"),
             };
@@ -540,7 +544,7 @@ fn a_journal_that_fails_after_a_change_was_sent_leaves_nothing_half_done() {
             .unwrap();
         runtime.block_on(async {
             let net = mirror::dump().await.unwrap();
-            let Outcome::Planned(plan) = plan_now(&net, &model, &own, &setup.config) else {
+            let Outcome::Planned(plan) = plan_now(&net, &model, &own, &setup.config.repair) else {
                 panic!("no plan")
             };
             assert_eq!(plan.ops.len(), 1, "{:?}", commands(&plan.ops));
@@ -1219,7 +1223,7 @@ fn a_change_journalled_but_never_sent_is_not_applied_after_a_restart_then_repair
             .unwrap();
         runtime.block_on(async {
             let net = mirror::dump().await.unwrap();
-            match plan_now(&net, &model, &own, &setup_config) {
+            match plan_now(&net, &model, &own, &setup_config.repair) {
                 Outcome::Planned(plan) => plan.ops,
                 Outcome::NoPlan { reason } => panic!("no plan: {reason}"),
             }
