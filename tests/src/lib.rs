@@ -25,18 +25,47 @@ pub mod soak;
 
 pub use lab::netns::{NetNs, run_in};
 
-/// True when running as root. Otherwise says why the test cannot run, and fails under CI
-/// (`CI` set), where the suite must run for real.
+/// Whether this is a CI run (`CI` set, whatever its value): there every test must run.
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// Says that `test` cannot run here and why (`SKIPPED <test>: <why>` on stderr); the
+/// caller then returns. Under CI it panics instead: a test that did not run never passes
+/// there. Every skip in the suite goes through here.
+pub fn skip(test: &str, why: &str) {
+    skip_or_fail(under_ci(), test, why);
+}
+
+fn skip_or_fail(ci: bool, test: &str, why: &str) {
+    assert!(
+        !ci,
+        "{test} cannot run: {why} (CI is set: every test must run)"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// True when running as root. Otherwise [`skip`]s `test` (false: return).
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    let message =
-        format!("{test}: needs root (network namespaces and eBPF); run `cargo xtask test` as root");
-    assert!(std::env::var_os("CI").is_none(), "{message}");
-    eprintln!("SKIPPED {message}");
+    skip(
+        test,
+        "needs root (network namespaces and eBPF); run `cargo xtask test` as root",
+    );
     false
+}
+
+/// True when the environment variable `var` asks to skip `test` (set, and not `0`): then
+/// `test` is [`skip`]ped, which fails under CI.
+pub fn skip_requested(var: &str, test: &str) -> bool {
+    if std::env::var_os(var).is_none_or(|value| value == "0") {
+        return false;
+    }
+    skip(test, &format!("{var} is set"));
+    true
 }
 
 /// Runs `ip` with `args`, panicking with its stderr on failure.
@@ -508,5 +537,21 @@ pub mod traffic {
         }
         // SAFETY: our fd.
         unsafe { libc::close(fd) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "t cannot run: no kernel (CI is set: every test must run)")]
+    fn a_skip_under_ci_fails() {
+        skip_or_fail(true, "t", "no kernel");
+    }
+
+    #[test]
+    fn a_skip_elsewhere_returns() {
+        skip_or_fail(false, "t", "no kernel");
     }
 }

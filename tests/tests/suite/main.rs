@@ -15,6 +15,7 @@ mod http;
 mod image;
 mod kernels;
 mod lab;
+mod meta;
 mod mirror;
 mod mtu;
 mod overlay;
