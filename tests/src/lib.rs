@@ -175,9 +175,12 @@ pub fn poll_until<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> O
     }
 }
 
-/// How many file descriptors process `pid` holds open (`/proc/<pid>/fd`).
+/// How many file descriptors process `pid` holds open (`/proc/<pid>/fd`); panics when
+/// the process is gone.
 pub fn open_fds(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e} (has the process exited?)"))
+        .count()
 }
 
 /// IDs of the BPF programs process `pid` holds, directly or through links (the `prog_id`
@@ -476,9 +479,42 @@ impl Metrics {
         })
     }
 
-    /// Like [`Metrics::value`], with 0 for an absent series.
+    /// The value of series `name{labels}` (labels exactly), which must be in the scrape:
+    /// panics with the scrape otherwise. For values where absent must not read as 0 (a
+    /// renamed metric or label would pass an `== 0`).
+    pub fn series(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let value = self
+            .value(name, labels)
+            .unwrap_or_else(|| panic!("no series {name}{labels:?} in the scrape:\n{}", self.0));
+        value as u64
+    }
+
+    /// The value of series `name{labels}`, or 0 when the daemon has not exported that
+    /// series (yet): most are created on their first count. Panics when the scrape declares
+    /// no metric family `name` belongs to (a renamed or unregistered metric is not 0).
     pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        self.value(name, labels).unwrap_or(0.0) as u64
+        assert!(
+            self.declares(name),
+            "no metric family for {name} in the scrape (# TYPE line):\n{}",
+            self.0
+        );
+        self.value(name, labels).map_or(0, |value| value as u64)
+    }
+
+    /// Whether the scrape has a `# TYPE` line for the family of sample name `name`
+    /// (`name` itself, or without `_total`, `_bucket`, `_count`, `_sum`, `_created`, `_info`).
+    pub fn declares(&self, name: &str) -> bool {
+        let family = ["_total", "_bucket", "_count", "_sum", "_created", "_info"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .into_iter()
+            .chain([name]);
+        let families: Vec<&str> = family.collect();
+        self.0.lines().any(|line| {
+            line.strip_prefix("# TYPE ")
+                .and_then(|rest| rest.split_whitespace().next())
+                .is_some_and(|declared| families.contains(&declared))
+        })
     }
 }
 
@@ -553,5 +589,34 @@ mod tests {
     #[test]
     fn a_skip_elsewhere_returns() {
         skip_or_fail(false, "t", "no kernel");
+    }
+
+    const SCRAPE: &str = "# HELP watchdog_kernel_drops Packets the kernel dropped.\n\
+                          # TYPE watchdog_kernel_drops counter\n\
+                          watchdog_kernel_drops_total{reason=\"NO_SOCKET\"} 3\n\
+                          # TYPE watchdog_desired_nodes gauge\n\
+                          watchdog_desired_nodes 2\n\
+                          # EOF\n";
+
+    #[test]
+    fn a_series_not_exported_yet_counts_0_in_a_declared_family() {
+        let metrics = Metrics(SCRAPE.to_owned());
+        let drops = "watchdog_kernel_drops_total";
+        assert_eq!(metrics.count(drops, &[("reason", "NO_SOCKET")]), 3);
+        assert_eq!(metrics.count(drops, &[("reason", "IP_NOPROTO")]), 0);
+        assert_eq!(metrics.count("watchdog_desired_nodes", &[]), 2);
+        assert_eq!(metrics.series(drops, &[("reason", "NO_SOCKET")]), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "no metric family for watchdog_kernel_drop_total")]
+    fn a_renamed_metric_is_not_0() {
+        Metrics(SCRAPE.to_owned()).count("watchdog_kernel_drop_total", &[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "no series watchdog_kernel_drops_total")]
+    fn a_series_that_must_be_there_is_not_0() {
+        Metrics(SCRAPE.to_owned()).series("watchdog_kernel_drops_total", &[("cause", "x")]);
     }
 }

@@ -401,11 +401,11 @@ fn webhook_payload_signature_and_retries() {
             .then_some(m)
     });
     assert_eq!(
-        metrics.count("watchdog_alerts_dropped_total", &[("sink", "hook")]),
+        metrics.series("watchdog_alerts_dropped_total", &[("sink", "hook")]),
         0
     );
     assert_eq!(
-        metrics.count("watchdog_alerts_failed_total", &[("sink", "hook")]),
+        metrics.series("watchdog_alerts_failed_total", &[("sink", "hook")]),
         0
     );
     assert_eq!(receiver.requests().len(), requests.len());
@@ -520,10 +520,10 @@ fn a_dead_sink_drops_and_counts_but_never_slows_detection() {
         let m = daemon.metrics();
         (m.count("watchdog_alerts_dropped_total", &[("sink", "dead")]) >= 2).then_some(m)
     });
-    let depth = metrics.count("watchdog_alerts_queue_depth", &[("sink", "dead")]);
+    let depth = metrics.series("watchdog_alerts_queue_depth", &[("sink", "dead")]);
     assert!(depth <= 2, "queue depth {depth} above its capacity 2");
     assert_eq!(
-        metrics.count(
+        metrics.series(
             "watchdog_alerts_sent_total",
             &[("sink", "dead"), ("state", "firing")]
         ),
@@ -887,11 +887,11 @@ async fn https_sink_trusts_its_ca_file_and_refuses_an_unknown_ca() {
     )
     .await;
     assert_eq!(
-        scrape.count("watchdog_alerts_failed_total", &[("sink", "private")]),
+        scrape.series("watchdog_alerts_failed_total", &[("sink", "private")]),
         0
     );
     assert_eq!(
-        scrape.count(
+        scrape.series(
             "watchdog_alerts_sent_total",
             &[("sink", "untrusted"), ("state", "repair")]
         ),
