@@ -18,6 +18,7 @@ use std::{
 
 pub mod apiserver;
 pub mod hook;
+pub mod isolation;
 pub mod lab;
 pub mod prometheus;
 pub mod repo;

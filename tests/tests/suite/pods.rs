@@ -251,6 +251,9 @@ fn without_btf_a_failing_destination_is_named_but_no_client() {
     if !require_root("without_btf_a_failing_destination_is_named_but_no_client") {
         return;
     }
+    // Its daemon counts every namespace's connects, and every lab has the same addresses:
+    // no other test runs meanwhile.
+    let _alone = watchdog_tests::isolation::alone();
     let lab = Lab::new(3);
     let dir = TempDir::new("wd-pods");
     let pods = dir.path().join("pods.json");
