@@ -1,6 +1,6 @@
 //! The lab: real network namespaces, the real daemon binary as a process, real traffic.
 //!
-//! Used by the integration tests in `tests/tests/` and by `cargo xtask bench`. Everything
+//! Used by the integration tests in `tests/tests/suite/` and by `cargo xtask bench`. Everything
 //! created here is removed by a guard's `Drop`, also when a test panics.
 
 use std::{
@@ -114,7 +114,10 @@ impl Drop for TempDir {
     }
 }
 
-/// The daemon binary: `WATCHDOG_BIN` if set, else built (once per process) with cargo.
+/// The daemon binary: `WATCHDOG_BIN` if set, else built (once per process) with
+/// `cargo build --workspace`: the features `cargo test --workspace` resolves, so under it
+/// the build reuses the test build's dependencies (with `--package watchdog` it compiled a
+/// second set of them).
 pub fn daemon_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
@@ -126,8 +129,7 @@ pub fn daemon_binary() -> PathBuf {
             let output = Command::new(cargo)
                 .args([
                     "build",
-                    "--package",
-                    "watchdog",
+                    "--workspace",
                     "--bin",
                     "watchdog",
                     "--message-format=json-render-diagnostics",
