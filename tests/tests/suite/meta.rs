@@ -5,9 +5,10 @@
 use std::{
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     process::Command,
+    time::Duration,
 };
 
-use watchdog_tests::TempDir;
+use watchdog_tests::{TempDir, poll_until};
 
 /// `nobody`: a user that is not root.
 const NOBODY: u32 = 65534;
@@ -34,7 +35,16 @@ fn run_one(name: &str, ci: bool, env: &[(&str, &str)], uid: Option<u32>) -> (boo
     if let Some(uid) = uid {
         command.uid(uid).gid(uid);
     }
-    let output = command.output().expect("run the suite binary");
+    // Another test's child may still hold the copy's write descriptor between its fork
+    // and exec (ETXTBSY): try again.
+    let output = poll_until(
+        Duration::from_secs(10),
+        "the copy to be executable",
+        || match command.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => None,
+            other => Some(other.expect("run the suite binary")),
+        },
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
