@@ -494,7 +494,9 @@ impl Metrics {
 
     /// The value of series `name{labels}`, or 0 when the daemon has not exported that
     /// series (yet): most are created on their first count. Panics when the scrape declares
-    /// no metric family `name` belongs to (a renamed or unregistered metric is not 0).
+    /// no metric family `name` belongs to (a renamed or unregistered metric is not 0); a
+    /// registered family with no series yet is left out of the scrape (prometheus-client):
+    /// poll [`Metrics::declares`] before counting in one.
     pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         assert!(
             self.declares(name),
