@@ -56,10 +56,16 @@ fn help_names_the_main_jobs() {
         "check",
         "run",
     ] {
-        assert!(help.contains(job), "--help does not name {job:?}:\n{stdout}");
+        assert!(
+            help.contains(job),
+            "--help does not name {job:?}:\n{stdout}"
+        );
     }
     for (command, purpose) in [
-        (&["run", "--help"][..], "ghost routes, dead gateways, stale VXLAN FDB entries"),
+        (
+            &["run", "--help"][..],
+            "ghost routes, dead gateways, stale VXLAN FDB entries",
+        ),
         (&["check", "--help"], "Check this host once"),
         (&["repair", "--help"], "to the desired state"),
         (&["repair", "apply", "--help"], "rolled back"),
