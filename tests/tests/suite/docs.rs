@@ -891,3 +891,32 @@ fn every_area_of_the_suite_is_in_the_testing_page() {
          no such area {stale:?}"
     );
 }
+
+/// The README's two commands for a fresh machine come first, and CI runs its test command
+/// as written (`.ci/run`).
+#[test]
+fn the_readmes_fresh_machine_commands_are_what_ci_runs() {
+    let readme = page("README.md");
+    let block = readme
+        .split("## On a fresh machine")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("README: a ```sh block under `## On a fresh machine`");
+    let commands: Vec<&str> = block
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .collect();
+    assert_eq!(commands, ["cargo xtask run", "cargo xtask test"], "{block}");
+    let first_section = readme.split("\n## ").nth(1).unwrap_or_default();
+    assert!(
+        first_section.starts_with("On a fresh machine"),
+        "the fresh-machine commands are the README's first section"
+    );
+    let ci = page(".ci/run");
+    assert!(
+        ci.lines().any(|line| line.trim() == commands[1]),
+        ".ci/run does not run the README's test command `{}`",
+        commands[1]
+    );
+}
