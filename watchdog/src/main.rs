@@ -6,8 +6,22 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use watchdog::commands;
 
-/// Node-local eBPF network watchdog: counts the packets the kernel drops, by the kernel's
-/// own reason, and serves them to Prometheus.
+/// Finds where this node's kernel sends traffic into the void and names the route,
+/// gateway or VXLAN FDB entry to fix; checks the overlay against the cluster's desired
+/// state and can repair it.
+///
+/// What it finds: ghost routes and dead gateways (a route via a neighbour that never
+/// answers), stale VXLAN FDB entries (a ghost VTEP) and a collapsed FDB, blackholed
+/// traffic (packets out, nothing back), failing TCP destinations, ghost Service endpoints,
+/// path-MTU black holes, routes over dead links or to blackholes, and an overlay that
+/// differs from what the Nodes say (desired state). It watches the kernel's own data
+/// plane (eBPF counters of drops, peers and TCP connects) next to a netlink mirror of
+/// links, routes, neighbours and FDB.
+///
+/// The jobs: `run` the daemon (Prometheus /metrics, a JSON API, alerts); `check` this host
+/// once and print a diagnosis; `repair plan|apply` the overlay to the desired state (a dry
+/// run unless asked, journalled, verified, rolled back, undoable); `config default` shows
+/// every setting.
 ///
 /// Logging is controlled by RUST_LOG (default `info`; `warn` for `check` without -v),
 /// e.g. RUST_LOG=watchdog=debug.
@@ -20,9 +34,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon: attach the probes and serve /metrics, /healthz and /readyz.
+    /// Run the daemon: watch this node continuously for ghost routes, dead gateways, stale
+    /// VXLAN FDB entries and blackholed traffic; serve the findings on /metrics and
+    /// /api/v1/findings, send alerts, and repair the overlay when configured.
     ///
-    /// Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or root). Without --config the embedded
+    /// Attaches the eBPF probes and serves /metrics, /healthz, /readyz, /api/v1/findings
+    /// and /api/v1/repairs. Needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or root). Without --config the embedded
     /// default configuration is used (print it with `watchdog config default`).
     /// SIGTERM or SIGINT detaches every probe and exits.
     Run {
@@ -35,8 +52,12 @@ enum Command {
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<SocketAddr>,
     },
-    /// Audit this host once: load the probes and the network mirror, watch the traffic for
-    /// a short window, print the findings, exit.
+    /// Check this host once: is traffic going into the void here, and which route, gateway
+    /// or FDB entry is to blame? Prints a diagnosis with the next step and runbook.
+    ///
+    /// Loads the probes and the network mirror, watches the traffic for a short window,
+    /// judges it as the daemon does (the desired state included when configured), prints
+    /// the findings and exits.
     ///
     /// Exit code 0: no findings; 1: findings; 2: the audit could not run. Silence-based
     /// findings (a destination that never answers) need traffic during the whole window.
@@ -55,13 +76,18 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
-    /// Show or check configuration.
+    /// Show every setting with its default, or check a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Alert sinks.
+    /// Test the alert sinks (webhook, Alertmanager, Slack) with a marked test alert.
     #[command(subcommand)]
     Alert(AlertCommand),
-    /// Repair this node's overlay (FDB entries, neighbours, routes) to what the Nodes say.
+    /// Repair this node's overlay (VXLAN FDB entries, neighbours, routes to pod subnets) to
+    /// the desired state the Nodes describe: plan, apply (dry run unless --yes), journal,
+    /// undo.
+    ///
+    /// Only objects the watchdog owns are touched, one journalled change at a time, each
+    /// verified and rolled back to the exact before-state when it does not help.
     #[command(subcommand)]
     Repair(RepairCommand),
 }

@@ -27,7 +27,7 @@ struct Cli {
 enum Task {
     /// Install what this machine lacks to build and test: Debian packages, the rust-src
     /// component, and bpf-linker built against rustc's own LLVM. Idempotent; a second run
-    /// takes seconds.
+    /// only checks (under a second).
     Setup,
     /// Install the build tools, build the daemon (release) and run it with the embedded default config on
     /// this host (serves http://127.0.0.1:9477/metrics). Needs root.

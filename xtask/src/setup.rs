@@ -1,6 +1,8 @@
 //! `cargo xtask setup`: make a clean Debian machine able to build and test the project.
 //!
-//! Each step checks before it acts, so a second run only checks.
+//! Each step checks before it acts, so a second run only checks, in well under a second:
+//! one `dpkg-query` for every Debian package, the Python tool found through its files
+//! rather than started, and a few quick `rustc`/`rustup`/`bpf-linker` calls.
 
 use std::{path::PathBuf, process::Command};
 
@@ -61,9 +63,11 @@ pub fn run() -> anyhow::Result<()> {
         .copied()
         .collect();
     debian_packages(&packages)?;
-    python_tools()?;
+    install_python_tools(&missing_python_tools())?;
     tracefs()?;
-    build_tools(Some(AARCH64))
+    // The aarch64 linker packages were among the packages above.
+    build_tools(None)?;
+    rust_target(AARCH64)
 }
 
 /// Where the kernel's tracepoints are read (the daemon mounts it itself when missing; the
@@ -86,22 +90,124 @@ fn tracefs() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn python_tools() -> anyhow::Result<()> {
-    for (package, command) in PYTHON_TOOLS {
-        let present = Command::new(command)
-            .arg("--version")
-            .output()
-            .is_ok_and(|out| out.status.success());
-        if present {
+/// The Python tools whose command would not run, as (package, command).
+fn missing_python_tools() -> Vec<(&'static str, &'static str)> {
+    PYTHON_TOOLS
+        .iter()
+        .copied()
+        .filter(|(_, command)| !python_command_runs(command))
+        .collect()
+}
+
+/// Whether the Python console script `command` would run, decided without starting Python
+/// where the files say it for sure (Python's start-up, through pyenv's shims, takes most of
+/// a second): the first `command` on PATH is a script whose interpreter exists, or a pyenv
+/// shim whose selected version has such a script. Anything else is run with `--version`.
+fn python_command_runs(command: &str) -> bool {
+    let Some(found) = on_path(command) else {
+        return false;
+    };
+    let head = file_head(&found);
+    let script = match pyenv_shim_root(&head) {
+        Some(root) => match pyenv_version(&root) {
+            Some(version) => root
+                .join("versions")
+                .join(version)
+                .join("bin")
+                .join(command),
+            None => return runs(&found),
+        },
+        None => found,
+    };
+    match interpreter(&file_head(&script)) {
+        Some(python) => python.is_file(),
+        None if script.is_file() => runs(&script),
+        None => false,
+    }
+}
+
+fn runs(command: &std::path::Path) -> bool {
+    Command::new(command)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// The first executable file named `command` in a directory of PATH.
+fn on_path(command: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(command))
+        .find(|path| {
+            std::fs::metadata(path)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The first kilobyte of a file as text (empty when it cannot be read).
+fn file_head(path: &std::path::Path) -> String {
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    if let Ok(file) = std::fs::File::open(path) {
+        let _ = file.take(1024).read_to_end(&mut head);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A console script's interpreter: the absolute path of its `#!` line, when it is a Python.
+fn interpreter(head: &str) -> Option<PathBuf> {
+    let line = head.strip_prefix("#!")?.lines().next()?;
+    let program = line.split_whitespace().next()?;
+    (program.starts_with('/') && program.contains("python")).then(|| PathBuf::from(program))
+}
+
+/// The pyenv root a shim execs (`exec "<root>/libexec/pyenv" exec …`).
+fn pyenv_shim_root(head: &str) -> Option<PathBuf> {
+    let (before, _) = head.split_once("/libexec/pyenv\" exec")?;
+    let root = before.rsplit('"').next()?;
+    root.starts_with('/').then(|| PathBuf::from(root))
+}
+
+/// The Python version pyenv selects, as pyenv does: PYENV_VERSION, else the nearest
+/// `.python-version` from the current directory up, else `<root>/version`. `None` for the
+/// system Python (found elsewhere on PATH) or when nothing says.
+fn pyenv_version(root: &std::path::Path) -> Option<String> {
+    let text = std::env::var("PYENV_VERSION").ok().or_else(|| {
+        let cwd = std::env::current_dir().ok()?;
+        cwd.ancestors()
+            .map(|dir| dir.join(".python-version"))
+            .chain([root.join("version")])
+            .find_map(|file| std::fs::read_to_string(file).ok())
+    })?;
+    let version = text
+        .split(|c: char| c == ':' || c.is_whitespace())
+        .find(|word| !word.is_empty() && !word.starts_with('#'))?;
+    (version != "system").then(|| version.to_owned())
+}
+
+fn install_python_tools(missing: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (_, command) in PYTHON_TOOLS {
+        if !missing.iter().any(|(_, absent)| absent == command) {
             eprintln!("setup: {command} present");
-            continue;
         }
+    }
+    for (package, _) in missing {
         eprintln!("setup: installing {package} from PyPI");
         status(
             Command::new("python3")
                 .args(["-m", "pip", "install", "--quiet", package])
                 .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
         )?;
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // A command pip installed but PATH does not reach would be installed again on every run.
+    for (package, command) in missing_python_tools() {
+        eprintln!(
+            "setup: {package} is installed but `{command} --version` does not run: add pip's \
+             script directory to PATH (with pyenv: `pyenv rehash`), or the deploy tests fail"
+        );
     }
     Ok(())
 }
@@ -135,10 +241,11 @@ fn rust_target(target: &str) -> anyhow::Result<()> {
 }
 
 fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let installed = installed(packages);
     let missing: Vec<&str> = packages
         .iter()
         .copied()
-        .filter(|package| !installed(package))
+        .filter(|package| !installed.contains(*package))
         .collect();
     if missing.is_empty() {
         eprintln!("setup: Debian packages present ({})", packages.join(" "));
@@ -162,11 +269,22 @@ fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
     )
 }
 
-fn installed(package: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
+/// Which of `packages` dpkg has installed, asked in one `dpkg-query` (it prints a line per
+/// package it knows and exits 1 when it knows not all of them, so the status is ignored).
+fn installed(packages: &[&str]) -> std::collections::BTreeSet<String> {
+    let Ok(out) = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package}\t${Status}\n"])
+        .args(packages)
         .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+    else {
+        return Default::default();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(_, status)| *status == "install ok installed")
+        .map(|(package, _)| package.to_owned())
+        .collect()
 }
 
 fn sysroot() -> anyhow::Result<PathBuf> {

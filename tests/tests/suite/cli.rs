@@ -39,6 +39,50 @@ fn version_and_help_document_the_options() {
     assert!(stdout.contains("listen = \"127.0.0.1:9477\""), "{stdout}");
 }
 
+/// `--help` says what the tool is for in a user's words, and each subcommand's help what
+/// that command is for.
+#[test]
+fn help_names_the_main_jobs() {
+    let (code, stdout, _) = run_watchdog(&["--help"]);
+    assert_eq!(code, 0);
+    let help = stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    for job in [
+        "ghost routes",
+        "dead gateways",
+        "stale VXLAN FDB entries",
+        "blackholed traffic",
+        "desired state",
+        "repair",
+        "check",
+        "run",
+    ] {
+        assert!(
+            help.contains(job),
+            "--help does not name {job:?}:\n{stdout}"
+        );
+    }
+    for (command, purpose) in [
+        (
+            &["run", "--help"][..],
+            "ghost routes, dead gateways, stale VXLAN FDB entries",
+        ),
+        (&["check", "--help"], "Check this host once"),
+        (&["repair", "--help"], "to the desired state"),
+        (&["repair", "apply", "--help"], "rolled back"),
+        (&["config", "--help"], "every setting"),
+        (&["alert", "--help"], "test alert"),
+    ] {
+        let (code, stdout, _) = run_watchdog(command);
+        assert_eq!(code, 0, "{command:?}");
+        let help = stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            help.contains(purpose),
+            "watchdog {} does not say {purpose:?}:\n{stdout}",
+            command.join(" ")
+        );
+    }
+}
+
 #[test]
 fn bad_config_is_one_clear_error_and_nothing_attached() {
     let (code, stderr) = run_with_config("c.toml", "listen = 5\n");

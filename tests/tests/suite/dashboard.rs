@@ -152,11 +152,10 @@ fn selectors(expr: &str) -> Vec<(String, String)> {
     out
 }
 
-/// Metric names the README documents (its metrics table and text).
+/// Metric names docs/metrics.md documents (its table and text).
 fn documented_metrics() -> BTreeSet<String> {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    readme
-        .split('`')
+    let page = std::fs::read_to_string(root().join("docs/metrics.md")).unwrap();
+    page.split('`')
         .skip(1)
         .step_by(2)
         .filter_map(|code| {
@@ -278,7 +277,7 @@ fn the_dashboard_is_well_formed() {
                 }
                 if metric != "up" && !documented.contains(&metric) {
                     problems.push(format!(
-                        "{name} {ref_id}: {metric} is not a metric the README documents"
+                        "{name} {ref_id}: {metric} is not a metric docs/metrics.md documents"
                     ));
                 }
             }

@@ -122,14 +122,14 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-/// `GET /api/v1/findings`: see the README for the schema.
+/// `GET /api/v1/findings`: see docs/findings.md for the schema.
 async fn findings(State(state): State<AppState>) -> impl IntoResponse {
     let findings = state.findings.read().expect("findings lock").clone();
     axum::Json(crate::findings::Report::new(&state.node, findings))
 }
 
 /// `GET /api/v1/repairs`: the repair journal's recent changes, each with its verdicts
-/// (newest last); see the README for the schema.
+/// (newest last); see docs/repair.md for the schema.
 async fn repairs(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(serde_json::json!({
         "schema": "watchdog.repairs/v1",
