@@ -13,7 +13,7 @@ use crate::{
     config::{Config, DetectConfig},
     detect::{self, Inputs, overlay},
     findings::{Finding, Report},
-    model::probe::ProbeBook,
+    model::{probe::ProbeBook, stack::StackRequest},
     pipeline,
     sinks::text,
     sources::{Sources, desired::DesiredError, kernel::procfs, pods::Pods},
@@ -105,6 +105,12 @@ pub async fn audit(
     let mut memory = overlay::Memory::new(config.desired.grace.min(window));
     let started = SystemTime::now();
     let mut pods = Pods::start(config.namespaces, own_netns, config, &node).await;
+    // What explains netfilter, reverse-path and checksum drops, read at the window's start
+    // and end (a one-shot can afford it): the counters that moved in between.
+    let devices: Vec<String> = sources.mirror().map_or_else(Vec::new, |mirror| {
+        mirror.with_snapshot(|net| net.links().map(|link| link.name.clone()).collect())
+    });
+    sources.request_stack(StackRequest::everything(devices));
     let reading = sources.read();
     let view = pods.refresh(&reading.namespaces());
     let first = pipeline::sample(own_netns, &view, reading);

@@ -159,6 +159,10 @@ pub struct Probes {
     pub peers: bool,
     /// TCP connect outcomes per destination.
     pub tcp: bool,
+    /// Read what explains netfilter, reverse-path and checksum drops of this node's traffic
+    /// (the nftables ruleset over netlink, `rp_filter` sysctls, devices' offload features),
+    /// while such drops are seen.
+    pub explain_drops: bool,
 }
 
 /// A configuration the user has to fix.
@@ -285,6 +289,7 @@ impl Default for Probes {
             kfree_skb: true,
             peers: true,
             tcp: true,
+            explain_drops: true,
         }
     }
 }

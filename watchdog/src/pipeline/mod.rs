@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 pub use self::{
     cycle::{Cycle, Pipeline, candidates},
     history::History,
-    sample::{client_totals, sample, without_destinations},
+    sample::{client_totals, sample, this_node, without_destinations},
 };
 use crate::findings::Finding;
 
