@@ -179,7 +179,8 @@ pub async fn audit(
         config.prober.timeout * 12
     } else {
         config.prober.timeout
-    };
+    }
+    .max(config.prober.timeout + crate::sources::prober::DESTINATION_LINGER);
     prober.settle(probing + Duration::from_secs(1)).await;
     let probes = prober.book();
     let mirror = sources.mirror().expect("failures() checked the mirror");

@@ -928,3 +928,476 @@ pub fn stack_request(inputs: &Inputs<'_>) -> StackRequest {
     }
     request
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::Arc,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+    use crate::{
+        config::DetectConfig,
+        detect::Sample,
+        model::{
+            net::{Address, Link, Route, Snapshot, Update, Vxlan},
+            probe::ProbeBook,
+            stack::{BaseChain, Family, Offloads, RpFilter, Stack, Verdict},
+        },
+    };
+
+    const OWN: u32 = 4026531840;
+    const POD: u32 = 4026532100;
+    const ETH0: u32 = 2;
+    const FLANNEL: u32 = 3;
+    const CNI0: u32 = 4;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn link(index: u32, name: &str, kind: Option<&str>) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            kind: kind.map(str::to_owned),
+            admin_up: true,
+            oper_up: true,
+            mtu: 1500,
+            master: None,
+            mac: None,
+            vxlan: None,
+        }
+    }
+
+    /// Node 0 of a Flannel overlay: eth0 192.168.77.10/24, flannel.1, cni0 with the pod
+    /// subnet 10.244.0.0/24, a route to node 1's pods.
+    fn node() -> Snapshot {
+        let mut net = Snapshot::new();
+        net.apply(Update::NewLink(link(ETH0, "eth0", None)));
+        net.apply(Update::NewLink(Link {
+            vxlan: Some(Vxlan {
+                vni: 1,
+                local: Some(ip("192.168.77.10")),
+                port: 8472,
+                underlay: Some(ETH0),
+                learning: false,
+            }),
+            ..link(FLANNEL, "flannel.1", Some("vxlan"))
+        }));
+        net.apply(Update::NewLink(link(CNI0, "cni0", Some("bridge"))));
+        for (ifindex, address) in [
+            (ETH0, "192.168.77.10/24"),
+            (FLANNEL, "10.244.0.0/32"),
+            (CNI0, "10.244.0.1/24"),
+        ] {
+            net.apply(Update::NewAddress(Address {
+                ifindex,
+                prefix: address.parse().unwrap(),
+            }));
+        }
+        for (dst, oif, gateway) in [
+            ("192.168.77.0/24", ETH0, None),
+            ("10.244.0.0/24", CNI0, None),
+            ("10.244.1.0/24", FLANNEL, Some("10.244.1.0")),
+        ] {
+            net.apply(Update::NewRoute(Route {
+                oif: Some(oif),
+                gateway: gateway.map(ip),
+                onlink: gateway.is_some(),
+                ..Route::unicast(dst.parse().unwrap())
+            }));
+        }
+        net
+    }
+
+    fn flow(reason: &str, netns: u32, ifindex: u32, src: &str, dst: &str, udp: u16) -> DropFlow {
+        DropFlow {
+            netns,
+            reason: reason.into(),
+            ifindex,
+            src: ip(src),
+            dst: ip(dst),
+            protocol: if udp == 0 { 6 } else { 17 },
+            dport: udp,
+        }
+    }
+
+    /// Samples 10 s apart with `flows` dropped `count` times each in between.
+    fn samples(flows: &[DropFlow], count: u64, stack: Stack) -> (Sample, Sample) {
+        let start = Instant::now();
+        let then = Sample {
+            at: Some(start),
+            own_netns: OWN,
+            ..Sample::default()
+        };
+        let mut now = Sample {
+            at: Some(start + Duration::from_secs(10)),
+            own_netns: OWN,
+            stack,
+            ..Sample::default()
+        };
+        for flow in flows {
+            now.drop_flows.insert(flow.clone(), count);
+        }
+        now.client_names.insert(POD, "default/web".into());
+        (then, now)
+    }
+
+    fn judge(net: &Snapshot, then: &Sample, now: &Sample) -> (Vec<Candidate>, StackRequest) {
+        let settings = DetectConfig::default();
+        let probes = ProbeBook::default();
+        let inputs = Inputs {
+            net,
+            now,
+            then,
+            recent: then,
+            settings: &settings,
+            probes: &probes,
+        };
+        let mut candidates = firewall_drops(&inputs);
+        candidates.extend(rp_filter_drops(&inputs));
+        candidates.extend(checksum_drops(&inputs));
+        (candidates, stack_request(&inputs))
+    }
+
+    fn forward_chain(policy_packets: u64, rule_packets: u64) -> Table {
+        Table {
+            family: Family::Ip,
+            name: "filter".into(),
+            chains: vec![
+                Chain {
+                    name: "FORWARD".into(),
+                    base: Some(BaseChain {
+                        hook: Hook::Forward,
+                        priority: 0,
+                        policy_drop: true,
+                        kind: "filter".into(),
+                    }),
+                    counter: Some(Counter {
+                        packets: policy_packets,
+                        bytes: 0,
+                    }),
+                    rules: vec![Rule {
+                        handle: 4,
+                        counter: Some(Counter::default()),
+                        verdict: Some(Verdict::Jump("DOCKER-USER".into())),
+                        text: "counter jump DOCKER-USER".into(),
+                        comment: None,
+                    }],
+                },
+                Chain {
+                    name: "DOCKER-USER".into(),
+                    base: None,
+                    counter: None,
+                    rules: vec![Rule {
+                        handle: 9,
+                        counter: Some(Counter {
+                            packets: rule_packets,
+                            bytes: 0,
+                        }),
+                        verdict: Some(Verdict::Drop),
+                        text: "ip saddr 10.244.0.0/24 counter drop".into(),
+                        comment: Some("quarantine".into()),
+                    }],
+                },
+                // Input: a host firewall dropping a port scan; its counter moves too.
+                Chain {
+                    name: "INPUT".into(),
+                    base: Some(BaseChain {
+                        hook: Hook::Input,
+                        priority: 0,
+                        policy_drop: true,
+                        kind: "filter".into(),
+                    }),
+                    counter: Some(Counter {
+                        packets: policy_packets * 3,
+                        bytes: 0,
+                    }),
+                    rules: Vec::new(),
+                },
+            ],
+        }
+    }
+
+    fn readings(baseline: Table, latest: Table) -> Stack {
+        let start = Instant::now();
+        Stack {
+            netfilter: Some(NetfilterReadings {
+                baseline: Arc::new(Netfilter {
+                    at: start,
+                    tables: Ok(vec![baseline]),
+                    legacy: Vec::new(),
+                }),
+                latest: Arc::new(Netfilter {
+                    at: start + Duration::from_secs(1),
+                    tables: Ok(vec![latest]),
+                    legacy: Vec::new(),
+                }),
+            }),
+            ..Stack::default()
+        }
+    }
+
+    /// Docker's `iptables -P FORWARD DROP`: a pod's traffic to another node's pod.
+    #[test]
+    fn a_forward_policy_drop_of_pod_traffic_is_named_with_the_chain_and_a_fix() {
+        let net = node();
+        let dropped = flow(
+            "NETFILTER_DROP",
+            OWN,
+            CNI0,
+            "10.244.0.2",
+            "10.244.1.2",
+            7777,
+        );
+        let stack = readings(forward_chain(100, 0), forward_chain(172, 0));
+        let (then, now) = samples(&[dropped], 72, stack);
+        let (candidates, request) = judge(&net, &then, &now);
+        assert!(request.netfilter, "{request:?}");
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        let c = &candidates[0];
+        assert_eq!(c.kind, Kind::FirewallDrop);
+        assert_eq!(c.subject, "chain ip filter FORWARD policy drop");
+        assert_eq!(
+            c.evidence("problem"),
+            Some("FORWARD policy drop (Docker?) drops pod traffic 10.244.0.2 → 10.244.1.2")
+        );
+        assert_eq!(c.evidence("hook"), Some("forward"));
+        assert_eq!(c.evidence("policy_counter_moved"), Some("72"));
+        assert_eq!(
+            c.evidence("flow"),
+            Some("10.244.0.2 → 10.244.1.2 udp/7777 dev cni0: 72 dropped (NETFILTER_DROP)")
+        );
+        let fix = c.evidence("fix").unwrap();
+        assert!(
+            fix.contains("`iptables -I FORWARD -s 10.244.0.0/24 -j ACCEPT`")
+                && fix.contains("`iptables -P FORWARD ACCEPT`"),
+            "{fix}"
+        );
+    }
+
+    #[test]
+    fn a_rule_behind_a_jump_whose_counter_moved_is_named_with_its_comment() {
+        let net = node();
+        let dropped = flow("NETFILTER_DROP", OWN, CNI0, "10.244.0.2", "10.244.1.2", 0);
+        let stack = readings(forward_chain(100, 5), forward_chain(100, 30));
+        let (then, now) = samples(&[dropped], 25, stack);
+        let (candidates, _) = judge(&net, &then, &now);
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        let c = &candidates[0];
+        assert_eq!(c.subject, "rule ip filter DOCKER-USER handle 9");
+        assert_eq!(
+            c.evidence("rule"),
+            Some("ip saddr 10.244.0.0/24 counter drop")
+        );
+        assert_eq!(c.evidence("comment"), Some("quarantine"));
+        assert_eq!(c.evidence("rule_counter_moved"), Some("25"));
+    }
+
+    /// A host firewall dropping a port scan of the node itself (its INPUT policy's counter
+    /// moving) is not pod traffic: nothing is raised, and the ruleset is not even read.
+    #[test]
+    fn a_port_scan_of_the_node_dropped_by_its_host_firewall_raises_nothing() {
+        let net = node();
+        let scan = flow(
+            "NETFILTER_DROP",
+            OWN,
+            ETH0,
+            "192.168.77.11",
+            "192.168.77.10",
+            0,
+        );
+        let stack = readings(forward_chain(100, 0), forward_chain(100, 0));
+        let (then, now) = samples(&[scan], 500, stack);
+        let (candidates, request) = judge(&net, &then, &now);
+        assert_eq!(candidates, vec![]);
+        assert!(request.is_empty(), "{request:?}");
+        // VXLAN to the node is overlay traffic: the same firewall dropping it is named.
+        let vxlan = flow(
+            "NETFILTER_DROP",
+            OWN,
+            ETH0,
+            "192.168.77.11",
+            "192.168.77.10",
+            8472,
+        );
+        let stack = readings(forward_chain(100, 0), forward_chain(160, 0));
+        let (then, now) = samples(&[vxlan], 60, stack);
+        let (candidates, _) = judge(&net, &then, &now);
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        assert_eq!(candidates[0].subject, "chain ip filter INPUT policy drop");
+        assert!(
+            candidates[0]
+                .evidence("problem")
+                .unwrap()
+                .contains("overlay traffic 192.168.77.11 → 192.168.77.10")
+        );
+    }
+
+    #[test]
+    fn before_a_second_reading_or_below_min_drops_nothing_is_named() {
+        let net = node();
+        let dropped = flow(
+            "NETFILTER_DROP",
+            OWN,
+            CNI0,
+            "10.244.0.2",
+            "10.244.1.2",
+            7777,
+        );
+        let mut stack = readings(forward_chain(100, 0), forward_chain(100, 0));
+        let netfilter = stack.netfilter.as_mut().unwrap();
+        netfilter.latest = netfilter.baseline.clone();
+        let (then, now) = samples(std::slice::from_ref(&dropped), 72, stack);
+        assert_eq!(judge(&net, &then, &now).0, vec![]);
+        let stack = readings(forward_chain(100, 0), forward_chain(104, 0));
+        let (then, now) = samples(&[dropped], 4, stack);
+        assert_eq!(judge(&net, &then, &now).0, vec![]);
+    }
+
+    /// No counter moved (plain nft chains have none; iptables-legacy is not read): the
+    /// hook, the suspects and what could not be read are said.
+    #[test]
+    fn without_counters_the_hook_and_the_suspects_are_named() {
+        let net = node();
+        let dropped = flow(
+            "NETFILTER_DROP",
+            OWN,
+            CNI0,
+            "10.244.0.2",
+            "10.244.1.2",
+            7777,
+        );
+        let mut table = forward_chain(0, 0);
+        table.family = Family::Inet;
+        table.name = "host".into();
+        table.chains[0].counter = None;
+        let mut stack = readings(table.clone(), table);
+        let latest = Arc::make_mut(&mut stack.netfilter.as_mut().unwrap().latest);
+        latest.legacy = vec!["ip filter".into()];
+        let (then, now) = samples(&[dropped], 72, stack);
+        let (candidates, _) = judge(&net, &then, &now);
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        let c = &candidates[0];
+        assert_eq!(c.subject, "netfilter forward hook");
+        assert_eq!(
+            c.evidence("suspect"),
+            Some("chain inet host FORWARD policy drop (no counter)")
+        );
+        assert!(c.evidence("iptables_legacy").unwrap().contains("ip filter"));
+    }
+
+    #[test]
+    fn drops_inside_a_pods_namespace_name_the_pod() {
+        let net = node();
+        let dropped = flow("NETFILTER_DROP", POD, 2, "10.244.0.2", "10.244.1.2", 7777);
+        let (then, now) = samples(&[dropped], 10, Stack::default());
+        let (candidates, request) = judge(&net, &then, &now);
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        assert_eq!(candidates[0].subject, "netfilter in default/web");
+        assert_eq!(candidates[0].evidence("client"), Some("default/web"));
+        // Its ruleset is not the daemon's to read.
+        assert!(request.is_empty(), "{request:?}");
+    }
+
+    #[test]
+    fn reverse_path_drops_name_the_interface_its_values_and_the_route_back() {
+        let net = node();
+        // Node 1's pod answers through the overlay, but this node routes it via eth0.
+        let mut net2 = net.clone();
+        net2.apply(Update::NewRoute(Route {
+            oif: Some(ETH0),
+            gateway: Some(ip("192.168.77.11")),
+            ..Route::unicast("10.244.1.0/24".parse().unwrap())
+        }));
+        net2.apply(Update::DelRoute(Route {
+            oif: Some(FLANNEL),
+            gateway: Some(ip("10.244.1.0")),
+            onlink: true,
+            ..Route::unicast("10.244.1.0/24".parse().unwrap())
+        }));
+        let dropped = flow(
+            "IP_RPFILTER",
+            OWN,
+            FLANNEL,
+            "10.244.1.2",
+            "10.244.0.2",
+            7777,
+        );
+        let stack = Stack {
+            rp_filter: Some(Arc::new(RpFilter {
+                values: [("all".to_owned(), 1), ("flannel.1".to_owned(), 0)].into(),
+            })),
+            ..Stack::default()
+        };
+        let (then, now) = samples(&[dropped], 20, stack);
+        let (candidates, request) = judge(&net2, &then, &now);
+        assert_eq!(request.rp_filter, BTreeSet::from(["flannel.1".to_owned()]));
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        let c = &candidates[0];
+        assert_eq!(c.kind, Kind::RpFilterDrop);
+        assert_eq!(c.subject, "rp_filter dev flannel.1");
+        assert_eq!(
+            c.evidence("rp_filter"),
+            Some(
+                "net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.flannel.1.rp_filter=0 (the larger \
+                 applies: strict)"
+            )
+        );
+        assert!(
+            c.evidence("route_back")
+                .unwrap()
+                .starts_with("the route back to 10.244.1.2 leaves via eth0"),
+            "{c:#?}"
+        );
+    }
+
+    #[test]
+    fn bad_vxlan_checksums_name_the_peer_the_device_and_its_offloads() {
+        let net = node();
+        let dropped = flow(
+            "UDP_CSUM",
+            OWN,
+            ETH0,
+            "192.168.77.11",
+            "192.168.77.10",
+            8472,
+        );
+        let stack = Stack {
+            offloads: Some(Arc::new(
+                [(
+                    "eth0".to_owned(),
+                    Offloads {
+                        features: Ok([
+                            ("rx-checksum".to_owned(), false),
+                            ("tx-checksum-ip-generic".to_owned(), true),
+                            ("tx-gso-partial".to_owned(), true),
+                        ]
+                        .into()),
+                    },
+                )]
+                .into(),
+            )),
+            ..Stack::default()
+        };
+        let (then, now) = samples(&[dropped], 12, stack);
+        let (candidates, request) = judge(&net, &then, &now);
+        assert_eq!(request.offloads, BTreeSet::from(["eth0".to_owned()]));
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        let c = &candidates[0];
+        assert_eq!(c.kind, Kind::ChecksumDrop);
+        assert_eq!(c.subject, "checksum drops from 192.168.77.11 dev eth0");
+        assert_eq!(c.evidence("reasons"), Some("UDP_CSUM 12"));
+        assert_eq!(
+            c.evidence("offloads"),
+            Some("eth0: rx-checksum off, tx-checksum-ip-generic on")
+        );
+        assert!(
+            c.evidence("problem")
+                .unwrap()
+                .contains("VXLAN packets with a bad outer UDP checksum")
+        );
+    }
+}

@@ -27,9 +27,15 @@ use crate::{
     config::{MtuConfig, ProberConfig, prober::ProbeMethod},
     model::probe::{
         Method, MtuOutcome, MtuTarget, PathMtu, ProbeBook, ProbeKey, ProbeRequest, ProbeResult,
-        ProbeStats,
+        ProbeStats, Purpose,
     },
 };
+
+/// How long a destination probe left unanswered waits on for a late ICMP error: a router
+/// says "host unreachable" only when its neighbour resolution fails, three 1 s solicits
+/// after the packet arrived. A definitive error names a dead destination at once; silence
+/// waits for its window anyway (`detect.window`, longer than this).
+pub const DESTINATION_LINGER: Duration = Duration::from_secs(3);
 
 /// At most this many results are kept (the oldest go first).
 const MAX_RESULTS: usize = 4096;
@@ -262,10 +268,15 @@ impl Prober {
             };
             let method = self.methods[usize::from(request.target.is_ipv6())];
             let (timeout, tries) = (self.settings.timeout, self.settings.tries);
+            let linger = if request.purpose == Purpose::Destination {
+                DESTINATION_LINGER
+            } else {
+                Duration::ZERO
+            };
             let results = self.shared.clone();
             self.tasks.spawn(async move {
                 let _guard = guard;
-                let ran = run::probe(&request, method, timeout, tries).await;
+                let ran = run::probe_lingering(&request, method, timeout, tries, linger).await;
                 let result = ProbeResult {
                     request,
                     method,
