@@ -15,7 +15,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use serde::Deserialize as _;
 use serde_json::Value;
 use watchdog::findings::Kind;
 use watchdog_tests::{
@@ -395,8 +394,7 @@ fn the_dashboard_configmap_is_generated_from_the_json() {
         dashboard_json().display()
     );
     // Read back as Kubernetes will: the label Grafana's sidecar selects, the JSON intact.
-    let doc =
-        serde_yaml::Value::deserialize(serde_yaml::Deserializer::from_str(&configmap)).unwrap();
+    let doc = serde_saphyr::from_str::<serde_json::Value>(&configmap).unwrap();
     assert_eq!(doc["kind"], "ConfigMap");
     assert_eq!(doc["metadata"]["labels"]["grafana_dashboard"], "1");
     assert_eq!(doc["data"]["watchdog.json"].as_str(), Some(json.as_str()));

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use serde_yaml::Value;
+use serde_json::Value;
 use watchdog_tests::{
     Daemon, NetNs, TempDir, daemon_binary,
     lab::Lab,
@@ -29,18 +29,14 @@ fn base() -> PathBuf {
 /// Every document of a YAML file.
 fn documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .collect()
+    serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
-
-use serde::Deserialize as _;
 
 /// The resources the kustomization lists, as (file, document).
 fn resources() -> Vec<(PathBuf, Value)> {
     let kustomization = &documents(&base().join("kustomization.yaml"))[0];
     kustomization["resources"]
-        .as_sequence()
+        .as_array()
         .expect("resources")
         .iter()
         .map(|r| base().join(r.as_str().expect("resource path")))
@@ -109,7 +105,7 @@ fn manifests_agree_with_each_other_and_the_daemon() {
     let security = &container["securityContext"];
     assert_eq!(security["privileged"], false);
     let added: Vec<&str> = security["capabilities"]["add"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .filter_map(Value::as_str)
@@ -125,7 +121,7 @@ fn manifests_agree_with_each_other_and_the_daemon() {
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     let mounts: Vec<&str> = container["volumeMounts"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .filter_map(|m| m["mountPath"].as_str())
@@ -141,14 +137,14 @@ fn manifests_agree_with_each_other_and_the_daemon() {
     // The repair journal's directory is the node's (a hostPath), writable, and where the
     // default `repair.journal` lives.
     let journal_mount = container["volumeMounts"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .find(|m| m["mountPath"] == "/var/lib/watchdog")
         .unwrap();
     assert_ne!(journal_mount["readOnly"], true);
     let journal_volume = pod["volumes"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .find(|v| v["name"] == journal_mount["name"])
@@ -167,7 +163,7 @@ fn manifests_agree_with_each_other_and_the_daemon() {
     assert_eq!(binding["subjects"][0]["name"], account["metadata"]["name"]);
     let pod_labels = &daemonset["spec"]["template"]["metadata"]["labels"];
     let service = find(&resources, "Service");
-    for (key, value) in service["spec"]["selector"].as_mapping().unwrap() {
+    for (key, value) in service["spec"]["selector"].as_object().unwrap() {
         assert_eq!(
             &pod_labels[key], value,
             "the Service selects the DaemonSet's pods"
@@ -175,7 +171,7 @@ fn manifests_agree_with_each_other_and_the_daemon() {
     }
     let monitor = find(&resources, "ServiceMonitor");
     for (key, value) in monitor["spec"]["selector"]["matchLabels"]
-        .as_mapping()
+        .as_object()
         .unwrap()
     {
         assert_eq!(
@@ -189,14 +185,14 @@ fn manifests_agree_with_each_other_and_the_daemon() {
     );
     // RBAC: read-only, Nodes, Pods and EndpointSlices only.
     let role = find(&resources, "ClusterRole");
-    let rules = role["rules"].as_sequence().unwrap();
+    let rules = role["rules"].as_array().unwrap();
     assert_eq!(rules.len(), 3);
     assert_eq!(rules[0]["resources"][0], "nodes");
     assert_eq!(rules[1]["resources"][0], "pods");
     assert_eq!(rules[2]["apiGroups"][0], "discovery.k8s.io");
     assert_eq!(rules[2]["resources"][0], "endpointslices");
     for rule in rules {
-        for verb in rule["verbs"].as_sequence().unwrap() {
+        for verb in rule["verbs"].as_array().unwrap() {
             assert!(["get", "list", "watch"].contains(&verb.as_str().unwrap()));
         }
     }

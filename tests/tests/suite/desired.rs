@@ -1,8 +1,11 @@
 //! Desired-state sources against recorded Node objects: `source = "kubernetes"` against
 //! the fake API server (`watchdog_tests::apiserver`, the one mock: no kube-apiserver can
-//! be installed here) and `source = "file"` against NodeList files. No root needed.
+//! be installed here), the fake against recorded API answers, and `source = "file"`
+//! against NodeList files. No root needed, but for the daemon on the in-cluster service
+//! account.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -25,7 +28,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn node_list(name: &str) -> Value {
-    serde_yaml::from_str(&std::fs::read_to_string(fixture(name)).unwrap()).unwrap()
+    serde_saphyr::from_str(&std::fs::read_to_string(fixture(name)).unwrap()).unwrap()
 }
 
 fn tempdir(test: &str) -> PathBuf {
@@ -439,4 +442,259 @@ async fn model_memory_with_1000_nodes() {
         bytes / 1000
     );
     assert!(bytes > 0);
+}
+
+/// `namespace/name` (or `name`) of an object.
+fn identity(object: &Value) -> String {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    match object["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// Whether `got` has the shape `want` records: `"$rv"` and `"$token"` stand for any
+/// non-empty string (`$rv` inside a string too), objects must have the same keys.
+fn same_shape(want: &Value, got: &Value) -> bool {
+    match (want, got) {
+        (Value::String(w), Value::String(g)) if w == "$rv" || w == "$token" => !g.is_empty(),
+        (Value::String(w), Value::String(g)) if w.contains("$rv") => {
+            let (head, tail) = w.split_once("$rv").unwrap();
+            g.starts_with(head) && g.ends_with(tail) && g.len() > head.len() + tail.len()
+        }
+        (Value::Object(w), Value::Object(g)) => {
+            w.len() == g.len()
+                && w.iter()
+                    .all(|(k, v)| g.get(k).is_some_and(|gv| same_shape(v, gv)))
+        }
+        (Value::Array(w), Value::Array(g)) => {
+            w.len() == g.len() && w.iter().zip(g).all(|(w, g)| same_shape(w, g))
+        }
+        _ => want == got,
+    }
+}
+
+/// The fake API server answers the list and watch requests of the recorded exchanges
+/// (`watchdog/tests/fixtures/apiserver`) as kube-apiserver does: selectors, paging with
+/// continue tokens and remainingItemCount, the watch cache's `resourceVersion=0`,
+/// initial events and their bookmark, 410 after compaction, the errors' Status shapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_answers_as_the_recorded_api_server() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../watchdog/tests/fixtures");
+    let read = |path: &Path| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let recorded = read(&base.join("apiserver/exchanges.json"));
+    let server = FakeApiServer::start(false).await;
+    server.add_resource("/api/v1/pods", "PodList");
+    server.add_resource(
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        "EndpointSliceList",
+    );
+    let mut lists = BTreeMap::new();
+    for (path, file) in recorded["objects"].as_object().unwrap() {
+        let list = read(&base.join(file.as_str().unwrap()));
+        server.load(path, &list);
+        lists.insert(path.clone(), list);
+    }
+    for copy in recorded["copies"].as_array().unwrap() {
+        let path = copy["path"].as_str().unwrap();
+        let mut object = lists[path]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| identity(o) == copy["of"])
+            .unwrap()
+            .clone();
+        object["metadata"]["name"] = copy["name"].clone();
+        object["metadata"]["uid"] = json!("6c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5");
+        object["spec"]["nodeName"] = copy["nodeName"].clone();
+        server.apply(path, object);
+    }
+    let mut answers: Vec<Vec<Value>> = Vec::new();
+    for (i, exchange) in recorded["exchanges"].as_array().unwrap().iter().enumerate() {
+        if exchange["compact"] == json!(true) {
+            server.compact();
+        }
+        let mut request = exchange["request"].as_str().unwrap().to_owned();
+        while let Some(at) = request.find("$continue:") {
+            let rest = &request[at + "$continue:".len()..];
+            let end = rest.find('&').unwrap_or(rest.len());
+            let n: usize = rest[..end].parse().unwrap();
+            let token = answers[n][0]["metadata"]["continue"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            request.replace_range(at..at + "$continue:".len() + end, &token);
+        }
+        let (status, body) = server.get(request.strip_prefix("GET ").unwrap());
+        let what = format!("exchange {i}: {request}");
+        assert_eq!(
+            u64::from(status),
+            exchange["status"].as_u64().unwrap(),
+            "{what}: {body:#?}"
+        );
+        if let Some(events) = exchange["events"].as_array() {
+            assert_eq!(body.len(), events.len(), "{what}: {body:#?}");
+            for (want, got) in events.iter().zip(&body) {
+                assert_eq!(got["type"], want["type"], "{what}");
+                match &want["object"] {
+                    Value::String(name) => {
+                        assert_eq!(&identity(&got["object"]), name, "{what}");
+                        // Watch events carry the object's kind.
+                        assert!(got["object"]["kind"].is_string(), "{what}: {got}");
+                        assert!(got["object"]["apiVersion"].is_string(), "{what}: {got}");
+                    }
+                    object => assert!(same_shape(object, &got["object"]), "{what}: {got}"),
+                }
+            }
+        } else {
+            let want = &exchange["response"];
+            let got = &body[0];
+            match want["items"].as_array() {
+                Some(items) => {
+                    let names: Vec<String> = got["items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(identity)
+                        .collect();
+                    let wanted: Vec<&str> = items.iter().map(|i| i.as_str().unwrap()).collect();
+                    assert_eq!(names, wanted, "{what}");
+                    // List items carry no kind: the list's says it.
+                    assert!(
+                        got["items"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .all(|i| i.get("kind").is_none()),
+                        "{what}"
+                    );
+                    for key in ["kind", "apiVersion", "metadata"] {
+                        assert!(
+                            same_shape(&want[key], &got[key]),
+                            "{what}: {key}: {}",
+                            got[key]
+                        );
+                    }
+                }
+                // A Status: every recorded field (a 422's message is the server's own).
+                None => {
+                    for (key, value) in want.as_object().unwrap() {
+                        assert!(same_shape(value, &got[key]), "{what}: {key}: {}", got[key]);
+                    }
+                }
+            }
+        }
+        answers.push(body);
+    }
+    // Both pages of a list are of one resourceVersion.
+    assert_eq!(
+        answers[0][0]["metadata"]["resourceVersion"],
+        answers[1][0]["metadata"]["resourceVersion"]
+    );
+}
+
+/// The DaemonSet's path: no kubeconfig, so the daemon takes the in-cluster service account
+/// (`KUBERNETES_SERVICE_HOST`/`_PORT`, the token and CA kube reads from the fixed paths
+/// under `/var/run/secrets/kubernetes.io/serviceaccount`, which the kubelet mounts). The
+/// daemon runs in a private mount namespace with a tmpfs there holding the fake API
+/// server's token and CA: the host's paths are not touched. Needs root.
+#[test]
+fn the_daemon_follows_nodes_through_the_in_cluster_service_account() {
+    use std::process::{Command, Stdio};
+
+    use watchdog_tests::{Metrics, NetNs, apiserver::InNetns, daemon_binary, http_get, run_in};
+    if !watchdog_tests::require_root(
+        "the_daemon_follows_nodes_through_the_in_cluster_service_account",
+    ) {
+        return;
+    }
+    let ns = NetNs::new("wd-incluster");
+    let server = InNetns::start(&ns, true);
+    server.load_nodes(&node_list("kubeadm-flannel-list.yaml"));
+    let dir = tempdir("incluster");
+    let account = dir.join("serviceaccount");
+    server.service_account(&account);
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        "poll_interval = \"250ms\"\n[desired]\nsource = \"kubernetes\"\nnode_name = \"node01\"\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+    // In the daemon's own mount namespace only: a tmpfs on /run (where /var/run points)
+    // with the service account's files, then the daemon.
+    let script = "set -e\n\
+        run=$(readlink -f /var/run)\n\
+        mount -t tmpfs -o size=1m,mode=0755 watchdog-incluster \"$run\"\n\
+        mkdir -p \"$run/secrets/kubernetes.io/serviceaccount\"\n\
+        cp \"$1/token\" \"$1/ca.crt\" \"$1/namespace\" \"$run/secrets/kubernetes.io/serviceaccount/\"\n\
+        shift\n\
+        exec \"$@\"\n";
+    let mut daemon = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns.name(),
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+        ])
+        .args(["sh", "-c", script, "sh"])
+        .arg(&account)
+        .arg(daemon_binary())
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", server.addr().port().to_string())
+        .env_remove("KUBECONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start the daemon");
+    let daemon_log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    let start = Instant::now();
+    let metrics = loop {
+        if let Ok(Some(status)) = daemon.try_wait() {
+            panic!("the daemon exited ({status}):\n{}", daemon_log());
+        }
+        let scrape = run_in(&ns.path(), || {
+            http_get("127.0.0.1:9477".parse().unwrap(), "/metrics")
+        });
+        if let Some((200, body)) = scrape {
+            let metrics = Metrics(body);
+            if metrics.value("watchdog_desired_up", &[("source", "kubernetes")]) == Some(1.0) {
+                break metrics;
+            }
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the desired state is not known through the service account after {DEADLINE:?}:\n{}",
+            daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(metrics.value("watchdog_desired_nodes", &[]), Some(2.0));
+    // Every request carried the service account's token (the server answers 401 to any
+    // other) and went to the address the environment named.
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/nodes?") && r.contains("watch=true")),
+        "{requests:#?}"
+    );
+    assert!(
+        daemon_log().contains("desired state: source=kubernetes (in-cluster service account)"),
+        "{}",
+        daemon_log()
+    );
+    // SAFETY: kill(2) on the daemon we started.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success(), "{}", daemon_log());
 }

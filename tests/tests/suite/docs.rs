@@ -2,8 +2,7 @@
 //! link between them resolves; and every shipped alert rule carries a `runbook_url` that
 //! resolves to an existing file and heading of this repository.
 
-use serde::Deserialize as _;
-use serde_yaml::Value;
+use serde_json::Value;
 use watchdog::findings::Kind;
 use watchdog_tests::repo::{BLOB_BASE, markdown_anchors, resolve_repository_url, root, runbook};
 
@@ -140,18 +139,16 @@ fn anchors_follow_githubs_rule() {
 
 fn documents(path: &std::path::Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap())
-        .collect()
+    serde_saphyr::from_multiple(&text).unwrap()
 }
 
 /// Every rule of the shipped rule groups: (alert, runbook_url, expr).
 fn rules(groups: &Value) -> Vec<(String, Option<String>, String)> {
     groups
-        .as_sequence()
+        .as_array()
         .expect("groups")
         .iter()
-        .flat_map(|group| group["rules"].as_sequence().expect("rules").iter())
+        .flat_map(|group| group["rules"].as_array().expect("rules").iter())
         .map(|rule| {
             (
                 rule["alert"].as_str().expect("alert").to_owned(),

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use serde_yaml::Value;
+use serde_json::Value;
 use watchdog_tests::{Metrics, NetNs, TempDir, http_get, poll_until, require_root, traffic};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -110,10 +110,10 @@ struct PodSpec {
 fn daemonset() -> PodSpec {
     let base = root().join("deploy/kustomize/base");
     let daemonset: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(base.join("daemonset.yaml")).unwrap())
+        serde_saphyr::from_str(&std::fs::read_to_string(base.join("daemonset.yaml")).unwrap())
             .unwrap();
     let configmap: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(base.join("configmap.yaml")).unwrap())
+        serde_saphyr::from_str(&std::fs::read_to_string(base.join("configmap.yaml")).unwrap())
             .unwrap();
     let pod = &daemonset["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
@@ -121,7 +121,7 @@ fn daemonset() -> PodSpec {
     assert_eq!(security["privileged"], false);
     assert_eq!(security["capabilities"]["drop"][0], "ALL");
     let caps = security["capabilities"]["add"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|c| c.as_str().unwrap().to_owned())
@@ -137,11 +137,11 @@ fn daemonset() -> PodSpec {
         Some("Unconfined") => None,
         other => panic!("seccompProfile {other:?}"),
     };
-    let volumes = pod["volumes"].as_sequence().unwrap();
+    let volumes = pod["volumes"].as_array().unwrap();
     let mut host_mounts = Vec::new();
     let mut created = Vec::new();
     let mut config_mount = String::new();
-    for mount in container["volumeMounts"].as_sequence().unwrap() {
+    for mount in container["volumeMounts"].as_array().unwrap() {
         let name = mount["name"].as_str().unwrap();
         let path = mount["mountPath"].as_str().unwrap().to_owned();
         let read_only = mount["readOnly"].as_bool().unwrap_or(false);
@@ -155,7 +155,7 @@ fn daemonset() -> PodSpec {
             }
             host_mounts.push((host.to_owned(), path, read_only));
         } else {
-            assert!(volume["configMap"].is_mapping(), "volume {name}");
+            assert!(volume["configMap"].is_object(), "volume {name}");
             config_mount = path;
         }
     }

@@ -288,7 +288,14 @@ fn pods_are_named_from_the_api_with_this_nodes_pods_only() {
     let list: serde_json::Value = serde_json::from_str(POD_LIST).unwrap();
     for mut pod in list["items"].as_array().unwrap().clone() {
         pod["spec"]["nodeName"] = serde_json::json!(node_name(0));
-        server.apply("/api/v1/pods", pod);
+        server.apply("/api/v1/pods", pod.clone());
+        // A decoy on another node with the same UID, listed after it: served only if the
+        // field selector were not asked for (the fake honours it as the API does).
+        if pod["metadata"]["uid"] == WEB_UID {
+            pod["metadata"]["name"] = serde_json::json!("web-decoy");
+            pod["spec"]["nodeName"] = serde_json::json!(node_name(1));
+            server.apply("/api/v1/pods", pod);
+        }
     }
     let config = format!(
         "poll_interval = \"250ms\"\nnamespaces = \"node\"\n[detect]\nwindow = \"5s\"\n\
@@ -501,4 +508,87 @@ fn a_service_endpoint_at_a_deleted_pods_address_is_a_ghost_from_files() {
         return;
     }
     ghost_endpoints(false);
+}
+
+/// Every cache from the API is bounded: with 100 000 endpoints in 1000 EndpointSlices
+/// (what anyone who may create Services can make), the daemon keeps whole only the 100 in
+/// this node's pod subnet and, to name Services, `pods.max_endpoints` (10 000) addresses;
+/// the rest is counted, and its memory (peak included) stays within the DaemonSet's
+/// 64 MiB limit.
+#[test]
+fn a_hundred_thousand_endpoints_stay_within_the_daemonsets_memory_limit() {
+    if !require_root("a_hundred_thousand_endpoints_stay_within_the_daemonsets_memory_limit") {
+        return;
+    }
+    const LIMIT_KIB: u64 = 64 * 1024;
+    let ns = NetNs::new("wd-endpoints");
+    let server = InNetns::start(&ns, false);
+    let dir = TempDir::new("wd-endpoints");
+    let node = "pi-austin-1";
+    let mut own = serde_json::from_str::<serde_json::Value>(include_str!(
+        "../../../watchdog/tests/fixtures/nodes/k3s-nodelist-api.json"
+    ))
+    .unwrap()["items"][0]
+        .clone();
+    own["metadata"]["name"] = serde_json::json!(node);
+    own["spec"]["podCIDR"] = serde_json::json!("10.244.0.0/24");
+    own["spec"]["podCIDRs"] = serde_json::json!(["10.244.0.0/24"]);
+    server.apply("/api/v1/nodes", own);
+    server.add_resource("/api/v1/pods", "PodList");
+    server.add_resource(SLICES_PATH, "EndpointSliceList");
+    for i in 0..1000usize {
+        let endpoints: Vec<serde_json::Value> = (0..100usize)
+            .map(|j| {
+                // Slice 500 is this node's pods; the others are elsewhere in 10.0.0.0/8.
+                let address = if i == 500 {
+                    format!("10.244.0.{}", j + 1)
+                } else {
+                    format!("10.{}.{}.{}", 1 + i / 250, i % 250, j + 1)
+                };
+                serde_json::json!({"addresses": [address], "conditions": {"ready": true},
+                                   "nodeName": if i == 500 { node } else { "elsewhere" }})
+            })
+            .collect();
+        server.apply(
+            SLICES_PATH,
+            serde_json::json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": format!("svc-{i:04}-x1y2z"), "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": format!("svc-{i:04}")}},
+                "addressType": "IPv4", "endpoints": endpoints,
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            }),
+        );
+    }
+    let config = format!(
+        "poll_interval = \"250ms\"\n[desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\n\
+         node_name = \"{node}\"\n[pods]\nsource = \"kubernetes\"\nendpoints = \"kubernetes\"\n",
+        server.kubeconfig(dir.path()).display()
+    );
+    let mut daemon = Daemon::start(&ns, &config);
+    daemon.wait_ready();
+    let metrics = poll_until(Duration::from_secs(60), "100 000 endpoints listed", || {
+        let metrics = daemon.metrics();
+        (metrics.value("watchdog_endpoints_tracked", &[("set", "named")]) == Some(10_000.0)
+            && metrics.value("watchdog_endpoints_tracked", &[("set", "judged")]) == Some(100.0))
+        .then_some(metrics)
+    });
+    assert!(
+        metrics.value("watchdog_endpoints_untracked_total", &[("set", "named")]) >= Some(90_000.0),
+        "{}",
+        metrics.0
+    );
+    let status = fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {status}"))
+    };
+    let (rss, peak) = (kib("VmRSS:"), kib("VmHWM:"));
+    eprintln!("100 000 endpoints: VmRSS {rss} KiB, VmHWM {peak} KiB");
+    assert!(peak < LIMIT_KIB, "peak {peak} KiB over the 64 MiB limit");
+    assert!(daemon.stop().success());
 }

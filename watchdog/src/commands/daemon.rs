@@ -11,9 +11,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::{StartError, desired::Desired, prepare, repair_task::DaemonRepair};
+use super::{StartError, prepare, repair_task::DaemonRepair};
 use crate::{
-    config::{AlertsConfigError, Config, Namespaces},
+    config::{AlertsConfigError, Config, Namespaces, pods::PodSource},
     findings::Change,
     pipeline::{self, Pipeline, SharedFindings},
     repair::{engine::Step, event::RecentRepairs},
@@ -23,7 +23,12 @@ use crate::{
         http::{self, AppState},
         metrics::Metrics,
     },
-    sources::{Sources, desired::DesiredError, kernel::procfs, pods::Pods},
+    sources::{
+        Sources,
+        desired::{Desired, DesiredError},
+        kernel::procfs,
+        pods::Pods,
+    },
 };
 
 /// Why the daemon could not start (nothing is attached when these are returned).
@@ -247,8 +252,19 @@ async fn detect_loop(
         let label_netns = config.namespaces == Namespaces::All && status.netns_attribution;
         let top_n = config.peers.top_n;
         pipeline.set_probes(sources.prober().book());
-        pipeline.set_endpoints(pods.endpoint_view());
-        let state = desired.state(Some(metrics));
+        let source = config.desired.source.as_str();
+        let state = desired.state(Some(&|snapshot, state| {
+            metrics.set_desired(source, snapshot, state);
+        }));
+        // The endpoints kept whole are this node's pod subnet's, once the Nodes say it.
+        let subnet = state
+            .model()
+            .and_then(|model| model.nodes.get(&node))
+            .and_then(|own| own.pod_subnet);
+        pipeline.set_endpoints(pods.endpoint_view(subnet));
+        if config.pods.endpoints != PodSource::None {
+            metrics.set_endpoints(pods.endpoint_counters());
+        }
         // What the repair executor finished since the last cycle.
         for step in repair.drain() {
             publish_repair(step, metrics, alerts);

@@ -6,12 +6,15 @@ pub mod alert;
 pub mod check;
 pub mod config;
 pub mod daemon;
-pub mod desired;
 pub mod repair;
 pub mod repair_task;
 pub mod repair_undo;
 
 use std::process::ExitCode;
+
+/// The desired-state source as `run` and `check` drive it lives in its room; named here
+/// too for the commands that import it as `super::desired`.
+pub(crate) use crate::sources::desired;
 
 use crate::sources::{
     kernel::{caps, procfs},

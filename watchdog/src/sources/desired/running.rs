@@ -1,18 +1,21 @@
 //! The desired state for `watchdog run` and `watchdog check`: the source started per
-//! `[desired]`, reported at start-up, read each cycle (into the metrics), and its
-//! changes of state logged.
+//! `[desired]`, reported at start-up, read each cycle (handed to an observer: the
+//! daemon's metrics, wired in `commands/`), and its changes of state logged.
 
 use std::time::{Duration, Instant};
 
+use super::{DesiredError, DesiredSource};
 use crate::{
     config::{
         Config,
         desired::{DesiredConfig, Source},
     },
     model::desired::{Snapshot, State},
-    sinks::metrics::Metrics,
-    sources::desired::{DesiredError, DesiredSource},
 };
+
+/// Sees the snapshot and the state each time [`Desired::state`] is asked (the daemon
+/// publishes them as metrics).
+pub type Observer<'a> = &'a dyn Fn(&Snapshot, &State);
 
 /// The running source and what was last logged about it.
 pub struct Desired {
@@ -89,13 +92,13 @@ impl Desired {
         }
     }
 
-    /// The desired state now (published to `metrics` when given); logs when it becomes
+    /// The desired state now (shown to `observer` when given); logs when it becomes
     /// known or unknown, or this node joins or leaves it.
-    pub fn state(&mut self, metrics: Option<&Metrics>) -> State {
+    pub fn state(&mut self, observer: Option<Observer<'_>>) -> State {
         let snapshot = self.source.snapshot();
         let state = snapshot.state(Instant::now(), self.settings.stale_after);
-        if let Some(metrics) = metrics {
-            metrics.set_desired(self.settings.source.as_str(), &snapshot, &state);
+        if let Some(observer) = observer {
+            observer(&snapshot, &state);
         }
         if self.settings.source != Source::None {
             self.log_change(&snapshot, &state);

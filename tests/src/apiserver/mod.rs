@@ -1,23 +1,40 @@
-//! A fake Kubernetes API server on loopback, for the desired-state tests. It is the one
-//! mock in the test suite: no kube-apiserver can be installed on the test machines. It
-//! serves recorded real objects (the NodeList files under
-//! `watchdog/tests/fixtures/nodes`) with the parts of the API a reflector relies on:
+//! A fake Kubernetes API server on loopback, for the tests of the Kubernetes sources. It
+//! is the one mock in the test suite: no kube-apiserver can be installed on the test
+//! machines. It serves recorded real objects (the NodeList, PodList and EndpointSlice
+//! files under `watchdog/tests/fixtures`) the way kube-apiserver does, as far as a
+//! client relies on it (`tests/tests/desired.rs` checks it against recorded responses,
+//! `watchdog/tests/fixtures/apiserver`):
 //!
-//! - `GET <path>`: a list with the current `metadata.resourceVersion`;
-//! - `GET <path>?watch=true&resourceVersion=N`: a chunked stream of `ADDED`, `MODIFIED`,
-//!   `DELETED` events after N (from its history), `BOOKMARK`s when the client asked for
-//!   them (`allowWatchBookmarks=true`), and `ERROR` 410 (`Expired`) for a version older
-//!   than the history it kept ([`FakeApiServer::compact`]);
+//! - `GET <path>`: a list with the current `metadata.resourceVersion`, only the objects
+//!   the `fieldSelector` (the fields the real server supports for the kind, others are
+//!   `400 field label not supported`) and `labelSelector` match; `limit` pages of a
+//!   consistent snapshot with a `continue` token (`410 Expired` once the snapshot is
+//!   compacted away) and `remainingItemCount` when no selector is given;
+//!   `resourceVersion=0` is served whole (from the "cache": `limit` ignored);
+//! - `GET <path>?watch=true`: without `resourceVersion` (or `0`), synthetic `ADDED` events
+//!   of the current objects first; from `resourceVersion=N`, the changes after N (from
+//!   its history), `410 Expired` (`too old resource version`) for a version older than
+//!   the history kept ([`FakeApiServer::compact`]); `sendInitialEvents=true` (with
+//!   `resourceVersionMatch=NotOlderThan` and bookmarks, else `422`) ends the initial
+//!   events with a `BOOKMARK` annotated `k8s.io/initial-events-end`; selectors apply to
+//!   events (an object that stops matching is `DELETED` for that watch, one that starts
+//!   matching `ADDED`); `BOOKMARK`s when asked for (`allowWatchBookmarks=true`);
 //! - a bearer token, plain http or https with a throwaway CA (rcgen);
 //! - faults: dropped watch connections ([`FakeApiServer::drop_watches`]), expired watches
 //!   ([`FakeApiServer::expire_watches`]), the whole server going away and coming back
 //!   ([`FakeApiServer::stop`], [`FakeApiServer::resume`]).
 //!
-//! [`InNetns`] runs one inside a lab namespace, on its own runtime, for a daemon there.
+//! [`InNetns`] runs one inside a lab namespace, on its own runtime, for a daemon there;
+//! [`FakeApiServer::service_account`] writes the files of an in-cluster service account
+//! for it.
 //!
 //! Resources are registered by path (`/api/v1/nodes` from the start), so Pods
-//! (`/api/v1/pods`, with a `fieldSelector` applied by the test) and EndpointSlices
-//! (`/apis/discovery.k8s.io/v1/endpointslices`) can be served the same way.
+//! (`/api/v1/pods`) and EndpointSlices (`/apis/discovery.k8s.io/v1/endpointslices`) are
+//! served the same way.
+
+mod pki;
+mod select;
+mod serve;
 
 use std::{
     collections::BTreeMap,
@@ -27,14 +44,19 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use futures::StreamExt;
-use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::{
-    Request, Response, StatusCode,
+    Request,
     body::{Bytes, Frame, Incoming},
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+use self::serve::{Answer, gone, handle, key, line};
+pub use self::{
+    pki::Pki,
+    select::{Fields, Labels, decode},
+};
 
 /// The bearer token the server expects.
 pub const TOKEN: &str = "watchdog-test-token";
@@ -45,15 +67,97 @@ type WatchTx = mpsc::UnboundedSender<Result<Frame<Bytes>, std::io::Error>>;
 struct Watcher {
     tx: WatchTx,
     bookmarks: bool,
+    fields: Fields,
+    labels: Labels,
 }
 
-/// One served resource (e.g. Nodes): its objects and the events since `oldest`.
+impl Watcher {
+    fn selects(&self, object: &Value) -> bool {
+        self.fields.matches(object) && self.labels.matches(object)
+    }
+
+    /// Sends one event; false once the client is gone.
+    fn send(&self, kind: &str, object: &Value) -> bool {
+        self.tx
+            .send(Ok(Frame::data(line(
+                &json!({"type": kind, "object": object}),
+            ))))
+            .is_ok()
+    }
+
+    /// The event this watch sees for a change from `previous` to `object`, if any.
+    fn event_for(
+        &self,
+        kind: &str,
+        object: &Value,
+        previous: Option<&Value>,
+    ) -> Option<&'static str> {
+        let now = self.selects(object);
+        let before = previous.is_some_and(|p| self.selects(p));
+        match kind {
+            "ADDED" => now.then_some("ADDED"),
+            "DELETED" => now.then_some("DELETED"),
+            _ => match (before, now) {
+                (true, true) => Some("MODIFIED"),
+                (false, true) => Some("ADDED"),
+                (true, false) => Some("DELETED"),
+                (false, false) => None,
+            },
+        }
+    }
+}
+
+/// One change: (resourceVersion, type, object, the object before a `MODIFIED`).
+type Change = (u64, &'static str, Value, Option<Value>);
+
+/// One served resource (e.g. Nodes): its objects and the changes since `oldest`.
 struct Resource {
     list_kind: String,
+    /// The fields a `fieldSelector` may name for this kind.
+    fields: &'static [&'static str],
     objects: BTreeMap<String, Value>,
-    /// (resourceVersion, type, object) of every change still remembered.
-    history: Vec<(u64, &'static str, Value)>,
+    history: Vec<Change>,
     watchers: Vec<Watcher>,
+    /// Snapshots of paged lists by resourceVersion, for their `continue` tokens.
+    snapshots: BTreeMap<u64, Vec<(String, Value)>>,
+}
+
+impl Resource {
+    fn kind(&self) -> &str {
+        self.list_kind.trim_end_matches("List")
+    }
+
+    fn api_version(&self, path: &str) -> String {
+        // /api/v1/nodes → v1; /apis/discovery.k8s.io/v1/endpointslices → discovery.k8s.io/v1
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match parts.first() {
+            Some(&"apis") if parts.len() >= 3 => format!("{}/{}", parts[1], parts[2]),
+            _ => parts.get(1).copied().unwrap_or("v1").to_owned(),
+        }
+    }
+}
+
+/// The fields kube-apiserver lets a `fieldSelector` name, by list kind (`pkg/registry/…
+/// /strategy.go` `…ToSelectableFields`); every kind has `metadata.name` and, namespaced,
+/// `metadata.namespace`.
+fn selectable_fields(list_kind: &str) -> &'static [&'static str] {
+    match list_kind {
+        "NodeList" => &["metadata.name", "spec.unschedulable"],
+        "PodList" => &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        ],
+        _ => &["metadata.name", "metadata.namespace"],
+    }
 }
 
 struct State {
@@ -62,58 +166,6 @@ struct State {
     oldest: u64,
     resources: BTreeMap<String, Resource>,
     requests: Vec<String>,
-}
-
-/// TLS material when serving https.
-pub struct Pki {
-    /// The CA certificate the client must trust (PEM).
-    pub ca_pem: String,
-    server_cert: rustls::pki_types::CertificateDer<'static>,
-    server_key: rustls::pki_types::PrivateKeyDer<'static>,
-}
-
-impl Pki {
-    /// A throwaway CA and a server certificate for `localhost` and 127.0.0.1.
-    pub fn new() -> Self {
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(rcgen::DnType::CommonName, "fake kube-apiserver CA");
-        ca.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let ca =
-            rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let server =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .unwrap()
-                .signed_by(&key, &*ca)
-                .unwrap();
-        Self {
-            ca_pem: ca.pem(),
-            server_cert: server.der().clone(),
-            server_key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
-        }
-    }
-
-    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![self.server_cert.clone()], self.server_key.clone_key())
-            .unwrap();
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    }
-}
-
-impl Default for Pki {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// The fake API server. Runs on the tokio runtime it was started on; dropping it stops
@@ -135,13 +187,18 @@ impl Drop for FakeApiServer {
 impl FakeApiServer {
     /// Starts on 127.0.0.1 (a free port), https when `tls`, serving Nodes.
     pub async fn start(tls: bool) -> Self {
+        Self::start_on("127.0.0.1:0", tls).await
+    }
+
+    /// Starts on `addr` (e.g. `127.0.0.1:0`), https when `tls`, serving Nodes.
+    pub async fn start_on(addr: &str, tls: bool) -> Self {
         let state = State {
             version: 1,
             oldest: 0,
             resources: BTreeMap::new(),
             requests: Vec::new(),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let mut server = Self {
             addr: listener.local_addr().unwrap(),
             state: Arc::new(Mutex::new(state)),
@@ -160,11 +217,18 @@ impl FakeApiServer {
             path.to_owned(),
             Resource {
                 list_kind: list_kind.to_owned(),
+                fields: selectable_fields(list_kind),
                 objects: BTreeMap::new(),
                 history: Vec::new(),
                 watchers: Vec::new(),
+                snapshots: BTreeMap::new(),
             },
         );
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// `https://127.0.0.1:PORT` or `http://…`.
@@ -195,6 +259,16 @@ impl FakeApiServer {
         path
     }
 
+    /// Writes what the kubelet mounts at `/var/run/secrets/kubernetes.io/serviceaccount`
+    /// into `dir`: `token`, `ca.crt` (this server's CA; https only) and `namespace`.
+    pub fn service_account(&self, dir: &Path) {
+        let pki = self.pki.as_ref().expect("in-cluster clients speak https");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("token"), TOKEN).unwrap();
+        std::fs::write(dir.join("ca.crt"), &pki.ca_pem).unwrap();
+        std::fs::write(dir.join("namespace"), "watchdog").unwrap();
+    }
+
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let state = self.state.clone();
         let acceptor = self.pki.as_ref().map(Pki::acceptor);
@@ -207,9 +281,22 @@ impl FakeApiServer {
                 let state = state.clone();
                 let acceptor = acceptor.clone();
                 let task = tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(&state, req)) }
+                        async move {
+                            let authorization = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
+                            let answer = handle(
+                                &state,
+                                req.method().as_str(),
+                                req.uri().path_and_query().map_or("", |p| p.as_str()),
+                                authorization.as_deref(),
+                            );
+                            Ok::<_, Infallible>(answer.response())
+                        }
                     });
                     let builder = hyper::server::conn::http1::Builder::new();
                     match acceptor {
@@ -257,7 +344,7 @@ impl FakeApiServer {
     }
 
     /// Adds or replaces an object (by `metadata.name`, and namespace when set) at `path`:
-    /// a new resourceVersion, `ADDED` or `MODIFIED` to every watcher.
+    /// a new resourceVersion, `ADDED` or `MODIFIED` to every watcher it concerns.
     pub fn apply(&self, path: &str, mut object: Value) {
         let mut state = self.state.lock().unwrap();
         state.version += 1;
@@ -265,14 +352,17 @@ impl FakeApiServer {
         object["metadata"]["resourceVersion"] = json!(version.to_string());
         let key = key(&object);
         let resource = state.resources.get_mut(path).expect("resource registered");
-        let kind = if resource.objects.contains_key(&key) {
+        // Stored (and watched) with its kind, as the API serves single objects and events.
+        object["kind"] = json!(resource.kind());
+        object["apiVersion"] = json!(resource.api_version(path));
+        let previous = resource.objects.insert(key, object.clone());
+        let kind = if previous.is_some() {
             "MODIFIED"
         } else {
             "ADDED"
         };
-        resource.objects.insert(key, object.clone());
-        resource.send(kind, &object);
-        resource.history.push((version, kind, object));
+        resource.send(kind, &object, previous.as_ref());
+        resource.history.push((version, kind, object, previous));
     }
 
     /// Deletes an object at `path` by key (`name` or `namespace/name`): `DELETED`.
@@ -285,17 +375,27 @@ impl FakeApiServer {
             return;
         };
         object["metadata"]["resourceVersion"] = json!(version.to_string());
-        resource.send("DELETED", &object);
-        resource.history.push((version, "DELETED", object));
+        resource.send("DELETED", &object, None);
+        resource.history.push((version, "DELETED", object, None));
     }
 
     /// Adds every Node of a NodeList (`kubectl get nodes -o json|yaml`).
     pub fn load_nodes(&self, list: &Value) {
-        let items = list["items"].as_array().cloned().unwrap_or_default();
-        for mut item in items {
-            item["apiVersion"] = json!("v1");
-            item["kind"] = json!("Node");
-            self.apply("/api/v1/nodes", item);
+        self.load("/api/v1/nodes", list);
+    }
+
+    /// Adds every item of a List (`kubectl get <kind> -o json`) at `path`, in the kind
+    /// the resource serves.
+    pub fn load(&self, path: &str, list: &Value) {
+        let (kind, version) = {
+            let state = self.state.lock().unwrap();
+            let resource = &state.resources[path];
+            (resource.kind().to_owned(), resource.api_version(path))
+        };
+        for mut item in list["items"].as_array().cloned().unwrap_or_default() {
+            item["apiVersion"] = json!(version);
+            item["kind"] = json!(kind);
+            self.apply(path, item);
         }
     }
 
@@ -311,11 +411,12 @@ impl FakeApiServer {
     pub fn bookmark(&self) {
         let mut state = self.state.lock().unwrap();
         let version = state.version;
-        for resource in state.resources.values_mut() {
-            let kind = resource.list_kind.trim_end_matches("List").to_owned();
+        let paths: Vec<String> = state.resources.keys().cloned().collect();
+        for path in paths {
+            let resource = state.resources.get_mut(&path).unwrap();
             let bookmark = json!({
                 "type": "BOOKMARK",
-                "object": {"kind": kind, "apiVersion": "v1",
+                "object": {"kind": resource.kind(), "apiVersion": resource.api_version(&path),
                            "metadata": {"resourceVersion": version.to_string()}}
             });
             resource
@@ -324,12 +425,14 @@ impl FakeApiServer {
         }
     }
 
-    /// Forgets the history: a watch from any earlier version gets 410 Gone.
+    /// Forgets the history and the paged lists' snapshots: a watch from any earlier
+    /// version, or a `continue` token of an earlier list, gets 410 Gone.
     pub fn compact(&self) {
         let mut state = self.state.lock().unwrap();
         state.oldest = state.version + 1;
         for resource in state.resources.values_mut() {
             resource.history.clear();
+            resource.snapshots.clear();
         }
     }
 
@@ -338,9 +441,12 @@ impl FakeApiServer {
     pub fn expire_watches(&self) {
         self.compact();
         let mut state = self.state.lock().unwrap();
+        let version = state.version;
         for resource in state.resources.values_mut() {
             for watcher in resource.watchers.drain(..) {
-                let _ = watcher.tx.send(Ok(Frame::data(line(&gone()))));
+                let _ = watcher
+                    .tx
+                    .send(Ok(Frame::data(line(&gone(version, version + 1)))));
             }
         }
     }
@@ -380,6 +486,30 @@ impl FakeApiServer {
                     .is_some_and(|r| r.split('?').next() == Some(path) && !r.contains("watch="))
             })
             .count()
+    }
+
+    /// Answers `GET <path_and_query>` as it would over the network (authorized), without
+    /// one: the status and the JSON documents of the body (a watch's events queued so
+    /// far; the watch is then closed).
+    pub fn get(&self, path_and_query: &str) -> (u16, Vec<Value>) {
+        let answer = handle(
+            &self.state,
+            "GET",
+            path_and_query,
+            Some(&format!("Bearer {TOKEN}")),
+        );
+        match answer {
+            Answer::Full(status, body) => (status.as_u16(), vec![body]),
+            Answer::Watch(mut rx) => {
+                let mut events = Vec::new();
+                while let Ok(Ok(frame)) = rx.try_recv() {
+                    if let Ok(data) = frame.into_data() {
+                        events.push(serde_json::from_slice(&data).unwrap());
+                    }
+                }
+                (200, events)
+            }
+        }
     }
 }
 
@@ -427,124 +557,4 @@ impl Drop for InNetns {
         let _guard = self.runtime.enter();
         self.server.take();
     }
-}
-
-impl Resource {
-    fn send(&mut self, kind: &str, object: &Value) {
-        let event = json!({"type": kind, "object": object});
-        self.watchers
-            .retain(|w| w.tx.send(Ok(Frame::data(line(&event)))).is_ok());
-    }
-}
-
-fn key(object: &Value) -> String {
-    let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    match object["metadata"]["namespace"].as_str() {
-        Some(ns) => format!("{ns}/{name}"),
-        None => name.to_owned(),
-    }
-}
-
-fn line(value: &Value) -> Bytes {
-    let mut text = serde_json::to_vec(value).unwrap();
-    text.push(b'\n');
-    Bytes::from(text)
-}
-
-fn gone() -> Value {
-    json!({"type": "ERROR", "object": {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": "too old resource version", "reason": "Expired", "code": 410}})
-}
-
-fn full(status: StatusCode, body: Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(
-            Full::new(line(&body))
-                .map_err(|never: Infallible| match never {})
-                .boxed_unsync(),
-        )
-        .unwrap()
-}
-
-fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
-    full(
-        code,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": message, "reason": reason, "code": code.as_u16()}),
-    )
-}
-
-fn handle(state: &Mutex<State>, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    let query: BTreeMap<String, String> = req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let mut state = state.lock().unwrap();
-    state.requests.push(format!(
-        "{} {}",
-        req.method(),
-        req.uri().path_and_query().map_or("", |p| p.as_str())
-    ));
-    let authorized = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        == Some(&format!("Bearer {TOKEN}"));
-    if !authorized {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
-    }
-    let (version, oldest) = (state.version, state.oldest);
-    let Some(resource) = state.resources.get_mut(&path) else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        );
-    };
-    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        let from: u64 = query
-            .get("resourceVersion")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(version);
-        let (tx, rx) = mpsc::unbounded_channel();
-        if from + 1 < oldest {
-            let _ = tx.send(Ok(Frame::data(line(&gone()))));
-        } else {
-            for (v, kind, object) in &resource.history {
-                if *v > from {
-                    let _ = tx.send(Ok(Frame::data(line(
-                        &json!({"type": kind, "object": object}),
-                    ))));
-                }
-            }
-            resource.watchers.push(Watcher {
-                tx,
-                bookmarks: query
-                    .get("allowWatchBookmarks")
-                    .is_some_and(|b| b == "true"),
-            });
-        }
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|frame| (frame, rx))
-        });
-        return Response::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "application/json")
-            .body(BodyExt::boxed_unsync(StreamBody::new(stream.boxed())))
-            .unwrap();
-    }
-    let items: Vec<&Value> = resource.objects.values().collect();
-    full(
-        StatusCode::OK,
-        json!({"kind": resource.list_kind, "apiVersion": "v1",
-               "metadata": {"resourceVersion": version.to_string()}, "items": items}),
-    )
 }
