@@ -21,6 +21,7 @@ pub mod hook;
 pub mod lab;
 pub mod prometheus;
 pub mod repo;
+pub mod shipped;
 pub mod soak;
 
 pub use lab::netns::{NetNs, run_in};

@@ -4,6 +4,7 @@
 //! `cargo test -p watchdog-tests --test suite -- drops::`.
 
 mod alerts;
+mod causes;
 mod check;
 mod cli;
 mod dashboard;
