@@ -57,9 +57,23 @@ impl Scope {
                 .link(ifindex)
                 .and_then(|link| link.kind.as_deref())
         };
+        // The underlay: the VXLAN devices' lower devices and their local addresses. A
+        // node's uplink may be a veth too (a VM, a lab): its subnet is no pod network.
+        let vxlans: Vec<_> = inputs
+            .net
+            .links()
+            .filter_map(|link| link.vxlan.as_ref())
+            .collect();
+        let underlay_devices: BTreeSet<u32> = vxlans.iter().filter_map(|v| v.underlay).collect();
+        let vtep_locals: Vec<IpAddr> = vxlans.iter().filter_map(|v| v.local).collect();
         let mut pods = Vec::new();
         for route in inputs.net.routes() {
             if route.dst.len == 0 || route.kind.is_reject() {
+                continue;
+            }
+            if route.oifs().any(|oif| underlay_devices.contains(&oif))
+                || vtep_locals.iter().any(|local| route.dst.contains(local))
+            {
                 continue;
             }
             let pod_route = route.oifs().any(|oif| match kind_of(oif) {

@@ -276,7 +276,7 @@ fn rule(attrs: &Attrs<'_>) -> Rule {
         handle: attrs.be64(RULE_HANDLE).unwrap_or(0),
         counter: render.counter,
         verdict: render.verdict,
-        text: render.words.join(" "),
+        text: without_implied_nfproto(&render.words.join(" ")),
         comment: attrs.get(RULE_USERDATA).and_then(comment),
     }
 }
@@ -620,6 +620,13 @@ fn hex(bytes: &[u8]) -> String {
     format!("0x{digits}")
 }
 
+/// Leaves out the `meta nfproto` test nft adds (and hides) before an `ip`/`ip6` match in
+/// an inet table, as `nft list ruleset` does.
+fn without_implied_nfproto(text: &str) -> String {
+    text.replace("meta nfproto ipv4 ip ", "ip ")
+        .replace("meta nfproto ipv6 ip6 ", "ip6 ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,6 +663,23 @@ mod tests {
 
     /// What iptables-nft makes of `iptables -A FORWARD -s 10.244.1.0/24 -j DROP` with a
     /// comment, as the kernel dumps it.
+    #[test]
+    fn an_inet_rules_implied_nfproto_is_left_out_as_nft_does() {
+        assert_eq!(
+            without_implied_nfproto("meta nfproto ipv4 ip daddr 10.244.2.2 counter drop"),
+            "ip daddr 10.244.2.2 counter drop"
+        );
+        assert_eq!(
+            without_implied_nfproto("meta nfproto ipv6 ip6 daddr fd00::2 drop"),
+            "ip6 daddr fd00::2 drop"
+        );
+        // An nfproto test of its own stays.
+        assert_eq!(
+            without_implied_nfproto("meta nfproto ipv4 counter drop"),
+            "meta nfproto ipv4 counter drop"
+        );
+    }
+
     #[test]
     fn an_iptables_nft_rule_reads_with_its_counter_verdict_and_comment() {
         let expressions = [
