@@ -77,6 +77,13 @@ struct Shared {
     mtu_in_flight: BTreeSet<IpAddr>,
 }
 
+/// What path-MTU searches cannot see without ping sockets (logged, and printed by `check`).
+pub const UDP_MTU_LIMIT: &str = "path-MTU searches use UDP probes (no ping socket): a \
+    black hole that drops only the large packets coming back (a UDP probe's answer is a \
+    small ICMP error) is not seen; to see it, allow ping sockets for the daemon's group \
+    once: sysctl -w net.ipv4.ping_group_range=\"0 2147483647\" (in /etc/sysctl.d/ to keep \
+    it; systemd's default already does)";
+
 impl Prober {
     /// A prober with `settings`; finds out whether ICMP echo is allowed here (`auto`).
     pub fn new(settings: &ProberConfig) -> Self {
@@ -136,6 +143,9 @@ impl Prober {
                 settings.max_pps,
                 self.methods[0].as_str()
             );
+            if self.methods[0] == Method::UdpPort {
+                tracing::warn!("{UDP_MTU_LIMIT}");
+            }
         }
         self
     }
