@@ -17,8 +17,14 @@ pub fn configmap_config() -> String {
     let path = root().join("deploy/kustomize/base/configmap.yaml");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
-    let mut lines = text.lines().skip_while(|line| line.trim() != "config.toml: |");
-    assert!(lines.next().is_some(), "no config.toml in {}", path.display());
+    let mut lines = text
+        .lines()
+        .skip_while(|line| line.trim() != "config.toml: |");
+    assert!(
+        lines.next().is_some(),
+        "no config.toml in {}",
+        path.display()
+    );
     let mut config = String::new();
     for line in lines {
         if !line.is_empty() && !line.starts_with("    ") {
