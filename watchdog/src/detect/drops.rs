@@ -720,8 +720,10 @@ pub fn rp_filter_drops(inputs: &Inputs<'_>) -> Vec<Candidate> {
             Severity::Critical,
         );
         // The route back to the busiest source: not through `dev` (asymmetric routing).
-        let back = group.flows.first().map(|(flow, _)| {
-            let route = match inputs.route_for(flow.src) {
+        let back = group
+            .flows
+            .first()
+            .map(|(flow, _)| match inputs.route_for(flow.src) {
                 Some(Resolution::Route { route, .. }) => {
                     let via: Vec<String> = route.oifs().map(|oif| inputs.dev(oif)).collect();
                     format!(
@@ -742,9 +744,7 @@ pub fn rp_filter_drops(inputs: &Inputs<'_>) -> Vec<Candidate> {
                     )
                 }
                 None => format!("there is no route back to {}", flow.src),
-            };
-            route
-        });
+            });
         candidate = candidate.with(
             "problem",
             format!(
