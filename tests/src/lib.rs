@@ -22,6 +22,7 @@ pub mod isolation;
 pub mod lab;
 pub mod prometheus;
 pub mod repo;
+pub mod shipped;
 pub mod soak;
 
 pub use lab::netns::{NetNs, run_in};

@@ -16,6 +16,8 @@ pub mod names {
         pub const DROP_DESTS: &str = "DROP_DESTS";
         /// What the drop probe could not record.
         pub const DROP_STATS: &str = "DROP_STATS";
+        /// Drops per flow (namespace, reason, device, addresses, protocol, UDP port).
+        pub const DROP_FLOWS: &str = "DROP_FLOWS";
         /// Traffic per (interface, remote address).
         pub const PEERS: &str = "PEERS";
         /// The per-CPU cache in front of `PEERS` ([`crate::PeerSlot`]).
@@ -144,6 +146,12 @@ pub struct KfreeSkbConfig {
     pub skb_network_header_off: u32,
     /// Reasons (values below 256) whose drops are also counted per destination address.
     pub attribute_reasons: [u64; 4],
+    /// Reasons (values below 256) whose drops are also counted per flow ([`DropFlowKey`]).
+    pub flow_reasons: [u64; 4],
+    /// `offsetof(struct net_device, ifindex)`, or [`OFFSET_UNKNOWN`].
+    pub dev_ifindex_off: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
 }
 
 impl KfreeSkbConfig {
@@ -160,12 +168,62 @@ impl KfreeSkbConfig {
         skb_head_off: OFFSET_UNKNOWN,
         skb_network_header_off: OFFSET_UNKNOWN,
         attribute_reasons: [0; 4],
+        flow_reasons: [0; 4],
+        dev_ifindex_off: OFFSET_UNKNOWN,
+        _pad: 0,
     };
 
     /// Whether drops with `reason` are attributed to their destination.
     pub fn attributes(&self, reason: u32) -> bool {
-        reason < 256 && self.attribute_reasons[(reason / 64) as usize] & (1 << (reason % 64)) != 0
+        in_set(&self.attribute_reasons, reason)
     }
+
+    /// Whether drops with `reason` are counted per flow.
+    pub fn flows(&self, reason: u32) -> bool {
+        in_set(&self.flow_reasons, reason)
+    }
+}
+
+/// Whether `reason` (below 256) is in the bit set `set`.
+#[inline(always)]
+pub const fn in_set(set: &[u64; 4], reason: u32) -> bool {
+    reason < 256 && set[(reason / 64) as usize] & (1 << (reason % 64)) != 0
+}
+
+/// Adds `reason` (below 256; others are ignored) to the bit set `set`.
+pub fn add_to_set(set: &mut [u64; 4], reason: u32) {
+    if reason < 256 {
+        set[(reason / 64) as usize] |= 1 << (reason % 64);
+    }
+}
+
+/// Capacity of the per-flow drop LRU map.
+pub const DROP_FLOW_MAP_ENTRIES: u32 = 1024;
+
+/// Key of the `DROP_FLOWS` LRU map: drops of one reason of one flow, for the reasons whose
+/// cause is named by what was dropped where (a firewall, reverse-path filtering, a bad
+/// checksum): the device it was dropped on, its addresses, its protocol and, for UDP, its
+/// destination port (the VXLAN port tells overlay traffic). TCP ports are left out so a port
+/// scan is one flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DropFlowKey {
+    /// IPv4 (first 4 bytes) or IPv6 source of the dropped packet.
+    pub src: [u8; 16],
+    /// IPv4 (first 4 bytes) or IPv6 destination of the dropped packet.
+    pub dst: [u8; 16],
+    /// Network namespace inode.
+    pub netns: u32,
+    /// Drop reason value.
+    pub reason: u32,
+    /// `skb->dev->ifindex` at the drop (the device it arrived on, or leaves by); 0: none.
+    pub ifindex: u32,
+    /// UDP destination port (host order); 0 for other protocols.
+    pub dport: u16,
+    /// 4 or 6.
+    pub family: u8,
+    /// The IP protocol (IPv6: the first next header).
+    pub protocol: u8,
 }
 
 /// Capacity of the per-destination drop LRU map.
@@ -435,14 +493,16 @@ mod user {
     unsafe impl aya::Pod for super::ConnectStats {}
     unsafe impl aya::Pod for super::TcpConfig {}
     unsafe impl aya::Pod for super::DropDestKey {}
-    // SAFETY: both are #[repr(C)], contain only u32 fields and have no padding.
+    unsafe impl aya::Pod for super::DropFlowKey {}
+    // SAFETY: #[repr(C)], only integer fields, no padding (explicit `_pad`).
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::KfreeSkbConfig {}
 }
 
 // Layout is part of the kernel/userspace contract: fail the build if it drifts.
 const _: () = assert!(core::mem::size_of::<DropKey>() == 8);
-const _: () = assert!(core::mem::size_of::<KfreeSkbConfig>() == 72);
+const _: () = assert!(core::mem::size_of::<KfreeSkbConfig>() == 112);
+const _: () = assert!(core::mem::size_of::<DropFlowKey>() == 48);
 const _: () = assert!(core::mem::size_of::<DropDestKey>() == 32);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerStats>() == 56);

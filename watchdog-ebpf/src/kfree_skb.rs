@@ -1,4 +1,5 @@
-//! `skb:kfree_skb`: count every dropped packet by (network namespace, drop reason).
+//! `skb:kfree_skb`: count every dropped packet by (network namespace, drop reason); for the
+//! reasons userspace selects also by destination address, or by flow.
 
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
@@ -8,8 +9,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use watchdog_common::{
-    DROP_DEST_MAP_ENTRIES, DROP_MAP_ENTRIES, DropDestKey, DropKey, KfreeSkbConfig, NETNS_UNKNOWN,
-    OFFSET_UNKNOWN, REASON_UNKNOWN, drop_stat,
+    DROP_DEST_MAP_ENTRIES, DROP_FLOW_MAP_ENTRIES, DROP_MAP_ENTRIES, DropDestKey, DropFlowKey,
+    DropKey, KfreeSkbConfig, NETNS_UNKNOWN, OFFSET_UNKNOWN, REASON_UNKNOWN, drop_stat,
     names::{globals, maps, programs},
 };
 
@@ -19,6 +20,7 @@ named!(KFREE_SKB_CONFIG, globals::KFREE_SKB_CONFIG);
 named!(DROPS, maps::DROPS);
 named!(DROP_DESTS, maps::DROP_DESTS);
 named!(DROP_STATS, maps::DROP_STATS);
+named!(DROP_FLOWS, maps::DROP_FLOWS);
 named!(kfree_skb, programs::KFREE_SKB);
 
 /// Offsets and the namespace filter, written by the loader before verification.
@@ -32,6 +34,11 @@ static DROPS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(DROP
 #[map]
 static DROP_DESTS: LruPerCpuHashMap<DropDestKey, u64> =
     LruPerCpuHashMap::with_max_entries(DROP_DEST_MAP_ENTRIES, 0);
+
+/// Drops per flow, for the reasons userspace selects (netfilter, reverse path, checksums).
+#[map]
+static DROP_FLOWS: LruPerCpuHashMap<DropFlowKey, u64> =
+    LruPerCpuHashMap::with_max_entries(DROP_FLOW_MAP_ENTRIES, 0);
 
 #[map]
 static DROP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_stat::COUNT, 0);
@@ -58,7 +65,18 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), i32> {
         // SAFETY: the offset comes from the tracepoint's own format file.
         unsafe { ctx.read_at::<u32>(cfg.reason_off as usize)? }
     };
-    let netns = netns_of(ctx, &cfg);
+    let skb = if cfg.skbaddr_off == OFFSET_UNKNOWN {
+        0
+    } else {
+        // SAFETY: offset from the format file.
+        unsafe { ctx.read_at::<u64>(cfg.skbaddr_off as usize) }.unwrap_or(0)
+    };
+    let dev = if skb != 0 && cfg.skb_dev_off != OFFSET_UNKNOWN {
+        read_ptr(skb, cfg.skb_dev_off)
+    } else {
+        0
+    };
+    let netns = netns_of(skb, dev, &cfg);
     if cfg.filter_netns != 0 && netns != cfg.filter_netns {
         let stat = if netns == NETNS_UNKNOWN {
             drop_stat::UNATTRIBUTED
@@ -69,85 +87,144 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     count(ctx, &DropKey { netns, reason });
-    if cfg.attributes(reason) {
-        count_destination(ctx, &cfg, netns, reason);
+    let destination = cfg.attributes(reason);
+    let flow = cfg.flows(reason);
+    if (destination || flow)
+        && let Some(header) = ip_header(skb, &cfg)
+    {
+        if destination {
+            count_destination(&header, netns, reason);
+        }
+        if flow {
+            count_flow(&header, &cfg, dev, netns, reason);
+        }
     }
     Ok(())
 }
 
-/// Counts the drop under the destination address of the packet's IP header.
+/// What the drop probe reads of a dropped packet's IP header.
+struct Header {
+    /// 4 or 6.
+    family: u8,
+    /// Source and destination address (IPv4: the first 4 bytes).
+    src: [u8; 16],
+    dst: [u8; 16],
+    /// IP protocol (IPv6: the first next header).
+    protocol: u8,
+    /// Where the transport header starts (IPv4 options skipped; IPv6: right after the
+    /// fixed header).
+    transport: u64,
+}
+
+/// The packet's IP header, read through `skb->head + skb->network_header`.
 #[inline(always)]
-fn count_destination(ctx: &TracePointContext, cfg: &KfreeSkbConfig, netns: u32, reason: u32) {
-    if cfg.skb_head_off == OFFSET_UNKNOWN || cfg.skb_network_header_off == OFFSET_UNKNOWN {
-        return;
+fn ip_header(skb: u64, cfg: &KfreeSkbConfig) -> Option<Header> {
+    if skb == 0
+        || cfg.skb_head_off == OFFSET_UNKNOWN
+        || cfg.skb_network_header_off == OFFSET_UNKNOWN
+    {
+        return None;
     }
-    // SAFETY: offset from the format file.
-    let Ok(skb) = (unsafe { ctx.read_at::<u64>(cfg.skbaddr_off as usize) }) else {
-        return;
-    };
     let head = read_ptr(skb, cfg.skb_head_off);
     // SAFETY: bpf_probe_read_kernel tolerates any address.
-    let Ok(network) =
-        (unsafe { bpf_probe_read_kernel((skb + cfg.skb_network_header_off as u64) as *const u16) })
-    else {
-        return;
-    };
+    let network =
+        unsafe { bpf_probe_read_kernel((skb + cfg.skb_network_header_off as u64) as *const u16) }
+            .ok()?;
     if head == 0 || network == u16::MAX {
-        return;
+        return None;
     }
-    let header = head + network as u64;
+    let at = head + network as u64;
     // SAFETY: as above.
-    let Ok(first) = (unsafe { bpf_probe_read_kernel(header as *const u8) }) else {
-        return;
-    };
-    let mut key = DropDestKey {
-        addr: [0; 16],
-        netns,
-        reason,
+    let first = unsafe { bpf_probe_read_kernel(at as *const u8) }.ok()?;
+    let mut header = Header {
         family: 0,
-        _pad: [0; 7],
+        src: [0; 16],
+        dst: [0; 16],
+        protocol: 0,
+        transport: 0,
     };
     match first >> 4 {
         4 => {
             // SAFETY: as above.
-            let Ok(addr) = (unsafe { bpf_probe_read_kernel((header + 16) as *const [u8; 4]) })
-            else {
-                return;
-            };
-            key.family = 4;
-            key.addr[..4].copy_from_slice(&addr);
+            let ip = unsafe { bpf_probe_read_kernel(at as *const [u8; 20]) }.ok()?;
+            header.family = 4;
+            header.protocol = ip[9];
+            header.src[..4].copy_from_slice(&ip[12..16]);
+            header.dst[..4].copy_from_slice(&ip[16..20]);
+            header.transport = at + u64::from(ip[0] & 0x0f) * 4;
         }
         6 => {
             // SAFETY: as above.
-            let Ok(addr) = (unsafe { bpf_probe_read_kernel((header + 24) as *const [u8; 16]) })
-            else {
-                return;
-            };
-            key.family = 6;
-            key.addr = addr;
+            let ip = unsafe { bpf_probe_read_kernel(at as *const [u8; 40]) }.ok()?;
+            header.family = 6;
+            header.protocol = ip[6];
+            header.src.copy_from_slice(&ip[8..24]);
+            header.dst.copy_from_slice(&ip[24..40]);
+            header.transport = at + 40;
         }
-        _ => return,
+        _ => return None,
     }
+    Some(header)
+}
+
+/// Counts the drop under the destination address of the packet's IP header.
+#[inline(always)]
+fn count_destination(header: &Header, netns: u32, reason: u32) {
+    let key = DropDestKey {
+        addr: header.dst,
+        netns,
+        reason,
+        family: header.family,
+        _pad: [0; 7],
+    };
     // A full LRU map evicts, so an insert only fails in a race already retried.
     let _ = update(&DROP_DESTS, &key, |count: &mut u64| *count += 1);
 }
 
-/// The inode number of the skb's network namespace: through `skb->dev`, else `skb->sk`.
+/// IP protocol number of UDP.
+const IPPROTO_UDP: u8 = 17;
+
+/// Counts the drop under its flow: device, addresses, protocol, UDP destination port.
 #[inline(always)]
-fn netns_of(ctx: &TracePointContext, cfg: &KfreeSkbConfig) -> u32 {
-    if cfg.net_inum_off == OFFSET_UNKNOWN || cfg.skbaddr_off == OFFSET_UNKNOWN {
+fn count_flow(header: &Header, cfg: &KfreeSkbConfig, dev: u64, netns: u32, reason: u32) {
+    let ifindex = if dev != 0 && cfg.dev_ifindex_off != OFFSET_UNKNOWN {
+        // SAFETY: bpf_probe_read_kernel tolerates any address.
+        unsafe { bpf_probe_read_kernel((dev + cfg.dev_ifindex_off as u64) as *const u32) }
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let dport = if header.protocol == IPPROTO_UDP {
+        // SAFETY: as above; the UDP destination port is the header's second field.
+        unsafe { bpf_probe_read_kernel((header.transport + 2) as *const [u8; 2]) }
+            .map_or(0, u16::from_be_bytes)
+    } else {
+        0
+    };
+    let key = DropFlowKey {
+        src: header.src,
+        dst: header.dst,
+        netns,
+        reason,
+        ifindex,
+        dport,
+        family: header.family,
+        protocol: header.protocol,
+    };
+    // A full LRU map evicts, so an insert only fails in a race already retried.
+    let _ = update(&DROP_FLOWS, &key, |count: &mut u64| *count += 1);
+}
+
+/// The inode number of the skb's network namespace: through `skb->dev` (`dev`), else
+/// `skb->sk`.
+#[inline(always)]
+fn netns_of(skb: u64, dev: u64, cfg: &KfreeSkbConfig) -> u32 {
+    if skb == 0 || cfg.net_inum_off == OFFSET_UNKNOWN {
         return NETNS_UNKNOWN;
     }
-    // SAFETY: offset from the format file.
-    let Ok(skb) = (unsafe { ctx.read_at::<u64>(cfg.skbaddr_off as usize) }) else {
-        return NETNS_UNKNOWN;
-    };
     let mut net = 0;
-    if cfg.skb_dev_off != OFFSET_UNKNOWN && cfg.dev_net_off != OFFSET_UNKNOWN {
-        let dev = read_ptr(skb, cfg.skb_dev_off);
-        if dev != 0 {
-            net = read_ptr(dev, cfg.dev_net_off);
-        }
+    if dev != 0 && cfg.dev_net_off != OFFSET_UNKNOWN {
+        net = read_ptr(dev, cfg.dev_net_off);
     }
     if net == 0 && cfg.skb_sk_off != OFFSET_UNKNOWN && cfg.sk_net_off != OFFSET_UNKNOWN {
         let sk = read_ptr(skb, cfg.skb_sk_off);

@@ -48,11 +48,24 @@ pub enum Kind {
     /// Something else wrote an object back while (or right after) repair changed it;
     /// repair stopped touching it.
     RepairConflict,
+    /// A firewall (netfilter: a chain's policy or a rule) drops this node's pod or overlay
+    /// traffic.
+    FirewallDrop,
+    /// Reverse-path filtering (`rp_filter`) drops this node's pod or overlay traffic that
+    /// arrives on an interface the route back does not leave by.
+    RpFilterDrop,
+    /// A peer's packets arrive with bad checksums (VXLAN's outer UDP checksum included)
+    /// and are dropped.
+    ChecksumDrop,
+    /// A remote VTEP drops the frames this node sends it (probes through the overlay fail
+    /// while its underlay address answers): its VXLAN device's MAC or VNI no longer is
+    /// what this node sends to.
+    RemoteVtepDrops,
 }
 
 impl Kind {
     /// Every kind, for exporting zeros.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 19] = [
         Kind::GhostGateway,
         Kind::BlackholedDestination,
         Kind::StaleFdb,
@@ -68,6 +81,10 @@ impl Kind {
         Kind::MtuBlackHole,
         Kind::RepairRefused,
         Kind::RepairConflict,
+        Kind::FirewallDrop,
+        Kind::RpFilterDrop,
+        Kind::ChecksumDrop,
+        Kind::RemoteVtepDrops,
     ];
 
     /// The snake_case name used in metrics and JSON.
@@ -88,6 +105,10 @@ impl Kind {
             Kind::MtuBlackHole => "mtu_black_hole",
             Kind::RepairRefused => "repair_refused",
             Kind::RepairConflict => "repair_conflict",
+            Kind::FirewallDrop => "firewall_drop",
+            Kind::RpFilterDrop => "rp_filter_drop",
+            Kind::ChecksumDrop => "checksum_drop",
+            Kind::RemoteVtepDrops => "remote_vtep_drops",
         }
     }
 }

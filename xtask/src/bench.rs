@@ -147,6 +147,18 @@ pub enum Bench {
         #[arg(long, default_value_t = 2)]
         rounds: u32,
     },
+    /// The causes of issue 23 (firewall, rp_filter, checksum drops, a dead pod address, a
+    /// remote VTEP whose MAC changed, a path-MTU hole without ping sockets), each on a lab
+    /// with the shipped ConfigMap: fault -> finding and healed -> resolved, median and
+    /// worst over `runs` (xtask/src/bench_causes.rs).
+    DropsCauses {
+        /// Runs per cause.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// Only the causes whose name contains this, or of this finding kind.
+        #[arg(long)]
+        only: Option<String>,
+    },
     Mirror {
         /// Routes (/24, via a veth) to install before loading.
         #[arg(long, default_value_t = 100_000)]
@@ -219,6 +231,12 @@ impl Bench {
                     use_release_daemon()?;
                 }
                 crate::bench_mtu::run(runs, seconds, rounds)
+            }
+            Bench::DropsCauses { runs, only } => {
+                if std::env::var_os("WATCHDOG_BIN").is_none() {
+                    use_release_daemon()?;
+                }
+                crate::bench_causes::run(runs, only.as_deref())
             }
             Bench::Mirror {
                 routes,

@@ -4,6 +4,7 @@
 //! separate installation step.
 
 mod bench;
+mod bench_causes;
 mod bench_desired;
 mod bench_mtu;
 mod bench_pods;

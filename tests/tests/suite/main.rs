@@ -9,6 +9,7 @@
 //! run says why through `watchdog_tests::skip`, which fails under CI (`meta` checks that).
 
 mod alerts;
+mod causes;
 mod check;
 mod cli;
 mod dashboard;

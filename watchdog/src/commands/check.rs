@@ -14,7 +14,10 @@ use crate::{
     config::{Config, DetectConfig},
     detect::{self, Inputs, Sample},
     findings::{Candidate, Finding, Report},
-    model::{desired::State, endpoints::EndpointView, net::Snapshot, probe::ProbeBook},
+    model::{
+        desired::State, endpoints::EndpointView, net::Snapshot, probe::ProbeBook,
+        stack::StackRequest,
+    },
     pipeline,
     sinks::text,
     sources::{
@@ -111,6 +114,12 @@ pub async fn audit(
     // desired.grace of it).
     let mut memory = pipeline::Memory::new(config.desired.grace.min(window));
     let mut pods = Pods::start(config.namespaces, own_netns, config, &node).await;
+    // What explains netfilter, reverse-path and checksum drops, read from the warm-up on
+    // (a one-shot can afford it): the counters that moved since.
+    let devices: Vec<String> = sources.mirror().map_or_else(Vec::new, |mirror| {
+        mirror.with_snapshot(|net| net.links().map(|link| link.name.clone()).collect())
+    });
+    sources.request_stack(StackRequest::everything(devices));
     // Judging starts once every enabled probe is attached and its maps have been read, and
     // the traffic that flows has been counted: a peer that is not in the maps when the
     // window starts has no history and is never judged (as in the daemon, where a peer
@@ -192,7 +201,8 @@ pub async fn audit(
         config.prober.timeout * 12
     } else {
         config.prober.timeout
-    };
+    }
+    .max(config.prober.timeout + crate::sources::prober::DESTINATION_LINGER);
     prober.settle(probing + Duration::from_secs(1)).await;
     let probes = prober.book();
     let now = SystemTime::now();

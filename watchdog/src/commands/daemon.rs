@@ -264,6 +264,8 @@ async fn detect_loop(
         maps_read |= reading.failed_reads == 0;
         let view = pods.refresh(&reading.namespaces());
         metrics.set_namespaces(&pods.counters());
+        // Only this node's namespaces from here on: the metrics and the detectors alike.
+        let reading = pipeline::this_node(own.netns, &view, reading);
         let status = sources.status();
         let label_netns = config.namespaces == Namespaces::All && status.netns_attribution;
         let top_n = config.peers.top_n;
@@ -302,6 +304,7 @@ async fn detect_loop(
             // The suspects go out now; their results are in the next cycle's inputs.
             sources.prober().submit(pipeline.take_probe_requests());
             sources.prober().submit_mtu(pipeline.take_mtu_targets());
+            sources.request_stack(pipeline.stack_request());
             let changes = cycle.changes;
             log_changes(&changes);
             // Never waits: alerts go into per-sink queues, delivered by their own tasks.

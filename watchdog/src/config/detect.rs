@@ -27,6 +27,9 @@ pub struct DetectConfig {
     /// destination counts as failing: a SYN is retransmitted only after a whole
     /// retransmission timeout without an answer.
     pub min_syn_retransmits: u64,
+    /// Netfilter, reverse-path or checksum drops of this node's pod or overlay traffic
+    /// within the window before their cause is named.
+    pub min_drops: u64,
     /// Consecutive cycles a problem must be seen before its finding fires.
     pub confirm: u32,
     /// Consecutive cycles without the problem before its finding resolves.
@@ -41,6 +44,7 @@ impl Default for DetectConfig {
             min_packets: 5,
             min_failed_connects: 3,
             min_syn_retransmits: 2,
+            min_drops: 5,
             confirm: 2,
             clear_after: 5,
         }

@@ -93,6 +93,10 @@ pub struct Probes {
     pub peers: bool,
     /// TCP connect outcomes per destination.
     pub tcp: bool,
+    /// Read what explains netfilter, reverse-path and checksum drops of this node's traffic
+    /// (the nftables ruleset over netlink, `rp_filter` sysctls, devices' offload features),
+    /// while such drops are seen.
+    pub explain_drops: bool,
 }
 
 impl Default for Probes {
@@ -101,6 +105,7 @@ impl Default for Probes {
             kfree_skb: true,
             peers: true,
             tcp: true,
+            explain_drops: true,
         }
     }
 }

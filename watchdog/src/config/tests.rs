@@ -264,7 +264,7 @@ fn yaml_errors_name_the_key_and_the_line() {
     assert_eq!(
         err,
         "config file a.yaml: line 3 column 3 (`kfree: true`): unknown field `kfree`, expected \
-         one of `kfree_skb`, `peers`, `tcp`"
+         one of `kfree_skb`, `peers`, `tcp`, `explain_drops`"
     );
     let err = parse("a.yaml", "namespaces: mine\n")
         .unwrap_err()

@@ -3,6 +3,7 @@
 //! hand-built snapshots. Inputs are plain data: [`crate::model`] types and the [`Sample`]
 //! the pipeline builds from a reading.
 
+mod drops;
 pub mod endpoints;
 mod gateway;
 pub mod mtu;
@@ -25,21 +26,28 @@ use crate::{
     config::DetectConfig,
     findings::{Candidate, RouteRef},
     model::{
-        counters::{ConnectSample, PeerSample, growth},
+        counters::{ConnectSample, DropFlow, PeerSample, growth},
         net::{Resolution, Route, Snapshot, is_link_local_v6, table_name},
         probe::ProbeBook,
+        stack::Stack,
     },
 };
 
-pub use self::silence::probe_requests;
+pub use self::{drops::stack_request, silence::probe_requests};
 
 /// Kernel counters at one moment, as the detectors see them (this namespace only).
 #[derive(Clone, Debug, Default)]
 pub struct Sample {
     /// When it was read.
     pub at: Option<Instant>,
+    /// The daemon's own network namespace (inode; 0 when unknown): the only one whose
+    /// configuration the stack readers see.
+    pub own_netns: u32,
     /// Drops by (reason name, destination), cumulative.
     pub drop_destinations: BTreeMap<(String, IpAddr), u64>,
+    /// Drops per flow (netfilter, reverse path, checksums), cumulative, with the namespace
+    /// they happened in (named in `client_names`).
+    pub drop_flows: BTreeMap<DropFlow, u64>,
     /// Traffic by (interface index, remote address), cumulative.
     pub peers: BTreeMap<(u32, IpAddr), PeerSample>,
     /// TCP outcomes by (destination, port), cumulative, summed over the namespaces kept.
@@ -47,7 +55,10 @@ pub struct Sample {
     /// The same outcomes per client network namespace (inode; `NETNS_UNKNOWN` without
     /// BTF), so a finding can name who connects.
     pub connect_clients: BTreeMap<(IpAddr, u16), BTreeMap<u32, ConnectSample>>,
-    /// What each client namespace is called (`default/web-7f9…`, `node`, `netns:4026…`).
+    /// The kernel's filtering and offload configuration, where the pipeline asked for it.
+    pub stack: Stack,
+    /// What each client namespace (of a TCP connect or a dropped flow) is called
+    /// (`default/web-7f9…`, `node`, `unattributed`); others are named by inode.
     pub client_names: BTreeMap<u32, String>,
 }
 
@@ -169,5 +180,8 @@ pub fn detect(inputs: &Inputs<'_>) -> Vec<Candidate> {
     candidates.extend(routes::gateways_not_onlink(inputs));
     candidates.extend(routes::dropped_for_routes(inputs));
     candidates.extend(mtu::black_holes(inputs));
+    candidates.extend(drops::firewall_drops(inputs));
+    candidates.extend(drops::rp_filter_drops(inputs));
+    candidates.extend(drops::checksum_drops(inputs));
     candidates
 }

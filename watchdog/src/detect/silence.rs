@@ -141,7 +141,7 @@ impl Inputs<'_> {
 /// The peers to probe this cycle: every VTEP and destination that is a suspect (packets
 /// out, nothing back since) and has no fresh probe result that settles it. VTEPs are
 /// probed through the overlay (the remote node's VXLAN address, so the probe takes exactly
-/// that FDB entry) when a remote-node route leads there, else at their underlay address.
+/// that FDB entry) when a remote-node route leads there, and at their underlay address.
 pub fn probe_requests(inputs: &Inputs<'_>) -> Vec<ProbeRequest> {
     if !inputs.probes.enabled {
         return Vec::new();
@@ -154,9 +154,23 @@ pub fn probe_requests(inputs: &Inputs<'_>) -> Vec<ProbeRequest> {
             vtep.underlay.contains(&i)
         });
         let replies = recent.get(&vtep.dst);
-        if inputs.suspect(&sent, replies)
-            && let Some(request) =
-                inputs.request_if_needed(vtep.target, Purpose::Vtep, Some(vtep.dst), replies)
+        if !inputs.suspect(&sent, replies) {
+            continue;
+        }
+        if let Some(request) =
+            inputs.request_if_needed(vtep.target, Purpose::Vtep, Some(vtep.dst), replies)
+        {
+            requests.push(request);
+        }
+        // Probed through the overlay: its underlay address too (at once, unless the overlay
+        // answered), so a failure through the overlay tells a dead VTEP from one that
+        // drops this node's frames.
+        if vtep.target != vtep.dst
+            && !matches!(
+                inputs.probe_verdict(vtep.target, Some(vtep.dst), replies),
+                Verdict::Alive(_)
+            )
+            && let Some(request) = inputs.request_if_needed(vtep.dst, Purpose::Vtep, None, replies)
         {
             requests.push(request);
         }

@@ -12,7 +12,7 @@ use crate::{
     model::net::{
         Address, Link, NeighState, Neighbour, Prefix, Route, RouteKind, Snapshot, Update, Vxlan,
     },
-    model::probe::{Method, Outcome, ProbeBook, ProbeRequest, ProbeResult, Purpose},
+    model::probe::{Method, Outcome, ProbeBook, ProbeKey, ProbeRequest, ProbeResult, Purpose},
     overlay::fixture::fdb,
 };
 
@@ -215,8 +215,78 @@ fn an_fdb_entry_repointed_at_a_silent_vtep_is_named_with_its_route() {
         Some("UDP port probe to 10.244.2.0: no answer to 3 packets in 450ms")
     );
     assert_eq!(stale[0].routes[0].prefix, "10.244.2.0/24");
-    // Nothing to probe again: the failure is fresh.
-    assert_eq!(requests(&net, &then, &now, &probes), vec![]);
+    // Its underlay address is probed too (a dead VTEP and one that drops this node's
+    // frames look alike through the overlay); unanswered as well, nothing changes, and
+    // nothing is probed again while both failures are fresh.
+    assert_eq!(
+        requests(&net, &then, &now, &probes),
+        vec![ProbeRequest::liveness(
+            ip("192.168.77.99"),
+            Purpose::Vtep,
+            None
+        )]
+    );
+    let mut both = probes.clone();
+    both.latest
+        .extend(probed(&now, "192.168.77.99", None, Outcome::Unanswered).latest);
+    assert_eq!(run_probed(&net, &then, &now, &both), candidates);
+    assert_eq!(requests(&net, &then, &now, &both), vec![]);
+}
+
+/// The remote node's VXLAN device got another MAC (systemd's MACAddressPolicy, flannel
+/// #1795): this node's FDB entry and neighbour are right, its frames are dropped there.
+/// Probes through the overlay fail, the VTEP's underlay address answers.
+#[test]
+fn a_vtep_that_answers_on_the_underlay_drops_our_frames_it_is_no_stale_fdb() {
+    let net = flannel_node();
+    let (mut then, mut now) = samples(Instant::now());
+    then.peers
+        .insert((ETH0, ip("192.168.77.11")), peer(100, 100));
+    now.peers
+        .insert((ETH0, ip("192.168.77.11")), peer(200, 200));
+    then.peers.insert((ETH0, ip("192.168.77.12")), peer(40, 0));
+    now.peers.insert((ETH0, ip("192.168.77.12")), peer(90, 0));
+    let mut probes = probed(
+        &now,
+        "10.244.2.0",
+        Some("192.168.77.12"),
+        Outcome::Unanswered,
+    );
+    // The underlay probe still in flight: no verdict yet (no stale_fdb to take back).
+    probes
+        .in_flight
+        .insert(ProbeKey::liveness(ip("192.168.77.12")));
+    assert_eq!(run_probed(&net, &then, &now, &probes), vec![]);
+    probes.in_flight.clear();
+    let answered = Outcome::Answered {
+        rtt: Duration::from_millis(1),
+    };
+    probes
+        .latest
+        .extend(probed(&now, "192.168.77.12", None, answered).latest);
+    let candidates = run_probed(&net, &then, &now, &probes);
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    let c = &candidates[0];
+    assert_eq!(c.kind, Kind::RemoteVtepDrops);
+    assert_eq!(
+        c.subject,
+        "remote vtep 192.168.77.12 (fdb 02:fa:00:00:00:02 dev flannel.1)"
+    );
+    assert_eq!(
+        c.evidence("sends"),
+        Some(
+            "VXLAN from 192.168.77.10 to 192.168.77.12:8472 VNI 1 with inner destination MAC \
+             02:fa:00:00:00:02"
+        )
+    );
+    assert_eq!(
+        c.evidence("probe_underlay"),
+        Some("UDP port probe to 192.168.77.12: answered in 1ms")
+    );
+    assert_eq!(
+        c.evidence("route"),
+        Some("10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink table main")
+    );
 }
 
 /// The statsd case: a pod sends to a pod on another node, which listens and never
@@ -245,6 +315,7 @@ fn silence_alone_condemns_nothing_it_asks_for_probes() {
         requests(&net, &then, &now, &unprobed),
         vec![
             ProbeRequest::liveness(ip("10.244.2.0"), Purpose::Vtep, Some(ip("192.168.77.12"))),
+            ProbeRequest::liveness(ip("192.168.77.12"), Purpose::Vtep, None),
             ProbeRequest::liveness(ip("10.244.2.2"), Purpose::Destination, None),
         ]
     );
@@ -278,11 +349,10 @@ fn a_silent_peer_that_answers_its_probe_is_alive() {
     now.peers.insert((ETH0, ip("192.168.77.99")), peer(240, 0));
     assert_eq!(
         requests(&moved, &then, &now, &probes),
-        vec![ProbeRequest::liveness(
-            ip("10.244.2.0"),
-            Purpose::Vtep,
-            Some(ip("192.168.77.99"))
-        )]
+        vec![
+            ProbeRequest::liveness(ip("10.244.2.0"), Purpose::Vtep, Some(ip("192.168.77.99"))),
+            ProbeRequest::liveness(ip("192.168.77.99"), Purpose::Vtep, None),
+        ]
     );
 }
 
@@ -549,6 +619,57 @@ fn a_destination_that_never_answers_is_blackholed_and_attributed() {
             .iter()
             .all(|c| c.kind != Kind::BlackholedDestination)
     );
+}
+
+/// A definitive ICMP error to the probe names a dead destination at once; silence keeps
+/// its window.
+#[test]
+fn a_definitive_icmp_error_names_a_destination_before_the_window_is_full() {
+    let net = flannel_node();
+    let start = Instant::now();
+    // Two seconds into a window, a destination never seen before: 100 packets, none back.
+    let then = Sample {
+        at: Some(start),
+        ..Sample::default()
+    };
+    let mut now = Sample {
+        at: Some(start + Duration::from_secs(2)),
+        ..Sample::default()
+    };
+    now.peers.insert((FLANNEL, ip("10.244.1.7")), peer(100, 0));
+    let unanswered = probed(&now, "10.244.1.7", None, Outcome::Unanswered);
+    assert_eq!(run_probed(&net, &then, &now, &unanswered), vec![]);
+    let unreachable = probed(
+        &now,
+        "10.244.1.7",
+        None,
+        Outcome::Unreachable {
+            from: Some(ip("10.244.1.0")),
+            what: "host unreachable".into(),
+        },
+    );
+    let candidates = run_probed(&net, &then, &now, &unreachable);
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    assert_eq!(candidates[0].kind, Kind::BlackholedDestination);
+    assert_eq!(
+        candidates[0].evidence("icmp"),
+        Some("host unreachable from 10.244.1.0")
+    );
+    // Not definitive: a port unreachable from a firewall on the way, or this host's own
+    // stack (other findings name local causes).
+    for outcome in [
+        Outcome::Unreachable {
+            from: Some(ip("10.244.1.0")),
+            what: "port unreachable".into(),
+        },
+        Outcome::Unreachable {
+            from: None,
+            what: "no route to host".into(),
+        },
+    ] {
+        let probes = probed(&now, "10.244.1.7", None, outcome);
+        assert_eq!(run_probed(&net, &then, &now, &probes), vec![]);
+    }
 }
 
 #[test]

@@ -31,12 +31,12 @@ fn attribute(inputs: &Inputs<'_>, mut candidate: Candidate, dst: IpAddr) -> Cand
 
 /// A remote address that got at least `min_packets` during a full window, sent nothing
 /// back on any interface, and did not answer a probe (no answer, or host unreachable):
-/// one-way traffic to a live listener is not a blackhole. VTEPs of VXLAN devices (and the
-/// overlay addresses they are probed at) are left to the FDB detector.
+/// one-way traffic to a live listener is not a blackhole. A definitive ICMP error to the
+/// probe (host or network unreachable, administratively prohibited, from a host on the
+/// way) names it at once, without waiting for a full window. VTEPs of VXLAN devices (and
+/// the overlay addresses they are probed at) are left to the FDB detector.
 pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
-    if !inputs.full_window() {
-        return Vec::new();
-    }
+    let full_window = inputs.full_window();
     let excluded = silence::not_destinations(inputs, &vxlan::vteps(inputs));
     let replies = silence::replies(inputs.now, inputs.then);
     let mut candidates = Vec::new();
@@ -44,19 +44,23 @@ pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
         if !silence::is_destination(&excluded, dst) {
             continue;
         }
-        let Some(then) = inputs.then.peers.get(&(ifindex, dst)) else {
-            continue;
-        };
-        let sent = growth(now.tx_packets, then.tx_packets);
+        let then = inputs.then.peers.get(&(ifindex, dst));
+        let sent = growth(now.tx_packets, then.map_or(0, |then| then.tx_packets));
         let replies = replies.get(&dst);
         let back = replies.map_or(0, |replies| replies.back);
-        if then.tx_packets == 0 || sent < inputs.settings.min_packets || back != 0 {
+        if sent < inputs.settings.min_packets || back != 0 {
             continue;
         }
         let Verdict::Dead(probe) = inputs.probe_verdict(dst, None, replies) else {
             continue;
         };
-        let candidate = Candidate::new(
+        let definitive = probe.outcome.definitive();
+        // Silence keeps its window (and a peer known since its start); a definitive error
+        // needs neither.
+        if definitive.is_none() && (!full_window || then.is_none_or(|t| t.tx_packets == 0)) {
+            continue;
+        }
+        let mut candidate = Candidate::new(
             Kind::BlackholedDestination,
             format!("destination {dst} dev {}", inputs.dev(ifindex)),
             Severity::Critical,
@@ -71,6 +75,9 @@ pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
             ),
         )
         .with("probe", probe);
+        if let Some((from, what)) = definitive {
+            candidate = candidate.with("icmp", format!("{what} from {from}"));
+        }
         candidates.push(attribute(inputs, candidate, dst));
     }
     candidates

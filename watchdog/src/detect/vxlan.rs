@@ -11,7 +11,7 @@ use crate::{
     findings::{Candidate, Kind, Severity},
     model::{
         net::{FdbEntry, Link, Resolution, Route, format_mac},
-        probe::Verdict,
+        probe::{ProbeKey, ProbeResult, Verdict},
     },
 };
 
@@ -126,9 +126,23 @@ pub fn stale_fdb(inputs: &Inputs<'_>) -> Vec<Candidate> {
                         ));
                     }
                 }
-                if let Some((silence, result)) = silence(inputs, &vtep, replies.get(&dst)) {
-                    problems.push(silence);
-                    probe = Some(result);
+                match silence(inputs, &vtep, replies.get(&dst)) {
+                    Some(Silence::Stale(problem, result)) => {
+                        problems.push(problem);
+                        probe = Some(result);
+                    }
+                    Some(Silence::RemoteDrops(candidate)) => {
+                        let mut candidate = *candidate;
+                        let routes = by_mac
+                            .get(&link.index)
+                            .and_then(|by_mac| by_mac.get(&entry.mac));
+                        for route in routes.into_iter().flatten() {
+                            candidate = candidate.with("route", inputs.describe(route));
+                            candidate.routes.push(inputs.route_ref(route));
+                        }
+                        candidates.push(candidate);
+                    }
+                    Some(Silence::Pending) | None => {}
                 }
             }
             Some(Resolution::Route { route, .. }) => {
@@ -221,15 +235,27 @@ pub(super) fn local_addresses(inputs: &Inputs<'_>) -> BTreeSet<IpAddr> {
     inputs.net.addresses().map(|a| a.prefix.addr).collect()
 }
 
-/// The silence problem and the probe that confirmed it, when `vtep` got at least
-/// `min_packets` on its underlay during the last `vtep_window`, nothing came back from it
-/// on any interface, and a probe of it went unanswered. Silence alone is not enough:
-/// overlay traffic may be one-way.
+/// What silence of a VTEP says once probed.
+enum Silence {
+    /// The VTEP is silent and unanswering: the problem and the probe that confirmed it.
+    Stale(String, String),
+    /// Probes through the overlay go unanswered while the VTEP's underlay address answers:
+    /// the remote node drops what this node sends it (its VXLAN device's MAC, VNI or port
+    /// changed, a firewall on udp/<port>), not a stale FDB entry.
+    RemoteDrops(Box<Candidate>),
+    /// The overlay probe failed; the underlay probe's answer is still in flight.
+    Pending,
+}
+
+/// Whether `vtep` got at least `min_packets` on its underlay during the last
+/// `vtep_window` with nothing back from it on any interface, and a probe of it went
+/// unanswered (silence alone is not enough: overlay traffic may be one-way); then, when
+/// it was probed through the overlay, whether its underlay address answers.
 fn silence(
     inputs: &Inputs<'_>,
     vtep: &Vtep<'_>,
     replies: Option<&silence::Replies>,
-) -> Option<(String, String)> {
+) -> Option<Silence> {
     if !inputs.full_vtep_window() {
         return None;
     }
@@ -246,7 +272,25 @@ fn silence(
     let dev = sent
         .dev
         .map_or_else(|| "?".to_owned(), |ifindex| inputs.dev(ifindex));
-    Some((
+    if vtep.target != vtep.dst {
+        match inputs.probe_verdict(vtep.dst, None, replies) {
+            Verdict::Alive(underlay) => {
+                return Some(Silence::RemoteDrops(Box::new(remote_drops(
+                    inputs, vtep, &sent, &dev, result, underlay,
+                ))));
+            }
+            Verdict::Unknown
+                if inputs
+                    .probes
+                    .in_flight
+                    .contains(&ProbeKey::liveness(vtep.dst)) =>
+            {
+                return Some(Silence::Pending);
+            }
+            _ => {}
+        }
+    }
+    Some(Silence::Stale(
         format!(
             "{} packets sent to VTEP {} on {dev} in the last {}, none back",
             sent.packets,
@@ -255,6 +299,68 @@ fn silence(
         ),
         result.to_string(),
     ))
+}
+
+/// The remote VTEP that drops this node's frames: what this node sends it (the FDB entry's
+/// MAC, the device's VNI and port, from its VTEP address), the overlay probe that failed
+/// and the underlay probe that was answered.
+fn remote_drops(
+    inputs: &Inputs<'_>,
+    vtep: &Vtep<'_>,
+    sent: &silence::Sent,
+    dev: &str,
+    overlay: &ProbeResult,
+    underlay: &ProbeResult,
+) -> Candidate {
+    let vxlan = vtep.link.vxlan.as_ref().expect("a VXLAN device");
+    let mac = format_mac(&vtep.entry.mac);
+    let local = vxlan
+        .local
+        .map_or_else(|| "this node".to_owned(), |local| local.to_string());
+    Candidate::new(
+        Kind::RemoteVtepDrops,
+        format!(
+            "remote vtep {} (fdb {mac} dev {})",
+            vtep.dst, vtep.link.name
+        ),
+        Severity::Critical,
+    )
+    .with(
+        "problem",
+        format!(
+            "probes through the overlay to {} go unanswered while the VTEP {} answers on \
+             the underlay: the remote node drops the frames this node sends it (not a stale \
+             FDB entry here)",
+            vtep.target, vtep.dst
+        ),
+    )
+    .with(
+        "sends",
+        format!(
+            "VXLAN from {local} to {}:{} VNI {} with inner destination MAC {mac}",
+            vtep.dst, vxlan.port, vxlan.vni
+        ),
+    )
+    .with(
+        "packets_sent",
+        format!(
+            "{} packets to {} on {dev} in the last {}, none back",
+            sent.packets,
+            vtep.dst,
+            humantime::format_duration(inputs.settings.vtep_window)
+        ),
+    )
+    .with("probe_overlay", overlay)
+    .with("probe_underlay", underlay)
+    .with(
+        "likely",
+        format!(
+            "the remote VXLAN device's MAC is no longer {mac} (systemd-udev's \
+             MACAddressPolicy=persistent, flannel#1795), or its VNI or port differ, or a \
+             firewall there drops udp/{}",
+            vxlan.port
+        ),
+    )
 }
 
 /// A VXLAN device with far fewer remote FDB entries than remote-node routes (under half):

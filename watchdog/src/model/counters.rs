@@ -19,12 +19,49 @@ pub struct DropCounts {
     /// Drops per (network namespace inode, reason name, destination address), for the route
     /// and neighbour reasons.
     pub destinations: BTreeMap<(u32, String, IpAddr), u64>,
+    /// Drops per flow, for the reasons whose cause is named by what was dropped where
+    /// (netfilter, reverse-path filtering, checksums).
+    pub flows: BTreeMap<DropFlow, u64>,
     /// Drops not counted because the key map was full.
     pub map_full: u64,
     /// Drops in other namespaces, skipped by the namespace filter.
     pub other_netns: u64,
     /// Drops skipped by the namespace filter because their namespace could not be read.
     pub unattributed: u64,
+}
+
+/// One flow of dropped packets: where (namespace, device), why, and what (addresses,
+/// protocol, UDP destination port).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DropFlow {
+    /// Network namespace inode.
+    pub netns: u32,
+    /// The kernel's drop reason name.
+    pub reason: String,
+    /// The device the packet was dropped on (arrived on, or was leaving by); 0: none.
+    pub ifindex: u32,
+    /// The packet's source address.
+    pub src: IpAddr,
+    /// The packet's destination address.
+    pub dst: IpAddr,
+    /// The IP protocol number (6 TCP, 17 UDP, 1 ICMP, …).
+    pub protocol: u8,
+    /// The UDP destination port; 0 for other protocols.
+    pub dport: u16,
+}
+
+impl DropFlow {
+    /// `10.244.1.2 → 10.244.2.2 udp/8472`.
+    pub fn describe(&self) -> String {
+        let proto = match self.protocol {
+            1 | 58 => "icmp".to_owned(),
+            6 => "tcp".to_owned(),
+            17 if self.dport != 0 => format!("udp/{}", self.dport),
+            17 => "udp".to_owned(),
+            other => format!("proto {other}"),
+        };
+        format!("{} → {} {proto}", self.src, self.dst)
+    }
 }
 
 /// Traffic with one remote address on one interface.
@@ -91,10 +128,13 @@ pub struct Reading {
     pub connects: Option<ConnectCounts>,
     /// Map reads that failed in this reading (each also logged).
     pub failed_reads: u64,
+    /// The kernel's filtering and offload configuration the pipeline asked about (what
+    /// explains netfilter, reverse-path and checksum drops).
+    pub stack: crate::model::stack::Stack,
 }
 
 impl Reading {
-    /// Every network namespace (inode) the TCP and drop-destination maps hold.
+    /// Every network namespace (inode) the TCP and drop maps hold.
     pub fn namespaces(&self) -> std::collections::BTreeSet<u32> {
         let mut seen = std::collections::BTreeSet::new();
         if let Some(connects) = &self.connects {
@@ -102,6 +142,8 @@ impl Reading {
         }
         if let Some(drops) = &self.drops {
             seen.extend(drops.destinations.keys().map(|(netns, _, _)| *netns));
+            seen.extend(drops.flows.keys().map(|flow| flow.netns));
+            seen.extend(drops.counts.keys().map(|(netns, _)| *netns));
         }
         seen
     }

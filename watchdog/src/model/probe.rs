@@ -148,7 +148,30 @@ impl Outcome {
     pub fn condemns(&self) -> bool {
         matches!(self, Outcome::Unanswered | Outcome::Unreachable { .. })
     }
+
+    /// A definitive ICMP error, with who sent it: a host on the way says the target
+    /// cannot be reached (host or network unreachable, administratively prohibited), not
+    /// merely that nothing answered. Enough to name a destination without waiting out a
+    /// window of silence.
+    pub fn definitive(&self) -> Option<(IpAddr, &str)> {
+        match self {
+            Outcome::Unreachable {
+                from: Some(from),
+                what,
+            } if DEFINITIVE.contains(&what.as_str()) => Some((*from, what)),
+            _ => None,
+        }
+    }
 }
+
+/// The ICMP errors [`Outcome::definitive`] accepts, in the prober's words.
+const DEFINITIVE: &[&str] = &[
+    "network unreachable",
+    "host unreachable",
+    "administratively prohibited",
+    "no route to destination",
+    "address unreachable",
+];
 
 /// One finished probe.
 #[derive(Clone, Debug, PartialEq, Eq)]

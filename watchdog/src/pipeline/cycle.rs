@@ -18,6 +18,7 @@ use crate::{
         endpoints::EndpointView,
         net::Snapshot,
         probe::{MtuTarget, ProbeBook, ProbeRequest},
+        stack::StackRequest,
     },
     overlay::Observed,
 };
@@ -33,6 +34,8 @@ pub struct Pipeline {
     requests: Vec<ProbeRequest>,
     /// The overlay peers whose path MTU the prober checks (the last cycle's).
     mtu_targets: Vec<MtuTarget>,
+    /// What the stack source should read before the next cycle.
+    stack: StackRequest,
     /// This node's name among the cluster's Nodes.
     node: String,
     /// What the detectors remember between cycles (grace, departed Nodes).
@@ -68,6 +71,7 @@ impl Pipeline {
             probes: ProbeBook::default(),
             requests: Vec::new(),
             mtu_targets: Vec::new(),
+            stack: StackRequest::default(),
             node: String::new(),
             memory: Memory::new(Duration::ZERO),
             repair: Vec::new(),
@@ -100,6 +104,12 @@ impl Pipeline {
     /// The overlay peers whose path MTU the prober checks, urgent ones marked (taken once).
     pub fn take_mtu_targets(&mut self) -> Vec<MtuTarget> {
         std::mem::take(&mut self.mtu_targets)
+    }
+
+    /// What the stack source should read for the next cycle: what explains the netfilter,
+    /// reverse-path and checksum drops this cycle saw.
+    pub fn stack_request(&self) -> StackRequest {
+        self.stack.clone()
     }
 
     /// Compares the overlay with the desired state as node `node` (its name among the
@@ -151,6 +161,7 @@ impl Pipeline {
         candidates.extend(std::mem::take(&mut self.repair));
         self.requests = detect::probe_requests(&inputs);
         self.mtu_targets = detect::mtu::mtu_targets(&inputs);
+        self.stack = detect::stack_request(&inputs);
         Cycle {
             changes: self.tracker.update(now, candidates),
             desired,

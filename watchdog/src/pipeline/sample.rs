@@ -19,6 +19,34 @@ pub const OWN_CLIENT: &str = "node";
 /// What connects no namespace could be read for (no kernel BTF) are called in findings.
 pub const UNATTRIBUTED_CLIENT: &str = "unattributed";
 
+/// Keeps of a reading only what this node's namespaces did: the daemon's own, the ones
+/// `view` counts as this node's, and events no namespace could be read for (no kernel BTF:
+/// nothing to tell them apart). The drops of the others are added to
+/// `DropCounts::other_netns` (seen, not counted), as the kernel's own filter does with
+/// `namespaces = "own"`. What the metrics publish and the detectors judge.
+pub fn this_node(own_netns: u32, view: &NamespaceView, mut reading: Reading) -> Reading {
+    let ours = |netns: u32| {
+        netns == own_netns || netns == watchdog_common::NETNS_UNKNOWN || view.is_member(netns)
+    };
+    if let Some(drops) = reading.drops.as_mut() {
+        let mut others = 0;
+        drops.counts.retain(|(netns, _), count| {
+            let keep = ours(*netns);
+            if !keep {
+                others += *count;
+            }
+            keep
+        });
+        drops.other_netns += others;
+        drops.destinations.retain(|(netns, _, _), _| ours(*netns));
+        drops.flows.retain(|flow, _| ours(flow.netns));
+    }
+    if let Some(connects) = reading.connects.as_mut() {
+        connects.retain(|(netns, _, _), _| ours(*netns));
+    }
+    reading
+}
+
 /// Builds the detectors' view of a reading: the daemon's own namespace and the namespaces
 /// `view` counts as this node's (reasons are already named). The peer reading moves into
 /// the sample: it is the largest map, read every poll.
@@ -30,12 +58,22 @@ pub fn sample(own_netns: u32, view: &NamespaceView, reading: Reading) -> Sample 
     };
     let mut sample = Sample {
         at: Some(Instant::now()),
+        own_netns,
+        stack: reading.stack,
         ..Sample::default()
     };
     if let Some(drops) = reading.drops {
         for ((netns, reason, addr), count) in drops.destinations {
             if ours(netns) {
                 *sample.drop_destinations.entry((reason, addr)).or_default() += count;
+            }
+        }
+        for (flow, count) in drops.flows {
+            if ours(flow.netns) {
+                if let Some(name) = namespace_name(own_netns, view, flow.netns) {
+                    sample.client_names.insert(flow.netns, name);
+                }
+                sample.drop_flows.insert(flow, count);
             }
         }
     }
@@ -56,14 +94,7 @@ pub fn sample(own_netns: u32, view: &NamespaceView, reading: Reading) -> Sample 
             sum.last_failed_ago = min_some(sum.last_failed_ago, outcome.last_failed_ago);
             sum.last_established_ago =
                 min_some(sum.last_established_ago, outcome.last_established_ago);
-            let name = if netns == own_netns {
-                Some(OWN_CLIENT.to_owned())
-            } else if netns == watchdog_common::NETNS_UNKNOWN {
-                Some(UNATTRIBUTED_CLIENT.to_owned())
-            } else {
-                view.names.get(&netns).cloned()
-            };
-            if let Some(name) = name {
+            if let Some(name) = namespace_name(own_netns, view, netns) {
                 sample.client_names.insert(netns, name);
             }
             sample
@@ -74,6 +105,18 @@ pub fn sample(own_netns: u32, view: &NamespaceView, reading: Reading) -> Sample 
         }
     }
     sample
+}
+
+/// What a namespace is called in findings: `node` (the daemon's own), `unattributed`, or
+/// the pod's name when the view knows it (`None`: named by its inode later).
+fn namespace_name(own_netns: u32, view: &NamespaceView, netns: u32) -> Option<String> {
+    if netns == own_netns {
+        Some(OWN_CLIENT.to_owned())
+    } else if netns == watchdog_common::NETNS_UNKNOWN {
+        Some(UNATTRIBUTED_CLIENT.to_owned())
+    } else {
+        view.names.get(&netns).cloned()
+    }
 }
 
 /// TCP outcomes per client namespace, by name (`default/web-7f9…`, `node`,

@@ -224,6 +224,10 @@ pub fn words(kind: Kind) -> &'static str {
         Kind::MtuBlackHole => "path MTU black hole",
         Kind::RepairRefused => "repair plan refused by its guards",
         Kind::RepairConflict => "another writer undoes the repair",
+        Kind::FirewallDrop => "firewall drops pod traffic",
+        Kind::RpFilterDrop => "reverse-path filter drops pod traffic",
+        Kind::ChecksumDrop => "packets dropped for bad checksums",
+        Kind::RemoteVtepDrops => "remote VTEP drops this node's frames",
     }
 }
 
@@ -291,6 +295,25 @@ pub fn next_step(kind: Kind) -> &'static str {
         }
         Kind::RepairConflict => {
             "find the other writer (`ip -ts monitor`) and decide which one is right"
+        }
+        Kind::FirewallDrop => {
+            "accept the pod traffic before the chain's policy or rule drops it (the `fix` \
+             evidence quotes the command, e.g. `iptables -P FORWARD ACCEPT`), and stop \
+             what sets it again (Docker: `iptables` in its daemon.json)"
+        }
+        Kind::RpFilterDrop => {
+            "use loose reverse-path filtering on the interface (`sysctl -w \
+             net.ipv4.conf.all.rp_filter=2`, the interface's too) or make the route back \
+             leave by the interface the traffic arrives on"
+        }
+        Kind::ChecksumDrop => {
+            "on the sending node, turn off the offload that corrupts them \
+             (`ethtool -K flannel.1 tx-checksum-ip-generic off`) and check its NIC"
+        }
+        Kind::RemoteVtepDrops => {
+            "on the remote node, compare its VXLAN device's MAC (`ip -d link show \
+             flannel.1`) with the one this node sends to; pin it (systemd \
+             `MACAddressPolicy=none` for flannel.*) and restart flanneld there"
         }
     }
 }

@@ -10,15 +10,17 @@ pub mod mirror;
 pub mod pods;
 pub mod prober;
 pub mod probes;
+pub mod stack;
 
 use crate::{
     config::{Config, Namespaces},
-    model::{counters::Reading, probe::Method, status::SourceStatus},
+    model::{counters::Reading, probe::Method, stack::StackRequest, status::SourceStatus},
     sources::{
         kernel::{btf::Btf, tracefs::Tracefs},
         mirror::{Mirror, MirrorError},
         prober::Prober,
         probes::{KernelEnv, ProbeError, Probes, kfree_skb::Attribution},
+        stack::StackReader,
     },
 };
 
@@ -27,6 +29,8 @@ use crate::{
 pub struct Sources {
     probes: Probes,
     prober: Prober,
+    /// What explains netfilter, reverse-path and checksum drops, read when asked.
+    stack: StackReader,
     mirror: Result<(Mirror, tokio::task::JoinHandle<Result<(), MirrorError>>), String>,
     /// The mirror generation the TC attachments were last synced with.
     links_synced: Option<u64>,
@@ -84,6 +88,7 @@ impl Sources {
         let mut sources = Self {
             probes,
             prober: Prober::new(&config.prober).with_mtu(&config.mtu),
+            stack: StackReader::new(config.probes.explain_drops),
             mirror,
             links_synced: None,
             mirror_stopped: None,
@@ -125,12 +130,21 @@ impl Sources {
         }
     }
 
+    /// What the next reads read of the stack's configuration (what explains the drops the
+    /// last cycle saw); replaces the previous request.
+    pub fn request_stack(&mut self, request: StackRequest) {
+        self.stack.request(request);
+    }
+
     /// Attaches the peer probe to interfaces that appeared and releases those that went
-    /// (when the mirror saw a change since the last time), then reads every map.
+    /// (when the mirror saw a change since the last time), then reads every map and the
+    /// stack's configuration asked for.
     pub fn read(&mut self) -> Reading {
         self.check_mirror();
         self.sync_interfaces();
-        self.probes.read()
+        let mut reading = self.probes.read();
+        reading.stack = self.stack.read();
+        reading
     }
 
     /// Logs, once, why the mirror's task ended (its error would otherwise be lost with the

@@ -1,7 +1,7 @@
 //! `watchdog_kernel_drops*`: the drop counters, by reason (and namespace), skipped drops,
 //! and the busiest drop destinations.
 
-use std::sync::RwLock;
+use std::{collections::BTreeMap, net::IpAddr, sync::RwLock};
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
@@ -50,17 +50,22 @@ impl Metrics {
                 drops.unattributed,
             ),
         ];
-        let mut busiest: Vec<_> = drops.destinations.iter().collect();
-        busiest.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        // One series per (reason, destination): the namespaces' drops summed.
+        let mut per_destination: BTreeMap<(&str, IpAddr), u64> = BTreeMap::new();
+        for ((_, reason, addr), count) in &drops.destinations {
+            *per_destination.entry((reason, *addr)).or_default() += count;
+        }
+        let mut busiest: Vec<_> = per_destination.into_iter().collect();
+        busiest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let destinations = busiest
             .into_iter()
             .take(top_n)
-            .map(|((_, reason, addr), count)| {
+            .map(|((reason, addr), count)| {
                 let labels = vec![
-                    ("reason", reason.clone()),
+                    ("reason", reason.to_owned()),
                     ("destination", addr.to_string()),
                 ];
-                (labels, *count)
+                (labels, count)
             })
             .collect();
         let mut view = self.drops.view.write().expect("drops view lock");

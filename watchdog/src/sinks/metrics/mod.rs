@@ -117,8 +117,8 @@ impl Metrics {
         registry.register(
             "watchdog_kernel_feature",
             "Kernel features found at start-up (1) or missing (0): btf, tracefs, tcx, \
-             kfree_skb_reason, netns_attribution, drop_destinations, tcp_retransmit_family, \
-             ping_socket (active probes use ICMP echo, else UDP)",
+             kfree_skb_reason, netns_attribution, drop_destinations, drop_flows, \
+             tcp_retransmit_family, ping_socket (active probes use ICMP echo, else UDP)",
             kernel_features.clone(),
         );
         let findings = Family::<Labels, Gauge>::default();
@@ -287,6 +287,59 @@ mod tests {
         assert!(rss > 1e6, "{rss_line}");
         assert!(text.ends_with("# EOF\n"));
         assert!(!text.contains("watchdog_mirror"), "{text}");
+    }
+
+    /// Every sample line's series (name and label set) of an exposition, in order.
+    fn series(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .map(|line| line.rsplit_once(' ').map_or(line, |(series, _)| series))
+            .collect()
+    }
+
+    /// Several namespaces dropping towards, and connecting to, one destination: one series
+    /// each, their counts summed (Prometheus refuses a scrape with a series twice).
+    #[test]
+    fn every_series_has_a_unique_label_set_when_namespaces_share_a_destination() {
+        use std::collections::BTreeSet;
+
+        use crate::model::counters::{ConnectSample, DropCounts};
+        let dst: std::net::IpAddr = "10.244.2.2".parse().unwrap();
+        let mut drops = DropCounts::default();
+        let mut connects = crate::model::counters::ConnectCounts::new();
+        for (netns, count) in [(4026531840, 3), (4026532001, 4), (0, 5)] {
+            drops.counts.insert((netns, "NEIGH_FAILED".into()), count);
+            drops
+                .destinations
+                .insert((netns, "NEIGH_FAILED".into(), dst), count);
+            connects.insert(
+                (netns, dst, 8080),
+                ConnectSample {
+                    attempts: count,
+                    failed: count,
+                    ..ConnectSample::default()
+                },
+            );
+        }
+        let reading = Reading {
+            drops: Some(drops),
+            connects: Some(connects),
+            ..Reading::default()
+        };
+        for label_netns in [false, true] {
+            let metrics = Metrics::new();
+            metrics.set_reading(&reading, label_netns, 20, None);
+            let text = metrics.encode();
+            let all = series(&text);
+            let unique: BTreeSet<&str> = all.iter().copied().collect();
+            assert_eq!(unique.len(), all.len(), "a series twice in:\n{text}");
+            for line in [
+                "watchdog_kernel_drop_destinations_total{reason=\"NEIGH_FAILED\",destination=\"10.244.2.2\"} 12",
+                "watchdog_tcp_connects_total{peer=\"10.244.2.2\",port=\"8080\",outcome=\"failed\"} 12",
+            ] {
+                assert!(text.contains(line), "{line} in {text}");
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `watchdog_tcp_*`: TCP outcomes of the destinations with the most trouble.
 
-use std::{collections::BTreeMap, sync::RwLock};
+use std::{collections::BTreeMap, net::IpAddr, sync::RwLock};
 
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
@@ -63,7 +63,16 @@ impl Metrics {
     /// Publishes TCP outcomes of the `top_n` destinations with the most failures and SYN
     /// retransmits (then the most attempts).
     pub fn set_connects(&self, connects: &ConnectCounts, top_n: usize) {
-        let mut worst: Vec<_> = connects.iter().collect();
+        // One series per destination: the namespaces' outcomes summed.
+        let mut per_destination: BTreeMap<(IpAddr, u16), ConnectSample> = BTreeMap::new();
+        for ((_, addr, port), sample) in connects {
+            let sum = per_destination.entry((*addr, *port)).or_default();
+            sum.attempts += sample.attempts;
+            sum.established += sample.established;
+            sum.failed += sample.failed;
+            sum.syn_retransmits += sample.syn_retransmits;
+        }
+        let mut worst: Vec<_> = per_destination.iter().collect();
         worst.sort_by(|a, b| {
             let trouble = |s: &ConnectSample| s.failed + s.syn_retransmits;
             trouble(b.1)
@@ -73,7 +82,7 @@ impl Metrics {
         });
         let mut rows = Vec::new();
         let mut syn_retransmits = Vec::new();
-        for ((_, addr, port), sample) in worst.into_iter().take(top_n) {
+        for ((addr, port), sample) in worst.into_iter().take(top_n) {
             let peer = || vec![("peer", addr.to_string()), ("port", port.to_string())];
             for (outcome, count) in [
                 ("attempted", sample.attempts),

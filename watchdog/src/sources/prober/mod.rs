@@ -27,9 +27,15 @@ use crate::{
     config::{MtuConfig, ProberConfig, prober::ProbeMethod},
     model::probe::{
         Method, MtuOutcome, MtuTarget, PathMtu, ProbeBook, ProbeKey, ProbeRequest, ProbeResult,
-        ProbeStats,
+        ProbeStats, Purpose,
     },
 };
+
+/// How long a destination probe left unanswered waits on for a late ICMP error: a router
+/// says "host unreachable" only when its neighbour resolution fails, three 1 s solicits
+/// after the packet arrived. A definitive error names a dead destination at once; silence
+/// waits for its window anyway (`detect.window`, longer than this).
+pub const DESTINATION_LINGER: Duration = Duration::from_secs(3);
 
 /// At most this many results are kept (the oldest go first).
 const MAX_RESULTS: usize = 4096;
@@ -70,6 +76,13 @@ struct Shared {
     /// Path-MTU searches running, by target.
     mtu_in_flight: BTreeSet<IpAddr>,
 }
+
+/// What path-MTU searches cannot see without ping sockets (logged, and printed by `check`).
+pub const UDP_MTU_LIMIT: &str = "path-MTU searches use UDP probes (no ping socket): a \
+    black hole that drops only the large packets coming back (a UDP probe's answer is a \
+    small ICMP error) is not seen; to see it, allow ping sockets for the daemon's group \
+    once: sysctl -w net.ipv4.ping_group_range=\"0 2147483647\" (in /etc/sysctl.d/ to keep \
+    it; systemd's default already does)";
 
 impl Prober {
     /// A prober with `settings`; finds out whether ICMP echo is allowed here (`auto`).
@@ -130,6 +143,9 @@ impl Prober {
                 settings.max_pps,
                 self.methods[0].as_str()
             );
+            if self.methods[0] == Method::UdpPort {
+                tracing::warn!("{UDP_MTU_LIMIT}");
+            }
         }
         self
     }
@@ -262,10 +278,15 @@ impl Prober {
             };
             let method = self.methods[usize::from(request.target.is_ipv6())];
             let (timeout, tries) = (self.settings.timeout, self.settings.tries);
+            let linger = if request.purpose == Purpose::Destination {
+                DESTINATION_LINGER
+            } else {
+                Duration::ZERO
+            };
             let results = self.shared.clone();
             self.tasks.spawn(async move {
                 let _guard = guard;
-                let ran = run::probe(&request, method, timeout, tries).await;
+                let ran = run::probe_lingering(&request, method, timeout, tries, linger).await;
                 let result = ProbeResult {
                     request,
                     method,

@@ -18,9 +18,55 @@ use crate::model::probe::{Method, MtuOutcome, MtuTarget, Outcome, PathMtu, Probe
 pub const RESOLUTION: u32 = 8;
 
 /// The remote's ICMP port unreachables are rate limited (one a second per source after a
-/// burst of 6, `net.ipv4.icmp_ratelimit`): UDP steps are spaced this far apart, or the
-/// limit would pass for a black hole. Echo replies are not limited.
+/// burst of 6, `net.ipv4.icmp_ratelimit`): once the burst is spent, UDP steps that get an
+/// answer are spaced this far apart, or the limit would pass for a black hole. Echo
+/// replies are not limited.
 const UDP_STEP_SPACING: Duration = Duration::from_millis(1100);
+
+/// The port unreachables a UDP search counts on the remote sending back to back: 4 of its
+/// burst of 6, leaving room for the prober's other probes of that peer.
+const UDP_BURST: f64 = 4.0;
+
+/// What a UDP search assumes is left of the remote's ICMP rate limit: a token bucket of
+/// [`UDP_BURST`] refilled one per [`UDP_STEP_SPACING`]; a step the remote answered
+/// takes one, a step that vanished none (it never reached the remote).
+#[derive(Debug)]
+struct RemoteBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RemoteBudget {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: UDP_BURST,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let earned =
+            now.saturating_duration_since(self.at).as_secs_f64() / UDP_STEP_SPACING.as_secs_f64();
+        self.tokens = (self.tokens + earned).min(UDP_BURST);
+        self.at = now;
+    }
+
+    /// How long to wait before the next step may expect an answer.
+    fn wait(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            UDP_STEP_SPACING.mul_f64(1.0 - self.tokens)
+        }
+    }
+
+    /// A step the remote answered.
+    fn spend(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens -= 1.0;
+    }
+}
 
 /// The global packet budget: a token bucket of `max_pps` tokens refilled at `max_pps` a
 /// second.
@@ -136,10 +182,10 @@ impl Searcher {
                 }
             }
         }
-        let mut last = Instant::now();
-        self.pace(&mut last).await;
+        let mut budget = RemoteBudget::new(Instant::now());
+        self.pace(&mut budget).await;
         if !matches!(
-            self.step(target, None, spent).await,
+            self.paced_step(target, None, spent, &mut budget).await,
             Outcome::Answered { .. }
         ) {
             return MtuOutcome::PeerSilent;
@@ -150,8 +196,11 @@ impl Searcher {
         let mut hi = full;
         while hi - lo > RESOLUTION {
             let mid = lo + (hi - lo) / 2;
-            self.pace(&mut last).await;
-            match classify(target, self.step(target, Some(mid), spent).await) {
+            self.pace(&mut budget).await;
+            match classify(
+                target,
+                self.paced_step(target, Some(mid), spent, &mut budget).await,
+            ) {
                 Step::Passed => lo = mid,
                 Step::Vanished => {
                     if let Some(outcome) = learned(target, mid, kernel_route_mtu) {
@@ -167,13 +216,29 @@ impl Searcher {
         }
     }
 
-    /// UDP probes wait out the remote's ICMP rate limit between steps.
-    async fn pace(&self, last: &mut Instant) {
+    /// UDP probes wait out the remote's ICMP rate limit once its burst is spent.
+    async fn pace(&self, budget: &mut RemoteBudget) {
         if self.method == Method::UdpPort {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(*last + UDP_STEP_SPACING))
-                .await;
+            let wait = budget.wait(Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
         }
-        *last = Instant::now();
+    }
+
+    /// [`Searcher::step`], an answer taken from the remote's budget.
+    async fn paced_step(
+        &self,
+        target: &MtuTarget,
+        size: Option<u32>,
+        spent: &mut (u32, u32),
+        budget: &mut RemoteBudget,
+    ) -> Outcome {
+        let outcome = self.step(target, size, spent).await;
+        if matches!(outcome, Outcome::Answered { .. }) {
+            budget.spend(Instant::now());
+        }
+        outcome
     }
 }
 
@@ -366,6 +431,28 @@ mod tests {
             from: Some(target.target),
         };
         assert_eq!(forwarded(&target, told.clone(), || Some(false)), told);
+    }
+
+    #[test]
+    fn udp_steps_go_back_to_back_until_the_remotes_burst_is_spent() {
+        let start = Instant::now();
+        let mut budget = RemoteBudget::new(start);
+        for _ in 0..4 {
+            assert_eq!(budget.wait(start), Duration::ZERO);
+            budget.spend(start);
+        }
+        // The burst spent: the next answer is a spacing away, less what was earned since.
+        assert_eq!(budget.wait(start), UDP_STEP_SPACING);
+        let later = start + UDP_STEP_SPACING / 2;
+        let wait = budget.wait(later);
+        assert!(wait > Duration::ZERO && wait <= UDP_STEP_SPACING / 2 + Duration::from_millis(1));
+        // Time refills it, never beyond the burst.
+        let much_later = start + UDP_STEP_SPACING * 100;
+        assert_eq!(budget.wait(much_later), Duration::ZERO);
+        for _ in 0..4 {
+            budget.spend(much_later);
+        }
+        assert!(budget.wait(much_later) > Duration::ZERO);
     }
 
     #[test]

@@ -36,8 +36,21 @@ pub struct Ran {
     pub packets: u32,
 }
 
-/// Runs one probe to completion.
+/// Runs one probe to completion: `tries` packets over `timeout`.
 pub async fn probe(request: &ProbeRequest, method: Method, timeout: Duration, tries: u32) -> Ran {
+    probe_lingering(request, method, timeout, tries, Duration::ZERO).await
+}
+
+/// As [`probe`], then, when nothing came back, up to `linger` more for a late answer or
+/// ICMP error (a router answers "host unreachable" only once its own neighbour resolution
+/// failed, seconds later).
+pub async fn probe_lingering(
+    request: &ProbeRequest,
+    method: Method,
+    timeout: Duration,
+    tries: u32,
+    linger: Duration,
+) -> Ran {
     let started = Instant::now();
     let mut ran = Ran {
         outcome: Outcome::Unanswered,
@@ -60,7 +73,7 @@ pub async fn probe(request: &ProbeRequest, method: Method, timeout: Duration, tr
     };
     let tries = tries.max(1);
     let spacing = timeout / tries;
-    let deadline = started + timeout;
+    let deadline = started + timeout + linger;
     let payload = payload(request.size, v6);
     // Port (UDP) or sequence number (echo) of each packet sent, and when.
     let mut sent: Vec<(u16, Instant)> = Vec::with_capacity(tries as usize);

@@ -9,12 +9,12 @@ use aya::{
     programs::TracePoint,
 };
 use watchdog_common::{
-    DropDestKey, DropKey, KfreeSkbConfig, REASON_UNKNOWN, drop_stat,
+    DropDestKey, DropFlowKey, DropKey, KfreeSkbConfig, REASON_UNKNOWN, add_to_set, drop_stat,
     names::{maps, programs},
 };
 
 use super::{KernelEnv, NetnsOffsets, ProbeError, map, program};
-use crate::model::counters::DropCounts;
+use crate::model::counters::{DropCounts, DropFlow};
 
 /// The probe's name in metrics and logs.
 pub const NAME: &str = "kfree_skb";
@@ -36,6 +36,20 @@ pub const ATTRIBUTED_REASONS: &[&str] = &[
     "PKT_TOO_BIG",
     "NO_TX_TARGET",
     "IP_INVALID_DEST",
+];
+
+/// Drop reasons whose packets are also counted per flow (device, addresses, protocol, UDP
+/// port): the drops whose cause is named by what was dropped where. A firewall
+/// (`NETFILTER_DROP`: which chain, for which traffic), reverse-path filtering
+/// (`IP_RPFILTER`: which interface) and bad checksums (from which peer, on which device).
+pub const FLOW_REASONS: &[&str] = &[
+    "NETFILTER_DROP",
+    "IP_RPFILTER",
+    "IP_CSUM",
+    "UDP_CSUM",
+    "TCP_CSUM",
+    "ICMP_CSUM",
+    "SKB_CSUM",
 ];
 
 /// Label of drops whose reason the kernel does not report (or reports with a value its own
@@ -107,12 +121,18 @@ impl Plan {
                     config.skb_sk_off = skb_sk;
                     config.sk_net_off = sk_net;
                 }
+                if let Some(ifindex) = offsets.dev_ifindex {
+                    config.dev_ifindex_off = ifindex;
+                }
                 if let Some((head, network)) = offsets.skb_head_network {
                     config.skb_head_off = head;
                     config.skb_network_header_off = network;
                     for (value, name) in &reasons {
-                        if *value < 256 && ATTRIBUTED_REASONS.contains(&name.as_str()) {
-                            config.attribute_reasons[(*value / 64) as usize] |= 1 << (*value % 64);
+                        if ATTRIBUTED_REASONS.contains(&name.as_str()) {
+                            add_to_set(&mut config.attribute_reasons, *value);
+                        }
+                        if FLOW_REASONS.contains(&name.as_str()) {
+                            add_to_set(&mut config.flow_reasons, *value);
                         }
                     }
                 }
@@ -200,6 +220,26 @@ impl KfreeSkb {
                 .destinations
                 .entry((key.netns, name, addr))
                 .or_default() += per_cpu.iter().sum::<u64>();
+        }
+        let flows: PerCpuHashMap<&MapData, DropFlowKey, u64> = map(ebpf, maps::DROP_FLOWS)?;
+        for entry in flows.iter() {
+            let (key, per_cpu) = entry.map_err(ProbeError::map(maps::DROP_FLOWS))?;
+            let (Some(src), Some(dst)) = (
+                super::key_address(key.family, key.src),
+                super::key_address(key.family, key.dst),
+            ) else {
+                continue;
+            };
+            let flow = DropFlow {
+                netns: key.netns,
+                reason: self.reason_name(key.reason).to_owned(),
+                ifindex: key.ifindex,
+                src,
+                dst,
+                protocol: key.protocol,
+                dport: key.dport,
+            };
+            *counts.flows.entry(flow).or_default() += per_cpu.iter().sum::<u64>();
         }
         let stats: PerCpuArray<&MapData, u64> = map(ebpf, maps::DROP_STATS)?;
         let stat = |index| -> Result<u64, ProbeError> {

@@ -60,6 +60,8 @@ pub struct NetnsOffsets {
     /// `offsetof(struct sk_buff, head)` and `network_header`, if known: the way to a dropped
     /// packet's IP header.
     pub skb_head_network: Option<(u32, u32)>,
+    /// `offsetof(struct net_device, ifindex)`, if known: the device a packet was dropped on.
+    pub dev_ifindex: Option<u32>,
 }
 
 impl NetnsOffsets {
@@ -77,6 +79,7 @@ impl NetnsOffsets {
                 .member_offset("sk_buff", &["head"])
                 .and_then(|head| Ok((head, btf.member_offset("sk_buff", &["network_header"])?)))
                 .ok(),
+            dev_ifindex: btf.member_offset("net_device", &["ifindex"]).ok(),
         })
     }
 }
@@ -437,6 +440,10 @@ fn features(
         ("kfree_skb_reason", kfree.reason_off != unknown),
         ("netns_attribution", netns),
         ("drop_destinations", kfree.skb_head_off != unknown),
+        (
+            "drop_flows",
+            kfree.skb_head_off != unknown && kfree.dev_ifindex_off != unknown,
+        ),
         // Without it (5.10) the family of a retransmit comes from its v4-mapped address.
         ("tcp_retransmit_family", tcp.retrans_family_off != unknown),
     ]
@@ -505,6 +512,7 @@ mod tests {
             maps::DROPS,
             maps::DROP_DESTS,
             maps::DROP_STATS,
+            maps::DROP_FLOWS,
             maps::PEERS,
             maps::PEER_CACHE,
             maps::PEER_READING,
