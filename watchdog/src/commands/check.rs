@@ -109,7 +109,11 @@ pub async fn audit(
         .map_err(CheckError::Incomplete)?;
     // A drift (and a ghost endpoint) counts when seen at every look over the window (or
     // desired.grace of it).
-    let mut memory = pipeline::Memory::new(config.desired.grace.min(window));
+    let mut memory = pipeline::Memory::new(config.desired.grace.min(window)).with_bounds(
+        crate::overlay::Bounds {
+            widest_v4: config.repair.widest_prefix_v4,
+        },
+    );
     let mut pods = Pods::start(config.namespaces, own_netns, config, &node).await;
     // Judging starts once every enabled probe is attached and its maps have been read, and
     // the traffic that flows has been counted: a peer that is not in the maps when the

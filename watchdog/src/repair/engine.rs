@@ -52,6 +52,9 @@ pub struct Engine {
     refused: Option<Candidate>,
     /// Why repair stopped, once it has: no plans from then on.
     stopped: Option<String>,
+    /// Objects the Nodes disagree with that carry traffic (the last plan's, and the
+    /// executor's probes'), by key: `stale_annotation` findings.
+    working: std::collections::BTreeMap<String, Candidate>,
 }
 
 impl Engine {
@@ -64,6 +67,7 @@ impl Engine {
             reported: BTreeSet::new(),
             refused: None,
             stopped: None,
+            working: Default::default(),
         }
     }
 
@@ -124,6 +128,7 @@ impl Engine {
         net: &Snapshot,
         desired: &State,
         overlay: Option<&Observed>,
+        evidence: &Evidence,
         now: Instant,
     ) -> Step {
         let mut step = Step::default();
@@ -137,7 +142,7 @@ impl Engine {
             overlay,
             settings: &self.settings,
             history: &self.history,
-            evidence: &Evidence::default(),
+            evidence,
             now,
         });
         let plan = match outcome {
@@ -146,12 +151,28 @@ impl Engine {
                 tracing::debug!("repair: no plan: {reason}");
                 self.refused = None;
                 self.reported.clear();
+                self.working.clear();
                 return step;
             }
             Outcome::Planned(plan) => plan,
         };
         self.history.observe_deletable(&plan.deletable, now);
         self.forget_settled_conflicts(&plan);
+        // What works stays reported while the Nodes still disagree with it.
+        let differing: BTreeSet<&str> = plan
+            .ops
+            .iter()
+            .map(|op| op.key.as_str())
+            .chain(plan.held.iter().map(|h| h.key.as_str()))
+            .collect();
+        self.working
+            .retain(|key, _| differing.contains(key.as_str()));
+        for held in &plan.working {
+            self.working.insert(
+                held.key.clone(),
+                working_candidate(&held.key, &held.node, &held.why),
+            );
+        }
         if plan.refused.is_some() {
             let candidate = plan.refused_candidate();
             if self.refused.is_none() {
@@ -276,13 +297,21 @@ impl Engine {
                     self.history.record_change(key, now);
                     self.history.record_conflict(key, why.clone());
                 }
+                Done::Works(why) => {
+                    // Nothing sent; counts against max_per_hour so it is probed again a
+                    // bounded number of times while the Nodes disagree.
+                    self.history.record_change(key, now);
+                    self.working
+                        .insert(key.clone(), working_candidate(key, &report.op.node, why));
+                }
             }
             let detail = match &report.done {
                 Done::Verified | Done::DryRun => String::new(),
                 Done::RolledBack(why)
                 | Done::Failed(why)
                 | Done::NotApplied(why)
-                | Done::Conflict(why) => format!(": {why}"),
+                | Done::Conflict(why)
+                | Done::Works(why) => format!(": {why}"),
             };
             step.log.push(format!(
                 "repair: {} `{}`{detail}",
@@ -316,9 +345,11 @@ impl Engine {
         }
     }
 
-    /// Repair's findings for the next cycle: the refused plan, each object in conflict.
+    /// Repair's findings for the next cycle: the refused plan, each object in conflict,
+    /// each object that works though the Nodes disagree.
     pub fn candidates(&self) -> Vec<Candidate> {
         let mut candidates: Vec<Candidate> = self.refused.iter().cloned().collect();
+        candidates.extend(self.working.values().cloned());
         if let Some(why) = &self.stopped {
             candidates.push(
                 Candidate::new(Kind::RepairRefused, "repair".to_owned(), Severity::Warning)
@@ -333,6 +364,25 @@ impl Engine {
         }
         candidates
     }
+}
+
+/// The `stale_annotation` finding for an object that carries traffic though the Nodes
+/// say otherwise.
+fn working_candidate(key: &str, node: &str, why: &str) -> Candidate {
+    Candidate::new(
+        Kind::StaleAnnotation,
+        format!("node {node}: the kernel's {key} works, the annotation does not"),
+        Severity::Warning,
+    )
+    .with("node", node)
+    .with("problem", why)
+    .with(
+        "fix",
+        format!(
+            "check {node}'s Flannel annotations (public-ip, backend-data VtepMAC) and \
+             spec.podCIDR against the node itself; repair leaves the working object alone"
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -366,7 +416,7 @@ mod tests {
                 ..RepairConfig::default()
             };
             let mut engine = Engine::new(settings);
-            let step = engine.cycle(&net, &unknown, None, Instant::now());
+            let step = engine.cycle(&net, &unknown, None, &Evidence::default(), Instant::now());
             assert!(step.execute.is_empty() && step.events.is_empty());
             assert!(engine.candidates().is_empty());
         }
@@ -488,7 +538,13 @@ mod tests {
         let unknown = State::Unknown {
             reason: "never listed".into(),
         };
-        let step = engine.cycle(&Snapshot::default(), &unknown, None, Instant::now());
+        let step = engine.cycle(
+            &Snapshot::default(),
+            &unknown,
+            None,
+            &Evidence::default(),
+            Instant::now(),
+        );
         assert!(step.execute.is_empty() && step.log.is_empty());
     }
 
