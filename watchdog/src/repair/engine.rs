@@ -136,6 +136,7 @@ impl Engine {
             return step;
         }
         self.history.prune(now);
+        self.quiet_conflicts(net, overlay, now, &mut step);
         let outcome = plan(&Inputs {
             net,
             desired,
@@ -323,6 +324,49 @@ impl Engine {
             step.events.push(report.event(at));
         }
         step
+    }
+
+    /// Conflicts end: an object in conflict that the kernel has kept unchanged for
+    /// `repair.conflict_quiet` (the other writer left it alone) may be repaired again,
+    /// under the same guards.
+    fn quiet_conflicts(
+        &mut self,
+        net: &Snapshot,
+        overlay: Option<&Observed>,
+        now: Instant,
+        step: &mut Step,
+    ) {
+        let keys: Vec<String> = self
+            .history
+            .conflicts()
+            .map(|(k, _)| k.to_owned())
+            .collect();
+        for key in keys {
+            // The object as the kernel has it, from the comparison's drifts (no drift:
+            // the kernel agrees with the Nodes, and the conflict is forgotten anyway).
+            let key_of = |o: &crate::model::net::Object| super::object::Object::of(net, o).key();
+            let now_is = overlay
+                .into_iter()
+                .flat_map(|o| o.comparison.drifts.iter())
+                .find(|d| {
+                    d.kernel.as_ref().or(d.expected.as_ref()).map(key_of) == Some(key.clone())
+                })
+                .and_then(|d| d.kernel.as_ref())
+                .map_or_else(
+                    || "absent".to_owned(),
+                    |k| super::object::Object::of(net, k).spec(),
+                );
+            if self
+                .history
+                .observe_conflict(&key, &now_is, now, self.settings.conflict_quiet)
+            {
+                step.log.push(format!(
+                    "repair: {key} left alone by the other writer for repair.conflict_quiet \
+                     ({}): may be repaired again",
+                    humantime::format_duration(self.settings.conflict_quiet)
+                ));
+            }
+        }
     }
 
     /// Conflicts the kernel no longer shows (nothing planned or held for the object:
@@ -546,6 +590,26 @@ mod tests {
             Instant::now(),
         );
         assert!(step.execute.is_empty() && step.log.is_empty());
+    }
+
+    #[test]
+    fn a_conflict_ends_once_the_other_writer_left_the_object_alone_for_conflict_quiet() {
+        let quiet = Duration::from_secs(600);
+        let mut history = History::default();
+        let start = Instant::now();
+        history.record_conflict("k", "flannel".into());
+        assert!(!history.observe_conflict("k", "dst .99", start, quiet));
+        // The other writer keeps writing: the quiet starts over.
+        let t = start + Duration::from_secs(300);
+        assert!(!history.observe_conflict("k", "dst .98", t, quiet));
+        assert!(!history.observe_conflict("k", "dst .98", t + Duration::from_secs(599), quiet));
+        assert!(history.conflicts().next().is_some());
+        assert!(history.observe_conflict("k", "dst .98", t + quiet, quiet));
+        assert!(history.conflicts().next().is_none());
+        assert_eq!(
+            history.hold_reason("k", t + quiet, &RepairConfig::default()),
+            None
+        );
     }
 
     #[test]
