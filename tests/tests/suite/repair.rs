@@ -1362,6 +1362,141 @@ fn a_journal_that_is_a_symlink_is_refused_and_nothing_is_written_through_it() {
     );
 }
 
+/// The lab's Nodes without node 2 (it left the cluster).
+fn without_node_2(lab: &Lab) -> Value {
+    node_list(
+        lab.nodes()
+            .filter(|n| n.index() != 2)
+            .map(|n| n.node_object())
+            .collect(),
+    )
+}
+
+#[test]
+fn daemon_deletes_a_departed_nodes_leftovers_and_undo_puts_them_back_exactly() {
+    if !require_root("daemon_deletes_a_departed_nodes_leftovers") {
+        return;
+    }
+    // Three deletes against three expected objects: max_fraction 1.
+    let mut r = running(
+        "apply",
+        "2s",
+        "delete_after = \"3s\"\nmax_fraction = 1.0\n",
+        None,
+    );
+    let ns = r.lab.node(0).ns().name().to_owned();
+    let stream = r.lab.udp_stream(0, 1, 20);
+    let before = dump(r.lab.node(0).ns());
+    // Node 2 leaves the cluster: its Node first, then the machine.
+    write_node_list(&r.dir.path().join("nodes.json"), &without_node_2(&r.lab));
+    r.lab.remove_node(2);
+    let left = Instant::now();
+    wait_repairs(&r.daemon, "applied", 3);
+    println!("node removed -> leftovers deleted: {:?}", left.elapsed());
+    let node0 = r.lab.node(0).ns();
+    let (removed, added) = diff(&before, &dump(node0));
+    assert!(added.is_empty(), "added {added:?}");
+    assert_eq!(removed.len(), 3, "{removed:?}");
+    for what in [
+        format!("10.244.2.0/24 via 10.244.2.0 dev flannel.1"),
+        format!("10.244.2.0 dev flannel.1 lladdr {}", vtep_mac(2)),
+        format!("{} dev flannel.1 dst {}", vtep_mac(2), underlay_ip(2)),
+    ] {
+        assert!(
+            removed.iter().any(|line| line.contains(&what)),
+            "{what} not deleted: {removed:?}"
+        );
+    }
+    let records = records_at(&r.journal);
+    assert!(
+        records
+            .iter()
+            .all(|rec| rec.change.action == Action::Delete && rec.change.before.is_some()),
+        "{records:?}"
+    );
+    // A client of that subnet gets an immediate error (network unreachable), where the
+    // leftovers had it wait for a timeout. (An ICMP error that arrives while connect()
+    // still holds the socket is only a soft error to TCP: that attempt times out, so
+    // not every attempt is counted.)
+    let report = r
+        .lab
+        .tcp_connect_attempts(0, watchdog_tests::lab::pod_ip(2), 8080, 5);
+    println!("connects to the departed node's pod: {report:?}");
+    assert!(report.other >= 1 && report.succeeded == 0, "{report:?}");
+
+    assert_lossless("node removed: 0 -> 1", stream);
+    // `repair undo` (the daemon stopped: it holds the journal) puts all three back.
+    let Running {
+        daemon,
+        config,
+        lab,
+        dir,
+        ..
+    } = r;
+    drop(daemon);
+    let config_file = dir.path().join("watchdog.toml");
+    std::fs::write(&config_file, &config).unwrap();
+    for _ in 0..3 {
+        let undo = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(daemon_binary())
+            .args(["repair", "undo", "--last", "--config"])
+            .arg(&config_file)
+            .output()
+            .unwrap();
+        assert_eq!(
+            undo.status.code(),
+            Some(0),
+            "{}{}",
+            String::from_utf8_lossy(&undo.stdout),
+            String::from_utf8_lossy(&undo.stderr)
+        );
+    }
+    assert_eq!(
+        dump(lab.node(0).ns()),
+        before,
+        "undo restores all three exactly"
+    );
+    drop(lab);
+    drop(dir);
+}
+
+#[test]
+fn daemon_holds_a_leftover_whose_vtep_still_answers() {
+    if !require_root("daemon_holds_a_leftover_whose_vtep_still_answers") {
+        return;
+    }
+    let r = running(
+        "apply",
+        "2s",
+        "delete_after = \"2s\"\nmax_fraction = 1.0\n",
+        None,
+    );
+    let ns = r.lab.node(0).ns();
+    let stream = r.lab.udp_stream(0, 1, 20);
+    let before = dump(ns);
+    // Node 2's Node is gone, the machine is not: its VTEP answers.
+    write_node_list(&r.dir.path().join("nodes.json"), &without_node_2(&r.lab));
+    let finding = r.daemon.wait_finding(
+        "stale_annotation",
+        "node node-2: the kernel's route 10.244.2.0/24 table main works, the annotation does \
+         not",
+        DEADLINE,
+    );
+    assert!(
+        finding.evidence("problem")[0].contains("answers"),
+        "{finding:?}"
+    );
+    let since = Instant::now();
+    poll_until(DEADLINE, "four more seconds", || {
+        (since.elapsed() >= Duration::from_secs(4)).then_some(())
+    });
+    assert_eq!(dump(ns), before, "held, not deleted\n{}", r.daemon.log());
+    assert!(records_at(&r.journal).is_empty(), "nothing journalled");
+    assert!(r.lab.probe(0, 2, PROBE).is_ok(), "0 -> 2 still works");
+    assert_lossless("leftover that answers: 0 -> 1", stream);
+}
+
 /// Deletes node 0's FDB entry for node `j`.
 fn del_fdb(lab: &Lab, j: usize) {
     let dst = underlay_ip(j).to_string();
