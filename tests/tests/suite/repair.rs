@@ -1398,7 +1398,7 @@ fn daemon_deletes_a_departed_nodes_leftovers_and_undo_puts_them_back_exactly() {
     assert!(added.is_empty(), "added {added:?}");
     assert_eq!(removed.len(), 3, "{removed:?}");
     for what in [
-        format!("10.244.2.0/24 via 10.244.2.0 dev flannel.1"),
+        "10.244.2.0/24 via 10.244.2.0 dev flannel.1".to_string(),
         format!("10.244.2.0 dev flannel.1 lladdr {}", vtep_mac(2)),
         format!("{} dev flannel.1 dst {}", vtep_mac(2), underlay_ip(2)),
     ] {

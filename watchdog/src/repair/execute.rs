@@ -256,7 +256,12 @@ impl<W: World> Executor<'_, W> {
         // Do no harm: an object that carries traffic is never replaced or deleted; only
         // one proven broken (a probe through it unanswered) is.
         if let Ok(net) = self.world.read().await {
-            for op in ops.iter().filter(|op| op.before.is_some()) {
+            // (A neighbour the kernel is still resolving carries nothing: no probe.)
+            let removes = ops.iter().filter(|op| match &op.before {
+                Some(Object::Neighbour(n)) => !n.is_unresolved(),
+                before => before.is_some(),
+            });
+            for op in removes {
                 if let Some(why) = self.world.works(op, &net).await {
                     let why = format!(
                         "the kernel's entry works, the annotation does not: {why}; left alone \

@@ -146,9 +146,7 @@ where
         let probe = self.probe.as_mut()?;
         // A delete's evidence is its drift gone; anything else needs an answer through
         // the new object: no address to probe is no evidence.
-        if op.after.is_none() {
-            return None;
-        }
+        op.after.as_ref()?;
         let Some(target) = probe_target(op, net) else {
             return Some(format!(
                 "no address to probe through {} (no neighbour with its MAC): no positive \
