@@ -112,7 +112,11 @@ pub async fn audit(
         .map_err(CheckError::Incomplete)?;
     // A drift (and a ghost endpoint) counts when seen at every look over the window (or
     // desired.grace of it).
-    let mut memory = pipeline::Memory::new(config.desired.grace.min(window));
+    let mut memory = pipeline::Memory::new(config.desired.grace.min(window)).with_bounds(
+        crate::overlay::Bounds {
+            widest_v4: config.repair.widest_prefix_v4,
+        },
+    );
     let mut pods = Pods::start(config.namespaces, own_netns, config, &node).await;
     // What explains netfilter, reverse-path and checksum drops, read from the warm-up on
     // (a one-shot can afford it): the counters that moved since.

@@ -17,7 +17,7 @@ use crate::{
     findings::Change,
     model::probe::{ProbeRequest, Purpose},
     pipeline::{self, Pipeline, SharedFindings},
-    repair::{daemon::DaemonRepair, engine::Step, event::RecentRepairs, world::OverlayWorld},
+    repair::{self, daemon::DaemonRepair, engine::Step, event::RecentRepairs, world::OverlayWorld},
     sinks::{
         alerts::{Alerts, SinkSpec},
         health::Health,
@@ -253,8 +253,11 @@ async fn detect_loop(
 ) {
     let mut ticker = tokio::time::interval(config.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pipeline =
-        Pipeline::new(config.detect.clone()).with_desired(desired.node(), config.desired.grace);
+    let mut pipeline = Pipeline::new(config.detect.clone())
+        .with_desired(desired.node(), config.desired.grace)
+        .with_bounds(crate::overlay::Bounds {
+            widest_v4: config.repair.widest_prefix_v4,
+        });
     let mut maps_read = false;
     let node = config.desired.node_name(procfs::node_name);
     let mut pods = Pods::start(config.namespaces, own.netns, config, &node).await;
@@ -295,8 +298,10 @@ async fn detect_loop(
                 let active = pipeline.active();
                 // Plans only (a plan to apply goes to the executor's task): never waits.
                 // A mirror that failed is out of date: no plan from it.
+                let evidence =
+                    repair::plan::Evidence::from_replies(pipeline.replies(), config.detect.window);
                 let step = match status.mirror_failure {
-                    None => repair.cycle(net, &cycle.desired, cycle.overlay.as_ref()),
+                    None => repair.cycle(net, &cycle.desired, cycle.overlay.as_ref(), &evidence),
                     Some(_) => Step::default(),
                 };
                 (cycle, active, step)

@@ -64,6 +64,7 @@ pub async fn execute_now(
         .unwrap_or_default();
     let mut executor = Executor {
         mode,
+        settings: &config.repair,
         verify_window: config.repair.verify_window,
         poll: Duration::from_millis(100),
         netlink: netlink.as_mut(),
@@ -156,7 +157,8 @@ pub fn apply_main(config: Option<PathBuf>, nodes: Option<PathBuf>, yes: bool) ->
                     Done::RolledBack(why)
                     | Done::NotApplied(why)
                     | Done::Failed(why)
-                    | Done::Conflict(why) => {
+                    | Done::Conflict(why)
+                    | Done::Works(why) => {
                         ok = false;
                         format!(": {why}")
                     }

@@ -100,6 +100,15 @@ pub struct RepairConfig {
     /// kernel and the evidence that raised the finding gone, or it is rolled back.
     #[serde(with = "humantime_serde")]
     pub verify_window: Duration,
+    /// Routes (and Nodes' pod subnets) wider than this IPv4 prefix length are never
+    /// repair's: a `/8` pod subnet is a mistake, not a target.
+    pub widest_prefix_v4: u8,
+    /// The same for IPv6.
+    pub widest_prefix_v6: u8,
+    /// An object left to another writer (`repair_conflict`) may be repaired again once
+    /// that writer has left it alone this long.
+    #[serde(with = "humantime_serde")]
+    pub conflict_quiet: Duration,
 }
 
 impl Default for RepairConfig {
@@ -115,6 +124,9 @@ impl Default for RepairConfig {
             max_per_hour: 3,
             delete_after: Duration::from_secs(300),
             verify_window: Duration::from_secs(10),
+            widest_prefix_v4: 16,
+            widest_prefix_v6: 48,
+            conflict_quiet: Duration::from_secs(600),
         }
     }
 }
@@ -189,6 +201,34 @@ impl RepairConfig {
                 format!(
                     "is {:?}; use a duration from 1s to 10m, e.g. \"10s\"",
                     self.verify_window
+                ),
+            );
+        }
+        if !(1..=32).contains(&self.widest_prefix_v4) {
+            return err(
+                "widest_prefix_v4",
+                format!(
+                    "is {}; use a prefix length from 1 to 32, e.g. 16",
+                    self.widest_prefix_v4
+                ),
+            );
+        }
+        if !(1..=128).contains(&self.widest_prefix_v6) {
+            return err(
+                "widest_prefix_v6",
+                format!(
+                    "is {}; use a prefix length from 1 to 128, e.g. 48",
+                    self.widest_prefix_v6
+                ),
+            );
+        }
+        let quiet = Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
+        if !quiet.contains(&self.conflict_quiet) {
+            return err(
+                "conflict_quiet",
+                format!(
+                    "is {:?}; use a duration from 1s to 24h, e.g. \"10m\"",
+                    self.conflict_quiet
                 ),
             );
         }
@@ -273,6 +313,9 @@ mod tests {
             ("max_per_hour = 0", "max_per_hour"),
             ("delete_after = \"0s\"", "delete_after"),
             ("verify_window = \"1h\"", "verify_window"),
+            ("widest_prefix_v4 = 0", "widest_prefix_v4"),
+            ("widest_prefix_v6 = 129", "widest_prefix_v6"),
+            ("conflict_quiet = \"0s\"", "conflict_quiet"),
             ("[protect]\ndevices = [\"a/b\"]", "protect.devices"),
         ] {
             let err = parse(text).validate().unwrap_err();

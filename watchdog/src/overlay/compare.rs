@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use super::{
-    About, Departed, DeviceDrift, Doubt, Drift, Expected, Owner, RemoteObjects, doubts, expected,
-    vxlan_device,
+    About, Bounds, Departed, DeviceDrift, Doubt, Drift, Expected, Owner, RemoteObjects, doubts,
+    expected, local_doubts, vxlan_device,
 };
 use crate::model::{
     desired::{Mac, Model, PodSubnet},
@@ -54,11 +54,28 @@ impl Comparison {
 /// `departed`, or one whose `public-ip` an old-MAC entry points at). Nothing to compare
 /// when `own` takes no part.
 pub fn compare(net: &Snapshot, model: &Model, own: &str, departed: &Departed) -> Comparison {
+    compare_within(net, model, own, departed, Bounds::default())
+}
+
+/// [`compare`] with the bounds a Node's pod subnet must keep (`repair.widest_prefix_v4`):
+/// a member whose subnet breaks them, holds an address of this node or overlaps the
+/// underlay is a doubt ([`Doubt::Unsafe`]) and its objects are not compared.
+pub fn compare_within(
+    net: &Snapshot,
+    model: &Model,
+    own: &str,
+    departed: &Departed,
+    bounds: Bounds,
+) -> Comparison {
     let expected = expected(model, own);
     let device = vxlan_device(net, &expected).cloned();
+    let mut doubts = doubts(model);
+    if expected.local.is_some() {
+        doubts.extend(local_doubts(model, own, net, device.as_ref(), bounds));
+    }
     let mut comparison = Comparison {
         drifts: Vec::new(),
-        doubts: doubts(model),
+        doubts,
         device,
         expected,
     };
@@ -97,6 +114,11 @@ pub fn compare(net: &Snapshot, model: &Model, own: &str, departed: &Departed) ->
         ));
     }
     for remote in &comparison.expected.remotes {
+        // A Node not believed (its pod subnet is this node's, the underlay's, or too
+        // wide): its objects are nobody's to compare, whatever the kernel has there.
+        if comparison.doubts.iter().any(|d| d.hides(&remote.node)) {
+            continue;
+        }
         drifts.extend(member(net, link, remote));
     }
     drifts.extend(leftovers(net, link, model, &comparison.expected, departed));

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Comparison, Drift, compare};
+use super::{Bounds, Comparison, Drift, compare_within};
 use crate::model::{
     desired::{Mac, Model, Node, PodSubnet, State},
     net::Snapshot,
@@ -83,6 +83,8 @@ pub struct Observed {
     pub comparison: Comparison,
     /// The subjects of the drifts seen in every look for at least the grace.
     lasted: BTreeSet<String>,
+    /// How long each drift has been seen, by subject (none when compared at once).
+    ages: BTreeMap<String, Duration>,
 }
 
 impl Observed {
@@ -98,7 +100,15 @@ impl Observed {
             model,
             comparison,
             lasted,
+            ages: BTreeMap::new(),
         }
+    }
+
+    /// How long `drift` has been seen in every look (`None` when compared at once): a
+    /// reply from behind an object more recent than this came while the kernel had the
+    /// object as it is now.
+    pub fn age(&self, drift: &Drift) -> Option<Duration> {
+        self.ages.get(&drift.subject).copied()
     }
 
     /// True when `drift` has lasted the grace.
@@ -118,6 +128,7 @@ pub struct Memory {
     grace: Duration,
     since: BTreeMap<String, Instant>,
     departed: Departed,
+    bounds: Bounds,
 }
 
 impl Memory {
@@ -127,7 +138,14 @@ impl Memory {
             grace,
             since: BTreeMap::new(),
             departed: Departed::default(),
+            bounds: Bounds::default(),
         }
+    }
+
+    /// The bounds a Node's pod subnet must keep (`repair.widest_prefix_v4`).
+    pub fn with_bounds(mut self, bounds: Bounds) -> Self {
+        self.bounds = bounds;
+        self
     }
 
     /// The Nodes that left the desired state while it was watched.
@@ -150,12 +168,18 @@ impl Memory {
             return None;
         };
         self.departed.update(model);
-        let comparison = compare(net, model, own, &self.departed);
+        let comparison = compare_within(net, model, own, &self.departed, self.bounds);
         let lasted = self.lasting(now, &comparison.drifts);
+        let ages = self
+            .since
+            .iter()
+            .map(|(subject, since)| (subject.clone(), now.saturating_duration_since(*since)))
+            .collect();
         Some(Observed {
             model: Arc::clone(model),
             comparison,
             lasted,
+            ages,
         })
     }
 

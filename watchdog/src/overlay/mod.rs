@@ -23,10 +23,10 @@ pub(crate) mod fixture;
 mod tests;
 
 pub use self::{
-    compare::{Comparison, compare, fdb_entry, subnet_route},
+    compare::{Comparison, compare, compare_within, fdb_entry, subnet_route},
     device::vxlan_device,
     drift::{About, DeviceDrift, Drift, Owner},
     expected::{Expected, LocalObjects, RemoteObjects, expected, flannel_route},
     memory::{Departed, Memory, Observed},
-    sanity::{Doubt, doubts},
+    sanity::{Bounds, Doubt, doubts, local_doubts, underlay, unsafe_subnet},
 };

@@ -120,6 +120,13 @@ impl Pipeline {
         self
     }
 
+    /// The bounds a Node's pod subnet must keep (see [`Memory::with_bounds`]); after
+    /// [`Pipeline::with_desired`].
+    pub fn with_bounds(mut self, bounds: crate::overlay::Bounds) -> Self {
+        self.memory = self.memory.with_bounds(bounds);
+        self
+    }
+
     /// Adds `sample`, judges the window ([`judge`]: every detector, the overlay ones while
     /// `desired` is known), tracks the candidates with repair's, and returns what changed
     /// with the desired state and the overlay comparison it used.
@@ -167,6 +174,21 @@ impl Pipeline {
             desired,
             overlay: judgement.overlay,
         }
+    }
+
+    /// How long ago each remote address last sent this node a packet (the newest
+    /// sample's peers, on any interface): repair's traffic evidence.
+    pub fn replies(&self) -> std::collections::BTreeMap<std::net::IpAddr, Duration> {
+        let mut replies = std::collections::BTreeMap::new();
+        for ((_, addr), peer) in self.history.now().map(|s| &s.peers).into_iter().flatten() {
+            if let Some(ago) = peer.last_rx_ago {
+                replies
+                    .entry(*addr)
+                    .and_modify(|d: &mut Duration| *d = (*d).min(ago))
+                    .or_insert(ago);
+            }
+        }
+        replies
     }
 
     /// The active findings.

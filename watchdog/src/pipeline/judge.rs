@@ -41,6 +41,13 @@ impl Memory {
             ghosts: endpoints::Memory::new(grace),
         }
     }
+
+    /// The bounds a Node's pod subnet must keep (`repair.widest_prefix_v4`): the overlay
+    /// comparison and repair's owned set agree on them.
+    pub fn with_bounds(mut self, bounds: overlay::Bounds) -> Self {
+        self.overlay = self.overlay.with_bounds(bounds);
+        self
+    }
 }
 
 /// One judgement.

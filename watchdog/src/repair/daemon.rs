@@ -20,6 +20,7 @@ use super::{
     execute::{ExecError, Executor, Netlink},
     journal::{self, Journal, Record},
     op::Op,
+    plan::Evidence,
     report::{Done, Report},
     world::{OverlayWorld, World},
 };
@@ -34,8 +35,11 @@ use crate::{
     overlay::Observed,
 };
 
-/// How many journal records `GET /api/v1/repairs` shows.
+/// How many journal records `GET /api/v1/repairs` shows at most.
 pub const RECENT: usize = 50;
+/// How many bytes of JSON records `GET /api/v1/repairs` shows at most (the newest that
+/// fit; journal lines are capped at `journal::MAX_LINE` when read).
+pub const RECENT_BYTES: usize = 256 * 1024;
 
 struct Job {
     ops: Vec<Op>,
@@ -60,7 +64,8 @@ pub struct DaemonRepair {
     journal: PathBuf,
 }
 
-/// The last `RECENT` journal records as JSON.
+/// The newest journal records as JSON, oldest first: at most [`RECENT`] of them and
+/// [`RECENT_BYTES`] in all.
 pub fn recent_records(path: &Path) -> Vec<serde_json::Value> {
     let records = match journal::read(path) {
         Ok((entries, _)) => journal::records(&entries),
@@ -69,12 +74,19 @@ pub fn recent_records(path: &Path) -> Vec<serde_json::Value> {
             return Vec::new();
         }
     };
-    let skip = records.len().saturating_sub(RECENT);
-    records
+    let mut bytes = 0;
+    let mut recent: Vec<serde_json::Value> = records
         .iter()
-        .skip(skip)
+        .rev()
+        .take(RECENT)
         .map(|r| serde_json::to_value(r).expect("a record serializes"))
-        .collect()
+        .take_while(|value| {
+            bytes += value.to_string().len();
+            bytes <= RECENT_BYTES
+        })
+        .collect();
+    recent.reverse();
+    recent
 }
 
 /// Settles the journal's interrupted changes with `executor` (see
@@ -149,8 +161,16 @@ impl DaemonRepair {
 
     /// One cycle's plan (see [`Engine::cycle`]) on the cycle's overlay comparison; an
     /// apply plan goes to the executor.
-    pub fn cycle(&mut self, net: &Snapshot, desired: &State, overlay: Option<&Observed>) -> Step {
-        let mut step = self.engine.cycle(net, desired, overlay, Instant::now());
+    pub fn cycle(
+        &mut self,
+        net: &Snapshot,
+        desired: &State,
+        overlay: Option<&Observed>,
+        evidence: &Evidence,
+    ) -> Step {
+        let mut step = self
+            .engine
+            .cycle(net, desired, overlay, evidence, Instant::now());
         if !step.execute.is_empty() {
             let ops = std::mem::take(&mut step.execute);
             let model = match desired {
@@ -255,6 +275,7 @@ async fn executor_task<R, RF, P, PF>(
     let open = journal.open_changes();
     let mut executor = Executor {
         mode: Mode::Apply,
+        settings: &settings,
         verify_window: settings.verify_window,
         poll: Duration::from_millis(200),
         netlink: Some(&mut netlink),
@@ -284,5 +305,48 @@ async fn executor_task<R, RF, P, PF>(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{findings::Kind, repair::object::Object};
+
+    #[test]
+    fn the_api_shows_a_bounded_number_of_bytes_and_records() {
+        let dir = std::env::temp_dir().join(format!("watchdog-recent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("journal.jsonl");
+        let mut journal = Journal::open(&path, 1 << 30).unwrap();
+        let fdb = |dst: &str| Object::test_fdb("02:fa:00:00:00:01", dst);
+        for i in 0..120 {
+            // Long reasons (a busy or hostile journal): 20 KB each.
+            let op = Op::between(
+                Some(fdb("192.168.77.99")),
+                Some(fdb("192.168.77.11")),
+                "node-1",
+                (Kind::OverlayDrift, "fdb"),
+                "x".repeat(20_000),
+            );
+            let c = journal
+                .change(&op, journal::Origin::Repair, None, i, SystemTime::now())
+                .unwrap();
+            journal
+                .verdict(c.id, journal::Outcome::Verified, "ok", SystemTime::now())
+                .unwrap();
+        }
+        drop(journal);
+        let recent = recent_records(&path);
+        let bytes: usize = recent.iter().map(|v| v.to_string().len()).sum();
+        assert!(
+            !recent.is_empty() && recent.len() <= RECENT,
+            "{}",
+            recent.len()
+        );
+        assert!(bytes <= RECENT_BYTES, "{bytes} bytes");
+        // The newest, oldest first.
+        assert_eq!(recent.last().unwrap()["id"], 120);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -52,6 +52,9 @@ pub struct Engine {
     refused: Option<Candidate>,
     /// Why repair stopped, once it has: no plans from then on.
     stopped: Option<String>,
+    /// Objects the Nodes disagree with that carry traffic (the last plan's, and the
+    /// executor's probes'), by key: `stale_annotation` findings.
+    working: std::collections::BTreeMap<String, Candidate>,
 }
 
 impl Engine {
@@ -64,6 +67,7 @@ impl Engine {
             reported: BTreeSet::new(),
             refused: None,
             stopped: None,
+            working: Default::default(),
         }
     }
 
@@ -124,6 +128,7 @@ impl Engine {
         net: &Snapshot,
         desired: &State,
         overlay: Option<&Observed>,
+        evidence: &Evidence,
         now: Instant,
     ) -> Step {
         let mut step = Step::default();
@@ -131,13 +136,14 @@ impl Engine {
             return step;
         }
         self.history.prune(now);
+        self.quiet_conflicts(net, overlay, now, &mut step);
         let outcome = plan(&Inputs {
             net,
             desired,
             overlay,
             settings: &self.settings,
             history: &self.history,
-            evidence: &Evidence::default(),
+            evidence,
             now,
         });
         let plan = match outcome {
@@ -146,12 +152,28 @@ impl Engine {
                 tracing::debug!("repair: no plan: {reason}");
                 self.refused = None;
                 self.reported.clear();
+                self.working.clear();
                 return step;
             }
             Outcome::Planned(plan) => plan,
         };
         self.history.observe_deletable(&plan.deletable, now);
         self.forget_settled_conflicts(&plan);
+        // What works stays reported while the Nodes still disagree with it.
+        let differing: BTreeSet<&str> = plan
+            .ops
+            .iter()
+            .map(|op| op.key.as_str())
+            .chain(plan.held.iter().map(|h| h.key.as_str()))
+            .collect();
+        self.working
+            .retain(|key, _| differing.contains(key.as_str()));
+        for held in &plan.working {
+            self.working.insert(
+                held.key.clone(),
+                working_candidate(&held.key, &held.node, &held.why),
+            );
+        }
         if plan.refused.is_some() {
             let candidate = plan.refused_candidate();
             if self.refused.is_none() {
@@ -276,13 +298,21 @@ impl Engine {
                     self.history.record_change(key, now);
                     self.history.record_conflict(key, why.clone());
                 }
+                Done::Works(why) => {
+                    // Nothing sent; counts against max_per_hour so it is probed again a
+                    // bounded number of times while the Nodes disagree.
+                    self.history.record_change(key, now);
+                    self.working
+                        .insert(key.clone(), working_candidate(key, &report.op.node, why));
+                }
             }
             let detail = match &report.done {
                 Done::Verified | Done::DryRun => String::new(),
                 Done::RolledBack(why)
                 | Done::Failed(why)
                 | Done::NotApplied(why)
-                | Done::Conflict(why) => format!(": {why}"),
+                | Done::Conflict(why)
+                | Done::Works(why) => format!(": {why}"),
             };
             step.log.push(format!(
                 "repair: {} `{}`{detail}",
@@ -294,6 +324,49 @@ impl Engine {
             step.events.push(report.event(at));
         }
         step
+    }
+
+    /// Conflicts end: an object in conflict that the kernel has kept unchanged for
+    /// `repair.conflict_quiet` (the other writer left it alone) may be repaired again,
+    /// under the same guards.
+    fn quiet_conflicts(
+        &mut self,
+        net: &Snapshot,
+        overlay: Option<&Observed>,
+        now: Instant,
+        step: &mut Step,
+    ) {
+        let keys: Vec<String> = self
+            .history
+            .conflicts()
+            .map(|(k, _)| k.to_owned())
+            .collect();
+        for key in keys {
+            // The object as the kernel has it, from the comparison's drifts (no drift:
+            // the kernel agrees with the Nodes, and the conflict is forgotten anyway).
+            let key_of = |o: &crate::model::net::Object| super::object::Object::of(net, o).key();
+            let now_is = overlay
+                .into_iter()
+                .flat_map(|o| o.comparison.drifts.iter())
+                .find(|d| {
+                    d.kernel.as_ref().or(d.expected.as_ref()).map(key_of) == Some(key.clone())
+                })
+                .and_then(|d| d.kernel.as_ref())
+                .map_or_else(
+                    || "absent".to_owned(),
+                    |k| super::object::Object::of(net, k).spec(),
+                );
+            if self
+                .history
+                .observe_conflict(&key, &now_is, now, self.settings.conflict_quiet)
+            {
+                step.log.push(format!(
+                    "repair: {key} left alone by the other writer for repair.conflict_quiet \
+                     ({}): may be repaired again",
+                    humantime::format_duration(self.settings.conflict_quiet)
+                ));
+            }
+        }
     }
 
     /// Conflicts the kernel no longer shows (nothing planned or held for the object:
@@ -316,9 +389,11 @@ impl Engine {
         }
     }
 
-    /// Repair's findings for the next cycle: the refused plan, each object in conflict.
+    /// Repair's findings for the next cycle: the refused plan, each object in conflict,
+    /// each object that works though the Nodes disagree.
     pub fn candidates(&self) -> Vec<Candidate> {
         let mut candidates: Vec<Candidate> = self.refused.iter().cloned().collect();
+        candidates.extend(self.working.values().cloned());
         if let Some(why) = &self.stopped {
             candidates.push(
                 Candidate::new(Kind::RepairRefused, "repair".to_owned(), Severity::Warning)
@@ -333,6 +408,25 @@ impl Engine {
         }
         candidates
     }
+}
+
+/// The `stale_annotation` finding for an object that carries traffic though the Nodes
+/// say otherwise.
+fn working_candidate(key: &str, node: &str, why: &str) -> Candidate {
+    Candidate::new(
+        Kind::StaleAnnotation,
+        format!("node {node}: the kernel's {key} works, the annotation does not"),
+        Severity::Warning,
+    )
+    .with("node", node)
+    .with("problem", why)
+    .with(
+        "fix",
+        format!(
+            "check {node}'s Flannel annotations (public-ip, backend-data VtepMAC) and \
+             spec.podCIDR against the node itself; repair leaves the working object alone"
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -366,7 +460,7 @@ mod tests {
                 ..RepairConfig::default()
             };
             let mut engine = Engine::new(settings);
-            let step = engine.cycle(&net, &unknown, None, Instant::now());
+            let step = engine.cycle(&net, &unknown, None, &Evidence::default(), Instant::now());
             assert!(step.execute.is_empty() && step.events.is_empty());
             assert!(engine.candidates().is_empty());
         }
@@ -488,8 +582,34 @@ mod tests {
         let unknown = State::Unknown {
             reason: "never listed".into(),
         };
-        let step = engine.cycle(&Snapshot::default(), &unknown, None, Instant::now());
+        let step = engine.cycle(
+            &Snapshot::default(),
+            &unknown,
+            None,
+            &Evidence::default(),
+            Instant::now(),
+        );
         assert!(step.execute.is_empty() && step.log.is_empty());
+    }
+
+    #[test]
+    fn a_conflict_ends_once_the_other_writer_left_the_object_alone_for_conflict_quiet() {
+        let quiet = Duration::from_secs(600);
+        let mut history = History::default();
+        let start = Instant::now();
+        history.record_conflict("k", "flannel".into());
+        assert!(!history.observe_conflict("k", "dst .99", start, quiet));
+        // The other writer keeps writing: the quiet starts over.
+        let t = start + Duration::from_secs(300);
+        assert!(!history.observe_conflict("k", "dst .98", t, quiet));
+        assert!(!history.observe_conflict("k", "dst .98", t + Duration::from_secs(599), quiet));
+        assert!(history.conflicts().next().is_some());
+        assert!(history.observe_conflict("k", "dst .98", t + quiet, quiet));
+        assert!(history.conflicts().next().is_none());
+        assert_eq!(
+            history.hold_reason("k", t + quiet, &RepairConfig::default()),
+            None
+        );
     }
 
     #[test]

@@ -33,10 +33,15 @@ use super::{
     journal::{Journal, JournalError, Origin, Outcome as Verdict},
     object::{Object, current},
     op::{Action, Op},
+    owned::Guard,
     report::{Done, Report},
     world::World,
 };
-use crate::{config::repair::Mode, model::net::Snapshot, netlink};
+use crate::{
+    config::repair::{Mode, RepairConfig},
+    model::net::Snapshot,
+    netlink,
+};
 
 /// Why the executor could not work at all (single operations fail into the report).
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +158,9 @@ fn shows(want: Option<&Object>, other: Option<&Object>, net: &Snapshot) -> bool 
 pub struct Executor<'a, W: World> {
     /// `dry_run` or `apply` (`off` does nothing at all).
     pub mode: Mode,
+    /// `[repair]`: what is never repair's ([`Guard`]) is checked on every operation
+    /// before it is journalled or sent.
+    pub settings: &'a RepairConfig,
     /// How long a change may take to show and its evidence to go.
     pub verify_window: Duration,
     /// How often the kernel is read again while waiting.
@@ -227,6 +235,11 @@ impl<W: World> Executor<'_, W> {
         match self.world.read().await {
             Err(err) => return Ok(not_applied(&format!("cannot read the kernel: {err}"))),
             Ok(net) => {
+                let guard = Guard::new(&net, self.settings, self.world.own_subnet());
+                if let Some(why) = ops.iter().find_map(|op| guard.op(op)) {
+                    tracing::error!("repair: refused, nothing sent: {why}");
+                    return Ok(not_applied(&format!("refused: {why}")));
+                }
                 if let Some(op) = ops.iter().find(|op| !shows_before(op, &net)) {
                     let now = current(
                         &net,
@@ -237,6 +250,31 @@ impl<W: World> Executor<'_, W> {
                         op.key,
                         now.map_or_else(|| "absent".into(), |o| o.spec())
                     )));
+                }
+            }
+        }
+        // Do no harm: an object that carries traffic is never replaced or deleted; only
+        // one proven broken (a probe through it unanswered) is.
+        if let Ok(net) = self.world.read().await {
+            // (A neighbour the kernel is still resolving carries nothing: no probe.)
+            let removes = ops.iter().filter(|op| match &op.before {
+                Some(Object::Neighbour(n)) => !n.is_unresolved(),
+                before => before.is_some(),
+            });
+            for op in removes {
+                if let Some(why) = self.world.works(op, &net).await {
+                    let why = format!(
+                        "the kernel's entry works, the annotation does not: {why}; left alone \
+                         (stale_annotation)"
+                    );
+                    return Ok(ops
+                        .iter()
+                        .map(|op| Report {
+                            op: op.clone(),
+                            id: None,
+                            done: Done::Works(why.clone()),
+                        })
+                        .collect());
                 }
             }
         }

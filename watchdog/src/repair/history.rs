@@ -22,6 +22,8 @@ pub struct ObjectHistory {
     pub conflict: Option<String>,
     /// When a change to it was last verified.
     pub verified: Option<Instant>,
+    /// While in conflict: the object as the kernel last had it, and since when unchanged.
+    pub quiet_since: Option<(String, Instant)>,
 }
 
 /// Per-object history: changes, failures, conflicts, and since when each leftover object
@@ -121,11 +123,48 @@ impl History {
             .filter_map(|(k, h)| h.conflict.as_deref().map(|why| (k.as_str(), why)))
     }
 
-    /// Forgets the conflict on `key` (the kernel agrees with the Nodes again).
+    /// Forgets the conflict on `key` (the kernel agrees with the Nodes again, or the
+    /// other writer left it alone for `repair.conflict_quiet`).
     pub fn clear_conflict(&mut self, key: &str) {
         if let Some(entry) = self.objects.get_mut(key) {
             entry.conflict = None;
+            entry.quiet_since = None;
         }
+    }
+
+    /// The object `key`, in conflict, is `now_is` in the kernel at `now`: true once it has
+    /// stayed so for `quiet` (the other writer left it alone), and the conflict is
+    /// forgotten then; any change starts the quiet over.
+    pub fn observe_conflict(
+        &mut self,
+        key: &str,
+        now_is: &str,
+        now: Instant,
+        quiet: Duration,
+    ) -> bool {
+        let Some(entry) = self.objects.get_mut(key) else {
+            return false;
+        };
+        if entry.conflict.is_none() {
+            return false;
+        }
+        let unchanged_since = entry
+            .quiet_since
+            .as_ref()
+            .filter(|(seen, _)| seen == now_is)
+            .map(|(_, since)| *since);
+        let quiet_for = match unchanged_since {
+            Some(since) => now.saturating_duration_since(since),
+            None => {
+                entry.quiet_since = Some((now_is.to_owned(), now));
+                Duration::ZERO
+            }
+        };
+        if quiet_for >= quiet {
+            self.clear_conflict(key);
+            return true;
+        }
+        false
     }
 
     /// The leftover objects seen now: remembered since their first sighting, forgotten

@@ -4,13 +4,20 @@
 //! interrupted, and is verified again or rolled back ([`Journal::open_changes`]).
 //!
 //! The file is capped: past `repair.journal_max_bytes` it is renamed to `<journal>.1`
-//! (replacing the previous one) and a new file starts with the changes still open, so no
-//! interrupted change is ever rotated away.
+//! (replacing the previous one) and a new file starts with the changes still open and
+//! every change of the last hour with its verdicts, so no interrupted change is ever
+//! rotated away and `repair.max_per_hour` holds across restarts whatever the cap.
+//!
+//! The journal is trusted with the kernel's state, so it is opened with `O_NOFOLLOW` and
+//! must be a regular file owned by the daemon's user with no group or other write
+//! ([`JournalError::Unsafe`]: repair refuses to run); lines longer than [`MAX_LINE`] are
+//! skipped unread.
 
 use std::{
     collections::BTreeMap,
     fs::{self, File, OpenOptions},
-    io::{self, BufRead, BufReader, Write},
+    io::{self, BufRead, BufReader, Read as _, Write},
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -116,6 +123,9 @@ pub enum Outcome {
     Conflict,
     /// `watchdog repair undo` put the object before back.
     Undone,
+    /// Never sent: the object is outside the owned set (a forged or stale journal line),
+    /// with the reason.
+    Refused,
 }
 
 impl Outcome {
@@ -134,6 +144,7 @@ impl Outcome {
             Outcome::NotApplied => "not_applied",
             Outcome::Conflict => "conflict",
             Outcome::Undone => "undone",
+            Outcome::Refused => "refused",
         }
     }
 }
@@ -199,6 +210,18 @@ pub enum JournalError {
         /// The error.
         source: io::Error,
     },
+    /// A symlink, not a regular file, owned by another user, or writable by others.
+    #[error(
+        "repair.journal {path}: {problem}; repair refuses to use it: make it a regular file \
+         owned by the user the watchdog runs as, mode 0600 (or remove it and let the \
+         watchdog create it)"
+    )]
+    Unsafe {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// Another process has it open for writing.
     #[error(
         "repair.journal {path} is in use by another watchdog (the daemon in `[repair] mode = \
@@ -255,45 +278,139 @@ pub fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The longest journal line read: a real one is well under 4 KiB; a longer one (a forged
+/// or corrupted file) is skipped without being held in memory.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Opens `path` with `O_NOFOLLOW` (`options` says how) and checks it is a regular file
+/// owned by this process's user with no group or other write.
+fn open_checked(
+    path: &Path,
+    options: &mut OpenOptions,
+    what: &'static str,
+) -> Result<File, JournalError> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let file = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP) => JournalError::Unsafe {
+                path: path.to_owned(),
+                problem: "is a symbolic link".into(),
+            },
+            _ => JournalError::Io {
+                path: path.to_owned(),
+                what,
+                source,
+            },
+        })?;
+    let meta = file.metadata().map_err(|source| JournalError::Io {
+        path: path.to_owned(),
+        what: "read its metadata",
+        source,
+    })?;
+    let unsafe_ = |problem: String| JournalError::Unsafe {
+        path: path.to_owned(),
+        problem,
+    };
+    if !meta.file_type().is_file() {
+        return Err(unsafe_("is not a regular file".into()));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid {
+        return Err(unsafe_(format!(
+            "is owned by uid {}, not by the watchdog's uid {uid}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_(format!(
+            "is writable by its group or others (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(file)
+}
+
+/// Reads one file's lines into `entries`; counts lines that do not parse or are longer
+/// than [`MAX_LINE`] in `bad`.
+fn read_file(file: &Path, entries: &mut Vec<Entry>, bad: &mut usize) -> Result<(), JournalError> {
+    let handle = match open_checked(file, OpenOptions::new().read(true), "read it") {
+        Ok(handle) => handle,
+        Err(JournalError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(());
+        }
+        Err(err) => return Err(err),
+    };
+    let io_err = |source| JournalError::Io {
+        path: file.to_owned(),
+        what: "read it",
+        source,
+    };
+    let mut reader = BufReader::new(handle);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // At most MAX_LINE + 1 bytes of a line are held; the rest is skipped.
+        let n = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(io_err)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') && line.len() > MAX_LINE {
+            *bad += 1;
+            loop {
+                let buf = reader.fill_buf().map_err(io_err)?;
+                if buf.is_empty() {
+                    return Ok(());
+                }
+                match buf.iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        reader.consume(i + 1);
+                        break;
+                    }
+                    None => {
+                        let len = buf.len();
+                        reader.consume(len);
+                    }
+                }
+            }
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Entry>(&text) {
+            Ok(Entry::Change(change)) if !coherent(&change) => *bad += 1,
+            Ok(entry) => entries.push(entry),
+            Err(_) => *bad += 1,
+        }
+    }
+}
+
 /// Reads `<path>.1` (if any) then `path` (if any). Lines that do not parse (a line torn
-/// by a crash mid-write) or carry a change that cannot be acted on (see `coherent`) are
-/// skipped and counted.
+/// by a crash mid-write), are longer than [`MAX_LINE`] or carry a change that cannot be
+/// acted on (see `coherent`) are skipped and counted. A file that is a symlink, not a
+/// regular file, someone else's or writable by others is an error.
 pub fn read(path: &Path) -> Result<(Vec<Entry>, usize), JournalError> {
     let mut entries = Vec::new();
     let mut bad = 0;
     for file in [rotated(path), path.to_owned()] {
-        let handle = match File::open(&file) {
-            Ok(handle) => handle,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(JournalError::Io {
-                    path: file,
-                    what: "read it",
-                    source,
-                });
-            }
-        };
-        for line in BufReader::new(handle).lines() {
-            let line = line.map_err(|source| JournalError::Io {
-                path: file.clone(),
-                what: "read it",
-                source,
-            })?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Entry>(&line) {
-                Ok(Entry::Change(change)) if !coherent(&change) => bad += 1,
-                Ok(entry) => entries.push(entry),
-                Err(_) => bad += 1,
-            }
-        }
+        read_file(&file, &mut entries, &mut bad)?;
     }
-    // A change copied into a new file at rotation appears twice: keep the first.
+    // A change (and its verdicts) copied into a new file at rotation appears twice:
+    // keep the first.
     let mut seen = std::collections::BTreeSet::new();
+    let mut verdicts = std::collections::BTreeSet::new();
     entries.retain(|entry| match entry {
         Entry::Change(c) => seen.insert(c.id),
-        Entry::Verdict(_) => true,
+        Entry::Verdict(v) => {
+            verdicts.insert((v.id, v.at.clone(), v.outcome.as_str(), v.detail.clone()))
+        }
     });
     Ok((entries, bad))
 }
@@ -311,6 +428,9 @@ pub struct Journal {
     /// Changes without a final verdict, with their verdicts so far (copied over at
     /// rotation).
     open: BTreeMap<u64, Vec<Entry>>,
+    /// The size of the last hour carried over at the last rotation: the next rotation
+    /// waits for twice that, so a busy hour does not rotate at every line.
+    carried: u64,
 }
 
 impl Journal {
@@ -332,12 +452,15 @@ impl Journal {
                 "repair journal: {bad} line(s) did not parse (a write torn by a crash?); skipped"
             );
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)
-            .map_err(|e| io_err("open it for appending", e))?;
+        let mut file = open_checked(
+            path,
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .mode(0o600),
+            "open it for appending",
+        )?;
         let mut size = file
             .metadata()
             .map_err(|e| io_err("read its size", e))?
@@ -371,6 +494,7 @@ impl Journal {
             size,
             next_id,
             open,
+            carried: 0,
         })
     }
 
@@ -464,7 +588,7 @@ impl Journal {
     fn append(&mut self, entry: &Entry) -> Result<(), JournalError> {
         let mut line = serde_json::to_vec(entry).expect("a journal entry serializes");
         line.push(b'\n');
-        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes.max(2 * self.carried) {
             self.rotate()?;
         }
         self.write(&line)
@@ -484,28 +608,62 @@ impl Journal {
         Ok(())
     }
 
-    /// `<journal>` → `<journal>.1`, a new file with the open changes copied over.
+    /// `<journal>` → `<journal>.1`, a new file (created exclusively, never through a
+    /// link) with the open changes and every change of the last hour, with its verdicts,
+    /// copied over.
     fn rotate(&mut self) -> Result<(), JournalError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let io_err = |what, source| JournalError::Io {
             path: self.path.clone(),
             what,
             source,
         };
+        let mut current = Vec::new();
+        let mut bad = 0;
+        read_file(&self.path, &mut current, &mut bad)?;
+        let wall = SystemTime::now();
+        let recent = |change: &Change| {
+            humantime::parse_rfc3339(&change.at)
+                .ok()
+                .and_then(|at| wall.duration_since(at).ok())
+                .is_some_and(|ago| ago < std::time::Duration::from_secs(3600))
+        };
+        let keep: std::collections::BTreeSet<u64> = records(&current)
+            .iter()
+            .filter(|r| recent(&r.change) || self.open.contains_key(&r.change.id))
+            .map(|r| r.change.id)
+            .collect();
+        let mut carry: Vec<Entry> = current
+            .into_iter()
+            .filter(|entry| match entry {
+                Entry::Change(c) => keep.contains(&c.id),
+                Entry::Verdict(v) => keep.contains(&v.id),
+            })
+            .collect();
+        // Open changes not in the current file (copied from an older one) too.
+        for (id, lines) in &self.open {
+            if !keep.contains(id) {
+                carry.extend(lines.iter().cloned());
+            }
+        }
         fs::rename(&self.path, rotated(&self.path)).map_err(|e| io_err("rotate it", e))?;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&self.path)
-            .map_err(|e| io_err("create it after rotating", e))?;
+        self.file = open_checked(
+            &self.path,
+            OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .read(true)
+                .mode(0o600),
+            "create it after rotating",
+        )?;
         self.size = 0;
         sync_dir(&self.path).map_err(|e| io_err("sync its directory", e))?;
-        let open: Vec<Entry> = self.open.values().flatten().cloned().collect();
-        for entry in open {
+        for entry in carry {
             let mut line = serde_json::to_vec(&entry).expect("a journal entry serializes");
             line.push(b'\n');
             self.write(&line)?;
         }
+        self.carried = self.size;
         Ok(())
     }
 }
@@ -520,16 +678,15 @@ pub fn lock_path(path: &Path) -> PathBuf {
 /// Opens `<path>.lock` and takes an exclusive `flock` on it without waiting.
 fn lock(path: &Path) -> Result<File, JournalError> {
     use std::os::fd::AsRawFd as _;
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path(path))
-        .map_err(|source| JournalError::Io {
-            path: lock_path(path),
-            what: "open its lock file",
-            source,
-        })?;
+    let file = open_checked(
+        &lock_path(path),
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600),
+        "open its lock file",
+    )?;
     // SAFETY: flock on a file descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let source = io::Error::last_os_error();
@@ -549,12 +706,8 @@ fn lock(path: &Path) -> Result<File, JournalError> {
 }
 
 fn ends_with_newline(path: &Path) -> Result<bool, JournalError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = File::open(path).map_err(|source| JournalError::Io {
-        path: path.to_owned(),
-        what: "read it",
-        source,
-    })?;
+    use std::io::{Read as _, Seek, SeekFrom};
+    let mut file = open_checked(path, OpenOptions::new().read(true), "read it")?;
     let mut last = [0u8; 1];
     file.seek(SeekFrom::End(-1))
         .and_then(|_| file.read_exact(&mut last))

@@ -18,7 +18,7 @@ use crate::{
         desired::{Model, State},
         net::Snapshot,
     },
-    overlay::{Departed, Observed, compare},
+    overlay::{Departed, Observed, compare_within},
 };
 
 /// The plan for `net` against `model` (a freshly read file: age zero) as node `own`.
@@ -26,7 +26,13 @@ pub fn plan_now(net: &Snapshot, model: &Model, own: &str, settings: &RepairConfi
     let model = Arc::new(model.clone());
     let observed = Observed::at_once(
         Arc::clone(&model),
-        compare(net, &model, own, &Departed::default()),
+        compare_within(
+            net,
+            &model,
+            own,
+            &Departed::default(),
+            super::owned::bounds(settings),
+        ),
     );
     let desired = State::Known {
         model,
@@ -73,6 +79,12 @@ pub fn render(outcome: &Outcome) -> String {
     for held in &plan.held {
         text.push_str(&format!(
             "held: {}\n      why: {}\n",
+            held.command, held.why
+        ));
+    }
+    for held in &plan.working {
+        text.push_str(&format!(
+            "works, left alone: {}\n      why: {}\n",
             held.command, held.why
         ));
     }

@@ -24,7 +24,11 @@
 //! object changed `max_per_hour` times in the last hour, backing off after a rollback, in
 //! conflict with another writer, or being verified is held.
 
-use std::{collections::BTreeSet, net::IpAddr, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
 
@@ -68,6 +72,9 @@ pub struct Plan {
     pub ops: Vec<Op>,
     /// Objects that differ but are not changed now.
     pub held: Vec<Held>,
+    /// Objects the Nodes disagree with that carry traffic: never replaced, reported as
+    /// `stale_annotation` (the kernel's entry works, the annotation does not).
+    pub working: Vec<Held>,
     /// Why the whole plan is refused (too many operations, too large a fraction).
     pub refused: Option<String>,
     /// Keys of the objects no Node accounts for seen now (the engine remembers since
@@ -108,15 +115,34 @@ pub enum Outcome {
     Planned(Plan),
 }
 
-/// Kernel evidence for deletes: which addresses sent packets back lately.
+/// Kernel evidence: which addresses sent packets back lately.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Evidence {
-    /// False when there is no traffic evidence at all (today always: neither the
-    /// daemon nor a one-shot command gathers it): nothing is deleted then.
+    /// False when there is no traffic evidence at all (a one-shot command has none, the
+    /// daemon's peer counters read nothing): nothing is deleted then.
     pub available: bool,
     /// Remote addresses (VTEPs on the underlay, pods on the VXLAN device) that sent this
     /// node packets in the detection window.
     pub answering: BTreeSet<IpAddr>,
+    /// How long ago each remote address last sent this node a packet: a reply from
+    /// behind an object more recent than its drift proves the object works.
+    pub replies: BTreeMap<IpAddr, Duration>,
+}
+
+impl Evidence {
+    /// The evidence from per-peer "last packet received" ages: `answering` those within
+    /// `window`. Available when any peer was read.
+    pub fn from_replies(replies: BTreeMap<IpAddr, Duration>, window: Duration) -> Self {
+        Self {
+            available: !replies.is_empty(),
+            answering: replies
+                .iter()
+                .filter(|(_, ago)| **ago <= window)
+                .map(|(addr, _)| *addr)
+                .collect(),
+            replies,
+        }
+    }
 }
 
 /// Everything the planner looks at.
@@ -172,7 +198,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Outcome {
             device.name
         ));
     }
-    let owned = Owned::new(inputs.net, device, expected, &inputs.settings.protect);
+    let owned = Owned::new(inputs.net, device, expected, inputs.settings);
     let mut plan = Plan {
         device: device.name.clone(),
         expected_objects: expected.remotes.len() * 3,
@@ -200,6 +226,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Outcome {
                     .map(|o| Object::of(inputs.net, o))
                     .filter(|before| before.key() == after.key());
                 let doubt = comparison.doubts.iter().find_map(|doubt| match &after {
+                    _ if doubt.on_node(remote).is_some() => doubt.on_node(remote),
                     Object::Fdb(_) => doubt.on_mac(remote),
                     Object::Neighbour(_) => {
                         doubt.on_mac(remote).or_else(|| doubt.on_subnet(remote))
@@ -221,7 +248,16 @@ pub fn plan(inputs: &Inputs<'_>) -> Outcome {
                     }
                     continue;
                 }
-                consider(inputs, &owned, &mut plan, drift, lasted, before, after);
+                let age = observed.age(drift);
+                consider(
+                    inputs,
+                    &owned,
+                    &mut plan,
+                    drift,
+                    (lasted, age),
+                    before,
+                    after,
+                );
             }
             About::Leftover(_) => {
                 let Some(before) = drift.kernel.as_ref().map(|o| Object::of(inputs.net, o)) else {
@@ -294,7 +330,7 @@ fn consider(
     owned: &Owned<'_>,
     plan: &mut Plan,
     drift: &Drift,
-    lasted: bool,
+    (lasted, age): (bool, Option<Duration>),
     before: Option<Object>,
     after: Object,
 ) {
@@ -307,6 +343,24 @@ fn consider(
         None => after.set_command("add"),
         Some(_) => after.set_command("replace"),
     };
+    // Do no harm: an object that carries traffic is never replaced because the Nodes
+    // disagree (the annotation may be the stale side).
+    if let Some(before) = &before
+        && let Some((addr, ago)) = replied_since(before, inputs.evidence, owned.subnet_lens(), age)
+    {
+        plan.working.push(Held {
+            key,
+            node: node.to_owned(),
+            command,
+            why: format!(
+                "the kernel's entry works, the annotation does not: {addr} sent packets \
+                 through `{}` {}s ago, after the difference appeared (stale_annotation)",
+                before.spec(),
+                ago.as_secs()
+            ),
+        });
+        return;
+    }
     if let Some(why) = held_back(inputs, &key, lasted) {
         plan.held.push(Held {
             key,
@@ -406,28 +460,49 @@ fn consider_delete(
         .push(op_for(drift, node, Some(before.clone()), None, why));
 }
 
+/// An address behind `object` that sent packets well after its drift appeared (`age`:
+/// so while the kernel had the object as it is), and how long ago. Nothing when the
+/// drift's age is unknown.
+fn replied_since(
+    object: &Object,
+    evidence: &Evidence,
+    lens: &BTreeSet<u8>,
+    age: Option<Duration>,
+) -> Option<(IpAddr, Duration)> {
+    // Twice as recent as the drift: a reply still in flight when the object changed
+    // (the drift is first seen a poll later) does not count.
+    let age = age?;
+    evidence
+        .replies
+        .iter()
+        .filter(|(_, ago)| **ago * 2 < age)
+        .find(|(addr, _)| behind(object, addr, lens))
+        .map(|(addr, ago)| (*addr, *ago))
+}
+
+/// True when `addr` answering shows `object` carries traffic (see [`answering`]).
+fn behind(object: &Object, addr: &IpAddr, lens: &BTreeSet<u8>) -> bool {
+    match object {
+        Object::Fdb(f) => f.dst.as_ref() == Some(addr),
+        Object::Neighbour(n) => {
+            *addr == n.ip
+                || lens
+                    .iter()
+                    .any(|len| Prefix::new(n.ip, *len).is_ok_and(|p| p.network().contains(addr)))
+        }
+        Object::Route(r) => r.dst.contains(addr),
+    }
+}
+
 /// An address that answered behind `object`: the FDB entry's destination, any address
 /// in the route's destination, or in the subnet (of the cluster's prefix lengths) whose
 /// gateway the neighbour is.
 fn answering(object: &Object, evidence: &Evidence, lens: &BTreeSet<u8>) -> Option<IpAddr> {
-    match object {
-        Object::Fdb(f) => f.dst.filter(|d| evidence.answering.contains(d)),
-        Object::Neighbour(n) => evidence
-            .answering
-            .iter()
-            .find(|addr| {
-                **addr == n.ip
-                    || lens.iter().any(|len| {
-                        Prefix::new(n.ip, *len).is_ok_and(|p| p.network().contains(addr))
-                    })
-            })
-            .copied(),
-        Object::Route(r) => evidence
-            .answering
-            .iter()
-            .find(|addr| r.dst.contains(addr))
-            .copied(),
-    }
+    evidence
+        .answering
+        .iter()
+        .find(|addr| behind(object, addr, lens))
+        .copied()
 }
 
 #[cfg(test)]

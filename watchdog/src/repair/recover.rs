@@ -8,6 +8,7 @@ use std::{collections::BTreeSet, time::SystemTime};
 use super::{
     execute::{ExecError, Executor, shows_after, shows_before},
     journal::{Origin, Outcome as Verdict, Record},
+    owned::Guard,
     report::{Done, Report},
     world::World,
 };
@@ -53,6 +54,31 @@ impl<W: World> Executor<'_, W> {
                 id: Some(id),
                 done,
             };
+            // A journal line is data, not an order: outside the owned set it is never
+            // sent, verified or rolled back, only journalled `refused`.
+            let refused = Guard::new(&net, self.settings, self.world.own_subnet()).op(&op);
+            if let Some(why) = refused {
+                tracing::error!("repair: journalled change {id} refused, nothing sent: {why}");
+                let journal = self.journal.as_mut().expect("checked");
+                let now = SystemTime::now();
+                journal.verdict(id, Verdict::Refused, &why, now)?;
+                if matches!(record.change.origin, Origin::Rollback | Origin::Undo)
+                    && let Some(reverted) = record.change.reverts
+                    && records.iter().any(|r| r.change.id == reverted)
+                {
+                    journal.verdict(
+                        reverted,
+                        Verdict::Refused,
+                        format!(
+                            "its {} (change {id}) was refused: {why}",
+                            record.change.origin.as_str()
+                        ),
+                        now,
+                    )?;
+                }
+                reports.push(report(Done::NotApplied(format!("refused: {why}"))));
+                continue;
+            }
             let after = shows_after(&op, &net);
             let before = shows_before(&op, &net);
             let now = SystemTime::now();

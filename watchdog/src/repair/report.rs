@@ -26,6 +26,9 @@ pub enum Done {
     /// Applied, then something else wrote the object again while it was verified: left
     /// as the other writer made it (never fought), why.
     Conflict(String),
+    /// Not sent: the object it would replace or delete carries traffic (do no harm):
+    /// why. Reported as `stale_annotation`.
+    Works(String),
 }
 
 impl Done {
@@ -36,7 +39,7 @@ impl Done {
             Done::DryRun => "dry_run",
             Done::Verified => "applied",
             Done::RolledBack(_) => "rolled_back",
-            Done::NotApplied(_) | Done::Failed(_) | Done::Conflict(_) => "failed",
+            Done::NotApplied(_) | Done::Failed(_) | Done::Conflict(_) | Done::Works(_) => "failed",
         }
     }
 }
@@ -91,7 +94,7 @@ impl Report {
                 });
                 RepairEvent::Rollback(report(RepairOutcome::Applied, evidence))
             }
-            Done::NotApplied(why) | Done::Failed(why) | Done::Conflict(why) => {
+            Done::NotApplied(why) | Done::Failed(why) | Done::Conflict(why) | Done::Works(why) => {
                 RepairEvent::Repair(report(RepairOutcome::Failed(why.clone()), evidence))
             }
         }

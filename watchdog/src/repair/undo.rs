@@ -12,6 +12,7 @@ use super::{
     execute::{ExecError, Netlink, shows_after},
     journal::{self, Journal, JournalError, Origin, Outcome, Record},
     object::current,
+    owned::Guard,
     world::World,
 };
 use crate::config::repair::RepairConfig;
@@ -203,6 +204,13 @@ pub async fn undo<W: World>(
         )));
     }
     let inverse = op.inverse();
+    // A journal line is data, not an order: outside the owned set nothing is sent.
+    if let Some(why) = Guard::new(&net, settings, world.own_subnet()).op(&inverse) {
+        journal.verdict(id, Outcome::Refused, &why, SystemTime::now())?;
+        return Ok(Undone::Refused(format!(
+            "change {id} is not undone, nothing sent: {why}"
+        )));
+    }
     let unit = journal.next_id();
     let change = journal.change(&inverse, Origin::Undo, Some(id), unit, SystemTime::now())?;
     let mut netlink = Netlink::open()?;

@@ -6,10 +6,13 @@
 
 use std::{future::Future, net::IpAddr, sync::Arc};
 
-use super::{object::Object, op::Op};
+use super::{
+    object::Object,
+    op::{Action, Op},
+};
 use crate::{
     model::{
-        desired::Model,
+        desired::{Model, PodSubnet},
         net::Snapshot,
         probe::{Method, Outcome as ProbeOutcome},
     },
@@ -27,6 +30,16 @@ pub trait World {
     /// `None` when the evidence that raised `op`'s finding is gone in `net`, else why
     /// not (polled until `repair.verify_window` ends).
     async fn evidence(&mut self, op: &Op, net: &Snapshot) -> Option<String>;
+    /// Whether the object `op` would replace or delete carries traffic now: `Some(why)`
+    /// when an active probe through it (to the Node behind it, or the leftover's VTEP or
+    /// gateway) is answered. `None` when it is not, or nothing can probe.
+    async fn works(&mut self, _op: &Op, _net: &Snapshot) -> Option<String> {
+        None
+    }
+    /// This node's pod subnet, when the world knows the desired state: never repair's.
+    fn own_subnet(&self) -> Option<PodSubnet> {
+        None
+    }
 }
 
 /// Why `op` has not helped yet, if its drift is still in a comparison of `net` with
@@ -44,6 +57,26 @@ pub fn probe_target(op: &Op, net: &Snapshot) -> Option<IpAddr> {
         Object::Route(r) => Some(r.dst.network().addr),
         Object::Neighbour(n) => Some(n.ip),
         Object::Fdb(f) => net
+            .neighbours()
+            .find(|n| n.ifindex == f.ifindex && n.mac == Some(f.mac))
+            .map(|n| n.ip),
+    }
+}
+
+/// The address whose answer shows the object `op` replaces or deletes still works: for a
+/// replace, the remote Node's flannel address through the object as it is (the route's
+/// destination network, the neighbour's address, the FDB MAC's neighbour); for a delete,
+/// the leftover's VTEP (the FDB entry's destination) or gateway (the neighbour's address,
+/// the route's gateway).
+pub fn works_target(op: &Op, net: &Snapshot) -> Option<IpAddr> {
+    let before = op.before.as_ref()?;
+    match (op.action, before) {
+        (Action::Delete, Object::Fdb(f)) => f.dst,
+        (Action::Delete, Object::Neighbour(n)) => Some(n.ip),
+        (Action::Delete, Object::Route(r)) => r.gateway.or(Some(r.dst.network().addr)),
+        (_, Object::Route(r)) => Some(r.dst.network().addr),
+        (_, Object::Neighbour(n)) => Some(n.ip),
+        (_, Object::Fdb(f)) => net
             .neighbours()
             .find(|n| n.ifindex == f.ifindex && n.mac == Some(f.mac))
             .map(|n| n.ip),
@@ -111,7 +144,16 @@ where
             return Some(why);
         }
         let probe = self.probe.as_mut()?;
-        let target = probe_target(op, net)?;
+        // A delete's evidence is its drift gone; anything else needs an answer through
+        // the new object: no address to probe is no evidence.
+        op.after.as_ref()?;
+        let Some(target) = probe_target(op, net) else {
+            return Some(format!(
+                "no address to probe through {} (no neighbour with its MAC): no positive \
+                 evidence that it helped",
+                op.key
+            ));
+        };
         match probe(target).await {
             ProbeOutcome::Answered { .. } => None,
             ProbeOutcome::Unanswered => Some(format!(
@@ -120,5 +162,26 @@ where
             )),
             other => Some(format!("{target} (the Node's flannel address): {other:?}")),
         }
+    }
+
+    async fn works(&mut self, op: &Op, net: &Snapshot) -> Option<String> {
+        let probe = self.probe.as_mut()?;
+        let target = works_target(op, net)?;
+        let before = op.before.as_ref()?;
+        match probe(target).await {
+            ProbeOutcome::Answered { .. } => Some(format!(
+                "{target} answers a {} probe through `{}`",
+                self.method.as_str(),
+                before.spec()
+            )),
+            _ => None,
+        }
+    }
+
+    fn own_subnet(&self) -> Option<PodSubnet> {
+        self.model
+            .as_ref()
+            .and_then(|m| m.nodes.get(&self.own))
+            .and_then(|n| n.pod_subnet)
     }
 }

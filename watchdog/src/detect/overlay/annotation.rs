@@ -168,6 +168,56 @@ pub fn stale_annotation(inputs: &Inputs<'_>, model: &Model, doubts: &[Doubt]) ->
                     a.0, b.0
                 ),
             ),
+            Doubt::SharedPublicIp { ip, nodes } => Candidate::new(
+                Kind::StaleAnnotation,
+                format!(
+                    "{ANNOTATION_PREFIX}/public-ip {ip} on nodes {}",
+                    nodes.join(", ")
+                ),
+                Severity::Critical,
+            )
+            .with("node", nodes.join(","))
+            .with(
+                "problem",
+                format!(
+                    "{} Nodes announce public-ip {ip}: their VXLAN packets all go to one host, \
+                     so at most one of them is reachable; repair changes nothing of theirs",
+                    nodes.len()
+                ),
+            )
+            .with(
+                "fix",
+                format!(
+                    "find which of {} really has {ip}; on the others set \
+                     {ANNOTATION_PREFIX}/public-ip-overwrite to their own address and restart \
+                     flanneld there",
+                    nodes.join(", ")
+                ),
+            ),
+            Doubt::Unsafe {
+                node,
+                subnet,
+                reason,
+            } => Candidate::new(
+                Kind::StaleAnnotation,
+                format!("node {node} pod subnet {subnet}"),
+                Severity::Critical,
+            )
+            .with("node", node)
+            .with(
+                "problem",
+                format!(
+                    "{node}'s pod subnet {subnet} {reason}: it cannot be an overlay route on \
+                     this node, so the Node is not believed and repair changes nothing of it"
+                ),
+            )
+            .with(
+                "fix",
+                format!(
+                    "correct {node}'s spec.podCIDR (kubectl delete node {node} and re-join it \
+                     with the controller manager's --cluster-cidr giving it a pod subnet)"
+                ),
+            ),
         });
     }
     out

@@ -159,3 +159,93 @@ fn an_unwritable_journal_names_the_key() {
         "{text}"
     );
 }
+
+#[test]
+fn a_symlink_a_directory_or_a_group_writable_journal_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = dir("unsafe");
+    fs::create_dir_all(&dir).unwrap();
+    let target = dir.join("target");
+    fs::write(&target, b"").unwrap();
+    let link = dir.join("link.jsonl");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let err = Journal::open(&link, 4096).unwrap_err();
+    assert!(matches!(err, JournalError::Unsafe { .. }), "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(read(&link).is_err());
+    assert_eq!(
+        fs::read(&target).unwrap(),
+        b"",
+        "nothing written through the link"
+    );
+    // The rotated file through a link is refused as well.
+    let path = dir.join("journal.jsonl");
+    std::os::unix::fs::symlink(&target, rotated(&path)).unwrap();
+    assert!(matches!(read(&path), Err(JournalError::Unsafe { .. })));
+    fs::remove_file(rotated(&path)).unwrap();
+    let dir_path = dir.join("adir.jsonl");
+    fs::create_dir_all(&dir_path).unwrap();
+    assert!(Journal::open(&dir_path, 4096).is_err());
+    let writable = dir.join("writable.jsonl");
+    fs::write(&writable, b"").unwrap();
+    fs::set_permissions(&writable, fs::Permissions::from_mode(0o666)).unwrap();
+    let err = Journal::open(&writable, 4096).unwrap_err();
+    assert!(
+        err.to_string().contains("writable by its group or others"),
+        "{err}"
+    );
+    // A journal the watchdog creates is 0600.
+    let fresh = dir.join("fresh.jsonl");
+    drop(Journal::open(&fresh, 4096).unwrap());
+    assert_eq!(
+        fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_overlong_line_is_skipped_unread() {
+    let dir = dir("long");
+    let path = dir.join("journal.jsonl");
+    let mut journal = Journal::open(&path, 1 << 30).unwrap();
+    let now = SystemTime::UNIX_EPOCH;
+    journal
+        .change(&op("192.168.77.11"), Origin::Repair, None, 1, now)
+        .unwrap();
+    drop(journal);
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    let mut huge = b"{\"entry\":\"verdict\",\"id\":1,\"detail\":\"".to_vec();
+    huge.resize(4 * MAX_LINE, b'x');
+    huge.extend_from_slice(b"\"}\n");
+    file.write_all(&huge).unwrap();
+    drop(file);
+    let mut journal = Journal::open(&path, 1 << 30).unwrap();
+    journal
+        .change(&op("192.168.77.12"), Origin::Repair, None, 2, now)
+        .unwrap();
+    drop(journal);
+    let (entries, bad) = read(&path).unwrap();
+    assert_eq!((entries.len(), bad), (2, 1));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn rotation_keeps_the_last_hour_whatever_the_cap() {
+    let dir = dir("hour");
+    let path = dir.join("journal.jsonl");
+    let now = SystemTime::now();
+    let mut journal = Journal::open(&path, 4096).unwrap();
+    for i in 0..60 {
+        let c = journal
+            .change(&op("192.168.77.12"), Origin::Repair, None, 1 + i, now)
+            .unwrap();
+        journal.verdict(c.id, Outcome::Verified, "ok", now).unwrap();
+    }
+    drop(journal);
+    let (entries, _) = read(&path).unwrap();
+    let all = records(&entries);
+    assert_eq!(all.len(), 60, "every change of the last hour is kept");
+    assert!(all.iter().all(|r| r.verdicts.len() == 1), "{all:?}");
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -98,6 +98,7 @@ impl World {
             evidence: Evidence {
                 available: true,
                 answering: BTreeSet::new(),
+                replies: Default::default(),
             },
             age: Duration::ZERO,
             now: Instant::now(),
@@ -473,12 +474,7 @@ fn every_operation_answers_a_drift_that_lasted_and_every_such_drift_is_planned_o
             .collect();
         let comparison = &observed.comparison;
         let device = comparison.device.as_ref().unwrap();
-        let owned = Owned::new(
-            &world.net,
-            device,
-            &comparison.expected,
-            &world.settings.protect,
-        );
+        let owned = Owned::new(&world.net, device, &comparison.expected, &world.settings);
         for drift in &comparison.drifts {
             let (Some(after), About::Member(_)) = (&drift.expected, &drift.about) else {
                 continue;
@@ -1026,7 +1022,7 @@ fn never_plans_outside_the_owned_set() {
         };
         let expected = expected(&world.model, "node-0");
         let device = vxlan_device(&world.net, &expected).unwrap();
-        let owned = Owned::new(&world.net, device, &expected, &world.settings.protect);
+        let owned = Owned::new(&world.net, device, &expected, &world.settings);
         for op in &plan.ops {
             for object in op.before.iter().chain(op.after.iter()) {
                 assert!(
@@ -1106,4 +1102,200 @@ fn the_desired_state_is_read_from_an_arc_like_the_daemon_holds_it() {
         now: world.now,
     });
     assert!(matches!(outcome, Outcome::Planned(p) if p.ops.is_empty()));
+}
+
+/// node-0 with its underlay address and the kernel's connected route for it.
+fn node0_with_underlay() -> Snapshot {
+    use crate::model::net::Address;
+    let mut net = node0();
+    net.apply(Update::NewAddress(Address {
+        ifindex: ETH0,
+        prefix: "192.168.77.10/24".parse().unwrap(),
+    }));
+    net.apply(Update::NewRoute(Route {
+        oif: Some(ETH0),
+        protocol: 2,
+        scope: 253,
+        prefsrc: Some(ip("192.168.77.10")),
+        ..Route::unicast("192.168.77.0/24".parse().unwrap())
+    }));
+    net
+}
+
+fn with_subnet(model: &mut Model, node: &str, subnet: &str) {
+    let node = model.nodes.get_mut(node).unwrap();
+    node.pod_subnet = crate::model::desired::PodSubnet::parse(subnet);
+    if let Ok(vtep) = &mut node.vtep {
+        vtep.subnet = node.pod_subnet.unwrap();
+    }
+}
+
+#[test]
+fn a_node_claiming_the_underlay_or_a_too_wide_subnet_is_doubted_and_nothing_of_it_planned() {
+    for (subnet, reason) in [
+        ("192.168.77.0/24", "overlaps the underlay 192.168.77.0/24"),
+        ("192.168.0.0/16", "overlaps the underlay 192.168.77.0/24"),
+        ("10.0.0.0/8", "is wider than /16"),
+        ("127.0.0.0/24", "holds 127.0.0.1, an address of this node"),
+    ] {
+        let mut net = node0_with_underlay();
+        net.apply(Update::NewAddress(crate::model::net::Address {
+            ifindex: LO,
+            prefix: "127.0.0.1/8".parse().unwrap(),
+        }));
+        // Whatever node-1's objects look like, nothing of it is touched.
+        net.apply(Update::DelFdb(fdb(1, "192.168.77.11")));
+        let mut world = World::new(net);
+        with_subnet(&mut world.model, "node-1", subnet);
+        let comparison = compare(&world.net, &world.model, "node-0", &Departed::default());
+        let doubt = comparison
+            .doubts
+            .iter()
+            .find(|d| d.nodes() == ["node-1"])
+            .unwrap_or_else(|| panic!("{subnet}: no doubt in {:?}", comparison.doubts));
+        let crate::overlay::Doubt::Unsafe { reason: why, .. } = doubt else {
+            panic!("{subnet}: {doubt:?}")
+        };
+        assert!(why.starts_with(reason), "{subnet}: {why}");
+        assert!(
+            comparison
+                .drifts
+                .iter()
+                .all(|d| d.node.as_deref() != Some("node-1")),
+            "{subnet}: {:?}",
+            comparison.drifts
+        );
+        let plan = world.plan();
+        assert!(
+            plan.ops.iter().all(|op| op.node != "node-1"),
+            "{subnet}: {:?}",
+            commands(&plan)
+        );
+    }
+}
+
+#[test]
+fn two_nodes_with_one_public_ip_are_doubted_and_held() {
+    let mut net = node0();
+    net.apply(Update::DelFdb(fdb(1, "192.168.77.11")));
+    let mut world = World::new(net);
+    for name in ["node-1", "node-2"] {
+        if let Ok(vtep) = &mut world.model.nodes.get_mut(name).unwrap().vtep {
+            vtep.public_ip = "192.168.77.12".parse().unwrap();
+        }
+    }
+    let plan = world.plan();
+    assert!(plan.ops.is_empty(), "{:?}", commands(&plan));
+    assert!(
+        plan.held
+            .iter()
+            .any(|h| h.node == "node-1" && h.why.contains("share public-ip 192.168.77.12")),
+        "{:?}",
+        plan.held
+    );
+}
+
+#[test]
+fn the_guard_refuses_kernel_connected_underlay_wide_and_own_routes() {
+    let net = node0_with_underlay();
+    let settings = RepairConfig::default();
+    let own = crate::model::desired::PodSubnet::parse("10.244.0.0/24");
+    let guard = super::super::owned::Guard::new(&net, &settings, own);
+    let via = |dst: &str, gw: &str| Route {
+        gateway: Some(ip(gw)),
+        oif: Some(FLANNEL),
+        onlink: true,
+        ..Route::unicast(dst.parse().unwrap())
+    };
+    let kernel = net
+        .routes()
+        .find(|r| r.dst == "192.168.77.0/24".parse().unwrap())
+        .unwrap()
+        .clone();
+    for (route, why) in [
+        (kernel, "proto kernel"),
+        (
+            Route {
+                oif: Some(ETH0),
+                scope: 253,
+                ..Route::unicast("10.99.0.0/24".parse().unwrap())
+            },
+            "connected",
+        ),
+        (
+            via("192.168.77.0/25", "10.244.1.0"),
+            "an address of this node",
+        ),
+        (via("192.168.77.128/25", "10.244.1.0"), "the underlay"),
+        (via("10.0.0.0/8", "10.244.1.0"), "wider than /16"),
+        (via("10.244.0.0/24", "10.244.0.0"), "own pod subnet"),
+    ] {
+        let refused = guard.route(&route).unwrap_or_else(|| panic!("{route:?}"));
+        assert!(refused.contains(why), "{refused}");
+    }
+    assert_eq!(guard.route(&flannel_route(1)), None);
+    assert_eq!(guard.fdb(&fdb(1, "192.168.77.11")), None);
+    assert_eq!(guard.neighbour(&neighbour(1)), None);
+}
+
+#[test]
+fn an_fdb_entry_that_carries_traffic_is_not_replaced_for_a_stale_public_ip() {
+    // node-1's public-ip edited to an old address; the kernel's entry (to .11) works.
+    let net = node0();
+    let mut model = cluster();
+    if let Ok(vtep) = &mut model.nodes.get_mut("node-1").unwrap().vtep {
+        vtep.public_ip = "192.168.77.99".parse().unwrap();
+    }
+    let state = State::Known {
+        model: Arc::new(model),
+        age: Duration::ZERO,
+    };
+    let start = Instant::now();
+    let mut memory = Memory::new(Duration::from_secs(1));
+    memory.observe(&net, &state, "node-0", start);
+    let now = start + Duration::from_secs(4);
+    let observed = memory.observe(&net, &state, "node-0", now).unwrap();
+    let settings = RepairConfig::default();
+    let history = History::default();
+    let plan_with = |replies: &[(&str, u64)]| {
+        let evidence = Evidence::from_replies(
+            replies
+                .iter()
+                .map(|(a, ms)| (ip(a), Duration::from_millis(*ms)))
+                .collect(),
+            Duration::from_secs(10),
+        );
+        match plan(&Inputs {
+            net: &net,
+            desired: &state,
+            overlay: Some(&observed),
+            settings: &settings,
+            history: &history,
+            evidence: &evidence,
+            now,
+        }) {
+            Outcome::Planned(plan) => plan,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Replies from .11 well after the difference appeared: it works, left alone.
+    let plan = plan_with(&[("192.168.77.11", 100)]);
+    assert!(plan.ops.is_empty(), "{:?}", commands(&plan));
+    assert_eq!(plan.working.len(), 1, "{plan:?}");
+    assert!(
+        plan.working[0]
+            .why
+            .starts_with("the kernel's entry works, the annotation does not"),
+        "{}",
+        plan.working[0].why
+    );
+    // The last reply came before the difference appeared (or none): replaced.
+    for replies in [&[("192.168.77.11", 3000)][..], &[]] {
+        let plan = plan_with(replies);
+        assert_eq!(
+            commands(&plan),
+            ["bridge fdb replace 02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.99 self permanent"]
+        );
+        assert!(plan.working.is_empty());
+    }
 }
