@@ -63,20 +63,36 @@ pub struct NetnsOffsets {
 }
 
 impl NetnsOffsets {
-    /// Resolves the offsets; the socket path is optional.
+    /// Resolves the offsets (in one pass over the BTF for all); the socket path is
+    /// optional.
     pub fn from_btf(btf: &Btf) -> Result<Self, BtfError> {
+        let [
+            net_inum,
+            skb_dev,
+            dev_net,
+            skb_sk,
+            sk_net,
+            skb_head,
+            skb_network,
+        ]: [_; 7] = btf
+            .member_offsets(&[
+                ("net", &["ns", "inum"]),
+                ("sk_buff", &["dev"]),
+                ("net_device", &["nd_net", "net"]),
+                ("sk_buff", &["sk"]),
+                ("sock", &["__sk_common", "skc_net", "net"]),
+                ("sk_buff", &["head"]),
+                ("sk_buff", &["network_header"]),
+            ])?
+            .try_into()
+            .expect("seven queries, seven answers");
         Ok(Self {
-            net_inum: btf.member_offset("net", &["ns", "inum"])?,
-            skb_dev: btf.member_offset("sk_buff", &["dev"])?,
-            dev_net: btf.member_offset("net_device", &["nd_net", "net"])?,
-            skb_sk: btf.member_offset("sk_buff", &["sk"]).ok(),
-            sk_net: btf
-                .member_offset("sock", &["__sk_common", "skc_net", "net"])
-                .ok(),
-            skb_head_network: btf
-                .member_offset("sk_buff", &["head"])
-                .and_then(|head| Ok((head, btf.member_offset("sk_buff", &["network_header"])?)))
-                .ok(),
+            net_inum: net_inum?,
+            skb_dev: skb_dev?,
+            dev_net: dev_net?,
+            skb_sk: skb_sk.ok(),
+            sk_net: sk_net.ok(),
+            skb_head_network: skb_head.and_then(|head| Ok((head, skb_network?))).ok(),
         })
     }
 }
