@@ -6,6 +6,12 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use watchdog::commands;
 
+/// The system allocator, which can refuse the kernel BTF aya would read at start-up (see
+/// `sources::probes::loader`).
+#[global_allocator]
+static ALLOCATOR: watchdog::sources::probes::loader::Allocator =
+    watchdog::sources::probes::loader::Allocator;
+
 /// Node-local eBPF network watchdog: counts the packets the kernel drops, by the kernel's
 /// own reason, and serves them to Prometheus.
 ///

@@ -4,6 +4,7 @@
 
 mod error;
 pub mod kfree_skb;
+pub mod loader;
 pub mod peers;
 pub mod tc;
 pub mod tcp;
@@ -11,7 +12,7 @@ pub mod tcp;
 use std::time::Duration;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{Map, MapError},
     programs::{Program, ProgramError},
 };
@@ -143,9 +144,9 @@ impl Probes {
             Some(Ok(plan)) => plan.config,
             _ => watchdog_common::KfreeSkbConfig::UNCONFIGURED,
         };
-        let mut loader = EbpfLoader::new();
-        // Our programs are classic tracepoints: they need no BTF relocation, and must load
-        // on kernels without BTF too.
+        // Our programs are classic tracepoints and TC programs: they need no BTF relocation,
+        // and must load on kernels without BTF too.
+        let mut loader = loader::without_kernel_btf();
         loader.btf(None);
         loader.override_global(globals::KFREE_SKB_CONFIG, &kfree_config, true);
         let mut tc_config = watchdog_common::TcConfig {
