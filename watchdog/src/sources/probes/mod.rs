@@ -431,10 +431,11 @@ fn coarse_clock_available() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 11, 0))
 }
 
-/// Bytes of the aya-log ring buffer: its compiled 128 KiB, or one page where pages are
-/// larger (a ring buffer must be a power-of-two number of pages).
+/// Bytes of the aya-log ring buffer: one page (a ring buffer is a power-of-two number of
+/// pages, and its pages are mapped twice into the daemon, where they count as resident).
+/// The programs log one line, once per CPU (a drop map full), in a record of 256 bytes.
 fn log_ring_bytes(page_size: u64) -> u32 {
-    let bytes = page_size.max(128 * 1024).next_power_of_two();
+    let bytes = page_size.max(4096).next_power_of_two();
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
@@ -540,8 +541,8 @@ mod tests {
 
     #[test]
     fn log_ring_is_whole_pages() {
-        assert_eq!(super::log_ring_bytes(4096), 128 * 1024);
-        assert_eq!(super::log_ring_bytes(16 * 1024), 128 * 1024);
-        assert_eq!(super::log_ring_bytes(256 * 1024), 256 * 1024);
+        assert_eq!(super::log_ring_bytes(4096), 4096);
+        assert_eq!(super::log_ring_bytes(16 * 1024), 16 * 1024);
+        assert_eq!(super::log_ring_bytes(64 * 1024), 64 * 1024);
     }
 }
