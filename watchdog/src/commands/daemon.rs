@@ -23,7 +23,12 @@ use crate::{
         http::{self, AppState},
         metrics::Metrics,
     },
-    sources::{Sources, desired::DesiredError, kernel::procfs, pods::Pods},
+    sources::{
+        Sources,
+        desired::DesiredError,
+        kernel::{memory, procfs},
+        pods::Pods,
+    },
 };
 
 /// Why the daemon could not start (nothing is attached when these are returned).
@@ -235,6 +240,7 @@ async fn detect_loop(
     let mut maps_read = false;
     let node = config.desired.node_name(procfs::node_name);
     let mut pods = Pods::start(config.namespaces, own.netns, config, &node).await;
+    let mut start_up_released = false;
     loop {
         ticker.tick().await;
         let reading = sources.read();
@@ -292,6 +298,11 @@ async fn detect_loop(
         } else if health.readiness().is_err() {
             health.set_ready();
             tracing::info!("ready: every enabled probe is attached and its maps were read");
+        }
+        // Start-up is over after the first cycle: what only it used goes back.
+        if !start_up_released {
+            memory::release_start_up();
+            start_up_released = true;
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::{
     },
     sources::kernel::{
         btf::{Btf, BtfError},
-        procfs,
+        memory, procfs,
         tracefs::Tracefs,
     },
 };
@@ -134,6 +134,7 @@ impl Probes {
             None => Err(ProbeError::NoBtf),
             Some(btf) => NetnsOffsets::from_btf(btf).map_err(ProbeError::from),
         };
+        memory::log_step("the kernel BTF's offsets");
         let kfree_plan = enabled
             .kfree_skb
             .then(|| kfree_skb::Plan::new(env, netns.as_ref()));
@@ -169,6 +170,7 @@ impl Probes {
         loader.override_global(globals::TCP_CONFIG, &tcp_config, true);
         loader.map_max_entries(maps::AYA_LOGS, log_ring_bytes(procfs::page_size()));
         let mut ebpf = loader.load(EBPF_OBJECT)?;
+        memory::log_step("the eBPF object (parsed, maps created)");
         let logger = start_ebpf_logger(&mut ebpf);
 
         let mut kfree = None;
