@@ -21,11 +21,14 @@ use std::{
 };
 
 use anyhow::bail;
-use serde_json::{Value, json};
 use watchdog_tests::{
     Daemon, NetNs, TempDir,
     apiserver::InNetns,
-    lab::{Lab, nodes::node_name},
+    lab::{
+        Lab,
+        nodes::node_name,
+        pods::{endpoint_slice, synthetic_pod},
+    },
     poll_until,
 };
 
@@ -72,55 +75,6 @@ impl Drop for Client {
     }
 }
 
-/// An EndpointSlice of Service `namespace/service` listing `addresses` (each a Pod's).
-fn slice(namespace: &str, service: &str, addresses: &[String], node: &str) -> Value {
-    let endpoints: Vec<Value> = addresses
-        .iter()
-        .enumerate()
-        .map(|(i, address)| {
-            json!({
-                "addresses": [address],
-                "conditions": {"ready": true, "serving": true, "terminating": false},
-                "nodeName": node,
-                "targetRef": {"kind": "Pod", "name": format!("{service}-{i}"), "namespace": namespace,
-                              "uid": format!("00000000-0000-4000-8000-{i:012}")}
-            })
-        })
-        .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "addressType": "IPv4",
-        "metadata": {
-            "name": format!("{service}-bench"),
-            "namespace": namespace,
-            "labels": {
-                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
-                "kubernetes.io/service-name": service
-            }
-        },
-        "endpoints": endpoints,
-        "ports": [{"name": "http", "port": PORT, "protocol": "TCP"}]
-    })
-}
-
-/// Pod `i` of a synthetic node: running, address `10.<100+i/250>.<i%250>.2`.
-fn synthetic_pod(i: usize, node: &str) -> Value {
-    let address = format!("10.{}.{}.2", 100 + i / 250, i % 250);
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": format!("app-{i:04}-7f9c5d8b6-x2x7q"),
-            "namespace": "default",
-            "uid": format!("00000000-0000-4000-8000-{i:012}"),
-            "labels": {"app": format!("app-{i:04}")}
-        },
-        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx:1.27"}]},
-        "status": {"phase": "Running", "podIP": address, "podIPs": [{"ip": address}]}
-    })
-}
-
 fn latency(runs: u32) -> anyhow::Result<()> {
     let lab = Lab::new(3);
     if let Err(error) = lab.check_pod_connectivity() {
@@ -132,7 +86,10 @@ fn latency(runs: u32) -> anyhow::Result<()> {
     server.add_resource(PODS, "PodList");
     server.add_resource(SLICES, "EndpointSliceList");
     let dead: Vec<String> = (0..runs).map(|i| format!("10.244.2.{}", 100 + i)).collect();
-    server.apply(SLICES, slice("default", "web", &dead, &node_name(2)));
+    server.apply(
+        SLICES,
+        endpoint_slice("default", "web", &dead, &node_name(2), PORT),
+    );
     let config = format!(
         "namespaces = \"node\"\n[desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\n\
          node_name = \"{}\"\n[pods]\nsource = \"kubernetes\"\nendpoints = \"kubernetes\"\n",
@@ -233,7 +190,7 @@ fn memory(pods: usize, period: Duration) -> anyhow::Result<()> {
         for (i, chunk) in addresses.chunks(10).enumerate() {
             server.apply(
                 SLICES,
-                slice("default", &format!("svc-{i:03}"), chunk, node),
+                endpoint_slice("default", &format!("svc-{i:03}"), chunk, node, PORT),
             );
         }
         let config = format!(
