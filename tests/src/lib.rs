@@ -19,6 +19,7 @@ use std::{
 pub mod apiserver;
 pub mod hook;
 pub mod lab;
+pub mod memory;
 pub mod prometheus;
 pub mod repo;
 pub mod soak;

@@ -147,6 +147,39 @@ pub enum Bench {
         #[arg(long, default_value_t = 2)]
         rounds: u32,
     },
+    /// Memory, row by row: the start-up peak and the idle resident memory with the
+    /// embedded default, after a churn of pod namespaces, watching Nodes, with the
+    /// DaemonSet's Pods and EndpointSlices (`watchdog_tests::memory`); on this host and in
+    /// the kernel matrix's qemu guests; side by side with `--baseline`'s daemon; and the
+    /// DaemonSet's memory request and limit they suggest.
+    Memory {
+        /// Also build the daemon of this git revision (e.g. `main`) and measure it side by
+        /// side, the two daemons' order alternating row by row.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Seconds each daemon is observed once ready [default: 60; with --quick 10].
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Seconds of churn [default: 600; with --quick 30].
+        #[arg(long)]
+        churn_seconds: Option<u64>,
+        /// Nodes the fake API server serves [default: 1000; with --quick 200].
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Pods (and endpoints) the fake API server serves [default: 500; with --quick 100].
+        #[arg(long)]
+        pods: Option<usize>,
+        /// Rounds of every row (medians and spreads are printed).
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
+        /// Where to measure: `host` and/or kernels of the matrix (comma separated)
+        /// [default: host,6.1-arm64,6.12-arm64-16k; with --quick host].
+        #[arg(long, value_delimiter = ',')]
+        on: Vec<String>,
+        /// The reduced run CI makes (shorter, fewer objects, this host only).
+        #[arg(long)]
+        quick: bool,
+    },
     Mirror {
         /// Routes (/24, via a veth) to install before loading.
         #[arg(long, default_value_t = 100_000)]
@@ -226,6 +259,36 @@ impl Bench {
                 changes,
             } => mirror(routes, neighbours, changes),
             Bench::Repair { runs } => crate::bench_repair::run(runs),
+            Bench::Memory {
+                baseline,
+                seconds,
+                churn_seconds,
+                nodes,
+                pods,
+                rounds,
+                on,
+                quick,
+            } => {
+                let pick = |full, reduced| if quick { reduced } else { full };
+                let on = if !on.is_empty() {
+                    on
+                } else if quick {
+                    vec!["host".to_owned()]
+                } else {
+                    ["host", "6.1-arm64", "6.12-arm64-16k"]
+                        .map(String::from)
+                        .to_vec()
+                };
+                crate::bench_memory::run(&crate::bench_memory::Options {
+                    baseline,
+                    idle: seconds.unwrap_or(pick(60, 10)),
+                    churn: churn_seconds.unwrap_or(pick(600, 30)),
+                    nodes: nodes.unwrap_or(if quick { 200 } else { 1000 }),
+                    pods: pods.unwrap_or(if quick { 100 } else { 500 }),
+                    rounds: rounds.max(1),
+                    on,
+                })
+            }
         }
     }
 }
@@ -629,9 +692,9 @@ fn latency(runs: u32, only: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the eBPF object of git revision `rev` (as `watchdog/build.rs` builds the working
-/// tree's) under `target/bench-baseline/`; returns its path.
-fn build_baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
+/// The source tree of git revision `rev`, unpacked once (`git archive`, no worktree
+/// registered) under `target/bench-baseline/<commit>/src`; returns (commit, its path).
+pub(crate) fn baseline_source(rev: &str) -> anyhow::Result<(String, std::path::PathBuf)> {
     let root = util::root();
     let commit = util::output(Command::new("git").arg("-C").arg(&root).args([
         "rev-parse",
@@ -639,15 +702,17 @@ fn build_baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
         &format!("{rev}^{{commit}}"),
     ]))
     .with_context(|| format!("--baseline {rev} is not a commit of this repository"))?;
-    let commit = commit.trim();
-    let dir = root.join("target/bench-baseline").join(&commit[..12]);
-    let src = dir.join("src");
+    let commit = commit.trim().to_owned();
+    let src = root
+        .join("target/bench-baseline")
+        .join(&commit[..12])
+        .join("src");
     if !src.join("Cargo.toml").exists() {
         std::fs::create_dir_all(&src)?;
         let archive = Command::new("git")
             .arg("-C")
             .arg(&root)
-            .args(["archive", "--format=tar", commit])
+            .args(["archive", "--format=tar", &commit])
             .stdout(Stdio::piped())
             .spawn()
             .context("cannot run git archive")?;
@@ -659,6 +724,14 @@ fn build_baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
                 .stdin(archive.stdout.context("git archive output")?),
         )?;
     }
+    Ok((commit, src))
+}
+
+/// Builds the eBPF object of git revision `rev` (as `watchdog/build.rs` builds the working
+/// tree's) under `target/bench-baseline/`; returns its path.
+fn build_baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
+    let (commit, src) = baseline_source(rev)?;
+    let dir = src.parent().expect("src has a parent").to_owned();
     eprintln!(
         "xtask: building the eBPF programs of {rev} ({})",
         &commit[..12]

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_desired;
+mod bench_memory;
 mod bench_mtu;
 mod bench_pods;
 mod bench_repair;
