@@ -748,7 +748,8 @@ pub fn print_table(results: &[Value]) {
             cells[8],
             cells[9],
             cells[10],
-            cells[11]
+            cells[11],
+            cells[12]
         )
     };
     let header = [
@@ -758,6 +759,7 @@ pub fn print_table(results: &[Value]) {
         "boot s",
         "ready s",
         "RSS MiB",
+        "peak/idle",
         "drops",
         "peers tx/rx",
         "tcp a/f/syn",
@@ -791,6 +793,15 @@ pub fn print_table(results: &[Value]) {
             r["rss_kib"]
                 .as_u64()
                 .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            match (
+                r["footprint"]["peak_kib"].as_u64(),
+                r["footprint"]["resident_kib"].as_u64(),
+            ) {
+                (Some(peak), Some(idle)) => {
+                    format!("{:.1}/{:.1}", peak as f64 / 1024.0, idle as f64 / 1024.0)
+                }
+                _ => "-".into(),
+            },
             format!(
                 "{}/{} {}",
                 n(&r["drops"]["counted"]),
