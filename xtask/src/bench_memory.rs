@@ -243,35 +243,11 @@ fn build(baseline: Option<&str>, arches: &[Arch]) -> anyhow::Result<Vec<Daemon>>
         0,
         Daemon {
             label: "current",
-            revision: this_revision(),
+            revision: format!("the working tree at {}", util::revision()),
             paths,
         },
     );
     Ok(daemons)
-}
-
-/// HEAD's commit, and whether the working tree differs from it.
-fn this_revision() -> String {
-    let root = util::root();
-    let head = util::output(
-        Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            .args(["rev-parse", "HEAD"]),
-    )
-    .map(|h| h.trim().chars().take(12).collect::<String>())
-    .unwrap_or_else(|_| "?".into());
-    let dirty = util::output(Command::new("git").arg("-C").arg(&root).args([
-        "status",
-        "--porcelain",
-        "--untracked-files=no",
-    ]))
-    .map(|s| !s.trim().is_empty())
-    .unwrap_or(false);
-    format!(
-        "the working tree at {head}{}",
-        if dirty { " with changes" } else { "" }
-    )
 }
 
 /// A row's figures for `label` at one place: each round's.

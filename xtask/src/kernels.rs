@@ -159,6 +159,8 @@ pub fn run(only: &[String], results: Option<PathBuf>) -> anyhow::Result<()> {
             .unwrap_or_else(|err| serde_json::json!({"errors": [format!("{err:#}")]}));
         let mut result = result;
         result["name"] = Value::from(kernel.name);
+        // What was built: a reader of a cached results file can say how old it is.
+        result["revision"] = Value::from(crate::util::revision());
         all.push(result);
     }
     let path = results.unwrap_or_else(|| cache().join("results.json"));

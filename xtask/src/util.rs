@@ -103,3 +103,15 @@ pub fn exec(mut command: Command) -> anyhow::Result<()> {
     let err = command.exec();
     Err(err).with_context(|| format!("cannot run {command:?}"))
 }
+
+/// HEAD's commit (12 digits), and whether the working tree differs from it: what a bench
+/// or the kernel matrix built.
+pub fn revision() -> String {
+    let git = |args: &[&str]| output(Command::new("git").arg("-C").arg(root()).args(args));
+    let head = git(&["rev-parse", "HEAD"])
+        .map(|h| h.trim().chars().take(12).collect::<String>())
+        .unwrap_or_else(|_| "?".into());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_ok_and(|s| !s.trim().is_empty());
+    format!("{head}{}", if dirty { " with changes" } else { "" })
+}
