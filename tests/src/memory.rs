@@ -111,6 +111,8 @@ pub struct Settings {
     pub nodes: usize,
     /// Pods served (and as many endpoints, 10 per EndpointSlice) for the Pods row.
     pub pods: usize,
+    /// Idle connections opened for the connections row.
+    pub connections: usize,
 }
 
 /// The rows, by name: what each runs.
@@ -134,6 +136,11 @@ pub const ROWS: &[(&str, &str)] = &[
         "the DaemonSet's sources: namespaces = \"node\", [desired], [pods] source and \
          endpoints = \"kubernetes\", the Pods and EndpointSlices served by the fake API server",
     ),
+    (
+        "connections",
+        "the embedded default (its [http] limits) while idle connections are opened and held \
+         (sending nothing): the figures once /metrics answers, and after they closed",
+    ),
 ];
 
 /// Measures row `name` with the daemon [`daemon_binary`] names.
@@ -143,6 +150,7 @@ pub fn measure(name: &str, settings: &Settings) -> Result<Value, String> {
         "churn" => Ok(churn(settings.churn)),
         "nodes" => Ok(nodes(settings.nodes, settings.idle).to_json()),
         "pods" => Ok(pods(settings.pods, settings.idle).to_json()),
+        "connections" => Ok(connections(settings.connections)),
         other => Err(format!(
             "no row {other}; the rows are {:?}",
             ROWS.iter().map(|(name, _)| name).collect::<Vec<_>>()
@@ -350,4 +358,47 @@ pub fn pods(pods: usize, idle: Duration) -> Figures {
     let figures = observe(&daemon, idle);
     daemon.stop();
     figures
+}
+
+/// The embedded default holding `count` idle connections (see [`ROWS`]): the figures once
+/// `/metrics` answers during the flood (and how long that took), and the resident memory
+/// after the connections closed and the daemon settled.
+pub fn connections(count: usize) -> Value {
+    let ns = NetNs::new("wd-mem");
+    let mut daemon = Daemon::start(&ns, "");
+    daemon.wait_ready();
+    let _ = daemon.get("/metrics");
+    let address: std::net::SocketAddr = "127.0.0.1:9477".parse().expect("address");
+    let flood: Vec<std::net::TcpStream> = crate::run_in(&ns.path(), || {
+        (0..count)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5)).ok()
+            })
+            .collect()
+    });
+    let opened = flood.len();
+    let started = Instant::now();
+    let answered = poll_until(Duration::from_secs(60), "/metrics during the flood", || {
+        matches!(daemon.get("/metrics"), Some((200, _))).then(|| started.elapsed())
+    });
+    let held = Figures::of(daemon.pid()).expect("the daemon's /proc status");
+    drop(flood);
+    // Settled: the same resident memory a second apart, after a scrape.
+    let after = poll_until(
+        Duration::from_secs(60),
+        "the resident memory to settle",
+        || {
+            let _ = daemon.get("/metrics");
+            let a = Figures::of(daemon.pid())?.resident_kib;
+            std::thread::sleep(Duration::from_secs(1));
+            let b = Figures::of(daemon.pid())?.resident_kib;
+            (a == b).then_some(b)
+        },
+    );
+    daemon.stop();
+    let mut value = held.to_json();
+    value["connections"] = json!(opened);
+    value["metrics_answered_ms"] = json!(answered.as_millis() as u64);
+    value["after_kib"] = json!(after);
+    value
 }

@@ -160,6 +160,20 @@ pub enum Bench {
         #[arg(long, default_value_t = 2)]
         rounds: u32,
     },
+    /// Alert retries: `watchdog alert test` against a webhook that fails the first
+    /// `failures` posts; the gaps between attempts per retry (median, min, max over
+    /// `runs`) against the window the backoff allows.
+    Alerts {
+        /// Test alerts delivered.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// Posts answered 500 before the one answered 200, each run.
+        #[arg(long, default_value_t = 3)]
+        failures: u32,
+        /// The sink's `backoff`, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        backoff_ms: u64,
+    },
     /// Memory, row by row: the start-up peak and the idle resident memory with the
     /// embedded default, after a churn of pod namespaces, watching Nodes, with the
     /// DaemonSet's Pods and EndpointSlices (`watchdog_tests::memory`); on this host and in
@@ -182,6 +196,9 @@ pub enum Bench {
         /// Pods (and endpoints) the fake API server serves [default: 500; with --quick 100].
         #[arg(long)]
         pods: Option<usize>,
+        /// Idle connections held open [default: 2000; with --quick 500].
+        #[arg(long)]
+        connections: Option<usize>,
         /// Rounds of every row (medians and spreads are printed).
         #[arg(long, default_value_t = 1)]
         rounds: u32,
@@ -275,12 +292,18 @@ impl Bench {
                 changes,
             } => mirror(routes, neighbours, changes),
             Bench::Repair { runs } => crate::bench_repair::run(runs),
+            Bench::Alerts {
+                runs,
+                failures,
+                backoff_ms,
+            } => crate::bench_alerts::run(runs, failures, backoff_ms),
             Bench::Memory {
                 baseline,
                 seconds,
                 churn_seconds,
                 nodes,
                 pods,
+                connections,
                 rounds,
                 on,
                 quick,
@@ -301,6 +324,7 @@ impl Bench {
                     churn: churn_seconds.unwrap_or(pick(600, 30)),
                     nodes: nodes.unwrap_or(if quick { 200 } else { 1000 }),
                     pods: pods.unwrap_or(if quick { 100 } else { 500 }),
+                    connections: connections.unwrap_or(if quick { 500 } else { 2000 }),
                     rounds: rounds.max(1),
                     on,
                 })

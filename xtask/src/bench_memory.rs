@@ -32,6 +32,7 @@ pub struct Options {
     pub churn: u64,
     pub nodes: usize,
     pub pods: usize,
+    pub connections: usize,
     pub rounds: u32,
     /// `host` and/or kernel matrix names.
     pub on: Vec<String>,
@@ -91,6 +92,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         ("--churn", options.churn.to_string()),
         ("--nodes", options.nodes.to_string()),
         ("--pods", options.pods.to_string()),
+        ("--connections", options.connections.to_string()),
         ("--rounds", options.rounds.to_string()),
     ];
 
@@ -293,24 +295,32 @@ fn print(options: &Options, daemons: &[Daemon], results: &[(String, Value)]) {
     }
     println!(
         "  settings: observed {} s once ready (and its sources listed), /metrics read every \
-         {} s; churn {} s; {} Nodes; {} Pods ({} EndpointSlices of 10)",
+         {} s; churn {} s; {} Nodes; {} Pods ({} EndpointSlices of 10); {} idle connections",
         options.idle,
         watchdog_tests::memory::SCRAPE_EVERY.as_secs(),
         options.churn,
         options.nodes,
         options.pods,
-        options.pods.div_ceil(10)
+        options.pods.div_ceil(10),
+        options.connections
     );
     for (name, what) in ROWS {
         println!("  row {name}: {what}");
     }
-    let rows: [(&str, &str, &str); 6] = [
+    let rows: [(&str, &str, &str); 9] = [
         ("default", "peak_kib", "start-up peak (VmHWM)"),
         ("default", "resident_kib", "idle (VmRSS)"),
         ("churn", "resident_kib", "after the churn (VmRSS)"),
         ("churn", "peak_kib", "  its peak (VmHWM)"),
         ("nodes", "resident_kib", "watching the Nodes (VmRSS)"),
         ("pods", "resident_kib", "with the Pods (VmRSS)"),
+        ("connections", "resident_kib", "holding the connections"),
+        ("connections", "after_kib", "  after they closed"),
+        (
+            "connections",
+            "metrics_answered_ms",
+            "  /metrics answered (ms, not MiB)",
+        ),
     ];
     for (place, result) in results {
         println!(
@@ -338,6 +348,11 @@ fn print(options: &Options, daemons: &[Daemon], results: &[(String, Value)]) {
                     continue;
                 };
                 medians.push(value);
+                let shown = if field.ends_with("_ms") {
+                    value.to_string()
+                } else {
+                    mib(value)
+                };
                 let detail = match (median(&cells, "anon_kib"), median(&cells, "file_kib")) {
                     (Some((anon, _)), Some((file, _))) if field == "resident_kib" => format!(
                         " [{} + {}, {}]",
@@ -347,15 +362,12 @@ fn print(options: &Options, daemons: &[Daemon], results: &[(String, Value)]) {
                     ),
                     _ => String::new(),
                 };
-                let spread = if cells.len() > 1 {
-                    format!(" ±{}", mib(spread))
-                } else {
-                    String::new()
+                let spread = match cells.len() {
+                    1 => String::new(),
+                    _ if field.ends_with("_ms") => format!(" ±{spread}"),
+                    _ => format!(" ±{}", mib(spread)),
                 };
-                line.push_str(&format!(
-                    " {:>30}",
-                    format!("{}{spread}{detail}", mib(value))
-                ));
+                line.push_str(&format!(" {:>30}", format!("{shown}{spread}{detail}")));
             }
             if let [now, before] = medians[..] {
                 line.push_str(&format!(" {:>9.2}", now as f64 / before.max(1) as f64));
@@ -414,7 +426,7 @@ fn suggest(options: &Options, results: &[(String, Value)]) {
         ) {
             steady = steady.max(nodes + pods.saturating_sub(idle));
         }
-        for row in ["default", "churn", "nodes", "pods"] {
+        for row in ["default", "churn", "nodes", "pods", "connections"] {
             peak = peak.max(get(row, "peak_kib").map_or(0, |p| p.0));
         }
     }

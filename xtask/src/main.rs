@@ -4,6 +4,7 @@
 //! separate installation step.
 
 mod bench;
+mod bench_alerts;
 mod bench_desired;
 mod bench_memory;
 mod bench_mtu;

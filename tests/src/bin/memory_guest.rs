@@ -3,8 +3,9 @@
 //! matrix guest (qemu), and prints one line `WATCHDOG-MEMORY-RESULT {json}`.
 //!
 //! ```text
-//! memory_guest run --daemon LABEL=PATH [--daemon LABEL=PATH]... [--rows default,churn,nodes,pods]
-//!     [--idle SECONDS] [--churn SECONDS] [--nodes N] [--pods N] [--rounds R] [--steps]
+//! memory_guest run --daemon LABEL=PATH [--daemon LABEL=PATH]...
+//!     [--rows default,churn,nodes,pods,connections] [--idle SECONDS] [--churn SECONDS]
+//!     [--nodes N] [--pods N] [--connections N] [--rounds R] [--steps]
 //! memory_guest measure ROW [the same settings]
 //! ```
 //!
@@ -64,6 +65,7 @@ fn settings(args: &[String]) -> Result<Settings, String> {
         churn: Duration::from_secs(number(args, "--churn", 600)?),
         nodes: number(args, "--nodes", 1000)? as usize,
         pods: number(args, "--pods", 500)? as usize,
+        connections: number(args, "--connections", 2000)? as usize,
     })
 }
 
@@ -99,6 +101,7 @@ fn run(args: &[String]) -> Value {
             "churn_s": settings.churn.as_secs(),
             "nodes": settings.nodes,
             "pods": settings.pods,
+            "connections": settings.connections,
             "rounds": rounds,
             "scrape_every_s": memory::SCRAPE_EVERY.as_secs(),
         },
