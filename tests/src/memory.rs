@@ -47,7 +47,8 @@ pub struct Figures {
     pub peak_kib: u64,
     /// `RssAnon`: heap, stacks, written data.
     pub anon_kib: u64,
-    /// `RssFile`: mapped files (the executable and its libraries).
+    /// `RssFile` + `RssShmem`: mapped files (the executable and its libraries; on tmpfs,
+    /// as in the kernel matrix's initramfs, they count as shared memory).
     pub file_kib: u64,
     /// `Threads`.
     pub threads: u64,
@@ -70,7 +71,7 @@ impl Figures {
             resident_kib: field("VmRSS:")?,
             peak_kib: field("VmHWM:")?,
             anon_kib: field("RssAnon:")?,
-            file_kib: field("RssFile:")?,
+            file_kib: field("RssFile:")? + field("RssShmem:").unwrap_or(0),
             threads: field("Threads:")?,
         })
     }
@@ -369,6 +370,7 @@ pub fn connections(count: usize) -> Value {
     daemon.wait_ready();
     let _ = daemon.get("/metrics");
     let address: std::net::SocketAddr = "127.0.0.1:9477".parse().expect("address");
+    raise_open_files_limit();
     let flood: Vec<std::net::TcpStream> = crate::run_in(&ns.path(), || {
         (0..count)
             .filter_map(|_| {
@@ -401,4 +403,20 @@ pub fn connections(count: usize) -> Value {
     value["metrics_answered_ms"] = json!(answered.as_millis() as u64);
     value["after_kib"] = json!(after);
     value
+}
+
+/// Lifts this process's open-file limit to its hard limit (the connections row holds
+/// thousands of sockets; the soft limit is often 1024).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

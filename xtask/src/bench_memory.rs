@@ -194,6 +194,7 @@ fn build(baseline: Option<&str>, arches: &[Arch]) -> anyhow::Result<Vec<Daemon>>
     let mut daemons = Vec::new();
     if let Some(rev) = baseline {
         let (commit, src) = crate::bench::baseline_source(rev)?;
+        distinguish(&src)?;
         let mut paths = Vec::new();
         for &arch in arches {
             crate::setup::build_tools(arch.rust_target())?;
@@ -250,6 +251,49 @@ fn build(baseline: Option<&str>, arches: &[Arch]) -> anyhow::Result<Vec<Daemon>>
         },
     );
     Ok(daemons)
+}
+
+/// Gives the baseline's workspace another version (`-baseline`): cargo names a workspace
+/// crate's artifacts by its name and version, not its path, so the baseline built in this
+/// tree's target directory would otherwise share (and reuse) this tree's `watchdog`
+/// artifacts. The dependencies are shared either way.
+fn distinguish(src: &Path) -> anyhow::Result<()> {
+    let manifest = src.join("Cargo.toml");
+    let text = fs::read_to_string(&manifest)?;
+    let mut in_package = false;
+    let mut changed = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_package = line.trim() == "[workspace.package]";
+        }
+        match line.strip_prefix("version = \"") {
+            Some(rest) if in_package && !changed => {
+                let version = rest.trim_end_matches('"');
+                let marked = if version.contains("baseline") {
+                    version.to_owned()
+                } else if version.contains('-') {
+                    format!("{version}.baseline")
+                } else {
+                    format!("{version}-baseline")
+                };
+                out.push_str(&format!("version = \"{marked}\"\n"));
+                changed = true;
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    if !changed {
+        bail!(
+            "{}: no version in [workspace.package] to tell the baseline's artifacts apart",
+            manifest.display()
+        );
+    }
+    fs::write(&manifest, out)?;
+    Ok(())
 }
 
 /// A row's figures for `label` at one place: each round's.
