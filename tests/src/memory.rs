@@ -20,7 +20,7 @@ use crate::{
     daemon_binary,
     lab::{
         nodes::synthetic_node,
-        pods::{endpoint_slice, synthetic_pod},
+        pods::{PODS, SLICES, serve_pods},
     },
     poll_until, traffic,
 };
@@ -35,8 +35,6 @@ pub const SCRAPE_EVERY: Duration = Duration::from_secs(10);
 pub const CHURN_PODS_ALIVE: usize = 10;
 
 const NODES: &str = "/api/v1/nodes";
-const PODS: &str = "/api/v1/pods";
-const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 
 /// A process's memory figures (KiB) and threads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -327,22 +325,7 @@ pub fn nodes(nodes: usize, idle: Duration) -> Figures {
 pub fn pods(pods: usize, idle: Duration) -> Figures {
     let node = "bench-node";
     let ns = NetNs::new("wd-mem");
-    let server = InNetns::start(&ns, true);
-    server.add_resource(PODS, "PodList");
-    server.add_resource(SLICES, "EndpointSliceList");
-    let mut addresses = Vec::new();
-    for i in 0..pods {
-        let pod = synthetic_pod(i, node);
-        addresses.push(pod["status"]["podIP"].as_str().expect("podIP").to_owned());
-        server.apply(PODS, pod);
-    }
-    for (i, chunk) in addresses.chunks(10).enumerate() {
-        let service = format!("svc-{i:03}");
-        server.apply(
-            SLICES,
-            endpoint_slice("default", &service, chunk, node, 8080),
-        );
-    }
+    let server = serve_pods(&ns, pods, node, 8080);
     let dir = TempDir::new("wd-mem-pods");
     let config = format!(
         "namespaces = \"node\"\n[desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\n\

@@ -203,28 +203,7 @@ fn build(baseline: Option<&str>, arches: &[Arch]) -> anyhow::Result<Vec<Daemon>>
                 &commit[..12],
                 arch.debian()
             );
-            let mut command = util::cargo();
-            command
-                .current_dir(&src)
-                .env("CARGO_TARGET_DIR", root.join("target"))
-                .args([
-                    "build",
-                    "--release",
-                    "--package",
-                    "watchdog",
-                    "--bin",
-                    "watchdog",
-                ]);
-            let mut dir = root.join("target");
-            if let Some(target) = arch.rust_target() {
-                command.args(["--target", target]).env(
-                    "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
-                    "aarch64-linux-gnu-gcc",
-                );
-                dir = dir.join(target);
-            }
-            util::status(&mut command)?;
-            let built = dir.join("release/watchdog");
+            let built = util::build_release_of(&src, arch.rust_target())?;
             paths.push((
                 arch,
                 store(&format!("baseline-{}", &commit[..12]), arch, &built)?,
@@ -241,6 +220,27 @@ fn build(baseline: Option<&str>, arches: &[Arch]) -> anyhow::Result<Vec<Daemon>>
         crate::setup::build_tools(arch.rust_target())?;
         let built = util::build_release(arch.rust_target())?;
         paths.push((arch, store("current", arch, &built)?));
+    }
+    // A baseline identical to this tree's daemon measures nothing (e.g. an artifact cargo
+    // took for this tree's that a baseline built before the two were told apart).
+    for baseline in &daemons {
+        for (arch, path) in &paths {
+            let theirs = &baseline
+                .paths
+                .iter()
+                .find(|(a, _)| a == arch)
+                .expect("built")
+                .1;
+            if fs::read(path)? == fs::read(theirs)? {
+                bail!(
+                    "the {} daemon of {} is byte for byte this tree's; if the two sources differ, \
+                     `cargo clean -p watchdog -p watchdog-common --release` (with --target for \
+                     arm64) and run again",
+                    arch.debian(),
+                    baseline.revision
+                );
+            }
+        }
     }
     daemons.insert(
         0,

@@ -27,13 +27,11 @@ use watchdog_tests::{
     lab::{
         Lab,
         nodes::node_name,
-        pods::{endpoint_slice, synthetic_pod},
+        pods::{PODS, SLICES, endpoint_slice, serve_pods},
     },
     poll_until,
 };
 
-const PODS: &str = "/api/v1/pods";
-const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 const PORT: u16 = 8080;
 
 pub fn run(
@@ -151,22 +149,7 @@ fn memory(pods: usize, period: Duration, rounds: u32) -> anyhow::Result<()> {
     let ns = NetNs::new("wd-bench-pods");
     let dir = TempDir::new("wd-bench-pods-mem");
     let observe = |count: usize| {
-        let server = InNetns::start(&ns, true);
-        server.add_resource(PODS, "PodList");
-        server.add_resource(SLICES, "EndpointSliceList");
-        let mut addresses = Vec::new();
-        for i in 0..count {
-            let pod = synthetic_pod(i, node);
-            addresses.push(pod["status"]["podIP"].as_str().unwrap().to_owned());
-            server.apply(PODS, pod);
-        }
-        // One Service per 10 pods.
-        for (i, chunk) in addresses.chunks(10).enumerate() {
-            server.apply(
-                SLICES,
-                endpoint_slice("default", &format!("svc-{i:03}"), chunk, node, PORT),
-            );
-        }
+        let server = serve_pods(&ns, count, node, PORT);
         let config = format!(
             "namespaces = \"node\"\n[desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\n\
              node_name = \"{node}\"\n\

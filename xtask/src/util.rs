@@ -59,7 +59,17 @@ pub fn build_release(target: Option<&str>) -> anyhow::Result<PathBuf> {
         "xtask: building the daemon (release, {})",
         target.unwrap_or("host")
     );
+    build_release_of(&root(), target)
+}
+
+/// Builds the release daemon of the workspace at `src` (this one, or another revision's
+/// checkout) for `target` in this workspace's target directory; returns the binary's path
+/// there (the next build of the daemon for `target` replaces it).
+pub fn build_release_of(src: &Path, target: Option<&str>) -> anyhow::Result<PathBuf> {
     let mut command = cargo();
+    command
+        .current_dir(src)
+        .env("CARGO_TARGET_DIR", root().join("target"));
     command.args([
         "build",
         "--release",

@@ -4,6 +4,13 @@
 
 use serde_json::{Value, json};
 
+use crate::{NetNs, apiserver::InNetns};
+
+/// The Pods' API path.
+pub const PODS: &str = "/api/v1/pods";
+/// The EndpointSlices' API path.
+pub const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+
 /// Pod `i` of node `node`: `default/app-<i:04>-7f9c5d8b6-x2x7q`, running, address
 /// `10.<100+i/250>.<i%250>.2`.
 pub fn synthetic_pod(i: usize, node: &str) -> Value {
@@ -59,4 +66,26 @@ pub fn endpoint_slice(
         "endpoints": endpoints,
         "ports": [{"name": "http", "port": port, "protocol": "TCP"}]
     })
+}
+
+/// A fake API server in `ns` serving `count` [`synthetic_pod`]s on `node` and their
+/// addresses as endpoints of `port`, 10 per Service (`default/svc-<i:03>`).
+pub fn serve_pods(ns: &NetNs, count: usize, node: &str, port: u16) -> InNetns {
+    let server = InNetns::start(ns, true);
+    server.add_resource(PODS, "PodList");
+    server.add_resource(SLICES, "EndpointSliceList");
+    let mut addresses = Vec::new();
+    for i in 0..count {
+        let pod = synthetic_pod(i, node);
+        addresses.push(pod["status"]["podIP"].as_str().expect("podIP").to_owned());
+        server.apply(PODS, pod);
+    }
+    for (i, chunk) in addresses.chunks(10).enumerate() {
+        let service = format!("svc-{i:03}");
+        server.apply(
+            SLICES,
+            endpoint_slice("default", &service, chunk, node, port),
+        );
+    }
+    server
 }
