@@ -132,10 +132,16 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         let timeout = Duration::from_secs(
             300 + per_daemon * daemons.len() as u64 * u64::from(options.rounds),
         );
-        let result = kernels::boot(kernel, &files, &program, "WATCHDOG-MEMORY-RESULT ", timeout)?;
+        // A guest that fails is reported with the others' results.
+        let result = kernels::boot(kernel, &files, &program, "WATCHDOG-MEMORY-RESULT ", timeout)
+            .unwrap_or_else(|err| serde_json::json!({"errors": [format!("{err:#}")]}));
         results.push((kernel.name.to_owned(), result));
     }
 
+    let saved = util::root().join("target/bench-memory/results.json");
+    let all: serde_json::Map<String, Value> = results.iter().cloned().collect();
+    fs::write(&saved, serde_json::to_string_pretty(&all)?)?;
+    eprintln!("bench memory: the raw results in {}", saved.display());
     print(options, &daemons, &results);
     let failed: Vec<String> = results
         .iter()
