@@ -2,8 +2,8 @@
 //! print for a cluster whose Flannel (VXLAN, kube subnet manager) built the lab. Each Node
 //! carries Flannel's annotations (`backend-data` with VNI 1 and the node's VtepMAC,
 //! `backend-type`, `kube-subnet-manager`, `public-ip`), its pod CIDR in `spec.podCIDR(s)`
-//! and its underlay address as `InternalIP`, in the shape of the recorded kubeadm Nodes
-//! under `watchdog/tests/fixtures/nodes`. Everything comes from the lab's public API, so
+//! and its underlay address as `InternalIP`, in the shape of a recorded real Node (the
+//! K3s one under `watchdog/tests/fixtures/nodes`, everything else kept as recorded). Everything comes from the lab's public API, so
 //! the objects describe the lab as built (and as changed by the injectors).
 
 use serde_json::{Value, json};
@@ -26,63 +26,47 @@ fn vni() -> u32 {
         .expect("the VXLAN device is named flannel.<VNI>")
 }
 
+/// A Node as the API serves it (`GET /api/v1/nodes`, K3s v1.28), recorded in
+/// `watchdog/tests/fixtures/nodes/k3s-nodelist-api.json`: the template of the lab's Nodes,
+/// so they carry everything a real one does (capacity, conditions, daemon endpoints, node
+/// info, images, K3s' and Flannel's annotations), not just the fields the watchdog reads.
+const RECORDED: &str = include_str!("../../../watchdog/tests/fixtures/nodes/k3s-nodelist-api.json");
+
 impl Node {
-    /// This node as a Kubernetes Node object.
+    /// This node as a Kubernetes Node object: the recorded K3s Node with this node's
+    /// name, UID, addresses, pod CIDR and Flannel annotations.
     pub fn node_object(&self) -> Value {
         let name = node_name(self.index());
         let underlay = self.underlay_ip().to_string();
-        json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": name,
-                "uid": format!("00000000-0000-4000-8000-{:012}", self.index()),
-                "creationTimestamp": "2026-01-05T09:00:00Z",
-                "resourceVersion": "1",
-                "annotations": {
-                    format!("{FLANNEL}/backend-data"):
-                        format!("{{\"VNI\":{},\"VtepMAC\":\"{}\"}}", vni(), self.vtep_mac()),
-                    format!("{FLANNEL}/backend-type"): "vxlan",
-                    format!("{FLANNEL}/kube-subnet-manager"): "true",
-                    format!("{FLANNEL}/public-ip"): underlay,
-                    "node.alpha.kubernetes.io/ttl": "0",
-                    "volumes.kubernetes.io/controller-managed-attach-detach": "true",
-                },
-                "labels": {
-                    "beta.kubernetes.io/arch": "amd64",
-                    "beta.kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                    "kubernetes.io/hostname": name,
-                    "kubernetes.io/os": "linux",
-                },
-            },
-            "spec": {
-                "podCIDR": self.pod_cidr(),
-                "podCIDRs": [self.pod_cidr()],
-            },
-            "status": {
-                "addresses": [
-                    {"address": underlay, "type": "InternalIP"},
-                    {"address": name, "type": "Hostname"},
-                ],
-                "conditions": [{
-                    "type": "NetworkUnavailable",
-                    "status": "False",
-                    "reason": "FlannelIsUp",
-                    "message": "Flannel is running on this node",
-                }, {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "kubelet is posting ready status",
-                }],
-                "nodeInfo": {
-                    "architecture": "amd64",
-                    "operatingSystem": "linux",
-                    "kubeletVersion": "v1.33.2",
-                },
-            },
-        })
+        let list: Value = serde_json::from_str(RECORDED).expect("the recorded NodeList parses");
+        let mut node = list["items"][0].clone();
+        node["apiVersion"] = json!("v1");
+        node["kind"] = json!("Node");
+        let metadata = &mut node["metadata"];
+        metadata["name"] = json!(name);
+        metadata["uid"] = json!(format!("00000000-0000-4000-8000-{:012}", self.index()));
+        metadata["resourceVersion"] = json!("1");
+        metadata["labels"]["kubernetes.io/hostname"] = json!(name);
+        let annotations = &mut metadata["annotations"];
+        annotations[format!("{FLANNEL}/backend-data")] = json!(format!(
+            "{{\"VNI\":{},\"VtepMAC\":\"{}\"}}",
+            vni(),
+            self.vtep_mac()
+        ));
+        annotations[format!("{FLANNEL}/backend-type")] = json!("vxlan");
+        annotations[format!("{FLANNEL}/kube-subnet-manager")] = json!("true");
+        annotations[format!("{FLANNEL}/public-ip")] = json!(underlay);
+        annotations["alpha.kubernetes.io/provided-node-ip"] = json!(underlay);
+        annotations["k3s.io/hostname"] = json!(name);
+        annotations["k3s.io/internal-ip"] = json!(underlay);
+        node["spec"]["podCIDR"] = json!(self.pod_cidr());
+        node["spec"]["podCIDRs"] = json!([self.pod_cidr()]);
+        node["spec"]["providerID"] = json!(format!("k3s://{name}"));
+        node["status"]["addresses"] = json!([
+            {"type": "InternalIP", "address": underlay},
+            {"type": "Hostname", "address": name},
+        ]);
+        node
     }
 }
 

@@ -6,10 +6,11 @@ pub mod alert;
 pub mod check;
 pub mod config;
 pub mod daemon;
-pub mod desired;
 pub mod repair;
-pub mod repair_task;
 pub mod repair_undo;
+
+#[cfg(test)]
+mod one_judgement;
 
 use std::process::ExitCode;
 

@@ -36,6 +36,10 @@ pub struct PodsConfig {
     pub endpoints: PodSource,
     /// `endpoints = "file"`: the EndpointSlice list (`kubectl get endpointslices -A -o json`).
     pub endpoints_path: PathBuf,
+    /// The most endpoints kept whole (this node's pod subnet, to be judged), and apart from
+    /// them the most addresses kept to name Services; more are counted in
+    /// `watchdog_endpoints_untracked_total` and left out.
+    pub max_endpoints: usize,
     /// Client namespaces (pods) labelled in `watchdog_tcp_client_*`: the ones with the most
     /// failures; the rest are summed into `client="other"`.
     pub top_n: usize,
@@ -51,6 +55,7 @@ impl Default for PodsConfig {
             max_file_bytes: 16 * 1024 * 1024,
             endpoints: PodSource::None,
             endpoints_path: PathBuf::new(),
+            max_endpoints: 10_000,
             top_n: 10,
         }
     }

@@ -126,6 +126,63 @@ pub fn invalid_interface_name(name: &str) -> Option<&'static str> {
     }
 }
 
+/// serde's wording (each allowed name in backticks, as the TOML parser says it) for an
+/// unknown field or value, serde-saphyr's for the rest.
+struct YamlMessages;
+
+impl serde_saphyr::MessageFormatter for YamlMessages {
+    fn format_message<'a>(&self, err: &'a serde_saphyr::Error) -> std::borrow::Cow<'a, str> {
+        let quoted = |names: &[&str]| {
+            names
+                .iter()
+                .map(|name| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match err {
+            serde_saphyr::Error::SerdeUnknownField {
+                field, expected, ..
+            } => format!(
+                "unknown field `{field}`, expected one of {}",
+                quoted(expected)
+            )
+            .into(),
+            serde_saphyr::Error::SerdeUnknownVariant {
+                variant, expected, ..
+            } => format!(
+                "unknown variant `{variant}`, expected one of {}",
+                quoted(expected)
+            )
+            .into(),
+            other => serde_saphyr::DefaultMessageFormatter.format_message(other),
+        }
+    }
+}
+
+/// A YAML error on one line: where, the line itself (which names the key) and what is
+/// wrong: ``line 3 column 9 (`kfree: true`): unknown field `kfree`, expected one of …``.
+pub fn yaml_error(err: &serde_saphyr::Error, text: &str) -> String {
+    use serde_saphyr::MessageFormatter as _;
+    let err = err.without_snippet();
+    let message = YamlMessages.format_message(err);
+    let Some(at) = err.location().filter(|at| at.line() > 0) else {
+        return message.into_owned();
+    };
+    let source = usize::try_from(at.line() - 1)
+        .ok()
+        .and_then(|line| text.lines().nth(line))
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && line.len() <= 120);
+    match source {
+        Some(source) => format!(
+            "line {} column {} (`{source}`): {message}",
+            at.line(),
+            at.column()
+        ),
+        None => format!("line {} column {}: {message}", at.line(), at.column()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{ffi::CString, time::Instant};

@@ -20,7 +20,7 @@ use crate::{
     findings::{Candidate, Evidence, Kind, Severity},
     model::{
         desired::PodSubnet,
-        endpoints::{Endpoint, EndpointView},
+        endpoints::{EndpointView, Scope},
         net::Snapshot,
     },
 };
@@ -42,16 +42,6 @@ impl Memory {
     }
 }
 
-/// Whether `endpoint` is one this node can judge: inside its pod subnet, or (subnet
-/// unknown) on this node by the slice's word.
-fn in_scope(endpoint: &Endpoint, subnet: Option<PodSubnet>, node: &str) -> bool {
-    match (subnet, endpoint.address) {
-        (Some(subnet), IpAddr::V4(v4)) => subnet.contains(v4),
-        (Some(_), IpAddr::V6(_)) => false,
-        (None, _) => !node.is_empty() && endpoint.node.as_deref() == Some(node),
-    }
-}
-
 /// Every endpoint in this node's scope (see the module) that no running pod and no local
 /// address has, seen for at least the grace. Nothing while either source has not listed.
 pub fn ghost_endpoints(
@@ -67,12 +57,14 @@ pub fn ghost_endpoints(
         return Vec::new();
     };
     let local = |address: IpAddr| net.addresses().any(|a| a.prefix.addr == address);
+    let scope = Scope {
+        subnet,
+        node: node.to_owned(),
+    };
     let mut seen = BTreeMap::new();
     let mut candidates = Vec::new();
     for endpoint in slices.values().flatten() {
-        if !in_scope(endpoint, subnet, node)
-            || pods.contains(&endpoint.address)
-            || local(endpoint.address)
+        if !scope.contains(endpoint) || pods.contains(&endpoint.address) || local(endpoint.address)
         {
             continue;
         }
@@ -153,7 +145,10 @@ mod tests {
     };
 
     use super::*;
-    use crate::model::net::{Address, Update};
+    use crate::model::{
+        endpoints::Endpoint,
+        net::{Address, Update},
+    };
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
@@ -181,6 +176,7 @@ mod tests {
         }
         EndpointView {
             slices: Some(Arc::new(slices)),
+            services: None,
             pod_addresses: Some(Arc::new(
                 pods.iter().map(|p| ip(p)).collect::<BTreeSet<_>>(),
             )),

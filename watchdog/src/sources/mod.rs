@@ -4,6 +4,7 @@
 //! results, status) and never write to a sink.
 
 pub mod desired;
+pub mod k8s;
 pub mod kernel;
 pub mod mirror;
 pub mod pods;

@@ -5,6 +5,7 @@
 
 mod desired;
 mod drops;
+mod endpoints;
 mod findings;
 mod mirror;
 mod peers;
@@ -54,6 +55,7 @@ pub struct Metrics {
     mirror: Arc<mirror::MirrorCollector>,
     prober: Arc<prober::ProberCollector>,
     desired: Arc<desired::DesiredCollector>,
+    endpoints: Arc<endpoints::EndpointCollector>,
 }
 
 impl Default for Metrics {
@@ -160,6 +162,8 @@ impl Metrics {
         registry.register_collector(Box::new(prober.clone()));
         let desired = Arc::new(desired::DesiredCollector::default());
         registry.register_collector(Box::new(desired.clone()));
+        let endpoints = Arc::new(endpoints::EndpointCollector::default());
+        registry.register_collector(Box::new(endpoints.clone()));
         Self {
             registry,
             probe_up,
@@ -180,6 +184,7 @@ impl Metrics {
             mirror,
             prober,
             desired,
+            endpoints,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use k8s_openapi::api::core::v1::Node as KubeNode;
+use crate::sources::k8s::object::Node as KubeNode;
 
 use crate::model::desired::{
     ANNOTATION_PREFIX, Mac, Model, Node, NodeAddress, PodSubnet, Skip, Vtep,
@@ -13,8 +13,9 @@ use crate::model::desired::{
 
 /// The annotation `<prefix>/<name>` of `node`, if set.
 fn annotation<'a>(node: &'a KubeNode, name: &str) -> Option<&'a str> {
-    let annotations = node.metadata.annotations.as_ref()?;
-    annotations
+    node.metadata
+        .annotations
+        .as_ref()?
         .get(&format!("{ANNOTATION_PREFIX}/{name}"))
         .map(String::as_str)
 }
@@ -25,24 +26,19 @@ pub fn node(object: &KubeNode) -> Node {
     let name = object.metadata.name.clone().unwrap_or_default();
     let addresses = object
         .status
-        .as_ref()
-        .and_then(|status| status.addresses.as_ref())
-        .map(|addresses| {
-            addresses
-                .iter()
-                .filter_map(|a| {
-                    a.address
-                        .trim()
-                        .parse::<IpAddr>()
-                        .ok()
-                        .map(|ip| NodeAddress {
-                            kind: a.type_.clone(),
-                            ip,
-                        })
+        .addresses
+        .iter()
+        .filter_map(|a| {
+            a.address
+                .trim()
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| NodeAddress {
+                    kind: a.kind.clone(),
+                    ip,
                 })
-                .collect()
         })
-        .unwrap_or_default();
+        .collect();
     let pod_subnet = pod_subnet(object);
     let public_ip = annotation(object, "public-ip").map(str::to_owned);
     let public_ip_overwrite = annotation(object, "public-ip-overwrite")
@@ -72,10 +68,10 @@ pub fn model<'a>(objects: impl IntoIterator<Item = &'a KubeNode>) -> Model {
 /// The first IPv4 entry of `spec.podCIDRs`, or `spec.podCIDR` when the list is empty;
 /// Flannel's errors otherwise.
 fn pod_subnet(object: &KubeNode) -> Result<PodSubnet, String> {
-    let spec = object.spec.as_ref();
-    let cidrs = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
+    let spec = &object.spec;
+    let cidrs = spec.pod_cidrs.clone();
     let candidates: Vec<String> = match cidrs.len() {
-        0 => match spec.and_then(|s| s.pod_cidr.clone()) {
+        0 => match spec.pod_cidr.clone() {
             Some(cidr) if !cidr.is_empty() => vec![cidr],
             _ => {
                 return Err(

@@ -10,13 +10,13 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::Node as KubeNode;
 use tokio::sync::watch;
 
 use super::{convert, publish_confirmed, publish_failure, publish_model};
 use crate::{
-    config::read::{ReadError, read_small_file},
+    config::read::{ReadError, read_small_file, yaml_error},
     model::desired::{Model, Snapshot},
+    sources::k8s::object::{Node as KubeNode, list_items},
 };
 
 /// Why a NodeList file cannot be used.
@@ -88,34 +88,16 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<String, FileError> {
     })
 }
 
-/// Parses a NodeList (or one Node), JSON or YAML, into Node objects.
+/// Parses a NodeList (or one Node), JSON or YAML, into Node objects (only the fields
+/// the desired state reads).
 pub fn parse_nodes(text: &str) -> Result<Vec<KubeNode>, String> {
     let value: serde_json::Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|err| format!("invalid JSON: {err}"))?
     } else {
-        serde_yaml::from_str(text).map_err(|err| format!("invalid YAML: {err}"))?
+        serde_saphyr::from_str(text)
+            .map_err(|err| format!("invalid YAML: {}", yaml_error(&err, text)))?
     };
-    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-    let items = match kind {
-        "Node" => vec![value],
-        "List" | "NodeList" | "" => match value.get("items") {
-            Some(serde_json::Value::Array(items)) => items.clone(),
-            Some(serde_json::Value::Null) => Vec::new(),
-            _ => return Err(format!("`kind: {kind}` without an `items` list")),
-        },
-        other => return Err(format!("`kind: {other}`, expected List, NodeList or Node")),
-    };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(index, item)| {
-            let kind = item.get("kind").and_then(|k| k.as_str()).unwrap_or("Node");
-            if kind != "Node" {
-                return Err(format!("items[{index}] is a {kind}, not a Node"));
-            }
-            serde_json::from_value::<KubeNode>(item).map_err(|err| format!("items[{index}]: {err}"))
-        })
-        .collect()
+    list_items(value, "Node")
 }
 
 /// Reads and converts the file.

@@ -2,19 +2,23 @@
 //! file, or nothing. Each runs as a task and publishes a
 //! [`Snapshot`](crate::model::desired::Snapshot) the pipeline reads every cycle; whether
 //! it may be trusted (known, or unknown after `desired.stale_after` of failure) is decided
-//! there, from the snapshot and the time.
+//! there, from the snapshot and the time. [`Desired`] is the source as `watchdog run` and
+//! `watchdog check` drive it (start-up report, the state each cycle, its changes logged).
 
 pub mod convert;
 pub mod file;
 pub mod kubernetes;
+mod running;
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
+pub use self::running::Desired;
 use crate::{
     config::desired::{DesiredConfig, Source},
     model::desired::Snapshot,
+    sources::k8s::{Kube, KubeError},
 };
 
 /// A desired-state source that could not start; the message names the key to fix.
@@ -22,7 +26,7 @@ use crate::{
 pub enum DesiredError {
     /// The Kubernetes client could not be configured.
     #[error(transparent)]
-    Kube(#[from] kubernetes::KubeSourceError),
+    Kube(#[from] KubeError),
 }
 
 /// A running source. Dropping it stops the task.
@@ -59,9 +63,9 @@ impl DesiredSource {
                 })
             }
             Source::Kubernetes => {
-                let client = kubernetes::client(config).await?;
+                let kube = Kube::connect(config).await?;
                 let (tx, rx) = watch::channel(Snapshot::waiting("kubernetes"));
-                let task = tokio::spawn(kubernetes::follow_nodes(client, tx));
+                let task = tokio::spawn(kubernetes::follow_nodes(kube, tx));
                 Ok(Self {
                     rx,
                     task: Some(task),

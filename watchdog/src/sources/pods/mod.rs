@@ -34,9 +34,11 @@ use crate::{
         pods::{PodSource, PodsConfig},
     },
     model::{
-        endpoints::EndpointView,
+        desired::PodSubnet,
+        endpoints::{EndpointCounters, EndpointView, Scope},
         pods::{NamespaceCounters, NamespaceView},
     },
+    sources::k8s::Kube,
 };
 
 /// How long a namespace no process was found in waits before it is looked up again.
@@ -82,8 +84,12 @@ pub struct Pods {
     follower: Option<tokio::task::JoinHandle<()>>,
     /// (size, mtime, inode) of the PodList file last read.
     file_stamp: Option<(u64, SystemTime, u64)>,
-    /// The cluster's EndpointSlices, from the file or the API.
+    /// The cluster's EndpointSlices as far as they are kept, from the file or the API.
     slices: endpoints::SliceStore,
+    /// The endpoints this node judges; the API's follower lists again when it changes.
+    scope: tokio::sync::watch::Sender<Scope>,
+    /// The endpoint sets last handed out.
+    published: endpoints::Published,
     /// The task following the API's EndpointSlices.
     slices_follower: Option<tokio::task::JoinHandle<()>>,
     /// (size, mtime, inode) of the EndpointSlice file last read.
@@ -104,6 +110,8 @@ impl Pods {
             follower: None,
             file_stamp: None,
             slices: endpoints::SliceStore::default(),
+            scope: tokio::sync::watch::Sender::new(Scope::default()),
+            published: endpoints::Published::default(),
             slices_follower: None,
             slices_stamp: None,
             counters: NamespaceCounters::default(),
@@ -121,30 +129,36 @@ impl Pods {
         node: &str,
     ) -> Self {
         let mut pods = Self::new(mode, own, &config.pods);
+        pods.scope.send_modify(|scope| scope.node = node.to_owned());
         let endpoints = config.pods.endpoints;
         let want_pods = mode != Namespaces::Own || endpoints != PodSource::None;
-        if config.pods.source == PodSource::Kubernetes && want_pods {
-            match crate::sources::desired::kubernetes::client(&config.desired).await {
-                Ok(client) => {
-                    let names = pods.pods.clone();
-                    pods.follower = Some(tokio::spawn(kubernetes::follow_pods(
-                        client,
-                        node.to_owned(),
-                        names,
-                    )));
-                }
-                Err(err) => tracing::error!("pods.source = \"kubernetes\": {err}"),
+        let want_pods = config.pods.source == PodSource::Kubernetes && want_pods;
+        if !want_pods && endpoints != PodSource::Kubernetes {
+            return pods;
+        }
+        // One client for both.
+        let kube = match Kube::connect(&config.desired).await {
+            Ok(kube) => kube,
+            Err(err) => {
+                tracing::error!("pods.source / pods.endpoints = \"kubernetes\": {err}");
+                return pods;
             }
+        };
+        if want_pods {
+            let names = pods.pods.clone();
+            pods.follower = Some(tokio::spawn(kubernetes::follow_pods(
+                kube.clone(),
+                node.to_owned(),
+                names,
+            )));
         }
         if endpoints == PodSource::Kubernetes {
-            match crate::sources::desired::kubernetes::client(&config.desired).await {
-                Ok(client) => {
-                    let store = pods.slices.clone();
-                    pods.slices_follower =
-                        Some(tokio::spawn(endpoints::follow_slices(client, store)));
-                }
-                Err(err) => tracing::error!("pods.endpoints = \"kubernetes\": {err}"),
-            }
+            pods.slices_follower = Some(tokio::spawn(endpoints::follow_slices(
+                kube,
+                pods.slices.clone(),
+                pods.scope.subscribe(),
+                config.pods.max_endpoints,
+            )));
         }
         pods
     }
@@ -327,17 +341,32 @@ impl Pods {
 
 impl Pods {
     /// The Service endpoints and the running pods' addresses, for the ghost-endpoint
-    /// detector: each `None` until its source listed (or read) it once; both `None` with
-    /// `pods.endpoints = "none"`.
-    pub fn endpoint_view(&self) -> EndpointView {
+    /// detector: each `None` until its source listed (or read) it once; all `None` with
+    /// `pods.endpoints = "none"`. `subnet` is this node's pod subnet when the desired
+    /// state knows it: the endpoints kept whole are the ones in it (once known, it stays
+    /// until another is known; a new one lists the slices again).
+    pub fn endpoint_view(&mut self, subnet: Option<PodSubnet>) -> EndpointView {
         if self.config.endpoints == PodSource::None {
             return EndpointView::default();
         }
-        let slices = self
-            .slices
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        if let Some(subnet) = subnet {
+            let changed = self.scope.send_if_modified(|scope| {
+                let changed = scope.subnet != Some(subnet);
+                scope.subnet = Some(subnet);
+                changed
+            });
+            if changed {
+                // The file is read again with the new scope.
+                self.slices_stamp = None;
+                self.reload_slices_file();
+            }
+        }
+        let (slices, services) = self.published.view(
+            &mut self
+                .slices
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         let store = self
             .pods
             .read()
@@ -353,8 +382,18 @@ impl Pods {
         });
         EndpointView {
             slices,
+            services,
             pod_addresses,
         }
+    }
+
+    /// What the endpoint sets hold and left out.
+    pub fn endpoint_counters(&self) -> EndpointCounters {
+        self.slices
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .bounded
+            .counters()
     }
 
     /// Reads the EndpointSlice file again when it changed.
@@ -385,11 +424,11 @@ impl Pods {
         match read {
             Ok(slices) => {
                 tracing::info!(slices = slices.len(), path = %path.display(), "endpoint slices read");
-                *self
-                    .slices
+                let scope = self.scope.borrow().clone();
+                self.slices
                     .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some(std::sync::Arc::new(slices));
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .replace(&slices, scope, self.config.max_endpoints);
             }
             Err(why) => {
                 self.counters.file_errors += 1;

@@ -1,84 +1,71 @@
-//! A PodList as `kubectl get pods -o json` prints it (`kind: List` or `PodList`): pod
-//! UID → namespace/name and addresses. Only pods still running count (a Succeeded or
+//! Pods as the API and `kubectl get pods -o json` give them (`kind: List` or `PodList`):
+//! pod UID → namespace/name and addresses. Only pods still running count (a Succeeded or
 //! Failed pod's sandbox is gone).
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use crate::model::pods::{PodInfo, PodName};
-
-/// The addresses of a Pod object (JSON): `status.podIPs[].ip`, else `status.podIP`.
-pub fn pod_addresses(pod: &serde_json::Value) -> Vec<IpAddr> {
-    let mut addresses: Vec<IpAddr> = pod
-        .pointer("/status/podIPs")
-        .and_then(|ips| ips.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| ip.get("ip")?.as_str()?.parse().ok())
-        .collect();
-    if addresses.is_empty()
-        && let Some(ip) = pod
-            .pointer("/status/podIP")
-            .and_then(|ip| ip.as_str())
-            .and_then(|ip| ip.parse().ok())
-    {
-        addresses.push(ip);
-    }
-    addresses
-}
+use crate::{
+    model::pods::{PodInfo, PodName},
+    sources::k8s::object::{Pod, list_items},
+};
 
 /// The annotation a static pod's mirror Pod carries: the UID kubelet gave the static pod
 /// (and put in its cgroup path).
 pub const MIRROR: &str = "kubernetes.io/config.mirror";
 
-/// The pods of a PodList JSON text by the UID in their cgroup path (a static pod's from
-/// [`MIRROR`]; every other pod's `metadata.uid`).
+/// The UID in the pod's cgroup path: a static pod's from its mirror Pod's annotation
+/// ([`MIRROR`]), every other pod's `metadata.uid`.
+pub fn key_of(pod: &Pod) -> Option<String> {
+    let meta = &pod.metadata;
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(MIRROR))
+        .or(meta.uid.as_ref())
+        .cloned()
+}
+
+/// The name and addresses (`status.podIPs[].ip`, else `status.podIP`) of a running pod;
+/// `None` for a finished one or one without a name.
+pub fn info_of(pod: &Pod) -> Option<PodInfo> {
+    let status = &pod.status;
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let mut addresses: Vec<IpAddr> = status
+        .pod_ips
+        .iter()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect();
+    if addresses.is_empty() {
+        addresses.extend(
+            status
+                .pod_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<IpAddr>().ok()),
+        );
+    }
+    let meta = &pod.metadata;
+    Some(PodInfo {
+        name: PodName {
+            namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: meta.name.clone()?,
+        },
+        addresses,
+    })
+}
+
+/// The running pods of a PodList JSON text by the UID in their cgroup path.
 pub fn parse_pod_list(text: &str) -> Result<BTreeMap<String, PodInfo>, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|err| format!("invalid JSON: {err}"))?;
-    let items = match value.get("kind").and_then(|kind| kind.as_str()) {
-        Some("List" | "PodList") => value
-            .get("items")
-            .and_then(|items| items.as_array())
-            .ok_or("no `items` array")?
-            .as_slice(),
-        Some("Pod") => std::slice::from_ref(&value),
-        Some(other) => return Err(format!("kind {other}, not a List of Pods")),
-        None => return Err("no `kind`".into()),
-    };
     let mut pods = BTreeMap::new();
-    for (i, item) in items.iter().enumerate() {
-        if item
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .is_some_and(|k| k != "Pod")
-        {
-            continue;
-        }
-        let meta = item
-            .get("metadata")
-            .ok_or(format!("items[{i}]: no metadata"))?;
-        let text = |key: &str| meta.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-        let (Some(uid), Some(name)) = (text("uid"), text("name")) else {
+    for (i, pod) in list_items::<Pod>(value, "Pod")?.iter().enumerate() {
+        let (Some(uid), Some(_)) = (key_of(pod), pod.metadata.name.as_ref()) else {
             return Err(format!("items[{i}]: no metadata.uid or metadata.name"));
         };
-        // A static pod's cgroup carries its own UID (a hash), which its mirror Pod keeps
-        // in an annotation; its metadata.uid is another one.
-        let uid = meta
-            .pointer(&format!("/annotations/{}", MIRROR.replace('/', "~1")))
-            .and_then(|v| v.as_str())
-            .map_or(uid, str::to_owned);
-        let phase = item.pointer("/status/phase").and_then(|p| p.as_str());
-        if matches!(phase, Some("Succeeded" | "Failed")) {
-            continue;
+        if let Some(info) = info_of(pod) {
+            pods.insert(uid, info);
         }
-        let namespace = text("namespace").unwrap_or_else(|| "default".into());
-        pods.insert(
-            uid,
-            PodInfo {
-                name: PodName { namespace, name },
-                addresses: pod_addresses(item),
-            },
-        );
     }
     Ok(pods)
 }

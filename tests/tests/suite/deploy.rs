@@ -1,0 +1,414 @@
+//! deploy/: manifests checked offline against Kubernetes schemas and against each other,
+//! the shipped Prometheus rules checked by promtool and fired by a real Prometheus, the
+//! metrics linted by promtool, and the Raspberry Pi binary run under qemu-user.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use watchdog_tests::{
+    Daemon, NetNs, TempDir, daemon_binary,
+    lab::Lab,
+    poll_until,
+    prometheus::Prometheus,
+    repo::{BLOB_BASE, resolve_repository_url},
+    require_root,
+};
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn base() -> PathBuf {
+    deploy().join("kustomize/base")
+}
+
+/// Every document of a YAML file.
+fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The resources the kustomization lists, as (file, document).
+fn resources() -> Vec<(PathBuf, Value)> {
+    let kustomization = &documents(&base().join("kustomization.yaml"))[0];
+    kustomization["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|r| base().join(r.as_str().expect("resource path")))
+        .flat_map(|path| {
+            documents(&path)
+                .into_iter()
+                .map(move |doc| (path.clone(), doc))
+        })
+        .collect()
+}
+
+fn find<'a>(resources: &'a [(PathBuf, Value)], kind: &str) -> &'a Value {
+    &resources
+        .iter()
+        .find(|(_, doc)| doc["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in the kustomization"))
+        .1
+}
+
+fn run(command: &mut Command) -> (bool, String) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e} (cargo xtask setup installs it)"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn manifests_pass_offline_kubernetes_schema_validation() {
+    let files: Vec<PathBuf> = {
+        let mut files: Vec<PathBuf> = resources().into_iter().map(|(path, _)| path).collect();
+        files.dedup();
+        files
+    };
+    let (ok, text) = run(Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(&files));
+    assert!(ok, "{text}");
+    assert!(text.contains("daemonset/watchdog"), "{text}");
+    // The validator really rejects a wrong manifest.
+    let dir = TempDir::new("watchdog-deploy");
+    let broken = dir.path().join("daemonset.yaml");
+    let daemonset = std::fs::read_to_string(base().join("daemonset.yaml")).unwrap();
+    std::fs::write(&broken, daemonset.replace("hostNetwork:", "hostNetwrk:")).unwrap();
+    let (ok, text) = run(Command::new("kubernetes-validate")
+        .arg("--strict")
+        .arg(&broken));
+    assert!(!ok, "a misspelt field passed validation:\n{text}");
+}
+
+#[test]
+fn manifests_agree_with_each_other_and_the_daemon() {
+    let resources = resources();
+    let daemonset = find(&resources, "DaemonSet");
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(
+        pod["tolerations"][0]["operator"], "Exists",
+        "runs on tainted nodes"
+    );
+    let security = &container["securityContext"];
+    assert_eq!(security["privileged"], false);
+    let added: Vec<&str> = security["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        added,
+        ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE", "SYS_PTRACE"]
+    );
+    assert_eq!(
+        pod["hostPID"], true,
+        "pods' processes name their namespaces"
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    for path in [
+        "/sys/fs/bpf",
+        "/sys/kernel/tracing",
+        "/etc/watchdog",
+        "/var/lib/watchdog",
+    ] {
+        assert!(mounts.contains(&path), "no mount at {path}");
+    }
+    // The repair journal's directory is the node's (a hostPath), writable, and where the
+    // default `repair.journal` lives.
+    let journal_mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/var/lib/watchdog")
+        .unwrap();
+    assert_ne!(journal_mount["readOnly"], true);
+    let journal_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == journal_mount["name"])
+        .expect("the journal's volume");
+    assert_eq!(journal_volume["hostPath"]["path"], "/var/lib/watchdog");
+    assert!(
+        watchdog::config::Config::default()
+            .repair
+            .journal
+            .starts_with("/var/lib/watchdog")
+    );
+    // Names that must match across objects.
+    let account = find(&resources, "ServiceAccount");
+    assert_eq!(pod["serviceAccountName"], account["metadata"]["name"]);
+    let binding = find(&resources, "ClusterRoleBinding");
+    assert_eq!(binding["subjects"][0]["name"], account["metadata"]["name"]);
+    let pod_labels = &daemonset["spec"]["template"]["metadata"]["labels"];
+    let service = find(&resources, "Service");
+    for (key, value) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(
+            &pod_labels[key], value,
+            "the Service selects the DaemonSet's pods"
+        );
+    }
+    let monitor = find(&resources, "ServiceMonitor");
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &service["metadata"]["labels"][key], value,
+            "the ServiceMonitor selects the Service"
+        );
+    }
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        service["spec"]["ports"][0]["name"]
+    );
+    // RBAC: read-only, Nodes, Pods and EndpointSlices only.
+    let role = find(&resources, "ClusterRole");
+    let rules = role["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 3);
+    assert_eq!(rules[0]["resources"][0], "nodes");
+    assert_eq!(rules[1]["resources"][0], "pods");
+    assert_eq!(rules[2]["apiGroups"][0], "discovery.k8s.io");
+    assert_eq!(rules[2]["resources"][0], "endpointslices");
+    for rule in rules {
+        for verb in rule["verbs"].as_array().unwrap() {
+            assert!(["get", "list", "watch"].contains(&verb.as_str().unwrap()));
+        }
+    }
+    // The ConfigMap's config is one the daemon accepts, and it serves on the node.
+    let configmap = find(&resources, "ConfigMap");
+    let dir = TempDir::new("watchdog-deploy");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, configmap["data"]["config.toml"].as_str().unwrap()).unwrap();
+    let (ok, text) = run(Command::new(daemon_binary())
+        .args(["config", "check"])
+        .arg(&config));
+    assert!(ok, "{text}");
+    assert!(text.contains("0.0.0.0:9477"), "{text}");
+}
+
+#[test]
+fn prometheus_rules_pass_promtool_and_match_the_prometheusrule() {
+    let rules = deploy().join("prometheus/rules.yml");
+    let (ok, text) = run(Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules));
+    assert!(ok, "{text}");
+    assert!(text.contains("SUCCESS: 7 rules found"), "{text}");
+    let resources = resources();
+    let embedded = &find(&resources, "PrometheusRule")["spec"]["groups"];
+    assert_eq!(embedded, &documents(&rules)[0]["groups"]);
+}
+
+#[test]
+fn a_real_scrape_passes_promtool_check_metrics() {
+    if !require_root("a_real_scrape_passes_promtool_check_metrics") {
+        return;
+    }
+    let ns = NetNs::new("wd-promtool");
+    let mut daemon = Daemon::start(&ns, "");
+    daemon.wait_ready();
+    let (status, body) = daemon.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), body.as_bytes()).unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let lint = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && lint.trim().is_empty(),
+        "{lint}\n{body}"
+    );
+}
+
+#[test]
+fn prometheus_fires_the_shipped_rule_on_an_injected_ghost() {
+    if !require_root("prometheus_fires_the_shipped_rule_on_an_injected_ghost") {
+        return;
+    }
+    let lab = Lab::new(3);
+    let node = lab.node(0).ns();
+    let mut daemon = Daemon::start(node, "");
+    daemon.wait_ready();
+    // The shipped rules, with `for:` shortened so the test takes seconds.
+    let rules = std::fs::read_to_string(deploy().join("prometheus/rules.yml")).unwrap();
+    let rules = rules
+        .replace("for: 1m", "for: 0s")
+        .replace("for: 10m", "for: 0s");
+    let prometheus = Prometheus::start(
+        node,
+        &Prometheus::scrape_config("watchdog", "127.0.0.1:9477", "node: node-0", &["rules.yml"]),
+        &[("rules.yml", &rules)],
+    );
+    let api = |path: &str| prometheus.api(path);
+    // Prometheus scrapes the daemon before anything is wrong.
+    prometheus.wait_scraped("watchdog");
+    let firing = |result: &serde_json::Value| {
+        result["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|alert| {
+                alert["labels"]["alertname"] == "WatchdogCriticalFinding"
+                    && alert["labels"]["kind"] == "vtep_collapse"
+                    && alert["labels"]["node"] == "node-0"
+                    && alert["state"] == "firing"
+            })
+    };
+    assert!(
+        !firing(&api("/api/v1/alerts").expect("alerts API")),
+        "firing before the ghost"
+    );
+    lab.flush_fdb(0);
+    let alerts = poll_until(
+        Duration::from_secs(60),
+        "WatchdogCriticalFinding to fire",
+        || api("/api/v1/alerts").filter(firing),
+    );
+    // Its runbook_url names the kind's runbook, which exists.
+    let alert = alerts["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|alert| alert["labels"]["kind"] == "vtep_collapse")
+        .unwrap();
+    let url = alert["annotations"]["runbook_url"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        url,
+        format!("{BLOB_BASE}docs/runbooks/vtep_collapse.md"),
+        "{alert}"
+    );
+    resolve_repository_url(url).unwrap();
+}
+
+#[test]
+fn the_aarch64_binary_runs_under_qemu_user() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = "aarch64-unknown-linux-gnu";
+    // The README's Raspberry Pi build command.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let (ok, text) = run(Command::new(cargo)
+        .current_dir(&root)
+        .args(["xtask", "build", "--target", target]));
+    assert!(
+        ok,
+        "cargo xtask build --target {target} failed:
+{text}"
+    );
+    let binary = root.join("target").join(target).join("release/watchdog");
+    let qemu = |args: &[&str]| {
+        run(Command::new("qemu-aarch64-static")
+            .args(["-L", "/usr/aarch64-linux-gnu"])
+            .arg(&binary)
+            .args(args))
+    };
+    let (ok, text) = qemu(&["--version"]);
+    assert!(ok, "{text}");
+    assert_eq!(text.trim(), concat!("watchdog ", env!("CARGO_PKG_VERSION")));
+    let (ok, text) = qemu(&["--help"]);
+    assert!(ok && text.contains("check"), "{text}");
+    let dir = TempDir::new("watchdog-qemu");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "listen = \"0.0.0.0:9477\"\n").unwrap();
+    let (ok, text) = qemu(&["config", "check", good.to_str().unwrap()]);
+    assert!(ok && text.contains("valid"), "{text}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = 9477\n").unwrap();
+    let (ok, text) = qemu(&["config", "check", bad.to_str().unwrap()]);
+    assert!(!ok && text.contains("listen"), "{text}");
+}
+
+/// The DaemonSet's Localhost seccomp profile is the container runtime's default with
+/// exactly `bpf` and `perf_event_open` allowed, nothing else changed.
+#[test]
+fn the_seccomp_profile_is_the_runtime_default_plus_bpf_and_perf_event_open() {
+    const EXTRA: [&str; 2] = ["bpf", "perf_event_open"];
+    let resources = resources();
+    let daemonset = find(&resources, "DaemonSet");
+    let profile = &daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]["seccompProfile"];
+    assert_eq!(profile["type"], "Localhost");
+    assert_eq!(profile["localhostProfile"], "profiles/watchdog.json");
+    let read = |path: &Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (cargo xtask setup installs podman)",
+                path.display()
+            )
+        });
+        serde_json::from_str(&text).unwrap()
+    };
+    let shipped = read(&deploy().join("seccomp/watchdog.json"));
+    let default = read(Path::new("/usr/share/containers/seccomp.json"));
+    let names = |rule: &serde_json::Value| -> Vec<String> {
+        rule["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Exactly one rule mentions the two calls: it allows them, unconditionally.
+    let rules = shipped["syscalls"].as_array().unwrap();
+    let extra: Vec<&serde_json::Value> = rules
+        .iter()
+        .filter(|rule| names(rule).iter().any(|n| EXTRA.contains(&n.as_str())))
+        .collect();
+    assert_eq!(extra.len(), 1, "{extra:#?}");
+    assert_eq!(names(extra[0]), EXTRA);
+    assert_eq!(extra[0]["action"], "SCMP_ACT_ALLOW");
+    for key in ["includes", "excludes", "args"] {
+        assert!(extra[0].get(key).is_none(), "{key}: {:#?}", extra[0]);
+    }
+    // Everything else is the default's, with the two calls taken out of its rules.
+    let mut expected = default.clone();
+    let default_rules = expected["syscalls"].as_array_mut().unwrap();
+    for rule in default_rules.iter_mut() {
+        let kept: Vec<String> = names(rule)
+            .into_iter()
+            .filter(|n| !EXTRA.contains(&n.as_str()))
+            .collect();
+        rule["names"] = serde_json::json!(kept);
+    }
+    default_rules.retain(|rule| !rule["names"].as_array().unwrap().is_empty());
+    let mut rest = shipped.clone();
+    rest["syscalls"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|rule| !names(rule).iter().any(|n| EXTRA.contains(&n.as_str())));
+    assert_eq!(
+        rest, expected,
+        "the profile differs from the runtime default"
+    );
+}
