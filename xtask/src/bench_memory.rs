@@ -18,7 +18,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
-use watchdog_tests::memory::{IDLE_BUDGET_KIB, ROWS, STARTUP_PEAK_BUDGET_KIB};
+use watchdog_tests::memory::{
+    IDLE_BUDGET_KIB, NODES_BUDGET_COUNT, NODES_BUDGET_KIB, ROWS, STARTUP_PEAK_BUDGET_KIB,
+};
 
 use crate::{
     kernels::{self, Arch, MATRIX},
@@ -357,67 +359,76 @@ fn print(options: &Options, daemons: &[Daemon], results: &[(String, Value)]) {
     for (name, what) in ROWS {
         println!("  row {name}: {what}");
     }
-    let rows: [(&str, &str, &str); 9] = [
-        ("default", "peak_kib", "start-up peak (VmHWM)"),
-        ("default", "resident_kib", "idle (VmRSS)"),
-        ("churn", "resident_kib", "after the churn (VmRSS)"),
-        ("churn", "peak_kib", "  its peak (VmHWM)"),
-        ("nodes", "resident_kib", "watching the Nodes (VmRSS)"),
-        ("pods", "resident_kib", "with the Pods (VmRSS)"),
-        ("connections", "resident_kib", "holding the connections"),
-        ("connections", "after_kib", "  after they closed"),
-        (
-            "connections",
-            "metrics_answered_ms",
-            "  /metrics answered (ms, not MiB)",
-        ),
-    ];
+    // Every resident figure with its parts: RssAnon (heap, stacks, written data) is what
+    // the daemon allocated; RssFile and RssShmem are mapped files (its executable; from
+    // tmpfs in the guests), clean pages the kernel can take back and read again.
+    let mut rows: Vec<(&str, &str, &str)> = Vec::new();
+    let parts = |rows: &mut Vec<(&'static str, &'static str, &'static str)>, row| {
+        rows.extend([
+            (row, "anon_kib", "  RssAnon"),
+            (row, "file_kib", "  RssFile"),
+            (row, "shmem_kib", "  RssShmem"),
+            (row, "threads", "  threads (a count)"),
+        ]);
+    };
+    rows.push(("default", "peak_kib", "start-up peak (VmHWM)"));
+    rows.push(("default", "resident_kib", "idle (VmRSS)"));
+    parts(&mut rows, "default");
+    for (row, title) in [
+        ("churn", "after the churn (VmRSS)"),
+        ("nodes", "watching the Nodes (VmRSS)"),
+        ("pods", "with the Pods (VmRSS)"),
+    ] {
+        rows.push((row, "resident_kib", title));
+        parts(&mut rows, row);
+        rows.push((row, "peak_kib", "  its peak (VmHWM)"));
+    }
+    rows.push((
+        "connections",
+        "resident_kib",
+        "holding the connections (VmRSS)",
+    ));
+    rows.push(("connections", "anon_kib", "  RssAnon"));
+    rows.push(("connections", "after_kib", "  VmRSS after they closed"));
+    rows.push((
+        "connections",
+        "metrics_answered_ms",
+        "  /metrics answered (ms, a time)",
+    ));
     for (place, result) in results {
         println!(
-            "\n{place}: kernel {}, {}, {} KiB pages (MiB; median of the rounds, ± their \
-             spread; [anon + file, threads])",
+            "\n{place}: kernel {}, {}, {} KiB pages (MiB unless said; median of the rounds, ± \
+             their spread)",
             result["kernel"].as_str().unwrap_or("?"),
             result["machine"].as_str().unwrap_or("?"),
             result["page_size"].as_u64().unwrap_or(0) / 1024,
         );
-        let mut header = format!("  {:<30}", "");
+        let mut header = format!("  {:<33}", "");
         for daemon in daemons {
-            header.push_str(&format!(" {:>30}", daemon.label));
+            header.push_str(&format!(" {:>14}", daemon.label));
         }
         if daemons.len() == 2 {
             header.push_str(&format!(" {:>9}", "ratio"));
         }
         println!("{header}");
-        for (row, field, title) in rows {
-            let mut line = format!("  {title:<30}");
+        for &(row, field, title) in &rows {
+            let mut line = format!("  {title:<33}");
             let mut medians = Vec::new();
             for daemon in daemons {
                 let cells = cells(result, row, daemon.label);
                 let Some((value, spread)) = median(&cells, field) else {
-                    line.push_str(&format!(" {:>30}", "-"));
+                    line.push_str(&format!(" {:>14}", "-"));
                     continue;
                 };
                 medians.push(value);
-                let shown = if field.ends_with("_ms") {
-                    value.to_string()
-                } else {
-                    mib(value)
-                };
-                let detail = match (median(&cells, "anon_kib"), median(&cells, "file_kib")) {
-                    (Some((anon, _)), Some((file, _))) if field == "resident_kib" => format!(
-                        " [{} + {}, {}]",
-                        mib(anon),
-                        mib(file),
-                        median(&cells, "threads").map_or(0, |t| t.0)
-                    ),
-                    _ => String::new(),
-                };
+                let count = field.ends_with("_ms") || field == "threads";
+                let shown = if count { value.to_string() } else { mib(value) };
                 let spread = match cells.len() {
                     1 => String::new(),
-                    _ if field.ends_with("_ms") => format!(" ±{spread}"),
+                    _ if count => format!(" ±{spread}"),
                     _ => format!(" ±{}", mib(spread)),
                 };
-                line.push_str(&format!(" {:>30}", format!("{shown}{spread}{detail}")));
+                line.push_str(&format!(" {:>14}", format!("{shown}{spread}")));
             }
             if let [now, before] = medians[..] {
                 line.push_str(&format!(" {:>9.2}", now as f64 / before.max(1) as f64));
@@ -431,22 +442,41 @@ fn print(options: &Options, daemons: &[Daemon], results: &[(String, Value)]) {
             println!("  (the churn created and removed {churned} pod namespaces per daemon)");
         }
         let current = |row: &str, field: &str| median(&cells(result, row, "current"), field);
-        if let (Some((peak, _)), Some((idle, _))) = (
-            current("default", "peak_kib"),
-            current("default", "resident_kib"),
-        ) {
-            println!(
-                "  budgets (current): start-up peak {} of {} MiB, idle {} of {} MiB: {}",
+        let verdict = |value: u64, budget: u64| if value < budget { "within" } else { "OVER" };
+        let mut budgets = Vec::new();
+        if let Some((peak, _)) = current("default", "peak_kib") {
+            budgets.push(format!(
+                "start-up peak (VmHWM) {} < {}: {}",
                 mib(peak),
                 mib(STARTUP_PEAK_BUDGET_KIB),
+                verdict(peak, STARTUP_PEAK_BUDGET_KIB)
+            ));
+        }
+        if let Some((idle, _)) = current("default", "resident_kib") {
+            budgets.push(format!(
+                "idle (VmRSS) {} < {}: {}",
                 mib(idle),
                 mib(IDLE_BUDGET_KIB),
-                if peak < STARTUP_PEAK_BUDGET_KIB && idle < IDLE_BUDGET_KIB {
-                    "within"
-                } else {
-                    "OVER"
-                }
-            );
+                verdict(idle, IDLE_BUDGET_KIB)
+            ));
+        }
+        if let Some((nodes, _)) = current("nodes", "resident_kib") {
+            budgets.push(if options.nodes == NODES_BUDGET_COUNT {
+                format!(
+                    "{NODES_BUDGET_COUNT} Nodes (VmRSS) {} < {}: {}",
+                    mib(nodes),
+                    mib(NODES_BUDGET_KIB),
+                    verdict(nodes, NODES_BUDGET_KIB)
+                )
+            } else {
+                format!(
+                    "{} Nodes: not the budget's {NODES_BUDGET_COUNT} (--nodes)",
+                    options.nodes
+                )
+            });
+        }
+        if !budgets.is_empty() {
+            println!("  budgets (current, MiB): {}", budgets.join("; "));
         }
         if let Some(steps) = result["steps"].as_array().filter(|s| !s.is_empty()) {
             println!("  start-up step by step (current; resident, peak so far):");
