@@ -72,8 +72,8 @@ pub enum Bench {
         #[arg(long)]
         baseline: Option<String>,
         /// Read the programs' sizes inside the arm64 kernels in this run (boots the
-        /// matrix's two arm64 kernels under qemu, a few minutes); without it the last
-        /// `cargo xtask kernels` results are printed, with their revision and age.
+        /// matrix's two arm64 kernels under qemu, a few minutes); without it no arm64
+        /// figure is printed (only what this run measured is).
         #[arg(long)]
         arm64: bool,
     },
@@ -1083,55 +1083,28 @@ fn tc(
 }
 
 /// The programs' sizes inside the arm64 kernels (an emulated CPU cannot time them, so
-/// instruction counts stand in, 4 bytes each): read in this run (`measure`: the matrix's
-/// arm64 kernels booted now), else from the last `cargo xtask kernels` run, said as such
-/// with its revision and age.
+/// instruction counts stand in, 4 bytes each), read in this run (`measure`: the matrix's
+/// arm64 kernels booted now). Without `measure` nothing is printed but that: a figure
+/// from an earlier run is of a commit this run cannot vouch for.
 fn arm64_figure(measure: bool) -> anyhow::Result<()> {
-    let fresh = watchdog_tests::TempDir::new("wd-bench-tc-kernels");
-    let path = if measure {
-        crate::setup::kernel_matrix_tools()?;
-        let path = fresh.path().join("results.json");
-        let arm64 = ["6.1-arm64", "6.12-arm64-16k"].map(String::from);
-        crate::kernels::run(&arm64, Some(path.clone()))?;
-        path
-    } else {
-        crate::kernels::cache().join("results.json")
-    };
-    let results: Vec<serde_json::Value> = match std::fs::read(&path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-    {
-        Some(results) => results,
-        None => {
-            println!(
-                "arm64: not measured (no {}; --arm64 boots the arm64 kernels and reads each \
-                 program's size there)",
-                path.display()
-            );
-            return Ok(());
-        }
-    };
-    if measure {
-        println!("arm64 (read inside each arm64 kernel in this run):");
-    } else {
-        let age = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|m| m.elapsed().ok())
-            .map_or("?".into(), |age| {
-                format!("{:.1} h", age.as_secs_f64() / 3600.0)
-            });
-        let built = results
-            .first()
-            .and_then(|r| r["revision"].as_str())
-            .unwrap_or("an unrecorded revision");
+    if !measure {
         println!(
-            "arm64 (NOT measured in this run: {}, written {age} ago by `cargo xtask kernels` \
-             at {built}; this tree is at {}; --arm64 measures them now):",
-            path.display(),
-            util::revision()
+            "arm64: not measured in this run (--arm64 boots the matrix's arm64 kernels and \
+             reads each program's size there)"
         );
+        return Ok(());
     }
+    let fresh = watchdog_tests::TempDir::new("wd-bench-tc-kernels");
+    crate::setup::kernel_matrix_tools()?;
+    let path = fresh.path().join("results.json");
+    let arm64 = ["6.1-arm64", "6.12-arm64-16k"].map(String::from);
+    crate::kernels::run(&arm64, Some(path.clone()))?;
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&path)?)
+        .with_context(|| format!("{}: not the kernels' results", path.display()))?;
+    println!(
+        "arm64 (read inside each arm64 kernel in this run, the daemon of {}):",
+        util::revision()
+    );
     for r in results.iter().filter(|r| r["machine"] == "aarch64") {
         for program in ["peers_egress", "peers_ingress"] {
             let size = &r["programs"][program];
