@@ -19,7 +19,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 use watchdog_tests::memory::{
-    IDLE_BUDGET_KIB, NODES_BUDGET_COUNT, NODES_BUDGET_KIB, ROWS, STARTUP_PEAK_BUDGET_KIB,
+    IDLE_ANON_BUDGET_KIB, IDLE_BUDGET_KIB, NODES_BUDGET_COUNT, NODES_BUDGET_KIB, ROWS,
+    STARTUP_PEAK_BUDGET_KIB,
 };
 
 use crate::{
@@ -458,6 +459,14 @@ fn print(options: &Options, daemons: &[Daemon], results: &[(String, Value)]) {
                 mib(idle),
                 mib(IDLE_BUDGET_KIB),
                 verdict(idle, IDLE_BUDGET_KIB)
+            ));
+        }
+        if let Some((anon, _)) = current("default", "anon_kib") {
+            budgets.push(format!(
+                "idle (RssAnon, the kernel test's) {} < {}: {}",
+                mib(anon),
+                mib(IDLE_ANON_BUDGET_KIB),
+                verdict(anon, IDLE_ANON_BUDGET_KIB)
             ));
         }
         if let Some((nodes, _)) = current("nodes", "resident_kib") {
