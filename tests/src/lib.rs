@@ -20,6 +20,7 @@ pub mod apiserver;
 pub mod hook;
 pub mod isolation;
 pub mod lab;
+pub mod memory;
 pub mod prometheus;
 pub mod repo;
 pub mod shipped;

@@ -6,6 +6,12 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use watchdog::commands;
 
+/// The system allocator, which can refuse the kernel BTF aya would read at start-up (see
+/// `sources::probes::loader`).
+#[global_allocator]
+static ALLOCATOR: watchdog::sources::probes::loader::Allocator =
+    watchdog::sources::probes::loader::Allocator;
+
 /// Finds where this node's kernel sends traffic into the void and names the route,
 /// gateway or VXLAN FDB entry to fix; checks the overlay against the cluster's desired
 /// state and can repair it.

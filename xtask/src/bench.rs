@@ -71,6 +71,11 @@ pub enum Bench {
         /// side by side with the working tree's, rounds interleaved.
         #[arg(long)]
         baseline: Option<String>,
+        /// Read the programs' sizes inside the arm64 kernels in this run (boots the
+        /// matrix's two arm64 kernels under qemu, a few minutes); without it no arm64
+        /// figure is printed (only what this run measured is).
+        #[arg(long)]
+        arm64: bool,
     },
     /// TCP probe cost per connect: loopback connects per second with its programs
     /// detached vs attached (interleaved), and their own run time per connect (BPF stats).
@@ -104,6 +109,10 @@ pub enum Bench {
         /// Seconds each idle daemon is observed.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Rounds of the idle observations (none, kubernetes), their order alternating:
+        /// medians and spreads are printed.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
     /// What seeing the pods costs: a pod's connects to a dead Service endpoint → finding
     /// (median/worst over `runs`), the idle daemon's memory with `pods` Pods and their
@@ -122,6 +131,10 @@ pub enum Bench {
         /// Seconds each daemon is observed.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Rounds of each pair of observations (memory: 0 vs `pods` Pods; CPU: 0 vs
+        /// `namespaces`), their order alternating: medians and spreads are printed.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
     /// Repair: for each repairable fault (FDB repointed, FDB deleted, neighbour removed,
     /// ghost-gateway route, route removed), fault -> repaired (journal verdict) and fault
@@ -159,6 +172,56 @@ pub enum Bench {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Alert retries: `watchdog alert test` against a webhook that fails the first
+    /// `failures` posts; the gaps between attempts per retry (median, min, max over
+    /// `runs`) against the window the backoff allows.
+    Alerts {
+        /// Test alerts delivered.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// Posts answered 500 before the one answered 200, each run.
+        #[arg(long, default_value_t = 3)]
+        failures: u32,
+        /// The sink's `backoff`, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        backoff_ms: u64,
+    },
+    /// Memory, row by row: the start-up peak and the idle resident memory with the
+    /// embedded default, after a churn of pod namespaces, watching Nodes, with the
+    /// DaemonSet's Pods and EndpointSlices (`watchdog_tests::memory`); on this host and in
+    /// the kernel matrix's qemu guests; side by side with `--baseline`'s daemon; and the
+    /// DaemonSet's memory request and limit they suggest.
+    Memory {
+        /// Also build the daemon of this git revision (e.g. `main`) and measure it side by
+        /// side, the two daemons' order alternating row by row.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Seconds each daemon is observed once ready [default: 60; with --quick 10].
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Seconds of churn [default: 600; with --quick 30].
+        #[arg(long)]
+        churn_seconds: Option<u64>,
+        /// Nodes the fake API server serves [default: 1000; with --quick 200].
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Pods (and endpoints) the fake API server serves [default: 500; with --quick 100].
+        #[arg(long)]
+        pods: Option<usize>,
+        /// Idle connections held open [default: 2000; with --quick 500].
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Rounds of every row (medians and spreads are printed).
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
+        /// Where to measure: `host` and/or kernels of the matrix (comma separated)
+        /// [default: host,6.1-arm64,6.12-arm64-16k; with --quick host].
+        #[arg(long, value_delimiter = ',')]
+        on: Vec<String>,
+        /// The reduced run CI makes (shorter, fewer objects, this host only).
+        #[arg(long)]
+        quick: bool,
+    },
     Mirror {
         /// Routes (/24, via a veth) to install before loading.
         #[arg(long, default_value_t = 100_000)]
@@ -192,7 +255,8 @@ impl Bench {
                 rounds,
                 test_runs,
                 baseline,
-            } => tc(seconds, rounds, test_runs, baseline.as_deref()),
+                arm64,
+            } => tc(seconds, rounds, test_runs, baseline.as_deref(), arm64),
             Bench::Tcp { seconds, rounds } => util::status(
                 Command::new(util::build_example("tcp_bench")?)
                     .args(["--seconds", &seconds.to_string()])
@@ -206,21 +270,23 @@ impl Bench {
                 runs,
                 nodes,
                 seconds,
+                rounds,
             } => {
                 use_release_daemon()?;
-                crate::bench_desired::run(runs, nodes, seconds)
+                crate::bench_desired::run(runs, nodes, seconds, rounds)
             }
             Bench::Pods {
                 runs,
                 pods,
                 namespaces,
                 seconds,
+                rounds,
             } => {
                 // WATCHDOG_BIN picks the daemon measured (e.g. a debug build); else release.
                 if std::env::var_os("WATCHDOG_BIN").is_none() {
                     use_release_daemon()?;
                 }
-                crate::bench_pods::run(runs, pods, namespaces, seconds)
+                crate::bench_pods::run(runs, pods, namespaces, seconds, rounds)
             }
             Bench::Mtu {
                 runs,
@@ -244,12 +310,50 @@ impl Bench {
                 changes,
             } => mirror(routes, neighbours, changes),
             Bench::Repair { runs } => crate::bench_repair::run(runs),
+            Bench::Alerts {
+                runs,
+                failures,
+                backoff_ms,
+            } => crate::bench_alerts::run(runs, failures, backoff_ms),
+            Bench::Memory {
+                baseline,
+                seconds,
+                churn_seconds,
+                nodes,
+                pods,
+                connections,
+                rounds,
+                on,
+                quick,
+            } => {
+                let pick = |full, reduced| if quick { reduced } else { full };
+                let on = if !on.is_empty() {
+                    on
+                } else if quick {
+                    vec!["host".to_owned()]
+                } else {
+                    ["host", "6.1-arm64", "6.12-arm64-16k"]
+                        .map(String::from)
+                        .to_vec()
+                };
+                crate::bench_memory::run(&crate::bench_memory::Options {
+                    baseline,
+                    idle: seconds.unwrap_or(pick(60, 10)),
+                    churn: churn_seconds.unwrap_or(pick(600, 30)),
+                    nodes: nodes.unwrap_or(if quick { 200 } else { 1000 }),
+                    pods: pods.unwrap_or(if quick { 100 } else { 500 }),
+                    connections: connections.unwrap_or(if quick { 500 } else { 2000 }),
+                    rounds: rounds.max(1),
+                    on,
+                })
+            }
         }
     }
 }
 
 /// The soak (see [`Bench::Soak`]).
 fn soak(duration: Duration) -> anyhow::Result<()> {
+    say_daemon("", &["poll_interval", "namespaces"])?;
     eprintln!("bench soak: {duration:?} of a healthy mix after a 15 s warm-up");
     let report = watchdog_tests::soak::run("", duration);
     println!(
@@ -278,6 +382,64 @@ fn soak(duration: Duration) -> anyhow::Result<()> {
         report.bulk_bytes / 1_000_000
     );
     Ok(())
+}
+
+/// Prints which daemon binary a bench runs (path, size, age) and, of the config the bench
+/// gives it, the effective values of `keys` (dotted, e.g. `detect.confirm`) as that binary
+/// reads them (`watchdog config check`): what ran, not what the bench assumes.
+pub(crate) fn say_daemon(config: &str, keys: &[&str]) -> anyhow::Result<()> {
+    let binary = watchdog_tests::daemon_binary();
+    let meta =
+        std::fs::metadata(&binary).with_context(|| format!("the daemon {}", binary.display()))?;
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .map_or("?".into(), |age| format!("{} min", age.as_secs() / 60));
+    let dir = watchdog_tests::TempDir::new("wd-bench-config");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config)?;
+    let effective = util::output(Command::new(&binary).args(["config", "check"]).arg(&path))?;
+    let values: Vec<String> = keys
+        .iter()
+        .map(|key| format!("{key} {}", config_value(&effective, key).unwrap_or("?")))
+        .collect();
+    let settings = if values.is_empty() {
+        String::new()
+    } else {
+        format!("; settings as it read them: {}", values.join(", "))
+    };
+    println!(
+        "daemon: {} ({:.1} MiB, built {age} ago){settings}",
+        binary.display(),
+        meta.len() as f64 / 1048576.0,
+    );
+    Ok(())
+}
+
+/// The value of dotted `key` in `watchdog config check`'s output (the configuration's
+/// pretty `Debug`: one field a line, four spaces of indent a level).
+fn config_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut lines = text.lines();
+    for (level, part) in parts.iter().enumerate() {
+        let prefix = format!("{}{part}: ", " ".repeat(4 * (level + 1)));
+        // The end of the struct searched (none at the top level).
+        let end = format!("{}}}", " ".repeat(4 * level));
+        loop {
+            let line = lines.next()?;
+            if level > 0 && line.starts_with(&end) {
+                return None;
+            }
+            if let Some(value) = line.strip_prefix(&prefix) {
+                if level + 1 == parts.len() {
+                    return Some(value.trim_end_matches(','));
+                }
+                break;
+            }
+        }
+    }
+    None
 }
 
 /// Builds the daemon (release) and points the lab at it.
@@ -339,38 +501,53 @@ fn drops(period: Duration, rounds: u32) -> anyhow::Result<()> {
     let (mut none, mut watchdog, mut bpftrace) = (Vec::new(), Vec::new(), Vec::new());
     let mut daemon_cpu = Vec::new();
     let mut counted_exactly = true;
-    eprintln!("bench drops: {rounds} rounds x 3 setups x {period:?} each");
+    say_daemon(DROPS_CONFIG, &["poll_interval"])?;
+    eprintln!("bench drops: {rounds} rounds x 3 setups x {period:?} each, their order rotating");
+    let mut counted = (0, 0);
     for round in 0..rounds {
-        none.push(storm(&ns, period).1);
-
-        let mut daemon = Daemon::start(&ns, "poll_interval = \"250ms\"\n");
-        daemon.wait_ready();
-        let before = daemon.metrics().count(DROPS, &[("reason", "NO_SOCKET")]);
-        let cpu_before = cpu_ns(daemon.pid())?;
-        let (sent, rate) = storm(&ns, period);
-        daemon_cpu.push((cpu_ns(daemon.pid())? - cpu_before) as f64 / 1e9 / period.as_secs_f64());
-        watchdog.push(rate);
-        // Every datagram must have been counted, even in a storm.
-        let counted = poll_until(
-            Duration::from_secs(5),
-            "the storm's drops to be read",
-            || {
-                let now = daemon.metrics().count(DROPS, &[("reason", "NO_SOCKET")]);
-                (now - before >= sent).then_some(now - before)
-            },
-        );
-        counted_exactly &= counted == sent;
-        daemon.stop();
-
-        let mut tracer = start_bpftrace()?;
-        bpftrace.push(storm(&ns, period).1);
-        let _ = tracer.kill();
-        let _ = tracer.wait();
+        // Each setup goes first in turn, so a drifting machine load favours none.
+        for setup in (0..3).map(|i| (i + round as usize) % 3) {
+            match setup {
+                0 => none.push(storm(&ns, period).1),
+                1 => {
+                    let mut daemon = Daemon::start(&ns, DROPS_CONFIG);
+                    daemon.wait_ready();
+                    let before = daemon.metrics().count(DROPS, &[("reason", "NO_SOCKET")]);
+                    let cpu_before = cpu_ns(daemon.pid())?;
+                    let (sent, rate) = storm(&ns, period);
+                    daemon_cpu.push(
+                        (cpu_ns(daemon.pid())? - cpu_before) as f64 / 1e9 / period.as_secs_f64(),
+                    );
+                    watchdog.push(rate);
+                    // Every datagram must have been counted, even in a storm.
+                    let seen = poll_until(
+                        Duration::from_secs(5),
+                        "the storm's drops to be read",
+                        || {
+                            let now = daemon.metrics().count(DROPS, &[("reason", "NO_SOCKET")]);
+                            (now - before >= sent).then_some(now - before)
+                        },
+                    );
+                    counted_exactly &= seen == sent;
+                    counted = (seen, sent);
+                    daemon.stop();
+                }
+                _ => {
+                    let mut tracer = start_bpftrace()?;
+                    bpftrace.push(storm(&ns, period).1);
+                    let _ = tracer.kill();
+                    let _ = tracer.wait();
+                }
+            }
+        }
         eprintln!(
-            "  round {}: none {:.0}/s, watchdog {:.0}/s (counted {counted} of {sent}), bpftrace {:.0}/s",
+            "  round {} (first: {}): none {:.0}/s, watchdog {:.0}/s (counted {} of {}), bpftrace {:.0}/s",
             round + 1,
+            ["none", "watchdog", "bpftrace"][round as usize % 3],
             none.last().unwrap(),
             watchdog.last().unwrap(),
+            counted.0,
+            counted.1,
             bpftrace.last().unwrap()
         );
     }
@@ -401,8 +578,11 @@ fn drops(period: Duration, rounds: u32) -> anyhow::Result<()> {
 }
 
 const DROPS: &str = "watchdog_kernel_drops_total";
+/// The drops bench's daemon config.
+const DROPS_CONFIG: &str = "poll_interval = \"250ms\"\n";
 
 fn idle(period: Duration, with_lab: bool) -> anyhow::Result<()> {
+    say_daemon("", &["poll_interval", "namespaces"])?;
     let ns_guard;
     let lab_guard;
     let mut streams = Vec::new();
@@ -455,6 +635,92 @@ fn idle(period: Duration, with_lab: bool) -> anyhow::Result<()> {
     daemon.stop();
     drop(streams);
     Ok(())
+}
+
+/// An observed daemon: resident KiB at the end, peak KiB, CPU seconds over the period.
+pub(crate) type Observation = (u64, u64, f64);
+
+/// The daemon with `config` in `ns`, ready and past `wait`, observed for `period`.
+pub(crate) fn observe(
+    ns: &NetNs,
+    config: &str,
+    wait: impl Fn(&Daemon),
+    period: Duration,
+) -> anyhow::Result<Observation> {
+    let mut daemon = Daemon::start(ns, config);
+    daemon.wait_ready();
+    wait(&daemon);
+    let pid = daemon.pid();
+    let cpu_start = cpu_ns(pid)?;
+    std::thread::sleep(period);
+    let cpu = (cpu_ns(pid)? - cpu_start) as f64 / 1e9;
+    let rss = status_kib(pid, "VmRSS:")?;
+    let peak = status_kib(pid, "VmHWM:")?;
+    daemon.stop();
+    Ok((rss, peak, cpu))
+}
+
+/// Measures two setups (`measure(0)`, `measure(1)`) `rounds` times each, which one goes
+/// first alternating round by round; prints each one's medians with their rounds' range,
+/// and the second against the first; returns the medians.
+pub(crate) fn compare_pair(
+    title: &str,
+    period: Duration,
+    rounds: u32,
+    labels: [&str; 2],
+    mut measure: impl FnMut(usize) -> anyhow::Result<Observation>,
+) -> anyhow::Result<[Observation; 2]> {
+    let mut seen: [Vec<Observation>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds.max(1) {
+        let first = round as usize % 2;
+        for setup in [first, 1 - first] {
+            eprintln!("  round {}: {}", round + 1, labels[setup]);
+            seen[setup].push(measure(setup)?);
+        }
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "{title}, observed {period:?} each, {} round(s), their order alternating (load average \
+         now: {}); medians (min-max):",
+        rounds.max(1),
+        load.trim()
+    );
+    println!(
+        "  {:<44} {:>20} {:>20} {:>22}",
+        "", "VmRSS KiB", "VmHWM KiB", "CPU % of a core"
+    );
+    let per_cent = |cpu: f64| 100.0 * cpu / period.as_secs_f64();
+    let mut medians = [(0, 0, 0.0); 2];
+    for (setup, observations) in seen.iter().enumerate() {
+        let column = |value: &dyn Fn(&Observation) -> f64, digits: usize| {
+            let mut values: Vec<f64> = observations.iter().map(value).collect();
+            values.sort_by(f64::total_cmp);
+            let (low, mid, high) = (
+                values[0],
+                values[values.len() / 2],
+                values[values.len() - 1],
+            );
+            (
+                mid,
+                format!("{mid:.digits$} ({low:.digits$}-{high:.digits$})"),
+            )
+        };
+        let (rss, rss_text) = column(&|o| o.0 as f64, 0);
+        let (peak, peak_text) = column(&|o| o.1 as f64, 0);
+        let (cpu, cpu_text) = column(&|o| per_cent(o.2), 4);
+        println!(
+            "  {:<44} {rss_text:>20} {peak_text:>20} {cpu_text:>22}",
+            labels[setup]
+        );
+        medians[setup] = (rss as u64, peak as u64, cpu * period.as_secs_f64() / 100.0);
+    }
+    let [a, b] = medians;
+    println!(
+        "  second - first: {:+} KiB resident, CPU x{:.2}",
+        b.0 as i64 - a.0 as i64,
+        b.2 / a.2.max(1e-9)
+    );
+    Ok(medians)
 }
 
 /// A `kB` field of /proc/<pid>/status.
@@ -595,6 +861,10 @@ fn latency(runs: u32, only: &[String]) -> anyhow::Result<()> {
     if chosen.is_empty() {
         bail!("--only names no scenario; use fdb, gateway, link, blackhole, node, flush");
     }
+    say_daemon(
+        "",
+        &["poll_interval", "detect.confirm", "detect.vtep_window"],
+    )?;
     println!("detection latency, default settings, {runs} runs each (seconds):");
     println!(
         "  {:<10} {:<22} {:>7} {:>7} {:>7}",
@@ -647,9 +917,9 @@ fn latency(runs: u32, only: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the eBPF object of git revision `rev` (as `watchdog/build.rs` builds the working
-/// tree's) under `target/bench-baseline/`; returns its path.
-fn build_baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
+/// The source tree of git revision `rev`, unpacked once (`git archive`, no worktree
+/// registered) under `target/bench-baseline/<commit>/src`; returns (commit, its path).
+pub(crate) fn baseline_source(rev: &str) -> anyhow::Result<(String, std::path::PathBuf)> {
     let root = util::root();
     let commit = util::output(Command::new("git").arg("-C").arg(&root).args([
         "rev-parse",
@@ -657,15 +927,17 @@ fn build_baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
         &format!("{rev}^{{commit}}"),
     ]))
     .with_context(|| format!("--baseline {rev} is not a commit of this repository"))?;
-    let commit = commit.trim();
-    let dir = root.join("target/bench-baseline").join(&commit[..12]);
-    let src = dir.join("src");
+    let commit = commit.trim().to_owned();
+    let src = root
+        .join("target/bench-baseline")
+        .join(&commit[..12])
+        .join("src");
     if !src.join("Cargo.toml").exists() {
         std::fs::create_dir_all(&src)?;
         let archive = Command::new("git")
             .arg("-C")
             .arg(&root)
-            .args(["archive", "--format=tar", commit])
+            .args(["archive", "--format=tar", &commit])
             .stdout(Stdio::piped())
             .spawn()
             .context("cannot run git archive")?;
@@ -677,6 +949,14 @@ fn build_baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
                 .stdin(archive.stdout.context("git archive output")?),
         )?;
     }
+    Ok((commit, src))
+}
+
+/// Builds the eBPF object of git revision `rev` (as `watchdog/build.rs` builds the working
+/// tree's) under `target/bench-baseline/`; returns its path.
+fn build_baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
+    let (commit, src) = baseline_source(rev)?;
+    let dir = src.parent().expect("src has a parent").to_owned();
     eprintln!(
         "xtask: building the eBPF programs of {rev} ({})",
         &commit[..12]
@@ -721,7 +1001,13 @@ fn build_baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(target.join("bpfel-unknown-none/release/watchdog"))
 }
 
-fn tc(seconds: u64, rounds: u32, test_runs: u32, baseline: Option<&str>) -> anyhow::Result<()> {
+fn tc(
+    seconds: u64,
+    rounds: u32,
+    test_runs: u32,
+    baseline: Option<&str>,
+    arm64: bool,
+) -> anyhow::Result<()> {
     let baseline = baseline.map(build_baseline_object).transpose()?;
     let helper = util::build_example("tc_bench")?;
     let mut bench = Command::new(helper);
@@ -768,6 +1054,7 @@ fn tc(seconds: u64, rounds: u32, test_runs: u32, baseline: Option<&str>) -> anyh
             .as_f64()
             .context("iperf3 JSON has no end.sum_received.bits_per_second")
     };
+    say_daemon("", &["poll_interval", "probes.peers"])?;
     let (mut detached, mut attached) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         // Alternate which setup runs first, so a drifting machine load favours neither.
@@ -810,31 +1097,31 @@ fn tc(seconds: u64, rounds: u32, test_runs: u32, baseline: Option<&str>) -> anyh
         attached / 1e9,
         attached / detached
     );
-    arm64_figure();
-    Ok(())
+    arm64_figure(arm64)
 }
 
-/// The programs' sizes inside the arm64 kernels, from the last `cargo xtask kernels` run:
-/// an emulated CPU cannot time them, so instruction counts stand in (4 bytes each).
-fn arm64_figure() {
-    let path = crate::kernels::cache().join("results.json");
-    let results: Vec<serde_json::Value> = match std::fs::read(&path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-    {
-        Some(results) => results,
-        None => {
-            println!(
-                "arm64: no {} yet; `cargo xtask kernels` boots the arm64 kernels and reads \
-                 each program's size there",
-                path.display()
-            );
-            return;
-        }
-    };
+/// The programs' sizes inside the arm64 kernels (an emulated CPU cannot time them, so
+/// instruction counts stand in, 4 bytes each), read in this run (`measure`: the matrix's
+/// arm64 kernels booted now). Without `measure` nothing is printed but that: a figure
+/// from an earlier run is of a commit this run cannot vouch for.
+fn arm64_figure(measure: bool) -> anyhow::Result<()> {
+    if !measure {
+        println!(
+            "arm64: not measured in this run (--arm64 boots the matrix's arm64 kernels and \
+             reads each program's size there)"
+        );
+        return Ok(());
+    }
+    let fresh = watchdog_tests::TempDir::new("wd-bench-tc-kernels");
+    crate::setup::kernel_matrix_tools()?;
+    let path = fresh.path().join("results.json");
+    let arm64 = ["6.1-arm64", "6.12-arm64-16k"].map(String::from);
+    crate::kernels::run(&arm64, Some(path.clone()))?;
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&path)?)
+        .with_context(|| format!("{}: not the kernels' results", path.display()))?;
     println!(
-        "arm64 (from {}, read inside each arm64 kernel):",
-        path.display()
+        "arm64 (read inside each arm64 kernel in this run, the daemon of {}):",
+        util::revision()
     );
     for r in results.iter().filter(|r| r["machine"] == "aarch64") {
         for program in ["peers_egress", "peers_ingress"] {
@@ -850,4 +1137,5 @@ fn arm64_figure() {
             }
         }
     }
+    Ok(())
 }

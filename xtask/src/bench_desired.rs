@@ -23,27 +23,18 @@ use watchdog_tests::{
         Lab, RETIRED_VTEP, VXLAN_DEV,
         nodes::{annotate, node_list, node_name, synthetic_node, write_node_list},
     },
+    memory::wait_desired,
     poll_until,
 };
 
 const NODES: &str = "/api/v1/nodes";
 
-pub fn run(runs: u32, nodes: usize, seconds: u64) -> anyhow::Result<()> {
+pub fn run(runs: u32, nodes: usize, seconds: u64, rounds: u32) -> anyhow::Result<()> {
     if runs == 0 || nodes == 0 {
         bail!("--runs and --nodes must be at least 1");
     }
     latency(runs)?;
-    idle(nodes, Duration::from_secs(seconds))
-}
-
-/// Waits until the daemon's desired state is known with `nodes` Nodes.
-fn wait_desired(daemon: &Daemon, source: &str, nodes: u64) {
-    poll_until(Duration::from_secs(60), "the desired state known", || {
-        let metrics = daemon.metrics();
-        (metrics.value("watchdog_desired_up", &[("source", source)]) == Some(1.0)
-            && metrics.count("watchdog_desired_nodes", &[]) == nodes)
-            .then_some(())
-    });
+    idle(nodes, Duration::from_secs(seconds), rounds)
 }
 
 fn latency(runs: u32) -> anyhow::Result<()> {
@@ -76,6 +67,16 @@ fn latency(runs: u32) -> anyhow::Result<()> {
     let subject = format!("fdb 02:fa:00:00:00:02 dev {VXLAN_DEV} dst 192.168.77.12");
     for (source, settings) in &desired {
         let config = format!("[desired]\nnode_name = \"{}\"\n{settings}", node_name(0));
+        crate::bench::say_daemon(
+            &config,
+            &[
+                "poll_interval",
+                "desired.source",
+                "desired.grace",
+                "desired.file_poll",
+                "detect.confirm",
+            ],
+        )?;
         let mut daemon = Daemon::start(lab.node(0).ns(), &config);
         daemon.wait_ready();
         wait_desired(&daemon, source, 3);
@@ -118,29 +119,10 @@ fn latency(runs: u32) -> anyhow::Result<()> {
              {worst:.2}s over {runs} runs"
         );
     }
-    println!(
-        "  (defaults: poll_interval 500ms, desired.grace 3s (counted as 90%), detect.confirm 2, \
-         desired.file_poll 1s)"
-    );
     Ok(())
 }
 
-/// (resident KiB now, peak KiB, CPU seconds over `period`) of the daemon with `config`.
-fn observe(ns: &NetNs, config: &str, wait: impl Fn(&Daemon), period: Duration) -> (u64, u64, f64) {
-    let mut daemon = Daemon::start(ns, config);
-    daemon.wait_ready();
-    wait(&daemon);
-    let pid = daemon.pid();
-    let cpu_start = crate::bench::cpu_ns(pid).expect("schedstat");
-    std::thread::sleep(period);
-    let cpu = (crate::bench::cpu_ns(pid).expect("schedstat") - cpu_start) as f64 / 1e9;
-    let rss = crate::bench::status_kib(pid, "VmRSS:").expect("VmRSS");
-    let peak = crate::bench::status_kib(pid, "VmHWM:").expect("VmHWM");
-    daemon.stop();
-    (rss, peak, cpu)
-}
-
-fn idle(nodes: usize, period: Duration) -> anyhow::Result<()> {
+fn idle(nodes: usize, period: Duration, rounds: u32) -> anyhow::Result<()> {
     let ns = NetNs::new("wd-bench-desired");
     let server = InNetns::start(&ns, true);
     for i in 0..nodes {
@@ -148,45 +130,33 @@ fn idle(nodes: usize, period: Duration) -> anyhow::Result<()> {
     }
     let dir = TempDir::new("wd-bench-desired-idle");
     let kubeconfig = server.kubeconfig(dir.path());
-    eprintln!(
-        "bench desired: idle daemon, source none, then kubernetes ({nodes} Nodes), {period:?} each"
+    let kube_config = format!(
+        "[desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\n",
+        kubeconfig.display()
     );
-    let none = observe(&ns, "", |_| {}, period);
-    let kube = observe(
-        &ns,
-        &format!(
-            "[desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\n",
-            kubeconfig.display()
-        ),
-        |daemon| wait_desired(daemon, "kubernetes", nodes as u64),
+    crate::bench::say_daemon(&kube_config, &["poll_interval", "desired.source"])?;
+    let kube_label = format!("desired source kubernetes, {nodes} Nodes");
+    let [none, kube] = crate::bench::compare_pair(
+        "idle daemon",
         period,
-    );
+        rounds,
+        ["desired source none", &kube_label],
+        |setup| match setup {
+            0 => crate::bench::observe(&ns, "", |_| {}, period),
+            _ => crate::bench::observe(
+                &ns,
+                &kube_config,
+                |daemon| wait_desired(daemon, "kubernetes", nodes as u64),
+                period,
+            ),
+        },
+    )?;
     if server.watchers(NODES) != 0 {
         bail!("the daemon's watch outlived it");
     }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "idle daemon over {period:?} (load average now: {}):",
-        load.trim()
-    );
-    println!(
-        "  {:<28} {:>12} {:>12} {:>14}",
-        "desired source", "VmRSS KiB", "VmHWM KiB", "CPU % of core"
-    );
-    for (label, (rss, peak, cpu)) in [
-        ("none".to_owned(), none),
-        (format!("kubernetes, {nodes} Nodes"), kube),
-    ] {
-        println!(
-            "  {label:<28} {rss:>12} {peak:>12} {:>14.4}",
-            100.0 * cpu / period.as_secs_f64()
-        );
-    }
-    println!(
-        "  kubernetes - none: {:+} KiB resident ({:+.0} bytes per Node), CPU x{:.2}",
-        kube.0 as i64 - none.0 as i64,
-        (kube.0 as f64 - none.0 as f64) * 1024.0 / nodes as f64,
-        kube.2 / none.2.max(1e-9)
+        "  {:+.0} bytes per Node (medians)",
+        (kube.0 as f64 - none.0 as f64) * 1024.0 / nodes as f64
     );
     Ok(())
 }

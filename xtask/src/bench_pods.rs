@@ -21,26 +21,33 @@ use std::{
 };
 
 use anyhow::bail;
-use serde_json::{Value, json};
 use watchdog_tests::{
     Daemon, NetNs, TempDir,
     apiserver::InNetns,
-    lab::{Lab, nodes::node_name},
+    lab::{
+        Lab,
+        nodes::node_name,
+        pods::{PODS, SLICES, endpoint_slice, serve_pods},
+    },
     poll_until,
 };
 
-const PODS: &str = "/api/v1/pods";
-const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 const PORT: u16 = 8080;
 
-pub fn run(runs: u32, pods: usize, namespaces: usize, seconds: u64) -> anyhow::Result<()> {
+pub fn run(
+    runs: u32,
+    pods: usize,
+    namespaces: usize,
+    seconds: u64,
+    rounds: u32,
+) -> anyhow::Result<()> {
     if runs == 0 || runs > 100 {
         bail!("--runs must be 1 to 100");
     }
     let period = Duration::from_secs(seconds);
     latency(runs)?;
-    memory(pods, period)?;
-    cpu(namespaces, period)
+    memory(pods, period, rounds)?;
+    cpu(namespaces, period, rounds)
 }
 
 /// A shell loop connecting to `target:port` from `ns`, in its own process group, killed on
@@ -72,55 +79,6 @@ impl Drop for Client {
     }
 }
 
-/// An EndpointSlice of Service `namespace/service` listing `addresses` (each a Pod's).
-fn slice(namespace: &str, service: &str, addresses: &[String], node: &str) -> Value {
-    let endpoints: Vec<Value> = addresses
-        .iter()
-        .enumerate()
-        .map(|(i, address)| {
-            json!({
-                "addresses": [address],
-                "conditions": {"ready": true, "serving": true, "terminating": false},
-                "nodeName": node,
-                "targetRef": {"kind": "Pod", "name": format!("{service}-{i}"), "namespace": namespace,
-                              "uid": format!("00000000-0000-4000-8000-{i:012}")}
-            })
-        })
-        .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "addressType": "IPv4",
-        "metadata": {
-            "name": format!("{service}-bench"),
-            "namespace": namespace,
-            "labels": {
-                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
-                "kubernetes.io/service-name": service
-            }
-        },
-        "endpoints": endpoints,
-        "ports": [{"name": "http", "port": PORT, "protocol": "TCP"}]
-    })
-}
-
-/// Pod `i` of a synthetic node: running, address `10.<100+i/250>.<i%250>.2`.
-fn synthetic_pod(i: usize, node: &str) -> Value {
-    let address = format!("10.{}.{}.2", 100 + i / 250, i % 250);
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": format!("app-{i:04}-7f9c5d8b6-x2x7q"),
-            "namespace": "default",
-            "uid": format!("00000000-0000-4000-8000-{i:012}"),
-            "labels": {"app": format!("app-{i:04}")}
-        },
-        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx:1.27"}]},
-        "status": {"phase": "Running", "podIP": address, "podIPs": [{"ip": address}]}
-    })
-}
-
 fn latency(runs: u32) -> anyhow::Result<()> {
     let lab = Lab::new(3);
     if let Err(error) = lab.check_pod_connectivity() {
@@ -132,13 +90,25 @@ fn latency(runs: u32) -> anyhow::Result<()> {
     server.add_resource(PODS, "PodList");
     server.add_resource(SLICES, "EndpointSliceList");
     let dead: Vec<String> = (0..runs).map(|i| format!("10.244.2.{}", 100 + i)).collect();
-    server.apply(SLICES, slice("default", "web", &dead, &node_name(2)));
+    server.apply(
+        SLICES,
+        endpoint_slice("default", "web", &dead, &node_name(2), PORT),
+    );
     let config = format!(
         "namespaces = \"node\"\n[desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\n\
          node_name = \"{}\"\n[pods]\nsource = \"kubernetes\"\nendpoints = \"kubernetes\"\n",
         server.kubeconfig(dir.path()).display(),
         node_name(0)
     );
+    crate::bench::say_daemon(
+        &config,
+        &[
+            "poll_interval",
+            "namespaces",
+            "detect.min_syn_retransmits",
+            "detect.confirm",
+        ],
+    )?;
     let mut daemon = Daemon::start(lab.node(0).ns(), &config);
     daemon.wait_ready();
     eprintln!("bench pods: a pod's connects to a dead Service endpoint -> finding, {runs} runs");
@@ -167,75 +137,19 @@ fn latency(runs: u32) -> anyhow::Result<()> {
     times.sort_by(f64::total_cmp);
     println!(
         "  connects start -> failing_tcp_destination with service=: median {:.2}s, worst {:.2}s \
-         over {runs} runs (defaults: poll_interval 500ms, detect.min_syn_retransmits 2, \
-         detect.confirm 2)",
+         over {runs} runs",
         times[times.len() / 2],
         times[times.len() - 1]
     );
     Ok(())
 }
 
-/// (resident KiB, peak KiB, CPU seconds over `period`) of the daemon with `config`.
-fn observe(ns: &NetNs, config: &str, wait: impl Fn(&Daemon), period: Duration) -> (u64, u64, f64) {
-    let mut daemon = Daemon::start(ns, config);
-    daemon.wait_ready();
-    wait(&daemon);
-    let pid = daemon.pid();
-    let cpu_start = crate::bench::cpu_ns(pid).expect("schedstat");
-    std::thread::sleep(period);
-    let cpu = (crate::bench::cpu_ns(pid).expect("schedstat") - cpu_start) as f64 / 1e9;
-    let rss = crate::bench::status_kib(pid, "VmRSS:").expect("VmRSS");
-    let peak = crate::bench::status_kib(pid, "VmHWM:").expect("VmHWM");
-    daemon.stop();
-    (rss, peak, cpu)
-}
-
-fn print_pair(title: &str, period: Duration, rows: [(String, (u64, u64, f64)); 2]) {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "{title} over {period:?} (load average now: {}):",
-        load.trim()
-    );
-    println!(
-        "  {:<44} {:>12} {:>12} {:>14}",
-        "", "VmRSS KiB", "VmHWM KiB", "CPU % of core"
-    );
-    for (label, (rss, peak, cpu)) in &rows {
-        println!(
-            "  {label:<44} {rss:>12} {peak:>12} {:>14.4}",
-            100.0 * cpu / period.as_secs_f64()
-        );
-    }
-    let (a, b) = (rows[0].1, rows[1].1);
-    println!(
-        "  difference: {:+} KiB resident, CPU x{:.2}",
-        b.0 as i64 - a.0 as i64,
-        b.2 / a.2.max(1e-9)
-    );
-}
-
-fn memory(pods: usize, period: Duration) -> anyhow::Result<()> {
+fn memory(pods: usize, period: Duration, rounds: u32) -> anyhow::Result<()> {
     let node = "bench-node";
     let ns = NetNs::new("wd-bench-pods");
     let dir = TempDir::new("wd-bench-pods-mem");
-    let mut measured = Vec::new();
-    for count in [0, pods] {
-        let server = InNetns::start(&ns, true);
-        server.add_resource(PODS, "PodList");
-        server.add_resource(SLICES, "EndpointSliceList");
-        let mut addresses = Vec::new();
-        for i in 0..count {
-            let pod = synthetic_pod(i, node);
-            addresses.push(pod["status"]["podIP"].as_str().unwrap().to_owned());
-            server.apply(PODS, pod);
-        }
-        // One Service per 10 pods.
-        for (i, chunk) in addresses.chunks(10).enumerate() {
-            server.apply(
-                SLICES,
-                slice("default", &format!("svc-{i:03}"), chunk, node),
-            );
-        }
+    let observe = |count: usize| {
+        let server = serve_pods(&ns, count, node, PORT);
         let config = format!(
             "namespaces = \"node\"\n[desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\n\
              node_name = \"{node}\"\n\
@@ -249,57 +163,57 @@ fn memory(pods: usize, period: Duration) -> anyhow::Result<()> {
                 || (server.watchers(PODS) >= 1 && server.watchers(SLICES) >= 1).then_some(()),
             );
         };
-        measured.push((
-            format!("{count} Pods, {} slices", count.div_ceil(10)),
-            observe(&ns, &config, wait, period),
-        ));
-    }
-    let [none, many]: [(String, (u64, u64, f64)); 2] =
-        measured.try_into().expect("two measurements");
-    print_pair(
+        crate::bench::observe(&ns, &config, wait, period)
+    };
+    let many = format!("{pods} Pods, {} slices", pods.div_ceil(10));
+    crate::bench::compare_pair(
         "idle daemon, pods and endpoints from the API",
         period,
-        [none, many],
-    );
+        rounds,
+        ["0 Pods, 0 slices", &many],
+        |setup| observe([0, pods][setup]),
+    )?;
     Ok(())
 }
 
-fn cpu(namespaces: usize, period: Duration) -> anyhow::Result<()> {
+fn cpu(namespaces: usize, period: Duration, rounds: u32) -> anyhow::Result<()> {
     let ns = NetNs::new("wd-bench-pods-cpu");
     ns.ip(&["link", "set", "lo", "up"]);
     let config = "namespaces = \"node\"\n";
-    let base = observe(&ns, config, |_| {}, period);
-    let mut pods = Vec::new();
-    let mut clients = Vec::new();
-    for i in 0..namespaces {
-        let pod = NetNs::new("wd-bp");
-        pod.veth_to(
-            &ns,
-            (
-                "eth0",
-                &format!("10.200.{}.{}/31", i / 100, (i % 100) * 2 + 1),
-            ),
-            (
-                &format!("vb{i}"),
-                &format!("10.200.{}.{}/31", i / 100, (i % 100) * 2),
-            ),
-        );
-        pod.ip(&["link", "set", "lo", "up"]);
-        clients.push(Client::start(&pod, "127.0.0.1", 9, "sleep 1"));
-        pods.push(pod);
-    }
-    let busy = observe(&ns, config, |_| {}, period);
-    drop(clients);
-    print_pair(
+    let busy = format!("{namespaces} namespaces, 1 failed connect/s each");
+    crate::bench::compare_pair(
         "daemon, namespaces = \"node\"",
         period,
-        [
-            ("0 pod namespaces".to_owned(), base),
-            (
-                format!("{namespaces} namespaces, 1 failed connect/s each"),
-                busy,
-            ),
-        ],
-    );
+        rounds,
+        ["0 pod namespaces", &busy],
+        |setup| {
+            if setup == 0 {
+                return crate::bench::observe(&ns, config, |_| {}, period);
+            }
+            let mut pods = Vec::new();
+            let mut clients = Vec::new();
+            for i in 0..namespaces {
+                let pod = NetNs::new("wd-bp");
+                pod.veth_to(
+                    &ns,
+                    (
+                        "eth0",
+                        &format!("10.200.{}.{}/31", i / 100, (i % 100) * 2 + 1),
+                    ),
+                    (
+                        &format!("vb{i}"),
+                        &format!("10.200.{}.{}/31", i / 100, (i % 100) * 2),
+                    ),
+                );
+                pod.ip(&["link", "set", "lo", "up"]);
+                clients.push(Client::start(&pod, "127.0.0.1", 9, "sleep 1"));
+                pods.push(pod);
+            }
+            let observed = crate::bench::observe(&ns, config, |_| {}, period);
+            drop(clients);
+            drop(pods);
+            observed
+        },
+    )?;
     Ok(())
 }

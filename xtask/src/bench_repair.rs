@@ -143,6 +143,16 @@ pub fn run(runs: u32) -> anyhow::Result<()> {
         nodes.display(),
         journal.display()
     );
+    crate::bench::say_daemon(
+        &config,
+        &[
+            "poll_interval",
+            "repair.mode",
+            "repair.verify_window",
+            "desired.grace",
+            "detect.confirm",
+        ],
+    )?;
     let mut daemon = Daemon::start(lab.node(0).ns(), &config);
     daemon.wait_ready();
     let streams = [lab.udp_stream(0, 1, 50), lab.udp_stream(0, 2, 50)];

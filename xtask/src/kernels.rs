@@ -35,7 +35,7 @@ pub enum Arch {
 }
 
 impl Arch {
-    fn debian(self) -> &'static str {
+    pub(crate) fn debian(self) -> &'static str {
         match self {
             Arch::Amd64 => "amd64",
             Arch::Arm64 => "arm64",
@@ -50,7 +50,7 @@ impl Arch {
     }
 
     /// The Rust target to build for (`None`: this x86_64 host's).
-    fn rust_target(self) -> Option<&'static str> {
+    pub(crate) fn rust_target(self) -> Option<&'static str> {
         match self {
             Arch::Amd64 => None,
             Arch::Arm64 => Some(AARCH64),
@@ -114,6 +114,8 @@ const ARM64_USERLAND: &[&str] = &[
 
 /// How long one kernel may take, boot to power-off (TCG on a loaded 2-core machine).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+/// What `kernel_guest` prints before its result.
+const GUEST_RESULT: &str = "WATCHDOG-GUEST-RESULT ";
 
 pub fn cache() -> PathBuf {
     root().join("target/kernels")
@@ -149,10 +151,16 @@ pub fn run(only: &[String], results: Option<PathBuf>) -> anyhow::Result<()> {
             .iter()
             .find(|(arch, _)| *arch == kernel.arch)
             .expect("built above");
-        let result = boot(kernel, daemon, guest)
+        let files = [
+            (daemon.as_path(), "watchdog"),
+            (guest.as_path(), "kernel_guest"),
+        ];
+        let result = boot(kernel, &files, "/kernel_guest", GUEST_RESULT, BOOT_TIMEOUT)
             .unwrap_or_else(|err| serde_json::json!({"errors": [format!("{err:#}")]}));
         let mut result = result;
         result["name"] = Value::from(kernel.name);
+        // What was built: a reader of a cached results file can say how old it is.
+        result["revision"] = Value::from(crate::util::revision());
         all.push(result);
     }
     let path = results.unwrap_or_else(|| cache().join("results.json"));
@@ -165,13 +173,15 @@ pub fn run(only: &[String], results: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// Builds the daemon and the guest helper for `arch`; returns their paths.
 fn build(arch: Arch) -> anyhow::Result<(PathBuf, PathBuf)> {
+    crate::setup::build_tools(arch.rust_target())?;
+    let daemon = crate::util::build_release(arch.rust_target())?;
+    Ok((daemon, build_helper(arch, "kernel_guest")?))
+}
+
+/// Builds the `watchdog-tests` binary `name` (release) for `arch`; returns its path.
+pub fn build_helper(arch: Arch, name: &str) -> anyhow::Result<PathBuf> {
     let target = arch.rust_target();
-    crate::setup::build_tools(target)?;
-    let daemon = crate::util::build_release(target)?;
-    eprintln!(
-        "xtask: building the kernel guest helper ({})",
-        arch.debian()
-    );
+    eprintln!("xtask: building the {name} helper ({})", arch.debian());
     let mut command = cargo();
     command.args([
         "build",
@@ -179,7 +189,7 @@ fn build(arch: Arch) -> anyhow::Result<(PathBuf, PathBuf)> {
         "--package",
         "watchdog-tests",
         "--bin",
-        "kernel_guest",
+        name,
     ]);
     let mut dir = root().join("target");
     if let Some(target) = target {
@@ -190,7 +200,7 @@ fn build(arch: Arch) -> anyhow::Result<(PathBuf, PathBuf)> {
         dir = dir.join(target);
     }
     status(&mut command)?;
-    Ok((daemon, dir.join("release/kernel_guest")))
+    Ok(dir.join("release").join(name))
 }
 
 /// A throwaway apt configuration for one suite and architecture: its own sources list,
@@ -332,8 +342,14 @@ fn arm64_userland() -> anyhow::Result<PathBuf> {
     Ok(root)
 }
 
-/// Builds the initramfs for `kernel`; returns (vmlinuz, initramfs).
-fn initramfs(kernel: &Kernel, daemon: &Path, guest: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// Builds the initramfs for `kernel` with `files` (each copied to `/<name>`, with the
+/// libraries it needs), whose init runs `program` then powers off; returns (vmlinuz,
+/// initramfs).
+fn initramfs(
+    kernel: &Kernel,
+    files: &[(&Path, &str)],
+    program: &str,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let kroot = kernel_root(kernel)?;
     let boot = kroot.join("boot");
     let vmlinuz = fs::read_dir(&boot)
@@ -397,12 +413,17 @@ fn initramfs(kernel: &Kernel, daemon: &Path, guest: &Path) -> anyhow::Result<(Pa
     copy(&busybox, &staging.join("bin/busybox"))?;
     copy(&ip, &staging.join("usr/sbin/ip"))?;
     copy(&bridge, &staging.join("usr/sbin/bridge"))?;
-    copy(daemon, &staging.join("watchdog"))?;
-    copy(guest, &staging.join("kernel_guest"))?;
+    for (file, name) in files {
+        copy(file, &staging.join(name))?;
+    }
     let libdir = staging.join("lib").join(multiarch);
     fs::create_dir_all(&libdir)?;
     let mut carried = BTreeSet::new();
-    for binary in [&ip, &bridge, daemon, guest] {
+    let binaries = [ip.as_path(), bridge.as_path()];
+    for binary in binaries
+        .into_iter()
+        .chain(files.iter().map(|(file, _)| *file))
+    {
         carry_libraries(binary, &search, &libdir, &mut carried)?;
         if let Some(interpreter) = interpreter(binary)? {
             let name = Path::new(&interpreter).file_name().unwrap_or_default();
@@ -440,7 +461,7 @@ mount -t bpf bpf /sys/fs/bpf
 for module in /modules/*.ko; do insmod "$module" || echo "insmod $module failed"; done
 ip link set lo up
 echo "WATCHDOG-GUEST-BOOTED $(uname -r)"
-/kernel_guest
+{program}
 poweroff -f
 "#
     );
@@ -618,9 +639,17 @@ fn modinfo(module: &[u8], key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Boots `kernel` with the initramfs; returns the guest's result with the boot timings.
-fn boot(kernel: &Kernel, daemon: &Path, guest: &Path) -> anyhow::Result<Value> {
-    let (vmlinuz, initrd) = initramfs(kernel, daemon, guest)?;
+/// Boots `kernel` with an initramfs of `files` whose init runs `program` (see
+/// [`initramfs`]); returns the JSON the program printed after `marker` on the console,
+/// with the boot timings, or fails after `timeout`.
+pub fn boot(
+    kernel: &Kernel,
+    files: &[(&Path, &str)],
+    program: &str,
+    marker: &str,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    let (vmlinuz, initrd) = initramfs(kernel, files, program)?;
     let console_path = cache().join(kernel.name).join("console.log");
     let mut command = match kernel.arch {
         Arch::Amd64 => {
@@ -668,7 +697,7 @@ fn boot(kernel: &Kernel, daemon: &Path, guest: &Path) -> anyhow::Result<Value> {
         if child.try_wait()?.is_some() {
             break false;
         }
-        if started.elapsed() > BOOT_TIMEOUT {
+        if started.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
             break true;
@@ -678,7 +707,7 @@ fn boot(kernel: &Kernel, daemon: &Path, guest: &Path) -> anyhow::Result<Value> {
     let console = fs::read_to_string(&console_path).unwrap_or_default();
     let line = console
         .lines()
-        .find_map(|line| line.trim().strip_prefix("WATCHDOG-GUEST-RESULT "));
+        .find_map(|line| line.trim().strip_prefix(marker));
     let mut result: Value = match line {
         Some(json) => serde_json::from_str(json)
             .with_context(|| format!("the guest's result is not JSON: {json}"))?,
@@ -707,9 +736,9 @@ fn boot(kernel: &Kernel, daemon: &Path, guest: &Path) -> anyhow::Result<Value> {
 /// Prints the results as a table (stderr, so it shows in test output).
 pub fn print_table(results: &[Value]) {
     let mut out = std::io::stderr().lock();
-    let row = |cells: [String; 12]| {
+    let row = |cells: [String; 13]| {
         format!(
-            "{:<15} {:<25} {:>4} {:>6} {:>7} {:>7} {:>15} {:>11} {:>11} {:>6} {:>6}  {}",
+            "{:<15} {:<25} {:>4} {:>6} {:>7} {:>7} {:>11} {:>15} {:>11} {:>11} {:>6} {:>6}  {}",
             cells[0],
             cells[1],
             cells[2],
@@ -721,7 +750,8 @@ pub fn print_table(results: &[Value]) {
             cells[8],
             cells[9],
             cells[10],
-            cells[11]
+            cells[11],
+            cells[12]
         )
     };
     let header = [
@@ -731,6 +761,7 @@ pub fn print_table(results: &[Value]) {
         "boot s",
         "ready s",
         "RSS MiB",
+        "peak/idle",
         "drops",
         "peers tx/rx",
         "tcp a/f/syn",
@@ -764,6 +795,15 @@ pub fn print_table(results: &[Value]) {
             r["rss_kib"]
                 .as_u64()
                 .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            match (
+                r["footprint"]["peak_kib"].as_u64(),
+                r["footprint"]["resident_kib"].as_u64(),
+            ) {
+                (Some(peak), Some(idle)) => {
+                    format!("{:.1}/{:.1}", peak as f64 / 1024.0, idle as f64 / 1024.0)
+                }
+                _ => "-".into(),
+            },
             format!(
                 "{}/{} {}",
                 n(&r["drops"]["counted"]),

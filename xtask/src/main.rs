@@ -4,8 +4,10 @@
 //! separate installation step.
 
 mod bench;
+mod bench_alerts;
 mod bench_causes;
 mod bench_desired;
+mod bench_memory;
 mod bench_mtu;
 mod bench_pods;
 mod bench_repair;

@@ -59,7 +59,17 @@ pub fn build_release(target: Option<&str>) -> anyhow::Result<PathBuf> {
         "xtask: building the daemon (release, {})",
         target.unwrap_or("host")
     );
+    build_release_of(&root(), target)
+}
+
+/// Builds the release daemon of the workspace at `src` (this one, or another revision's
+/// checkout) for `target` in this workspace's target directory; returns the binary's path
+/// there (the next build of the daemon for `target` replaces it).
+pub fn build_release_of(src: &Path, target: Option<&str>) -> anyhow::Result<PathBuf> {
     let mut command = cargo();
+    command
+        .current_dir(src)
+        .env("CARGO_TARGET_DIR", root().join("target"));
     command.args([
         "build",
         "--release",
@@ -102,4 +112,16 @@ pub fn exec(mut command: Command) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt as _;
     let err = command.exec();
     Err(err).with_context(|| format!("cannot run {command:?}"))
+}
+
+/// HEAD's commit (12 digits), and whether the working tree differs from it: what a bench
+/// or the kernel matrix built.
+pub fn revision() -> String {
+    let git = |args: &[&str]| output(Command::new("git").arg("-C").arg(root()).args(args));
+    let head = git(&["rev-parse", "HEAD"])
+        .map(|h| h.trim().chars().take(12).collect::<String>())
+        .unwrap_or_else(|_| "?".into());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_ok_and(|s| !s.trim().is_empty());
+    format!("{head}{}", if dirty { " with changes" } else { "" })
 }

@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::{Value, json};
 use watchdog_common::names;
-use watchdog_tests::{Metrics, NetNs, http_get, traffic};
+use watchdog_tests::{Metrics, NetNs, http_get, memory, traffic};
 
 /// The daemon: `/watchdog` in the initramfs (`WATCHDOG_BIN` overrides it, to run this
 /// helper on a host).
@@ -24,6 +24,8 @@ const LISTEN: &str = "127.0.0.1:9477";
 const DROP_BURST: u32 = 37;
 /// UDP datagrams echoed over the veth pair.
 const ECHOES: u32 = 23;
+/// How long the footprint's daemon (embedded default config) is observed once ready.
+const FOOTPRINT_IDLE: Duration = Duration::from_secs(10);
 
 fn main() {
     let mut result = json!({});
@@ -32,6 +34,20 @@ fn main() {
     result["machine"] = json!(std::env::consts::ARCH);
     // SAFETY: sysconf has no preconditions.
     result["page_size"] = json!(unsafe { libc::sysconf(libc::_SC_PAGESIZE) });
+    let binary = std::env::var("WATCHDOG_BIN").unwrap_or_else(|_| DAEMON.to_owned());
+
+    // The footprint first: the embedded default config in a namespace of its own, its
+    // start-up peak and its resident memory once idle (the host test holds them to their
+    // budgets).
+    // SAFETY: single-threaded here; the lab reads it to find the daemon.
+    unsafe { std::env::set_var("WATCHDOG_BIN", &binary) };
+    match std::panic::catch_unwind(|| memory::default(FOOTPRINT_IDLE)) {
+        Ok(figures) => {
+            result["footprint"] = figures.to_json();
+            result["footprint"]["idle_s"] = json!(FOOTPRINT_IDLE.as_secs());
+        }
+        Err(_) => errors.push("footprint: the default daemon did not run (see above)".into()),
+    }
 
     // Every namespace's drops, labelled: the burst runs in a namespace of its own, so its
     // count is exact even on 5.10, where every freed packet counts as UNKNOWN.
@@ -40,7 +56,6 @@ fn main() {
     fs::write("/tmp/watchdog.toml", config).expect("write config");
     let log = fs::File::create("/tmp/watchdog.log").expect("create log");
     let started = Instant::now();
-    let binary = std::env::var("WATCHDOG_BIN").unwrap_or_else(|_| DAEMON.to_owned());
     let mut daemon = Command::new(binary)
         .args(["run", "--config", "/tmp/watchdog.toml"])
         .env("RUST_LOG", "info")

@@ -22,6 +22,7 @@ mod inject;
 pub mod netns;
 pub mod nodes;
 mod observe;
+pub mod pods;
 mod traffic;
 
 use std::{net::Ipv4Addr, sync::atomic::Ordering, time::Duration};

@@ -1,6 +1,7 @@
 //! The kernel matrix: Debian's 5.10 (x86_64), 6.1 (arm64, TC through clsact) and 6.12
 //! arm64 16 KiB-page kernels booted under qemu by `cargo xtask kernels`, the daemon inside
-//! each. The guest reports what it measured; this test checks every number.
+//! each. The guest reports what it measured; this test checks every number, the release
+//! daemon's start-up peak and idle memory against their budgets included.
 //!
 //! Takes a few minutes (downloads once into target/kernels/). Skip it with
 //! `WATCHDOG_SKIP_KERNELS=1` or `cargo xtask test --skip-kernels` (not under CI, where a
@@ -9,7 +10,11 @@
 use std::{path::Path, process::Command};
 
 use serde_json::Value;
-use watchdog_tests::{TempDir, require_root, skip_requested};
+use watchdog_tests::{
+    TempDir,
+    memory::{IDLE_ANON_BUDGET_KIB, STARTUP_PEAK_BUDGET_KIB},
+    require_root, skip_requested,
+};
 
 #[test]
 fn daemon_works_on_debian_kernels_booted_under_qemu() {
@@ -154,6 +159,21 @@ fn check(r: &Value) {
         r["rss_kib"].as_u64().is_some_and(|kib| kib > 0),
         "{name}: {}",
         context()
+    );
+    // The footprint with the embedded default config (release build): the start-up peak
+    // (VmHWM) and the idle anonymous memory (RssAnon) within their budgets.
+    let footprint = &r["footprint"];
+    let peak = footprint["peak_kib"].as_u64();
+    assert!(
+        peak.is_some_and(|kib| kib < STARTUP_PEAK_BUDGET_KIB),
+        "{name}: start-up peak {peak:?} KiB, budget {STARTUP_PEAK_BUDGET_KIB} KiB: {footprint}"
+    );
+    // Idle: the anonymous memory (what the daemon allocated). Its VmRSS, mostly the
+    // executable's clean code pages, is the bench's figure (against IDLE_BUDGET_KIB).
+    let idle = footprint["anon_kib"].as_u64();
+    assert!(
+        idle.is_some_and(|kib| kib < IDLE_ANON_BUDGET_KIB),
+        "{name}: idle RssAnon {idle:?} KiB, budget {IDLE_ANON_BUDGET_KIB} KiB: {footprint}"
     );
     // The guest read every attached program's size (the per-architecture cost figure).
     for program in ["kfree_skb", "peers_egress", "peers_ingress"] {

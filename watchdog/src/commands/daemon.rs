@@ -27,7 +27,7 @@ use crate::{
     sources::{
         Sources,
         desired::{Desired, DesiredError},
-        kernel::procfs,
+        kernel::{memory, procfs},
         mirror,
         pods::Pods,
         prober,
@@ -261,6 +261,7 @@ async fn detect_loop(
     let mut maps_read = false;
     let node = config.desired.node_name(procfs::node_name);
     let mut pods = Pods::start(config.namespaces, own.netns, config, &node).await;
+    let mut start_up_released = false;
     loop {
         ticker.tick().await;
         let reading = sources.read();
@@ -330,6 +331,11 @@ async fn detect_loop(
         } else if health.readiness().is_err() {
             health.set_ready();
             tracing::info!("ready: every enabled probe is attached and its maps were read");
+        }
+        // Start-up is over after the first cycle: what only it used goes back.
+        if !start_up_released {
+            memory::release_start_up();
+            start_up_released = true;
         }
     }
 }

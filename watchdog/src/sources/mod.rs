@@ -16,7 +16,7 @@ use crate::{
     config::{Config, Namespaces},
     model::{counters::Reading, probe::Method, stack::StackRequest, status::SourceStatus},
     sources::{
-        kernel::{btf::Btf, tracefs::Tracefs},
+        kernel::{btf::Btf, memory, tracefs::Tracefs},
         mirror::{Mirror, MirrorError},
         prober::Prober,
         probes::{KernelEnv, ProbeError, Probes, kfree_skb::Attribution},
@@ -51,6 +51,7 @@ impl Sources {
     /// programs on the mirror's interfaces). A probe or the mirror failing is reported by
     /// [`Sources::status`]; only an eBPF object the kernel refuses is an error.
     pub async fn start(config: &Config, own_netns: u32) -> Result<Self, ProbeError> {
+        memory::log_step("the config, the HTTP server and the desired-state source");
         let tracefs = match &config.tracefs_path {
             Some(path) => Tracefs::at(path.clone()),
             None => Tracefs::locate(),
@@ -74,13 +75,14 @@ impl Sources {
             filter_netns: (config.namespaces == Namespaces::Own).then_some(own_netns),
         };
         let probes = Probes::start(config, &env)?;
-        // The BTF (several MiB parsed) is only needed to plan the probes: give it back to
-        // the system, not just to the allocator, so the idle daemon stays small.
         drop(btf);
-        release_free_heap();
+        // What loading the object allocated and freed goes back to the system.
+        memory::release_free_heap();
+        memory::log_step("the probes (loaded and attached)");
         let mirror = Mirror::start()
             .await
             .map_err(|err| format!("network mirror failed: {err}"));
+        memory::log_step("the network mirror's first dump");
         match &mirror {
             Ok(_) => tracing::info!("network mirror loaded"),
             Err(why) => tracing::error!("{why}"),
@@ -186,14 +188,5 @@ impl Sources {
         });
         self.probes.sync_interfaces(Some(&links));
         self.links_synced = Some(generation);
-    }
-}
-
-/// Returns freed heap pages to the kernel (glibc keeps them otherwise).
-fn release_free_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases memory the allocator holds free.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -1,14 +1,20 @@
-//! Minimal reader for raw kernel BTF (`/sys/kernel/btf/vmlinux`).
+//! Struct member offsets from raw kernel BTF (`/sys/kernel/btf/vmlinux`), read in passes
+//! instead of kept in memory.
 //!
-//! The eBPF programs cannot use CO-RE relocations, so the daemon computes the
-//! byte offsets of the kernel struct members they read (e.g. `sk_buff.dev`,
-//! `net.ns.inum`) here and passes them to the programs as globals.
+//! The eBPF programs cannot use CO-RE relocations, so the daemon computes the byte offsets
+//! of the few kernel struct members they read (e.g. `sk_buff.dev`, `net.ns.inum`) here and
+//! passes them to the programs as globals. A distribution kernel's BTF is about 5 MiB, and a
+//! table of all its types several more; the daemon needs seven numbers from it. So nothing
+//! of it is kept: opening checks every type record in one pass through a small buffer and
+//! notes where every [`CHECKPOINT`]th type starts; a lookup makes one pass over the strings
+//! (where the names asked for are), one over the types (the struct with that name), then
+//! reads the few types on its way where they are. What stays in memory is a few KiB.
 //!
-//! Only the raw BTF format (no ELF wrapper) of the host's byte order is
-//! supported. The type section is parsed once into a table indexed by type id;
-//! names are resolved lazily against a copy of the string section.
+//! Only the raw BTF format (no ELF wrapper) of the host's byte order is supported.
 
 use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 /// Errors from loading BTF or resolving member offsets in it.
@@ -77,18 +83,28 @@ const K_UNION: u32 = 5;
 const K_TYPEDEF: u32 = 8;
 /// Bound on modifier chains and anonymous-member nesting (guards against cycles).
 const MAX_DEPTH: usize = 64;
+/// Every this many type ids, where the type starts is noted: a type is found by reading
+/// forward from the last noted one before it.
+const CHECKPOINT: u32 = 64;
+/// The buffer of a pass over a whole section.
+const PASS_BUFFER: usize = 64 * 1024;
+/// The buffer of a read from a checkpoint to one type.
+const SEEK_BUFFER: usize = 4 * 1024;
 
 macro_rules! malformed {
     ($($arg:tt)*) => { BtfError::Malformed(format!($($arg)*)) };
 }
 
+/// One type record, as far as lookups need it.
 #[derive(Clone, Copy, Default)]
 struct Type {
     name_off: u32,
     info: u32,
     size_or_type: u32,
-    /// STRUCT/UNION: index of the first member in `Btf::members`; INT: encoding word.
-    extra: u32,
+    /// INT: the encoding word.
+    int_encoding: u32,
+    /// STRUCT/UNION: where the members start (within the type section).
+    members_at: u32,
 }
 
 impl Type {
@@ -106,24 +122,85 @@ impl Type {
 /// A found member: (bit offset, bitfield size, member type id).
 type Hit = (u64, u32, u32);
 
-/// Parsed kernel BTF: the type table (index = type id, 0 = void) and strings.
+/// Names and the string offsets where each is.
+struct Names<'a> {
+    names: &'a [&'a str],
+    offsets: &'a [Vec<u32>],
+}
+
+impl Names<'_> {
+    fn offsets(&self, name: &str) -> &[u32] {
+        let i = self.names.iter().position(|n| *n == name);
+        i.map_or(&[], |i| &self.offsets[i])
+    }
+}
+
+/// Where the bytes are: the file (read where needed), or a copy (tests).
+enum Data {
+    File(File),
+    Bytes(Box<[u8]>),
+}
+
+impl Data {
+    fn len(&self) -> std::io::Result<u64> {
+        match self {
+            Data::File(file) => Ok(file.metadata()?.len()),
+            Data::Bytes(bytes) => Ok(bytes.len() as u64),
+        }
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the data.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        match self {
+            Data::File(file) => {
+                let mut done = 0;
+                while done < buf.len() {
+                    match file.read_at(&mut buf[done..], offset + done as u64) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(done)
+            }
+            Data::Bytes(bytes) => {
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let n = buf.len().min(bytes.len() - start);
+                buf[..n].copy_from_slice(&bytes[start..start + n]);
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// Kernel BTF, open for lookups: the file, where its sections are, and where every
+/// [`CHECKPOINT`]th type starts.
 pub struct Btf {
-    types: Vec<Type>,
-    /// Struct/union members of all types, each `[name_off, type, offset]`.
-    members: Vec<[u32; 3]>,
-    strings: Box<[u8]>,
+    data: Data,
+    /// Named in errors.
+    path: PathBuf,
+    /// Byte offset of the type section, and its length.
+    types: (u64, u32),
+    /// Byte offset of the string section, and its length.
+    strings: (u64, u32),
+    /// The number of types (ids 1 to `count`; 0 is void).
+    count: u32,
+    /// Where type `1 + i * CHECKPOINT` starts, within the type section.
+    checkpoints: Vec<u32>,
 }
 
 impl fmt::Debug for Btf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (t, m, s) = (self.types.len() - 1, self.members.len(), self.strings.len());
-        write!(f, "Btf {{ {t} types, {m} members, {s} string bytes }}")
+        let (t, s) = (self.count, self.strings.1);
+        write!(
+            f,
+            "Btf {{ {t} types, {s} string bytes, read from {} }}",
+            self.path.display()
+        )
     }
-}
-
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    let bytes = b.get(off..off.checked_add(4)?)?;
-    Some(u32::from_ne_bytes(bytes.try_into().ok()?))
 }
 
 fn kind_name(kind: u32) -> &'static str {
@@ -135,20 +212,178 @@ fn kind_name(kind: u32) -> &'static str {
         .unwrap_or("unknown kind")
 }
 
-/// Returns the section `[hdr_len + off, + len)` of `data`, if in bounds.
-fn section(data: &[u8], hdr_len: usize, off: u32, len: u32) -> Option<&[u8]> {
-    let start = hdr_len.checked_add(off as usize)?;
-    data.get(start..start.checked_add(len as usize)?)
+/// Reads a byte range front to back through a buffer.
+struct Stream<'a> {
+    btf: &'a Btf,
+    /// The next byte to read into the buffer, and the end of the range.
+    next: u64,
+    end: u64,
+    buf: Vec<u8>,
+    /// The unread part of `buf`.
+    at: usize,
+    filled: usize,
+}
+
+impl<'a> Stream<'a> {
+    fn new(btf: &'a Btf, start: u64, len: u64, buffer: usize) -> Self {
+        Stream {
+            btf,
+            next: start,
+            end: start + len,
+            buf: vec![0; buffer.min(len as usize).max(16)],
+            at: 0,
+            filled: 0,
+        }
+    }
+
+    /// Bytes not read yet.
+    fn remaining(&self) -> u64 {
+        (self.filled - self.at) as u64 + (self.end - self.next)
+    }
+
+    /// Refills the buffer (keeping the unread bytes); false at the end of the range.
+    fn refill(&mut self) -> Result<bool, BtfError> {
+        self.buf.copy_within(self.at..self.filled, 0);
+        self.filled -= self.at;
+        self.at = 0;
+        let want = (self.buf.len() - self.filled).min((self.end - self.next) as usize);
+        if want == 0 {
+            return Ok(false);
+        }
+        let n = self
+            .btf
+            .read_at(&mut self.buf[self.filled..self.filled + want], self.next)?;
+        if n < want {
+            return Err(malformed!("{} ends early", self.btf.path.display()));
+        }
+        self.filled += n;
+        self.next += n as u64;
+        Ok(true)
+    }
+
+    /// The next native-endian word; `None` if fewer than 4 bytes are left.
+    fn word(&mut self) -> Result<Option<u32>, BtfError> {
+        while self.filled - self.at < 4 {
+            if !self.refill()? {
+                return Ok(None);
+            }
+        }
+        let bytes = self.buf[self.at..self.at + 4].try_into().expect("4 bytes");
+        self.at += 4;
+        Ok(Some(u32::from_ne_bytes(bytes)))
+    }
+
+    /// The unread bytes of the buffer, refilled first if empty (all consumed); `None` at
+    /// the end.
+    fn chunk(&mut self) -> Result<Option<&[u8]>, BtfError> {
+        if self.at == self.filled && !self.refill()? {
+            return Ok(None);
+        }
+        let chunk = &self.buf[self.at..self.filled];
+        self.at = self.filled;
+        Ok(Some(chunk))
+    }
+}
+
+/// Reads type records one after the other from a stream over the type section.
+struct Records<'a> {
+    stream: Stream<'a>,
+    /// The id of the next record.
+    id: u32,
+    /// Where the next record starts, within the type section.
+    pos: u32,
+    /// Each member's name offset, read while reading it (for the opening check).
+    member_names: Vec<u32>,
+}
+
+impl Records<'_> {
+    /// The next record and where it starts; `None` after the last. Member names are left
+    /// in `member_names`.
+    fn next(&mut self) -> Result<Option<(Type, u32)>, BtfError> {
+        if self.stream.remaining() == 0 {
+            return Ok(None);
+        }
+        let (id, start) = (self.id, self.pos);
+        let truncated = || malformed!("type id {id} is truncated");
+        let word = |stream: &mut Stream<'_>| stream.word()?.ok_or_else(truncated);
+        let (name_off, info, size_or_type) = (
+            word(&mut self.stream)?,
+            word(&mut self.stream)?,
+            word(&mut self.stream)?,
+        );
+        let mut t = Type {
+            name_off,
+            info,
+            size_or_type,
+            ..Type::default()
+        };
+        let vlen = t.vlen();
+        let trailing = match t.kind() {
+            K_INT | 14 | 17 => 4,
+            2 | 7..=12 | 16 | 18 => 0,
+            3 => 12,
+            K_STRUCT | K_UNION | 15 | 19 => vlen * 12,
+            6 | 13 => vlen * 8,
+            k => return Err(malformed!("unknown kind {k} at type id {id}")),
+        };
+        self.member_names.clear();
+        if t.kind() == K_INT {
+            t.int_encoding = word(&mut self.stream)?;
+        } else if t.is_composite() {
+            t.members_at = start + 12;
+            for _ in 0..vlen {
+                self.member_names.push(word(&mut self.stream)?);
+                word(&mut self.stream)?;
+                word(&mut self.stream)?;
+            }
+        } else {
+            for _ in 0..trailing / 4 {
+                word(&mut self.stream)?;
+            }
+        }
+        self.pos = start + 12 + trailing as u32;
+        self.id += 1;
+        Ok(Some((t, start)))
+    }
 }
 
 impl Btf {
-    /// Parses raw BTF bytes (host byte order).
+    /// Checks raw BTF bytes (host byte order) and keeps a copy: for tests.
     pub fn from_bytes(data: &[u8]) -> Result<Btf, BtfError> {
-        if data.len() < HDR_MIN {
-            return Err(malformed!("truncated header ({} bytes)", data.len()));
+        Btf::open(Data::Bytes(data.into()), PathBuf::from("<memory>"))
+    }
+
+    /// Opens a raw BTF file such as `/sys/kernel/btf/vmlinux` and checks every type record
+    /// in it (nothing of it is kept but where every [`CHECKPOINT`]th type starts).
+    pub fn from_file(path: &Path) -> Result<Btf, BtfError> {
+        let io_err = |source| BtfError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io_err)?;
+        Btf::open(Data::File(file), path.to_path_buf()).map_err(|e| match e {
+            BtfError::Malformed(m) => malformed!("{}: {m}", path.display()),
+            e => e,
+        })
+    }
+
+    fn open(data: Data, path: PathBuf) -> Result<Btf, BtfError> {
+        let len = data.len().map_err(|source| BtfError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut header = [0u8; HDR_MIN];
+        let got = data
+            .read_at(&mut header, 0)
+            .map_err(|source| BtfError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if got < HDR_MIN {
+            return Err(malformed!("truncated header ({got} bytes)"));
         }
-        let hdr = |i| u32_at(data, i).unwrap_or(0);
-        let magic = u16::from_ne_bytes([data[0], data[1]]);
+        let hdr = |i: usize| u32::from_ne_bytes(header[i..i + 4].try_into().expect("4 bytes"));
+        let magic = u16::from_ne_bytes([header[0], header[1]]);
         if magic == MAGIC.swap_bytes() {
             return Err(malformed!(
                 "byte-swapped magic: big-endian BTF not supported"
@@ -157,97 +392,125 @@ impl Btf {
         if magic != MAGIC {
             return Err(malformed!("bad magic {magic:#06x}, expected {MAGIC:#06x}"));
         }
-        if data[2] != 1 {
-            return Err(malformed!("unsupported BTF version {}", data[2]));
+        if header[2] != 1 {
+            return Err(malformed!("unsupported BTF version {}", header[2]));
         }
-        let hdr_len = hdr(4) as usize;
-        if !(HDR_MIN..=data.len()).contains(&hdr_len) {
+        let hdr_len = u64::from(hdr(4));
+        if !(HDR_MIN as u64..=len).contains(&hdr_len) {
             return Err(malformed!("bad header length {hdr_len}"));
         }
-        let tsec = section(data, hdr_len, hdr(8), hdr(12));
-        let tsec = tsec.ok_or_else(|| malformed!("type section is truncated"))?;
-        let strings = section(data, hdr_len, hdr(16), hdr(20));
+        let section = |off: u32, sec_len: u32| {
+            let start = hdr_len + u64::from(off);
+            (start + u64::from(sec_len) <= len).then_some((start, sec_len))
+        };
+        let types = section(hdr(8), hdr(12));
+        let types = types.ok_or_else(|| malformed!("type section is truncated"))?;
+        let strings = section(hdr(16), hdr(20));
         let strings = strings.ok_or_else(|| malformed!("string section is truncated"))?;
-
-        let mut types = Vec::with_capacity(tsec.len() / 20 + 1);
-        types.push(Type::default());
-        let mut members = Vec::with_capacity(tsec.len() / 24);
-        let mut pos = 0;
-        while pos < tsec.len() {
-            let id = types.len();
-            let word =
-                |i| u32_at(tsec, pos + i).ok_or_else(|| malformed!("type id {id} is truncated"));
-            let (name_off, info, size_or_type) = (word(0)?, word(4)?, word(8)?);
-            let mut t = Type {
-                name_off,
-                info,
-                size_or_type,
-                extra: 0,
-            };
-            let vlen = t.vlen();
-            let trailing = match t.kind() {
-                K_INT => {
-                    t.extra = word(12)?;
-                    4
-                }
-                2 | 7..=12 | 16 | 18 => 0,
-                3 => 12,
-                K_STRUCT | K_UNION => {
-                    t.extra = members.len() as u32;
-                    for m in (12..12 + vlen * 12).step_by(12) {
-                        members.push([word(m)?, word(m + 4)?, word(m + 8)?]);
-                    }
-                    vlen * 12
-                }
-                6 | 13 => vlen * 8,
-                14 | 17 => 4,
-                15 | 19 => vlen * 12,
-                k => return Err(malformed!("unknown kind {k} at type id {id}")),
-            };
-            pos += 12 + trailing;
-            if pos > tsec.len() {
-                return Err(malformed!("type id {id} is truncated"));
-            }
-            types.push(t);
-        }
-        let max = strings.len().max(1) as u32;
-        if types.iter().any(|t| t.name_off >= max) || members.iter().any(|m| m[0] >= max) {
-            return Err(malformed!("name offset beyond string section"));
-        }
-        let strings = strings.into();
-        Ok(Btf {
+        let mut btf = Btf {
+            data,
+            path,
             types,
-            members,
             strings,
-        })
+            count: 0,
+            checkpoints: Vec::new(),
+        };
+        // The one pass over every type: each record well formed, every name inside the
+        // string section, and where every CHECKPOINT-th type starts.
+        let max = strings.1.max(1);
+        let mut checkpoints = Vec::new();
+        let mut records = btf.records(1, 0, PASS_BUFFER);
+        loop {
+            let id = records.id;
+            let Some((t, start)) = records.next()? else {
+                break;
+            };
+            if (id - 1).is_multiple_of(CHECKPOINT) {
+                checkpoints.push(start);
+            }
+            if t.name_off >= max || records.member_names.iter().any(|&n| n >= max) {
+                return Err(malformed!("name offset beyond string section"));
+            }
+        }
+        btf.count = records.id - 1;
+        btf.checkpoints = checkpoints;
+        Ok(btf)
     }
 
-    /// Reads and parses a raw BTF file such as `/sys/kernel/btf/vmlinux`.
-    pub fn from_file(path: &Path) -> Result<Btf, BtfError> {
-        let io_err = |source| BtfError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        Btf::from_bytes(&std::fs::read(path).map_err(io_err)?).map_err(|e| match e {
-            BtfError::Malformed(m) => malformed!("{}: {m}", path.display()),
-            e => e,
-        })
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize, BtfError> {
+        self.data
+            .read_at(buf, offset)
+            .map_err(|source| BtfError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Records from type `id`, which starts at `pos` within the type section.
+    fn records(&self, id: u32, pos: u32, buffer: usize) -> Records<'_> {
+        let (start, len) = self.types;
+        Records {
+            stream: Stream::new(self, start + u64::from(pos), u64::from(len - pos), buffer),
+            id,
+            pos,
+            member_names: Vec::new(),
+        }
     }
 
     /// Byte offset of `path` inside the struct (or union) named `type_name`,
     /// looking through anonymous struct/union members at any depth, and through
     /// typedef/const/volatile/restrict/type_tag modifiers of intermediate member types.
     pub fn member_offset(&self, type_name: &str, path: &[&str]) -> Result<u32, BtfError> {
-        let mut id = self.find_composite(type_name)?;
+        self.member_offsets(&[(type_name, path)])?.remove(0)
+    }
+
+    /// [`Btf::member_offset`] of each query `(type name, path)`, in one pass over the
+    /// strings and one over the types for all of them. The outer error is a read of the
+    /// file failing; the inner ones are each query's.
+    pub fn member_offsets(
+        &self,
+        queries: &[(&str, &[&str])],
+    ) -> Result<Vec<Result<u32, BtfError>>, BtfError> {
+        let mut names: Vec<&str> = Vec::new();
+        for (type_name, path) in queries {
+            for name in std::iter::once(type_name).chain(path.iter()) {
+                if !names.contains(name) {
+                    names.push(name);
+                }
+            }
+        }
+        let offsets = self.name_offsets(&names)?;
+        let names = Names {
+            names: &names,
+            offsets: &offsets,
+        };
+        let types: Vec<&str> = queries.iter().map(|(type_name, _)| *type_name).collect();
+        let type_offsets: Vec<&[u32]> = types.iter().map(|n| names.offsets(n)).collect();
+        let found = self.find_composites(&types, &type_offsets)?;
+        Ok(queries
+            .iter()
+            .zip(found)
+            .map(|((type_name, path), id)| self.walk(type_name, id?, path, &names))
+            .collect())
+    }
+
+    /// The offset of `path` from struct `id` (named `type_name`).
+    fn walk(
+        &self,
+        type_name: &str,
+        mut id: u32,
+        path: &[&str],
+        names: &Names<'_>,
+    ) -> Result<u32, BtfError> {
         let mut walked = type_name.to_owned();
         let mut bits = 0u64;
         for member in path {
-            let (sid, t) = self.resolve(id)?;
+            let (_, t) = self.resolve(id)?;
             if !t.is_composite() {
                 let kind = kind_name(t.kind());
                 return Err(BtfError::NotAStruct { path: walked, kind });
             }
-            let Some((off, bitfield_size, ty)) = self.find_member(sid, member.as_bytes(), 0)?
+            let Some((off, bitfield_size, ty)) = self.find_member(&t, names.offsets(member), 0)?
             else {
                 let member = (*member).to_owned();
                 return Err(BtfError::NoSuchMember { ty: walked, member });
@@ -264,21 +527,86 @@ impl Btf {
 
     /// Size in bytes of the named struct/union (useful for sanity checks).
     pub fn struct_size(&self, type_name: &str) -> Result<u32, BtfError> {
-        Ok(self.types[self.find_composite(type_name)? as usize].size_or_type)
+        let offsets = self.name_offsets(&[type_name])?;
+        let id = self
+            .find_composites(&[type_name], &[&offsets[0]])?
+            .remove(0)?;
+        Ok(self.ty(id)?.size_or_type)
     }
 
-    fn name(&self, off: u32) -> &[u8] {
-        let s = self.strings.get(off as usize..).unwrap_or_default();
-        s.split(|&b| b == 0).next().unwrap_or_default()
+    /// For each of `names`, every string offset whose string is that name: one pass over
+    /// the string section (a name may also be the end of a longer string).
+    fn name_offsets(&self, names: &[&str]) -> Result<Vec<Vec<u32>>, BtfError> {
+        let mut found = vec![Vec::new(); names.len()];
+        let mut check = |string: &[u8], end: u32| {
+            for (name, found) in names.iter().zip(&mut found) {
+                if !name.is_empty() && string.ends_with(name.as_bytes()) {
+                    found.push(end - name.len() as u32);
+                }
+            }
+        };
+        let (start, len) = self.strings;
+        let mut stream = Stream::new(self, start, u64::from(len), PASS_BUFFER);
+        // A string begun in an earlier chunk.
+        let mut partial: Vec<u8> = Vec::new();
+        let mut chunk_at = 0u32;
+        while let Some(chunk) = stream.chunk()? {
+            let mut begin = 0;
+            while let Some(nul) = chunk[begin..].iter().position(|&b| b == 0) {
+                let end = begin + nul;
+                if partial.is_empty() {
+                    check(&chunk[begin..end], chunk_at + end as u32);
+                } else {
+                    partial.extend_from_slice(&chunk[begin..end]);
+                    check(&partial, chunk_at + end as u32);
+                    partial.clear();
+                }
+                begin = end + 1;
+            }
+            partial.extend_from_slice(&chunk[begin..]);
+            chunk_at += chunk.len() as u32;
+        }
+        // An unterminated last string ends with the section.
+        check(&partial, chunk_at);
+        Ok(found)
     }
 
-    fn ty(&self, id: u32) -> Result<&Type, BtfError> {
-        let t = self.types.get(id as usize);
-        t.ok_or_else(|| malformed!("reference to missing type id {id}"))
+    /// Type `id` (0: void), read forward from the checkpoint before it.
+    fn ty(&self, id: u32) -> Result<Type, BtfError> {
+        if id == 0 {
+            return Ok(Type::default());
+        }
+        if id > self.count {
+            return Err(malformed!("reference to missing type id {id}"));
+        }
+        let checkpoint = (id - 1) / CHECKPOINT;
+        let pos = self.checkpoints[checkpoint as usize];
+        let mut records = self.records(1 + checkpoint * CHECKPOINT, pos, SEEK_BUFFER);
+        loop {
+            let here = records.id;
+            match records.next()? {
+                Some((t, _)) if here == id => return Ok(t),
+                Some(_) => {}
+                None => return Err(malformed!("reference to missing type id {id}")),
+            }
+        }
+    }
+
+    /// The members of struct/union `t`, each `[name_off, type, offset]`.
+    fn members(&self, t: &Type) -> Result<Vec<[u32; 3]>, BtfError> {
+        let mut bytes = vec![0u8; t.vlen() * 12];
+        let at = self.types.0 + u64::from(t.members_at);
+        if self.read_at(&mut bytes, at)? < bytes.len() {
+            return Err(malformed!("{} ends early", self.path.display()));
+        }
+        let word = |i: usize| u32::from_ne_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        Ok((0..t.vlen())
+            .map(|m| [word(m * 12), word(m * 12 + 4), word(m * 12 + 8)])
+            .collect())
     }
 
     /// Follows typedef/volatile/const/restrict/type_tag to the underlying type.
-    fn resolve(&self, mut id: u32) -> Result<(u32, &Type), BtfError> {
+    fn resolve(&self, mut id: u32) -> Result<(u32, Type), BtfError> {
         for _ in 0..MAX_DEPTH {
             let t = self.ty(id)?;
             match t.kind() {
@@ -289,56 +617,102 @@ impl Btf {
         Err(malformed!("type reference chain too long at type id {id}"))
     }
 
-    /// Finds the first struct/union named `name`, else a typedef of one.
-    fn find_composite(&self, name: &str) -> Result<u32, BtfError> {
-        let named = |want: fn(&Type) -> bool| {
-            let mut ids = 1..self.types.len() as u32;
-            ids.find(|&i| {
-                let t = &self.types[i as usize];
-                want(t) && self.name(t.name_off) == name.as_bytes()
-            })
-        };
-        if let Some(id) = named(Type::is_composite) {
-            return Ok(id);
+    /// For each name (whose string offsets are `offsets`), the first struct/union with
+    /// that name, else a typedef of one: one pass over the types for all of them.
+    fn find_composites(
+        &self,
+        names: &[&str],
+        offsets: &[&[u32]],
+    ) -> Result<Vec<Result<u32, BtfError>>, BtfError> {
+        // Per name: the first struct/union, typedef, and type of any kind with the name.
+        let mut first = vec![(None, None, None); names.len()];
+        let mut any: Vec<u32> = offsets.iter().flat_map(|o| o.iter().copied()).collect();
+        any.sort_unstable();
+        let mut records = self.records(1, 0, PASS_BUFFER);
+        loop {
+            let id = records.id;
+            let Some((t, _)) = records.next()? else {
+                break;
+            };
+            if any.binary_search(&t.name_off).is_err() {
+                continue;
+            }
+            for (offsets, first) in offsets.iter().zip(&mut first) {
+                if !offsets.contains(&t.name_off) {
+                    continue;
+                }
+                if t.is_composite() {
+                    first.0.get_or_insert(id);
+                }
+                if t.kind() == K_TYPEDEF {
+                    first.1.get_or_insert(id);
+                }
+                if t.kind() != 0 {
+                    first.2.get_or_insert(id);
+                }
+            }
         }
-        if let Some(id) = named(|t| t.kind() == K_TYPEDEF) {
+        let mut found = Vec::new();
+        for (name, (composite, typedef, other)) in names.iter().zip(first) {
+            found.push(self.composite(name, composite, typedef, other)?);
+        }
+        Ok(found)
+    }
+
+    /// The struct `name` names, from the first struct/union, typedef and type of any kind
+    /// with that name.
+    fn composite(
+        &self,
+        name: &str,
+        composite: Option<u32>,
+        typedef: Option<u32>,
+        other: Option<u32>,
+    ) -> Result<Result<u32, BtfError>, BtfError> {
+        if let Some(id) = composite {
+            return Ok(Ok(id));
+        }
+        if let Some(id) = typedef {
             let (rid, t) = self.resolve(id)?;
             if t.is_composite() {
-                return Ok(rid);
+                return Ok(Ok(rid));
             }
         }
         let path = name.to_owned();
-        match named(|t| t.kind() != 0) {
+        Ok(Err(match other {
             Some(id) => {
                 let kind = kind_name(self.resolve(id)?.1.kind());
-                Err(BtfError::NotAStruct { path, kind })
+                BtfError::NotAStruct { path, kind }
             }
-            None => Err(BtfError::NoSuchType(path)),
-        }
+            None => BtfError::NoSuchType(path),
+        }))
     }
 
-    /// Searches struct/union `sid`, and depth-first its anonymous struct/union
-    /// members, for the member `name`.
-    fn find_member(&self, sid: u32, name: &[u8], depth: usize) -> Result<Option<Hit>, BtfError> {
+    /// Searches struct/union `t`, and depth-first its anonymous struct/union members, for
+    /// the member whose name is at one of `offsets`.
+    fn find_member(
+        &self,
+        t: &Type,
+        offsets: &[u32],
+        depth: usize,
+    ) -> Result<Option<Hit>, BtfError> {
         if depth > MAX_DEPTH {
             return Err(malformed!("anonymous members nested too deeply"));
         }
-        let t = self.ty(sid)?;
         let kflag = t.info >> 31 != 0;
         let mask = if kflag { 0xff_ffff } else { u32::MAX };
-        let start = t.extra as usize;
-        for &[name_off, ty, raw] in &self.members[start..start + t.vlen()] {
+        for [name_off, ty, raw] in self.members(t)? {
             let (off, size) = (u64::from(raw & mask), (raw >> 24) * u32::from(kflag));
-            let member_name = self.name(name_off);
-            if member_name == name {
+            if offsets.contains(&name_off) {
                 return Ok(Some((off, size, ty)));
             }
-            if !member_name.is_empty() {
+            // Anonymous: no name (the kernel checks that a member's name, where it has
+            // one, is an identifier, so never empty).
+            if name_off != 0 {
                 continue;
             }
-            let (rid, rt) = self.resolve(ty)?;
+            let (_, rt) = self.resolve(ty)?;
             if rt.is_composite()
-                && let Some((o, s, ty)) = self.find_member(rid, name, depth + 1)?
+                && let Some((o, s, ty)) = self.find_member(&rt, offsets, depth + 1)?
             {
                 return Ok(Some((off + o, s, ty)));
             }
@@ -349,7 +723,7 @@ impl Btf {
     /// Old-style (kind_flag unset) bitfields encode the bit size in the INT type.
     fn is_int_bitfield(&self, id: u32) -> Result<bool, BtfError> {
         let t = self.resolve(id)?.1;
-        let (bits, bit_off) = (t.extra & 0xff, (t.extra >> 16) & 0xff);
+        let (bits, bit_off) = (t.int_encoding & 0xff, (t.int_encoding >> 16) & 0xff);
         Ok(t.kind() == K_INT && (bit_off != 0 || bits != t.size_or_type * 8))
     }
 }
@@ -357,6 +731,10 @@ impl Btf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+        Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
+    }
 
     /// A member: (name, type id, offset word).
     type Mem<'a> = (&'a str, u32, u32);
@@ -540,6 +918,38 @@ mod tests {
         );
     }
 
+    /// Names found where they end a longer string (shared tails) and where a string runs
+    /// across the reading buffer's end; types found past many checkpoints; one pass over
+    /// the strings and one over the types answer several queries.
+    #[test]
+    fn names_anywhere_types_far_and_queries_batched() {
+        let mut b = Builder::new();
+        let int = b.int("int", 4, 32);
+        for i in 0..300 {
+            b.int(&format!("pad{i}"), 4, 32); // many checkpoints
+        }
+        // A long string section, and a name across the 64 KiB buffer's end.
+        while b.strings.len() < PASS_BUFFER - 3 {
+            b.s("padding_padding_padding");
+        }
+        let inner = b.st("inner_across", 8, &[("x", int, 32)]);
+        let tail = b.s("not_sk") + 4; // "sk", as the end of another string
+        let words = [16, b.s("a"), int, 0, tail, inner, 64];
+        let info = (K_STRUCT << 24) | 2;
+        let name = b.s("outer");
+        b.types.extend([name, info].iter().chain(&words));
+        b.next += 1;
+        let btf = Btf::from_bytes(&b.build()).unwrap();
+        assert_eq!(off(&btf, "outer.sk.x").unwrap(), 12);
+        assert_eq!(off(&btf, "inner_across.x").unwrap(), 4);
+        let both = btf
+            .member_offsets(&[("outer", &["sk"]), ("inner_across", &["x"]), ("no", &["x"])])
+            .unwrap();
+        assert_eq!(both[0].as_ref().unwrap(), &8);
+        assert_eq!(both[1].as_ref().unwrap(), &4);
+        assert!(matches!(both[2], Err(BtfError::NoSuchType(_))));
+    }
+
     #[test]
     fn real_vmlinux() {
         let path = Path::new("/sys/kernel/btf/vmlinux");
@@ -548,7 +958,12 @@ mod tests {
         }
         let t0 = std::time::Instant::now();
         let btf = Btf::from_file(path).unwrap();
-        println!("parsed {btf:?} in {:?}", t0.elapsed());
+        println!("opened {btf:?} in {:?}", t0.elapsed());
+        let t1 = std::time::Instant::now();
+        let netns = crate::sources::probes::NetnsOffsets::from_btf(&btf).unwrap();
+        println!("the probes' offsets in {:?}: {netns:?}", t1.elapsed());
+        assert_eq!(netns.skb_dev, off(&btf, "sk_buff.dev").unwrap());
+        assert_eq!(netns.sk_net, off(&btf, "sock.__sk_common.skc_net.net").ok());
         for dotted in [
             "sk_buff.dev",
             "sk_buff.sk",

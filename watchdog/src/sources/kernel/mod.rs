@@ -1,7 +1,8 @@
-//! Kernel helpers: BTF, tracefs, capabilities, /proc.
+//! Kernel helpers: BTF, tracefs, capabilities, /proc, the daemon's own memory.
 
 pub mod btf;
 pub mod caps;
+pub mod memory;
 pub mod procfs;
 pub mod tracefs;
 

@@ -4,6 +4,7 @@
 
 mod error;
 pub mod kfree_skb;
+pub mod loader;
 pub mod peers;
 pub mod tc;
 pub mod tcp;
@@ -11,7 +12,7 @@ pub mod tcp;
 use std::time::Duration;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{Map, MapError},
     programs::{Program, ProgramError},
 };
@@ -26,7 +27,7 @@ use crate::{
     },
     sources::kernel::{
         btf::{Btf, BtfError},
-        procfs,
+        memory, procfs,
         tracefs::Tracefs,
     },
 };
@@ -65,21 +66,39 @@ pub struct NetnsOffsets {
 }
 
 impl NetnsOffsets {
-    /// Resolves the offsets; the socket path is optional.
+    /// Resolves the offsets (in one pass over the BTF for all); the socket path is
+    /// optional.
     pub fn from_btf(btf: &Btf) -> Result<Self, BtfError> {
+        let [
+            net_inum,
+            skb_dev,
+            dev_net,
+            skb_sk,
+            sk_net,
+            skb_head,
+            skb_network,
+            dev_ifindex,
+        ]: [_; 8] = btf
+            .member_offsets(&[
+                ("net", &["ns", "inum"]),
+                ("sk_buff", &["dev"]),
+                ("net_device", &["nd_net", "net"]),
+                ("sk_buff", &["sk"]),
+                ("sock", &["__sk_common", "skc_net", "net"]),
+                ("sk_buff", &["head"]),
+                ("sk_buff", &["network_header"]),
+                ("net_device", &["ifindex"]),
+            ])?
+            .try_into()
+            .expect("eight queries, eight answers");
         Ok(Self {
-            net_inum: btf.member_offset("net", &["ns", "inum"])?,
-            skb_dev: btf.member_offset("sk_buff", &["dev"])?,
-            dev_net: btf.member_offset("net_device", &["nd_net", "net"])?,
-            skb_sk: btf.member_offset("sk_buff", &["sk"]).ok(),
-            sk_net: btf
-                .member_offset("sock", &["__sk_common", "skc_net", "net"])
-                .ok(),
-            skb_head_network: btf
-                .member_offset("sk_buff", &["head"])
-                .and_then(|head| Ok((head, btf.member_offset("sk_buff", &["network_header"])?)))
-                .ok(),
-            dev_ifindex: btf.member_offset("net_device", &["ifindex"]).ok(),
+            net_inum: net_inum?,
+            skb_dev: skb_dev?,
+            dev_net: dev_net?,
+            skb_sk: skb_sk.ok(),
+            sk_net: sk_net.ok(),
+            skb_head_network: skb_head.and_then(|head| Ok((head, skb_network?))).ok(),
+            dev_ifindex: dev_ifindex.ok(),
         })
     }
 }
@@ -120,6 +139,7 @@ impl Probes {
             None => Err(ProbeError::NoBtf),
             Some(btf) => NetnsOffsets::from_btf(btf).map_err(ProbeError::from),
         };
+        memory::log_step("the kernel BTF's offsets");
         let kfree_plan = enabled
             .kfree_skb
             .then(|| kfree_skb::Plan::new(env, netns.as_ref()));
@@ -130,9 +150,9 @@ impl Probes {
             Some(Ok(plan)) => plan.config,
             _ => watchdog_common::KfreeSkbConfig::UNCONFIGURED,
         };
-        let mut loader = EbpfLoader::new();
-        // Our programs are classic tracepoints: they need no BTF relocation, and must load
-        // on kernels without BTF too.
+        // Our programs are classic tracepoints and TC programs: they need no BTF relocation,
+        // and must load on kernels without BTF too.
+        let mut loader = loader::without_kernel_btf();
         loader.btf(None);
         loader.override_global(globals::KFREE_SKB_CONFIG, &kfree_config, true);
         let mut tc_config = watchdog_common::TcConfig {
@@ -155,6 +175,7 @@ impl Probes {
         loader.override_global(globals::TCP_CONFIG, &tcp_config, true);
         loader.map_max_entries(maps::AYA_LOGS, log_ring_bytes(procfs::page_size()));
         let mut ebpf = loader.load(EBPF_OBJECT)?;
+        memory::log_step("the eBPF object (parsed, maps created)");
         let logger = start_ebpf_logger(&mut ebpf);
 
         let mut kfree = None;
@@ -417,10 +438,11 @@ fn coarse_clock_available() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 11, 0))
 }
 
-/// Bytes of the aya-log ring buffer: its compiled 128 KiB, or one page where pages are
-/// larger (a ring buffer must be a power-of-two number of pages).
+/// Bytes of the aya-log ring buffer: one page (a ring buffer is a power-of-two number of
+/// pages, and its pages are mapped twice into the daemon, where they count as resident).
+/// The programs log one line, once per CPU (a drop map full), in a record of 256 bytes.
 fn log_ring_bytes(page_size: u64) -> u32 {
-    let bytes = page_size.max(128 * 1024).next_power_of_two();
+    let bytes = page_size.max(4096).next_power_of_two();
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
@@ -531,8 +553,8 @@ mod tests {
 
     #[test]
     fn log_ring_is_whole_pages() {
-        assert_eq!(super::log_ring_bytes(4096), 128 * 1024);
-        assert_eq!(super::log_ring_bytes(16 * 1024), 128 * 1024);
-        assert_eq!(super::log_ring_bytes(256 * 1024), 256 * 1024);
+        assert_eq!(super::log_ring_bytes(4096), 4096);
+        assert_eq!(super::log_ring_bytes(16 * 1024), 16 * 1024);
+        assert_eq!(super::log_ring_bytes(64 * 1024), 64 * 1024);
     }
 }
