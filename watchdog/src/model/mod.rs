@@ -9,4 +9,5 @@ pub mod endpoints;
 pub mod net;
 pub mod pods;
 pub mod probe;
+pub mod reach;
 pub mod status;

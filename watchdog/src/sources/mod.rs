@@ -10,6 +10,7 @@ pub mod mirror;
 pub mod pods;
 pub mod prober;
 pub mod probes;
+pub mod reach;
 
 use crate::{
     config::{Config, Namespaces},

@@ -11,6 +11,7 @@ mod mirror;
 mod peers;
 mod prober;
 mod process;
+mod reach;
 mod status;
 mod tcp;
 
@@ -43,6 +44,8 @@ pub struct Metrics {
     map_read_errors: Counter,
     kernel_features: Family<Labels, Gauge>,
     findings: Family<Labels, Gauge>,
+    /// The `watchdog_findings` series with a `peer_node` published last.
+    finding_peers: std::sync::Mutex<Vec<Labels>>,
     ghost_routes: Family<Labels, Gauge>,
     repairs: Family<Labels, Counter>,
     /// `watchdog_alerts_*`: delivery of alerts per sink.
@@ -56,6 +59,7 @@ pub struct Metrics {
     prober: Arc<prober::ProberCollector>,
     desired: Arc<desired::DesiredCollector>,
     endpoints: Arc<endpoints::EndpointCollector>,
+    reach: Arc<reach::ReachCollector>,
 }
 
 impl Default for Metrics {
@@ -124,7 +128,8 @@ impl Metrics {
         let findings = Family::<Labels, Gauge>::default();
         registry.register(
             "watchdog_findings",
-            "Active findings by kind and severity",
+            "Active findings by kind and severity; those about another Node in a series with \
+             that Node as peer_node",
             findings.clone(),
         );
         for kind in Kind::ALL {
@@ -164,6 +169,8 @@ impl Metrics {
         registry.register_collector(Box::new(desired.clone()));
         let endpoints = Arc::new(endpoints::EndpointCollector::default());
         registry.register_collector(Box::new(endpoints.clone()));
+        let reach = Arc::new(reach::ReachCollector::default());
+        registry.register_collector(Box::new(reach.clone()));
         Self {
             registry,
             probe_up,
@@ -174,6 +181,7 @@ impl Metrics {
             map_read_errors,
             kernel_features,
             findings,
+            finding_peers: std::sync::Mutex::default(),
             ghost_routes,
             repairs,
             alerts,
@@ -185,6 +193,7 @@ impl Metrics {
             prober,
             desired,
             endpoints,
+            reach,
         }
     }
 
