@@ -11,6 +11,7 @@
 mod alerts;
 mod check;
 mod cli;
+mod cluster;
 mod dashboard;
 mod deploy;
 mod desired;
