@@ -300,7 +300,7 @@ async fn detect_loop(
         pipeline.set_repair_candidates(repair.candidates());
         if let Some(mirror) = sources.mirror() {
             let (cycle, active, step) = mirror.with_snapshot(|net| {
-                metrics.set_reading(&reading, label_netns, top_n, Some(net));
+                metrics.set_reading(&reading, label_netns, top_n, Some(net), state.model());
                 // The peer reading moves into the sample: it is the largest map.
                 let sample = pipeline::sample(own.netns, &view, reading);
                 let sample = pipeline::without_destinations(sample, &own.sinks);
@@ -326,7 +326,7 @@ async fn detect_loop(
             metrics.set_findings(&active, &node);
             *findings.write().expect("findings lock") = active;
         } else {
-            metrics.set_reading(&reading, label_netns, top_n, None);
+            metrics.set_reading(&reading, label_netns, top_n, None, state.model());
         }
         metrics.set_status(&status);
         metrics.set_probes(&sources.prober().stats());

@@ -25,7 +25,7 @@ use prometheus_client::{
 
 use crate::{
     findings::{Kind, Severity},
-    model::{counters::Reading, net::Snapshot},
+    model::{counters::Reading, desired::Model, net::Snapshot},
     sinks::{alerts::AlertMetrics, http::HttpMetrics},
 };
 
@@ -208,24 +208,31 @@ impl Metrics {
 
     /// Publishes a reading of the kernel counters: drops (namespaces labelled when
     /// `label_netns`), the `top_n` busiest peers with their interfaces named from `net`
-    /// (the mirror's snapshot; by index without it), the `top_n` worst TCP destinations,
-    /// and the failed map reads.
+    /// (the mirror's snapshot; by index without it) and their Node from `nodes` (the
+    /// desired state, when known), the `top_n` worst TCP destinations, and the failed map
+    /// reads.
     pub fn set_reading(
         &self,
         reading: &Reading,
         label_netns: bool,
         top_n: usize,
         net: Option<&Snapshot>,
+        nodes: Option<&Model>,
     ) {
         self.map_read_errors.inc_by(reading.failed_reads);
         if let Some(drops) = &reading.drops {
             self.set_drops(drops, label_netns, top_n);
         }
         if let Some(peers) = &reading.peers {
-            self.set_peers(peers, top_n, |ifindex| {
-                net.and_then(|net| net.link(ifindex))
-                    .map_or_else(|| ifindex.to_string(), |link| link.name.clone())
-            });
+            self.set_peers(
+                peers,
+                top_n,
+                |ifindex| {
+                    net.and_then(|net| net.link(ifindex))
+                        .map_or_else(|| ifindex.to_string(), |link| link.name.clone())
+                },
+                |addr| nodes.and_then(|nodes| node_of(nodes, addr)),
+            );
         }
         if let Some(connects) = &reading.connects {
             self.set_connects(connects, top_n);
@@ -250,6 +257,18 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+/// The Node an address belongs to: a member's VTEP (`public-ip`) or an address in its pod
+/// subnet (which includes its `flannel.<VNI>` address).
+fn node_of(nodes: &Model, addr: std::net::IpAddr) -> Option<String> {
+    let std::net::IpAddr::V4(v4) = addr else {
+        return None;
+    };
+    nodes
+        .node_with_public_ip(v4)
+        .or_else(|| nodes.node_with_pod_address(v4))
+        .map(|node| node.name.clone())
 }
 
 /// Encodes one counter family from its rows.
