@@ -28,7 +28,7 @@ use watchdog_tests::{
     },
     poll_until,
     prometheus::{self, Prometheus},
-    require_root,
+    require_root, run_watchdog,
 };
 
 const NODES: usize = 3;
@@ -161,6 +161,30 @@ impl Cluster {
             .into_iter()
             .filter(|alert| alert["state"] == "firing")
             .collect()
+    }
+
+    /// What Prometheus holds about reachability now, for a failure message.
+    fn diagnose(&self) -> String {
+        [
+            "watchdog_peer_node_reachable",
+            "watchdog_peer_node_evidence_age_seconds",
+            "watchdog:peer_node_reachable:fresh",
+            "watchdog:node_peers_reachable:count",
+            "ALERTS",
+        ]
+        .iter()
+        .map(|expr| {
+            let rows: Vec<String> = self
+                .prometheus
+                .query(expr)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| format!("  {} {}", s["metric"], s["value"]))
+                .collect();
+            format!("{expr}:\n{}", rows.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
     }
 
     /// `watchdog cluster` against the Prometheus, in node 0's namespace: exit code, stdout.
@@ -297,6 +321,18 @@ fn one_alert_names_the_node_the_others_cannot_reach() {
         .then_some(())
     });
 
+    // Healed: no cluster alert left (node 1, whose answers went to the stale address, was
+    // isolated too).
+    let deadline = Instant::now() + DEADLINE;
+    while !cluster.alerts("WatchdogNodeIsolated").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "WatchdogNodeIsolated still active after the heal:\n{}",
+            cluster.diagnose()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
     // Node 2 cut off from the overlay (its FDB flushed): it reaches nobody.
     let cut = Instant::now();
     cluster.lab.flush_fdb(2);
@@ -317,4 +353,27 @@ fn one_alert_names_the_node_the_others_cannot_reach() {
     cluster.lab.restore_fdb(2);
     cluster.wait_matrix("node 2 back", |_, _| false);
     drop(cluster);
+}
+
+/// `watchdog cluster` says what it is for, and an unusable Prometheus is exit 2 with what
+/// to change.
+#[test]
+fn cluster_command_explains_itself_and_its_errors() {
+    let (code, out, _) = run_watchdog(&["cluster", "--help"]);
+    assert_eq!(code, 0, "{out}");
+    for words in [
+        "which Node the others cannot reach",
+        "--prometheus <URL>",
+        "--json",
+        "Exit code 0: healthy; 1: a verdict; 2: an error",
+    ] {
+        assert!(out.contains(words), "{words:?} in {out}");
+    }
+    // Nothing listens on port 9 of this host.
+    let (code, out, err) = run_watchdog(&["cluster", "--prometheus", "http://127.0.0.1:9"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("cannot connect to 127.0.0.1:9"), "{err}");
+    let (code, out, err) = run_watchdog(&["cluster", "--prometheus", "prometheus:9090"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("use an http:// or https:// URL"), "{err}");
 }
