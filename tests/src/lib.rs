@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod alertmanager;
 pub mod apiserver;
 pub mod hook;
 pub mod isolation;

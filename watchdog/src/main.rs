@@ -82,6 +82,27 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// The cluster's view, from the Prometheus that scrapes every node's watchdog: which
+    /// Node the others cannot reach through the overlay, which node reaches none.
+    ///
+    /// Prints the node × peer matrix of watchdog_peer_node_reachable (each node's probes
+    /// to every other Node's flannel address) and the verdict of the shipped rules
+    /// (WatchdogNodeUnreachableFromPeers: at least half of the reporting nodes, and at
+    /// least 2, cannot reach a Node; WatchdogNodeIsolated: a node reaches none of its
+    /// peers), e.g. "qx-b is unreachable from 2 of 2 nodes: check its Node annotation /
+    /// its VTEP". Use it when many nodes report findings about one peer: one cause, named
+    /// once.
+    ///
+    /// Exit code 0: healthy; 1: a verdict; 2: an error (Prometheus unreachable, no series).
+    Cluster {
+        /// The Prometheus to ask, e.g. http://prometheus-operated.monitoring:9090 (a path
+        /// prefix is kept; https:// uses the system's public roots).
+        #[arg(long, value_name = "URL")]
+        prometheus: String,
+        /// Print the matrix and the verdict as JSON (nodes, matrix, unreachable, isolated).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show every setting with its default, or check a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -212,6 +233,7 @@ fn main() -> ExitCode {
             json,
             verbose: _,
         } => commands::check::main(config, window, json),
+        Command::Cluster { prometheus, json } => commands::cluster::main(&prometheus, json),
         Command::Config(ConfigCommand::Default) => commands::config::default(),
         Command::Config(ConfigCommand::Check { file }) => commands::config::check(&file),
         Command::Alert(AlertCommand::Test { config, sink }) => commands::alert::test(config, sink),

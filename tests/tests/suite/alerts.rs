@@ -9,7 +9,6 @@ use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::Path,
-    process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -19,8 +18,8 @@ use std::{
 };
 
 use watchdog_tests::{
-    Daemon, NetNs, TempDir, http_get, lab::Lab, poll_until, repo::resolve_repository_url,
-    require_root, run_watchdog,
+    Daemon, NetNs, TempDir, alertmanager::Alertmanager, lab::Lab, poll_until,
+    repo::resolve_repository_url, require_root, run_watchdog,
 };
 
 /// One request a [`Receiver`] got.
@@ -155,78 +154,6 @@ fn read_request(mut stream: &TcpStream) -> Option<Received> {
         headers,
         body,
     })
-}
-
-/// Alertmanager, run inside a namespace on 127.0.0.1:9093; killed on drop.
-struct Alertmanager {
-    child: Child,
-    ns_path: std::path::PathBuf,
-    _dir: TempDir,
-}
-
-const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
-
-impl Alertmanager {
-    fn start(ns: &NetNs) -> Self {
-        assert!(
-            Path::new(ALERTMANAGER).exists(),
-            "{ALERTMANAGER} missing: run `cargo xtask setup` (installs prometheus-alertmanager)"
-        );
-        let dir = TempDir::new("watchdog-am");
-        let config = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            "route:\n  receiver: \"null\"\n  group_wait: 1s\n  group_interval: 1s\n\
-             receivers:\n  - name: \"null\"\n",
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("am.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns.name(), ALERTMANAGER])
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.path().display()))
-            .arg("--web.listen-address=127.0.0.1:9093")
-            .arg("--cluster.listen-address=")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start alertmanager");
-        let am = Self {
-            child,
-            ns_path: ns.path(),
-            _dir: dir,
-        };
-        poll_until(Duration::from_secs(30), "Alertmanager to be ready", || {
-            am.get("/-/ready")
-                .filter(|(status, _)| *status == 200)
-                .map(|_| ())
-        });
-        am
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let addr: SocketAddr = "127.0.0.1:9093".parse().unwrap();
-        watchdog_tests::run_in(&self.ns_path, || http_get(addr, path))
-    }
-
-    /// Every alert Alertmanager returns (active, silenced, inhibited, unprocessed).
-    fn alerts(&self) -> Vec<serde_json::Value> {
-        let (status, body) = self.get("/api/v2/alerts").expect("GET /api/v2/alerts");
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<Vec<serde_json::Value>>(&body).expect("alerts JSON")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("am.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const FAST: &str = "poll_interval = \"250ms\"\n[detect]\nclear_after = 2\n";

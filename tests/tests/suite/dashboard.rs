@@ -19,7 +19,10 @@ use serde_json::Value;
 use watchdog::findings::Kind;
 use watchdog_tests::{
     Daemon, NetNs, TempDir,
-    lab::{Lab, MISSING_GATEWAY, RETIRED_VTEP, TCP_PORT, VXLAN_DEV, pod_ip, underlay_ip, vtep_mac},
+    lab::{
+        Lab, MISSING_GATEWAY, RETIRED_VTEP, TCP_PORT, VXLAN_DEV, nodes::write_node_list, pod_ip,
+        underlay_ip, vtep_mac,
+    },
     poll_until,
     prometheus::Prometheus,
     repo::{
@@ -301,6 +304,7 @@ fn the_dashboard_is_well_formed() {
     for needed in [
         "watchdog_findings",
         "watchdog_ghost_route_info",
+        "watchdog_peer_node_reachable",
         "watchdog_peer_packets_total{node=~\"$node\", direction=\"tx\"}",
         "watchdog_peer_packets_total{node=~\"$node\", direction=\"rx\"}",
         "watchdog_kernel_drops_total",
@@ -605,12 +609,20 @@ fn every_panel_query_returns_series_through_a_fault_and_a_heal() {
     let lab = Lab::new(3);
     let node = lab.node(0).ns();
     let receiver = Receiver::start(node);
+    // The lab's Nodes as desired state: the daemon probes node 1 and node 2 through the
+    // overlay (the cluster panels).
+    let dir = TempDir::new("watchdog-dashboard");
+    let nodes_file = dir.path().join("nodes.json");
+    write_node_list(&nodes_file, &lab.node_list());
     let mut daemon = Daemon::start(
         node,
         &format!(
             "poll_interval = \"250ms\"\n[detect]\nwindow = \"3s\"\n\
-             [[alerts.sinks]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{}/hook\"\n",
-            receiver.addr
+             [[alerts.sinks]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{}/hook\"\n\
+             [desired]\nsource = \"file\"\npath = \"{}\"\nnode_name = \"node-0\"\n\
+             [cluster]\ninterval = \"1s\"\n",
+            receiver.addr,
+            nodes_file.display()
         ),
     );
     daemon.wait_ready();
@@ -764,6 +776,10 @@ fn every_panel_query_returns_series_through_a_fault_and_a_heal() {
         has(&silent, "peer", &retired),
         "{retired} not listed: {silent:?}"
     );
+    // Node 2, behind the ghost VTEP, is the Node node-0 cannot reach; node 1 it reaches.
+    let verdict = by_title("Cluster verdict: Nodes the others cannot reach", "A");
+    assert!(has(&verdict, "peer_node", "node-2"), "{verdict:?}");
+    assert!(!has(&verdict, "peer_node", "node-1"), "{verdict:?}");
     let drops = by_title("Kernel drops by reason", "A");
     assert!(has(&drops, "reason", "NEIGH_FAILED"), "{drops:?}");
     let routes = by_title("Routes named by active findings", "A");

@@ -215,10 +215,35 @@ fn prometheus_rules_pass_promtool_and_match_the_prometheusrule() {
         .args(["check", "rules"])
         .arg(&rules));
     assert!(ok, "{text}");
-    assert!(text.contains("SUCCESS: 7 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 14 rules found"), "{text}");
     let resources = resources();
     let embedded = &find(&resources, "PrometheusRule")["spec"]["groups"];
     assert_eq!(embedded, &documents(&rules)[0]["groups"]);
+}
+
+/// The rule logic of the cluster's verdict, by promtool's unit tests
+/// (`deploy/prometheus/tests/cluster.test.yml`).
+#[test]
+fn the_cluster_rules_pass_their_promtool_unit_tests() {
+    let (ok, text) = run(Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(deploy().join("prometheus/tests/cluster.test.yml")));
+    assert!(ok && text.contains("SUCCESS"), "{text}");
+}
+
+/// The shipped inhibit rules, in an otherwise minimal alertmanager.yml, pass amtool.
+#[test]
+fn the_alertmanager_inhibit_example_passes_amtool() {
+    let dir = TempDir::new("watchdog-inhibit");
+    let config = dir.path().join("alertmanager.yml");
+    let inhibit = std::fs::read_to_string(deploy().join("alertmanager/inhibit.yml")).unwrap();
+    std::fs::write(
+        &config,
+        format!("route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n{inhibit}"),
+    )
+    .unwrap();
+    let (ok, text) = run(Command::new("amtool").args(["check-config"]).arg(&config));
+    assert!(ok && text.contains("2 inhibit rules"), "{text}");
 }
 
 #[test]

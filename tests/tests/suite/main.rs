@@ -12,6 +12,7 @@ mod alerts;
 mod causes;
 mod check;
 mod cli;
+mod cluster;
 mod dashboard;
 mod deploy;
 mod desired;

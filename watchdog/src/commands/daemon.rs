@@ -8,7 +8,7 @@ use std::{
     path::PathBuf,
     process::ExitCode,
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use super::{StartError, prepare};
@@ -31,6 +31,7 @@ use crate::{
         mirror,
         pods::Pods,
         prober,
+        reach::Reacher,
     },
 };
 
@@ -262,6 +263,15 @@ async fn detect_loop(
     let node = config.desired.node_name(procfs::node_name);
     let mut pods = Pods::start(config.namespaces, own.netns, config, &node).await;
     let mut start_up_released = false;
+    // The other Nodes, probed through the overlay for the cluster's verdict.
+    let reacher = (config.cluster.enabled && config.prober.enabled).then(|| {
+        Reacher::start(
+            config.cluster.interval,
+            sources.prober().method(),
+            config.prober.timeout,
+            config.prober.tries,
+        )
+    });
     loop {
         ticker.tick().await;
         let reading = sources.read();
@@ -280,6 +290,12 @@ async fn detect_loop(
         }));
         // The endpoints kept whole are this node's pod subnet's, once the Nodes say it.
         pipeline.set_endpoints(pods.endpoint_view(state.pod_subnet_of(&node)));
+        if let Some(reacher) = &reacher {
+            if let Some(model) = state.model() {
+                reacher.set_targets(crate::model::reach::targets(model, &node));
+            }
+            metrics.set_reach(reacher.reach(), Instant::now());
+        }
         if config.pods.endpoints != PodSource::None {
             metrics.set_endpoints(pods.endpoint_counters());
         }
@@ -290,7 +306,7 @@ async fn detect_loop(
         pipeline.set_repair_candidates(repair.candidates());
         if let Some(mirror) = sources.mirror() {
             let (cycle, active, step) = mirror.with_snapshot(|net| {
-                metrics.set_reading(&reading, label_netns, top_n, Some(net));
+                metrics.set_reading(&reading, label_netns, top_n, Some(net), state.model());
                 // The peer reading moves into the sample: it is the largest map.
                 let sample = pipeline::sample(own.netns, &view, reading);
                 let sample = pipeline::without_destinations(sample, &own.sinks);
@@ -316,10 +332,10 @@ async fn detect_loop(
             // Never waits: alerts go into per-sink queues, delivered by their own tasks.
             alerts.cycle(&changes, &active);
             publish_repair(step, metrics, alerts);
-            metrics.set_findings(&active);
+            metrics.set_findings(&active, &node);
             *findings.write().expect("findings lock") = active;
         } else {
-            metrics.set_reading(&reading, label_netns, top_n, None);
+            metrics.set_reading(&reading, label_netns, top_n, None, state.model());
         }
         metrics.set_status(&status);
         metrics.set_probes(&sources.prober().stats());

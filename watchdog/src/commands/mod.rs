@@ -4,6 +4,7 @@
 
 pub mod alert;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod repair;

@@ -80,6 +80,14 @@ pub enum ConfigError {
         /// What is wrong.
         source: mtu::MtuConfigError,
     },
+    /// A `[cluster]` setting is wrong (the message names the key).
+    #[error("config file {path}: {source}")]
+    Cluster {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: super::cluster::ClusterConfigError,
+    },
     /// A `[repair]` setting is wrong (the message names the key).
     #[error("config file {path}: {source}")]
     Repair {

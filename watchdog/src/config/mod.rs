@@ -4,6 +4,7 @@
 //! each section's own); `error` holds what a user has to fix.
 
 pub mod alerts;
+pub mod cluster;
 pub mod desired;
 pub mod detect;
 mod error;
@@ -71,6 +72,8 @@ pub struct Config {
     pub prober: ProberConfig,
     /// Path-MTU probes of the overlay's peers.
     pub mtu: MtuConfig,
+    /// `[cluster]`: reachability of the other Nodes through the overlay.
+    pub cluster: cluster::ClusterConfig,
     /// `[pods]`: where the names of this node's pods come from.
     pub pods: pods::PodsConfig,
     /// Whether and how the overlay is repaired.
@@ -95,6 +98,7 @@ impl Default for Config {
             desired: desired::DesiredConfig::default(),
             prober: ProberConfig::default(),
             mtu: MtuConfig::default(),
+            cluster: cluster::ClusterConfig::default(),
             pods: pods::PodsConfig::default(),
             repair: repair::RepairConfig::default(),
             http: HttpConfig::default(),

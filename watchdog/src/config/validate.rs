@@ -172,6 +172,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        self.cluster
+            .validate()
+            .map_err(|source| ConfigError::Cluster {
+                path: path.to_owned(),
+                source,
+            })?;
         self.repair
             .validate()
             .map_err(|source| ConfigError::Repair {

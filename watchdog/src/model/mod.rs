@@ -10,5 +10,6 @@ pub mod endpoints;
 pub mod net;
 pub mod pods;
 pub mod probe;
+pub mod reach;
 pub mod stack;
 pub mod status;

@@ -10,6 +10,7 @@ pub mod mirror;
 pub mod pods;
 pub mod prober;
 pub mod probes;
+pub mod reach;
 pub mod stack;
 
 use crate::{

@@ -11,6 +11,7 @@ mod mirror;
 mod peers;
 mod prober;
 mod process;
+mod reach;
 mod status;
 mod tcp;
 
@@ -24,7 +25,7 @@ use prometheus_client::{
 
 use crate::{
     findings::{Kind, Severity},
-    model::{counters::Reading, net::Snapshot},
+    model::{counters::Reading, desired::Model, net::Snapshot},
     sinks::{alerts::AlertMetrics, http::HttpMetrics},
 };
 
@@ -43,6 +44,8 @@ pub struct Metrics {
     map_read_errors: Counter,
     kernel_features: Family<Labels, Gauge>,
     findings: Family<Labels, Gauge>,
+    /// The `watchdog_findings` series with a `peer_node` published last.
+    finding_peers: std::sync::Mutex<Vec<Labels>>,
     ghost_routes: Family<Labels, Gauge>,
     repairs: Family<Labels, Counter>,
     /// `watchdog_alerts_*`: delivery of alerts per sink.
@@ -56,6 +59,7 @@ pub struct Metrics {
     prober: Arc<prober::ProberCollector>,
     desired: Arc<desired::DesiredCollector>,
     endpoints: Arc<endpoints::EndpointCollector>,
+    reach: Arc<reach::ReachCollector>,
 }
 
 impl Default for Metrics {
@@ -124,7 +128,8 @@ impl Metrics {
         let findings = Family::<Labels, Gauge>::default();
         registry.register(
             "watchdog_findings",
-            "Active findings by kind and severity",
+            "Active findings by kind and severity; those about another Node in a series with \
+             that Node as peer_node",
             findings.clone(),
         );
         for kind in Kind::ALL {
@@ -164,6 +169,8 @@ impl Metrics {
         registry.register_collector(Box::new(desired.clone()));
         let endpoints = Arc::new(endpoints::EndpointCollector::default());
         registry.register_collector(Box::new(endpoints.clone()));
+        let reach = Arc::new(reach::ReachCollector::default());
+        registry.register_collector(Box::new(reach.clone()));
         Self {
             registry,
             probe_up,
@@ -174,6 +181,7 @@ impl Metrics {
             map_read_errors,
             kernel_features,
             findings,
+            finding_peers: std::sync::Mutex::default(),
             ghost_routes,
             repairs,
             alerts,
@@ -185,6 +193,7 @@ impl Metrics {
             prober,
             desired,
             endpoints,
+            reach,
         }
     }
 
@@ -199,24 +208,31 @@ impl Metrics {
 
     /// Publishes a reading of the kernel counters: drops (namespaces labelled when
     /// `label_netns`), the `top_n` busiest peers with their interfaces named from `net`
-    /// (the mirror's snapshot; by index without it), the `top_n` worst TCP destinations,
-    /// and the failed map reads.
+    /// (the mirror's snapshot; by index without it) and their Node from `nodes` (the
+    /// desired state, when known), the `top_n` worst TCP destinations, and the failed map
+    /// reads.
     pub fn set_reading(
         &self,
         reading: &Reading,
         label_netns: bool,
         top_n: usize,
         net: Option<&Snapshot>,
+        nodes: Option<&Model>,
     ) {
         self.map_read_errors.inc_by(reading.failed_reads);
         if let Some(drops) = &reading.drops {
             self.set_drops(drops, label_netns, top_n);
         }
         if let Some(peers) = &reading.peers {
-            self.set_peers(peers, top_n, |ifindex| {
-                net.and_then(|net| net.link(ifindex))
-                    .map_or_else(|| ifindex.to_string(), |link| link.name.clone())
-            });
+            self.set_peers(
+                peers,
+                top_n,
+                |ifindex| {
+                    net.and_then(|net| net.link(ifindex))
+                        .map_or_else(|| ifindex.to_string(), |link| link.name.clone())
+                },
+                |addr| nodes.and_then(|nodes| node_of(nodes, addr)),
+            );
         }
         if let Some(connects) = &reading.connects {
             self.set_connects(connects, top_n);
@@ -241,6 +257,18 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+/// The Node an address belongs to: a member's VTEP (`public-ip`) or an address in its pod
+/// subnet (which includes its `flannel.<VNI>` address).
+fn node_of(nodes: &Model, addr: std::net::IpAddr) -> Option<String> {
+    let std::net::IpAddr::V4(v4) = addr else {
+        return None;
+    };
+    nodes
+        .node_with_public_ip(v4)
+        .or_else(|| nodes.node_with_pod_address(v4))
+        .map(|node| node.name.clone())
 }
 
 /// Encodes one counter family from its rows.

@@ -28,23 +28,34 @@ struct PeersView {
 
 impl Metrics {
     /// Publishes the busiest `top_n` peers (by packets sent), each interface named by
-    /// `interface` (from the mirror's links), and the peer map's health.
-    pub fn set_peers(&self, peers: &PeerCounts, top_n: usize, interface: impl Fn(u32) -> String) {
+    /// `interface` (from the mirror's links) and each peer's Node by `node` (a VTEP or a
+    /// pod address of a Node: `peer_node`, no new series), and the peer map's health.
+    pub fn set_peers(
+        &self,
+        peers: &PeerCounts,
+        top_n: usize,
+        interface: impl Fn(u32) -> String,
+        node: impl Fn(std::net::IpAddr) -> Option<String>,
+    ) {
         let mut busiest: Vec<_> = peers.peers.iter().collect();
         busiest.sort_by(|a, b| b.1.tx_packets.cmp(&a.1.tx_packets).then(a.0.cmp(b.0)));
         let mut packets = Vec::with_capacity(top_n * 2);
         let mut bytes = Vec::with_capacity(top_n * 2);
         for ((ifindex, addr), sample) in busiest.into_iter().take(top_n) {
             let interface = interface(*ifindex);
+            let peer_node = node(*addr);
             for (direction, count, octets) in [
                 ("tx", sample.tx_packets, sample.tx_bytes),
                 ("rx", sample.rx_packets, sample.rx_bytes),
             ] {
-                let labels = vec![
+                let mut labels = vec![
                     ("interface", interface.clone()),
                     ("peer", addr.to_string()),
                     ("direction", direction.to_owned()),
                 ];
+                if let Some(peer_node) = &peer_node {
+                    labels.push(("peer_node", peer_node.clone()));
+                }
                 packets.push((labels.clone(), count));
                 bytes.push((labels, octets));
             }
@@ -94,5 +105,43 @@ impl Collector for PeersCollector {
             None,
             entries.metric_type(),
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::model::counters::PeerSample;
+
+    #[test]
+    fn a_peer_of_a_known_node_carries_it() {
+        let metrics = Metrics::new();
+        let mut peers = PeerCounts::default();
+        let vtep = IpAddr::V4(Ipv4Addr::new(192, 168, 77, 11));
+        let other = IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8));
+        for addr in [vtep, other] {
+            peers.peers.insert(
+                (2, addr),
+                PeerSample {
+                    tx_packets: 3,
+                    ..PeerSample::default()
+                },
+            );
+        }
+        metrics.set_peers(
+            &peers,
+            10,
+            |_| "eth0".to_owned(),
+            |addr| (addr == vtep).then(|| "qx-b".to_owned()),
+        );
+        let text = metrics.encode();
+        for line in [
+            "watchdog_peer_packets_total{interface=\"eth0\",peer=\"192.168.77.11\",direction=\"tx\",peer_node=\"qx-b\"} 3",
+            "watchdog_peer_packets_total{interface=\"eth0\",peer=\"8.8.8.8\",direction=\"tx\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

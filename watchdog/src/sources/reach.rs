@@ -1,0 +1,104 @@
+//! Reachability of the other Nodes through the overlay: every `cluster.interval`, one small
+//! probe (the prober's: ICMP echo or a UDP port probe, no privilege) to each peer Node's
+//! overlay address, all at once, on a task of its own. The result per Node (answered or
+//! not, and when) is plain data ([`Reach`]) the metrics read. Nothing is probed while the
+//! desired state names no peer.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::task::JoinSet;
+
+use super::prober::run;
+use crate::model::{
+    probe::{Method, Outcome, ProbeRequest, Purpose},
+    reach::{Reach, Target},
+};
+
+#[derive(Debug, Default)]
+struct Shared {
+    targets: Vec<Target>,
+    reach: Reach,
+}
+
+/// The reachability prober; dropping it stops its task.
+#[derive(Debug)]
+pub struct Reacher {
+    shared: Arc<Mutex<Shared>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Reacher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Reacher {
+    /// Starts probing every `interval` with `method`, each probe waiting `timeout` and
+    /// sending up to `tries` packets.
+    pub fn start(interval: Duration, method: Method, timeout: Duration, tries: u32) -> Self {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let task = tokio::spawn(probe_loop(shared.clone(), interval, method, timeout, tries));
+        Self { shared, task }
+    }
+
+    /// The Nodes to probe from now on (the desired state's peers); evidence about a Node
+    /// no longer among them is dropped.
+    pub fn set_targets(&self, targets: Vec<Target>) {
+        let mut shared = self.shared.lock().expect("reach lock");
+        if shared.targets != targets {
+            shared.reach.retain(&targets);
+            shared.targets = targets;
+        }
+    }
+
+    /// The latest evidence per Node.
+    pub fn reach(&self) -> Reach {
+        self.shared.lock().expect("reach lock").reach.clone()
+    }
+}
+
+async fn probe_loop(
+    shared: Arc<Mutex<Shared>>,
+    interval: Duration,
+    method: Method,
+    timeout: Duration,
+    tries: u32,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let targets = shared.lock().expect("reach lock").targets.clone();
+        let mut probes = JoinSet::new();
+        for target in targets {
+            probes.spawn(async move {
+                let request = ProbeRequest::liveness(target.address.into(), Purpose::Vtep, None);
+                let ran = run::probe(&request, method, timeout, tries).await;
+                (target, ran.outcome)
+            });
+        }
+        while let Some(done) = probes.join_next().await {
+            let Ok((target, outcome)) = done else {
+                continue;
+            };
+            let reachable = match outcome {
+                Outcome::Answered { .. } => true,
+                Outcome::Unanswered | Outcome::Unreachable { .. } => false,
+                // A local error says nothing about the peer: no evidence.
+                Outcome::Error(err) => {
+                    tracing::debug!(node = %target.node, "reachability probe: {err}");
+                    continue;
+                }
+            };
+            let mut shared = shared.lock().expect("reach lock");
+            // Only while the Node is still a target (the desired state may have changed).
+            if shared.targets.iter().any(|t| t.node == target.node) {
+                shared.reach.record(&target.node, reachable, Instant::now());
+            }
+        }
+    }
+}
