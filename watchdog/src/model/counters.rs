@@ -89,19 +89,29 @@ pub struct Reading {
     pub peers: Option<PeerCounts>,
     /// The TCP outcomes.
     pub connects: Option<ConnectCounts>,
+    /// Network namespace (inode) → the cgroup (v2 id) a process of it last started a TCP
+    /// connect from, as the kernel recorded it (the TCP probe; empty without it).
+    pub netns_cgroups: std::collections::BTreeMap<u32, u64>,
     /// Map reads that failed in this reading (each also logged).
     pub failed_reads: u64,
 }
 
 impl Reading {
-    /// Every network namespace (inode) the TCP and drop-destination maps hold.
-    pub fn namespaces(&self) -> std::collections::BTreeSet<u32> {
-        let mut seen = std::collections::BTreeSet::new();
-        if let Some(connects) = &self.connects {
-            seen.extend(connects.keys().map(|(netns, _, _)| *netns));
-        }
-        if let Some(drops) = &self.drops {
-            seen.extend(drops.destinations.keys().map(|(netns, _, _)| *netns));
+    /// Every network namespace (inode) the TCP and drop-destination maps hold, each with
+    /// the cgroup a process of it last connected from, when the kernel recorded one.
+    pub fn namespaces(&self) -> crate::model::pods::SeenNamespaces {
+        let mut seen = crate::model::pods::SeenNamespaces::new();
+        let netns = self
+            .connects
+            .iter()
+            .flat_map(|connects| connects.keys().map(|(netns, _, _)| *netns))
+            .chain(
+                self.drops
+                    .iter()
+                    .flat_map(|drops| drops.destinations.keys().map(|(netns, _, _)| *netns)),
+            );
+        for netns in netns {
+            seen.insert(netns, self.netns_cgroups.get(&netns).copied());
         }
         seen
     }
