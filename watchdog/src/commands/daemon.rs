@@ -11,7 +11,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::{StartError, prepare, repair_task::DaemonRepair};
+use super::{StartError, prepare_for, repair_task::DaemonRepair};
 use crate::{
     config::{AlertsConfigError, Config, Namespaces, pods::PodSource},
     findings::Change,
@@ -26,7 +26,7 @@ use crate::{
     sources::{
         Sources,
         desired::{Desired, DesiredError},
-        kernel::procfs,
+        kernel::{caps, procfs},
         pods::Pods,
     },
 };
@@ -105,7 +105,9 @@ fn shutdown_signal() -> impl Future<Output = ()> {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     // Secrets and URLs first: a missing file is an error before anything attaches.
     let sinks = super::config::judge(&config)?;
-    let own_netns = prepare()?;
+    let own_netns = prepare_for(caps::Needs {
+        net_admin: config.probes.peers || config.repair.mode == crate::config::repair::Mode::Apply,
+    })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| DaemonError::Listen {

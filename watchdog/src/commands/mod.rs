@@ -39,7 +39,12 @@ pub enum StartError {
 /// Checks privileges and lifts the memlock limit: the start of every command that loads
 /// eBPF. Returns this process's network namespace.
 pub fn prepare() -> Result<u32, StartError> {
-    caps::check()?;
+    prepare_for(caps::Needs::ALL)
+}
+
+/// As [`prepare`], with the capabilities `needs` says this configuration uses.
+pub fn prepare_for(needs: caps::Needs) -> Result<u32, StartError> {
+    caps::check(needs)?;
     raise_memlock_limit();
     procfs::own_netns().map_err(StartError::Netns)
 }
@@ -95,16 +100,57 @@ fn raise_memlock_limit() {
     };
     // SAFETY: setrlimit reads a valid struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::debug!(
-            "cannot lift RLIMIT_MEMLOCK ({}); fine on kernels 5.11 and later",
-            std::io::Error::last_os_error()
-        );
+        let error = std::io::Error::last_os_error();
+        if kernel_before(5, 11) {
+            // Before 5.11 eBPF maps are charged to RLIMIT_MEMLOCK, not to the cgroup.
+            tracing::warn!(
+                "cannot lift RLIMIT_MEMLOCK ({error}): this kernel charges eBPF maps to it, \
+                 so loading may fail; grant CAP_SYS_RESOURCE (the DaemonSet's \
+                 deploy/kustomize/before-5.11 overlay, systemd: add it to \
+                 AmbientCapabilities=) or raise the limit (LimitMEMLOCK=infinity)"
+            );
+        } else {
+            tracing::debug!("cannot lift RLIMIT_MEMLOCK ({error}); not needed on 5.11 and later");
+        }
+    }
+}
+
+/// Whether the running kernel's version is below `major.minor` (false when unknown).
+fn kernel_before(major: u32, minor: u32) -> bool {
+    // SAFETY: uname fills the struct.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid, writable struct.
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return false;
+    }
+    // SAFETY: uname NUL-terminates its fields.
+    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) };
+    release_before(&release.to_string_lossy(), major, minor)
+}
+
+/// Whether a kernel release string (`5.10.0-32-amd64`) is below `major.minor`.
+fn release_before(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) < (major, minor),
+        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(release_before("5.10.0-32-amd64", 5, 11));
+        assert!(!release_before("5.11.0", 5, 11));
+        assert!(!release_before("6.1.0-50-arm64", 5, 11));
+        assert!(release_before("4.19.0-rpi", 5, 11));
+        assert!(!release_before("garbage", 5, 11));
+    }
 
     #[test]
     fn every_cause_is_said_once() {
