@@ -110,30 +110,51 @@ fn manifests_agree_with_each_other_and_the_daemon() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(
-        added,
-        ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE", "SYS_PTRACE"]
-    );
-    assert_eq!(
-        pod["hostPID"], true,
-        "pods' processes name their namespaces"
+    // Exactly these (README, Capabilities): no SYS_PTRACE, no SYS_ADMIN.
+    assert_eq!(added, ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE"]);
+    assert_eq!(security["capabilities"]["drop"][0], "ALL");
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert!(
+        pod.get("hostPID").is_none(),
+        "pods are named from cgroups, not processes: no hostPID"
     );
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
-    let mounts: Vec<&str> = container["volumeMounts"]
+    // Exactly these mounts, each the host's path or the ConfigMap, read-only but for the
+    // journal.
+    let volumes = pod["volumes"].as_array().unwrap();
+    let mut mounts: Vec<(String, String, bool)> = container["volumeMounts"]
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|m| m["mountPath"].as_str())
+        .map(|m| {
+            let volume = volumes
+                .iter()
+                .find(|v| v["name"] == m["name"])
+                .unwrap_or_else(|| panic!("no volume for {m}"));
+            let source = volume["hostPath"]["path"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| volume["configMap"]["name"].as_str().map(|c| format!("configMap {c}")))
+                .unwrap_or_else(|| panic!("{volume}"));
+            (
+                m["mountPath"].as_str().unwrap().to_owned(),
+                source,
+                m["readOnly"] == true,
+            )
+        })
         .collect();
-    for path in [
-        "/sys/fs/bpf",
-        "/sys/kernel/tracing",
-        "/etc/watchdog",
-        "/var/lib/watchdog",
-    ] {
-        assert!(mounts.contains(&path), "no mount at {path}");
-    }
+    mounts.sort();
+    let expected = [
+        ("/etc/watchdog", "configMap watchdog", true),
+        ("/host/cgroup", "/sys/fs/cgroup", true),
+        ("/sys/fs/bpf", "/sys/fs/bpf", false),
+        ("/sys/kernel/tracing", "/sys/kernel/tracing", true),
+        ("/var/lib/watchdog", "/var/lib/watchdog", false),
+    ]
+    .map(|(path, source, ro)| (path.to_owned(), source.to_owned(), ro));
+    assert_eq!(mounts, expected);
+    assert_eq!(volumes.len(), expected.len(), "{volumes:?}");
     // The repair journal's directory is the node's (a hostPath), writable, and where the
     // default `repair.journal` lives.
     let journal_mount = container["volumeMounts"]
@@ -206,6 +227,9 @@ fn manifests_agree_with_each_other_and_the_daemon() {
         .arg(&config));
     assert!(ok, "{text}");
     assert!(text.contains("0.0.0.0:9477"), "{text}");
+    // Pods are named from the host's cgroup tree where the DaemonSet mounts it.
+    let parsed = watchdog::config::Config::load(Some(&config)).unwrap();
+    assert_eq!(parsed.pods.cgroup_root, Path::new("/host/cgroup"));
 }
 
 #[test]
