@@ -53,7 +53,12 @@ impl Hook {
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|body| body["alerts"].as_array().cloned().unwrap_or_default())
+            .flat_map(|body| {
+                let alerts = body["alerts"].as_array();
+                alerts
+                    .unwrap_or_else(|| panic!("a webhook body without alerts: {body:#}"))
+                    .clone()
+            })
             .collect()
     }
 }

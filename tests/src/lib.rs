@@ -1,6 +1,6 @@
 //! The lab: real network namespaces, the real daemon binary as a process, real traffic.
 //!
-//! Used by the integration tests in `tests/tests/` and by `cargo xtask bench`. Everything
+//! Used by the integration tests in `tests/tests/suite/` and by `cargo xtask bench`. Everything
 //! created here is removed by a guard's `Drop`, also when a test panics.
 
 use std::{
@@ -18,6 +18,7 @@ use std::{
 
 pub mod apiserver;
 pub mod hook;
+pub mod isolation;
 pub mod lab;
 pub mod prometheus;
 pub mod repo;
@@ -25,18 +26,47 @@ pub mod soak;
 
 pub use lab::netns::{NetNs, run_in};
 
-/// True when running as root. Otherwise says why the test cannot run, and fails under CI
-/// (`CI` set), where the suite must run for real.
+/// Whether this is a CI run (`CI` set, whatever its value): there every test must run.
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// Says that `test` cannot run here and why (`SKIPPED <test>: <why>` on stderr); the
+/// caller then returns. Under CI it panics instead: a test that did not run never passes
+/// there. Every skip in the suite goes through here.
+pub fn skip(test: &str, why: &str) {
+    skip_or_fail(under_ci(), test, why);
+}
+
+fn skip_or_fail(ci: bool, test: &str, why: &str) {
+    assert!(
+        !ci,
+        "{test} cannot run: {why} (CI is set: every test must run)"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// True when running as root. Otherwise [`skip`]s `test` (false: return).
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    let message =
-        format!("{test}: needs root (network namespaces and eBPF); run `cargo xtask test` as root");
-    assert!(std::env::var_os("CI").is_none(), "{message}");
-    eprintln!("SKIPPED {message}");
+    skip(
+        test,
+        "needs root (network namespaces and eBPF); run `cargo xtask test` as root",
+    );
     false
+}
+
+/// True when the environment variable `var` asks to skip `test` (set, and not `0`): then
+/// `test` is [`skip`]ped, which fails under CI.
+pub fn skip_requested(var: &str, test: &str) -> bool {
+    if std::env::var_os(var).is_none_or(|value| value == "0") {
+        return false;
+    }
+    skip(test, &format!("{var} is set"));
+    true
 }
 
 /// Runs `ip` with `args`, panicking with its stderr on failure.
@@ -84,7 +114,10 @@ impl Drop for TempDir {
     }
 }
 
-/// The daemon binary: `WATCHDOG_BIN` if set, else built (once per process) with cargo.
+/// The daemon binary: `WATCHDOG_BIN` if set, else built (once per process) with
+/// `cargo build --workspace`: the features `cargo test --workspace` resolves, so under it
+/// the build reuses the test build's dependencies (with `--package watchdog` it compiled a
+/// second set of them).
 pub fn daemon_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
@@ -96,8 +129,7 @@ pub fn daemon_binary() -> PathBuf {
             let output = Command::new(cargo)
                 .args([
                     "build",
-                    "--package",
-                    "watchdog",
+                    "--workspace",
                     "--bin",
                     "watchdog",
                     "--message-format=json-render-diagnostics",
@@ -146,9 +178,12 @@ pub fn poll_until<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> O
     }
 }
 
-/// How many file descriptors process `pid` holds open (`/proc/<pid>/fd`).
+/// How many file descriptors process `pid` holds open (`/proc/<pid>/fd`); panics when
+/// the process is gone.
 pub fn open_fds(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e} (has the process exited?)"))
+        .count()
 }
 
 /// IDs of the BPF programs process `pid` holds, directly or through links (the `prog_id`
@@ -494,9 +529,44 @@ impl Metrics {
         })
     }
 
-    /// Like [`Metrics::value`], with 0 for an absent series.
+    /// The value of series `name{labels}` (labels exactly), which must be in the scrape:
+    /// panics with the scrape otherwise. For values where absent must not read as 0 (a
+    /// renamed metric or label would pass an `== 0`).
+    pub fn series(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let value = self
+            .value(name, labels)
+            .unwrap_or_else(|| panic!("no series {name}{labels:?} in the scrape:\n{}", self.0));
+        value as u64
+    }
+
+    /// The value of series `name{labels}`, or 0 when the daemon has not exported that
+    /// series (yet): most are created on their first count. Panics when the scrape declares
+    /// no metric family `name` belongs to (a renamed or unregistered metric is not 0); a
+    /// registered family with no series yet is left out of the scrape (prometheus-client):
+    /// poll [`Metrics::declares`] before counting in one.
     pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        self.value(name, labels).unwrap_or(0.0) as u64
+        assert!(
+            self.declares(name),
+            "no metric family for {name} in the scrape (# TYPE line):\n{}",
+            self.0
+        );
+        self.value(name, labels).map_or(0, |value| value as u64)
+    }
+
+    /// Whether the scrape has a `# TYPE` line for the family of sample name `name`
+    /// (`name` itself, or without `_total`, `_bucket`, `_count`, `_sum`, `_created`, `_info`).
+    pub fn declares(&self, name: &str) -> bool {
+        let family = ["_total", "_bucket", "_count", "_sum", "_created", "_info"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .into_iter()
+            .chain([name]);
+        let families: Vec<&str> = family.collect();
+        self.0.lines().any(|line| {
+            line.strip_prefix("# TYPE ")
+                .and_then(|rest| rest.split_whitespace().next())
+                .is_some_and(|declared| families.contains(&declared))
+        })
     }
 }
 
@@ -555,5 +625,50 @@ pub mod traffic {
         }
         // SAFETY: our fd.
         unsafe { libc::close(fd) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "t cannot run: no kernel (CI is set: every test must run)")]
+    fn a_skip_under_ci_fails() {
+        skip_or_fail(true, "t", "no kernel");
+    }
+
+    #[test]
+    fn a_skip_elsewhere_returns() {
+        skip_or_fail(false, "t", "no kernel");
+    }
+
+    const SCRAPE: &str = "# HELP watchdog_kernel_drops Packets the kernel dropped.\n\
+                          # TYPE watchdog_kernel_drops counter\n\
+                          watchdog_kernel_drops_total{reason=\"NO_SOCKET\"} 3\n\
+                          # TYPE watchdog_desired_nodes gauge\n\
+                          watchdog_desired_nodes 2\n\
+                          # EOF\n";
+
+    #[test]
+    fn a_series_not_exported_yet_counts_0_in_a_declared_family() {
+        let metrics = Metrics(SCRAPE.to_owned());
+        let drops = "watchdog_kernel_drops_total";
+        assert_eq!(metrics.count(drops, &[("reason", "NO_SOCKET")]), 3);
+        assert_eq!(metrics.count(drops, &[("reason", "IP_NOPROTO")]), 0);
+        assert_eq!(metrics.count("watchdog_desired_nodes", &[]), 2);
+        assert_eq!(metrics.series(drops, &[("reason", "NO_SOCKET")]), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "no metric family for watchdog_kernel_drop_total")]
+    fn a_renamed_metric_is_not_0() {
+        Metrics(SCRAPE.to_owned()).count("watchdog_kernel_drop_total", &[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "no series watchdog_kernel_drops_total")]
+    fn a_series_that_must_be_there_is_not_0() {
+        Metrics(SCRAPE.to_owned()).series("watchdog_kernel_drops_total", &[("cause", "x")]);
     }
 }

@@ -40,14 +40,15 @@ pub struct SoakReport {
     pub bulk_bytes: u64,
 }
 
-/// Resident memory of `pid` in KiB (`VmRSS`).
+/// Resident memory of `pid` in KiB (`VmRSS`); panics when the process is gone.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e} (has the process exited?)"));
+    status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
 }
 
 /// A `ping` in a pod's namespace, killed on drop.

@@ -9,6 +9,8 @@ pub mod config;
 pub mod detect;
 pub mod findings;
 pub mod model;
+pub mod netlink;
+pub mod overlay;
 pub mod pipeline;
 pub mod repair;
 pub mod sinks;

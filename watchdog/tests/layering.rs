@@ -14,18 +14,27 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("config", &["model"]),
     ("findings", &["model"]),
-    ("detect", &["model", "findings", "config"]),
-    ("sources", &["model", "config"]),
-    ("pipeline", &["model", "detect", "findings", "config"]),
+    ("overlay", &["model"]),
+    ("netlink", &["model"]),
+    ("detect", &["model", "findings", "config", "overlay"]),
+    ("sources", &["model", "config", "netlink"]),
+    (
+        "pipeline",
+        &["model", "detect", "findings", "config", "overlay"],
+    ),
     (
         "sinks",
         &["model", "findings", "pipeline", "config", "repair::event"],
     ),
-    ("repair", &["model", "findings", "config"]),
+    (
+        "repair",
+        &["model", "findings", "config", "overlay", "netlink"],
+    ),
     (
         "commands",
         &[
-            "model", "config", "findings", "detect", "sources", "pipeline", "sinks", "repair",
+            "model", "config", "findings", "overlay", "netlink", "detect", "sources", "pipeline",
+            "sinks", "repair",
         ],
     ),
 ];
@@ -44,7 +53,7 @@ const KERNEL_CRATES: &[&str] = &[
 ];
 
 /// Rooms that must stay free of [`KERNEL_CRATES`].
-const PURE: &[&str] = &["model", "detect", "findings", "config"];
+const PURE: &[&str] = &["model", "overlay", "detect", "findings", "config"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).expect("read src dir") {

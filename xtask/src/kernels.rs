@@ -6,7 +6,7 @@
 //! architecture and the kernel's own veth/vxlan/clsact modules, booted with
 //! qemu-system (TCG). The helper prints one `WATCHDOG-GUEST-RESULT {json}` line on the
 //! console; the results are written to a JSON file and printed as a table. Assertions are
-//! the host test's (`tests/tests/kernels.rs`).
+//! the host test's (`tests/tests/suite/kernels.rs`).
 
 use std::{
     collections::BTreeSet,

@@ -11,6 +11,7 @@ mod bench_repair;
 mod image;
 mod kernels;
 mod setup;
+mod test;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -44,7 +45,8 @@ enum Task {
         target: Option<String>,
     },
     /// Set up, then run the whole test suite (unit and kernel integration tests, the kernel
-    /// matrix under qemu; needs root).
+    /// matrix under qemu; needs root): `cargo test --workspace --no-fail-fast`, then one
+    /// line per test binary (passed, failed, ignored, time).
     Test {
         /// Skip the kernel matrix (Debian 5.10/6.1/6.12-16K booted under qemu, a few
         /// minutes); the same as WATCHDOG_SKIP_KERNELS=1.
@@ -55,7 +57,7 @@ enum Task {
         args: Vec<String>,
     },
     /// Boot Debian's kernels (5.10 x86_64, 6.1 arm64, 6.12 arm64 16K pages) under qemu with
-    /// the daemon in an initramfs; print what each measured. `tests/tests/kernels.rs`
+    /// the daemon in an initramfs; print what each measured. `tests/tests/suite/kernels.rs`
     /// asserts on the results.
     Kernels {
         /// Only these kernels (by name: 5.10-amd64, 6.1-arm64, 6.12-arm64-16k).
@@ -104,11 +106,16 @@ fn main() -> anyhow::Result<()> {
         Task::Test { skip_kernels, args } => {
             setup::run()?;
             let mut command = util::cargo();
-            command.args(["test", "--workspace"]).args(args);
+            command
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .args(args);
             if skip_kernels {
                 command.env("WATCHDOG_SKIP_KERNELS", "1");
             }
-            util::status(&mut command)
+            if std::env::var_os("RUST_TEST_THREADS").is_none() {
+                command.env("RUST_TEST_THREADS", test::THREADS);
+            }
+            test::run(command)
         }
         Task::Image { arch } => {
             setup::kernel_matrix_tools()?;

@@ -62,7 +62,28 @@ pub fn run() -> anyhow::Result<()> {
         .collect();
     debian_packages(&packages)?;
     python_tools()?;
+    tracefs()?;
     build_tools(Some(AARCH64))
+}
+
+/// Where the kernel's tracepoints are read (the daemon mounts it itself when missing; the
+/// unit tests read it directly).
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Mounts tracefs at /sys/kernel/tracing when nothing is there, as systemd does at boot
+/// (a machine or container without systemd has it unmounted). Not fatal: without root the
+/// tests that need it say so themselves.
+fn tracefs() -> anyhow::Result<()> {
+    let events = std::path::Path::new(TRACEFS).join("events");
+    if events.is_dir() {
+        eprintln!("setup: tracefs mounted at {TRACEFS}");
+        return Ok(());
+    }
+    eprintln!("setup: mounting tracefs at {TRACEFS}");
+    if let Err(error) = status(Command::new("mount").args(["-t", "tracefs", "nodev", TRACEFS])) {
+        eprintln!("setup: cannot mount tracefs ({error:#}); the tests that read it will say so");
+    }
+    Ok(())
 }
 
 fn python_tools() -> anyhow::Result<()> {

@@ -15,20 +15,27 @@ use std::{
     thread::JoinHandle,
 };
 
-use crate::{ip, unique};
+use crate::{ip, isolation, unique};
 
-/// A named network namespace (`ip netns add`) with loopback up; deleted on drop.
+/// A named network namespace (`ip netns add`) with loopback up; deleted on drop. Holds
+/// its test's share of the kernel ([`crate::isolation`]).
 #[derive(Debug)]
 pub struct NetNs {
     name: String,
+    _share: isolation::Share,
 }
 
 impl NetNs {
-    /// Creates a namespace whose name starts with `prefix`.
+    /// Creates a namespace whose name starts with `prefix` (waiting while a test that
+    /// must run alone runs).
     pub fn new(prefix: &str) -> Self {
+        let share = isolation::share();
         let name = unique(prefix);
         ip(&["netns", "add", &name]);
-        let ns = Self { name };
+        let ns = Self {
+            name,
+            _share: share,
+        };
         ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
         ns
     }

@@ -49,7 +49,11 @@ impl Lab {
         let json: serde_json::Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("ip -s -j link show dev {dev}: {e}: {text}"));
         let stats = &json[0]["stats64"];
-        let count = |dir: &str, key: &str| stats[dir][key].as_u64().unwrap_or(0);
+        let count = |dir: &str, key: &str| {
+            stats[dir][key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no stats64.{dir}.{key} for {dev}: {text}"))
+        };
         LinkStats {
             rx_packets: count("rx", "packets"),
             rx_dropped: count("rx", "dropped"),

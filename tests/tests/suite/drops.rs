@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use watchdog_tests::{Daemon, NetNs, ip, poll_until, require_root, traffic};
+use watchdog_tests::{Daemon, NetNs, ip, isolation, poll_until, require_root, traffic};
 
 const DROPS: &str = "watchdog_kernel_drops_total";
 
@@ -16,6 +16,7 @@ fn counts_drops_by_reason_in_its_own_namespace_only() {
     let mut daemon = Daemon::start(&node, "");
     daemon.wait_ready();
     let before = daemon.metrics();
+    // No NO_SOCKET series yet (the family is there: `count` checks it).
     assert_eq!(
         before.count(DROPS, &[("reason", "NO_SOCKET")]),
         0,
@@ -82,6 +83,8 @@ fn all_namespaces_mode_labels_each_namespace() {
     if !require_root("all_namespaces_mode_labels_each_namespace") {
         return;
     }
+    // Its daemon counts every namespace's drops: no other test makes any meanwhile.
+    let _alone = isolation::alone();
     let node = NetNs::new("wd-all");
     let other = NetNs::new("wd-all-other");
     let mut daemon = Daemon::start(&node, "namespaces = \"all\"\n");
@@ -115,6 +118,8 @@ fn without_btf_counts_every_namespace_and_says_so() {
     if !require_root("without_btf_counts_every_namespace_and_says_so") {
         return;
     }
+    // Its daemon counts every namespace's drops: no other test makes any meanwhile.
+    let _alone = isolation::alone();
     let node = NetNs::new("wd-nobtf");
     let other = NetNs::new("wd-nobtf-other");
     let mut daemon = Daemon::start(&node, "btf_path = \"/nonexistent/vmlinux\"\n");

@@ -46,21 +46,14 @@ fn a_flood_of_idle_connections_is_capped_timed_out_and_its_memory_returned() {
     );
     let mut daemon = Daemon::start(&ns, &config);
     daemon.wait_serving();
-    let before = rss_kib(daemon.pid());
 
     let flood = idle_connections(&ns, 2000);
-    // The 32 held ones time out after 2 s; every other one was closed at once.
-    let started = Instant::now();
-    poll_until(Duration::from_secs(10), "/metrics during the flood", || {
+    // The 32 held ones time out after 2 s; every other one was closed at once, so the
+    // server still answers (within the 2 s header timeout of the slots it holds; the
+    // deadline only allows for a busy machine). Its memory meanwhile is a bench figure.
+    poll_until(Duration::from_secs(30), "/metrics during the flood", || {
         metric(&daemon, "watchdog_http_connections_rejected_total")
     });
-    let answered = started.elapsed();
-    assert!(answered < Duration::from_secs(10), "{answered:?}");
-    let rss = rss_kib(daemon.pid());
-    assert!(
-        rss < 40 * 1024,
-        "RSS {rss} KiB with 2000 connections (before: {before} KiB)"
-    );
     // Every flood connection was either refused on accept or held and then timed out
     // (a slot freed by a timeout takes a later one while the flood is still opening).
     let (status, body) = daemon.get("/metrics").expect("scrape");
@@ -106,10 +99,12 @@ fn a_slow_header_is_closed_by_the_server_within_the_timeout() {
     slow.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let mut buf = [0u8; 512];
+    // A server that restarted the timeout on every byte would never close it: the deadline
+    // is many timeouts long, for a busy machine; when it closes is a bench figure.
     let closed = loop {
         assert!(
-            opened.elapsed() < Duration::from_secs(6),
-            "still open after 6 s"
+            opened.elapsed() < Duration::from_secs(30),
+            "still open after 30 s with header_timeout = 1s"
         );
         match slow.read(&mut buf) {
             Ok(_) => break opened.elapsed(),
@@ -124,20 +119,24 @@ fn a_slow_header_is_closed_by_the_server_within_the_timeout() {
         closed >= Duration::from_millis(900),
         "closed after {closed:?}"
     );
-    let timed_out = poll_until(Duration::from_secs(5), "the header timeout counted", || {
-        let (_, body) = daemon.get("/metrics")?;
-        watchdog_tests::Metrics(body)
-            .value(
-                "watchdog_http_connections_timed_out_total",
-                &[("timeout", "header")],
-            )
-            .filter(|n| *n >= 1.0)
-    });
+    let timed_out = poll_until(
+        Duration::from_secs(30),
+        "the header timeout counted",
+        || {
+            let (_, body) = daemon.get("/metrics")?;
+            watchdog_tests::Metrics(body)
+                .value(
+                    "watchdog_http_connections_timed_out_total",
+                    &[("timeout", "header")],
+                )
+                .filter(|n| *n >= 1.0)
+        },
+    );
     assert_eq!(timed_out, 1.0);
     assert!(daemon.try_exit().is_none(), "{}", daemon.log());
 }
 
-/// `cargo test -p watchdog-tests --test http -- --ignored --nocapture rss_with`: the
+/// `cargo test --workspace --test suite -- --ignored --nocapture http::rss_with`: the
 /// daemon's RSS with 10 000 idle connections held (set `WATCHDOG_BIN` to measure another
 /// build; no `[http]` keys are written, so older builds run it too).
 #[test]

@@ -4,7 +4,7 @@
 //! read from `deploy/kustomize/base/daemonset.yaml` itself. No `--privileged`.
 //!
 //! Skip with `WATCHDOG_SKIP_IMAGE=1` (building both images takes a few minutes the first
-//! time).
+//! time); not under CI, where a skip fails.
 
 use std::{
     path::{Path, PathBuf},
@@ -14,7 +14,9 @@ use std::{
 };
 
 use serde_json::Value;
-use watchdog_tests::{Metrics, NetNs, TempDir, http_get, poll_until, require_root, traffic};
+use watchdog_tests::{
+    Metrics, NetNs, TempDir, http_get, poll_until, require_root, skip_requested, traffic,
+};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -26,11 +28,7 @@ fn root() -> PathBuf {
 }
 
 fn skip(test: &str) -> bool {
-    if std::env::var_os("WATCHDOG_SKIP_IMAGE").is_some_and(|v| v != "0") {
-        eprintln!("SKIPPED {test}: WATCHDOG_SKIP_IMAGE is set");
-        return true;
-    }
-    !require_root(test)
+    skip_requested("WATCHDOG_SKIP_IMAGE", test) || !require_root(test)
 }
 
 /// Builds both images once per test process.

@@ -103,13 +103,25 @@ fn wait_desired(daemon: &Daemon, source: &str, nodes: u64) {
     });
 }
 
-/// The active findings as the API serves them (JSON).
-fn findings(daemon: &Daemon) -> Vec<Value> {
-    let Some((200, body)) = daemon.get("/api/v1/findings") else {
-        return Vec::new();
-    };
+/// The active findings as the API serves them (JSON); `None` when the daemon did not
+/// answer (a busy machine: polls try again). Any answer but a 200 with a findings array
+/// fails the test.
+fn try_findings(daemon: &Daemon) -> Option<Vec<Value>> {
+    let (status, body) = daemon.get("/api/v1/findings")?;
+    assert_eq!(status, 200, "/api/v1/findings: {body}\n{}", daemon.log());
     let report: Value = serde_json::from_str(&body).expect("findings JSON");
-    report["findings"].as_array().cloned().unwrap_or_default()
+    let findings = report["findings"].as_array();
+    Some(
+        findings
+            .unwrap_or_else(|| panic!("no findings array: {report:#}"))
+            .clone(),
+    )
+}
+
+/// The active findings; the daemon must answer.
+fn findings(daemon: &Daemon) -> Vec<Value> {
+    try_findings(daemon)
+        .unwrap_or_else(|| panic!("no answer from /api/v1/findings\n{}", daemon.log()))
 }
 
 /// Every value of evidence `name`.
@@ -129,7 +141,7 @@ fn found(daemon: &Daemon, what: &str, kind: &str, subject: &str, injected: Syste
     let start = Instant::now();
     let deadline = start + DEADLINE;
     let finding = loop {
-        let all = findings(daemon);
+        let all = try_findings(daemon).unwrap_or_default();
         if let Some(finding) = all
             .iter()
             .find(|f| f["kind"] == kind && f["subject"] == subject)

@@ -7,7 +7,7 @@ use std::{
 };
 
 use watchdog_tests::{
-    Daemon,
+    Daemon, isolation,
     lab::{Lab, MISSING_GATEWAY, RETIRED_VTEP, VXLAN_DEV},
     require_root,
 };
@@ -357,6 +357,9 @@ fn check_audits_a_node_once_with_exit_codes() {
 /// Stock Raspberry Pi OS kernels have no BTF: every core detection must still work.
 #[test]
 fn without_btf_the_core_detections_still_work() {
+    // Without BTF its daemon counts every namespace's traffic, and every lab has the same
+    // addresses: no other test runs meanwhile.
+    let _alone = isolation::alone();
     let Some(lab) = lab_with_daemon("without_btf_the_core_detections_still_work") else {
         return;
     };

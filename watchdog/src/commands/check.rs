@@ -1,5 +1,6 @@
 //! `watchdog check`: a one-shot audit of this host: the network mirror plus a short
-//! observation window of the kernel counters, judged once (no hysteresis).
+//! observation window of the kernel counters, judged as the daemon judges
+//! ([`pipeline::judge`]) at the window's end (no hysteresis).
 
 use std::{
     io::IsTerminal as _,
@@ -8,15 +9,20 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use super::{StartError, desired::Desired, prepare};
+use super::{StartError, prepare};
 use crate::{
     config::{Config, DetectConfig},
-    detect::{self, Inputs, overlay},
-    findings::{Finding, Report},
-    model::probe::ProbeBook,
+    detect::{self, Inputs, Sample},
+    findings::{Candidate, Finding, Report},
+    model::{desired::State, endpoints::EndpointView, net::Snapshot, probe::ProbeBook},
     pipeline,
     sinks::text,
-    sources::{Sources, desired::DesiredError, kernel::procfs, pods::Pods},
+    sources::{
+        Sources,
+        desired::{Desired, DesiredError},
+        kernel::procfs,
+        pods::Pods,
+    },
 };
 
 /// How long `check` waits for the desired state's first full list.
@@ -101,28 +107,48 @@ pub async fn audit(
         .wait_known(DESIRED_WAIT)
         .await
         .map_err(CheckError::Incomplete)?;
-    // A drift counts when seen at every look over the window (or desired.grace of it).
-    let mut memory = overlay::Memory::new(config.desired.grace.min(window));
-    let started = SystemTime::now();
+    // A drift (and a ghost endpoint) counts when seen at every look over the window (or
+    // desired.grace of it).
+    let mut memory = pipeline::Memory::new(config.desired.grace.min(window));
     let mut pods = Pods::start(config.namespaces, own_netns, config, &node).await;
+    // Judging starts once every enabled probe is attached and its maps have been read, and
+    // the traffic that flows has been counted: a peer that is not in the maps when the
+    // window starts has no history and is never judged (as in the daemon, where a peer
+    // new to the maps is judged once it has been counted for a window), so a window
+    // starting right after the TC programs attach would leave out every peer whose next
+    // packet had not passed yet.
+    if sources.read().failed_reads > 0 {
+        return Err(CheckError::Incomplete(
+            "reading the kernel counters failed".into(),
+        ));
+    }
+    tokio::time::sleep(warm_up(config, window)).await;
+    let started = SystemTime::now();
     let reading = sources.read();
     let view = pods.refresh(&reading.namespaces());
     let first = pipeline::sample(own_netns, &view, reading);
     let deadline = tokio::time::Instant::now() + window;
+    // `recent` is the first sample too, a whole window ago: VTEPs are judged silent over
+    // the window, and their evidence says so.
+    let settings = DetectConfig {
+        window,
+        vtep_window: window,
+        ..config.detect.clone()
+    };
+    // The same judgement as the daemon's cycle at every look over the window (so drifts
+    // and ghost endpoints have their grace), then once more at its end.
+    let window_of = Window {
+        first: &first,
+        settings: &settings,
+        node: &node,
+    };
     loop {
         let state = desired.state(None);
+        let endpoints = pods.endpoint_view(state.pod_subnet_of(&node));
         let mirror = sources.mirror().expect("failures() checked the mirror");
         mirror.with_snapshot(|net| {
-            let inputs = Inputs {
-                net,
-                now: &first,
-                then: &first,
-                recent: &first,
-                settings: &config.detect,
-                // The overlay detectors compare with the desired state, not probes.
-                probes: &ProbeBook::default(),
-            };
-            overlay::detect(&inputs, &state, &node, &mut memory, Instant::now())
+            let unprobed = ProbeBook::default();
+            window_of.judge(net, &first, &unprobed, &state, &endpoints, &mut memory)
         });
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
@@ -140,13 +166,6 @@ pub async fn audit(
     let view = pods.refresh(&reading.namespaces());
     let last = pipeline::sample(own_netns, &view, reading);
     let mirror = sources.mirror().expect("failures() checked the mirror");
-    // `recent` is the first sample too, a whole window ago: VTEPs are judged silent over
-    // the window, and their evidence says so.
-    let settings = DetectConfig {
-        window,
-        vtep_window: window,
-        ..config.detect.clone()
-    };
     // Silence is only a suspicion: probe the suspects once, then judge with the results.
     let unprobed = ProbeBook::new(config.prober.enabled, config.prober.valid_for);
     // Every overlay peer's path MTU is searched once too (`[mtu]`).
@@ -176,20 +195,12 @@ pub async fn audit(
     };
     prober.settle(probing + Duration::from_secs(1)).await;
     let probes = prober.book();
-    let mirror = sources.mirror().expect("failures() checked the mirror");
     let now = SystemTime::now();
     let state = desired.state(None);
-    let candidates = mirror.with_snapshot(|net| {
-        let inputs = Inputs {
-            net,
-            now: &last,
-            then: &first,
-            recent: &first,
-            settings: &settings,
-            probes: &probes,
-        };
-        pipeline::candidates(&inputs, &state, &node, &mut memory, Instant::now())
-    });
+    let endpoints = pods.endpoint_view(state.pod_subnet_of(&node));
+    let mirror = sources.mirror().expect("failures() checked the mirror");
+    let candidates = mirror
+        .with_snapshot(|net| window_of.judge(net, &last, &probes, &state, &endpoints, &mut memory));
     let mut findings: Vec<Finding> = candidates
         .into_iter()
         .map(|candidate| Finding {
@@ -200,6 +211,52 @@ pub async fn audit(
         .collect();
     crate::findings::sort(&mut findings);
     Ok(Report::new(&node, findings))
+}
+
+/// The window `check` judges: from its first sample, with the detectors' settings
+/// stretched to it.
+struct Window<'a> {
+    first: &'a Sample,
+    settings: &'a DetectConfig,
+    node: &'a str,
+}
+
+impl Window<'_> {
+    /// The daemon's judgement ([`pipeline::judge`]) of the window up to `now`.
+    fn judge(
+        &self,
+        net: &Snapshot,
+        now: &Sample,
+        probes: &ProbeBook,
+        desired: &State,
+        endpoints: &EndpointView,
+        memory: &mut pipeline::Memory,
+    ) -> Vec<Candidate> {
+        let inputs = Inputs {
+            net,
+            now,
+            then: self.first,
+            recent: self.first,
+            settings: self.settings,
+            probes,
+        };
+        let context = pipeline::Context {
+            desired,
+            node: self.node,
+            endpoints,
+        };
+        pipeline::judge(&inputs, &context, memory, Instant::now()).candidates
+    }
+}
+
+/// How long the TC programs count before the window starts: long enough that a peer
+/// sending just enough for a verdict (`detect.min_packets` over the window) has been
+/// counted once; at least a poll interval, at most `detect.window`.
+fn warm_up(config: &Config, window: Duration) -> Duration {
+    let per_packet = window / u32::try_from(config.detect.min_packets.max(1)).unwrap_or(u32::MAX);
+    per_packet
+        .max(config.poll_interval)
+        .min(config.detect.window.max(config.poll_interval))
 }
 
 /// Why the audit could not judge.
@@ -232,6 +289,25 @@ mod tests {
             parse_window("soon")
                 .unwrap_err()
                 .starts_with("`soon` is not a duration")
+        );
+    }
+
+    #[test]
+    fn the_window_starts_once_a_peer_at_the_slowest_rate_judged_was_counted() {
+        let config = Config::default();
+        // 5 packets in a 5 s window: one a second.
+        assert_eq!(
+            warm_up(&config, Duration::from_secs(5)),
+            Duration::from_secs(1)
+        );
+        // Never shorter than a poll interval, never longer than detect.window.
+        assert_eq!(
+            warm_up(&config, Duration::from_secs(1)),
+            config.poll_interval
+        );
+        assert_eq!(
+            warm_up(&config, Duration::from_secs(3600)),
+            config.detect.window
         );
     }
 }

@@ -11,12 +11,13 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::{StartError, prepare_for, repair_task::DaemonRepair};
+use super::{StartError, prepare_for};
 use crate::{
     config::{AlertsConfigError, Config, Namespaces, pods::PodSource},
     findings::Change,
+    model::probe::{ProbeRequest, Purpose},
     pipeline::{self, Pipeline, SharedFindings},
-    repair::{engine::Step, event::RecentRepairs},
+    repair::{daemon::DaemonRepair, engine::Step, event::RecentRepairs, world::OverlayWorld},
     sinks::{
         alerts::{Alerts, SinkSpec},
         health::Health,
@@ -27,7 +28,9 @@ use crate::{
         Sources,
         desired::{Desired, DesiredError},
         kernel::{caps, procfs},
+        mirror,
         pods::Pods,
+        prober,
     },
 };
 
@@ -166,7 +169,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let counters = mirror.counters();
         metrics.attach_mirror(move || counters.stats());
     }
-    let mut repair = DaemonRepair::start(&config, &node, sources.prober().method(), repairs);
+    // The executor's world: a fresh dump for each read, a probe through the overlay to
+    // the remote Node's flannel address when probing is on.
+    let method = sources.prober().method();
+    let world = OverlayWorld {
+        model: None,
+        own: node.clone(),
+        read: || async { mirror::dump().await.map_err(|e| e.to_string()) },
+        probe: config.prober.enabled.then_some(move |target| async move {
+            let request = ProbeRequest::liveness(target, Purpose::Vtep, None);
+            prober::run::probe(&request, method, Duration::from_secs(1), 3)
+                .await
+                .outcome
+        }),
+        method,
+    };
+    let mut repair = DaemonRepair::start(&config.repair, world, repairs);
     let status = sources.status();
     metrics.set_status(&status);
     let failures = status.failures();
@@ -257,11 +275,7 @@ async fn detect_loop(
             metrics.set_desired(source, snapshot, state);
         }));
         // The endpoints kept whole are this node's pod subnet's, once the Nodes say it.
-        let subnet = state
-            .model()
-            .and_then(|model| model.nodes.get(&node))
-            .and_then(|own| own.pod_subnet);
-        pipeline.set_endpoints(pods.endpoint_view(subnet));
+        pipeline.set_endpoints(pods.endpoint_view(state.pod_subnet_of(&node)));
         if config.pods.endpoints != PodSource::None {
             metrics.set_endpoints(pods.endpoint_counters());
         }
@@ -282,7 +296,7 @@ async fn detect_loop(
                 // Plans only (a plan to apply goes to the executor's task): never waits.
                 // A mirror that failed is out of date: no plan from it.
                 let step = match status.mirror_failure {
-                    None => repair.cycle(net, &cycle.desired, &active),
+                    None => repair.cycle(net, &cycle.desired, cycle.overlay.as_ref()),
                     Some(_) => Step::default(),
                 };
                 (cycle, active, step)

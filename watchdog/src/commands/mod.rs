@@ -7,14 +7,12 @@ pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod repair;
-pub mod repair_task;
 pub mod repair_undo;
 
-use std::process::ExitCode;
+#[cfg(test)]
+mod one_judgement;
 
-/// The desired-state source as `run` and `check` drive it lives in its room; named here
-/// too for the commands that import it as `super::desired`.
-pub(crate) use crate::sources::desired;
+use std::process::ExitCode;
 
 use crate::sources::{
     kernel::{caps, procfs},

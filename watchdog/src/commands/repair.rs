@@ -1,90 +1,35 @@
 //! `watchdog repair plan` and `watchdog repair apply`: one-shot repair of this node's
 //! overlay against a NodeList file (`--nodes`, or `[desired] source = "file"`).
 //!
-//! One fresh read of the kernel (netlink dumps), `overlay_drift` judged once on it (no
-//! grace: a person is asking), the planner with the `[repair]` guards, then (only for
-//! `apply --yes`) the executor: journalled, verified, rolled back. A one-shot command has
-//! no traffic evidence, so it never deletes (the planner holds deletes without it), and
-//! it verifies an operation by its finding being gone on a fresh read.
+//! One fresh read of the kernel (netlink dumps), the overlay compared once (no grace: a
+//! person is asking), the planner with the `[repair]` guards (`repair::oneshot`), then
+//! (only for `apply --yes`) the executor: journalled, verified, rolled back. A one-shot
+//! command has no traffic evidence, so it never deletes (the planner holds deletes
+//! without it), and it verifies an operation by its drift being gone on a fresh read.
 
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::Duration,
 };
 
 use anyhow::Context as _;
 
 use crate::{
-    config::{Config, DetectConfig, desired::Source, repair::Mode},
-    detect::{
-        Inputs as DetectInputs, Sample,
-        overlay::{Departed, overlay_drift},
-    },
-    findings::{Finding, sort},
-    model::{
-        desired::{Model, State},
-        net::Snapshot,
-        probe::ProbeBook,
-    },
+    config::{Config, desired::Source, repair::Mode},
+    model::{desired::Model, net::Snapshot},
     repair::{
-        execute::{Done, Executor, FnWorld, Netlink, Report},
+        daemon::recover,
+        execute::{Executor, Netlink},
         journal::Journal,
-        plan::{Evidence, History, Inputs, Op, Outcome, plan},
+        oneshot::{plan_now, render},
+        op::Op,
+        plan::Outcome,
+        report::{Done, Report},
+        world::{FnWorld, drift_persists},
     },
     sources::{desired::file, kernel::procfs, mirror},
 };
-
-/// `overlay_drift` judged once on `net` against `model`, as active findings.
-pub fn findings_now(
-    net: &Snapshot,
-    model: &Model,
-    own: &str,
-    detect: &DetectConfig,
-) -> Vec<Finding> {
-    let sample = Sample::default();
-    let inputs = DetectInputs {
-        net,
-        now: &sample,
-        then: &sample,
-        recent: &sample,
-        settings: detect,
-        probes: &ProbeBook::default(),
-    };
-    let now = SystemTime::now();
-    let mut findings: Vec<Finding> = overlay_drift(&inputs, model, own, &Departed::default())
-        .into_iter()
-        .map(|candidate| Finding {
-            candidate,
-            first_seen: now,
-            last_seen: now,
-        })
-        .collect();
-    sort(&mut findings);
-    findings
-}
-
-/// The plan for `net` against `model` (a freshly read file: age zero), with no history
-/// and no traffic evidence.
-pub fn plan_now(net: &Snapshot, model: &Model, own: &str, config: &Config) -> Outcome {
-    let findings = findings_now(net, model, own, &config.detect);
-    let desired = State::Known {
-        model: Arc::new(model.clone()),
-        age: Duration::ZERO,
-    };
-    plan(&Inputs {
-        net,
-        desired: &desired,
-        own,
-        findings: &findings,
-        settings: &config.repair,
-        history: &History::default(),
-        evidence: &Evidence::default(),
-        now: Instant::now(),
-    })
-}
-
 /// Runs `ops` in `mode` against this namespace's kernel: each operation verified by a
 /// fresh dump showing it and its finding gone (`evidence` can add a check, e.g. a probe;
 /// `None` means gone).
@@ -107,19 +52,10 @@ pub async fn execute_now(
         Mode::Apply => Some(Netlink::open()?),
         _ => None,
     };
-    let detect = config.detect.clone();
     let mut world = FnWorld {
         read: || async { mirror::dump().await.map_err(|e| e.to_string()) },
         evidence: |op: &Op, net: &Snapshot| {
-            let persisting = findings_now(net, model, own, &detect)
-                .into_iter()
-                .find(|f| {
-                    f.candidate.kind == op.finding_kind && f.candidate.subject == op.finding_subject
-                });
-            match persisting {
-                Some(f) => Some(format!("the finding `{}` persists", f.candidate.subject)),
-                None => evidence(op, net),
-            }
+            drift_persists(net, model, own, op).or_else(|| evidence(op, net))
         },
     };
     let open = journal
@@ -135,45 +71,9 @@ pub async fn execute_now(
         world: &mut world,
     };
     // Changes a crash interrupted are settled first (verified again or rolled back).
-    let mut reports = super::repair_task::recover(&mut executor, &open).await?;
+    let mut reports = recover(&mut executor, &open).await?;
     reports.extend(executor.run(ops).await?);
     Ok(reports)
-}
-
-/// The plan as text for people: each operation as the command a person would type and
-/// its inverse, then what is held and why.
-pub fn render(outcome: &Outcome) -> String {
-    let plan = match outcome {
-        Outcome::NoPlan { reason } => return format!("no plan: {reason}\n"),
-        Outcome::Planned(plan) => plan,
-    };
-    let mut text = format!(
-        "repair plan for dev {} ({} expected objects): {} operation(s)\n",
-        plan.device,
-        plan.expected_objects,
-        plan.ops.len()
-    );
-    if let Some(why) = &plan.refused {
-        text.push_str(&format!("REFUSED: {why}\n"));
-    }
-    for (i, op) in plan.ops.iter().enumerate() {
-        text.push_str(&format!(
-            "{:>3}. {}\n     undo: {}\n     why:  {} (finding {} `{}`)\n",
-            i + 1,
-            op.command(),
-            op.inverse().command(),
-            op.why,
-            op.finding_kind.as_str(),
-            op.finding_subject
-        ));
-    }
-    for held in &plan.held {
-        text.push_str(&format!(
-            "held: {}\n      why: {}\n",
-            held.command, held.why
-        ));
-    }
-    text
 }
 
 fn load(config: Option<&Path>, nodes: Option<&Path>) -> anyhow::Result<(Config, Model)> {
@@ -199,7 +99,7 @@ pub fn plan_main(config: Option<PathBuf>, nodes: Option<PathBuf>, json: bool) ->
         let net = runtime
             .block_on(mirror::dump())
             .context("cannot read the kernel's network state")?;
-        Ok(plan_now(&net, &model, &own, &config))
+        Ok(plan_now(&net, &model, &own, &config.repair))
     };
     match run() {
         Ok(outcome) => {
@@ -234,7 +134,7 @@ pub fn apply_main(config: Option<PathBuf>, nodes: Option<PathBuf>, yes: bool) ->
             let net = mirror::dump()
                 .await
                 .context("cannot read the kernel's network state")?;
-            let outcome = plan_now(&net, &model, &own, &config);
+            let outcome = plan_now(&net, &model, &own, &config.repair);
             print!("{}", render(&outcome));
             let plan = match outcome {
                 Outcome::NoPlan { reason } => anyhow::bail!("no plan: {reason}"),

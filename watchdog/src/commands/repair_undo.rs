@@ -1,131 +1,50 @@
-//! `watchdog repair undo` and `watchdog repair journal`.
-//!
-//! `undo` restores the journalled before-state of one repair: the change is chosen by
-//! [`crate::repair::undo::select`], a fresh dump must still show exactly what the change
-//! left (else someone else changed the object since, and nothing is done), then its
-//! inverse is journalled (origin `undo`, `reverts` the change), sent through rtnetlink,
-//! and checked on fresh dumps within `repair.verify_window`; the change gets the verdict
-//! `undone`. `journal` prints the journal.
+//! `watchdog repair undo` (`repair::undo` on fresh netlink dumps) and `watchdog repair
+//! journal` (the journal printed).
 
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
-    time::{Duration, SystemTime},
 };
-
-use anyhow::Context as _;
 
 use crate::{
     config::Config,
+    model::net::Snapshot,
     repair::{
-        execute::{Netlink, shows_after},
-        journal::{self, Journal, Origin, Outcome, Record},
-        object::current,
-        undo::{Which, select},
+        journal::{self, Record},
+        op::Op,
+        undo::{Undone, Which, undo},
+        world::FnWorld,
     },
     sources::mirror,
 };
 
-/// How an undo ended (besides errors).
-enum Undo {
-    /// Restored and journalled.
-    Done(String),
-    /// Refused: nothing changed.
-    Refused(String),
-    /// Sent, but the kernel refused it or does not show it (journalled `failed`).
-    Failed(String),
-}
-
 /// `watchdog repair undo`: exit 0 restored, 1 refused (nothing changed), 2 error or the
 /// undo failed.
 pub fn undo_main(config: Option<PathBuf>, which: Which) -> ExitCode {
-    let run = || -> anyhow::Result<Undo> {
+    let run = || -> anyhow::Result<Undone> {
         let config = Config::load(config.as_deref())?;
         let runtime = super::runtime()?;
-        runtime.block_on(undo(&config, which))
+        let mut world = FnWorld {
+            read: || async { mirror::dump().await.map_err(|e| e.to_string()) },
+            // An undo is checked by the kernel showing the before-state, nothing else.
+            evidence: |_: &Op, _: &Snapshot| None,
+        };
+        Ok(runtime.block_on(undo(&config.repair, which, &mut world))?)
     };
     match run() {
-        Ok(Undo::Done(text)) => {
+        Ok(Undone::Done(text)) => {
             println!("{text}");
             ExitCode::SUCCESS
         }
-        Ok(Undo::Refused(why)) => {
+        Ok(Undone::Refused(why)) => {
             eprintln!("refused: {why}");
             ExitCode::from(1)
         }
-        Ok(Undo::Failed(why)) => {
+        Ok(Undone::Failed(why)) => {
             eprintln!("error: {why}");
             ExitCode::from(2)
         }
         Err(err) => super::fail(&err, 2),
-    }
-}
-
-async fn undo(config: &Config, which: Which) -> anyhow::Result<Undo> {
-    let settings = &config.repair;
-    // Opened (and locked) first: nobody else writes the journal or repairs meanwhile.
-    let mut journal = Journal::open(&settings.journal, settings.journal_max_bytes)?;
-    let (entries, _) = journal::read(&settings.journal)?;
-    let records = journal::records(&entries);
-    let target = match select(&records, which) {
-        Ok(record) => record,
-        Err(refused) => return Ok(Undo::Refused(refused.to_string())),
-    };
-    let id = target.change.id;
-    let op = target.change.op();
-    let net = mirror::dump()
-        .await
-        .context("cannot read the kernel's network state")?;
-    if !shows_after(&op, &net) {
-        let like = op.after.as_ref().or(op.before.as_ref()).expect("an object");
-        let now = current(&net, like).map_or_else(|| "absent".into(), |o| o.spec());
-        let left = op
-            .after
-            .as_ref()
-            .map_or_else(|| "absent".into(), |o| o.spec());
-        return Ok(Undo::Refused(format!(
-            "{} was changed since change {id} by someone else: the kernel shows `{now}`, \
-             change {id} left `{left}`; nothing done",
-            op.key
-        )));
-    }
-    let inverse = op.inverse();
-    let unit = journal.next_id();
-    let change = journal.change(&inverse, Origin::Undo, Some(id), unit, SystemTime::now())?;
-    let mut netlink = Netlink::open()?;
-    if let Err(err) = netlink.send(&inverse).await {
-        journal.verdict(change.id, Outcome::Failed, &err, SystemTime::now())?;
-        return Ok(Undo::Failed(format!("undo of change {id}: {err}")));
-    }
-    let deadline = tokio::time::Instant::now() + settings.verify_window;
-    loop {
-        let shown = mirror::dump()
-            .await
-            .is_ok_and(|net| shows_after(&inverse, &net));
-        let now = SystemTime::now();
-        if shown {
-            journal.verdict(change.id, Outcome::Verified, "before-state back", now)?;
-            journal.verdict(
-                id,
-                Outcome::Undone,
-                format!("undone by change {}", change.id),
-                now,
-            )?;
-            return Ok(Undo::Done(format!(
-                "undone: change {id} by change {}: {}",
-                change.id, change.command
-            )));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let why = format!(
-                "the kernel does not show `{}` within {}s",
-                change.command,
-                settings.verify_window.as_secs()
-            );
-            journal.verdict(change.id, Outcome::Failed, &why, now)?;
-            return Ok(Undo::Failed(format!("undo of change {id}: {why}")));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -26,9 +26,7 @@ use crate::{
     findings::{Candidate, RouteRef},
     model::{
         counters::{ConnectSample, PeerSample, growth},
-        net::{
-            Resolution, Route, Snapshot, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN, is_link_local_v6,
-        },
+        net::{Resolution, Route, Snapshot, is_link_local_v6, table_name},
         probe::ProbeBook,
     },
 };
@@ -134,12 +132,7 @@ impl Inputs<'_> {
             prefix: route.dst.to_string(),
             gateway: route.gateway.map(|gw| gw.to_string()),
             dev: route.oif.map(|oif| self.dev(oif)),
-            table: match route.table {
-                TABLE_MAIN => "main".into(),
-                TABLE_LOCAL => "local".into(),
-                TABLE_DEFAULT => "default".into(),
-                table => table.to_string(),
-            },
+            table: table_name(route.table),
         }
     }
 }

@@ -10,10 +10,10 @@ use crate::{
     findings::{Kind, Severity},
     model::counters::{ConnectSample, PeerSample},
     model::net::{
-        Address, FdbEntry, Link, NeighState, Neighbour, Prefix, Route, RouteKind, Snapshot, Update,
-        Vxlan,
+        Address, Link, NeighState, Neighbour, Prefix, Route, RouteKind, Snapshot, Update, Vxlan,
     },
     model::probe::{Method, Outcome, ProbeBook, ProbeRequest, ProbeResult, Purpose},
+    overlay::fixture::fdb,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -25,17 +25,7 @@ fn prefix(s: &str) -> Prefix {
 }
 
 fn link(index: u32, name: &str) -> Link {
-    Link {
-        index,
-        name: name.into(),
-        kind: None,
-        admin_up: true,
-        oper_up: true,
-        mtu: 1500,
-        master: None,
-        mac: None,
-        vxlan: None,
-    }
+    Link::named(index, name)
 }
 
 fn mac(last: u8) -> [u8; 6] {
@@ -88,19 +78,6 @@ fn flannel_node() -> Snapshot {
         net.apply(Update::NewFdb(fdb(j, &format!("192.168.77.{}", 10 + j))));
     }
     net
-}
-
-fn fdb(j: u8, dst: &str) -> FdbEntry {
-    FdbEntry {
-        ifindex: FLANNEL,
-        mac: mac(j),
-        dst: Some(ip(dst)),
-        vlan: None,
-        vni: None,
-        port: None,
-        state: NeighState::PERMANENT,
-        master: None,
-    }
 }
 
 fn peer(tx: u64, rx: u64) -> PeerSample {

@@ -24,7 +24,7 @@ fn remote_entries<'a>(inputs: &'a Inputs<'_>, link: &Link) -> Vec<&'a FdbEntry> 
     inputs
         .net
         .fdb_of(link.index)
-        .filter(|entry| entry.dst.is_some() && entry.mac != [0; 6] && entry.mac[0] & 1 == 0)
+        .filter(|entry| entry.dst.is_some() && entry.has_unicast_mac())
         .collect()
 }
 

@@ -1,6 +1,6 @@
-//! What the cluster says this node's overlay must be: Kubernetes Nodes read the way
-//! Flannel reads them (plain data, no Kubernetes types), whether that picture is known and
-//! how old it is, and the kernel objects it implies for one node ([`expected`]).
+//! What the cluster says the overlay must be: Kubernetes Nodes read the way Flannel reads
+//! them (plain data, no Kubernetes types), and whether that picture is known and how old
+//! it is. The kernel objects it implies for one node are `overlay::expected`'s.
 //!
 //! Flannel's rules (flannel-io/flannel `pkg/subnet/kube/kube.go` `nodeToLease`,
 //! `pkg/backend/vxlan`): a Node takes part only with the annotation
@@ -12,7 +12,7 @@
 //! on the device `flannel.<VNI>`: neighbour `<subnet>.0 lladdr <VtepMAC> nud permanent`,
 //! FDB `<VtepMAC> dst <public-ip> self permanent`, route `<subnet> via <subnet>.0 onlink`.
 //!
-//! This module imports nothing else of the crate.
+//! This module imports nothing of the crate but `model::net`'s [`Prefix`].
 
 use std::{
     collections::BTreeMap,
@@ -21,6 +21,8 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use super::net::Prefix;
 
 /// The annotation prefix Flannel uses by default (`--kube-annotation-prefix`).
 pub const ANNOTATION_PREFIX: &str = "flannel.alpha.coreos.com";
@@ -69,6 +71,24 @@ impl PodSubnet {
     /// Flannel's next hop for the subnet: its network address (`10.244.3.0`).
     pub fn gateway(&self) -> Ipv4Addr {
         self.network
+    }
+
+    /// The subnet as a route's destination.
+    pub fn prefix(&self) -> Prefix {
+        Prefix {
+            addr: IpAddr::V4(self.network),
+            len: self.len,
+        }
+    }
+
+    /// The pod subnet a route's destination is: an IPv4 prefix without host bits (the
+    /// kernel has no other routes); `None` for IPv6 or a prefix with host bits, so a
+    /// subnet and its prefix convert both ways without loss.
+    pub fn of_prefix(prefix: &Prefix) -> Option<Self> {
+        match prefix.addr {
+            IpAddr::V4(v4) => Self::new(v4, prefix.len).filter(|s| s.network == v4),
+            IpAddr::V6(_) => None,
+        }
     }
 }
 
@@ -340,119 +360,10 @@ impl State {
     pub fn is_known(&self) -> bool {
         matches!(self, State::Known { .. })
     }
-}
 
-/// The kernel objects flanneld programs on this node for one remote node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RemoteObjects {
-    /// The remote Node's name.
-    pub node: String,
-    /// Its pod subnet (the route's destination).
-    pub subnet: PodSubnet,
-    /// Its VTEP MAC (the neighbour's lladdr and the FDB entry's MAC).
-    pub mac: Mac,
-    /// Its `public-ip` (the FDB entry's dst).
-    pub public_ip: Ipv4Addr,
-}
-
-impl RemoteObjects {
-    /// The neighbour's address: the subnet's network address (`10.244.3.0`).
-    pub fn gateway(&self) -> Ipv4Addr {
-        self.subnet.gateway()
-    }
-
-    /// `ip neigh` form: `10.244.3.0 dev flannel.1 lladdr 12:c6:… PERMANENT`.
-    pub fn neighbour(&self, dev: &str) -> String {
-        format!(
-            "neigh {} dev {dev} lladdr {} nud permanent",
-            self.gateway(),
-            self.mac
-        )
-    }
-
-    /// `bridge fdb` form: `fdb 12:c6:… dev flannel.1 dst 192.168.1.5 self permanent`.
-    pub fn fdb(&self, dev: &str) -> String {
-        format!(
-            "fdb {} dev {dev} dst {} self permanent",
-            self.mac, self.public_ip
-        )
-    }
-
-    /// `ip route` form: `route 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink`.
-    pub fn route(&self, dev: &str) -> String {
-        format!(
-            "route {} via {} dev {dev} onlink",
-            self.subnet,
-            self.gateway()
-        )
-    }
-}
-
-/// What this node's own VXLAN device must look like.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LocalObjects {
-    /// This node's VTEP MAC (the device's MAC).
-    pub mac: Mac,
-    /// This node's `public-ip` (the device's local address).
-    pub public_ip: Ipv4Addr,
-    /// This node's pod subnet (no route through the device is expected for it).
-    pub subnet: PodSubnet,
-}
-
-/// Every kernel object the desired state implies for one node: a pure function of the
-/// model and the node's name, shared by the detectors and the repair planner.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Expected {
-    /// The cluster's VNI.
-    pub vni: u32,
-    /// The device Flannel creates for it: `flannel.<VNI>`.
-    pub device: String,
-    /// This node's own device, when this node takes part.
-    pub local: Option<LocalObjects>,
-    /// One entry per other member, by name.
-    pub remotes: Vec<RemoteObjects>,
-}
-
-impl Expected {
-    /// The remote node whose VTEP MAC is `mac`.
-    pub fn remote_with_mac(&self, mac: Mac) -> Option<&RemoteObjects> {
-        self.remotes.iter().find(|r| r.mac == mac)
-    }
-
-    /// The remote node whose pod subnet is exactly `subnet`.
-    pub fn remote_with_subnet(&self, subnet: PodSubnet) -> Option<&RemoteObjects> {
-        self.remotes.iter().find(|r| r.subnet == subnet)
-    }
-}
-
-/// The kernel objects `own` must have according to `model` (see [`Expected`]). Nodes
-/// that do not take part are left out; so is `own` itself from the remotes.
-pub fn expected(model: &Model, own: &str) -> Expected {
-    let vni = model.vni(own);
-    let local = model
-        .nodes
-        .get(own)
-        .and_then(|node| node.vtep.as_ref().ok())
-        .map(|vtep| LocalObjects {
-            mac: vtep.mac,
-            public_ip: vtep.public_ip,
-            subnet: vtep.subnet,
-        });
-    let remotes = model
-        .members()
-        .filter(|(node, _)| node.name != own)
-        .map(|(node, vtep)| RemoteObjects {
-            node: node.name.clone(),
-            subnet: vtep.subnet,
-            mac: vtep.mac,
-            public_ip: vtep.public_ip,
-        })
-        .collect();
-    Expected {
-        vni,
-        device: format!("flannel.{vni}"),
-        local,
-        remotes,
+    /// Node `node`'s pod subnet, when the state is known and says it.
+    pub fn pod_subnet_of(&self, node: &str) -> Option<PodSubnet> {
+        self.model()?.nodes.get(node)?.pod_subnet
     }
 }
 
@@ -500,6 +411,20 @@ mod tests {
     }
 
     #[test]
+    fn a_subnet_and_its_prefix_convert_both_ways_and_host_bits_are_no_subnet() {
+        let subnet = PodSubnet::parse("10.244.3.0/24").unwrap();
+        assert_eq!(subnet.prefix().to_string(), "10.244.3.0/24");
+        assert_eq!(PodSubnet::of_prefix(&subnet.prefix()), Some(subnet));
+        for other in ["10.244.3.7/24", "fd00::/64"] {
+            assert_eq!(
+                PodSubnet::of_prefix(&other.parse().unwrap()),
+                None,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
     fn macs_parse_like_go() {
         let mac = Mac::parse("12:C6:65:89:b4:e3").unwrap();
         assert_eq!(mac.to_string(), "12:c6:65:89:b4:e3");
@@ -507,59 +432,6 @@ mod tests {
         assert_eq!(Mac::parse("12:c6:65:89:b4"), None);
         assert_eq!(Mac::parse("12:c6:65:89:b4:zz"), None);
         assert_eq!(Mac::parse("1:c6:65:89:b4:e3"), None);
-    }
-
-    #[test]
-    fn expected_objects_per_remote_node_on_the_vni_device() {
-        let m = model(vec![
-            member(
-                "a",
-                "10.42.0.0/24",
-                "02:00:00:00:00:0a",
-                "192.168.1.10",
-                Some(4),
-            ),
-            member(
-                "b",
-                "10.42.1.0/24",
-                "02:00:00:00:00:0b",
-                "192.168.1.11",
-                Some(4),
-            ),
-            member(
-                "c",
-                "10.42.2.0/24",
-                "02:00:00:00:00:0c",
-                "192.168.1.12",
-                None,
-            ),
-        ]);
-        let e = expected(&m, "a");
-        assert_eq!(e.vni, 4);
-        assert_eq!(e.device, "flannel.4");
-        let local = e.local.as_ref().unwrap();
-        assert_eq!(local.mac.to_string(), "02:00:00:00:00:0a");
-        assert_eq!(local.public_ip, Ipv4Addr::new(192, 168, 1, 10));
-        assert_eq!(e.remotes.len(), 2);
-        let b = &e.remotes[0];
-        assert_eq!(b.node, "b");
-        assert_eq!(
-            b.neighbour(&e.device),
-            "neigh 10.42.1.0 dev flannel.4 lladdr 02:00:00:00:00:0b nud permanent"
-        );
-        assert_eq!(
-            b.fdb(&e.device),
-            "fdb 02:00:00:00:00:0b dev flannel.4 dst 192.168.1.11 self permanent"
-        );
-        assert_eq!(
-            b.route(&e.device),
-            "route 10.42.1.0/24 via 10.42.1.0 dev flannel.4 onlink"
-        );
-        assert_eq!(
-            e.remote_with_mac(Mac::parse("02:00:00:00:00:0c").unwrap())
-                .map(|r| r.node.as_str()),
-            Some("c")
-        );
     }
 
     #[test]
@@ -597,7 +469,6 @@ mod tests {
         ]);
         assert_eq!(m.vni("a"), 7);
         assert_eq!(m.vni("d"), 3);
-        assert_eq!(expected(&m, "nobody").local, None);
     }
 
     #[test]

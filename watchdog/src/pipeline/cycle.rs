@@ -1,13 +1,17 @@
-//! One detection cycle: the new sample into the window history, the detectors over the
-//! window (with the network mirror, the desired state and the prober's latest results),
-//! the findings tracker; and the suspects the prober should check before the next cycle.
+//! One detection cycle: the new sample into the window history, the judgement over the
+//! window ([`judge`]: with the network mirror, the desired state and the prober's latest
+//! results), the findings tracker; and the suspects the prober should check before the
+//! next cycle.
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::History;
+use super::{
+    History,
+    judge::{Context, Memory, judge},
+};
 use crate::{
     config::DetectConfig,
-    detect::{self, Inputs, Sample, endpoints, overlay},
+    detect::{self, Inputs, Sample},
     findings::{Candidate, Change, Finding, Tracker},
     model::{
         desired::State,
@@ -15,25 +19,8 @@ use crate::{
         net::Snapshot,
         probe::{MtuTarget, ProbeBook, ProbeRequest},
     },
+    overlay::Observed,
 };
-
-/// Every detector over `inputs`: the kernel's own, then the overlay against `desired`
-/// (as node `node`, with the drift memory `overlay`, at `at`), with the Nodes behind the
-/// candidates named. The daemon's cycle and `check` both judge through this.
-pub fn candidates(
-    inputs: &Inputs<'_>,
-    desired: &State,
-    node: &str,
-    overlay: &mut overlay::Memory,
-    at: Instant,
-) -> Vec<Candidate> {
-    let mut candidates = detect::detect(inputs);
-    candidates.extend(overlay::detect(inputs, desired, node, overlay, at));
-    if let Some(model) = desired.model() {
-        overlay::name_nodes(&mut candidates, model, overlay.departed());
-    }
-    candidates
-}
 
 /// Detection state carried from cycle to cycle.
 pub struct Pipeline {
@@ -48,14 +35,12 @@ pub struct Pipeline {
     mtu_targets: Vec<MtuTarget>,
     /// This node's name among the cluster's Nodes.
     node: String,
-    /// The overlay detectors' grace and departed Nodes.
-    overlay: overlay::Memory,
+    /// What the detectors remember between cycles (grace, departed Nodes).
+    memory: Memory,
     /// Findings repair raised (`repair_refused`, `repair_conflict`), for the next cycle.
     repair: Vec<Candidate>,
     /// Service endpoints and running pods' addresses, for the next cycle.
     endpoints: EndpointView,
-    /// Ghost endpoints seen, for their grace.
-    ghosts: endpoints::Memory,
 }
 
 /// What one cycle produced, for the sinks and for repair.
@@ -67,6 +52,10 @@ pub struct Cycle {
     /// they were last confirmed current) or unknown (and why). Repair must not act on an
     /// unknown one.
     pub desired: State,
+    /// The overlay compared with the desired state and which drifts lasted
+    /// `desired.grace` (none while it is unknown, or before the window has two samples):
+    /// what repair plans from.
+    pub overlay: Option<Observed>,
 }
 
 impl Pipeline {
@@ -80,10 +69,9 @@ impl Pipeline {
             requests: Vec::new(),
             mtu_targets: Vec::new(),
             node: String::new(),
-            overlay: overlay::Memory::new(Duration::ZERO),
+            memory: Memory::new(Duration::ZERO),
             repair: Vec::new(),
             endpoints: EndpointView::default(),
-            ghosts: endpoints::Memory::new(Duration::ZERO),
         }
     }
 
@@ -118,14 +106,13 @@ impl Pipeline {
     /// Nodes); a drift must last `grace` (`desired.grace`) to count.
     pub fn with_desired(mut self, node: &str, grace: Duration) -> Self {
         node.clone_into(&mut self.node);
-        self.overlay = overlay::Memory::new(grace);
-        self.ghosts = endpoints::Memory::new(grace);
+        self.memory = Memory::new(grace);
         self
     }
 
-    /// Adds `sample`, runs the detectors over the window (the overlay ones while
-    /// `desired` is known), names the Nodes behind the findings, and returns what changed
-    /// with the desired state it used.
+    /// Adds `sample`, judges the window ([`judge`]: every detector, the overlay ones while
+    /// `desired` is known), tracks the candidates with repair's, and returns what changed
+    /// with the desired state and the overlay comparison it used.
     pub fn cycle(
         &mut self,
         net: &Snapshot,
@@ -142,6 +129,7 @@ impl Pipeline {
             return Cycle {
                 changes: Vec::new(),
                 desired,
+                overlay: None,
             };
         };
         let inputs = Inputs {
@@ -153,31 +141,20 @@ impl Pipeline {
             probes: &self.probes,
         };
         let at = newest.at.unwrap_or_else(Instant::now);
-        let mut candidates = candidates(&inputs, &desired, &self.node, &mut self.overlay, at);
-        // Ghost endpoints in this node's pod subnet (from the Nodes, while known).
-        let subnet = desired
-            .model()
-            .and_then(|model| model.nodes.get(&self.node))
-            .and_then(|node| node.pod_subnet);
-        let mut ghosts = endpoints::ghost_endpoints(
-            &self.endpoints,
-            net,
-            subnet,
-            &self.node,
-            &mut self.ghosts,
-            at,
-        );
-        if let Some(model) = desired.model() {
-            overlay::name_nodes(&mut ghosts, model, self.overlay.departed());
-        }
-        candidates.extend(ghosts);
-        endpoints::name_services(&mut candidates, &self.endpoints);
+        let context = Context {
+            desired: &desired,
+            node: &self.node,
+            endpoints: &self.endpoints,
+        };
+        let judgement = judge(&inputs, &context, &mut self.memory, at);
+        let mut candidates = judgement.candidates;
         candidates.extend(std::mem::take(&mut self.repair));
         self.requests = detect::probe_requests(&inputs);
         self.mtu_targets = detect::mtu::mtu_targets(&inputs);
         Cycle {
             changes: self.tracker.update(now, candidates),
             desired,
+            overlay: judgement.overlay,
         }
     }
 

@@ -1,15 +1,18 @@
-//! One detection cycle: kernel counters → sample → window history → detectors (with the
-//! network mirror) → findings tracker. Data flows one way; sinks read the result.
+//! One detection cycle: kernel counters → sample → window history → the one judgement
+//! ([`judge`]: every detector, with the network mirror and the desired state) → findings
+//! tracker. Data flows one way; sinks and repair read the result.
 
 mod cycle;
 mod history;
+mod judge;
 mod sample;
 
 use std::sync::{Arc, RwLock};
 
 pub use self::{
-    cycle::{Cycle, Pipeline, candidates},
+    cycle::{Cycle, Pipeline},
     history::History,
+    judge::{Context, Judgement, Memory, judge},
     sample::{client_totals, sample, without_destinations},
 };
 use crate::findings::Finding;

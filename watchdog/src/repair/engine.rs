@@ -13,14 +13,17 @@ use std::{
 
 use super::{
     event::RepairEvent,
-    execute::{Done, Report},
+    history::History,
     journal::{Origin, Outcome as Verdict, Record},
-    plan::{Evidence, History, Inputs, Op, Outcome, Plan, plan},
+    op::Op,
+    plan::{Evidence, Inputs, Outcome, Plan, plan},
+    report::{Done, Report},
 };
 use crate::{
     config::repair::{Mode, RepairConfig},
-    findings::{Candidate, Finding, Kind, Severity},
+    findings::{Candidate, Kind, Severity},
     model::{desired::State, net::Snapshot},
+    overlay::Observed,
 };
 
 /// What one cycle of repair asks the daemon to do.
@@ -40,7 +43,6 @@ pub struct Step {
 #[derive(Debug)]
 pub struct Engine {
     settings: RepairConfig,
-    own: String,
     history: History,
     /// The executor is working on a plan: no other plan meanwhile.
     running: bool,
@@ -53,11 +55,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine for node `own` with `settings`.
-    pub fn new(settings: RepairConfig, own: &str) -> Self {
+    /// An engine with `settings`.
+    pub fn new(settings: RepairConfig) -> Self {
         Self {
             settings,
-            own: own.to_owned(),
             history: History::default(),
             running: false,
             reported: BTreeSet::new(),
@@ -115,13 +116,14 @@ impl Engine {
         }
     }
 
-    /// One cycle: plans on `findings`, `net` and `desired` (nothing while the desired
-    /// state is unknown, nothing at all in `off`).
+    /// One cycle: plans on the drifts of `overlay` (the cycle's comparison of `net` with
+    /// `desired`) that lasted `desired.grace` (nothing while the desired state is unknown,
+    /// nothing at all in `off`).
     pub fn cycle(
         &mut self,
         net: &Snapshot,
         desired: &State,
-        findings: &[Finding],
+        overlay: Option<&Observed>,
         now: Instant,
     ) -> Step {
         let mut step = Step::default();
@@ -129,17 +131,10 @@ impl Engine {
             return step;
         }
         self.history.prune(now);
-        // Repair's own findings are not evidence for a plan.
-        let findings: Vec<Finding> = findings
-            .iter()
-            .filter(|f| !matches!(f.candidate.kind, Kind::RepairRefused | Kind::RepairConflict))
-            .cloned()
-            .collect();
         let outcome = plan(&Inputs {
             net,
             desired,
-            own: &self.own,
-            findings: &findings,
+            overlay,
             settings: &self.settings,
             history: &self.history,
             evidence: &Evidence::default(),
@@ -343,21 +338,10 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        model::desired::Mac,
-        repair::object::{Fdb, Object},
-    };
+    use crate::repair::object::Object;
 
     fn fdb(dst: &str) -> Object {
-        Object::Fdb(Fdb {
-            dev: "flannel.1".into(),
-            ifindex: 3,
-            mac: Mac::parse("02:fa:00:00:00:01").unwrap(),
-            dst: Some(dst.parse().unwrap()),
-            vni: None,
-            port: None,
-            state: 0x80,
-        })
+        Object::test_fdb("02:fa:00:00:00:01", dst)
     }
 
     fn op() -> Op {
@@ -381,8 +365,8 @@ mod tests {
                 mode,
                 ..RepairConfig::default()
             };
-            let mut engine = Engine::new(settings, "node-0");
-            let step = engine.cycle(&net, &unknown, &[], Instant::now());
+            let mut engine = Engine::new(settings);
+            let step = engine.cycle(&net, &unknown, None, Instant::now());
             assert!(step.execute.is_empty() && step.events.is_empty());
             assert!(engine.candidates().is_empty());
         }
@@ -390,7 +374,7 @@ mod tests {
 
     #[test]
     fn reports_update_the_history_and_a_conflict_becomes_a_finding() {
-        let mut engine = Engine::new(RepairConfig::default(), "node-0");
+        let mut engine = Engine::new(RepairConfig::default());
         let now = Instant::now();
         let step = engine.finished(
             &[Report {
@@ -426,7 +410,7 @@ mod tests {
     #[test]
     fn the_journal_seeds_the_hourly_limit() {
         let settings = RepairConfig::default();
-        let mut engine = Engine::new(settings.clone(), "node-0");
+        let mut engine = Engine::new(settings.clone());
         let wall = SystemTime::now();
         let now = Instant::now();
         let mut journal = crate::repair::journal::Journal::open(
@@ -455,7 +439,7 @@ mod tests {
     #[test]
     fn an_operation_that_keeps_not_applying_is_held_and_counted_a_bounded_number_of_times() {
         let settings = RepairConfig::default();
-        let mut engine = Engine::new(settings.clone(), "node-0");
+        let mut engine = Engine::new(settings.clone());
         let start = Instant::now();
         let mut reported = 0;
         // Every cycle for an hour, if nothing held it.
@@ -491,7 +475,7 @@ mod tests {
             mode: Mode::Apply,
             ..RepairConfig::default()
         };
-        let mut engine = Engine::new(settings, "node-0");
+        let mut engine = Engine::new(settings);
         engine.history.set_busy(&op().key, true);
         engine.running = true;
         engine.stop("repair.journal /x: cannot open it".into());
@@ -504,7 +488,7 @@ mod tests {
         let unknown = State::Unknown {
             reason: "never listed".into(),
         };
-        let step = engine.cycle(&Snapshot::default(), &unknown, &[], Instant::now());
+        let step = engine.cycle(&Snapshot::default(), &unknown, None, Instant::now());
         assert!(step.execute.is_empty() && step.log.is_empty());
     }
 

@@ -20,35 +20,23 @@
 //! In `dry_run` nothing is sent and nothing is journalled: each operation is reported
 //! with outcome `dry_run`.
 
-use std::{
-    future::Future,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage,
     NetlinkPayload,
 };
-use netlink_packet_route::{
-    AddressFamily, RouteNetlinkMessage,
-    neighbour::{
-        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-    },
-    route::{
-        RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHop, RouteNextHopFlags,
-        RouteProtocol, RouteScope, RouteType,
-    },
-};
 use tokio::task::JoinHandle;
 
 use super::{
-    event::{RepairEvent, RepairOutcome, RepairReport},
-    journal::{Journal, JournalError, Origin, Outcome as Verdict, Record},
-    object::{Fdb, Neigh, Object, RouteObj, current},
-    plan::{Action, Op},
+    journal::{Journal, JournalError, Origin, Outcome as Verdict},
+    object::{Object, current},
+    op::{Action, Op},
+    report::{Done, Report},
+    world::World,
 };
-use crate::{config::repair::Mode, findings::Evidence, model::net::Snapshot};
+use crate::{config::repair::Mode, model::net::Snapshot, netlink};
 
 /// Why the executor could not work at all (single operations fail into the report).
 #[derive(Debug, thiserror::Error)]
@@ -62,109 +50,6 @@ pub enum ExecError {
     /// The journal cannot be written: nothing is changed without it.
     #[error(transparent)]
     Journal(#[from] JournalError),
-}
-
-/// What the executor needs from the world besides the netlink socket: a fresh read of
-/// the kernel, and whether the evidence behind an operation's finding is gone. The
-/// daemon answers from its mirror and counters; `watchdog repair apply` from one-shot
-/// dumps; tests can force a verification failure.
-#[allow(async_fn_in_trait)] // used generically, on one runtime
-pub trait World {
-    /// A fresh read of the kernel (links, routes, neighbours, FDB).
-    async fn read(&mut self) -> Result<Snapshot, String>;
-    /// `None` when the evidence that raised `op`'s finding is gone in `net`, else why
-    /// not (polled until `repair.verify_window` ends).
-    async fn evidence(&mut self, op: &Op, net: &Snapshot) -> Option<String>;
-}
-
-/// How one operation went.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Done {
-    /// Dry run: planned only.
-    DryRun,
-    /// Applied and verified.
-    Verified,
-    /// Applied, then undone to the exact before-state: why.
-    RolledBack(String),
-    /// Not applied: why (the kernel changed since the plan, an earlier operation of
-    /// the unit failed, the kernel refused it).
-    NotApplied(String),
-    /// Applied and could not be undone (or the undo could not be verified): why. The
-    /// object needs a person.
-    Failed(String),
-    /// Applied, then something else wrote the object again while it was verified: left
-    /// as the other writer made it (never fought), why.
-    Conflict(String),
-}
-
-impl Done {
-    /// The outcome as `watchdog_repairs_total` will name it: `dry_run`, `applied`,
-    /// `rolled_back` or `failed`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Done::DryRun => "dry_run",
-            Done::Verified => "applied",
-            Done::RolledBack(_) => "rolled_back",
-            Done::NotApplied(_) | Done::Failed(_) | Done::Conflict(_) => "failed",
-        }
-    }
-}
-
-/// One operation and how it went.
-#[derive(Clone, Debug)]
-pub struct Report {
-    /// The operation.
-    pub op: Op,
-    /// Its journal id (none in a dry run or when not journalled).
-    pub id: Option<u64>,
-    /// How it went.
-    pub done: Done,
-}
-
-impl Report {
-    /// The event the sinks are told: a verified change is a `repair` (applied), a dry run
-    /// a `repair` (dry_run), a rolled-back change a `rollback` with the reason, anything
-    /// else a `repair` that failed.
-    pub fn event(&self, at: SystemTime) -> RepairEvent {
-        let mut evidence = vec![
-            Evidence {
-                name: "why".into(),
-                value: self.op.why.clone(),
-            },
-            Evidence {
-                name: "undo".into(),
-                value: self.op.inverse().command(),
-            },
-        ];
-        if let Some(id) = self.id {
-            evidence.push(Evidence {
-                name: "journal_id".into(),
-                value: id.to_string(),
-            });
-        }
-        let report = |outcome, evidence| RepairReport {
-            kind: self.op.finding_kind,
-            subject: self.op.finding_subject.clone(),
-            action: self.op.command(),
-            outcome,
-            evidence,
-            at,
-        };
-        match &self.done {
-            Done::DryRun => RepairEvent::Repair(report(RepairOutcome::DryRun, evidence)),
-            Done::Verified => RepairEvent::Repair(report(RepairOutcome::Applied, evidence)),
-            Done::RolledBack(why) => {
-                evidence.push(Evidence {
-                    name: "rollback_reason".into(),
-                    value: why.clone(),
-                });
-                RepairEvent::Rollback(report(RepairOutcome::Applied, evidence))
-            }
-            Done::NotApplied(why) | Done::Failed(why) | Done::Conflict(why) => {
-                RepairEvent::Repair(report(RepairOutcome::Failed(why.clone()), evidence))
-            }
-        }
-    }
 }
 
 /// The netlink side: sends an [`Op`]'s message and waits for the kernel's answer.
@@ -197,12 +82,19 @@ impl Netlink {
             // add would fail on it. Nothing resolved is overwritten: the executor reads
             // the kernel right before the send and accepts only an unresolved entry or
             // none.
-            (Action::Add, _, Some(after @ Object::Neighbour(_))) => {
-                (new(after), NLM_F_CREATE | NLM_F_REPLACE)
-            }
-            (Action::Add, _, Some(after)) => (new(after), NLM_F_CREATE | NLM_F_EXCL),
-            (Action::Replace, _, Some(after)) => (new(after), NLM_F_CREATE | NLM_F_REPLACE),
-            (Action::Delete, Some(before), _) => (del(before), 0),
+            (Action::Add, _, Some(after @ Object::Neighbour(_))) => (
+                netlink::new_message(&after.model()),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            ),
+            (Action::Add, _, Some(after)) => (
+                netlink::new_message(&after.model()),
+                NLM_F_CREATE | NLM_F_EXCL,
+            ),
+            (Action::Replace, _, Some(after)) => (
+                netlink::new_message(&after.model()),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            ),
+            (Action::Delete, Some(before), _) => (netlink::del_message(&before.model()), 0),
             _ => return Err(format!("malformed operation on {}", op.key)),
         };
         let mut request = NetlinkMessage::from(message);
@@ -226,133 +118,6 @@ impl Netlink {
     }
 }
 
-fn new(object: &Object) -> RouteNetlinkMessage {
-    match object {
-        Object::Fdb(f) => RouteNetlinkMessage::NewNeighbour(fdb_message(f)),
-        Object::Neighbour(n) => RouteNetlinkMessage::NewNeighbour(neigh_message(n)),
-        Object::Route(r) => RouteNetlinkMessage::NewRoute(route_message(r)),
-    }
-}
-
-fn del(object: &Object) -> RouteNetlinkMessage {
-    match object {
-        Object::Fdb(f) => RouteNetlinkMessage::DelNeighbour(fdb_message(f)),
-        Object::Neighbour(n) => RouteNetlinkMessage::DelNeighbour(neigh_message(n)),
-        Object::Route(r) => RouteNetlinkMessage::DelRoute(route_message(r)),
-    }
-}
-
-fn neighbour_address(ip: std::net::IpAddr) -> NeighbourAddress {
-    match ip {
-        std::net::IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
-        std::net::IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
-    }
-}
-
-fn route_address(ip: std::net::IpAddr) -> RouteAddress {
-    match ip {
-        std::net::IpAddr::V4(v4) => RouteAddress::Inet(v4),
-        std::net::IpAddr::V6(v6) => RouteAddress::Inet6(v6),
-    }
-}
-
-/// `bridge fdb … self`: family AF_BRIDGE, NTF_SELF.
-fn fdb_message(f: &Fdb) -> NeighbourMessage {
-    let mut m = NeighbourMessage::default();
-    m.header.family = AddressFamily::Bridge;
-    m.header.ifindex = f.ifindex;
-    m.header.state = NeighbourState::from(f.state);
-    m.header.flags = NeighbourFlags::Own;
-    m.header.kind = RouteType::Unspec;
-    m.attributes
-        .push(NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()));
-    if let Some(dst) = f.dst {
-        m.attributes
-            .push(NeighbourAttribute::Destination(neighbour_address(dst)));
-    }
-    if let Some(vni) = f.vni {
-        m.attributes.push(NeighbourAttribute::Vni(vni));
-    }
-    if let Some(port) = f.port {
-        m.attributes.push(NeighbourAttribute::Port(port));
-    }
-    m
-}
-
-fn neigh_message(n: &Neigh) -> NeighbourMessage {
-    let mut m = NeighbourMessage::default();
-    m.header.family = match n.ip {
-        std::net::IpAddr::V4(_) => AddressFamily::Inet,
-        std::net::IpAddr::V6(_) => AddressFamily::Inet6,
-    };
-    m.header.ifindex = n.ifindex;
-    m.header.state = NeighbourState::from(n.state);
-    m.header.kind = RouteType::Unspec;
-    m.attributes
-        .push(NeighbourAttribute::Destination(neighbour_address(n.ip)));
-    if let Some(mac) = n.mac {
-        m.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
-    }
-    m
-}
-
-fn route_message(r: &RouteObj) -> RouteMessage {
-    let mut m = RouteMessage::default();
-    m.header.address_family = if r.dst.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    m.header.destination_prefix_length = r.dst.len;
-    m.header.tos = r.tos;
-    // Tables above 255 travel in RTA_TABLE only (RT_TABLE_COMPAT in the header).
-    m.header.table = u8::try_from(r.table).unwrap_or(252);
-    m.header.protocol = RouteProtocol::from(r.protocol);
-    m.header.scope = RouteScope::from(r.scope);
-    m.header.kind = RouteType::from(r.kind);
-    if r.onlink {
-        m.header.flags = RouteFlags::Onlink;
-    }
-    m.attributes.push(RouteAttribute::Table(r.table));
-    m.attributes
-        .push(RouteAttribute::Destination(route_address(r.dst.addr)));
-    if let Some(gw) = r.gateway {
-        m.attributes
-            .push(RouteAttribute::Gateway(route_address(gw)));
-    }
-    if let Some(oif) = r.oif {
-        m.attributes.push(RouteAttribute::Oif(oif));
-    }
-    if let Some(src) = r.prefsrc {
-        m.attributes
-            .push(RouteAttribute::PrefSource(route_address(src)));
-    }
-    if r.priority != 0 {
-        m.attributes.push(RouteAttribute::Priority(r.priority));
-    }
-    if !r.nexthops.is_empty() {
-        let hops = r
-            .nexthops
-            .iter()
-            .map(|hop| {
-                let mut next = RouteNextHop::default();
-                next.interface_index = hop.oif.unwrap_or(0);
-                if hop.onlink {
-                    next.flags = RouteNextHopFlags::Onlink;
-                }
-                if let Some(gw) = hop.gateway {
-                    next.attributes
-                        .push(RouteAttribute::Gateway(route_address(gw)));
-                }
-                next
-            })
-            .collect();
-        m.attributes.push(RouteAttribute::MultiPath(hops));
-    }
-    m
-}
-
 /// True when `net` shows the state `op` leads to: its `after` object exactly, or (for a
 /// delete) nothing with the object's identity.
 pub fn shows_after(op: &Op, net: &Snapshot) -> bool {
@@ -372,11 +137,11 @@ pub fn shows_before(op: &Op, net: &Snapshot) -> bool {
 fn shows(want: Option<&Object>, other: Option<&Object>, net: &Snapshot) -> bool {
     let unresolved_or_none = |like: &Object| match current(net, like) {
         None => true,
-        Some(Object::Neighbour(n)) => n.unresolved(),
+        Some(Object::Neighbour(n)) => n.is_unresolved(),
         Some(_) => false,
     };
     match (want, other) {
-        (Some(object @ Object::Neighbour(n)), _) if n.unresolved() => unresolved_or_none(object),
+        (Some(object @ Object::Neighbour(n)), _) if n.is_unresolved() => unresolved_or_none(object),
         (Some(object), _) => object.in_snapshot(net) == Some(true),
         (None, Some(like @ Object::Neighbour(_))) => unresolved_or_none(like),
         (None, Some(like)) => current(net, like).is_none(),
@@ -428,7 +193,7 @@ impl<W: World> Executor<'_, W> {
     }
 
     /// Reads the kernel until `check` holds or the window ends; the last read.
-    async fn wait_for(
+    pub(super) async fn wait_for(
         &mut self,
         mut check: impl FnMut(&Snapshot) -> bool,
     ) -> (bool, Result<Snapshot, String>) {
@@ -653,159 +418,6 @@ impl<W: World> Executor<'_, W> {
             .collect())
     }
 
-    /// After a restart: settles every journalled change without a final verdict. A
-    /// change the kernel shows is verified again (its evidence must go within the
-    /// window) or rolled back; one it does not show was never made (`not_applied`); an
-    /// interrupted rollback is completed; an object that is neither before nor after
-    /// was changed by another writer (`conflict`, left alone). Each verdict is
-    /// journalled.
-    pub async fn recover(&mut self, records: &[Record]) -> Result<Vec<Report>, ExecError> {
-        let mut reports = Vec::new();
-        if self.netlink.is_none() || self.journal.is_none() {
-            return Ok(reports);
-        }
-        // A change an open rollback (or undo) reverts is settled with that rollback:
-        // verifying it first would report it applied, then rolled back.
-        let reverted: std::collections::BTreeSet<u64> = records
-            .iter()
-            .filter(|r| matches!(r.change.origin, Origin::Rollback | Origin::Undo))
-            .filter_map(|r| r.change.reverts)
-            .collect();
-        for record in records {
-            if record.change.origin == Origin::Repair && reverted.contains(&record.change.id) {
-                continue;
-            }
-            let op = record.change.op();
-            let id = record.change.id;
-            let net = match self.world.read().await {
-                Ok(net) => net,
-                Err(err) => {
-                    reports.push(Report {
-                        op,
-                        id: Some(id),
-                        done: Done::Failed(format!("cannot read the kernel: {err}")),
-                    });
-                    continue;
-                }
-            };
-            let report = |done| Report {
-                op: op.clone(),
-                id: Some(id),
-                done,
-            };
-            let after = shows_after(&op, &net);
-            let before = shows_before(&op, &net);
-            let now = SystemTime::now();
-            let journal = self.journal.as_mut().expect("checked");
-            match record.change.origin {
-                Origin::Rollback | Origin::Undo if after => {
-                    journal.verdict(
-                        id,
-                        Verdict::Verified,
-                        "before-state back (after a restart)",
-                        now,
-                    )?;
-                    if let Some(reverted) = record.change.reverts {
-                        let (outcome, how) = reverted_outcome(record.change.origin, id);
-                        journal.verdict(reverted, outcome, how, now)?;
-                    }
-                    // Reported, so the object backs off like any rollback.
-                    reports.push(report(Done::RolledBack(
-                        "rolled back before a restart".into(),
-                    )));
-                    continue;
-                }
-                Origin::Rollback | Origin::Undo if before => {
-                    // Interrupted before it was made: make it now.
-                    let sent = self.netlink.as_mut().expect("checked").send(&op).await;
-                    let (shown, _) = match sent {
-                        Ok(()) => self.wait_for(|net| shows_after(&op, net)).await,
-                        Err(err) => (false, Err(err)),
-                    };
-                    let journal = self.journal.as_mut().expect("checked");
-                    let now = SystemTime::now();
-                    if shown {
-                        journal.verdict(id, Verdict::Verified, "completed after a restart", now)?;
-                        if let Some(reverted) = record.change.reverts {
-                            let (outcome, how) = reverted_outcome(record.change.origin, id);
-                            journal.verdict(reverted, outcome, how, now)?;
-                        }
-                        reports.push(report(Done::RolledBack("completed after a restart".into())));
-                    } else {
-                        let why = "the interrupted rollback could not be completed";
-                        journal.verdict(id, Verdict::Failed, why, now)?;
-                        if let Some(reverted) = record.change.reverts {
-                            journal.verdict(reverted, Verdict::Failed, why, now)?;
-                        }
-                        reports.push(report(Done::Failed(why.into())));
-                    }
-                    continue;
-                }
-                _ if after => {}
-                _ if before => {
-                    journal.verdict(
-                        id,
-                        Verdict::NotApplied,
-                        "interrupted before the kernel had it (found after a restart)",
-                        now,
-                    )?;
-                    reports.push(report(Done::NotApplied(
-                        "interrupted before the kernel had it".into(),
-                    )));
-                    continue;
-                }
-                _ => {
-                    let why = "after a restart the object is neither as before nor as after: \
-                               another writer changed it, left alone";
-                    journal.verdict(id, Verdict::Conflict, why, now)?;
-                    // The change an interrupted rollback reverts was skipped above: it
-                    // is settled with it.
-                    if matches!(record.change.origin, Origin::Rollback | Origin::Undo)
-                        && let Some(reverted) = record.change.reverts
-                    {
-                        journal.verdict(reverted, Verdict::Conflict, why, now)?;
-                    }
-                    reports.push(report(Done::Conflict(why.into())));
-                    continue;
-                }
-            }
-            // The kernel has the change: verify it again.
-            let deadline = tokio::time::Instant::now() + self.verify_window;
-            let mut persisting;
-            loop {
-                persisting = match self.world.read().await {
-                    Err(err) => Some(format!("cannot read the kernel: {err}")),
-                    Ok(net) if !shows_after(&op, &net) => {
-                        Some("the kernel no longer shows it".to_owned())
-                    }
-                    Ok(net) => self.world.evidence(&op, &net).await,
-                };
-                if persisting.is_none() || tokio::time::Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(self.poll).await;
-            }
-            match persisting {
-                None => {
-                    let journal = self.journal.as_mut().expect("checked");
-                    journal.verdict(
-                        id,
-                        Verdict::Verified,
-                        "verified again after a restart",
-                        SystemTime::now(),
-                    )?;
-                    reports.push(report(Done::Verified));
-                }
-                Some(why) => {
-                    let why = format!("after a restart, the evidence persists: {why}");
-                    let done = self.roll_back(id, &op, record.change.unit, &why).await?;
-                    reports.push(report(done));
-                }
-            }
-        }
-        Ok(reports)
-    }
-
     /// The journal failed while `applied` (sent, in this order) were in the kernel: puts
     /// back their exact before-state, in reverse, without journalling (the journal is what
     /// failed), so nothing is left half-done. Their changes stay open in the journal; at
@@ -841,7 +453,7 @@ impl<W: World> Executor<'_, W> {
         err
     }
 
-    async fn roll_back(
+    pub(super) async fn roll_back(
         &mut self,
         id: u64,
         op: &Op,
@@ -889,122 +501,5 @@ impl<W: World> Executor<'_, W> {
                 Done::Failed(format!("{why}; rollback failed: {err}"))
             }
         })
-    }
-}
-
-/// The verdict on a change whose rollback or undo `id` was settled after a restart.
-fn reverted_outcome(origin: Origin, id: u64) -> (Verdict, String) {
-    match origin {
-        Origin::Undo => (
-            Verdict::Undone,
-            format!("undone by change {id} (settled after a restart)"),
-        ),
-        _ => (
-            Verdict::RolledBack,
-            format!("rolled back by change {id} (settled after a restart)"),
-        ),
-    }
-}
-
-/// A [`World`] from two closures, for callers that have them at hand.
-pub struct FnWorld<R, E> {
-    /// Reads the kernel.
-    pub read: R,
-    /// Judges the evidence.
-    pub evidence: E,
-}
-
-impl<R, RF, E> World for FnWorld<R, E>
-where
-    R: FnMut() -> RF,
-    RF: Future<Output = Result<Snapshot, String>>,
-    E: FnMut(&Op, &Snapshot) -> Option<String>,
-{
-    async fn read(&mut self) -> Result<Snapshot, String> {
-        (self.read)().await
-    }
-
-    async fn evidence(&mut self, op: &Op, net: &Snapshot) -> Option<String> {
-        (self.evidence)(op, net)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{
-        findings::Kind,
-        model::desired::Mac,
-        repair::object::{Fdb, Object},
-    };
-
-    fn fdb(dst: &str) -> Object {
-        Object::Fdb(Fdb {
-            dev: "flannel.1".into(),
-            ifindex: 3,
-            mac: Mac::parse("02:fa:00:00:00:01").unwrap(),
-            dst: Some(dst.parse().unwrap()),
-            vni: None,
-            port: None,
-            state: 0x80,
-        })
-    }
-
-    fn report(done: Done) -> Report {
-        Report {
-            op: Op::between(
-                Some(fdb("192.168.77.99")),
-                Some(fdb("192.168.77.11")),
-                "b",
-                (
-                    Kind::OverlayDrift,
-                    "fdb 02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.99",
-                ),
-                "wrong dst".into(),
-            ),
-            id: Some(7),
-            done,
-        }
-    }
-
-    #[test]
-    fn reports_become_repair_and_rollback_events() {
-        let at = SystemTime::UNIX_EPOCH;
-        let RepairEvent::Repair(r) = report(Done::Verified).event(at) else {
-            panic!("a verified change is a repair")
-        };
-        assert_eq!(r.outcome, RepairOutcome::Applied);
-        assert_eq!(
-            r.action,
-            "bridge fdb replace 02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.11 self permanent"
-        );
-        assert!(
-            r.evidence
-                .iter()
-                .any(|e| e.name == "undo" && e.value.ends_with("dst 192.168.77.99 self permanent"))
-        );
-        assert!(
-            r.evidence
-                .iter()
-                .any(|e| e.name == "journal_id" && e.value == "7")
-        );
-        let RepairEvent::Repair(r) = report(Done::DryRun).event(at) else {
-            panic!("a dry run is a repair")
-        };
-        assert_eq!(r.outcome, RepairOutcome::DryRun);
-        let RepairEvent::Rollback(r) = report(Done::RolledBack("no answer".into())).event(at)
-        else {
-            panic!("a rolled-back change is a rollback")
-        };
-        assert!(
-            r.evidence
-                .iter()
-                .any(|e| e.name == "rollback_reason" && e.value == "no answer")
-        );
-        let RepairEvent::Repair(r) = report(Done::Failed("EPERM".into())).event(at) else {
-            panic!("a failed change is a repair")
-        };
-        assert_eq!(r.outcome, RepairOutcome::Failed("EPERM".into()));
-        assert_eq!(Done::RolledBack(String::new()).as_str(), "rolled_back");
     }
 }

@@ -1,9 +1,20 @@
-//! `watchdog repair undo`: which journalled change may be undone (pure: the journal's
-//! records in, the change or the reason it may not be undone out). The command checks
-//! the kernel still shows what the change left, then sends its inverse, journalled with
-//! origin `undo`.
+//! `watchdog repair undo`: which journalled change may be undone ([`select`], pure: the
+//! journal's records in, the change or the reason it may not be undone out), and the
+//! undo itself ([`undo`]): a fresh read must still show exactly what the change left
+//! (else someone else changed the object since, and nothing is done), then its inverse
+//! is journalled (origin `undo`, `reverts` the change), sent through rtnetlink, and
+//! checked on fresh reads within `repair.verify_window`; the change gets the verdict
+//! `undone`.
 
-use super::journal::{Origin, Outcome, Record};
+use std::time::{Duration, SystemTime};
+
+use super::{
+    execute::{ExecError, Netlink, shows_after},
+    journal::{self, Journal, JournalError, Origin, Outcome, Record},
+    object::current,
+    world::World,
+};
+use crate::config::repair::RepairConfig;
 
 /// Which change to undo.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +146,103 @@ pub fn select(records: &[Record], which: Which) -> Result<&Record, Refused> {
     Ok(record)
 }
 
+/// How an undo ended (besides errors).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Undone {
+    /// Restored and journalled: what was done.
+    Done(String),
+    /// Refused: nothing changed. Why.
+    Refused(String),
+    /// Sent, but the kernel refused it or does not show it (journalled `failed`): why.
+    Failed(String),
+}
+
+/// Why an undo could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum UndoError {
+    /// The journal cannot be opened, read or written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// No netlink socket.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// The kernel's network state cannot be read.
+    #[error("cannot read the kernel's network state: {0}")]
+    Read(String),
+}
+
+/// Undoes the change `which` picks in `settings.journal` (see the module documentation),
+/// reading the kernel through `world`.
+pub async fn undo<W: World>(
+    settings: &RepairConfig,
+    which: Which,
+    world: &mut W,
+) -> Result<Undone, UndoError> {
+    // Opened (and locked) first: nobody else writes the journal or repairs meanwhile.
+    let mut journal = Journal::open(&settings.journal, settings.journal_max_bytes)?;
+    let (entries, _) = journal::read(&settings.journal)?;
+    let records = journal::records(&entries);
+    let target = match select(&records, which) {
+        Ok(record) => record,
+        Err(refused) => return Ok(Undone::Refused(refused.to_string())),
+    };
+    let id = target.change.id;
+    let op = target.change.op();
+    let net = world.read().await.map_err(UndoError::Read)?;
+    if !shows_after(&op, &net) {
+        let like = op.after.as_ref().or(op.before.as_ref()).expect("an object");
+        let now = current(&net, like).map_or_else(|| "absent".into(), |o| o.spec());
+        let left = op
+            .after
+            .as_ref()
+            .map_or_else(|| "absent".into(), |o| o.spec());
+        return Ok(Undone::Refused(format!(
+            "{} was changed since change {id} by someone else: the kernel shows `{now}`, \
+             change {id} left `{left}`; nothing done",
+            op.key
+        )));
+    }
+    let inverse = op.inverse();
+    let unit = journal.next_id();
+    let change = journal.change(&inverse, Origin::Undo, Some(id), unit, SystemTime::now())?;
+    let mut netlink = Netlink::open()?;
+    if let Err(err) = netlink.send(&inverse).await {
+        journal.verdict(change.id, Outcome::Failed, &err, SystemTime::now())?;
+        return Ok(Undone::Failed(format!("undo of change {id}: {err}")));
+    }
+    let deadline = tokio::time::Instant::now() + settings.verify_window;
+    loop {
+        let shown = world
+            .read()
+            .await
+            .is_ok_and(|net| shows_after(&inverse, &net));
+        let now = SystemTime::now();
+        if shown {
+            journal.verdict(change.id, Outcome::Verified, "before-state back", now)?;
+            journal.verdict(
+                id,
+                Outcome::Undone,
+                format!("undone by change {}", change.id),
+                now,
+            )?;
+            return Ok(Undone::Done(format!(
+                "undone: change {id} by change {}: {}",
+                change.id, change.command
+            )));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let why = format!(
+                "the kernel does not show `{}` within {}s",
+                change.command,
+                settings.verify_window.as_secs()
+            );
+            journal.verdict(change.id, Outcome::Failed, &why, now)?;
+            return Ok(Undone::Failed(format!("undo of change {id}: {why}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
@@ -142,26 +250,15 @@ mod tests {
     use super::*;
     use crate::{
         findings::Kind,
-        model::desired::Mac,
         repair::{
             journal::{Journal, read, records},
-            object::{Fdb, Object},
-            plan::Op,
+            object::Object,
+            op::Op,
         },
     };
 
     fn op(mac: &str, from: &str, to: &str) -> Op {
-        let fdb = |dst: &str| {
-            Object::Fdb(Fdb {
-                dev: "flannel.1".into(),
-                ifindex: 3,
-                mac: Mac::parse(mac).unwrap(),
-                dst: Some(dst.parse().unwrap()),
-                vni: None,
-                port: None,
-                state: 0x80,
-            })
-        };
+        let fdb = |dst: &str| Object::test_fdb(mac, dst);
         Op::between(
             Some(fdb(from)),
             Some(fdb(to)),

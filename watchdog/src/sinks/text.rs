@@ -330,7 +330,7 @@ mod tests {
     }
 
     /// The lab's ghost VTEP with traffic running, as `watchdog check --window 3s` finds it
-    /// in `tests/tests/check.rs` (and the README shows it).
+    /// in `tests/tests/suite/check.rs` (and the README shows it).
     fn faulty() -> Report {
         let route = RouteRef {
             prefix: "10.244.2.0/24".into(),

@@ -5,7 +5,7 @@ use std::{
     net::IpAddr,
 };
 
-use super::NeighState;
+use super::{NeighState, format_mac};
 
 /// A bridge forwarding database entry (`bridge fdb`), on a bridge, a bridge port or a
 /// VXLAN device.
@@ -30,6 +30,42 @@ pub struct FdbEntry {
 }
 
 impl FdbEntry {
+    /// True for a unicast MAC (not all-zero, not multicast): an entry for one remote
+    /// host, not a default or flooding destination.
+    pub fn has_unicast_mac(&self) -> bool {
+        self.mac != [0; 6] && self.mac[0] & 1 == 0
+    }
+
+    /// The entry as `bridge fdb add|replace` takes it, on device `dev`:
+    /// `02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.11 self permanent`.
+    pub fn command(&self, dev: &str) -> String {
+        let mut text = format!("{} dev {dev}", format_mac(&self.mac));
+        if let Some(dst) = self.dst {
+            text.push_str(&format!(" dst {dst}"));
+        }
+        if let Some(vlan) = self.vlan {
+            text.push_str(&format!(" vlan {vlan}"));
+        }
+        if let Some(vni) = self.vni {
+            text.push_str(&format!(" vni {vni}"));
+        }
+        if let Some(port) = self.port {
+            text.push_str(&format!(" port {port}"));
+        }
+        let word = if self.state.is_permanent() {
+            "permanent"
+        } else if self.state.0 & NeighState::NOARP.0 != 0 {
+            "static"
+        } else {
+            "dynamic"
+        };
+        match self.master {
+            Some(_) => text.push_str(&format!(" master {word}")),
+            None => text.push_str(&format!(" self {word}")),
+        }
+        text
+    }
+
     /// The key the entry is stored under. Unicast MACs on a VXLAN device have a single
     /// remote that `bridge fdb replace` changes in place (the kernel then only announces
     /// the new destination), so the destination is part of the key only for the all-zero

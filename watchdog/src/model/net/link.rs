@@ -48,3 +48,21 @@ pub struct Link {
     /// The VXLAN configuration for kind `vxlan`.
     pub vxlan: Option<Vxlan>,
 }
+
+impl Link {
+    /// A link named `name` at `index`: up, MTU 1500, no MAC, no kind; a starting point
+    /// for building links in tests.
+    pub fn named(index: u32, name: &str) -> Self {
+        Self {
+            index,
+            name: name.to_owned(),
+            kind: None,
+            admin_up: true,
+            oper_up: true,
+            mtu: 1500,
+            master: None,
+            mac: None,
+            vxlan: None,
+        }
+    }
+}

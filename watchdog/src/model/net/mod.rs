@@ -29,7 +29,9 @@ pub use self::{
     link::{Link, Vxlan, format_mac},
     neighbour::{NeighState, Neighbour},
     prefix::{Prefix, PrefixError, is_link_local_v6},
-    route::{NextHop, Route, RouteDisplay, RouteKind, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN},
+    route::{
+        NextHop, Route, RouteDisplay, RouteKind, TABLE_DEFAULT, TABLE_LOCAL, TABLE_MAIN, table_name,
+    },
     rule::{Rule, RuleAction},
 };
 use self::{fdb::FdbTable, index::RouteTable, prefix::bits};
@@ -76,6 +78,18 @@ pub enum Update {
     NewFdb(FdbEntry),
     /// An FDB entry was removed (RTM_DELNEIGH, AF_BRIDGE).
     DelFdb(FdbEntry),
+}
+
+/// One object of the kinds the overlay is made of and repair changes: an FDB entry, a
+/// neighbour or a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Object {
+    /// A bridge FDB entry.
+    Fdb(FdbEntry),
+    /// An ARP/NDP neighbour.
+    Neighbour(Neighbour),
+    /// A route.
+    Route(Route),
 }
 
 /// How many objects of each kind a snapshot holds.

@@ -2,6 +2,8 @@
 
 use std::{fmt, net::IpAddr};
 
+use super::format_mac;
+
 /// A neighbour (ARP/NDP) or FDB entry state: the NUD_* bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct NeighState(pub u16);
@@ -54,6 +56,26 @@ impl NeighState {
         self.has(Self::PERMANENT)
     }
 
+    /// The word `ip neigh` takes after `nud`: `permanent`, `noarp`, `stale`, `reachable`,
+    /// `failed`, `incomplete`, else `none`.
+    pub fn nud_word(&self) -> &'static str {
+        if self.is_permanent() {
+            "permanent"
+        } else if self.has(Self::NOARP) {
+            "noarp"
+        } else if self.has(Self::STALE) {
+            "stale"
+        } else if self.has(Self::REACHABLE) {
+            "reachable"
+        } else if self.is_failed() {
+            "failed"
+        } else if self.is_incomplete() {
+            "incomplete"
+        } else {
+            "none"
+        }
+    }
+
     /// A usable learned entry: REACHABLE, STALE, DELAY or PROBE.
     pub fn is_reachable_or_stale(&self) -> bool {
         self.0 & (Self::REACHABLE.0 | Self::STALE.0 | Self::DELAY.0 | Self::PROBE.0) != 0
@@ -98,4 +120,24 @@ pub struct Neighbour {
     pub mac: Option<[u8; 6]>,
     /// The NUD state.
     pub state: NeighState,
+}
+
+impl Neighbour {
+    /// No link-layer address and neither permanent nor noarp: an entry the kernel is still
+    /// (or failed) resolving. The kernel creates, fails and forgets such entries by itself
+    /// while traffic tries to resolve an address.
+    pub fn is_unresolved(&self) -> bool {
+        self.mac.is_none() && self.state.0 & (NeighState::PERMANENT.0 | NeighState::NOARP.0) == 0
+    }
+
+    /// The neighbour as `ip neigh add|replace` takes it, on device `dev`:
+    /// `10.244.1.0 lladdr 02:fa:00:00:00:01 dev flannel.1 nud permanent`.
+    pub fn command(&self, dev: &str) -> String {
+        let mut text = self.ip.to_string();
+        if let Some(mac) = self.mac {
+            text.push_str(&format!(" lladdr {}", format_mac(&mac)));
+        }
+        text.push_str(&format!(" dev {dev} nud {}", self.state.nud_word()));
+        text
+    }
 }

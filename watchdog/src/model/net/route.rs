@@ -11,6 +11,38 @@ pub const TABLE_LOCAL: u32 = 255;
 /// The default routing table (`RT_TABLE_DEFAULT`).
 pub const TABLE_DEFAULT: u32 = 253;
 
+/// A table's name as `ip route` prints it: `main`, `local`, `default`, else the number.
+pub fn table_name(table: u32) -> String {
+    match table {
+        TABLE_MAIN => "main".into(),
+        TABLE_LOCAL => "local".into(),
+        TABLE_DEFAULT => "default".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A protocol (RTPROT_*) as `ip route` names it.
+fn protocol_name(protocol: u8) -> String {
+    match protocol {
+        2 => "kernel".into(),
+        3 => "boot".into(),
+        4 => "static".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A scope (RT_SCOPE_*) as `ip route` takes it; none for `universe`.
+fn scope_word(scope: u8) -> Option<String> {
+    match scope {
+        0 => None,
+        200 => Some("site".into()),
+        253 => Some("link".into()),
+        254 => Some("host".into()),
+        255 => Some("nowhere".into()),
+        other => Some(other.to_string()),
+    }
+}
+
 /// A route's type (RTN_*).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RouteKind {
@@ -44,6 +76,20 @@ impl RouteKind {
             8 => Self::Prohibit,
             9 => Self::Throw,
             other => Self::Other(other),
+        }
+    }
+
+    /// The kernel's number for the type (RTN_*).
+    pub fn number(&self) -> u8 {
+        match self {
+            Self::Unicast => 1,
+            Self::Local => 2,
+            Self::Broadcast => 3,
+            Self::Blackhole => 6,
+            Self::Unreachable => 7,
+            Self::Prohibit => 8,
+            Self::Throw => 9,
+            Self::Other(n) => *n,
         }
     }
 
@@ -203,6 +249,63 @@ impl Route {
             )
     }
 
+    /// The route as `ip route add|replace|del` takes it, every attribute spelled out and
+    /// devices named by `dev`: `10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink proto
+    /// boot table main`, `blackhole 10.244.1.0/24 proto static metric 100 table main`.
+    pub fn command(&self, dev: impl Fn(u32) -> String) -> String {
+        let mut text = String::new();
+        match self.kind {
+            RouteKind::Unicast => {}
+            RouteKind::Other(n) => text.push_str(&format!("type {n} ")),
+            kind => {
+                if let Some(word) = kind.word() {
+                    text.push_str(word);
+                    text.push(' ');
+                }
+            }
+        }
+        text.push_str(&self.dst.to_string());
+        if let Some(src) = self.src {
+            text.push_str(&format!(" from {src}"));
+        }
+        if self.tos != 0 {
+            text.push_str(&format!(" tos {:#x}", self.tos));
+        }
+        if let Some(gw) = self.gateway {
+            text.push_str(&format!(" via {gw}"));
+        }
+        if let Some(oif) = self.oif {
+            text.push_str(&format!(" dev {}", dev(oif)));
+        }
+        if self.onlink {
+            text.push_str(" onlink");
+        }
+        for hop in &self.nexthops {
+            text.push_str(" nexthop");
+            if let Some(gw) = hop.gateway {
+                text.push_str(&format!(" via {gw}"));
+            }
+            if let Some(oif) = hop.oif {
+                text.push_str(&format!(" dev {}", dev(oif)));
+            }
+            if hop.onlink {
+                text.push_str(" onlink");
+            }
+        }
+        if let Some(src) = self.prefsrc {
+            text.push_str(&format!(" src {src}"));
+        }
+        text.push_str(&format!(" proto {}", protocol_name(self.protocol)));
+        if let Some(scope) = scope_word(self.scope) {
+            text.push_str(&format!(" scope {scope}"));
+        }
+        if self.priority != 0 {
+            text.push_str(&format!(" metric {}", self.priority));
+        }
+        text.push_str(&format!(" table {}", table_name(self.table)));
+        text
+    }
+
     /// Formats the route like `ip route`, naming devices from `snapshot`:
     /// `10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink table main`.
     pub fn display<'a>(&'a self, snapshot: &'a Snapshot) -> RouteDisplay<'a> {
@@ -274,12 +377,7 @@ impl fmt::Display for RouteDisplay<'_> {
         if r.priority != 0 {
             write!(f, " metric {}", r.priority)?;
         }
-        match r.table {
-            TABLE_MAIN => f.write_str(" table main")?,
-            TABLE_LOCAL => f.write_str(" table local")?,
-            TABLE_DEFAULT => f.write_str(" table default")?,
-            table => write!(f, " table {table}")?,
-        }
+        write!(f, " table {}", table_name(r.table))?;
         for hop in &r.nexthops {
             f.write_str(" nexthop")?;
             if let Some(gateway) = hop.gateway {

@@ -14,17 +14,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn link(index: u32, name: &str) -> Link {
-    Link {
-        index,
-        name: name.to_owned(),
-        kind: None,
-        admin_up: true,
-        oper_up: true,
-        mtu: 1500,
-        master: None,
-        mac: None,
-        vxlan: None,
-    }
+    Link::named(index, name)
 }
 
 fn via(dst: &str, gateway: &str, oif: u32) -> Route {

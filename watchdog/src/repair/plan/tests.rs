@@ -5,122 +5,46 @@ use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use super::*;
 use crate::{
     config::repair::{Protect, ProtectedPrefix, RepairConfig},
-    findings::{Candidate, Finding, Kind, RouteRef, Severity},
+    findings::Kind,
     model::{
-        desired::{Mac, Model, Node, NodeAddress, PodSubnet, State, Vtep},
-        net::{FdbEntry, Link, NeighState, Neighbour, Route, RouteKind, Snapshot, Update, Vxlan},
+        desired::{Mac, Model, State},
+        net::{
+            FdbEntry, Link, NeighState, Neighbour, Prefix, Route, RouteKind, Snapshot, TABLE_MAIN,
+            Update,
+        },
     },
-    repair::object::Object,
+    overlay::{
+        Departed, Memory, compare, expected,
+        fixture::{
+            ETH0, FLANNEL, cluster, fdb, flannel_route, ip, mac, member, model, neighbour,
+            vxlan_link_at,
+        },
+        vxlan_device,
+    },
+    repair::{history::backoff, object::Object},
 };
 
 const LO: u32 = 1;
-const ETH0: u32 = 2;
-const FLANNEL: u32 = 3;
 const OTHER_VXLAN: u32 = 4;
 const CNI0: u32 = 5;
 
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
-}
-
-fn mac(j: u8) -> [u8; 6] {
-    [0x02, 0xfa, 0, 0, 0, j]
-}
-
 fn link(index: u32, name: &str) -> Link {
     Link {
-        index,
-        name: name.into(),
-        kind: None,
-        admin_up: true,
-        oper_up: true,
-        mtu: 1500,
-        master: None,
         mac: Some([0x0a, 0, 0, 0, 0, index as u8]),
-        vxlan: None,
+        ..Link::named(index, name)
     }
 }
 
 fn vxlan(index: u32, name: &str, vni: u32, mac: [u8; 6]) -> Link {
     Link {
-        kind: Some("vxlan".into()),
         mac: Some(mac),
-        vxlan: Some(Vxlan {
-            vni,
-            local: Some(ip("192.168.77.10")),
-            port: 8472,
-            underlay: Some(ETH0),
-            learning: false,
-        }),
-        ..link(index, name)
-    }
-}
-
-fn member(j: u8) -> Node {
-    let public = format!("192.168.77.{}", 10 + j);
-    let subnet = PodSubnet::parse(&format!("10.244.{j}.0/24")).unwrap();
-    Node {
-        name: format!("node-{j}"),
-        addresses: vec![NodeAddress {
-            kind: "InternalIP".into(),
-            ip: ip(&public),
-        }],
-        pod_subnet: Some(subnet),
-        public_ip: Some(public.clone()),
-        public_ip_overwrite: None,
-        vtep: Ok(Vtep {
-            subnet,
-            vni: Some(1),
-            mac: Mac(mac(j)),
-            public_ip: public.parse().unwrap(),
-        }),
-    }
-}
-
-fn model(nodes: impl IntoIterator<Item = Node>) -> Model {
-    Model {
-        nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
-    }
-}
-
-fn cluster() -> Model {
-    model((0..3).map(member))
-}
-
-fn fdb(j: u8, dst: &str) -> FdbEntry {
-    FdbEntry {
-        ifindex: FLANNEL,
-        mac: mac(j),
-        dst: Some(ip(dst)),
-        vlan: None,
-        vni: None,
-        port: None,
-        state: NeighState::PERMANENT,
-        master: None,
-    }
-}
-
-fn flannel_route(j: u8) -> Route {
-    Route {
-        gateway: Some(ip(&format!("10.244.{j}.0"))),
-        oif: Some(FLANNEL),
-        onlink: true,
-        ..Route::unicast(format!("10.244.{j}.0/24").parse().unwrap())
-    }
-}
-
-fn neighbour(j: u8) -> Neighbour {
-    Neighbour {
-        ifindex: FLANNEL,
-        ip: ip(&format!("10.244.{j}.0")),
-        mac: Some(mac(j)),
-        state: NeighState::PERMANENT,
+        ..vxlan_link_at(index, vni, name)
     }
 }
 
@@ -151,46 +75,11 @@ fn node0() -> Snapshot {
     net
 }
 
-/// Findings that name every object the planner could touch (and every other one), as
-/// the detectors would after the grace period.
-fn findings_naming_everything(net: &Snapshot, m: &Model) -> Vec<Finding> {
-    let mut subjects = BTreeSet::new();
-    for entry in net.fdb() {
-        let dev = net.link(entry.ifindex).map_or("?", |l| l.name.as_str());
-        subjects.insert(format!("fdb {} dev {dev}", Mac(entry.mac)));
-    }
-    for n in net.neighbours() {
-        let dev = net.link(n.ifindex).map_or("?", |l| l.name.as_str());
-        subjects.insert(format!("neigh {} dev {dev}", n.ip));
-    }
-    for route in net.routes() {
-        subjects.insert(format!("route {}", route.dst));
-    }
-    for (_, vtep) in m.members() {
-        for dev in ["flannel.1", "vxlan42"] {
-            subjects.insert(format!("fdb {} dev {dev} missing", vtep.mac));
-            subjects.insert(format!("neigh {} dev {dev} missing", vtep.subnet.gateway()));
-        }
-        subjects.insert(format!("route {} missing", vtep.subnet));
-    }
-    subjects
-        .into_iter()
-        .map(|s| finding(Kind::OverlayDrift, &s))
-        .collect()
-}
-
-fn finding(kind: Kind, subject: &str) -> Finding {
-    Finding {
-        candidate: Candidate::new(kind, subject, Severity::Critical),
-        first_seen: SystemTime::UNIX_EPOCH,
-        last_seen: SystemTime::UNIX_EPOCH,
-    }
-}
-
 struct World {
     net: Snapshot,
     model: Model,
-    findings: Vec<Finding>,
+    /// Whether every drift lasted `desired.grace` (else this is the first look).
+    lasted: bool,
     settings: RepairConfig,
     history: History,
     evidence: Evidence,
@@ -200,12 +89,10 @@ struct World {
 
 impl World {
     fn new(net: Snapshot) -> Self {
-        let model = cluster();
-        let findings = findings_naming_everything(&net, &model);
         Self {
             net,
-            model,
-            findings,
+            model: cluster(),
+            lasted: true,
             settings: RepairConfig::default(),
             history: History::default(),
             evidence: Evidence {
@@ -217,16 +104,32 @@ impl World {
         }
     }
 
-    fn outcome(&self) -> Outcome {
-        let state = State::Known {
+    fn state(&self) -> State {
+        State::Known {
             model: Arc::new(self.model.clone()),
             age: self.age,
-        };
+        }
+    }
+
+    /// The comparison the daemon's cycle would hand the planner.
+    fn observed(&self) -> Observed {
+        let model = Arc::new(self.model.clone());
+        if self.lasted {
+            let comparison = compare(&self.net, &model, "node-0", &Departed::default());
+            return Observed::at_once(model, comparison);
+        }
+        Memory::new(Duration::from_secs(3))
+            .observe(&self.net, &self.state(), "node-0", self.now)
+            .expect("a known desired state")
+    }
+
+    fn outcome(&self) -> Outcome {
+        let state = self.state();
+        let observed = self.observed();
         plan(&Inputs {
             net: &self.net,
             desired: &state,
-            own: "node-0",
-            findings: &self.findings,
+            overlay: Some(&observed),
             settings: &self.settings,
             history: &self.history,
             evidence: &self.evidence,
@@ -239,10 +142,6 @@ impl World {
             Outcome::Planned(plan) => plan,
             other => panic!("no plan: {other:?}"),
         }
-    }
-
-    fn refresh_findings(&mut self) {
-        self.findings = findings_naming_everything(&self.net, &self.model);
     }
 }
 
@@ -257,15 +156,15 @@ fn apply(net: &mut Snapshot, op: &Op) {
     {
         // The model ignores a destination-less notification for an entry that has one
         // (older kernels' echo): the kernel replaces the entry, so does this.
-        net.apply(Update::DelFdb(f.to_model()));
+        net.apply(Update::DelFdb(f.model().clone()));
     }
     match (&op.before, &op.after) {
-        (_, Some(Object::Fdb(f))) => net.apply(Update::NewFdb(f.to_model())),
-        (_, Some(Object::Neighbour(n))) => net.apply(Update::NewNeighbour(n.to_model())),
-        (_, Some(Object::Route(r))) => net.apply(Update::NewRoute(r.to_model())),
-        (Some(Object::Fdb(f)), None) => net.apply(Update::DelFdb(f.to_model())),
-        (Some(Object::Neighbour(n)), None) => net.apply(Update::DelNeighbour(n.to_model())),
-        (Some(Object::Route(r)), None) => net.apply(Update::DelRoute(r.to_model())),
+        (_, Some(Object::Fdb(f))) => net.apply(Update::NewFdb(f.model().clone())),
+        (_, Some(Object::Neighbour(n))) => net.apply(Update::NewNeighbour(n.model().clone())),
+        (_, Some(Object::Route(r))) => net.apply(Update::NewRoute(r.model().clone())),
+        (Some(Object::Fdb(f)), None) => net.apply(Update::DelFdb(f.model().clone())),
+        (Some(Object::Neighbour(n)), None) => net.apply(Update::DelNeighbour(n.model().clone())),
+        (Some(Object::Route(r)), None) => net.apply(Update::DelRoute(r.model().clone())),
         (None, None) => unreachable!(),
     }
 }
@@ -301,11 +200,11 @@ fn no_plan_without_a_known_non_empty_desired_state() {
     let unknown = State::Unknown {
         reason: "no full list of Nodes yet".into(),
     };
+    let observed = world.observed();
     let outcome = plan(&Inputs {
         net: &world.net,
         desired: &unknown,
-        own: "node-0",
-        findings: &world.findings,
+        overlay: Some(&observed),
         settings: &world.settings,
         history: &world.history,
         evidence: &world.evidence,
@@ -402,10 +301,7 @@ fn a_flushed_fdb_is_added_back_one_entry_per_node() {
     let mut net = node0();
     net.apply(Update::DelFdb(fdb(1, "192.168.77.11")));
     net.apply(Update::DelFdb(fdb(2, "192.168.77.12")));
-    let mut world = World::new(net);
-    // Named only by vtep_collapse on the device.
-    world.findings = vec![finding(Kind::VtepCollapse, "dev flannel.1")];
-    let plan = world.plan();
+    let plan = World::new(net).plan();
     assert_eq!(
         commands(&plan),
         [
@@ -458,30 +354,7 @@ fn a_route_through_a_ghost_gateway_or_a_blackhole_is_replaced_exactly() {
         kind: RouteKind::Blackhole,
         ..Route::unicast("10.244.2.0/24".parse().unwrap())
     }));
-    let mut world = World::new(net);
-    // The ghost gateway finding names the route it carries; the blackhole, overlay_drift.
-    world.findings = vec![
-        Finding {
-            candidate: Candidate {
-                routes: vec![RouteRef {
-                    prefix: "10.244.1.0/24".into(),
-                    gateway: Some("192.168.77.98".into()),
-                    dev: Some("eth0".into()),
-                    table: "main".into(),
-                }],
-                ..Candidate::new(
-                    Kind::GhostGateway,
-                    "gateway 192.168.77.98 dev eth0",
-                    Severity::Critical,
-                )
-            },
-            ..finding(Kind::GhostGateway, "")
-        },
-        finding(
-            Kind::OverlayDrift,
-            "route blackhole 10.244.2.0/24 table main",
-        ),
-    ];
+    let world = World::new(net);
     let plan = world.plan();
     assert_eq!(
         commands(&plan),
@@ -492,7 +365,12 @@ fn a_route_through_a_ghost_gateway_or_a_blackhole_is_replaced_exactly() {
              table main",
         ]
     );
-    assert_eq!(plan.ops[0].finding_kind, Kind::GhostGateway);
+    // Named after the drift, as overlay_drift names it.
+    assert_eq!(plan.ops[0].finding_kind, Kind::OverlayDrift);
+    assert_eq!(
+        plan.ops[0].finding_subject,
+        "route 10.244.1.0/24 via 192.168.77.98 dev eth0 onlink table main"
+    );
     assert_eq!(
         plan.ops[0].inverse().command(),
         "ip route replace 10.244.1.0/24 via 192.168.77.98 dev eth0 onlink proto static \
@@ -543,31 +421,85 @@ fn a_removed_route_is_added_after_its_fdb_entry_and_neighbour() {
 }
 
 #[test]
-fn nothing_is_planned_before_a_finding_names_the_object() {
+fn nothing_is_planned_before_its_drift_lasted_the_grace() {
     let mut net = node0();
     net.apply(Update::DelFdb(fdb(1, "192.168.77.11")));
     let mut world = World::new(net);
-    world.findings = vec![finding(
-        Kind::OverlayDrift,
-        "neigh 10.244.7.0 dev flannel.1",
-    )];
+    world.lasted = false;
     let plan = world.plan();
     assert_eq!(plan.ops, vec![]);
     assert_eq!(plan.held.len(), 1);
     assert!(
-        plan.held[0].why.contains("no active finding"),
+        plan.held[0].why.contains("not yet seen for desired.grace"),
         "{:?}",
         plan.held
     );
-    // Findings that cannot name a kernel object never do.
-    world.findings = vec![
-        finding(
-            Kind::StaleAnnotation,
-            "fdb 02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.11",
-        ),
-        finding(Kind::RepairConflict, "fdb 02:fa:00:00:00:01 dev flannel.1"),
-    ];
-    assert_eq!(world.plan().ops, vec![]);
+    world.lasted = true;
+    assert_eq!(
+        commands(&world.plan()),
+        ["bridge fdb add 02:fa:00:00:00:01 dev flannel.1 dst 192.168.77.11 self permanent"]
+    );
+}
+
+#[test]
+fn every_operation_answers_a_drift_that_lasted_and_every_such_drift_is_planned_or_held() {
+    // Whatever the kernel looks like, the planner touches only objects of the comparison's
+    // drifts that lasted the grace (what the detectors report as overlay_drift, named the
+    // same), and leaves none of a member's drifts inside the owned set unanswered.
+    let mut rng = Rng(0x0d1f_f5ee_0000_0001);
+    let mut planned = 0;
+    for case in 0..500 {
+        let world = random_world(&mut rng);
+        let observed = world.observed();
+        let Outcome::Planned(plan) = world.outcome() else {
+            continue;
+        };
+        let lasted: BTreeSet<&str> = observed.lasted().map(|d| d.subject.as_str()).collect();
+        planned += plan.ops.len();
+        for op in &plan.ops {
+            assert!(
+                lasted.contains(op.finding_subject.as_str()),
+                "case {case}: {} answers `{}`, no drift that lasted: {lasted:?}",
+                op.command(),
+                op.finding_subject
+            );
+            assert_eq!(op.finding_kind, Kind::OverlayDrift);
+        }
+        let handled: BTreeSet<&str> = plan
+            .ops
+            .iter()
+            .map(|op| op.key.as_str())
+            .chain(plan.held.iter().map(|h| h.key.as_str()))
+            .collect();
+        let comparison = &observed.comparison;
+        let device = comparison.device.as_ref().unwrap();
+        let owned = Owned::new(
+            &world.net,
+            device,
+            &comparison.expected,
+            &world.settings.protect,
+        );
+        for drift in &comparison.drifts {
+            let (Some(after), About::Member(_)) = (&drift.expected, &drift.about) else {
+                continue;
+            };
+            let after = Object::of(&world.net, after);
+            let before_owned = drift
+                .kernel
+                .as_ref()
+                .map(|k| Object::of(&world.net, k))
+                .filter(|k| k.key() == after.key())
+                .is_none_or(|k| owned.object(&k));
+            if owned.object(&after) && before_owned {
+                assert!(
+                    handled.contains(after.key().as_str()),
+                    "case {case}: the drift `{}` is neither planned nor held",
+                    drift.subject
+                );
+            }
+        }
+    }
+    assert!(planned > 300, "the generator rarely makes plans: {planned}");
 }
 
 #[test]
@@ -689,7 +621,6 @@ fn leftover_world() -> World {
     net.apply(Update::NewFdb(fdb(3, "192.168.77.13")));
     let mut world = World::new(net);
     world.model = cluster();
-    world.refresh_findings();
     world
 }
 
@@ -779,7 +710,6 @@ fn leftovers_are_deleted_only_after_two_observations_a_fresh_read_and_silence() 
 fn adds_and_replaces_come_before_deletes() {
     let mut world = leftover_world();
     world.net.apply(Update::NewFdb(fdb(1, "192.168.77.99")));
-    world.refresh_findings();
     let t0 = world.now;
     world.history.observe_deletable(&world.plan().deletable, t0);
     world.now = t0 + Duration::from_secs(600);
@@ -1039,7 +969,6 @@ fn random_world(rng: &mut Rng) -> World {
     }
     let mut world = World::new(net);
     world.model = model(nodes);
-    world.refresh_findings();
     let mut devices = Vec::new();
     for name in ["eth0", "flannel.1", "vxlan42"] {
         if rng.chance(15) {
@@ -1133,7 +1062,6 @@ fn never_plans_outside_the_owned_set() {
         let mut again = World::new(after.clone());
         again.model = world.model.clone();
         again.settings = world.settings.clone();
-        again.refresh_findings();
         if let Outcome::Planned(second) = again.outcome() {
             assert!(
                 second.ops.iter().all(|op| op.action == Action::Delete),
@@ -1164,11 +1092,14 @@ fn the_desired_state_is_read_from_an_arc_like_the_daemon_holds_it() {
         age: Duration::from_secs(1),
     };
     let world = World::new(node0());
+    let observed = Observed::at_once(
+        Arc::clone(&shared),
+        compare(&world.net, &shared, "node-0", &Departed::default()),
+    );
     let outcome = plan(&Inputs {
         net: &world.net,
         desired: &state,
-        own: "node-0",
-        findings: &[],
+        overlay: Some(&observed),
         settings: &world.settings,
         history: &world.history,
         evidence: &world.evidence,

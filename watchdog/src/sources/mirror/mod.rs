@@ -15,8 +15,6 @@
 //! [`Mirror::read`]); the writer applies notifications in batches under the write lock
 //! and then bumps a generation number readers can wait on ([`Mirror::subscribe`]).
 
-mod convert;
-
 use std::{
     io,
     os::fd::AsRawFd as _,
@@ -39,9 +37,12 @@ use netlink_sys::AsyncSocket as _;
 use rtnetlink::{Handle, MulticastGroup};
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::model::{
-    net::{ObjectCounts, Snapshot},
-    status::MirrorStats,
+use crate::{
+    model::{
+        net::{ObjectCounts, Snapshot},
+        status::MirrorStats,
+    },
+    netlink,
 };
 
 /// Receive buffer of the notification socket. The kernel doubles the value set here.
@@ -352,7 +353,7 @@ async fn follow(
                 let flags = message.header.flags;
                 match message.payload {
                     NetlinkPayload::InnerMessage(inner) => {
-                        if let Some(update) = convert::update(inner, flags) {
+                        if let Some(update) = netlink::update(inner, flags) {
                             snapshot.apply(update);
                             applied += 1;
                         }
@@ -554,7 +555,7 @@ async fn dump_one(
         match response.payload {
             NetlinkPayload::InnerMessage(inner) => {
                 // In the kernel's order: each route after those with its key.
-                if let Some(update) = convert::update(inner, NLM_F_APPEND) {
+                if let Some(update) = netlink::update(inner, NLM_F_APPEND) {
                     snapshot.apply(update);
                 }
             }

@@ -1,104 +1,41 @@
 //! Repair in the daemon: the engine runs in the detection loop (plain data, never
 //! waits); in `apply` the executor runs in a task of its own (netlink socket, journal,
-//! verification windows), settles the changes a crash interrupted before it takes a
-//! plan, and sends its reports back for the next cycle.
-//!
-//! The executor's world: a fresh netlink dump for each read; an operation's evidence is
-//! gone when `overlay_drift` no longer names its object on a fresh dump *and* the
-//! remote Node's `flannel.1` address (the route's destination network, the neighbour's
-//! address, the FDB MAC's neighbour) answers an active probe through the overlay.
+//! verification windows, an [`OverlayWorld`] to read the kernel and judge the
+//! evidence), settles the changes a crash interrupted before it takes a plan, and sends
+//! its reports back for the next cycle.
 
 use std::{
+    future::Future,
     net::IpAddr,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use tokio::sync::mpsc;
 
-use super::repair::findings_now;
+use super::{
+    engine::{Engine, Step},
+    event::RecentRepairs,
+    execute::{ExecError, Executor, Netlink},
+    journal::{self, Journal, Record},
+    op::Op,
+    report::{Done, Report},
+    world::{OverlayWorld, World},
+};
 use crate::{
-    config::{Config, DetectConfig, repair::Mode},
-    findings::Finding,
+    config::repair::{Mode, RepairConfig},
+    findings::Candidate,
     model::{
         desired::{Model, State},
         net::Snapshot,
-        probe::{Method, Outcome as ProbeOutcome, ProbeRequest, Purpose},
+        probe::Outcome as ProbeOutcome,
     },
-    repair::{
-        engine::{Engine, Step},
-        event::RecentRepairs,
-        execute::{Done, Executor, Netlink, Report, World},
-        journal::{self, Journal, Record},
-        object::Object,
-        plan::Op,
-    },
-    sources::{mirror, prober::run::probe},
+    overlay::Observed,
 };
 
 /// How many journal records `GET /api/v1/repairs` shows.
 pub const RECENT: usize = 50;
-
-/// What the executor's world knows.
-pub struct DaemonWorld {
-    /// The desired state the plan was made from (none while settling a crash).
-    pub model: Option<Arc<Model>>,
-    /// This node's name.
-    pub own: String,
-    /// For `overlay_drift`.
-    pub detect: DetectConfig,
-    /// How the remote `flannel.1` address is probed.
-    pub method: Method,
-    /// `prober.enabled`: when off (ICMP blocked on purpose, say), a change is judged by
-    /// the findings alone, never by a probe the operator turned off.
-    pub probe: bool,
-}
-
-/// The address whose answer shows `op` helped: the remote Node's `flannel.1` address.
-pub fn probe_target(op: &Op, net: &Snapshot) -> Option<IpAddr> {
-    match op.after.as_ref()? {
-        Object::Route(r) => Some(r.dst.network().addr),
-        Object::Neighbour(n) => Some(n.ip),
-        Object::Fdb(f) => net
-            .neighbours()
-            .find(|n| n.ifindex == f.ifindex && n.mac == Some(f.mac.0))
-            .map(|n| n.ip),
-    }
-}
-
-impl World for DaemonWorld {
-    async fn read(&mut self) -> Result<Snapshot, String> {
-        mirror::dump().await.map_err(|e| e.to_string())
-    }
-
-    async fn evidence(&mut self, op: &Op, net: &Snapshot) -> Option<String> {
-        if let Some(model) = &self.model
-            && let Some(f) = findings_now(net, model, &self.own, &self.detect)
-                .into_iter()
-                .find(|f| {
-                    f.candidate.kind == op.finding_kind && f.candidate.subject == op.finding_subject
-                })
-        {
-            return Some(format!("the finding `{}` persists", f.candidate.subject));
-        }
-        if !self.probe {
-            return None;
-        }
-        let target = probe_target(op, net)?;
-        let request = ProbeRequest::liveness(target, Purpose::Vtep, None);
-        match probe(&request, self.method, Duration::from_secs(1), 3)
-            .await
-            .outcome
-        {
-            ProbeOutcome::Answered { .. } => None,
-            ProbeOutcome::Unanswered => Some(format!(
-                "{target} (the Node's flannel address) does not answer a {} probe",
-                self.method.as_str()
-            )),
-            other => Some(format!("{target} (the Node's flannel address): {other:?}")),
-        }
-    }
-}
 
 struct Job {
     ops: Vec<Op>,
@@ -120,11 +57,11 @@ pub struct DaemonRepair {
     jobs: Option<mpsc::UnboundedSender<Job>>,
     back: Option<mpsc::UnboundedReceiver<Back>>,
     recent: RecentRepairs,
-    journal: std::path::PathBuf,
+    journal: PathBuf,
 }
 
 /// The last `RECENT` journal records as JSON.
-pub fn recent_records(path: &std::path::Path) -> Vec<serde_json::Value> {
+pub fn recent_records(path: &Path) -> Vec<serde_json::Value> {
     let records = match journal::read(path) {
         Ok((entries, _)) => journal::records(&entries),
         Err(err) => {
@@ -145,7 +82,7 @@ pub fn recent_records(path: &std::path::Path) -> Vec<serde_json::Value> {
 pub async fn recover<W: World>(
     executor: &mut Executor<'_, W>,
     open: &[Record],
-) -> Result<Vec<Report>, crate::repair::execute::ExecError> {
+) -> Result<Vec<Report>, ExecError> {
     if open.is_empty() {
         return Ok(Vec::new());
     }
@@ -158,10 +95,21 @@ pub async fn recover<W: World>(
 }
 
 impl DaemonRepair {
-    /// Starts repair as `[repair] mode` says (`apply` spawns the executor task).
-    pub fn start(config: &Config, own: &str, method: Method, recent: RecentRepairs) -> Self {
-        let settings = config.repair.clone();
-        let mut engine = Engine::new(settings.clone(), own);
+    /// Starts repair as `[repair] mode` says (`apply` spawns the executor task, which
+    /// reads the kernel and judges the evidence through `world`).
+    pub fn start<R, RF, P, PF>(
+        settings: &RepairConfig,
+        world: OverlayWorld<R, P>,
+        recent: RecentRepairs,
+    ) -> Self
+    where
+        R: FnMut() -> RF + Send + 'static,
+        RF: Future<Output = Result<Snapshot, String>> + Send + 'static,
+        P: FnMut(IpAddr) -> PF + Send + 'static,
+        PF: Future<Output = ProbeOutcome> + Send + 'static,
+    {
+        let settings = settings.clone();
+        let mut engine = Engine::new(settings.clone());
         let path = settings.journal.clone();
         if let Ok((entries, _)) = journal::read(&path) {
             let records = journal::records(&entries);
@@ -192,13 +140,6 @@ impl DaemonRepair {
         if settings.mode == Mode::Apply {
             let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
             let (back_tx, back_rx) = mpsc::unbounded_channel();
-            let world = DaemonWorld {
-                model: None,
-                own: own.to_owned(),
-                detect: config.detect.clone(),
-                method,
-                probe: config.prober.enabled,
-            };
             tokio::spawn(executor_task(settings, world, jobs_rx, back_tx));
             repair.jobs = Some(jobs_tx);
             repair.back = Some(back_rx);
@@ -206,9 +147,10 @@ impl DaemonRepair {
         repair
     }
 
-    /// One cycle's plan (see [`Engine::cycle`]); an apply plan goes to the executor.
-    pub fn cycle(&mut self, net: &Snapshot, desired: &State, active: &[Finding]) -> Step {
-        let mut step = self.engine.cycle(net, desired, active, Instant::now());
+    /// One cycle's plan (see [`Engine::cycle`]) on the cycle's overlay comparison; an
+    /// apply plan goes to the executor.
+    pub fn cycle(&mut self, net: &Snapshot, desired: &State, overlay: Option<&Observed>) -> Step {
+        let mut step = self.engine.cycle(net, desired, overlay, Instant::now());
         if !step.execute.is_empty() {
             let ops = std::mem::take(&mut step.execute);
             let model = match desired {
@@ -275,7 +217,7 @@ impl DaemonRepair {
     }
 
     /// Repair's findings for the next cycle.
-    pub fn candidates(&self) -> Vec<crate::findings::Candidate> {
+    pub fn candidates(&self) -> Vec<Candidate> {
         self.engine.candidates()
     }
 
@@ -285,12 +227,17 @@ impl DaemonRepair {
     }
 }
 
-async fn executor_task(
-    settings: crate::config::repair::RepairConfig,
-    mut world: DaemonWorld,
+async fn executor_task<R, RF, P, PF>(
+    settings: RepairConfig,
+    mut world: OverlayWorld<R, P>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     back: mpsc::UnboundedSender<Back>,
-) {
+) where
+    R: FnMut() -> RF,
+    RF: Future<Output = Result<Snapshot, String>>,
+    P: FnMut(IpAddr) -> PF,
+    PF: Future<Output = ProbeOutcome>,
+{
     let mut journal = match Journal::open(&settings.journal, settings.journal_max_bytes) {
         Ok(journal) => journal,
         Err(err) => {
