@@ -292,31 +292,26 @@ impl Daemon {
                 .iter()
                 .map(|cap| format!(",+{}", cap.to_lowercase()))
                 .collect();
-            // bash waits for the daemon (PID 1 of the new PID namespace, which mounts its
-            // own /proc before dropping its capabilities) and forwards SIGTERM.
+            // bash mounts what the DaemonSet's hostPath volumes give (`ip netns exec`
+            // remounted /sys), then starts the daemon as PID 1 of a new PID namespace
+            // with its own /proc (unshare), confined by setpriv, and waits for it.
+            // unshare ignores SIGTERM: bash sends it to the daemon (unshare's child);
+            // if bash is killed, unshare is too (pdeathsig) and the daemon gets SIGTERM
+            // (kill-child).
             let script = format!(
                 "mount -t tracefs nodev /sys/kernel/tracing && \
                  mount -t cgroup2 none /sys/fs/cgroup || exit 125
-                 sh -c 'mount -t proc proc /proc && exec setpriv --no-new-privs \
-                 --pdeathsig TERM --inh-caps=-all --ambient-caps=-all \
-                 --bounding-set=-all{caps} -- \"$0\" \"$@\"' \"$@\" &
+                 setpriv --pdeathsig KILL -- unshare --pid --fork --mount-proc \
+                 --kill-child=TERM setpriv --no-new-privs --inh-caps=-all \
+                 --ambient-caps=-all --bounding-set=-all{caps} -- \"$@\" &
                  pid=$!
-                 trap 'kill -TERM $pid' TERM INT
+                 trap 'kill -TERM $(cat /proc/$pid/task/$pid/children) 2>/dev/null' TERM INT
                  wait $pid; status=$?
-                 if [ $status -gt 128 ] && kill -0 $pid 2>/dev/null; then wait $pid; status=$?; fi
+                 while [ $status -gt 128 ] && kill -0 $pid 2>/dev/null; do
+                 wait $pid; status=$?; done
                  exit $status"
             );
             command.args(["bash", "-c", &script, "watchdog"]);
-            // SAFETY: unshare(2) in the forked child before exec; no allocation.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                    if libc::unshare(libc::CLONE_NEWPID) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
         }
         let child = command
             .arg(daemon_binary())
