@@ -104,6 +104,20 @@ fn shutdown_signal() -> impl Future<Output = ()> {
     }
 }
 
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr,
+            hint: if source.kind() == std::io::ErrorKind::AddrInUse {
+                " (is another watchdog running?)"
+            } else {
+                ""
+            },
+            source,
+        })
+}
+
 /// Runs the daemon until `shutdown` completes, then detaches every probe.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     // Secrets and URLs first: a missing file is an error before anything attaches.
@@ -111,17 +125,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let own_netns = prepare_for(caps::Needs {
         net_admin: config.probes.peers || config.repair.mode == crate::config::repair::Mode::Apply,
     })?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| DaemonError::Listen {
-            addr: config.listen,
-            hint: if source.kind() == std::io::ErrorKind::AddrInUse {
-                " (is another watchdog running?)"
-            } else {
-                ""
-            },
-            source,
-        })?;
+    let listener = bind(config.listen).await?;
+    let health_listener = match config.health_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -141,6 +149,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         metrics.alerts.clone(),
     );
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(health_listener) = health_listener {
+        tracing::info!(
+            listen = ?config.health_listen,
+            "serving /healthz and /readyz alone"
+        );
+        tokio::spawn(http::serve_health(
+            health_listener,
+            health.clone(),
+            config.http.header_timeout,
+            async move {
+                let _ = health_stopped.await;
+            },
+        ));
+    }
     let server = tokio::spawn(http::serve(
         listener,
         AppState {
@@ -205,6 +228,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!("shutting down: detaching probes");
     drop(sources);
     let _ = stop_http.send(());
+    let _ = stop_health.send(());
     if result.is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     }
