@@ -84,7 +84,8 @@ impl Drop for NodeCgroups {
 
 /// The capabilities the shipped DaemonSet's container adds, as the manifest names them.
 fn daemonset_capabilities() -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kustomize/base/daemonset.yaml");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kustomize/base/daemonset.yaml");
     let daemonset: serde_json::Value =
         serde_saphyr::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     let pod = &daemonset["spec"]["template"]["spec"];
