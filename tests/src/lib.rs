@@ -269,12 +269,54 @@ impl Daemon {
 
     /// As [`Daemon::start`], with extra arguments after `watchdog run`.
     pub fn start_with_args(ns: &NetNs, config: &str, args: &[&str]) -> Self {
+        Self::spawn(ns, config, args, None)
+    }
+
+    /// As [`Daemon::start`], confined as the DaemonSet's container is: uid 0 with exactly
+    /// the capabilities `caps` (`BPF`, `PERFMON`, …, as the manifest names them) in every
+    /// set and the bounding set, `no_new_privs`, and in a PID namespace of its own with its
+    /// own `/proc` (no hostPID: no other process is visible). Its mount namespace has
+    /// tracefs at `/sys/kernel/tracing` and the cgroup v2 tree at `/sys/fs/cgroup`, as the
+    /// DaemonSet's hostPath mounts give them. SIGTERM reaches the daemon through the shell
+    /// that waits for it; the daemon gets SIGTERM too if that shell dies.
+    pub fn start_confined(ns: &NetNs, config: &str, caps: &[&str]) -> Self {
+        Self::spawn(ns, config, &[], Some(caps))
+    }
+
+    fn spawn(ns: &NetNs, config: &str, args: &[&str], confine: Option<&[&str]>) -> Self {
         let dir = TempDir::new("watchdog-test");
         let config_path = dir.path().join("config.toml");
         fs::write(&config_path, config).expect("write config");
         let log = fs::File::create(dir.path().join("daemon.log")).expect("create log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns.name()])
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns.name()]);
+        if let Some(caps) = confine {
+            let caps: String = caps
+                .iter()
+                .map(|cap| format!(",+{}", cap.to_lowercase()))
+                .collect();
+            // bash mounts what the DaemonSet's hostPath volumes give (`ip netns exec`
+            // remounted /sys), then starts the daemon as PID 1 of a new PID namespace
+            // with its own /proc (unshare), confined by setpriv, and waits for it.
+            // unshare ignores SIGTERM: bash sends it to the daemon (unshare's child);
+            // if bash is killed, unshare is too (pdeathsig) and the daemon gets SIGTERM
+            // (kill-child).
+            let script = format!(
+                "mount -t tracefs nodev /sys/kernel/tracing && \
+                 mount -t cgroup2 none /sys/fs/cgroup || exit 125
+                 setpriv --pdeathsig KILL -- unshare --pid --fork --mount-proc \
+                 --kill-child=TERM setpriv --no-new-privs --inh-caps=-all \
+                 --ambient-caps=-all --bounding-set=-all{caps} -- \"$@\" &
+                 pid=$!
+                 trap 'kill -TERM $(cat /proc/$pid/task/$pid/children) 2>/dev/null' TERM INT
+                 wait $pid; status=$?
+                 while [ $status -gt 128 ] && kill -0 $pid 2>/dev/null; do
+                 wait $pid; status=$?; done
+                 exit $status"
+            );
+            command.args(["bash", "-c", &script, "watchdog"]);
+        }
+        let child = command
             .arg(daemon_binary())
             .arg("run")
             .arg("--config")

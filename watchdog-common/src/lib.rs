@@ -30,6 +30,8 @@ pub mod names {
         pub const LINK_HEADER: &str = "LINK_HEADER";
         /// TCP connect outcomes per destination.
         pub const CONNECTS: &str = "CONNECTS";
+        /// The cgroup (v2 id) a process of each network namespace last connected from.
+        pub const NETNS_CGROUPS: &str = "NETNS_CGROUPS";
         /// aya-log's ring buffer (defined by `aya-log-ebpf`, sized by the daemon).
         pub const AYA_LOGS: &str = "AYA_LOGS";
     }
@@ -371,6 +373,10 @@ impl TcConfig {
 
 /// Capacity of the per-destination TCP connect outcome LRU map.
 pub const CONNECT_MAP_ENTRIES: u32 = 4096;
+
+/// Capacity of the `NETNS_CGROUPS` LRU map (namespace inode → cgroup v2 id): more than
+/// `pods.max_namespaces`' default, a few hundred KiB of kernel memory.
+pub const NETNS_CGROUP_ENTRIES: u32 = 4096;
 
 /// Key of the `CONNECTS` LRU map: one TCP destination (address and port) in one namespace.
 #[repr(C)]

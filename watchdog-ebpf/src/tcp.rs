@@ -2,13 +2,14 @@
 //! and `tcp:tcp_retransmit_skb`. Counts only; the destinations live in a bounded LRU map.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, tracepoint},
-    maps::LruPerCpuHashMap,
+    maps::{LruHashMap, LruPerCpuHashMap},
     programs::TracePointContext,
 };
 use watchdog_common::{
-    CONNECT_MAP_ENTRIES, ConnectKey, ConnectStats, NETNS_UNKNOWN, OFFSET_UNKNOWN, TcpConfig,
+    CONNECT_MAP_ENTRIES, ConnectKey, ConnectStats, NETNS_CGROUP_ENTRIES, NETNS_UNKNOWN,
+    OFFSET_UNKNOWN, TcpConfig,
     names::{globals, maps, programs},
 };
 
@@ -16,6 +17,7 @@ use crate::percpu::update;
 
 named!(TCP_CONFIG, globals::TCP_CONFIG);
 named!(CONNECTS, maps::CONNECTS);
+named!(NETNS_CGROUPS, maps::NETNS_CGROUPS);
 named!(inet_sock_set_state, programs::INET_SOCK_SET_STATE);
 named!(tcp_retransmit_skb, programs::TCP_RETRANSMIT_SKB);
 
@@ -25,6 +27,11 @@ static TCP_CONFIG: TcpConfig = TcpConfig::UNCONFIGURED;
 #[map]
 static CONNECTS: LruPerCpuHashMap<ConnectKey, ConnectStats> =
     LruPerCpuHashMap::with_max_entries(CONNECT_MAP_ENTRIES, 0);
+
+/// Network namespace inode → the cgroup (v2 id) a process of it last started a connect
+/// from. Shared by every CPU (one write per connect, only when it changes).
+#[map]
+static NETNS_CGROUPS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(NETNS_CGROUP_ENTRIES, 0);
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -86,8 +93,27 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     else {
         return Ok(());
     };
+    if matches!(outcome, Outcome::Attempt) && key.netns != NETNS_UNKNOWN {
+        remember_cgroup(key.netns);
+    }
     record(&key, outcome);
     Ok(())
+}
+
+/// Records the current task's cgroup for `netns` (a connect starts in the caller's
+/// context). Written only when it differs: a lookup is cheaper than an LRU update.
+#[inline(always)]
+fn remember_cgroup(netns: u32) {
+    // SAFETY: no preconditions; 0 where cgroups are not built in.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if cgroup == 0 {
+        return;
+    }
+    // SAFETY: the value is copied out at once.
+    let known = unsafe { NETNS_CGROUPS.get(&netns) }.copied();
+    if known != Some(cgroup) {
+        let _ = NETNS_CGROUPS.insert(&netns, &cgroup, 0);
+    }
 }
 
 fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {

@@ -110,30 +110,64 @@ fn manifests_agree_with_each_other_and_the_daemon() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(
-        added,
-        ["BPF", "PERFMON", "NET_ADMIN", "SYS_RESOURCE", "SYS_PTRACE"]
-    );
-    assert_eq!(
-        pod["hostPID"], true,
-        "pods' processes name their namespaces"
+    // Exactly these (README, Capabilities): no SYS_PTRACE, no SYS_ADMIN.
+    assert_eq!(added, ["BPF", "PERFMON", "NET_ADMIN"]);
+    assert_eq!(security["capabilities"]["drop"][0], "ALL");
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert!(
+        pod.get("hostPID").is_none(),
+        "pods are named from cgroups, not processes: no hostPID"
     );
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
-    let mounts: Vec<&str> = container["volumeMounts"]
+    // The probes on the health listener, not on the port every scrape and API client uses.
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "health");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "health");
+    let health_port = container["ports"]
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|m| m["mountPath"].as_str())
+        .find(|port| port["name"] == "health")
+        .expect("a health port")["containerPort"]
+        .clone();
+    // Exactly these mounts, each the host's path or the ConfigMap, read-only but for the
+    // journal.
+    let volumes = pod["volumes"].as_array().unwrap();
+    let mut mounts: Vec<(String, String, bool)> = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let volume = volumes
+                .iter()
+                .find(|v| v["name"] == m["name"])
+                .unwrap_or_else(|| panic!("no volume for {m}"));
+            let source = volume["hostPath"]["path"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| {
+                    volume["configMap"]["name"]
+                        .as_str()
+                        .map(|c| format!("configMap {c}"))
+                })
+                .unwrap_or_else(|| panic!("{volume}"));
+            (
+                m["mountPath"].as_str().unwrap().to_owned(),
+                source,
+                m["readOnly"] == true,
+            )
+        })
         .collect();
-    for path in [
-        "/sys/fs/bpf",
-        "/sys/kernel/tracing",
-        "/etc/watchdog",
-        "/var/lib/watchdog",
-    ] {
-        assert!(mounts.contains(&path), "no mount at {path}");
-    }
+    mounts.sort();
+    let expected = [
+        ("/etc/watchdog", "configMap watchdog", true),
+        ("/host/cgroup", "/sys/fs/cgroup", true),
+        ("/sys/kernel/tracing", "/sys/kernel/tracing", true),
+        ("/var/lib/watchdog", "/var/lib/watchdog", false),
+    ]
+    .map(|(path, source, ro)| (path.to_owned(), source.to_owned(), ro));
+    assert_eq!(mounts, expected);
+    assert_eq!(volumes.len(), expected.len(), "{volumes:?}");
     // The repair journal's directory is the node's (a hostPath), writable, and where the
     // default `repair.journal` lives.
     let journal_mount = container["volumeMounts"]
@@ -156,6 +190,11 @@ fn manifests_agree_with_each_other_and_the_daemon() {
             .journal
             .starts_with("/var/lib/watchdog")
     );
+    // Pod Security: privileged enforced, baseline warned about and audited.
+    let labels = &find(&resources, "Namespace")["metadata"]["labels"];
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "privileged");
+    assert_eq!(labels["pod-security.kubernetes.io/warn"], "baseline");
+    assert_eq!(labels["pod-security.kubernetes.io/audit"], "baseline");
     // Names that must match across objects.
     let account = find(&resources, "ServiceAccount");
     assert_eq!(pod["serviceAccountName"], account["metadata"]["name"]);
@@ -206,6 +245,15 @@ fn manifests_agree_with_each_other_and_the_daemon() {
         .arg(&config));
     assert!(ok, "{text}");
     assert!(text.contains("0.0.0.0:9477"), "{text}");
+    // Pods are named from the host's cgroup tree where the DaemonSet mounts it.
+    let parsed = watchdog::config::Config::load(Some(&config)).unwrap();
+    assert_eq!(parsed.pods.cgroup_root, Path::new("/host/cgroup"));
+    assert_eq!(
+        parsed
+            .health_listen
+            .map(|addr| serde_json::json!(addr.port())),
+        Some(health_port)
+    );
 }
 
 #[test]
@@ -436,4 +484,96 @@ fn the_seccomp_profile_is_the_runtime_default_plus_bpf_and_perf_event_open() {
         rest, expected,
         "the profile differs from the runtime default"
     );
+}
+
+/// The DaemonSet's added capabilities, as the manifest names them (`BPF`, …).
+fn daemonset_capabilities(daemonset: &Value) -> Vec<String> {
+    daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cap| cap.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_before_5_11_overlay_adds_sys_resource_and_nothing_else() {
+    let (ok, text) = run(Command::new("kubectl")
+        .arg("kustomize")
+        .arg(deploy().join("kustomize/before-5.11")));
+    assert!(ok, "{text}");
+    let built: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let overlay = built.iter().find(|doc| doc["kind"] == "DaemonSet").unwrap();
+    let resources = resources();
+    let mut expected = daemonset_capabilities(find(&resources, "DaemonSet"));
+    expected.push("SYS_RESOURCE".into());
+    assert_eq!(daemonset_capabilities(overlay), expected);
+}
+
+/// The systemd unit: accepted by `systemd-analyze verify` without a warning (an unknown
+/// key or system call is only a warning there), and as tight as the DaemonSet: the
+/// same capabilities (SYS_RESOURCE replaced by LimitMEMLOCK), no SYS_ADMIN, a system call
+/// filter, the file system read-only but for the journal's directory.
+#[test]
+fn the_systemd_unit_verifies_and_is_as_tight_as_the_daemonset() {
+    let unit = std::fs::read_to_string(deploy().join("systemd/watchdog.service")).unwrap();
+    let values = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|line| line.strip_prefix(&format!("{key}=")))
+            .flat_map(|value| value.split_whitespace().map(str::to_owned))
+            .collect()
+    };
+    let resources = resources();
+    let wanted: Vec<String> = daemonset_capabilities(find(&resources, "DaemonSet"))
+        .iter()
+        .map(|cap| format!("CAP_{cap}"))
+        .collect();
+    assert_eq!(values("CapabilityBoundingSet"), wanted);
+    assert_eq!(values("AmbientCapabilities"), wanted);
+    assert!(!unit.contains("CAP_SYS_ADMIN") && !unit.contains("CAP_SYS_PTRACE"));
+    assert_eq!(values("LimitMEMLOCK"), ["infinity"]);
+    for (key, value) in [
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("ProtectKernelModules", "yes"),
+        ("RestrictNamespaces", "yes"),
+        ("SystemCallArchitectures", "native"),
+        ("StateDirectory", "watchdog"),
+    ] {
+        assert_eq!(values(key), [value], "{key}");
+    }
+    let filter = values("SystemCallFilter");
+    assert_eq!(filter[0], "@system-service", "{filter:?}");
+    assert!(
+        values("ReadWritePaths").is_empty(),
+        "only the StateDirectory is writable"
+    );
+    assert!(
+        watchdog::config::Config::default()
+            .repair
+            .journal
+            .starts_with("/var/lib/watchdog")
+    );
+    // systemd-analyze checks the command exists: point it at the built daemon.
+    let dir = TempDir::new("watchdog-unit");
+    let copy = dir.path().join("watchdog.service");
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "/usr/local/bin/watchdog",
+            &daemon_binary().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze (systemd) runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.trim().is_empty(), "warnings: {stderr}");
 }

@@ -171,3 +171,37 @@ fn rss_with_10000_idle_connections() {
          /healthz answered during the flood: {answered}"
     );
 }
+
+/// Liveness on its own listener (`health_listen`, the DaemonSet's probes): with every
+/// slot of the API's listener held by silent connections, and more silent connections
+/// on the health listener than it keeps, each probe is still answered.
+#[test]
+fn a_flood_of_idle_connections_never_fails_liveness() {
+    if !require_root("a_flood_of_idle_connections_never_fails_liveness") {
+        return;
+    }
+    let ns = NetNs::new("wd-health");
+    let config = format!(
+        "health_listen = \"127.0.0.1:9478\"\n{NO_PROBES}[http]\nmax_connections = 8\n\
+         header_timeout = \"60s\"\nidle_timeout = \"60s\"\n"
+    );
+    let mut daemon = Daemon::start(&ns, &config);
+    daemon.wait_serving();
+    let health: SocketAddr = "127.0.0.1:9478".parse().unwrap();
+    let _held = idle_connections(&ns, 100);
+    let _held_too: Vec<TcpStream> = run_in(&ns.path(), || {
+        (0..100)
+            .map(|_| TcpStream::connect_timeout(&health, Duration::from_secs(5)).expect("connect"))
+            .collect()
+    });
+    for _ in 0..5 {
+        let answer = run_in(&ns.path(), || watchdog_tests::http_get(health, "/healthz"));
+        assert_eq!(answer, Some((200, "ok\n".to_owned())), "{}", daemon.log());
+    }
+    // Only health there.
+    let answer = run_in(&ns.path(), || {
+        watchdog_tests::http_get(health, "/api/v1/findings")
+    });
+    assert_eq!(answer.map(|(status, _)| status), Some(404));
+    assert!(daemon.try_exit().is_none(), "{}", daemon.log());
+}

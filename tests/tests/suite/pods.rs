@@ -2,7 +2,9 @@
 //! within seconds (SYN retransmits, not connect timeouts), with the client pod, by the
 //! daemon of the pod's node only (`namespaces = "node"`); a Service endpoint left at a
 //! deleted pod's address is a `ghost_endpoint` naming the Service, and connects to a
-//! Service's dead endpoint name it (`service=`).
+//! Service's dead endpoint name it (`service=`). The daemon runs as the DaemonSet's
+//! container does: exactly its capabilities (no SYS_PTRACE) and no other process in
+//! sight (no hostPID); it names pods from the cgroups the kernel records.
 
 use std::{
     fs,
@@ -45,6 +47,66 @@ fn cgroup2_root() -> PathBuf {
         .expect("cgroup v2 is mounted")
 }
 
+/// A lab node's part of the cgroup v2 tree (`wd-pods-<pid>-<n>` at its root): the pods of
+/// that node are created under it, and its daemon's `pods.cgroup_root` is it, as a real
+/// node's daemon has the node's whole tree. Removed on drop (after its pods).
+struct NodeCgroups {
+    dir: PathBuf,
+    /// Relative to the cgroup2 mount.
+    relative: String,
+}
+
+impl NodeCgroups {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let relative = format!(
+            "wd-pods-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = cgroup2_root().join(&relative);
+        fs::create_dir(&dir).expect("create the node's cgroup");
+        Self { dir, relative }
+    }
+
+    /// `pods.cgroup_root` for a daemon started with [`Daemon::start_confined`], which has
+    /// the cgroup2 tree at `/sys/fs/cgroup`.
+    fn config(&self) -> String {
+        format!("cgroup_root = \"/sys/fs/cgroup/{}\"\n", self.relative)
+    }
+}
+
+impl Drop for NodeCgroups {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// The capabilities the shipped DaemonSet's container adds, as the manifest names them.
+fn daemonset_capabilities() -> Vec<String> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kustomize/base/daemonset.yaml");
+    let daemonset: serde_json::Value =
+        serde_saphyr::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let pod = &daemonset["spec"]["template"]["spec"];
+    assert_ne!(pod["hostPID"], true, "the DaemonSet asks for hostPID");
+    pod["containers"][0]["securityContext"]["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cap| cap.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The daemon as the DaemonSet runs it: exactly its capabilities (no SYS_PTRACE), no
+/// other process in sight (no hostPID).
+fn confined(ns: &NetNs, config: &str) -> Daemon {
+    let caps = daemonset_capabilities();
+    assert!(!caps.iter().any(|cap| cap == "SYS_PTRACE"), "{caps:?}");
+    let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+    Daemon::start_confined(ns, config, &caps)
+}
+
 /// A "pod": a shell loop in a network namespace and a kubelet-shaped cgroup, each try a
 /// TCP connect given up after 2 s. Killed and its cgroups removed on drop.
 struct PodProcess {
@@ -54,18 +116,10 @@ struct PodProcess {
 }
 
 impl PodProcess {
-    /// `layout`: the cgroup path below a per-test directory.
-    fn start(ns: &NetNs, layout: &str, target: &str, port: u16) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let base = cgroup2_root().join(format!(
-            "wd-pods-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+    /// `layout`: the cgroup path below the node's part of the tree.
+    fn start(ns: &NetNs, node: &NodeCgroups, layout: &str, target: &str, port: u16) -> Self {
         let mut cgroups = Vec::new();
-        let mut dir = base.clone();
-        cgroups.push(dir.clone());
-        fs::create_dir(&dir).expect("create the test's cgroup");
+        let mut dir = node.dir.clone();
         for part in layout.split('/') {
             dir = dir.join(part);
             fs::create_dir(&dir).expect("create a cgroup");
@@ -119,11 +173,12 @@ fn cgroupfs_layout(uid: &str) -> String {
     format!("kubepods/besteffort/pod{uid}/4b1d2c")
 }
 
-fn config(pods: &Path, extra: &str) -> String {
+fn config(pods: &Path, cgroups: &NodeCgroups, extra: &str) -> String {
     format!(
         "poll_interval = \"250ms\"\nnamespaces = \"node\"\n{extra}[detect]\nwindow = \"5s\"\n\
-         [pods]\nsource = \"file\"\npath = \"{}\"\n",
-        pods.display()
+         [pods]\nsource = \"file\"\npath = \"{}\"\n{}",
+        pods.display(),
+        cgroups.config()
     )
 }
 
@@ -174,12 +229,15 @@ fn a_pod_retrying_a_dead_pod_address_is_named_by_its_node_only() {
     let dir = TempDir::new("wd-pods");
     let pods = dir.path().join("pods.json");
     fs::write(&pods, POD_LIST).unwrap();
-    let mut daemon = Daemon::start(lab.node(0).ns(), &config(&pods, ""));
+    // Each lab node's pods in its own part of the cgroup tree.
+    let (node1, node2) = (NodeCgroups::new(), NodeCgroups::new());
+    let mut daemon = confined(lab.node(0).ns(), &config(&pods, &node1, ""));
     daemon.wait_ready();
 
     // A pod on node 1 connecting to a live pod on node 2 all along: never a finding.
     let live = PodProcess::start(
         lab.node(0).pod_ns(),
+        &node1,
         &cgroupfs_layout(DNS_UID),
         &lab.node(1).pod_ip().to_string(),
         watchdog_tests::lab::TCP_PORT,
@@ -187,13 +245,14 @@ fn a_pod_retrying_a_dead_pod_address_is_named_by_its_node_only() {
     // The pod of node 2 retries a dead address too: node 1's daemon must not report it.
     let _elsewhere = PodProcess::start(
         lab.node(1).pod_ns(),
+        &node2,
         &systemd_layout("11111111-2222-4333-8444-555555555555"),
         DEAD_TOO,
         8080,
     );
     let web_ns = second_pod(&lab, 0);
     let started = Instant::now();
-    let _web = PodProcess::start(&web_ns, &systemd_layout(WEB_UID), DEAD, 8080);
+    let _web = PodProcess::start(&web_ns, &node1, &systemd_layout(WEB_UID), DEAD, 8080);
     let finding = daemon.wait_finding(
         "failing_tcp_destination",
         &format!("tcp {DEAD}:8080"),
@@ -258,9 +317,19 @@ fn without_btf_a_failing_destination_is_named_but_no_client() {
     let dir = TempDir::new("wd-pods");
     let pods = dir.path().join("pods.json");
     fs::write(&pods, POD_LIST).unwrap();
-    let mut daemon = Daemon::start(lab.node(0).ns(), &config(&pods, "btf_path = \"\"\n"));
+    let node1 = NodeCgroups::new();
+    let mut daemon = confined(
+        lab.node(0).ns(),
+        &config(&pods, &node1, "btf_path = \"\"\n"),
+    );
     daemon.wait_ready();
-    let _web = PodProcess::start(lab.node(0).pod_ns(), &systemd_layout(WEB_UID), DEAD, 8080);
+    let _web = PodProcess::start(
+        lab.node(0).pod_ns(),
+        &node1,
+        &systemd_layout(WEB_UID),
+        DEAD,
+        8080,
+    );
     let finding = daemon.wait_finding(
         "failing_tcp_destination",
         &format!("tcp {DEAD}:8080"),
@@ -279,6 +348,7 @@ fn pods_are_named_from_the_api_with_this_nodes_pods_only() {
         return;
     }
     let lab = Lab::new(3);
+    let node1 = NodeCgroups::new();
     let dir = TempDir::new("wd-pods-api");
     let server = InNetns::start(lab.node(0).ns(), false);
     server.load_nodes(&lab.node_list());
@@ -298,14 +368,15 @@ fn pods_are_named_from_the_api_with_this_nodes_pods_only() {
     let config = format!(
         "poll_interval = \"250ms\"\nnamespaces = \"node\"\n[detect]\nwindow = \"5s\"\n\
          [desired]\nsource = \"kubernetes\"\nkubeconfig = \"{}\"\nnode_name = \"{}\"\n\
-         [pods]\nsource = \"kubernetes\"\n",
+         [pods]\nsource = \"kubernetes\"\n{}",
         server.kubeconfig(dir.path()).display(),
-        node_name(0)
+        node_name(0),
+        node1.config()
     );
-    let mut daemon = Daemon::start(lab.node(0).ns(), &config);
+    let mut daemon = confined(lab.node(0).ns(), &config);
     daemon.wait_ready();
     let web_ns = second_pod(&lab, 0);
-    let _web = PodProcess::start(&web_ns, &cgroupfs_layout(WEB_UID), DEAD, 8080);
+    let _web = PodProcess::start(&web_ns, &node1, &cgroupfs_layout(WEB_UID), DEAD, 8080);
     let finding = daemon.wait_finding(
         "failing_tcp_destination",
         &format!("tcp {DEAD}:8080"),
@@ -365,6 +436,7 @@ fn list_of(items: Vec<serde_json::Value>) -> serde_json::Value {
 /// connects to the Service's dead endpoint on node 3 name the Service and the client.
 fn ghost_endpoints(api: bool) {
     let lab = Lab::new(3);
+    let node1 = NodeCgroups::new();
     let dir = TempDir::new("wd-ghost");
     let node = node_name(0);
     let pods = pods_with_replica(&node);
@@ -410,9 +482,10 @@ fn ghost_endpoints(api: bool) {
         }
     };
     let config = format!(
-        "poll_interval = \"250ms\"\nnamespaces = \"node\"\n[detect]\nwindow = \"5s\"\n{sources}"
+        "poll_interval = \"250ms\"\nnamespaces = \"node\"\n[detect]\nwindow = \"5s\"\n{sources}{}",
+        node1.config()
     );
-    let mut daemon = Daemon::start(lab.node(0).ns(), &config);
+    let mut daemon = confined(lab.node(0).ns(), &config);
     daemon.wait_ready();
 
     let legacy = daemon.wait_finding("ghost_endpoint", &format!("endpoint {LEGACY}"), DEADLINE);
@@ -454,7 +527,7 @@ fn ghost_endpoints(api: bool) {
 
     // A pod of this node connecting to the Service's endpoint on node 3 (no pod there).
     let web_ns = second_pod(&lab, 0);
-    let _web = PodProcess::start(&web_ns, &cgroupfs_layout(WEB_UID), DEAD, 8080);
+    let _web = PodProcess::start(&web_ns, &node1, &cgroupfs_layout(WEB_UID), DEAD, 8080);
     let failing = daemon.wait_finding(
         "failing_tcp_destination",
         &format!("tcp {DEAD}:8080"),

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use super::{StartError, prepare};
+use super::{StartError, prepare_for};
 use crate::{
     config::{AlertsConfigError, Config, Namespaces, pods::PodSource},
     findings::Change,
@@ -27,7 +27,7 @@ use crate::{
     sources::{
         Sources,
         desired::{Desired, DesiredError},
-        kernel::{memory, procfs},
+        kernel::{caps, memory, procfs},
         mirror,
         pods::Pods,
         prober,
@@ -105,22 +105,32 @@ fn shutdown_signal() -> impl Future<Output = ()> {
     }
 }
 
-/// Runs the daemon until `shutdown` completes, then detaches every probe.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    // Secrets and URLs first: a missing file is an error before anything attaches.
-    let sinks = super::config::judge(&config)?;
-    let own_netns = prepare()?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
+    tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| DaemonError::Listen {
-            addr: config.listen,
+            addr,
             hint: if source.kind() == std::io::ErrorKind::AddrInUse {
                 " (is another watchdog running?)"
             } else {
                 ""
             },
             source,
-        })?;
+        })
+}
+
+/// Runs the daemon until `shutdown` completes, then detaches every probe.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    // Secrets and URLs first: a missing file is an error before anything attaches.
+    let sinks = super::config::judge(&config)?;
+    let own_netns = prepare_for(caps::Needs {
+        net_admin: config.probes.peers || config.repair.mode == crate::config::repair::Mode::Apply,
+    })?;
+    let listener = bind(config.listen).await?;
+    let health_listener = match config.health_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -140,6 +150,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         metrics.alerts.clone(),
     );
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(health_listener) = health_listener {
+        tracing::info!(
+            listen = ?config.health_listen,
+            "serving /healthz and /readyz alone"
+        );
+        tokio::spawn(http::serve_health(
+            health_listener,
+            health.clone(),
+            config.http.header_timeout,
+            async move {
+                let _ = health_stopped.await;
+            },
+        ));
+    }
     let server = tokio::spawn(http::serve(
         listener,
         AppState {
@@ -204,6 +229,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!("shutting down: detaching probes");
     drop(sources);
     let _ = stop_http.send(());
+    let _ = stop_health.send(());
     if result.is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     }

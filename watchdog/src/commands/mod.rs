@@ -38,7 +38,12 @@ pub enum StartError {
 /// Checks privileges and lifts the memlock limit: the start of every command that loads
 /// eBPF. Returns this process's network namespace.
 pub fn prepare() -> Result<u32, StartError> {
-    caps::check()?;
+    prepare_for(caps::Needs::ALL)
+}
+
+/// As [`prepare`], with the capabilities `needs` says this configuration uses.
+pub fn prepare_for(needs: caps::Needs) -> Result<u32, StartError> {
+    caps::check(needs)?;
     raise_memlock_limit();
     procfs::own_netns().map_err(StartError::Netns)
 }
@@ -94,16 +99,150 @@ fn raise_memlock_limit() {
     };
     // SAFETY: setrlimit reads a valid struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::debug!(
-            "cannot lift RLIMIT_MEMLOCK ({}); fine on kernels 5.11 and later",
-            std::io::Error::last_os_error()
-        );
+        let error = std::io::Error::last_os_error();
+        if kernel_before(5, 11) {
+            // Before 5.11 eBPF maps are charged to RLIMIT_MEMLOCK, not to the cgroup.
+            tracing::warn!(
+                "cannot lift RLIMIT_MEMLOCK ({error}): this kernel charges eBPF maps to it, \
+                 so loading may fail; grant CAP_SYS_RESOURCE (the DaemonSet's \
+                 deploy/kustomize/before-5.11 overlay, systemd: add it to \
+                 AmbientCapabilities=) or raise the limit (LimitMEMLOCK=infinity)"
+            );
+        } else {
+            tracing::debug!("cannot lift RLIMIT_MEMLOCK ({error}); not needed on 5.11 and later");
+        }
+    }
+}
+
+/// Whether the running kernel's version is below `major.minor` (false when unknown).
+fn kernel_before(major: u32, minor: u32) -> bool {
+    // SAFETY: uname fills the struct.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid, writable struct.
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return false;
+    }
+    // SAFETY: uname NUL-terminates its fields.
+    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) };
+    release_before(&release.to_string_lossy(), major, minor)
+}
+
+/// Whether a kernel release string (`5.10.0-32-amd64`) is below `major.minor`.
+fn release_before(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) < (major, minor),
+        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Node that patched itself with hostile annotations, read as the daemon reads a
+    /// NodeList (the API's objects go through the same conversion), its value in a
+    /// finding as the stale-annotation detector words it, through every sink: no control
+    /// character anywhere (no forged log line), bounded, and Slack's mentions and links
+    /// escaped.
+    #[test]
+    fn hostile_annotations_reach_no_sink_raw() {
+        use crate::{
+            findings::{Candidate, Finding, Kind, Report, Severity},
+            sinks::alerts::{Context, alertmanager, event::Alert, slack, webhook},
+            sources::desired::{convert, file::parse_nodes},
+        };
+        let hostile = "<!channel> <https://evil.example|click> `x`\u{1b}[2J\n\
+                       2026-12-06T00:00:00Z WARN forged\u{202e}"
+            .to_owned()
+            + &"y".repeat(5000);
+        let list = serde_json::json!({"kind": "NodeList", "items": [{
+            "metadata": {"name": "node-1\nforged", "annotations": {
+                "flannel.alpha.coreos.com/public-ip-overwrite": hostile,
+                "flannel.alpha.coreos.com/public-ip": "192.168.1.2",
+            }},
+        }]});
+        let model = convert::model(&parse_nodes(&list.to_string()).unwrap());
+        let (name, node) = model.nodes.iter().next().unwrap();
+        let value = node.public_ip_overwrite.clone().unwrap();
+        let finding = Finding {
+            candidate: Candidate::new(
+                Kind::StaleAnnotation,
+                format!("node {name} annotation public-ip-overwrite={value}"),
+                Severity::Warning,
+            )
+            .with("node", name.as_str())
+            .with("overwrite", value.as_str()),
+            first_seen: std::time::SystemTime::UNIX_EPOCH,
+            last_seen: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let ctx = Context {
+            node: "node-a",
+            generator_url: "http://127.0.0.1:9477/api/v1/findings",
+            runbook_base: "https://example.com/runbooks/",
+            repeat_interval: std::time::Duration::from_secs(60),
+            now: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let alerts = [Alert::firing(&finding, false)];
+        let json = |bytes: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&bytes).unwrap();
+        let report = serde_json::to_value(Report::new("node-a", vec![finding.clone()])).unwrap();
+        let log_line = format!("finding: {}", finding.candidate.subject);
+        let outputs = [
+            ("webhook", json(webhook::body(&ctx, &alerts))),
+            ("alertmanager", json(alertmanager::body(&ctx, &alerts))),
+            ("slack", json(slack::body(&ctx, &alerts))),
+            ("findings API", report),
+            ("log", serde_json::json!(log_line)),
+        ];
+        fn strings(value: &serde_json::Value, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::String(text) => out.push(text.clone()),
+                serde_json::Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+                serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| {
+                    out.push(k.clone());
+                    strings(v, out);
+                }),
+                _ => {}
+            }
+        }
+        for (sink, output) in &outputs {
+            let mut texts = Vec::new();
+            strings(output, &mut texts);
+            for text in texts {
+                // Slack's text is one message of several lines, its own.
+                let text = if *sink == "slack" {
+                    text.replace('\n', " ")
+                } else {
+                    text
+                };
+                assert!(
+                    !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                    "{sink}: {text:?}"
+                );
+                assert!(text.len() < 4096, "{sink}: {} bytes", text.len());
+            }
+        }
+        let slack_text = outputs[2].1["text"].as_str().unwrap();
+        assert!(!slack_text.contains("<!channel>") && !slack_text.contains("<https"));
+        assert!(slack_text.contains("&lt;!channel&gt;"), "{slack_text}");
+        // Alertmanager's subject label: the cleaned value, bounded.
+        let subject = outputs[1].1[0]["labels"]["subject"].as_str().unwrap();
+        assert!(
+            subject.starts_with("node node-1forged annotation"),
+            "{subject}"
+        );
+    }
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(release_before("5.10.0-32-amd64", 5, 11));
+        assert!(!release_before("5.11.0", 5, 11));
+        assert!(!release_before("6.1.0-50-arm64", 5, 11));
+        assert!(release_before("4.19.0-rpi", 5, 11));
+        assert!(!release_before("garbage", 5, 11));
+    }
 
     #[test]
     fn every_cause_is_said_once() {

@@ -47,8 +47,11 @@ pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address of the HTTP server (/metrics, /healthz, /readyz).
+    /// Address of the HTTP server (/metrics, /healthz, /readyz, the JSON API).
     pub listen: SocketAddr,
+    /// A second address serving only /healthz and /readyz, never starved by the other
+    /// listener's connections (the kubelet's probes); none when absent.
+    pub health_listen: Option<SocketAddr>,
     /// How often the in-kernel maps are read.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -87,6 +90,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9477)),
+            health_listen: None,
             poll_interval: Duration::from_millis(500),
             namespaces: Namespaces::Own,
             btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),

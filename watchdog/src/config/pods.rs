@@ -26,6 +26,11 @@ pub struct PodsConfig {
     pub source: PodSource,
     /// `file`: the PodList file.
     pub path: PathBuf,
+    /// This node's cgroup v2 tree (the host's `/sys/fs/cgroup`, or its `unified`
+    /// subdirectory on a hybrid host; the DaemonSet mounts it read-only): the cgroup a
+    /// namespace's processes connect from is looked for there, to tell whether the
+    /// namespace is this node's and which pod it is.
+    pub cgroup_root: PathBuf,
     /// The most network namespaces kept (membership and name); more are counted in
     /// `watchdog_namespaces_untracked_total` and treated as unknown.
     pub max_namespaces: usize,
@@ -51,6 +56,7 @@ impl Default for PodsConfig {
         Self {
             source: PodSource::None,
             path: PathBuf::new(),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             max_namespaces: 1024,
             max_file_bytes: 16 * 1024 * 1024,
             endpoints: PodSource::None,

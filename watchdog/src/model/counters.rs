@@ -126,6 +126,9 @@ pub struct Reading {
     pub peers: Option<PeerCounts>,
     /// The TCP outcomes.
     pub connects: Option<ConnectCounts>,
+    /// Network namespace (inode) → the cgroup (v2 id) a process of it last started a TCP
+    /// connect from, as the kernel recorded it (the TCP probe; empty without it).
+    pub netns_cgroups: std::collections::BTreeMap<u32, u64>,
     /// Map reads that failed in this reading (each also logged).
     pub failed_reads: u64,
     /// The kernel's filtering and offload configuration the pipeline asked about (what
@@ -134,16 +137,21 @@ pub struct Reading {
 }
 
 impl Reading {
-    /// Every network namespace (inode) the TCP and drop maps hold.
-    pub fn namespaces(&self) -> std::collections::BTreeSet<u32> {
-        let mut seen = std::collections::BTreeSet::new();
+    /// Every network namespace (inode) the TCP and drop maps hold, each with the cgroup a
+    /// process of it last connected from, when the kernel recorded one.
+    pub fn namespaces(&self) -> crate::model::pods::SeenNamespaces {
+        let mut seen = crate::model::pods::SeenNamespaces::new();
+        let mut netns: Vec<u32> = Vec::new();
         if let Some(connects) = &self.connects {
-            seen.extend(connects.keys().map(|(netns, _, _)| *netns));
+            netns.extend(connects.keys().map(|(netns, _, _)| *netns));
         }
         if let Some(drops) = &self.drops {
-            seen.extend(drops.destinations.keys().map(|(netns, _, _)| *netns));
-            seen.extend(drops.flows.keys().map(|flow| flow.netns));
-            seen.extend(drops.counts.keys().map(|(netns, _)| *netns));
+            netns.extend(drops.destinations.keys().map(|(netns, _, _)| *netns));
+            netns.extend(drops.flows.keys().map(|flow| flow.netns));
+            netns.extend(drops.counts.keys().map(|(netns, _)| *netns));
+        }
+        for netns in netns {
+            seen.insert(netns, self.netns_cgroups.get(&netns).copied());
         }
         seen
     }

@@ -3,6 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The network namespaces (inodes) a reading of the kernel's maps holds, each with the
+/// cgroup (v2 id) a process of it last started a TCP connect from, if one did.
+pub type SeenNamespaces = BTreeMap<u32, Option<u64>>;
+
 /// The daemon's view of the namespaces it has seen in the kernel's maps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NamespaceView {

@@ -139,13 +139,77 @@ async fn repairs(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.health.readiness() {
+    readiness(&state.health)
+}
+
+fn readiness(health: &Health) -> (StatusCode, String) {
+    match health.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         ),
     }
+}
+
+/// Connections the health listener holds at once; a new one closes the oldest.
+pub const HEALTH_CONNECTIONS: usize = 16;
+
+/// Serves `/healthz` and `/readyz` alone (`health_listen`) until `shutdown`: one request
+/// per connection (no keep-alive), its headers within `header_timeout`, the connection
+/// closed at twice that at the latest, and at most [`HEALTH_CONNECTIONS`] held, the
+/// oldest closed when a new one arrives. Whoever holds connections open, here or on the
+/// API's listener, a probe's new connection is answered: idle connections cannot starve it.
+pub async fn serve_health(
+    listener: tokio::net::TcpListener,
+    health: Arc<Health>,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|State(health): State<Arc<Health>>| async move { readiness(&health) }),
+        )
+        .with_state(health);
+    let mut open = std::collections::VecDeque::<tokio::task::AbortHandle>::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a health connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        open.retain(|task| !task.is_finished());
+        if open.len() >= HEALTH_CONNECTIONS
+            && let Some(oldest) = open.pop_front()
+        {
+            oldest.abort();
+        }
+        let app = app.clone();
+        let task = tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(false);
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+            let _ = tokio::time::timeout(header_timeout * 2, conn).await;
+        });
+        open.push_back(task.abort_handle());
+    }
+    for task in open {
+        task.abort();
+    }
+    Ok(())
 }
 
 /// `watchdog_http_*`: the server's connections.
@@ -487,6 +551,42 @@ mod tests {
         assert_eq!(json["schema"], "watchdog.findings/v1");
         assert_eq!(json["node"], "test-node");
         assert_eq!(json["findings"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn the_health_listener_answers_whatever_idle_connections_it_holds() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let health = Arc::new(Health::default());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(serve_health(
+            listener,
+            health.clone(),
+            Duration::from_secs(30),
+            std::future::pending(),
+        ));
+        // Far more silent connections than it holds, within a header timeout far longer
+        // than the test: each answer still comes, the oldest idle ones closed for it.
+        let idle: Vec<_> = (0..HEALTH_CONNECTIONS * 4)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        for _ in 0..3 {
+            assert_eq!(get(addr, "/healthz"), (200, "ok\n".into()));
+        }
+        let (status, body) = get(addr, "/readyz");
+        assert_eq!(status, 503, "{body}");
+        health.set_ready();
+        assert_eq!(get(addr, "/readyz"), (200, "ready\n".into()));
+        // Nothing else is served there.
+        assert_eq!(get(addr, "/metrics").0, 404);
+        assert_eq!(get(addr, "/api/v1/findings").0, 404);
+        drop(idle);
     }
 
     /// Serves with `limits` on a runtime of its own; returns the address and the metrics.

@@ -2,6 +2,11 @@
 //! deserialized (managed fields, images, conditions, specs of containers are skipped as
 //! the JSON is read), for the API's lists and watches and for the files `kubectl get … -o
 //! json|yaml` writes alike. `null` reads as absent, as in the API's own types.
+//!
+//! Every string read is cleaned here, once ([`clean`]): control and bidirectional
+//! formatting characters removed, at most [`MAX_TEXT`] characters ([`MAX_ANNOTATION`] for
+//! an annotation's value). Whoever can write an object (a kubelet patches its own Node)
+//! cannot forge a log line, break a message's layout or make a label unbounded.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +41,47 @@ macro_rules! slim_resource {
     };
 }
 
+/// The most characters kept of a string from the API (names are at most 253).
+pub const MAX_TEXT: usize = 256;
+
+/// The most characters kept of an annotation's value (Flannel's are under 100).
+pub const MAX_ANNOTATION: usize = 1024;
+
+/// `text` without control characters (newlines, escapes, NUL …) and bidirectional
+/// formatting characters (which reorder what a reader sees), cut to `max` characters.
+pub fn clean(text: String, max: usize) -> String {
+    let unwanted = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unwanted) && text.len() <= max {
+        return text;
+    }
+    text.chars().filter(|&c| !unwanted(c)).take(max).collect()
+}
+
+/// A string, cleaned ([`clean`]).
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(clean(
+        Option::<String>::deserialize(deserializer)?.unwrap_or_default(),
+        MAX_TEXT,
+    ))
+}
+
+/// An optional string, cleaned ([`clean`]).
+fn optional_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.map(|text| clean(text, MAX_TEXT)))
+}
+
+/// A list of strings, each cleaned ([`clean`]).
+fn texts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(deserializer)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|text| clean(text, MAX_TEXT))
+        .collect())
+}
+
 /// `null` or absent → the default.
 fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
@@ -65,14 +111,21 @@ fn meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Err
     let Some(meta) = Option::<Meta>::deserialize(deserializer)? else {
         return Ok(ObjectMeta::default());
     };
-    let map = |map: BTreeMap<String, String>| (!map.is_empty()).then_some(map);
+    let map = |map: BTreeMap<String, String>, max: usize| {
+        let map: BTreeMap<String, String> = map
+            .into_iter()
+            .map(|(key, value)| (clean(key, MAX_TEXT), clean(value, max)))
+            .collect();
+        (!map.is_empty()).then_some(map)
+    };
+    let short = |text: Option<String>| text.map(|text| clean(text, MAX_TEXT));
     Ok(ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        uid: meta.uid,
-        resource_version: meta.resource_version,
-        annotations: map(meta.annotations),
-        labels: map(meta.labels),
+        name: short(meta.name),
+        namespace: short(meta.namespace),
+        uid: short(meta.uid),
+        resource_version: short(meta.resource_version),
+        annotations: map(meta.annotations, MAX_ANNOTATION),
+        labels: map(meta.labels, MAX_TEXT),
         ..ObjectMeta::default()
     })
 }
@@ -96,10 +149,10 @@ slim_resource!(Node, k8s_openapi::api::core::v1::Node);
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct NodeSpec {
     /// `spec.podCIDR`.
-    #[serde(default, rename = "podCIDR")]
+    #[serde(default, rename = "podCIDR", deserialize_with = "optional_text")]
     pub pod_cidr: Option<String>,
     /// `spec.podCIDRs`.
-    #[serde(default, rename = "podCIDRs", deserialize_with = "or_default")]
+    #[serde(default, rename = "podCIDRs", deserialize_with = "texts")]
     pub pod_cidrs: Vec<String>,
 }
 
@@ -115,10 +168,10 @@ pub struct NodeStatus {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct NodeAddress {
     /// `InternalIP`, `ExternalIP`, `Hostname`, …
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "text")]
     pub kind: String,
     /// The address (a host name for `Hostname`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text")]
     pub address: String,
 }
 
@@ -139,9 +192,10 @@ slim_resource!(Pod, k8s_openapi::api::core::v1::Pod);
 #[serde(rename_all = "camelCase")]
 pub struct PodStatus {
     /// `Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`.
+    #[serde(default, deserialize_with = "optional_text")]
     pub phase: Option<String>,
     /// `status.podIP`.
-    #[serde(default, rename = "podIP")]
+    #[serde(default, rename = "podIP", deserialize_with = "optional_text")]
     pub pod_ip: Option<String>,
     /// `status.podIPs[].ip`.
     #[serde(default, rename = "podIPs", deserialize_with = "or_default")]
@@ -152,7 +206,7 @@ pub struct PodStatus {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct PodIp {
     /// The address.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "text")]
     pub ip: String,
 }
 
@@ -179,7 +233,7 @@ slim_resource!(
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     /// `addresses`.
-    #[serde(default, deserialize_with = "or_default")]
+    #[serde(default, deserialize_with = "texts")]
     pub addresses: Vec<String>,
     /// `conditions.ready`.
     #[serde(default, deserialize_with = "or_default")]
@@ -187,6 +241,7 @@ pub struct Endpoint {
     /// `targetRef`.
     pub target_ref: Option<TargetRef>,
     /// `nodeName`.
+    #[serde(default, deserialize_with = "optional_text")]
     pub node_name: Option<String>,
 }
 
@@ -201,10 +256,13 @@ pub struct EndpointConditions {
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct TargetRef {
     /// `Pod` for pods.
+    #[serde(default, deserialize_with = "optional_text")]
     pub kind: Option<String>,
     /// The object's name.
+    #[serde(default, deserialize_with = "optional_text")]
     pub name: Option<String>,
     /// The object's namespace.
+    #[serde(default, deserialize_with = "optional_text")]
     pub namespace: Option<String>,
 }
 
@@ -247,4 +305,51 @@ pub fn list_items<T: serde::de::DeserializeOwned>(
             serde_json::from_value(item).map_err(|err| format!("items[{index}]: {err}"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Node a kubelet could write about itself: every string hostile.
+    #[test]
+    fn strings_are_cleaned_once_as_they_are_read() {
+        let long = "x".repeat(5000);
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "node-1\n2026-12-06T00:00:00Z WARN forged line",
+                "annotations": {
+                    "flannel.alpha.coreos.com/public-ip-overwrite":
+                        "<!channel> `x` \u{202e}1.2.3.4\u{1b}[31m\r\n",
+                    "flannel.alpha.coreos.com/backend-data": long,
+                },
+                "labels": {"a\tb": "c\u{0}d"},
+            },
+            "status": {"addresses": [{"type": "Hostname", "address": "h\nost"}]},
+        }))
+        .unwrap();
+        let meta = &node.metadata;
+        assert_eq!(
+            meta.name.as_deref(),
+            Some("node-12026-12-06T00:00:00Z WARN forged line")
+        );
+        let annotations = meta.annotations.as_ref().unwrap();
+        // Control characters go; what a sink must escape (Slack's `<`, a backtick) stays
+        // for that sink.
+        assert_eq!(
+            annotations["flannel.alpha.coreos.com/public-ip-overwrite"],
+            "<!channel> `x` 1.2.3.4[31m"
+        );
+        assert_eq!(
+            annotations["flannel.alpha.coreos.com/backend-data"]
+                .chars()
+                .count(),
+            MAX_ANNOTATION
+        );
+        assert_eq!(meta.labels.as_ref().unwrap()["ab"], "cd");
+        assert_eq!(node.status.addresses[0].address, "host");
+        // A clean string is kept as it is.
+        assert_eq!(clean("default/web-1".into(), MAX_TEXT), "default/web-1");
+        assert_eq!(clean("é".repeat(300), MAX_TEXT).chars().count(), MAX_TEXT);
+    }
 }

@@ -1,15 +1,18 @@
 //! This node's network namespaces and the pods behind them. The kernel's maps key TCP
-//! connects (and drops) by namespace inode; this source says which of those inodes are this
-//! node's (`namespaces = "node"`: the namespaces at the other end of the daemon's veth
-//! interfaces) and names them: a process in the namespace → its cgroup path → the pod
-//! UID kubelet put there → the Pod's `namespace/name` (from a PodList file).
+//! connects (and drops) by namespace inode, and the TCP probe records for each namespace
+//! the cgroup (v2 id) a process of it last started a connect from; this source finds that
+//! cgroup in the cgroup tree under `pods.cgroup_root` (a read-only view of the host's: no
+//! process is looked at, so no hostPID and no CAP_SYS_PTRACE), which says whether the
+//! namespace is this node's (`namespaces = "node"`: its cgroup is in this node's tree) and
+//! names it: the pod UID kubelet put in the cgroup path → the Pod's `namespace/name` (from
+//! a PodList file or the API).
 //!
-//! Only inodes the kernel reported are looked up, at most once each (a namespace no
-//! process is found in is retried after [`RESCAN_AFTER`], doubling each time up to
-//! [`RESCAN_MAX`]: a deleted pod's namespace can stay in the maps for a while, and each
-//! lookup walks `/proc`; a resolved one is looked up again when the process it was
-//! resolved through left it); at most
-//! `pods.max_namespaces` are kept, more are counted and treated as not this node's.
+//! Only cgroups the kernel reported are looked for, in one walk of the tree per cycle at
+//! most; one not found is looked for again after [`RESCAN_AFTER`], doubling each time up
+//! to [`RESCAN_MAX`] (a deleted pod's namespace can stay in the maps for a while); a
+//! namespace whose processes connect from another cgroup (its inode reused by a new pod)
+//! is looked up again; at most `pods.max_namespaces` are kept, more are counted and
+//! treated as not this node's.
 //!
 //! With `pods.endpoints` it also follows the cluster's EndpointSlices and hands them, with
 //! the running pods' addresses, to the ghost-endpoint detector ([`Pods::endpoint_view`]).
@@ -17,17 +20,19 @@
 mod cgroup;
 mod endpoints;
 mod kubernetes;
-mod nsid;
 mod podlist;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     os::unix::fs::MetadataExt,
-    path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
 
-pub use self::{cgroup::pod_uid, endpoints::parse_slice_list, podlist::parse_pod_list};
+pub use self::{
+    cgroup::{CgroupError, CgroupTree, pod_uid, pod_uid_in_path},
+    endpoints::parse_slice_list,
+    podlist::parse_pod_list,
+};
 use crate::{
     config::{
         Namespaces,
@@ -36,18 +41,18 @@ use crate::{
     model::{
         desired::PodSubnet,
         endpoints::{EndpointCounters, EndpointView, Scope},
-        pods::{NamespaceCounters, NamespaceView},
+        pods::{NamespaceCounters, NamespaceView, SeenNamespaces},
     },
     sources::k8s::Kube,
 };
 
-/// How long a namespace no process was found in waits before it is looked up again.
+/// How long a namespace whose cgroup was not found waits before it is looked up again.
 pub const RESCAN_AFTER: Duration = Duration::from_secs(2);
 
-/// The longest wait between two lookups of a namespace no process was found in.
+/// The longest wait between two lookups of a namespace whose cgroup was not found.
 pub const RESCAN_MAX: Duration = Duration::from_secs(64);
 
-/// The wait after `misses` lookups in a row found no process.
+/// The wait after `misses` lookups in a row found nothing.
 fn rescan_after(misses: u32) -> Duration {
     RESCAN_AFTER
         .saturating_mul(1 << misses.saturating_sub(1).min(5))
@@ -57,17 +62,16 @@ fn rescan_after(misses: u32) -> Duration {
 /// What is known about one namespace.
 #[derive(Clone, Debug, Default)]
 struct Entry {
-    /// Behind one of the daemon's veths (or every namespace counts).
+    /// The cgroup (v2 id) it was looked up by: the kernel's latest for it. Another one
+    /// (the inode reused by a new pod's namespace, nsfs hands out the lowest free number)
+    /// is looked up afresh.
+    cgroup: u64,
+    /// Its cgroup is in this node's tree (or every namespace counts).
     member: bool,
-    /// The pod UID from a process's cgroup.
+    /// The pod UID in its cgroup's path.
     uid: Option<String>,
-    /// When the namespace was last looked up; `None` once it was resolved (a process
-    /// found in it, its membership and cgroup read without error).
+    /// When its cgroup was last looked for without being found; `None` once found.
     unresolved_since: Option<Instant>,
-    /// The process it was resolved through: when that process is gone or is in another
-    /// namespace now, the inode may have been reused by a new pod's namespace (nsfs
-    /// hands out the lowest free number), so it is looked up again.
-    pid: Option<u32>,
     /// Lookups in a row that found nothing.
     misses: u32,
 }
@@ -95,12 +99,25 @@ pub struct Pods {
     /// (size, mtime, inode) of the EndpointSlice file last read.
     slices_stamp: Option<(u64, SystemTime, u64)>,
     counters: NamespaceCounters,
-    proc_root: PathBuf,
+    /// This node's cgroup tree; `None` when `pods.cgroup_root` is none (cgroup v1).
+    cgroups: Option<CgroupTree>,
 }
 
 impl Pods {
     /// A tracker for `mode`, the daemon's namespace being `own`.
     pub fn new(mode: Namespaces, own: u32, config: &PodsConfig) -> Self {
+        let cgroups = match mode {
+            Namespaces::Own => None,
+            _ => CgroupTree::open(&config.cgroup_root)
+                .inspect(|tree| {
+                    tracing::info!(
+                        root = %tree.root().display(),
+                        "pods named from the cgroup tree"
+                    );
+                })
+                .inspect_err(|err| tracing::warn!("{err}"))
+                .ok(),
+        };
         Self {
             mode,
             own,
@@ -115,7 +132,7 @@ impl Pods {
             slices_follower: None,
             slices_stamp: None,
             counters: NamespaceCounters::default(),
-            proc_root: PathBuf::from("/proc"),
+            cgroups,
         }
     }
 
@@ -171,39 +188,39 @@ impl Pods {
         }
     }
 
-    /// Looks up the namespaces in `seen` not known yet and returns the view of all of
-    /// them. Namespaces no longer in `seen` are forgotten.
-    pub fn refresh(&mut self, seen: &BTreeSet<u32>) -> NamespaceView {
+    /// Looks up the namespaces in `seen` not known yet (or whose cgroup changed) and
+    /// returns the view of all of them. Namespaces no longer in `seen` are forgotten; one
+    /// without a recorded cgroup (no process of it connected since the daemon started) is
+    /// not this node's as far as it knows.
+    pub fn refresh(&mut self, seen: &SeenNamespaces) -> NamespaceView {
         self.reload_file();
         self.reload_slices_file();
         if self.mode == Namespaces::Own {
             return NamespaceView::own_only();
         }
-        self.entries.retain(|netns, _| seen.contains(netns));
+        self.entries
+            .retain(|netns, entry| seen.get(netns).copied().flatten() == Some(entry.cgroup));
         let now = Instant::now();
-        let wanted: BTreeSet<u32> = seen
+        let wanted: BTreeMap<u32, u64> = seen
             .iter()
-            .copied()
-            .filter(|&netns| netns != self.own && netns != watchdog_common::NETNS_UNKNOWN)
-            .filter(|netns| match self.entries.get(netns) {
+            .filter(|&(&netns, _)| netns != self.own && netns != watchdog_common::NETNS_UNKNOWN)
+            .filter_map(|(&netns, cgroup)| Some((netns, (*cgroup)?)))
+            .filter(|(netns, _)| match self.entries.get(netns) {
                 None => true,
-                Some(entry) => match (entry.unresolved_since, entry.pid) {
-                    (Some(since), _) => now.duration_since(since) >= rescan_after(entry.misses),
-                    (None, Some(pid)) => netns_of(&self.proc_root, pid) != Some(*netns),
-                    (None, None) => false,
-                },
+                Some(entry) => entry
+                    .unresolved_since
+                    .is_some_and(|since| now.duration_since(since) >= rescan_after(entry.misses)),
             })
             .collect();
         // Namespaces beyond the cap are counted (each cycle they are seen) and not looked
-        // up: no /proc scan for them.
+        // up.
         let room = self
             .config
             .max_namespaces
             .saturating_sub(self.entries.len());
-        let (known, new): (BTreeSet<u32>, BTreeSet<u32>) = wanted
+        let (mut wanted, new): (BTreeMap<u32, u64>, BTreeMap<u32, u64>) = wanted
             .into_iter()
-            .partition(|netns| self.entries.contains_key(netns));
-        let mut wanted = known;
+            .partition(|(netns, _)| self.entries.contains_key(netns));
         let over = new.len().saturating_sub(room);
         wanted.extend(new.into_iter().take(room));
         self.counters.untracked += over as u64;
@@ -240,63 +257,40 @@ impl Pods {
         NamespaceView { members, names }
     }
 
-    /// Finds a process in each wanted namespace, then its membership and pod.
-    fn look_up(&mut self, wanted: &BTreeSet<u32>, now: Instant) {
-        let found = find_processes(&self.proc_root, wanted);
-        let peers = match self.mode {
-            Namespaces::Node => nsid::Nsids::open()
-                .and_then(|mut nsids| {
-                    let peers = nsids.veth_peers()?;
-                    Ok((nsids, peers))
-                })
-                .inspect_err(|err| tracing::warn!("cannot list the veth peers' namespaces: {err}"))
-                .ok(),
-            _ => None,
-        };
-        let mut peers = peers;
-        for &netns in wanted {
+    /// Finds each wanted namespace's cgroup in the tree (one walk for all): found, the
+    /// namespace is this node's and its path names the pod.
+    fn look_up(&mut self, wanted: &BTreeMap<u32, u64>, now: Instant) {
+        let ids: BTreeSet<u64> = wanted.values().copied().collect();
+        let found = self
+            .cgroups
+            .as_ref()
+            .map(|tree| tree.find(&ids))
+            .unwrap_or_default();
+        for (&netns, &cgroup) in wanted {
             let entry = self.entries.entry(netns).or_default();
-            let Some(&pid) = found.get(&netns) else {
-                // Nothing kept from an earlier resolution: the inode may be another
-                // namespace's by the time a process shows up in it.
-                *entry = Entry {
+            let misses = if entry.cgroup == cgroup {
+                entry.misses
+            } else {
+                0
+            };
+            *entry = match found.get(&cgroup) {
+                Some(path) => Entry {
+                    cgroup,
+                    member: true,
+                    uid: pod_uid_in_path(path),
+                    unresolved_since: None,
+                    misses: 0,
+                },
+                // Not this node's (as far as the tree says now): looked for again later,
+                // in case the walk raced the cgroup's creation.
+                None => Entry {
+                    cgroup,
+                    member: self.mode == Namespaces::All,
+                    uid: None,
                     unresolved_since: Some(now),
-                    misses: entry.misses.saturating_add(1),
-                    ..Entry::default()
-                };
-                continue;
+                    misses: misses.saturating_add(1),
+                },
             };
-            // Any error on the way (the veth dump failed, the process exited between
-            // the scan and the reads) leaves the namespace unresolved, to be retried:
-            // never a wrong answer kept for as long as the inode stays in the maps.
-            let member = match self.mode {
-                Namespaces::All => Some(true),
-                Namespaces::Own => Some(false),
-                Namespaces::Node => peers.as_mut().and_then(|(nsids, peers)| {
-                    let path = self.proc_root.join(format!("{pid}/ns/net"));
-                    match nsids.nsid_of(&path) {
-                        Ok(id) => Some(id.is_some_and(|id| peers.contains(&id))),
-                        Err(_) => None,
-                    }
-                }),
-            };
-            let cgroup = std::fs::read_to_string(self.proc_root.join(format!("{pid}/cgroup")));
-            match (member, cgroup) {
-                (Some(member), Ok(text)) => {
-                    entry.member = member;
-                    entry.uid = text.lines().find_map(pod_uid);
-                    entry.unresolved_since = None;
-                    entry.pid = Some(pid);
-                    entry.misses = 0;
-                }
-                _ => {
-                    *entry = Entry {
-                        unresolved_since: Some(now),
-                        misses: 1,
-                        ..Entry::default()
-                    };
-                }
-            }
         }
     }
 
@@ -460,45 +454,17 @@ impl Drop for Pods {
     }
 }
 
-/// The network namespace (inode) process `pid` is in, if it still exists.
-fn netns_of(proc_root: &std::path::Path, pid: u32) -> Option<u32> {
-    let meta = std::fs::metadata(proc_root.join(format!("{pid}/ns/net"))).ok()?;
-    u32::try_from(meta.ino()).ok()
-}
-
-/// One process in each of the `wanted` namespaces (by inode), from `/proc/<pid>/ns/net`.
-fn find_processes(proc_root: &std::path::Path, wanted: &BTreeSet<u32>) -> BTreeMap<u32, u32> {
-    let mut found = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(proc_root) else {
-        return found;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(meta) = std::fs::metadata(entry.path().join("ns/net")) else {
-            continue;
-        };
-        let Ok(inode) = u32::try_from(meta.ino()) else {
-            continue;
-        };
-        if wanted.contains(&inode) {
-            found.entry(inode).or_insert(pid);
-            if found.len() == wanted.len() {
-                break;
-            }
-        }
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Namespaces `netns` each connecting from cgroup `netns + 10_000`.
+    fn seen(netns: &[u32]) -> SeenNamespaces {
+        netns
+            .iter()
+            .map(|&netns| (netns, Some(u64::from(netns) + 10_000)))
+            .collect()
+    }
 
     #[test]
     fn namespaces_beyond_the_cap_are_counted_not_tracked() {
@@ -507,9 +473,12 @@ mod tests {
             ..PodsConfig::default()
         };
         let mut pods = Pods::new(Namespaces::All, 1, &config);
-        // Inodes no process has: tracked as unresolved, up to the cap.
-        let seen = BTreeSet::from([1, 1001, 1002, 1003, watchdog_common::NETNS_UNKNOWN]);
-        let view = pods.refresh(&seen);
+        // Cgroups no tree has: tracked as unresolved, up to the cap.
+        let mut seen_now = seen(&[1, 1001, 1002, 1003]);
+        seen_now.insert(watchdog_common::NETNS_UNKNOWN, None);
+        // A namespace with no recorded cgroup is not looked up.
+        seen_now.insert(1004, None);
+        let view = pods.refresh(&seen_now);
         assert_eq!(view.members, None, "all: every namespace counts");
         assert_eq!(
             pods.counters(),
@@ -520,59 +489,65 @@ mod tests {
             }
         );
         // Gone from the maps: forgotten, which makes room.
-        pods.refresh(&BTreeSet::from([1003]));
+        pods.refresh(&seen(&[1003]));
         assert_eq!(pods.counters().tracked, 1);
     }
 
     #[test]
     fn own_tracks_nothing() {
         let mut pods = Pods::new(Namespaces::Own, 1, &PodsConfig::default());
-        let view = pods.refresh(&BTreeSet::from([1001]));
+        let view = pods.refresh(&seen(&[1001]));
         assert_eq!(view, NamespaceView::own_only());
         assert_eq!(pods.counters().tracked, 0);
     }
 
     #[test]
-    fn a_reused_namespace_inode_is_looked_up_again_and_errors_are_retried() {
-        let root = std::env::temp_dir().join(format!("watchdog-pods-proc-{}", std::process::id()));
+    fn namespaces_are_this_nodes_and_named_by_their_cgroup_in_the_tree() {
+        let root = std::env::temp_dir().join(format!("watchdog-pods-cg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let process = |pid: u32, uid: &str| {
-            let dir = root.join(format!("{pid}/ns"));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(
-                root.join(format!("{pid}/cgroup")),
-                format!("0::/kubepods/besteffort/pod{uid}/0123\n"),
-            )
-            .unwrap();
-        };
         let a = "11111111-2222-3333-4444-555555555555";
         let b = "66666666-7777-8888-9999-000000000000";
-        process(10, a);
-        std::fs::write(root.join("10/ns/net"), "").unwrap();
-        let inode =
-            u32::try_from(std::fs::metadata(root.join("10/ns/net")).unwrap().ino()).unwrap();
-        let mut pods = Pods::new(Namespaces::All, 1, &PodsConfig::default());
-        pods.proc_root = root.clone();
-        let seen = BTreeSet::from([inode]);
-        let name = |view: &NamespaceView| view.names.get(&inode).cloned();
-        assert_eq!(name(&pods.refresh(&seen)), Some(format!("pod-uid:{a}")));
-        // The pod goes and no process is in the namespace: its name goes with it.
-        let kept = root.join("kept");
-        std::fs::hard_link(root.join("10/ns/net"), &kept).unwrap();
-        std::fs::remove_dir_all(root.join("10")).unwrap();
-        assert_eq!(name(&pods.refresh(&seen)), None);
-        pods.entries.clear();
-        // A new pod's namespace gets the same inode (a hard link here).
-        process(11, b);
-        std::fs::hard_link(&kept, root.join("11/ns/net")).unwrap();
-        assert_eq!(name(&pods.refresh(&seen)), Some(format!("pod-uid:{b}")));
-        // The process exits between the scan and the cgroup read: unresolved (retried),
-        // not resolved as "no pod".
-        std::fs::remove_file(root.join("11/cgroup")).unwrap();
-        pods.entries.clear();
+        let cgroup = |relative: &str| {
+            let dir = root.join(relative);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::metadata(&dir).unwrap().ino()
+        };
+        let pod_a = cgroup(&format!("kubepods/besteffort/pod{a}/4b1d2c"));
+        let system = cgroup("system.slice/containerd.service");
+        let mut pods = Pods::new(Namespaces::Node, 1, &PodsConfig::default());
+        pods.cgroups = Some(CgroupTree::at(&root));
+        let (netns, other, bare, elsewhere) = (4001, 4002, 4003, 4004);
+        let seen = SeenNamespaces::from([
+            (netns, Some(pod_a)),
+            (other, Some(system)),
+            (bare, None),
+            // A cgroup of another node's tree (a lab on one kernel): not in this one.
+            (elsewhere, Some(u64::MAX - 7)),
+        ]);
         let view = pods.refresh(&seen);
-        assert_eq!(name(&view), None);
-        assert!(pods.entries[&inode].unresolved_since.is_some());
+        assert_eq!(view.members, Some(BTreeSet::from([netns, other])));
+        assert_eq!(
+            view.names,
+            BTreeMap::from([(netns, format!("pod-uid:{a}"))])
+        );
+        // The inode is reused by another pod's namespace, whose process connects from its
+        // own cgroup: looked up afresh.
+        let pod_b = cgroup(&format!(
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-9.scope",
+            b.replace('-', "_")
+        ));
+        let mut seen = seen;
+        seen.insert(netns, Some(pod_b));
+        let view = pods.refresh(&seen);
+        assert_eq!(view.names.get(&netns), Some(&format!("pod-uid:{b}")));
+        // A cgroup not in the tree (yet: a walk may race its creation) is looked for again
+        // after a wait, and meanwhile not this node's.
+        let late = 4005;
+        let pod_late = 1u64 << 40;
+        seen.insert(late, Some(pod_late));
+        pods.refresh(&seen);
+        assert!(pods.entries[&late].unresolved_since.is_some());
+        assert!(!pods.refresh(&seen).is_member(late));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -337,6 +337,14 @@ impl Probes {
         reading.connects = self.tcp.as_ref().and_then(|probe| {
             read_or_count(&mut reading.failed_reads, "TCP", probe.read(&self.ebpf))
         });
+        if self.tcp.is_some() {
+            reading.netns_cgroups = read_or_count(
+                &mut reading.failed_reads,
+                "namespace cgroup",
+                tcp::Tcp::read_cgroups(&self.ebpf),
+            )
+            .unwrap_or_default();
+        }
         reading
     }
 }
@@ -541,6 +549,7 @@ mod tests {
             maps::PEER_STATS,
             maps::LINK_HEADER,
             maps::CONNECTS,
+            maps::NETNS_CGROUPS,
             maps::AYA_LOGS,
         ] {
             assert!(

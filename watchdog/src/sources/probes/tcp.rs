@@ -4,7 +4,7 @@
 
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuHashMap},
+    maps::{HashMap, MapData, PerCpuHashMap},
     programs::TracePoint,
 };
 use watchdog_common::{
@@ -145,6 +145,17 @@ impl Tcp {
             );
         }
         Ok(counts)
+    }
+
+    /// Reads which cgroup each network namespace last connected from.
+    pub(super) fn read_cgroups(
+        ebpf: &Ebpf,
+    ) -> Result<std::collections::BTreeMap<u32, u64>, ProbeError> {
+        let cgroups: HashMap<&MapData, u32, u64> = map(ebpf, maps::NETNS_CGROUPS)?;
+        cgroups
+            .iter()
+            .map(|entry| entry.map_err(ProbeError::map(maps::NETNS_CGROUPS)))
+            .collect()
     }
 }
 #[cfg(test)]
