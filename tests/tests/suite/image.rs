@@ -22,7 +22,7 @@ use std::{
 
 use serde_json::Value;
 use watchdog_tests::{
-    Metrics, NetNs, TempDir, http_get, poll_until, require_root, skip_requested, traffic,
+    Metrics, NetNs, TempDir, http_get, isolation, poll_until, require_root, skip_requested, traffic,
 };
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -504,6 +504,8 @@ fn the_amd64_image_runs_under_the_narrow_profile_of_the_overlay() {
 /// The image in a lab node with the DaemonSet's spec under `profile`: ready, drops counted
 /// exactly, a ghost VTEP named, exit 0 on SIGTERM.
 fn through_the_lab(spec: &PodSpec, profile: &Path) {
+    // Alone: two of these at once counted each other's burst (38 IP_NOPROTO for 19).
+    let _alone = isolation::alone();
     let node = NetNs::new("wd-img");
     let remote = NetNs::new("wd-img-vtep");
     let container = Container::start(&node, spec, &amd64(&image_name()), profile);
