@@ -3,12 +3,11 @@
 //!
 //! Each image holds the release binary (cross-compiled for arm64) and exactly the shared
 //! libraries it links, with the dynamic loader at its usual path. Tags:
-//! `localhost/watchdog:<version>-<arch>`, and a manifest list `localhost/watchdog:<version>`
-//! that names both.
-//!
-//! `cargo xtask seccomp` writes `deploy/seccomp/watchdog.json`: the container runtime's
-//! default profile with `bpf` and `perf_event_open` allowed (the default allows them only
-//! with CAP_SYS_ADMIN, which the DaemonSet does not grant).
+//! `<name>-<arch>` and a manifest list `<name>` that names both (`<name>` is
+//! `localhost/watchdog:<version>` unless `--name` says otherwise, the DaemonSet's image).
+//! `--push` copies the list and both images to a registry (or any containers transport);
+//! `--save` writes them to one OCI archive that containerd's `ctr images import` names
+//! `<name>` (a node without a registry: `k3s ctr images import`).
 
 use std::{
     collections::BTreeSet,
@@ -18,7 +17,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{
     kernels::{carry_libraries, interpreter},
@@ -29,21 +28,25 @@ use crate::{
 /// The version the images are tagged with (the workspace's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The runtime default profile the shipped one is derived from (Debian's
-/// golang-github-containers-common, which podman, buildah and CRI-O use).
-const RUNTIME_DEFAULT: &str = "/usr/share/containers/seccomp.json";
-
-/// The system calls the daemon needs that the runtime default allows only with
-/// CAP_SYS_ADMIN: loading programs and maps, and attaching tracepoints.
-pub const EXTRA_SYSCALLS: &[&str] = &["bpf", "perf_event_open"];
-
-/// Where the shipped profile lives.
-pub fn seccomp_path() -> PathBuf {
-    root().join("deploy/seccomp/watchdog.json")
+/// The manifest list's name unless `--name` is given: the DaemonSet's image.
+pub fn default_name() -> String {
+    format!("localhost/watchdog:{VERSION}")
 }
 
-/// Builds both images; prints their tags and sizes.
-pub fn run(arches: &[String]) -> anyhow::Result<()> {
+/// `name` with a tag (`:<version>` when it has none).
+fn tagged(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') || last.contains('@') {
+        name.to_owned()
+    } else {
+        format!("{name}:{VERSION}")
+    }
+}
+
+/// Builds both images and the manifest list `name`; prints their tags and sizes and
+/// returns the list's name.
+pub fn run(arches: &[String], name: &str) -> anyhow::Result<String> {
+    let list = tagged(name);
     let arches: Vec<&str> = if arches.is_empty() {
         vec!["amd64", "arm64"]
     } else {
@@ -94,7 +97,7 @@ pub fn run(arches: &[String]) -> anyhow::Result<()> {
                 std::os::unix::fs::symlink(&loader, &carried)?;
             }
         }
-        let tag = format!("localhost/watchdog:{VERSION}-{arch}");
+        let tag = format!("{list}-{arch}");
         eprintln!("image: building {tag}");
         status(
             Command::new("buildah")
@@ -109,7 +112,6 @@ pub fn run(arches: &[String]) -> anyhow::Result<()> {
         )?;
         tags.push(tag);
     }
-    let list = format!("localhost/watchdog:{VERSION}");
     // A manifest list naming every arch's image (replaced if it exists).
     let _ = Command::new("buildah")
         .args(["manifest", "rm", &list])
@@ -137,44 +139,72 @@ pub fn run(arches: &[String]) -> anyhow::Result<()> {
         println!("{tag}: {:.1} MB ({size} bytes)", size as f64 / 1e6);
     }
     println!("{list}: manifest list of {}", tags.join(", "));
-    Ok(())
+    Ok(list)
 }
 
-/// `deploy/seccomp/watchdog.json` from the runtime default profile.
-pub fn write_seccomp() -> anyhow::Result<()> {
-    let text = fs::read_to_string(RUNTIME_DEFAULT).with_context(|| {
-        format!("cannot read the runtime default profile {RUNTIME_DEFAULT} (cargo xtask setup installs podman)")
-    })?;
-    let default: Value = serde_json::from_str(&text)?;
-    let profile = seccomp_profile(&default)?;
-    let path = seccomp_path();
-    fs::create_dir_all(path.parent().expect("in deploy/"))?;
-    fs::write(&path, serde_json::to_string_pretty(&profile)? + "\n")?;
-    eprintln!("seccomp: wrote {}", path.display());
-    Ok(())
-}
+/// The transports `containers-transports(5)` names; a destination without one is a registry.
+const TRANSPORTS: &[&str] = &[
+    "docker://",
+    "oci:",
+    "oci-archive:",
+    "dir:",
+    "docker-archive:",
+    "containers-storage:",
+];
 
-/// The runtime default with [`EXTRA_SYSCALLS`] taken out of every rule and allowed by one
-/// rule of their own, whatever the capabilities.
-pub fn seccomp_profile(default: &Value) -> anyhow::Result<Value> {
-    let mut profile = default.clone();
-    let rules = profile["syscalls"]
-        .as_array_mut()
-        .context("the default profile has no syscalls array")?;
-    for rule in rules.iter_mut() {
-        if let Some(names) = rule["names"].as_array_mut() {
-            names.retain(|name| !EXTRA_SYSCALLS.contains(&name.as_str().unwrap_or_default()));
-        }
+/// Pushes the manifest list `list` and every image it names to `destination`.
+pub fn push(list: &str, destination: &str, insecure: bool) -> anyhow::Result<()> {
+    let destination = if TRANSPORTS.iter().any(|t| destination.starts_with(t)) {
+        destination.to_owned()
+    } else {
+        format!("docker://{destination}")
+    };
+    let mut command = Command::new("podman");
+    command.args(["manifest", "push", "--all", "--quiet"]);
+    if insecure {
+        command.arg("--tls-verify=false");
     }
-    rules.retain(|rule| {
-        rule["names"]
-            .as_array()
-            .is_some_and(|names| !names.is_empty())
+    status(command.arg(list).arg(&destination))
+        .with_context(|| format!("cannot push {list} to {destination}"))?;
+    println!("{list}: pushed to {destination}");
+    Ok(())
+}
+
+/// Writes `list` and every image it names to the OCI archive `file`, named `list` in its
+/// index (the `org.opencontainers.image.ref.name` annotation, which `ctr images import`
+/// keeps as the image's name when it is a full reference, and `podman load` too).
+pub fn save(list: &str, file: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    // oci-archive adds to an existing archive's index: start from nothing.
+    let _ = fs::remove_file(file);
+    push(
+        list,
+        &format!("oci-archive:{}:{list}", file.display()),
+        false,
+    )?;
+    let index: Value = serde_json::from_str(&output(
+        Command::new("tar").arg("-xOf").arg(file).arg("index.json"),
+    )?)
+    .with_context(|| format!("{}: index.json", file.display()))?;
+    let named = index["manifests"].as_array().is_some_and(|m| {
+        m.iter()
+            .any(|d| d["annotations"]["org.opencontainers.image.ref.name"] == list)
     });
-    rules.push(json!({
-        "names": EXTRA_SYSCALLS,
-        "action": "SCMP_ACT_ALLOW",
-        "comment": "watchdog: load eBPF programs and maps (CAP_BPF), attach tracepoints (CAP_PERFMON)"
-    }));
-    Ok(profile)
+    if !named {
+        bail!(
+            "{}: its index does not name {list}: {index}",
+            file.display()
+        );
+    }
+    let size = fs::metadata(file)?.len();
+    println!(
+        "{}: {list}, {:.1} MB; on a node without a registry: `k3s ctr images import {}` \
+         (or `ctr -n k8s.io images import`)",
+        file.display(),
+        size as f64 / 1e6,
+        file.file_name().unwrap_or_default().to_string_lossy()
+    );
+    Ok(())
 }

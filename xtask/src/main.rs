@@ -13,6 +13,7 @@ mod bench_pods;
 mod bench_repair;
 mod image;
 mod kernels;
+mod seccomp;
 mod setup;
 mod test;
 mod util;
@@ -72,15 +73,35 @@ enum Task {
     },
     /// Build the container images localhost/watchdog:<version>-amd64 and -arm64 (FROM
     /// scratch: the binary and exactly its libraries) with buildah, and the manifest list
-    /// localhost/watchdog:<version>. No registry is used.
+    /// localhost/watchdog:<version> naming both; optionally push the list or save it.
     Image {
         /// Only these architectures (amd64, arm64).
         #[arg(long)]
         arch: Vec<String>,
+        /// The manifest list's name (each architecture's image is `<name>-<arch>`).
+        #[arg(long, default_value_t = image::default_name())]
+        name: String,
+        /// Push the manifest list and both images: `REGISTRY/NAME:TAG` (a registry), or
+        /// any containers-transport reference (`oci:DIR:TAG`, `dir:DIR`, `docker://…`).
+        #[arg(long, value_name = "REGISTRY/NAME:TAG")]
+        push: Option<String>,
+        /// Push over plain HTTP without TLS verification (a registry on localhost).
+        #[arg(long, requires = "push")]
+        insecure: bool,
+        /// Write a multi-architecture OCI archive that `k3s ctr images import`, `ctr -n
+        /// k8s.io images import` and `podman load` read: the image is named `--name` there.
+        #[arg(long, value_name = "FILE")]
+        save: Option<std::path::PathBuf>,
     },
-    /// Write deploy/seccomp/watchdog.json: the container runtime's default seccomp profile
-    /// with bpf and perf_event_open allowed.
-    Seccomp,
+    /// Render deploy/seccomp/watchdog.json (the narrow profile for runtimes whose default
+    /// stops the daemon) as the Security Profiles Operator's SeccompProfile of
+    /// deploy/kustomize/localhost-seccomp; with --strace, first record it anew.
+    Seccomp {
+        /// `strace -f -c -o FILE` summaries of the daemon's runs: the profile becomes
+        /// exactly the calls they name, plus the few every run needs (xtask/src/seccomp.rs).
+        #[arg(long, value_name = "FILE")]
+        strace: Vec<std::path::PathBuf>,
+    },
     /// Benchmarks: ratios measured side by side in one run.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -120,14 +141,24 @@ fn main() -> anyhow::Result<()> {
             }
             test::run(command)
         }
-        Task::Image { arch } => {
+        Task::Image {
+            arch,
+            name,
+            push,
+            insecure,
+            save,
+        } => {
             setup::kernel_matrix_tools()?;
-            image::run(&arch)
+            let list = image::run(&arch, &name)?;
+            if let Some(destination) = push {
+                image::push(&list, &destination, insecure)?;
+            }
+            if let Some(file) = save {
+                image::save(&list, &file)?;
+            }
+            Ok(())
         }
-        Task::Seccomp => {
-            setup::kernel_matrix_tools()?;
-            image::write_seccomp()
-        }
+        Task::Seccomp { strace } => seccomp::run(&strace),
         Task::Kernels { only, results } => {
             setup::kernel_matrix_tools()?;
             kernels::run(&only, results)

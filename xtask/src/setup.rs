@@ -25,7 +25,10 @@ const PACKAGES: &[&str] = &[
 
 /// Debian packages of the kernel matrix (`cargo xtask kernels`) and the image
 /// (`cargo xtask image`): qemu-system boots Debian's kernels with a busybox initramfs
-/// packed by cpio; buildah builds and podman (with runc) runs the container image.
+/// packed by cpio; buildah builds and podman (with runc) runs the container image;
+/// containerd (with `ctr`) imports the saved archive and runs the image under its own
+/// default seccomp profile, and a local registry (`docker-registry`) receives `--push`
+/// in the image tests.
 const PORTABILITY_PACKAGES: &[&str] = &[
     "qemu-system-arm",
     "qemu-system-x86",
@@ -36,6 +39,8 @@ const PORTABILITY_PACKAGES: &[&str] = &[
     "podman",
     "buildah",
     "runc",
+    "containerd",
+    "docker-registry",
 ];
 
 /// The Raspberry Pi target, built and run under qemu-user by the tests.
@@ -266,8 +271,25 @@ fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    )?;
+    // Packages whose service systemd starts on installation: the tests start their own
+    // (on private sockets and ports); leave none running (docker-registry's listens on
+    // every address of the machine).
+    for service in SERVICES_NOT_WANTED {
+        if missing.contains(&service.0) {
+            let _ = Command::new("systemctl")
+                .args(["disable", "--now", service.1])
+                .status();
+        }
+    }
+    Ok(())
 }
+
+/// (package, systemd unit) that installing the package starts and the project does not use.
+const SERVICES_NOT_WANTED: &[(&str, &str)] = &[
+    ("containerd", "containerd.service"),
+    ("docker-registry", "docker-registry.service"),
+];
 
 /// Which of `packages` dpkg has installed, asked in one `dpkg-query` (it prints a line per
 /// package it knows and exits 1 when it knows not all of them, so the status is ignored).

@@ -423,67 +423,85 @@ fn the_aarch64_binary_runs_under_qemu_user() {
     assert!(!ok && text.contains("listen"), "{text}");
 }
 
-/// The DaemonSet's Localhost seccomp profile is the container runtime's default with
-/// exactly `bpf` and `perf_event_open` allowed, nothing else changed.
+/// The DaemonSet runs under the container runtime's default seccomp profile (what that
+/// allows is tested in image.rs, with the profiles the runtimes generate); the
+/// localhost-seccomp overlay points it at the narrow profile, which it ships as a
+/// Security Profiles Operator SeccompProfile rendered from `deploy/seccomp/watchdog.json`.
 #[test]
-fn the_seccomp_profile_is_the_runtime_default_plus_bpf_and_perf_event_open() {
-    const EXTRA: [&str; 2] = ["bpf", "perf_event_open"];
+fn the_daemonset_uses_the_runtime_default_and_the_overlay_the_narrow_profile() {
     let resources = resources();
     let daemonset = find(&resources, "DaemonSet");
-    let profile = &daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]["seccompProfile"];
-    assert_eq!(profile["type"], "Localhost");
-    assert_eq!(profile["localhostProfile"], "profiles/watchdog.json");
-    let read = |path: &Path| -> serde_json::Value {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (cargo xtask setup installs podman)",
-                path.display()
-            )
-        });
-        serde_json::from_str(&text).unwrap()
-    };
-    let shipped = read(&deploy().join("seccomp/watchdog.json"));
-    let default = read(Path::new("/usr/share/containers/seccomp.json"));
-    let names = |rule: &serde_json::Value| -> Vec<String> {
-        rule["names"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n.as_str().unwrap().to_owned())
-            .collect()
-    };
-    // Exactly one rule mentions the two calls: it allows them, unconditionally.
-    let rules = shipped["syscalls"].as_array().unwrap();
-    let extra: Vec<&serde_json::Value> = rules
-        .iter()
-        .filter(|rule| names(rule).iter().any(|n| EXTRA.contains(&n.as_str())))
-        .collect();
-    assert_eq!(extra.len(), 1, "{extra:#?}");
-    assert_eq!(names(extra[0]), EXTRA);
-    assert_eq!(extra[0]["action"], "SCMP_ACT_ALLOW");
-    for key in ["includes", "excludes", "args"] {
-        assert!(extra[0].get(key).is_none(), "{key}: {:#?}", extra[0]);
-    }
-    // Everything else is the default's, with the two calls taken out of its rules.
-    let mut expected = default.clone();
-    let default_rules = expected["syscalls"].as_array_mut().unwrap();
-    for rule in default_rules.iter_mut() {
-        let kept: Vec<String> = names(rule)
-            .into_iter()
-            .filter(|n| !EXTRA.contains(&n.as_str()))
-            .collect();
-        rule["names"] = serde_json::json!(kept);
-    }
-    default_rules.retain(|rule| !rule["names"].as_array().unwrap().is_empty());
-    let mut rest = shipped.clone();
-    rest["syscalls"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|rule| !names(rule).iter().any(|n| EXTRA.contains(&n.as_str())));
+    let container = &daemonset["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
-        rest, expected,
-        "the profile differs from the runtime default"
+        container["securityContext"]["seccompProfile"],
+        serde_json::json!({"type": "RuntimeDefault"})
     );
+
+    let overlay = deploy().join("kustomize/localhost-seccomp");
+    let kustomization = &documents(&overlay.join("kustomization.yaml"))[0];
+    assert_eq!(
+        kustomization["resources"],
+        serde_json::json!(["../base", "seccompprofile.yaml"])
+    );
+    let patch_file = kustomization["patches"][0]["path"].as_str().unwrap();
+    let patch = &documents(&overlay.join(patch_file))[0];
+    assert_eq!(patch["kind"], "DaemonSet");
+    assert_eq!(patch["metadata"]["name"], daemonset["metadata"]["name"]);
+    let patched = &patch["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(patched["name"], container["name"]);
+    let profile_ref = &patched["securityContext"]["seccompProfile"];
+    assert_eq!(profile_ref["type"], "Localhost");
+
+    let operator = &documents(&overlay.join("seccompprofile.yaml"))[0];
+    assert_eq!(
+        operator["apiVersion"],
+        "security-profiles-operator.x-k8s.io/v1beta1"
+    );
+    assert_eq!(operator["kind"], "SeccompProfile");
+    // The operator (v0.9.0 and later: cluster-scoped) writes it to operator/<name>.json.
+    assert_eq!(
+        profile_ref["localhostProfile"],
+        format!(
+            "operator/{}.json",
+            operator["metadata"]["name"].as_str().unwrap()
+        )
+    );
+    let text = std::fs::read_to_string(deploy().join("seccomp/watchdog.json")).unwrap();
+    let profile: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for key in ["defaultAction", "architectures", "syscalls"] {
+        assert_eq!(
+            operator["spec"][key], profile[key],
+            "{key}: run `cargo xtask seccomp` after editing deploy/seccomp/watchdog.json"
+        );
+    }
+    // Narrow: everything not named is refused, and the daemon's two privileged calls are
+    // named (the kernel still checks CAP_BPF and CAP_PERFMON).
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(
+        profile["architectures"],
+        serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"])
+    );
+    let allowed: Vec<&str> = profile["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rule| rule["action"] == "SCMP_ACT_ALLOW")
+        .flat_map(|rule| rule["names"].as_array().unwrap())
+        .map(|name| name.as_str().unwrap())
+        .collect();
+    for needed in ["bpf", "perf_event_open"] {
+        assert!(allowed.contains(&needed), "{needed} is not allowed");
+    }
+    for refused in [
+        "mount",
+        "ptrace",
+        "kexec_load",
+        "init_module",
+        "setns",
+        "unshare",
+    ] {
+        assert!(!allowed.contains(&refused), "{refused} is allowed");
+    }
 }
 
 /// The DaemonSet's added capabilities, as the manifest names them (`BPF`, …).
