@@ -356,7 +356,7 @@ mod tests {
         };
         for label_netns in [false, true] {
             let metrics = Metrics::new();
-            metrics.set_reading(&reading, label_netns, 20, None);
+            metrics.set_reading(&reading, label_netns, 20, None, None);
             let text = metrics.encode();
             let all = series(&text);
             let unique: BTreeSet<&str> = all.iter().copied().collect();
