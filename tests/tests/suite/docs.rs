@@ -485,8 +485,11 @@ fn default_config_keys() -> (
     let mut section = String::new();
     let key_of = |line: &str| -> Option<String> {
         let (key, _) = line.split_once(" = ")?;
-        (!key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-            .then(|| key.to_owned())
+        (!key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .then(|| key.to_owned())
     };
     for line in watchdog::config::DEFAULT_CONFIG.lines() {
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
