@@ -743,26 +743,6 @@ impl Drop for Containerd {
     }
 }
 
-/// The host's bounding set holds capability `name` (a runtime cannot grant one it lacks).
-fn host_has(name: &str) -> bool {
-    let bit = match name {
-        "CAP_NET_ADMIN" => 12,
-        "CAP_SYS_PTRACE" => 19,
-        "CAP_SYS_ADMIN" => 21,
-        "CAP_SYS_RESOURCE" => 24,
-        "CAP_PERFMON" => 38,
-        "CAP_BPF" => 39,
-        other => panic!("{other}: add its number"),
-    };
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let bounding = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))
-        .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
-        .unwrap();
-    bounding >> bit & 1 == 1
-}
-
 /// The node without a registry: a real containerd imports the saved archive the way
 /// `k3s ctr images import` does (the same `ctr`), names it as the DaemonSet does, lists
 /// both architectures, generates for the DaemonSet's capabilities exactly the
@@ -842,15 +822,13 @@ fn containerd_imports_the_saved_archive_and_runs_it_under_its_own_runtime_defaul
         );
     }
 
-    // Run it so: the host's bounding set may lack a capability (this machine's lacks
-    // CAP_SYS_RESOURCE, needed only before Linux 5.11), which no runtime can grant.
-    let grantable: Vec<String> = wanted.iter().filter(|c| host_has(c)).cloned().collect();
+    // Run it so, with exactly those capabilities.
     let node = NetNs::new("wd-img-ctr");
     let config = TempDir::new("image-ctr-config");
     std::fs::write(config.path().join("config.toml"), &spec.config).unwrap();
     let log = config.path().join("daemon.log");
     let mut run = vec!["run".to_owned(), "--detach".into(), "--seccomp".into()];
-    run.extend(caps(&grantable));
+    run.extend(caps(&wanted));
     if spec.read_only {
         run.push("--read-only".into());
     }
