@@ -538,7 +538,21 @@ impl Render {
                 }
             }
             Some(Loaded::Port(what)) if value.len() == 2 => {
-                format!("{what} {op}{}", u16::from_be_bytes([value[0], value[1]]))
+                let port = u16::from_be_bytes([value[0], value[1]]);
+                // `th dport 1000-2000` compiles to `>= 1000` then `<= 2000` on one register.
+                let low = self.words.last().and_then(|last| {
+                    last.strip_prefix(what)?
+                        .strip_prefix(" >= ")?
+                        .parse::<u16>()
+                        .ok()
+                });
+                match low {
+                    Some(low) if op == "<= " => {
+                        self.words.pop();
+                        format!("{what} {low}-{port}")
+                    }
+                    _ => format!("{what} {op}{port}"),
+                }
             }
             Some(Loaded::Protocol(what)) if value.len() == 1 => {
                 format!("{what} {op}{}", protocol_name(value[0]))
@@ -821,6 +835,47 @@ mod tests {
         );
         assert_eq!(rule.verdict, Some(Verdict::Drop));
         assert_eq!(rule.comment.as_deref(), Some("docker"));
+    }
+
+    #[test]
+    fn a_port_range_reads_as_nft_writes_it() {
+        let port = |op: u32, port: u16| {
+            expr(
+                "cmp",
+                &[
+                    attr(1, &be32(1)),
+                    attr(2, &be32(op)),
+                    nest(3, &[attr(DATA_VALUE, &port.to_be_bytes())]),
+                ],
+            )
+        };
+        let dport = expr(
+            "payload",
+            &[
+                attr(1, &be32(1)),
+                attr(2, &be32(2)),
+                attr(3, &be32(2)),
+                attr(4, &be32(2)),
+            ],
+        );
+        let drop = expr(
+            "immediate",
+            &[
+                attr(1, &be32(0)),
+                nest(2, &[nest(DATA_VERDICT, &[attr(1, &be32(0))])]),
+            ],
+        );
+        let text = |expressions: &[Vec<u8>]| {
+            let message = nest(RULE_EXPRESSIONS, expressions);
+            rule(&Attrs::parse(&message)).text
+        };
+        // NFT_CMP_GTE 5 then NFT_CMP_LTE 3.
+        assert_eq!(
+            text(&[dport.clone(), port(5, 1000), port(3, 2000), drop.clone()]),
+            "th dport 1000-2000 drop"
+        );
+        // A bound alone stays a comparison.
+        assert_eq!(text(&[dport, port(5, 1000), drop]), "th dport >= 1000 drop");
     }
 
     #[test]
