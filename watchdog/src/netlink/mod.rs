@@ -5,12 +5,15 @@
 //! bytes). The mirror decodes what the kernel announces; repair's executor encodes what
 //! it sends. Nothing here fails: a message the model has no place for (another family,
 //! a cloned route, a proxy neighbour) or without the attributes that identify its object
-//! decodes to `None`; unknown attributes are skipped.
+//! decodes to `None`; unknown attributes are skipped. [`nftables`] is the one codec of
+//! another protocol (`NETLINK_NETFILTER`): its dump requests, their replies (where the
+//! kernel's error or a truncated message is reported) and the ruleset they make.
 
 mod address;
 mod fdb;
 mod link;
 mod neighbour;
+pub mod nftables;
 mod route;
 mod rule;
 
