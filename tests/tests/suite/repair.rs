@@ -1377,13 +1377,9 @@ fn daemon_deletes_a_departed_nodes_leftovers_and_undo_puts_them_back_exactly() {
     if !require_root("daemon_deletes_a_departed_nodes_leftovers") {
         return;
     }
-    // Three deletes against three expected objects: max_fraction 1.
-    let mut r = running(
-        "apply",
-        "2s",
-        "delete_after = \"3s\"\nmax_fraction = 1.0\n",
-        None,
-    );
+    // The default max_fraction (0.5): three deletes of the six overlay objects node 0 has
+    // (node 1's three and node 2's leftovers), though node 0 expects only three.
+    let mut r = running("apply", "2s", "delete_after = \"3s\"\n", None);
     let ns = r.lab.node(0).ns().name().to_owned();
     let stream = r.lab.udp_stream(0, 1, 20);
     let before = dump(r.lab.node(0).ns());

@@ -22,7 +22,7 @@ use crate::{
         alerts::{Alerts, SinkSpec},
         health::Health,
         http::{self, AppState},
-        metrics::Metrics,
+        metrics::{Metrics, ReadingContext},
     },
     sources::{
         Sources,
@@ -332,7 +332,13 @@ async fn detect_loop(
         pipeline.set_repair_candidates(repair.candidates());
         if let Some(mirror) = sources.mirror() {
             let (cycle, active, step) = mirror.with_snapshot(|net| {
-                metrics.set_reading(&reading, label_netns, top_n, Some(net), state.model());
+                let context = ReadingContext {
+                    label_netns,
+                    top_n,
+                    net: Some(net),
+                    nodes: state.model(),
+                };
+                metrics.set_reading(&reading, context);
                 // The peer reading moves into the sample: it is the largest map.
                 let sample = pipeline::sample(own.netns, &view, reading);
                 let sample = pipeline::without_destinations(sample, &own.sinks);
@@ -361,7 +367,13 @@ async fn detect_loop(
             metrics.set_findings(&active, &node);
             *findings.write().expect("findings lock") = active;
         } else {
-            metrics.set_reading(&reading, label_netns, top_n, None, state.model());
+            let context = ReadingContext {
+                label_netns,
+                top_n,
+                net: None,
+                nodes: state.model(),
+            };
+            metrics.set_reading(&reading, context);
         }
         metrics.set_status(&status);
         metrics.set_probes(&sources.prober().stats());

@@ -87,7 +87,9 @@ pub struct RepairConfig {
     pub journal_max_bytes: u64,
     /// What repair never touches.
     pub protect: Protect,
-    /// A plan that changes more than this fraction of the expected objects is refused.
+    /// A plan whose adds and replaces exceed this fraction of the expected objects, or
+    /// whose replaces and deletes exceed it of the overlay objects the kernel has, is
+    /// refused.
     pub max_fraction: f64,
     /// A plan with more operations than this is refused.
     pub max_ops: usize,

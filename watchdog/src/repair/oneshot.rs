@@ -57,9 +57,10 @@ pub fn render(outcome: &Outcome) -> String {
         Outcome::Planned(plan) => plan,
     };
     let mut text = format!(
-        "repair plan for dev {} ({} expected objects): {} operation(s)\n",
+        "repair plan for dev {} ({} expected objects, {} in the kernel): {} operation(s)\n",
         plan.device,
         plan.expected_objects,
+        plan.kernel_objects,
         plan.ops.len()
     );
     if let Some(why) = &plan.refused {

@@ -19,10 +19,39 @@
 //!
 //! **Guards**: no plan while the desired state is unknown (never listed, or its source
 //! failing past `desired.stale_after`), empty, or this node is not in it, or the VXLAN
-//! device is missing or down; a plan with more than `max_ops` operations or changing more
-//! than `max_fraction` of the expected objects (3 per other Node) is refused whole; an
-//! object changed `max_per_hour` times in the last hour, backing off after a rollback, in
-//! conflict with another writer, or being verified is held.
+//! device is missing or down; a plan with more than `max_ops` operations, or over the
+//! fraction guard below, is refused whole; an object changed `max_per_hour` times in the
+//! last hour, backing off after a rollback, in conflict with another writer, or being
+//! verified is held.
+//!
+//! **The fraction guard** (`max_fraction`) is there for the day the desired state is
+//! wrong (a Node list half-written or from another cluster, annotations rewritten for
+//! every Node at once): then most of the overlay looks wrong, and repairing from that
+//! picture would rewrite or remove working paths en masse. Each operation is judged
+//! against the side it acts on:
+//!
+//! - **adds and replaces** write what the Nodes say: at most `max_fraction` of the
+//!   expected objects (3 per other Node, [`Plan::expected_objects`]);
+//! - **replaces and deletes** change or remove what the kernel has: at most
+//!   `max_fraction` of the overlay objects the kernel has on the device now
+//!   ([`Plan::kernel_objects`]: the expected objects it has, right or not, plus the
+//!   leftovers no Node accounts for);
+//! - a plan that would **delete every** overlay object the kernel has is refused whatever
+//!   `max_fraction` (even 1.0): a desired state that accounts for none of them is far
+//!   more likely wrong than the whole overlay stale.
+//!
+//! Deletes used to be counted against the expected objects, which a removed Node's
+//! leftovers do not belong to: a two-node cluster that lost a third Node expects 3
+//! objects and has 3 leftovers, 100 % of 3, refused for ever at the default 0.5. Judged
+//! against the kernel's 6 objects they are 50 % and are cleaned. What the guard still
+//! catches: a desired state that makes every kernel object a leftover (100 % of what the
+//! kernel has, and the rule above), or most of them (with 0.5, the desired state must
+//! still account for at least as many of the kernel's objects as the plan deletes: at
+//! most as many Nodes leave at once as other Nodes stay). Adds do not count
+//! on the kernel's side (they change no path that exists), deletes not on the expected
+//! side (they write nothing the Nodes say). Deletes have their own evidence besides
+//! (two sightings `delete_after` apart, a fresh read, nothing answering there): the
+//! fraction is the last line, not the first.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -45,7 +74,7 @@ use crate::{
         desired::State,
         net::{Prefix, Snapshot},
     },
-    overlay::{About, Drift, Observed},
+    overlay::{About, Comparison, Drift, Observed},
 };
 
 /// An object the planner would change but does not now, and why.
@@ -68,6 +97,10 @@ pub struct Plan {
     pub device: String,
     /// How many objects the desired state expects here (3 per other Node).
     pub expected_objects: usize,
+    /// How many overlay objects the kernel has on the device now: the expected ones it
+    /// has (right or not; none counted for a Node whose objects are not compared) and
+    /// the leftovers no Node accounts for.
+    pub kernel_objects: usize,
     /// The operations, in order.
     pub ops: Vec<Op>,
     /// Objects that differ but are not changed now.
@@ -276,23 +309,76 @@ pub fn plan(inputs: &Inputs<'_>) -> Outcome {
             _ => (0, op.node.clone(), kind),
         }
     });
-    if plan.ops.len() > inputs.settings.max_ops {
-        plan.refused = Some(format!(
+    plan.kernel_objects = kernel_objects(comparison);
+    plan.refused = refusal(&plan, inputs.settings);
+    Outcome::Planned(plan)
+}
+
+/// How many overlay objects the kernel has on the device (see [`Plan::kernel_objects`]):
+/// 3 per compared Node less those missing, plus the leftovers.
+fn kernel_objects(comparison: &Comparison) -> usize {
+    let compared = comparison
+        .expected
+        .remotes
+        .iter()
+        .filter(|remote| !comparison.doubts.iter().any(|d| d.hides(&remote.node)))
+        .count();
+    let missing = comparison
+        .drifts
+        .iter()
+        .filter(|drift| matches!(drift.about, About::Member(_)) && drift.kernel.is_none())
+        .count();
+    let leftovers = comparison.drifts.iter().filter(|d| d.is_leftover()).count();
+    (compared * 3).saturating_sub(missing) + leftovers
+}
+
+/// Why the whole plan is refused, if it is: `max_ops`, then the fraction guard (see the
+/// module documentation).
+fn refusal(plan: &Plan, settings: &RepairConfig) -> Option<String> {
+    let count = |action: Action| plan.ops.iter().filter(|op| op.action == action).count();
+    let (adds, replaces, deletes) = (
+        count(Action::Add),
+        count(Action::Replace),
+        count(Action::Delete),
+    );
+    let fraction = settings.max_fraction;
+    let percent = |part: usize, whole: usize| 100.0 * part as f64 / whole.max(1) as f64;
+    if plan.ops.len() > settings.max_ops {
+        return Some(format!(
             "{} operations, more than repair.max_ops = {}",
             plan.ops.len(),
-            inputs.settings.max_ops
-        ));
-    } else if plan.ops.len() as f64 > inputs.settings.max_fraction * plan.expected_objects as f64 {
-        plan.refused = Some(format!(
-            "{} operations would change {:.0} % of the {} expected objects, more than \
-             repair.max_fraction = {} %",
-            plan.ops.len(),
-            100.0 * plan.ops.len() as f64 / plan.expected_objects as f64,
-            plan.expected_objects,
-            100.0 * inputs.settings.max_fraction
+            settings.max_ops
         ));
     }
-    Outcome::Planned(plan)
+    if deletes > 0 && deletes >= plan.kernel_objects {
+        return Some(format!(
+            "{deletes} deletes would remove every one of the {} overlay objects the kernel \
+             has: the desired state accounts for none of them, which is more likely wrong \
+             than the whole overlay stale (refused whatever repair.max_fraction)",
+            plan.kernel_objects
+        ));
+    }
+    let writes = adds + replaces;
+    if writes as f64 > fraction * plan.expected_objects as f64 {
+        return Some(format!(
+            "{writes} adds and replaces would change {:.0} % of the {} expected objects, \
+             more than repair.max_fraction = {} %",
+            percent(writes, plan.expected_objects),
+            plan.expected_objects,
+            100.0 * fraction
+        ));
+    }
+    let changes = replaces + deletes;
+    if changes as f64 > fraction * plan.kernel_objects as f64 {
+        return Some(format!(
+            "{changes} replaces and deletes would change {:.0} % of the {} overlay objects \
+             the kernel has, more than repair.max_fraction = {} %",
+            percent(changes, plan.kernel_objects),
+            plan.kernel_objects,
+            100.0 * fraction
+        ));
+    }
+    None
 }
 
 /// Why nothing is planned for a drift yet.

@@ -702,6 +702,112 @@ fn leftovers_are_deleted_only_after_two_observations_a_fresh_read_and_silence() 
     );
 }
 
+/// `world` with its leftovers seen `delete_after` ago and nothing answering: deletes are
+/// planned now.
+fn leftovers_seen_long_ago(mut world: World) -> World {
+    let t0 = world.now;
+    world.history.observe_deletable(&world.plan().deletable, t0);
+    world.now = t0 + world.settings.delete_after + Duration::from_secs(1);
+    world
+}
+
+#[test]
+fn a_small_cluster_cleans_a_removed_nodes_leftovers_at_the_default_fraction() {
+    // node-0 and node-1 stay, node-2 left: 3 expected objects, 3 leftovers. Deletes are
+    // judged against the 6 objects the kernel has (50 %), not the 3 expected (100 %).
+    let mut world = World::new(node0());
+    world.model = model((0..=1).map(member));
+    let world = leftovers_seen_long_ago(world);
+    assert_eq!(world.settings.max_fraction, 0.5, "the default");
+    let plan = world.plan();
+    assert_eq!(plan.expected_objects, 3);
+    assert_eq!(plan.kernel_objects, 6);
+    assert_eq!(plan.refused, None);
+    assert_eq!(
+        commands(&plan),
+        [
+            "ip route del 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink proto boot table main",
+            "ip neigh del 10.244.2.0 dev flannel.1",
+            "bridge fdb del 02:fa:00:00:00:02 dev flannel.1 dst 192.168.77.12 self",
+        ]
+    );
+    // One Node more gone at once (only node-1's objects accounted for: 3 of 9 kept) is
+    // more than half of what the kernel has.
+    let mut net = node0();
+    net.apply(Update::NewRoute(flannel_route(3)));
+    net.apply(Update::NewNeighbour(neighbour(3)));
+    net.apply(Update::NewFdb(fdb(3, "192.168.77.13")));
+    let mut world = World::new(net);
+    world.model = model((0..=1).map(member));
+    let plan = leftovers_seen_long_ago(world).plan();
+    assert_eq!((plan.ops.len(), plan.kernel_objects), (6, 9));
+    assert_eq!(
+        plan.refused.as_deref(),
+        Some(
+            "6 replaces and deletes would change 67 % of the 9 overlay objects the kernel \
+             has, more than repair.max_fraction = 50 %"
+        )
+    );
+}
+
+#[test]
+fn a_desired_state_that_makes_every_kernel_object_a_leftover_is_refused() {
+    // The Nodes are node-0 and two Nodes the kernel knows nothing of (another cluster's
+    // list): every object on flannel.1 is a leftover, and nothing of them is deleted,
+    // whatever max_fraction.
+    let mut world = World::new(node0());
+    world.model = model([member(0), member(5), member(6)]);
+    let mut world = leftovers_seen_long_ago(world);
+    for fraction in [0.5, 1.0] {
+        world.settings.max_fraction = fraction;
+        let plan = world.plan();
+        let deletes = plan
+            .ops
+            .iter()
+            .filter(|op| op.action == Action::Delete)
+            .count();
+        assert_eq!(
+            (deletes, plan.kernel_objects),
+            (6, 6),
+            "{:?}",
+            commands(&plan)
+        );
+        assert_eq!(
+            plan.refused.as_deref(),
+            Some(
+                "6 deletes would remove every one of the 6 overlay objects the kernel has: \
+                 the desired state accounts for none of them, which is more likely wrong \
+                 than the whole overlay stale (refused whatever repair.max_fraction)"
+            )
+        );
+    }
+}
+
+#[test]
+fn adds_and_replaces_are_still_judged_against_the_expected_objects() {
+    // A two-node cluster: node-1's FDB entry repointed and its neighbour gone is 2 of 3
+    // expected objects, refused at 0.5, however many objects the kernel has (node-2's 3
+    // leftovers too, not yet deletable: 5 in all).
+    let mut net = node0();
+    net.apply(Update::NewFdb(fdb(1, "192.168.77.99")));
+    net.apply(Update::DelNeighbour(neighbour(1)));
+    let mut world = World::new(net);
+    world.model = model((0..=1).map(member));
+    let plan = world.plan();
+    assert_eq!((plan.expected_objects, plan.kernel_objects), (3, 5));
+    assert_eq!(
+        plan.refused.as_deref(),
+        Some(
+            "2 adds and replaces would change 67 % of the 3 expected objects, more than \
+             repair.max_fraction = 50 %"
+        )
+    );
+    // One of them alone is within the fraction.
+    world.net.apply(Update::NewNeighbour(neighbour(1)));
+    assert_eq!(world.plan().refused, None);
+    assert_eq!(world.plan().ops.len(), 1);
+}
+
 #[test]
 fn adds_and_replaces_come_before_deletes() {
     let mut world = leftover_world();

@@ -206,19 +206,16 @@ impl Metrics {
         self.namespaces_untracked.inc_by(more);
     }
 
-    /// Publishes a reading of the kernel counters: drops (namespaces labelled when
-    /// `label_netns`), the `top_n` busiest peers with their interfaces named from `net`
-    /// (the mirror's snapshot; by index without it) and their Node from `nodes` (the
-    /// desired state, when known), the `top_n` worst TCP destinations, and the failed map
-    /// reads.
-    pub fn set_reading(
-        &self,
-        reading: &Reading,
-        label_netns: bool,
-        top_n: usize,
-        net: Option<&Snapshot>,
-        nodes: Option<&Model>,
-    ) {
+    /// Publishes a reading of the kernel counters as `context` says: drops, the busiest
+    /// peers with their interfaces and Nodes named, the worst TCP destinations, and the
+    /// failed map reads.
+    pub fn set_reading(&self, reading: &Reading, context: ReadingContext<'_>) {
+        let ReadingContext {
+            label_netns,
+            top_n,
+            net,
+            nodes,
+        } = context;
         self.map_read_errors.inc_by(reading.failed_reads);
         if let Some(drops) = &reading.drops {
             self.set_drops(drops, label_netns, top_n);
@@ -257,6 +254,19 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+/// What a reading is published with ([`Metrics::set_reading`]).
+#[derive(Clone, Copy, Default)]
+pub struct ReadingContext<'a> {
+    /// Label drops with their network namespace.
+    pub label_netns: bool,
+    /// How many of the busiest peers and of the worst TCP destinations get series.
+    pub top_n: usize,
+    /// The mirror's snapshot, to name a peer's interface (by index without it).
+    pub net: Option<&'a Snapshot>,
+    /// The desired state, to name a peer's Node (when known).
+    pub nodes: Option<&'a Model>,
 }
 
 /// The Node an address belongs to: a member's VTEP (`public-ip`) or an address in its pod
@@ -356,7 +366,14 @@ mod tests {
         };
         for label_netns in [false, true] {
             let metrics = Metrics::new();
-            metrics.set_reading(&reading, label_netns, 20, None, None);
+            metrics.set_reading(
+                &reading,
+                ReadingContext {
+                    label_netns,
+                    top_n: 20,
+                    ..ReadingContext::default()
+                },
+            );
             let text = metrics.encode();
             let all = series(&text);
             let unique: BTreeSet<&str> = all.iter().copied().collect();
