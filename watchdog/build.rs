@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
     // it to the nested `cargo build` of the eBPF crate.
     unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".to_owned());
+    share_ebpf_target_dir();
     let package = aya_build::Package {
         name: "watchdog-ebpf",
         root_dir: "../watchdog-ebpf",
@@ -27,6 +28,49 @@ fn main() -> anyhow::Result<()> {
     };
     aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))
         .context("building the eBPF programs (watchdog-ebpf) failed")
+}
+
+/// Lets every build of this crate (dev, test, release, clippy's check, each target) share one
+/// target directory for the nested eBPF build, `<target>/ebpf/<arch>`: aya-build puts it in
+/// OUT_DIR (`OUT_DIR/aya-build/target/watchdog-ebpf`), which is new for each profile and
+/// target, so each of them compiled `core` and the programs again (30–90 s each, five times
+/// in a CI run). The nested cargo locks the shared directory and rebuilds it when the eBPF
+/// sources change; one directory per architecture, as the programs' cfg differs.
+/// Without a cargo target directory above OUT_DIR (no `CACHEDIR.TAG`), aya-build's default.
+fn share_ebpf_target_dir() {
+    let (Some(out_dir), Some(arch)) = (
+        std::env::var_os("OUT_DIR"),
+        std::env::var_os("CARGO_CFG_TARGET_ARCH"),
+    ) else {
+        return;
+    };
+    let out_dir = std::path::PathBuf::from(out_dir);
+    let Some(target_dir) = out_dir
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+    else {
+        return;
+    };
+    let shared = target_dir.join("ebpf").join(arch);
+    // aya-build 0.2's layout: `OUT_DIR/aya-build/target/<package>`.
+    let link = out_dir.join("aya-build/target/watchdog-ebpf");
+    if std::fs::read_link(&link).is_ok_and(|to| to == shared) {
+        return;
+    }
+    if link.is_dir() && !link.is_symlink() {
+        let _ = std::fs::remove_dir_all(&link);
+    } else {
+        let _ = std::fs::remove_file(&link);
+    }
+    let made = std::fs::create_dir_all(&shared)
+        .and_then(|()| std::fs::create_dir_all(link.parent().expect("a parent")))
+        .and_then(|()| std::os::unix::fs::symlink(&shared, &link));
+    if let Err(err) = made {
+        println!(
+            "cargo:warning=cannot share the eBPF build at {}: {err}; building in OUT_DIR",
+            shared.display()
+        );
+    }
 }
 
 /// `cargo install` puts bpf-linker in $CARGO_HOME/bin, which a bare PATH may lack.

@@ -117,6 +117,42 @@ impl Drop for TempDir {
     }
 }
 
+/// `cargo` (the one that ran us, `$CARGO`, else from PATH) without the variables cargo
+/// sets for the package it runs (`CARGO_PKG_*`, `CARGO_MANIFEST_*`, `OUT_DIR`, …): a
+/// dependency's build script may ask to rerun when one of them changes (ring's does, for
+/// `CARGO_PKG_NAME` and `CARGO_MANIFEST_DIR`), and cargo compares them as it finds them in
+/// its own environment. A build started from a test (`watchdog-tests`) or from xtask then
+/// recompiled ring and all that depends on it (rustls, kube, the daemon) that the build
+/// before had just made, and the next build from a shell did it once more.
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if is_package_variable(name) {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Whether cargo sets `name` for the package it builds, runs or tests (not configuration:
+/// `CARGO_HOME`, `CARGO_TARGET_DIR`, `CARGO_BUILD_JOBS`, … stay).
+fn is_package_variable(name: &str) -> bool {
+    [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_BIN_EXE_",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
+        || name == "OUT_DIR"
+}
+
 /// The daemon binary: `WATCHDOG_BIN` if set, else built (once per process) with
 /// `cargo build --workspace`: the features `cargo test --workspace` resolves, so under it
 /// the build reuses the test build's dependencies (with `--package watchdog` it compiled a
@@ -128,8 +164,7 @@ pub fn daemon_binary() -> PathBuf {
             if let Some(path) = std::env::var_os("WATCHDOG_BIN") {
                 return PathBuf::from(path);
             }
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let output = Command::new(cargo)
+            let output = cargo()
                 .args([
                     "build",
                     "--workspace",

@@ -60,6 +60,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The release builds the lab tests need (both daemons, the guest helpers); `test`
+    /// starts it in the background.
+    #[command(hide = true)]
+    Prebuild,
     /// Boot Debian's kernels (5.10 x86_64, 6.1 arm64, 6.12 arm64 16K pages) under qemu with
     /// the daemon in an initramfs; print what each measured. `tests/tests/suite/kernels.rs`
     /// asserts on the results.
@@ -132,15 +136,21 @@ fn main() -> anyhow::Result<()> {
             let mut command = util::cargo();
             command
                 .args(["test", "--workspace", "--no-fail-fast"])
-                .args(args);
+                .args(&args);
             if skip_kernels {
                 command.env("WATCHDOG_SKIP_KERNELS", "1");
             }
             if std::env::var_os("RUST_TEST_THREADS").is_none() {
                 command.env("RUST_TEST_THREADS", test::THREADS);
             }
-            test::run(command)
+            let prebuild = if test::runs_everything(&args) {
+                Some(test::Prebuild::start()?)
+            } else {
+                None
+            };
+            test::run(command, prebuild)
         }
+        Task::Prebuild => test::prebuild(),
         Task::Image {
             arch,
             name,

@@ -4,12 +4,16 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    process::Command,
+    os::unix::process::CommandExt as _,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+
+use crate::kernels::Arch;
 
 /// Tests run at once in each binary (`RUST_TEST_THREADS`, unless set): the lab tests
 /// mostly wait (their daemons' cycles, traffic, polls), and the kernel matrix and the
@@ -37,9 +41,119 @@ struct Outcome {
     time: String,
 }
 
+/// The release builds the suite's lab tests make (`cargo xtask build --target aarch64-…`,
+/// `cargo xtask image`, `cargo xtask kernels`) and the memory bench after it, in the order
+/// the suite reaches them. `cargo xtask prebuild` runs them; the tests' own builds then find
+/// them done (the same commands through the same functions, so the same fingerprints).
+pub fn prebuild() -> anyhow::Result<()> {
+    for arch in [Arch::Arm64, Arch::Amd64] {
+        crate::setup::build_tools(arch.rust_target())?;
+        crate::util::build_release(arch.rust_target())?;
+    }
+    for (arch, helper) in [
+        (Arch::Amd64, "kernel_guest"),
+        (Arch::Arm64, "kernel_guest"),
+        (Arch::Amd64, "memory_guest"),
+    ] {
+        crate::kernels::build_helper(arch, helper)?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask prebuild` started beside `cargo test`: while cargo builds the test profile
+/// it runs at the lowest priority (on the cycles that build leaves idle: its serial
+/// stretches, linking, the eBPF object); once the tests run, at normal priority, so the
+/// release builds are done or well on their way when the first lab test needs one. Before,
+/// the suite's image and deploy tests started them minutes into the run and all its
+/// threads then waited on the 9-minute build with the machine otherwise idle.
+pub struct Prebuild {
+    child: Child,
+    /// Its process group (its own pid): the cargo and rustc processes it starts are in it.
+    group: u32,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl Prebuild {
+    pub fn start() -> anyhow::Result<Self> {
+        let log = crate::util::root().join("target/xtask-prebuild.log");
+        std::fs::create_dir_all(log.parent().expect("target/")).context("target/")?;
+        let file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let mut command = Command::new(std::env::current_exe().context("current_exe")?);
+        command
+            .arg("prebuild")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().context("dup")?)
+            .stderr(file)
+            .process_group(0);
+        // SAFETY: setpriority is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {command:?}"))?;
+        let group = child.id();
+        eprintln!(
+            "xtask: release builds for the lab tests started in the background (log: {})",
+            log.display()
+        );
+        Ok(Self {
+            child,
+            group,
+            log,
+            started: Instant::now(),
+        })
+    }
+
+    /// Normal priority for the whole group (root may raise a priority; otherwise it stays
+    /// low, which only makes it slower).
+    fn renice(group: u32) {
+        // SAFETY: plain system call on a process group we started.
+        unsafe { libc::setpriority(libc::PRIO_PGRP, group, 0) };
+    }
+
+    /// Waits for it (stops it first when `stop`: cargo test failed and nothing will use
+    /// it); its one summary line, or an error with the log's end.
+    fn finish(mut self, stop: bool) -> anyhow::Result<String> {
+        if stop && self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: a signal to the process group we started (its own pid).
+            unsafe { libc::kill(-(self.group as libc::pid_t), libc::SIGTERM) };
+        }
+        let status = self.child.wait().context("waiting for the prebuild")?;
+        let line = format!(
+            "  {:<6} {:<52} {:>34.0?}",
+            if status.success() { "ok" } else { "FAILED" },
+            "release builds for the lab tests (background)",
+            self.started.elapsed()
+        );
+        if !status.success() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            bail!(
+                "{line}\n`cargo xtask prebuild` failed ({status}); the end of {}:\n{tail}",
+                self.log.display()
+            );
+        }
+        Ok(line)
+    }
+}
+
+/// Whether `cargo test` with these arguments runs the whole suite (no filter, no package
+/// or test selection): only then are the release builds worth starting.
+pub fn runs_everything(args: &[String]) -> bool {
+    args.iter().all(|arg| arg.starts_with('-'))
+}
+
 /// Runs `command` (a `cargo test`), echoing every line, and prints the summary; fails when
-/// cargo does.
-pub fn run(mut command: Command) -> anyhow::Result<()> {
+/// cargo does. With `prebuild`, raises its priority when the first test binary runs and
+/// waits for it at the end.
+pub fn run(mut command: Command, prebuild: Option<Prebuild>) -> anyhow::Result<()> {
     let (reader, writer) = std::io::pipe().context("pipe")?;
     command
         .stdout(writer.try_clone().context("pipe")?)
@@ -51,16 +165,20 @@ pub fn run(mut command: Command) -> anyhow::Result<()> {
     // Our copies of the writing end go: the pipe ends when cargo and what it ran exit.
     drop(command);
     let binaries = Arc::new(Mutex::new(Vec::new()));
+    let mut low_priority = prebuild.as_ref().map(|p| p.group);
     let echo = std::thread::spawn({
         let binaries = binaries.clone();
         move || {
             let mut out = std::io::stdout().lock();
             for line in BufReader::new(reader).lines().map_while(Result::ok) {
                 let _ = writeln!(out, "{line}");
-                parse(
-                    &line,
-                    &mut binaries.lock().unwrap_or_else(PoisonError::into_inner),
-                );
+                let mut binaries = binaries.lock().unwrap_or_else(PoisonError::into_inner);
+                parse(&line, &mut binaries);
+                if !binaries.is_empty()
+                    && let Some(group) = low_priority.take()
+                {
+                    Prebuild::renice(group);
+                }
             }
         }
     });
@@ -70,6 +188,7 @@ pub fn run(mut command: Command) -> anyhow::Result<()> {
     while !echo.is_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
+    let prebuilt = prebuild.map(|p| p.finish(!status.success()));
     let binaries = binaries.lock().unwrap_or_else(PoisonError::into_inner);
     println!(
         "\ncargo xtask test: {} test binaries, {:.0?} in all",
@@ -79,9 +198,14 @@ pub fn run(mut command: Command) -> anyhow::Result<()> {
     for binary in binaries.iter() {
         println!("{}", summary_line(binary));
     }
+    let prebuilt = prebuilt.transpose();
+    if let Ok(Some(line)) = &prebuilt {
+        println!("{line}");
+    }
     if !status.success() {
         bail!("cargo test failed ({status})");
     }
+    prebuilt?;
     Ok(())
 }
 

@@ -15,9 +15,11 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
-/// `cargo` as invoked us, run from the workspace root.
+/// `cargo` as invoked us, run from the workspace root, without the package variables
+/// `cargo run` set for xtask (see [`watchdog_tests::cargo`]: a build from here and one from
+/// a shell or a test then see the same environment and share their artifacts).
 pub fn cargo() -> Command {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut command = watchdog_tests::cargo();
     command.current_dir(root());
     command
 }

@@ -391,8 +391,7 @@ fn the_aarch64_binary_runs_under_qemu_user() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = "aarch64-unknown-linux-gnu";
     // The README's Raspberry Pi build command.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let (ok, text) = run(Command::new(cargo)
+    let (ok, text) = run(watchdog_tests::cargo()
         .current_dir(&root)
         .args(["xtask", "build", "--target", target]));
     assert!(

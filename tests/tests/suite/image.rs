@@ -68,8 +68,7 @@ fn build() -> &'static Built {
         let registry = Registry::start();
         let archive = root().join("target/image-test/watchdog.tar");
         let destination = format!("{}/watchdog:{VERSION}", registry.address);
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
+        let status = watchdog_tests::cargo()
             .current_dir(root())
             .args(["xtask", "image", "--name", &image_name(), "--save"])
             .arg(&archive)

@@ -7,7 +7,7 @@
 //! `WATCHDOG_SKIP_KERNELS=1` or `cargo xtask test --skip-kernels` (not under CI, where a
 //! skip fails).
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use serde_json::Value;
 use watchdog_tests::{
@@ -25,8 +25,7 @@ fn daemon_works_on_debian_kernels_booted_under_qemu() {
     let dir = TempDir::new("kernels");
     let results_path = dir.path().join("results.json");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
+    let status = watchdog_tests::cargo()
         .current_dir(root)
         .args(["xtask", "kernels", "--results"])
         .arg(&results_path)
