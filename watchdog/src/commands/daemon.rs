@@ -405,24 +405,30 @@ fn publish_repair(step: Step, metrics: &Metrics, alerts: &mut Alerts) {
     }
 }
 
+/// The message of a fired finding's log line: its subject and evidence.
+pub(super) fn fired_message(finding: &crate::findings::Finding) -> String {
+    let evidence: Vec<String> = finding
+        .candidate
+        .evidence
+        .iter()
+        .map(|e| format!("{}={}", e.name, e.value))
+        .collect();
+    format!(
+        "finding: {} [{}]",
+        finding.candidate.subject,
+        evidence.join("; ")
+    )
+}
+
 fn log_changes(changes: &[Change]) {
     for change in changes {
         match change {
-            Change::Fired(finding) => {
-                let evidence: Vec<String> = finding
-                    .candidate
-                    .evidence
-                    .iter()
-                    .map(|e| format!("{}={}", e.name, e.value))
-                    .collect();
-                tracing::warn!(
-                    kind = finding.candidate.kind.as_str(),
-                    severity = finding.candidate.severity.as_str(),
-                    "finding: {} [{}]",
-                    finding.candidate.subject,
-                    evidence.join("; ")
-                );
-            }
+            Change::Fired(finding) => tracing::warn!(
+                kind = finding.candidate.kind.as_str(),
+                severity = finding.candidate.severity.as_str(),
+                "{}",
+                fired_message(finding)
+            ),
             Change::Resolved(finding) => tracing::info!(
                 kind = finding.candidate.kind.as_str(),
                 "resolved: {}",
