@@ -55,6 +55,9 @@ const PYTHON_TOOLS: &[(&str, &str)] = &[
 /// The bpf-linker release known to work with the pinned aya and rustc 1.95 (LLVM 22).
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// The cargo-deny release `.ci/run` checks licences, bans and sources with (deny.toml).
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
 /// Debian's cross toolchain for the Raspberry Pi build: gcc and the arm64 C library it
 /// links against (only recommended by gcc, and we install without recommends).
 const AARCH64_LINKER_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
@@ -72,7 +75,27 @@ pub fn run() -> anyhow::Result<()> {
     tracefs()?;
     // The aarch64 linker packages were among the packages above.
     build_tools(None)?;
-    rust_target(AARCH64)
+    rust_target(AARCH64)?;
+    cargo_deny()
+}
+
+/// Installs cargo-deny from crates.io when it is missing or another release (several
+/// minutes of compiling, once).
+fn cargo_deny() -> anyhow::Result<()> {
+    let current = Command::new("cargo").args(["deny", "--version"]).output();
+    if let Ok(out) = &current
+        && out.status.success()
+        && String::from_utf8_lossy(&out.stdout).contains(CARGO_DENY_VERSION)
+    {
+        eprintln!("setup: cargo-deny {CARGO_DENY_VERSION} present");
+        return Ok(());
+    }
+    eprintln!("setup: building cargo-deny {CARGO_DENY_VERSION} (several minutes, once)");
+    status(
+        Command::new("cargo")
+            .args(["install", "cargo-deny", "--locked", "--force", "--version"])
+            .arg(CARGO_DENY_VERSION),
+    )
 }
 
 /// Where the kernel's tracepoints are read (the daemon mounts it itself when missing; the

@@ -594,3 +594,93 @@ fn the_systemd_unit_verifies_and_is_as_tight_as_the_daemonset() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.trim().is_empty(), "warnings: {stderr}");
 }
+
+/// The mtls overlay: the base's config with the `[http]` TLS keys added, naming files in
+/// the Secret the DaemonSet mounts read-only; the ServiceMonitor scrapes https with a
+/// client certificate; nothing else changes (capabilities, probes on the plain health
+/// port). The scrape itself over mTLS by a real Prometheus: http.rs.
+#[test]
+fn the_mtls_overlay_requires_client_certificates_and_the_servicemonitor_presents_one() {
+    let (ok, text) = run(Command::new("kubectl")
+        .arg("kustomize")
+        .arg(deploy().join("kustomize/mtls")));
+    assert!(ok, "{text}");
+    let built: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let of = |kind: &str| built.iter().find(|doc| doc["kind"] == kind).unwrap();
+    let resources = resources();
+
+    let base_config = find(&resources, "ConfigMap")["data"]["config.toml"]
+        .as_str()
+        .unwrap();
+    let config = of("ConfigMap")["data"]["config.toml"].as_str().unwrap();
+    let added = config
+        .strip_prefix(base_config)
+        .expect("the overlay's config.toml starts with the base's, unchanged");
+    let dir = TempDir::new("watchdog-deploy-mtls");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let parsed = watchdog::config::Config::load(Some(&path)).unwrap();
+    let http = &parsed.http;
+    for file in [
+        &http.tls_cert_file,
+        &http.tls_key_file,
+        &http.client_ca_file,
+    ] {
+        assert!(
+            file.starts_with("/etc/watchdog-tls"),
+            "{file:?} outside the Secret's mount; added:\n{added}"
+        );
+    }
+
+    let daemonset = of("DaemonSet");
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/watchdog-tls")
+        .expect("the TLS Secret mounted");
+    assert_eq!(mount["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["secret"]["secretName"], "watchdog-tls");
+    let base_set = find(&resources, "DaemonSet");
+    assert_eq!(
+        daemonset_capabilities(daemonset),
+        daemonset_capabilities(base_set)
+    );
+    assert_eq!(
+        pod["volumes"].as_array().unwrap().len(),
+        base_set["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .len()
+            + 1
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "health");
+
+    let endpoint = &of("ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    let tls = &endpoint["tlsConfig"];
+    assert_eq!(tls["serverName"], "watchdog");
+    for secret in [
+        &tls["ca"]["secret"],
+        &tls["cert"]["secret"],
+        &tls["keySecret"],
+    ] {
+        assert_eq!(secret["name"], "watchdog-scrape-tls", "{tls}");
+    }
+    assert_eq!(
+        [
+            &tls["ca"]["secret"]["key"],
+            &tls["cert"]["secret"]["key"],
+            &tls["keySecret"]["key"]
+        ],
+        ["ca.crt", "tls.crt", "tls.key"]
+    );
+}

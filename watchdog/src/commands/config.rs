@@ -14,13 +14,15 @@ pub fn default() -> ExitCode {
 }
 
 /// Checks `file` exactly as `watchdog run` does before it attaches anything (the file,
-/// then every alert sink's URL and secret read from their files and environment) and
+/// then every alert sink's URL and secret read from their files and environment, the
+/// API's TLS certificate, key and client CA) and
 /// prints the effective configuration; exit 1 if `run` would refuse it.
 pub fn check(file: &Path) -> ExitCode {
     let judged = Config::load(Some(file))
         .map_err(anyhow::Error::from)
         .and_then(|config| {
             judge(&config)?;
+            crate::sinks::server_tls::server_config(&config.http)?;
             Ok(config)
         });
     match judged {

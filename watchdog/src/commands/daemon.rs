@@ -57,6 +57,9 @@ pub enum DaemonError {
     /// An alert sink's URL or secret cannot be used.
     #[error("alert sinks: {0}")]
     Alerts(#[from] AlertsConfigError),
+    /// The API's TLS certificate, key or client CA cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::sinks::server_tls::ServerTlsError),
     /// The desired-state source cannot be configured.
     #[error("desired state: {0}")]
     Desired(#[from] DesiredError),
@@ -123,6 +126,7 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     // Secrets and URLs first: a missing file is an error before anything attaches.
     let sinks = super::config::judge(&config)?;
+    let tls = crate::sinks::server_tls::server_config(&config.http)?;
     let own_netns = prepare_for(caps::Needs {
         net_admin: config.probes.peers || config.repair.mode == crate::config::repair::Mode::Apply,
     })?;
@@ -174,13 +178,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             node: node.as_str().into(),
             repairs: repairs.clone(),
         },
-        config.http,
+        config.http.clone(),
+        tls.clone(),
         async move {
             let _ = http_stopped.await;
         },
     ));
     tracing::info!(
         listen = %config.listen,
+        tls = match &tls {
+            None => "off",
+            Some(_) if config.http.client_ca_file.as_os_str().is_empty() => "on",
+            Some(_) => "on, client certificates required",
+        },
         netns = own_netns,
         version = env!("CARGO_PKG_VERSION"),
         "serving /metrics, /healthz, /readyz, /api/v1/findings and /api/v1/repairs"
@@ -407,24 +417,30 @@ fn publish_repair(step: Step, metrics: &Metrics, alerts: &mut Alerts) {
     }
 }
 
+/// The message of a fired finding's log line: its subject and evidence.
+pub(super) fn fired_message(finding: &crate::findings::Finding) -> String {
+    let evidence: Vec<String> = finding
+        .candidate
+        .evidence
+        .iter()
+        .map(|e| format!("{}={}", e.name, e.value))
+        .collect();
+    format!(
+        "finding: {} [{}]",
+        finding.candidate.subject,
+        evidence.join("; ")
+    )
+}
+
 fn log_changes(changes: &[Change]) {
     for change in changes {
         match change {
-            Change::Fired(finding) => {
-                let evidence: Vec<String> = finding
-                    .candidate
-                    .evidence
-                    .iter()
-                    .map(|e| format!("{}={}", e.name, e.value))
-                    .collect();
-                tracing::warn!(
-                    kind = finding.candidate.kind.as_str(),
-                    severity = finding.candidate.severity.as_str(),
-                    "finding: {} [{}]",
-                    finding.candidate.subject,
-                    evidence.join("; ")
-                );
-            }
+            Change::Fired(finding) => tracing::warn!(
+                kind = finding.candidate.kind.as_str(),
+                severity = finding.candidate.severity.as_str(),
+                "{}",
+                fired_message(finding)
+            ),
             Change::Resolved(finding) => tracing::info!(
                 kind = finding.candidate.kind.as_str(),
                 "resolved: {}",

@@ -235,6 +235,128 @@ mod tests {
         );
     }
 
+    /// A Node that patched itself hostile (control characters, a Slack mention, a link, a
+    /// forged log line, 10 kB values) read as the daemon reads a NodeList, judged by the
+    /// real stale-annotation detector: its findings' subject and evidence, the daemon's
+    /// log line and the Slack text carry the values cleaned and capped.
+    #[test]
+    fn a_hostile_node_through_the_stale_annotation_detector() {
+        use crate::{
+            config::detect::DetectConfig,
+            detect::{Inputs, Sample, overlay::stale_annotation},
+            findings::Finding,
+            model::{desired::MAX_QUOTED, net::Snapshot, probe::ProbeBook},
+            overlay::doubts,
+            sinks::alerts::{Context, event::Alert, slack},
+            sources::desired::{convert, file::parse_nodes},
+        };
+        let hostile = |tail: &str| {
+            format!(
+                "<!channel> <https://evil.example|click>\u{1b}[2J\r\n\
+                 2026-12-06T00:00:00Z WARN forged line\u{202e}{}",
+                tail.repeat(10_000)
+            )
+        };
+        let list = serde_json::json!({"kind": "NodeList", "items": [{
+            "metadata": {"name": "node-1", "annotations": {
+                "flannel.alpha.coreos.com/public-ip": hostile("1"),
+                "flannel.alpha.coreos.com/public-ip-overwrite": hostile("2"),
+                "flannel.alpha.coreos.com/backend-data": hostile("3"),
+                "flannel.alpha.coreos.com/backend-type": "vxlan",
+                "flannel.alpha.coreos.com/kube-subnet-manager": "true",
+            }},
+            "spec": {"podCIDR": "10.244.1.0/24"},
+        }]});
+        let model = convert::model(&parse_nodes(&list.to_string()).unwrap());
+        let settings = DetectConfig::default();
+        let (sample, net, probes) = (Sample::default(), Snapshot::default(), ProbeBook::default());
+        let inputs = Inputs {
+            net: &net,
+            now: &sample,
+            then: &sample,
+            recent: &sample,
+            settings: &settings,
+            probes: &probes,
+        };
+        let candidates = stale_annotation(&inputs, &model, &doubts(&model));
+        // The invalid Node, and its overwrite differing from its public-ip.
+        assert_eq!(candidates.len(), 2, "{candidates:#?}");
+        let clean = |text: &str| !text.chars().any(|c| c.is_control() || c == '\u{202e}');
+        for candidate in &candidates {
+            let finding = Finding {
+                candidate: candidate.clone(),
+                first_seen: std::time::SystemTime::UNIX_EPOCH,
+                last_seen: std::time::SystemTime::UNIX_EPOCH,
+            };
+            let subject = &candidate.subject;
+            assert!(clean(subject), "{subject:?}");
+            assert!(subject.chars().count() < 400, "{subject}");
+            for evidence in &candidate.evidence {
+                assert!(
+                    clean(&evidence.value),
+                    "{}: {:?}",
+                    evidence.name,
+                    evidence.value
+                );
+                // A value is quoted at most MAX_QUOTED characters, then its length: no
+                // longer run of a 10 kB value's filler, and a text of a few quotes.
+                for filler in ["1", "2", "3"] {
+                    assert!(!evidence.value.contains(&filler.repeat(MAX_QUOTED + 1)));
+                }
+                assert!(
+                    evidence.value.chars().count() < 1200,
+                    "{}: {} characters",
+                    evidence.name,
+                    evidence.value.chars().count()
+                );
+            }
+            let line = daemon::fired_message(&finding);
+            assert!(clean(&line) && line.chars().count() < 2000, "{line:?}");
+            assert!(!line.contains("\nforged") && line.contains("WARN forged line"));
+            let ctx = Context {
+                node: "node-a",
+                generator_url: "http://127.0.0.1:9477/api/v1/findings",
+                runbook_base: "https://example.com/runbooks/",
+                repeat_interval: std::time::Duration::from_secs(60),
+                now: std::time::SystemTime::UNIX_EPOCH,
+            };
+            let body: serde_json::Value =
+                serde_json::from_slice(&slack::body(&ctx, &[Alert::firing(&finding, false)]))
+                    .unwrap();
+            let text = body["text"].as_str().unwrap();
+            assert!(
+                !text.contains("<!channel>") && !text.contains("<https"),
+                "{text}"
+            );
+            assert!(text.contains("&lt;!channel&gt;"), "{text}");
+        }
+        let problems: Vec<&str> = candidates[0]
+            .evidence
+            .iter()
+            .filter(|e| e.name == "problem")
+            .map(|e| e.value.as_str())
+            .collect();
+        // What was wrong with each annotation, the value quoted capped with its length.
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains("public-ip `<!channel> <https://evil.example|click>[2J")
+                && problems[0].contains("… (1024 characters)` is not an IPv4 address"),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[1].contains("backend-data `<!channel>"),
+            "{}",
+            problems[1]
+        );
+        assert!(
+            candidates[1]
+                .subject
+                .contains("public-ip-overwrite=<!channel>")
+        );
+        assert!(candidates[1].subject.ends_with("… (1024 characters)"));
+    }
+
     #[test]
     fn kernel_releases_compare_by_major_and_minor() {
         assert!(release_before("5.10.0-32-amd64", 5, 11));

@@ -1,12 +1,12 @@
 //! The daemon's own keys: the HTTP server's limits, the per-peer probe, which namespaces
 //! are reported, the probe switches.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-/// How many connections the HTTP server holds and for how long.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+/// How many connections the HTTP server holds and for how long, and whether it speaks TLS.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Connections open at once; more are closed as soon as they are accepted.
@@ -21,6 +21,13 @@ pub struct HttpConfig {
     /// From accept to close, however busy.
     #[serde(with = "humantime_serde")]
     pub max_lifetime: Duration,
+    /// The server's certificate chain (PEM); empty: plain HTTP on `listen`.
+    pub tls_cert_file: PathBuf,
+    /// The server's private key (PEM); set with `tls_cert_file`.
+    pub tls_key_file: PathBuf,
+    /// CA certificates (PEM): only clients presenting a certificate one of them signed are
+    /// answered (mutual TLS); needs `tls_cert_file`. Empty: any client.
+    pub client_ca_file: PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -30,6 +37,9 @@ impl Default for HttpConfig {
             header_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             max_lifetime: Duration::from_secs(300),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            client_ca_file: PathBuf::new(),
         }
     }
 }

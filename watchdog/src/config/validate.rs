@@ -28,6 +28,33 @@ impl Config {
                 });
             }
         }
+        let set = |file: &Path| !file.as_os_str().is_empty();
+        let (cert, key, ca) = (
+            set(&self.http.tls_cert_file),
+            set(&self.http.tls_key_file),
+            set(&self.http.client_ca_file),
+        );
+        if cert != key {
+            let (field, other) = if cert {
+                ("http.tls_key_file", "http.tls_cert_file")
+            } else {
+                ("http.tls_cert_file", "http.tls_key_file")
+            };
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field,
+                problem: format!("is empty while {other} is set; set both (TLS) or neither"),
+            });
+        }
+        if ca && !cert {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "http.client_ca_file",
+                problem: "needs http.tls_cert_file and http.tls_key_file (client \
+                          certificates are asked for in the TLS handshake)"
+                    .to_owned(),
+            });
+        }
         if self.peers.wireguard_ports.len() > watchdog_common::MAX_WIREGUARD_PORTS {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),

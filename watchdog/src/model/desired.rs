@@ -29,6 +29,22 @@ pub const ANNOTATION_PREFIX: &str = "flannel.alpha.coreos.com";
 /// Flannel's VNI when the backend configuration names none.
 pub const DEFAULT_VNI: u32 = 1;
 
+/// The most characters of an invalid value a problem quotes (Flannel's valid values are
+/// under 100; a value is kept up to the source's cap of 1024 to be judged, but a finding's
+/// evidence, alerts and log lines need only enough of it to recognise it).
+pub const MAX_QUOTED: usize = 256;
+
+/// `raw` as a problem quotes it: at most [`MAX_QUOTED`] characters, then how many there
+/// were. (Control characters were removed when the object was read.)
+pub fn quoted(raw: &str) -> String {
+    let count = raw.chars().count();
+    if count <= MAX_QUOTED {
+        return raw.to_owned();
+    }
+    let head: String = raw.chars().take(MAX_QUOTED).collect();
+    format!("{head}… ({count} characters)")
+}
+
 /// An IPv4 pod subnet (`10.244.3.0/24`), kept with its host bits cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PodSubnet {

@@ -217,6 +217,7 @@ pub async fn serve_health(
 pub struct HttpMetrics {
     open: Gauge,
     rejected: Counter,
+    tls_refused: Counter,
     timed_out: Family<Vec<(&'static str, String)>, Counter>,
 }
 
@@ -254,6 +255,12 @@ impl HttpMetrics {
             "HTTP connections closed at once because max_connections were open",
             self.rejected.clone(),
         );
+        registry.register(
+            "watchdog_http_tls_handshakes_failed",
+            "TLS handshakes on the API's listener that failed: a client without a certificate \
+             the client CA signed, or not speaking TLS (0 without http.tls_cert_file)",
+            self.tls_refused.clone(),
+        );
         for timeout in Timeout::ALL {
             let _ = self.timed_out.get_or_create(&timeout.label());
         }
@@ -269,18 +276,35 @@ impl HttpMetrics {
     }
 }
 
+/// The timeouts of one connection (the Copy part of [`Limits`]).
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header: Duration,
+    idle: Duration,
+    lifetime: Duration,
+}
+
 /// Serves until `shutdown` completes, within `limits`: a connection past
 /// `max_connections` is closed at once, as is one whose request headers take longer than
 /// `header_timeout`, that carries no byte for `idle_timeout`, or that is older than
-/// `max_lifetime`.
+/// `max_lifetime`. With `tls` every connection is a TLS one (its handshake within
+/// `header_timeout`); a client the settings refuse (no certificate, or one the client CA
+/// did not sign) is closed after the failed handshake and counted.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = state.metrics.http.clone();
     let app = router(state);
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let timeouts = Timeouts {
+        header: limits.header_timeout,
+        idle: limits.idle_timeout,
+        lifetime: limits.max_lifetime,
+    };
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = Arc::new(Connections::default());
     let (stopping, stop) = tokio::sync::watch::channel(false);
@@ -307,8 +331,9 @@ pub async fn serve(
         let app = app.clone();
         let metrics = metrics.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection(stream, app, limits, &metrics, stop).await;
+            connection(stream, app, timeouts, tls, &metrics, stop).await;
             drop(guard);
         });
     }
@@ -375,28 +400,56 @@ fn release_free_heap() {
 async fn connection(
     stream: tokio::net::TcpStream,
     app: Router,
-    limits: Limits,
+    timeouts: Timeouts,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     metrics: &HttpMetrics,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let started = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
-    let io = TokioIo::new(Tracked {
+    let tracked = Tracked {
         inner: stream,
         started,
         activity: activity.clone(),
-    });
+    };
+    let Some(tls) = tls else {
+        return exchange(tracked, app, timeouts, started, activity, metrics, stop).await;
+    };
+    // The handshake counts against the header timeout, as a request's headers would.
+    match tokio::time::timeout(timeouts.header, tls.accept(tracked)).await {
+        Ok(Ok(stream)) => exchange(stream, app, timeouts, started, activity, metrics, stop).await,
+        Ok(Err(error)) => {
+            metrics.tls_refused.inc();
+            tracing::debug!(%error, "TLS handshake refused");
+        }
+        Err(_) => metrics.timed_out(Timeout::Header),
+    }
+}
+
+/// HTTP/1.1 requests and answers over `io` (plain or TLS) until one side closes or a limit
+/// or the server's stop does.
+async fn exchange<S>(
+    io: S,
+    app: Router,
+    timeouts: Timeouts,
+    started: Instant,
+    activity: Arc<AtomicU64>,
+    metrics: &HttpMetrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    let conn = builder.serve_connection(io, TowerToHyperService::new(app));
+        .header_read_timeout(timeouts.header);
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
     let mut conn = std::pin::pin!(conn);
-    let lifetime = tokio::time::sleep(limits.max_lifetime);
+    let lifetime = tokio::time::sleep_until((started + timeouts.lifetime).into());
     let mut lifetime = std::pin::pin!(lifetime);
     loop {
         let last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
-        let idle = tokio::time::sleep_until((last + limits.idle_timeout).into());
+        let idle = tokio::time::sleep_until((last + timeouts.idle).into());
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(error) = result {
@@ -409,7 +462,7 @@ async fn connection(
             }
             () = idle => {
                 let last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
-                if last.elapsed() >= limits.idle_timeout {
+                if last.elapsed() >= timeouts.idle {
                     metrics.timed_out(Timeout::Idle);
                     return;
                 }
@@ -525,6 +578,7 @@ mod tests {
             listener,
             state,
             Limits::default(),
+            None,
             std::future::pending(),
         ));
 
@@ -608,7 +662,7 @@ mod tests {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        runtime.spawn(serve(listener, state, limits, std::future::pending()));
+        runtime.spawn(serve(listener, state, limits, None, std::future::pending()));
         (addr, metrics, runtime)
     }
 

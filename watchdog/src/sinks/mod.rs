@@ -6,4 +6,5 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod runbook;
+pub mod server_tls;
 pub mod text;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use super::Inputs;
 use crate::{
     findings::{Candidate, Kind, Severity},
-    model::desired::{ANNOTATION_PREFIX, Model, Skip},
+    model::desired::{ANNOTATION_PREFIX, Model, Skip, quoted},
     overlay::Doubt,
 };
 
@@ -48,6 +48,9 @@ pub fn stale_annotation(inputs: &Inputs<'_>, model: &Model, doubts: &[Doubt]) ->
         if let Some(overwrite) = node.public_ip_overwrite.as_deref().map(str::trim)
             && Some(overwrite) != public
         {
+            // An address is short; anything else is quoted, capped.
+            let overwrite = quoted(overwrite);
+            let public = public.map(quoted);
             out.push(
                 Candidate::new(
                     Kind::StaleAnnotation,
@@ -64,7 +67,7 @@ pub fn stale_annotation(inputs: &Inputs<'_>, model: &Model, doubts: &[Doubt]) ->
                         "public-ip-overwrite {overwrite} differs from public-ip {}: flanneld on \
                          {} copies it into public-ip at its next start, and every node then \
                          sends {}'s VXLAN traffic to {overwrite}",
-                        public.unwrap_or("(unset)"),
+                        public.as_deref().unwrap_or("(unset)"),
                         node.name,
                         node.name
                     ),

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::sources::k8s::object::Node as KubeNode;
 
 use crate::model::desired::{
-    ANNOTATION_PREFIX, Mac, Model, Node, NodeAddress, PodSubnet, Skip, Vtep,
+    ANNOTATION_PREFIX, Mac, Model, Node, NodeAddress, PodSubnet, Skip, Vtep, quoted,
 };
 
 /// The annotation `<prefix>/<name>` of `node`, if set.
@@ -132,7 +132,8 @@ fn vtep(object: &KubeNode, subnet: &Result<PodSubnet, String>) -> Result<Vtep, S
         Some((_, Ok(ip))) => Some(ip),
         Some((raw, Err(_))) => {
             problems.push(format!(
-                "{ANNOTATION_PREFIX}/public-ip `{raw}` is not an IPv4 address"
+                "{ANNOTATION_PREFIX}/public-ip `{}` is not an IPv4 address",
+                quoted(raw)
             ));
             None
         }
@@ -153,7 +154,8 @@ fn vtep(object: &KubeNode, subnet: &Result<PodSubnet, String>) -> Result<Vtep, S
             Ok(data) => Some(data),
             Err(problem) => {
                 problems.push(format!(
-                    "{ANNOTATION_PREFIX}/backend-data `{raw}`: {problem}"
+                    "{ANNOTATION_PREFIX}/backend-data `{}`: {problem}",
+                    quoted(raw)
                 ));
                 None
             }
@@ -209,9 +211,8 @@ pub fn backend_data(raw: &str) -> Result<(Option<u32>, Mac), String> {
     };
     let mac = match field("VtepMAC") {
         None => return Err("VtepMAC is missing".to_owned()),
-        Some(serde_json::Value::String(text)) => {
-            Mac::parse(text).ok_or_else(|| format!("VtepMAC `{text}` is not a MAC address"))?
-        }
+        Some(serde_json::Value::String(text)) => Mac::parse(text)
+            .ok_or_else(|| format!("VtepMAC `{}` is not a MAC address", quoted(text)))?,
         Some(value) => return Err(format!("VtepMAC {value} is not a string")),
     };
     Ok((vni, mac))
