@@ -87,4 +87,17 @@ impl Shipped {
         );
         format!("{top}{config}")
     }
+
+    /// As [`Shipped::config`], with `pods.cgroup_root` at `root` instead of the DaemonSet's
+    /// mount of the host's tree (`/host/cgroup`): a lab node's host tree is its part of
+    /// this machine's tree (every lab node shares one kernel and one cgroup tree).
+    pub fn config_with_cgroup_root(&self, top: &str, root: &str) -> String {
+        let config = self.config(top);
+        let shipped = "cgroup_root = \"/host/cgroup\"\n";
+        assert!(
+            config.contains(shipped),
+            "the ConfigMap's pods.cgroup_root changed:\n{config}"
+        );
+        config.replace(shipped, &format!("cgroup_root = \"{root}\"\n"))
+    }
 }

@@ -171,6 +171,13 @@ pub enum Bench {
         /// Only the causes whose name contains this, or of this finding kind.
         #[arg(long)]
         only: Option<String>,
+        /// Instead: the daemon's CPU and memory over this many seconds while a FORWARD
+        /// policy drops pod traffic, with `probes.explain_drops` on and off side by side.
+        #[arg(long, value_name = "SECONDS")]
+        readers_cost: Option<u64>,
+        /// With --readers-cost: rounds of the two observations, their order alternating.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
     /// Alert retries: `watchdog alert test` against a webhook that fails the first
     /// `failures` posts; the gaps between attempts per retry (median, min, max over
@@ -298,11 +305,21 @@ impl Bench {
                 }
                 crate::bench_mtu::run(runs, seconds, rounds)
             }
-            Bench::DropsCauses { runs, only } => {
+            Bench::DropsCauses {
+                runs,
+                only,
+                readers_cost,
+                rounds,
+            } => {
                 if std::env::var_os("WATCHDOG_BIN").is_none() {
                     use_release_daemon()?;
                 }
-                crate::bench_causes::run(runs, only.as_deref())
+                match readers_cost {
+                    Some(seconds) => {
+                        crate::bench_causes::readers_cost(Duration::from_secs(seconds), rounds)
+                    }
+                    None => crate::bench_causes::run(runs, only.as_deref()),
+                }
             }
             Bench::Mirror {
                 routes,

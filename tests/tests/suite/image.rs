@@ -503,7 +503,11 @@ fn the_amd64_image_runs_under_the_narrow_profile_of_the_overlay() {
 /// The image in a lab node with the DaemonSet's spec under `profile`: ready, drops counted
 /// exactly, a ghost VTEP named, exit 0 on SIGTERM.
 fn through_the_lab(spec: &PodSpec, profile: &Path) {
-    // Alone: two of these at once counted each other's burst (38 IP_NOPROTO for 19).
+    // Alone: both containers get the whole machine's cgroup tree (the DaemonSet's mount of
+    // the host's), and the test's scrapes connect from inside each container's namespace,
+    // so each daemon takes the other's namespace for this node's and counts its burst (38
+    // IP_NOPROTO for 19). One kernel is one node on a real cluster; two nodes on one
+    // machine need a cgroup tree each, as causes:: gives its two daemons.
     let _alone = isolation::alone();
     let node = NetNs::new("wd-img");
     let remote = NetNs::new("wd-img-vtep");

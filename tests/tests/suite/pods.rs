@@ -50,14 +50,14 @@ fn cgroup2_root() -> PathBuf {
 /// A lab node's part of the cgroup v2 tree (`wd-pods-<pid>-<n>` at its root): the pods of
 /// that node are created under it, and its daemon's `pods.cgroup_root` is it, as a real
 /// node's daemon has the node's whole tree. Removed on drop (after its pods).
-struct NodeCgroups {
+pub(crate) struct NodeCgroups {
     dir: PathBuf,
     /// Relative to the cgroup2 mount.
     relative: String,
 }
 
 impl NodeCgroups {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let relative = format!(
             "wd-pods-{}-{}",
@@ -71,8 +71,13 @@ impl NodeCgroups {
 
     /// `pods.cgroup_root` for a daemon started with [`Daemon::start_confined`], which has
     /// the cgroup2 tree at `/sys/fs/cgroup`.
-    fn config(&self) -> String {
-        format!("cgroup_root = \"/sys/fs/cgroup/{}\"\n", self.relative)
+    pub(crate) fn config(&self) -> String {
+        format!("cgroup_root = \"{}\"\n", self.confined_root())
+    }
+
+    /// Its path as a daemon started with [`Daemon::start_confined`] sees it.
+    pub(crate) fn confined_root(&self) -> String {
+        format!("/sys/fs/cgroup/{}", self.relative)
     }
 }
 
@@ -100,7 +105,7 @@ fn daemonset_capabilities() -> Vec<String> {
 
 /// The daemon as the DaemonSet runs it: exactly its capabilities (no SYS_PTRACE), no
 /// other process in sight (no hostPID).
-fn confined(ns: &NetNs, config: &str) -> Daemon {
+pub(crate) fn confined(ns: &NetNs, config: &str) -> Daemon {
     let caps = daemonset_capabilities();
     assert!(!caps.iter().any(|cap| cap == "SYS_PTRACE"), "{caps:?}");
     let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
@@ -109,7 +114,7 @@ fn confined(ns: &NetNs, config: &str) -> Daemon {
 
 /// A "pod": a shell loop in a network namespace and a kubelet-shaped cgroup, each try a
 /// TCP connect given up after 2 s. Killed and its cgroups removed on drop.
-struct PodProcess {
+pub(crate) struct PodProcess {
     child: Child,
     /// The cgroup directories created, outermost first.
     cgroups: Vec<PathBuf>,
@@ -117,7 +122,26 @@ struct PodProcess {
 
 impl PodProcess {
     /// `layout`: the cgroup path below the node's part of the tree.
-    fn start(ns: &NetNs, node: &NodeCgroups, layout: &str, target: &str, port: u16) -> Self {
+    pub(crate) fn start(
+        ns: &NetNs,
+        node: &NodeCgroups,
+        layout: &str,
+        target: &str,
+        port: u16,
+    ) -> Self {
+        Self::start_every(ns, node, layout, target, port, 0)
+    }
+
+    /// As [`PodProcess::start`], pausing `pause_secs` seconds after each try (a client of
+    /// a live address that should not connect hundreds of times a second).
+    pub(crate) fn start_every(
+        ns: &NetNs,
+        node: &NodeCgroups,
+        layout: &str,
+        target: &str,
+        port: u16,
+        pause_secs: u32,
+    ) -> Self {
         let mut cgroups = Vec::new();
         let mut dir = node.dir.clone();
         for part in layout.split('/') {
@@ -128,9 +152,14 @@ impl PodProcess {
         let leaf = dir.join("cgroup.procs");
         let script = format!(
             "echo $$ > {leaf} && exec ip netns exec {ns} sh -c \
-             'while :; do timeout 2 bash -c \": </dev/tcp/{target}/{port}\" 2>/dev/null; done'",
+             'while :; do timeout 2 bash -c \": </dev/tcp/{target}/{port}\" 2>/dev/null; {pause}done'",
             leaf = leaf.display(),
             ns = ns.name(),
+            pause = if pause_secs == 0 {
+                String::new()
+            } else {
+                format!("sleep {pause_secs}; ")
+            },
         );
         let child = Command::new("sh")
             .args(["-c", &script])
@@ -162,7 +191,7 @@ impl Drop for PodProcess {
     }
 }
 
-fn systemd_layout(uid: &str) -> String {
+pub(crate) fn systemd_layout(uid: &str) -> String {
     let uid = uid.replace('-', "_");
     format!(
         "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice/cri-containerd-4b1d.scope"
