@@ -390,6 +390,8 @@ fn print(options: &Options, daemons: &[Daemon], results: &[(String, Value)]) {
         "holding the connections (VmRSS)",
     ));
     rows.push(("connections", "anon_kib", "  RssAnon"));
+    rows.push(("connections", "file_kib", "  RssFile"));
+    rows.push(("connections", "peak_kib", "  its peak (VmHWM)"));
     rows.push(("connections", "after_kib", "  VmRSS after they closed"));
     rows.push((
         "connections",
