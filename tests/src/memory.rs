@@ -42,6 +42,26 @@ pub const IDLE_ANON_BUDGET_KIB: u64 = 4 * 1024;
 pub const NODES_BUDGET_KIB: u64 = 12 * 1024;
 /// The Nodes [`NODES_BUDGET_KIB`] is for.
 pub const NODES_BUDGET_COUNT: usize = 1000;
+/// The Pods the DaemonSet's request is derived with (the bench's full run).
+pub const PODS_BUDGET_COUNT: usize = 500;
+/// The DaemonSet's memory request is the steady state ([`steady_kib`]) times this.
+pub const REQUEST_MARGIN: f64 = 1.25;
+/// The DaemonSet's memory limit is at least the highest peak of any row times this (and
+/// the bound the 100 000-endpoints test holds the peak under: tests/tests/suite/pods.rs).
+pub const LIMIT_MARGIN: f64 = 2.0;
+/// How far the DaemonSet's memory request may be from the one [`RECORD`] derives
+/// (either way): the manifest rounds, and a re-recorded bench moves a little.
+pub const RECORD_DRIFT: f64 = 0.10;
+/// How much a fresh (`--quick`) run may exceed [`RECORD`]'s figures before the bench
+/// fails: the rounds' spread on one machine is a few percent.
+pub const RECORD_TOLERANCE: f64 = 0.20;
+/// What the tolerance is at least, in KiB (small figures, e.g. RssAnon, move by pages).
+pub const RECORD_TOLERANCE_MIN_KIB: u64 = 512;
+/// The memory bench's figures the DaemonSet's resources come from, relative to the
+/// repository's root: `cargo xtask bench memory --record` writes it; the deploy test
+/// holds the manifest and docs/deploy.md to it; every other run of the bench on this host
+/// (CI's `--quick`) fails when the daemon grew past it.
+pub const RECORD: &str = "deploy/bench-memory.json";
 /// How often an observed daemon's `/metrics` is read, as Prometheus would.
 pub const SCRAPE_EVERY: Duration = Duration::from_secs(10);
 /// Pods alive at once during the churn.
@@ -420,4 +440,40 @@ fn raise_open_files_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
+}
+
+/// The steady state with the DaemonSet's sources: the Nodes row plus the anonymous memory
+/// the Pods row adds to idle. The executable's pages (RssFile, RssShmem in the guests) are
+/// counted once, as the larger of the two rows': they are the same code, mapped once.
+pub fn steady_kib(idle: &Figures, nodes: &Figures, pods: &Figures) -> u64 {
+    let mapped = |f: &Figures| f.file_kib + f.shmem_kib;
+    nodes.resident_kib
+        + pods.anon_kib.saturating_sub(idle.anon_kib)
+        + mapped(pods).saturating_sub(mapped(nodes))
+}
+
+/// The memory request (MiB) for a steady state of `steady_kib`.
+pub fn request_mib(steady_kib: u64) -> u64 {
+    (steady_kib as f64 * REQUEST_MARGIN / 1024.0).ceil() as u64
+}
+
+/// The lowest memory limit (MiB) for a highest peak of `peak_kib`.
+pub fn limit_floor_mib(peak_kib: u64) -> u64 {
+    (peak_kib as f64 * LIMIT_MARGIN / 1024.0).ceil() as u64
+}
+
+/// The DaemonSet's memory (request, limit) in MiB, from the kustomize base's manifest.
+pub fn daemonset_memory_mib() -> (u64, u64) {
+    let path = crate::repo::root().join("deploy/kustomize/base/daemonset.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let after = |key: &str| -> u64 {
+        let rest = &text[text
+            .find(key)
+            .unwrap_or_else(|| panic!("{}: no {key}", path.display()))..];
+        rest.lines()
+            .find_map(|line| line.trim().strip_prefix("memory: "))
+            .and_then(|value| value.strip_suffix("Mi")?.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no `memory: <n>Mi` under {key}", path.display()))
+    };
+    (after("requests:"), after("limits:"))
 }

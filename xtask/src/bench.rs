@@ -228,6 +228,19 @@ pub enum Bench {
         /// The reduced run CI makes (shorter, fewer objects, this host only).
         #[arg(long)]
         quick: bool,
+        /// Write this host's figures to deploy/bench-memory.json, the record the DaemonSet's
+        /// memory request and limit come from (a full-size run). Without it, a run on this
+        /// host fails when the daemon grew past the record.
+        #[arg(long)]
+        record: bool,
+        /// Measure this x86_64 daemon binary (e.g. one built with other profile settings)
+        /// instead of building the working tree's; with --on host.
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+        /// Measure nothing: report (and check or --record) an earlier run's results, its
+        /// target/bench-memory/results.json or a `memory_guest run` output on this host.
+        #[arg(long)]
+        from_results: Option<std::path::PathBuf>,
     },
     Mirror {
         /// Routes (/24, via a veth) to install before loading.
@@ -342,6 +355,9 @@ impl Bench {
                 rounds,
                 on,
                 quick,
+                record,
+                binary,
+                from_results,
             } => {
                 let pick = |full, reduced| if quick { reduced } else { full };
                 let on = if !on.is_empty() {
@@ -362,6 +378,9 @@ impl Bench {
                     connections: connections.unwrap_or(if quick { 500 } else { 2000 }),
                     rounds: rounds.max(1),
                     on,
+                    record,
+                    binary,
+                    from_results,
                 })
             }
         }

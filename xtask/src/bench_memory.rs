@@ -19,8 +19,9 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 use watchdog_tests::memory::{
-    IDLE_ANON_BUDGET_KIB, IDLE_BUDGET_KIB, NODES_BUDGET_COUNT, NODES_BUDGET_KIB, ROWS,
-    STARTUP_PEAK_BUDGET_KIB,
+    Figures, IDLE_ANON_BUDGET_KIB, IDLE_BUDGET_KIB, LIMIT_MARGIN, NODES_BUDGET_COUNT,
+    NODES_BUDGET_KIB, PODS_BUDGET_COUNT, RECORD, RECORD_TOLERANCE, RECORD_TOLERANCE_MIN_KIB,
+    REQUEST_MARGIN, ROWS, STARTUP_PEAK_BUDGET_KIB, limit_floor_mib, request_mib, steady_kib,
 };
 
 use crate::{
@@ -29,6 +30,7 @@ use crate::{
 };
 
 /// What to measure, as the command line says it.
+#[derive(Clone)]
 pub struct Options {
     pub baseline: Option<String>,
     pub idle: u64,
@@ -39,13 +41,14 @@ pub struct Options {
     pub rounds: u32,
     /// `host` and/or kernel matrix names.
     pub on: Vec<String>,
+    /// Write this host's figures to [`RECORD`] (else: check them against it).
+    pub record: bool,
+    /// Measure this x86_64 daemon binary instead of building the working tree's.
+    pub binary: Option<PathBuf>,
+    /// Measure nothing: print (and check or record) the results of an earlier run, the
+    /// raw `target/bench-memory/results.json` or a `memory_guest run` output on this host.
+    pub from_results: Option<PathBuf>,
 }
-
-/// The request is the steady state with the DaemonSet's sources (idle + what the Nodes
-/// and the Pods rows add) times this.
-const REQUEST_MARGIN: f64 = 1.25;
-/// The limit is the highest peak of any row, anywhere, times this.
-const LIMIT_MARGIN: f64 = 2.0;
 
 /// One daemon binary to measure.
 struct Daemon {
@@ -57,6 +60,9 @@ struct Daemon {
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
+    if let Some(file) = &options.from_results {
+        return from_results(options, file);
+    }
     if options.on.is_empty() {
         bail!("--on names no place: use host and/or {}", kernel_names());
     }
@@ -77,13 +83,30 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             arches.push(kernel.arch);
         }
     }
+    if options.record
+        && (!options.on.iter().any(|p| p == "host")
+            || options.nodes != NODES_BUDGET_COUNT
+            || options.pods != PODS_BUDGET_COUNT)
+    {
+        bail!(
+            "--record writes this host's figures with {NODES_BUDGET_COUNT} Nodes and \
+             {PODS_BUDGET_COUNT} Pods: --on must name host, without --quick, --nodes or --pods"
+        );
+    }
     if std::env::consts::ARCH != "x86_64" {
         bail!("bench memory runs on an x86_64 host (the arm64 kernels boot under TCG)");
     }
     if !kernels.is_empty() {
         crate::setup::kernel_matrix_tools()?;
     }
-    let daemons = build(options.baseline.as_deref(), &arches)?;
+    if options.binary.is_some() && arches != [Arch::Amd64] {
+        bail!("--binary is an x86_64 daemon: measure it with --on host only");
+    }
+    let daemons = build(
+        options.baseline.as_deref(),
+        &arches,
+        options.binary.as_deref(),
+    )?;
     let mut guests = Vec::new();
     for &arch in &arches {
         crate::setup::build_tools(arch.rust_target())?;
@@ -145,7 +168,71 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let all: serde_json::Map<String, Value> = results.iter().cloned().collect();
     fs::write(&saved, serde_json::to_string_pretty(&all)?)?;
     eprintln!("bench memory: the raw results in {}", saved.display());
-    print(options, &daemons, &results);
+    report(options, &daemons, &results)
+}
+
+/// `--from-results`: the daemons and rows of an earlier run, reported again.
+fn from_results(options: &Options, file: &Path) -> anyhow::Result<()> {
+    let text = fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+    let results: Vec<(String, Value)> = match parse(&text) {
+        Ok(host) => vec![("host".to_owned(), host)],
+        Err(_) => serde_json::from_str::<serde_json::Map<String, Value>>(&text)
+            .with_context(|| {
+                format!(
+                    "{}: neither results.json nor memory_guest's output",
+                    file.display()
+                )
+            })?
+            .into_iter()
+            .collect(),
+    };
+    let mut daemons = Vec::new();
+    for (label, arch) in [("current", Arch::Amd64), ("baseline", Arch::Amd64)] {
+        let path = results.iter().find_map(|(_, r)| {
+            r["daemons"]
+                .as_array()?
+                .iter()
+                .find(|d| d["label"] == label)?["path"]
+                .as_str()
+                .map(PathBuf::from)
+        });
+        if let Some(path) = path {
+            daemons.push(Daemon {
+                label,
+                revision: format!("{} (from {})", path.display(), file.display()),
+                paths: vec![(arch, path)],
+            });
+        }
+    }
+    if daemons.first().is_none_or(|d| d.label != "current") {
+        bail!("{}: no daemon labelled current", file.display());
+    }
+    report(options, &daemons, &results)
+}
+
+/// Prints the rows, fails on a failed row, records or checks this host's figures.
+fn report(
+    options: &Options,
+    daemons: &[Daemon],
+    results: &[(String, Value)],
+) -> anyhow::Result<()> {
+    let mut options = options.clone();
+    // The settings the rows ran with (an earlier run's, with --from-results).
+    if let Some(settings) = results
+        .iter()
+        .find(|(place, _)| place == "host")
+        .and_then(|(_, host)| host["settings"].as_object())
+    {
+        let get = |key: &str| settings.get(key).and_then(Value::as_u64);
+        options.nodes = get("nodes").map_or(options.nodes, |n| n as usize);
+        options.pods = get("pods").map_or(options.pods, |n| n as usize);
+        options.idle = get("idle_s").unwrap_or(options.idle);
+        options.churn = get("churn_s").unwrap_or(options.churn);
+        options.connections = get("connections").map_or(options.connections, |n| n as usize);
+        options.rounds = get("rounds").map_or(options.rounds, |n| n as u32);
+    }
+    let options = &options;
+    print(options, daemons, results);
     let failed: Vec<String> = results
         .iter()
         .flat_map(|(place, r)| {
@@ -158,6 +245,176 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         .collect();
     if !failed.is_empty() {
         bail!("rows failed:\n{}", failed.join("\n"));
+    }
+    if let Some((_, host)) = results.iter().find(|(place, _)| place == "host") {
+        if options.record {
+            record(options, host, &daemons[0].revision)?;
+        } else {
+            check_record(options, host)?;
+        }
+    }
+    Ok(())
+}
+
+/// The current daemon's figures of `row` (medians of the rounds).
+fn figures(result: &Value, row: &str) -> Option<Figures> {
+    let cells = cells(result, row, "current");
+    let field = |name: &str| median(&cells, name).map(|(value, _)| value);
+    Some(Figures {
+        resident_kib: field("resident_kib")?,
+        peak_kib: field("peak_kib")?,
+        anon_kib: field("anon_kib")?,
+        file_kib: field("file_kib")?,
+        shmem_kib: field("shmem_kib")?,
+        threads: field("threads")?,
+    })
+}
+
+/// The rows the DaemonSet's resources come from: default, nodes, pods.
+fn sources(result: &Value) -> Option<(Figures, Figures, Figures)> {
+    Some((
+        figures(result, "default")?,
+        figures(result, "nodes")?,
+        figures(result, "pods")?,
+    ))
+}
+
+/// The highest peak of any row.
+fn highest_peak(result: &Value) -> u64 {
+    ["default", "churn", "nodes", "pods", "connections"]
+        .iter()
+        .filter_map(|row| median(&cells(result, row, "current"), "peak_kib"))
+        .map(|(peak, _)| peak)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Writes [`RECORD`]: this host's rows, the steady state and the highest peak, and the
+/// request and lowest limit they give.
+fn record(options: &Options, host: &Value, revision: &str) -> anyhow::Result<()> {
+    if options.nodes != NODES_BUDGET_COUNT || options.pods != PODS_BUDGET_COUNT {
+        bail!(
+            "--record: these rows ran with {} Nodes and {} Pods, the record is of \
+             {NODES_BUDGET_COUNT} and {PODS_BUDGET_COUNT}",
+            options.nodes,
+            options.pods
+        );
+    }
+    let (idle, nodes, pods) =
+        sources(host).context("--record: a row of default, nodes, pods is missing")?;
+    let steady = steady_kib(&idle, &nodes, &pods);
+    let peak = highest_peak(host);
+    let rows: serde_json::Map<String, Value> = ["default", "churn", "nodes", "pods", "connections"]
+        .iter()
+        .filter_map(|row| Some((row.to_string(), figures(host, row)?.to_json())))
+        .collect();
+    let record = serde_json::json!({
+        "about": "written by `cargo xtask bench memory --record` (this host, the current daemon, \
+                  medians of the rounds, KiB); tests/tests/suite/deploy.rs holds the DaemonSet's \
+                  memory and docs/deploy.md to it, and every other bench run on this host fails \
+                  when the daemon grew past it",
+        "daemon": revision,
+        "kernel": host["kernel"],
+        "machine": host["machine"],
+        "settings": {
+            "seconds": options.idle,
+            "churn_seconds": options.churn,
+            "nodes": options.nodes,
+            "pods": options.pods,
+            "connections": options.connections,
+            "rounds": options.rounds,
+        },
+        "rows": rows,
+        "steady_kib": steady,
+        "peak_kib": peak,
+        "request_mib": request_mib(steady),
+        "limit_floor_mib": limit_floor_mib(peak),
+    });
+    let path = util::root().join(RECORD);
+    fs::write(&path, serde_json::to_string_pretty(&record)? + "\n")?;
+    eprintln!(
+        "bench memory: recorded in {} (request {}Mi, limit at least {}Mi): \
+         `cargo test --workspace --test suite -- deploy::` says what else must change",
+        path.display(),
+        request_mib(steady),
+        limit_floor_mib(peak)
+    );
+    Ok(())
+}
+
+/// Fails when this host's figures passed [`RECORD`]'s by more than the tolerance: the
+/// start-up peak, idle (VmRSS, RssAnon), and the steady state with the DaemonSet's sources
+/// (a reduced run serves fewer objects, so its steady state can only be lower).
+fn check_record(options: &Options, host: &Value) -> anyhow::Result<()> {
+    let path = util::root().join(RECORD);
+    let Ok(text) = fs::read_to_string(&path) else {
+        eprintln!("bench memory: no {RECORD} to check against");
+        return Ok(());
+    };
+    let recorded: Value =
+        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    if recorded["machine"] != host["machine"] {
+        eprintln!("bench memory: {RECORD} is of another machine kind; not checked");
+        return Ok(());
+    }
+    let allowed =
+        |kib: u64| kib + ((kib as f64 * RECORD_TOLERANCE) as u64).max(RECORD_TOLERANCE_MIN_KIB);
+    let mut checks: Vec<(&str, Option<u64>, Option<u64>)> = Vec::new();
+    let idle = figures(host, "default");
+    checks.push((
+        "start-up peak (VmHWM)",
+        idle.map(|f| f.peak_kib),
+        recorded["rows"]["default"]["peak_kib"].as_u64(),
+    ));
+    checks.push((
+        "idle (VmRSS)",
+        idle.map(|f| f.resident_kib),
+        recorded["rows"]["default"]["resident_kib"].as_u64(),
+    ));
+    checks.push((
+        "idle (RssAnon)",
+        idle.map(|f| f.anon_kib),
+        recorded["rows"]["default"]["anon_kib"].as_u64(),
+    ));
+    // More objects than recorded may take more memory: then only idle is checked.
+    let fewer = |key: &str, count: usize| {
+        recorded["settings"][key]
+            .as_u64()
+            .is_some_and(|n| count as u64 <= n)
+    };
+    if fewer("nodes", options.nodes) && fewer("pods", options.pods) {
+        checks.push((
+            "steady state with the DaemonSet's sources",
+            sources(host).map(|(i, n, p)| steady_kib(&i, &n, &p)),
+            recorded["steady_kib"].as_u64(),
+        ));
+    }
+    let mut over = Vec::new();
+    for (what, now, then) in checks {
+        let (Some(now), Some(then)) = (now, then) else {
+            continue;
+        };
+        let verdict = if now <= allowed(then) {
+            "within"
+        } else {
+            "OVER"
+        };
+        eprintln!(
+            "bench memory: {what} {now} KiB, recorded {then} KiB (at most {} KiB): {verdict}",
+            allowed(then)
+        );
+        if now > allowed(then) {
+            over.push(format!("{what}: {now} KiB, recorded {then} KiB"));
+        }
+    }
+    if !over.is_empty() {
+        bail!(
+            "the daemon grew past {RECORD} by more than {}% (or {RECORD_TOLERANCE_MIN_KIB} KiB):\n{}\n\
+             if that is meant, run `cargo xtask bench memory --on host --record` and update the \
+             DaemonSet's resources (`cargo test --workspace --test suite -- deploy::` says which)",
+            (RECORD_TOLERANCE * 100.0) as u32,
+            over.join("\n")
+        );
     }
     Ok(())
 }
@@ -186,7 +443,11 @@ fn parse(out: &str) -> anyhow::Result<Value> {
 
 /// Builds the baseline's daemons (first: its build moves `target/*/release/watchdog`),
 /// then this tree's, for each architecture; copies each under `target/bench-memory/`.
-fn build(baseline: Option<&str>, arches: &[Arch]) -> anyhow::Result<Vec<Daemon>> {
+fn build(
+    baseline: Option<&str>,
+    arches: &[Arch],
+    binary: Option<&Path>,
+) -> anyhow::Result<Vec<Daemon>> {
     let root = util::root();
     let store = |label: &str, arch: Arch, built: &Path| -> anyhow::Result<PathBuf> {
         let dir = root
@@ -226,8 +487,13 @@ fn build(baseline: Option<&str>, arches: &[Arch]) -> anyhow::Result<Vec<Daemon>>
     }
     let mut paths = Vec::new();
     for &arch in arches {
-        crate::setup::build_tools(arch.rust_target())?;
-        let built = util::build_release(arch.rust_target())?;
+        let built = match binary {
+            Some(binary) => binary.to_owned(),
+            None => {
+                crate::setup::build_tools(arch.rust_target())?;
+                util::build_release(arch.rust_target())?
+            }
+        };
         paths.push((arch, store("current", arch, &built)?));
     }
     // A baseline identical to this tree's daemon measures nothing (e.g. an artifact cargo
@@ -255,7 +521,10 @@ fn build(baseline: Option<&str>, arches: &[Arch]) -> anyhow::Result<Vec<Daemon>>
         0,
         Daemon {
             label: "current",
-            revision: format!("the working tree at {}", util::revision()),
+            revision: match binary {
+                Some(binary) => format!("{} (--binary)", binary.display()),
+                None => format!("the working tree at {}", util::revision()),
+            },
             paths,
         },
     );
@@ -390,6 +659,8 @@ fn print(options: &Options, daemons: &[Daemon], results: &[(String, Value)]) {
         "holding the connections (VmRSS)",
     ));
     rows.push(("connections", "anon_kib", "  RssAnon"));
+    rows.push(("connections", "file_kib", "  RssFile"));
+    rows.push(("connections", "peak_kib", "  its peak (VmHWM)"));
     rows.push(("connections", "after_kib", "  VmRSS after they closed"));
     rows.push((
         "connections",
@@ -507,31 +778,25 @@ fn suggest(options: &Options, results: &[(String, Value)]) {
     let mut steady = 0u64;
     let mut peak = 0u64;
     for (_, result) in results {
-        let get = |row: &str, field: &str| median(&cells(result, row, "current"), field);
-        if let (Some((idle, _)), Some((nodes, _)), Some((pods, _))) = (
-            get("default", "resident_kib"),
-            get("nodes", "resident_kib"),
-            get("pods", "resident_kib"),
-        ) {
-            steady = steady.max(nodes + pods.saturating_sub(idle));
+        if let Some((idle, nodes, pods)) = sources(result) {
+            steady = steady.max(steady_kib(&idle, &nodes, &pods));
         }
-        for row in ["default", "churn", "nodes", "pods", "connections"] {
-            peak = peak.max(get(row, "peak_kib").map_or(0, |p| p.0));
-        }
+        peak = peak.max(highest_peak(result));
     }
     if steady == 0 {
         return;
     }
-    let request = (steady as f64 * REQUEST_MARGIN / 1024.0).ceil() as u64;
-    let limit = (peak.max(steady) as f64 * LIMIT_MARGIN / 1024.0).ceil() as u64;
     println!(
         "\nDaemonSet resources from these rows (deploy/kustomize/base/daemonset.yaml): \
-         requests.memory {request}Mi = {REQUEST_MARGIN} x the steady state with {} Nodes \
-         and {} Pods ({} MiB: the Nodes row plus what the Pods row adds to idle); \
-         limits.memory {limit}Mi = {LIMIT_MARGIN} x the highest peak of any row ({} MiB)",
+         requests.memory {}Mi = {REQUEST_MARGIN} x the steady state with {} Nodes \
+         and {} Pods ({} MiB: the Nodes row plus the RssAnon the Pods row adds to idle, the \
+         executable's pages once); limits.memory at least {}Mi = {LIMIT_MARGIN} x the highest \
+         peak of any row ({} MiB)",
+        request_mib(steady),
         options.nodes,
         options.pods,
         mib(steady),
+        limit_floor_mib(peak),
         mib(peak)
     );
 }

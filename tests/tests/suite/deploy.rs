@@ -684,3 +684,121 @@ fn the_mtls_overlay_requires_client_certificates_and_the_servicemonitor_presents
         ["ca.crt", "tls.crt", "tls.key"]
     );
 }
+
+/// Every figure before "MiB" in `text` (e.g. "25 MiB", "19.5 MiB"), as written.
+fn mib_figures(text: &str) -> std::collections::BTreeSet<String> {
+    let mut figures = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(" MiB") {
+        let number: String = rest[..at]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if !number.is_empty() {
+            figures.insert(number);
+        }
+        rest = &rest[at + 4..];
+    }
+    figures
+}
+
+/// The DaemonSet's memory request and limit come from the memory bench's record
+/// (deploy/bench-memory.json, `cargo xtask bench memory --record`): the record's request is
+/// what its rows give, the manifest's is within RECORD_DRIFT of it and above the steady
+/// state, its limit at least the record's floor; docs/deploy.md and the manifest's comment
+/// quote exactly these figures, and the other places that name the limit name the
+/// manifest's. (CI's `bench memory --quick` fails when a fresh run grew past the record.)
+#[test]
+fn the_daemonsets_memory_comes_from_the_memory_bench() {
+    use watchdog_tests::memory::{
+        Figures, NODES_BUDGET_COUNT, PODS_BUDGET_COUNT, RECORD, RECORD_DRIFT, daemonset_memory_mib,
+        limit_floor_mib, request_mib, steady_kib,
+    };
+    let root = watchdog_tests::repo::root();
+    let text = std::fs::read_to_string(root.join(RECORD)).unwrap_or_else(|e| {
+        panic!("{RECORD}: {e}: run `cargo xtask bench memory --on host --record`")
+    });
+    let record: Value = serde_json::from_str(&text).expect(RECORD);
+    let rerecord = "re-run `cargo xtask bench memory --on host --record`";
+    assert_eq!(
+        record["settings"]["nodes"], NODES_BUDGET_COUNT,
+        "{rerecord}"
+    );
+    assert_eq!(record["settings"]["pods"], PODS_BUDGET_COUNT, "{rerecord}");
+    let row = |name: &str| {
+        Figures::from_json(&record["rows"][name])
+            .unwrap_or_else(|| panic!("{RECORD}: no row {name}: {rerecord}"))
+    };
+    let steady = steady_kib(&row("default"), &row("nodes"), &row("pods"));
+    let peak = record["rows"]
+        .as_object()
+        .expect("rows")
+        .values()
+        .filter_map(|r| r["peak_kib"].as_u64())
+        .max()
+        .expect("peaks");
+    assert_eq!(
+        record["steady_kib"], steady,
+        "{RECORD}: edited by hand? {rerecord}"
+    );
+    assert_eq!(
+        record["peak_kib"], peak,
+        "{RECORD}: edited by hand? {rerecord}"
+    );
+    assert_eq!(record["request_mib"], request_mib(steady), "{rerecord}");
+    assert_eq!(
+        record["limit_floor_mib"],
+        limit_floor_mib(peak),
+        "{rerecord}"
+    );
+
+    let (request, limit) = daemonset_memory_mib();
+    let wanted = request_mib(steady);
+    let drift = (wanted as f64 * RECORD_DRIFT).ceil() as u64;
+    assert!(
+        request.abs_diff(wanted) <= drift && request * 1024 > steady,
+        "daemonset.yaml requests {request}Mi; {RECORD} gives {wanted}Mi (1.25 x the steady \
+         state {steady} KiB; at most {drift}Mi apart): set requests.memory: {wanted}Mi"
+    );
+    assert!(
+        limit >= limit_floor_mib(peak) && limit >= request,
+        "daemonset.yaml limits {limit}Mi; {RECORD} wants at least {}Mi (2 x the highest peak \
+         {peak} KiB)",
+        limit_floor_mib(peak)
+    );
+
+    // The quotes: every MiB figure of the two texts is one of these, and each is quoted.
+    let one = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
+    let quoted: std::collections::BTreeSet<String> = [
+        request.to_string(),
+        limit.to_string(),
+        one(steady),
+        one(peak),
+    ]
+    .into();
+    for path in ["docs/deploy.md", "deploy/kustomize/base/daemonset.yaml"] {
+        let text = std::fs::read_to_string(root.join(path)).unwrap();
+        let text = text.replace("Mi\n", " MiB\n");
+        assert_eq!(
+            mib_figures(&text),
+            quoted,
+            "{path}: the memory figures it quotes must be the DaemonSet's request and limit \
+             and {RECORD}'s steady state and highest peak (MiB, one decimal)"
+        );
+    }
+    for (path, phrase) in [
+        ("docs/pods.md", format!("DaemonSet's {limit} MiB limit")),
+        (
+            "deploy/grafana/watchdog.json",
+            format!("the DaemonSet's limit is {limit} MiB"),
+        ),
+    ] {
+        let text = std::fs::read_to_string(root.join(path)).unwrap();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(text.contains(&phrase), "{path}: should say \"{phrase}\"");
+    }
+}

@@ -11,15 +11,6 @@ use watchdog_tests::{Daemon, NetNs, poll_until, require_root, run_in};
 /// No probes: the server alone is under test.
 const NO_PROBES: &str = "[probes]\nkfree_skb = false\npeers = false\ntcp = false\n";
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Opens `count` TCP connections to the daemon (inside its namespace) that send nothing.
 fn idle_connections(ns: &NetNs, count: usize) -> Vec<TcpStream> {
     let addr: SocketAddr = "127.0.0.1:9477".parse().unwrap();
@@ -134,42 +125,6 @@ fn a_slow_header_is_closed_by_the_server_within_the_timeout() {
     );
     assert_eq!(timed_out, 1.0);
     assert!(daemon.try_exit().is_none(), "{}", daemon.log());
-}
-
-/// `cargo test --workspace --test suite -- --ignored --nocapture http::rss_with`: the
-/// daemon's RSS with 10 000 idle connections held (set `WATCHDOG_BIN` to measure another
-/// build; no `[http]` keys are written, so older builds run it too).
-#[test]
-#[ignore = "a measurement, not a test: prints RSS"]
-fn rss_with_10000_idle_connections() {
-    if !require_root("rss_with_10000_idle_connections") {
-        return;
-    }
-    let ns = NetNs::new("wd-httprss");
-    let mut daemon = Daemon::start(&ns, NO_PROBES);
-    daemon.wait_serving();
-    let pid = daemon.pid();
-    let idle = rss_kib(pid);
-    let flood = idle_connections(&ns, 10_000);
-    // Let the server accept (or refuse) every one of them.
-    let mut held = 0;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        held = held.max(rss_kib(pid));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let answered = daemon.get("/healthz").is_some();
-    drop(flood);
-    let released = poll_until(Duration::from_secs(20), "RSS to settle", || {
-        let a = rss_kib(pid);
-        std::thread::sleep(Duration::from_millis(500));
-        let b = rss_kib(pid);
-        (a == b).then_some(b)
-    });
-    println!(
-        "RSS KiB: idle {idle}, holding 10000 connections {held}, after they closed {released}; \
-         /healthz answered during the flood: {answered}"
-    );
 }
 
 /// Liveness on its own listener (`health_listen`, the DaemonSet's probes): with every
