@@ -1034,7 +1034,7 @@ fn build_baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
             ])
             .arg(&target),
     )?;
-    Ok(target.join("bpfel-unknown-none/release/watchdog"))
+    Ok(target.join("bpfel-unknown-none/release/watchdog-ebpf"))
 }
 
 fn tc(

@@ -33,7 +33,8 @@ use crate::{
 };
 
 /// The eBPF object built by `build.rs` from `watchdog-ebpf`.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watchdog-ebpf"));
 
 /// What the daemon knows about the kernel it runs on, gathered once at start-up.
 pub struct KernelEnv<'a> {
