@@ -672,6 +672,65 @@ fn a_definitive_icmp_error_names_a_destination_before_the_window_is_full() {
     }
 }
 
+/// A destination that answered early in the window and then died (a pod that came back
+/// and died again): a definitive ICMP error to a probe started after its last reply names
+/// it at once, the replies before do not hold it back; silence still waits for a window
+/// without any reply, and a reply after the probe started clears it.
+#[test]
+fn a_definitive_icmp_error_names_a_destination_that_answered_earlier_in_the_window() {
+    let net = flannel_node();
+    let (mut then, mut now) = samples(Instant::now());
+    healthy_traffic(&mut then, &mut now);
+    // 3 s ago it still answered (40 replies in the window); 60 packets since, none back.
+    then.peers
+        .insert((FLANNEL, ip("10.244.1.7")), peer(100, 100));
+    now.peers.insert(
+        (FLANNEL, ip("10.244.1.7")),
+        PeerSample {
+            rx_packets: 140,
+            last_rx_ago: Some(Duration::from_secs(3)),
+            ..peer(200, 0)
+        },
+    );
+    // The probe started 600 ms ago, after the last reply.
+    let unreachable = probed(
+        &now,
+        "10.244.1.7",
+        None,
+        Outcome::Unreachable {
+            from: Some(ip("10.244.1.0")),
+            what: "host unreachable".into(),
+        },
+    );
+    let candidates = run_probed(&net, &then, &now, &unreachable);
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    assert_eq!(candidates[0].kind, Kind::BlackholedDestination);
+    assert_eq!(
+        candidates[0].evidence("icmp"),
+        Some("host unreachable from 10.244.1.0")
+    );
+    assert_eq!(candidates[0].evidence("packets_back_in_window"), Some("40"));
+    assert_eq!(candidates[0].evidence("last_reply"), Some("3s ago"));
+    // Silence alone: the replies in the window keep it unjudged.
+    let unanswered = probed(&now, "10.244.1.7", None, Outcome::Unanswered);
+    assert_eq!(run_probed(&net, &then, &now, &unanswered), vec![]);
+    // Nothing sent since the last reply: the traffic never met the silence.
+    let mut idle = now.clone();
+    idle.peers
+        .get_mut(&(FLANNEL, ip("10.244.1.7")))
+        .unwrap()
+        .last_tx_ago = Some(Duration::from_secs(4));
+    assert_eq!(run_probed(&net, &then, &idle, &unreachable), vec![]);
+    // A reply after the probe started: it lives, whatever the probe heard.
+    let mut answered = now.clone();
+    answered
+        .peers
+        .get_mut(&(FLANNEL, ip("10.244.1.7")))
+        .unwrap()
+        .last_rx_ago = Some(Duration::from_millis(100));
+    assert_eq!(run_probed(&net, &then, &answered, &unreachable), vec![]);
+}
+
 #[test]
 fn failing_tcp_destinations_need_failures_and_no_success() {
     let net = flannel_node();
