@@ -281,10 +281,10 @@ fn fault_traffic(lab: &Lab, cause: &Cause) -> anyhow::Result<Option<Load>> {
         "blackholed_destination" => {
             // The address is gone again (the last heal added it), and node 2 forgets its
             // MAC, so every run is the first one's case: node 2 resolves the address afresh
-            // and says "host unreachable" after its 3 solicits. While node 2 still holds the
-            // MAC (the neighbour REACHABLE from the last heal) it forwards to it and says
-            // nothing for up to base_reachable_time × 1.5 + 5 s + 3 s: then only silence
-            // names the destination, after its window (10 s), whatever the daemon does.
+            // and says "host unreachable" after its 3 solicits. With the MAC still cached,
+            // node 2 forwards to the pod, which (forwarding, as this lab's pods inherit the
+            // host's ip_forward) says it itself after its own 3 solicits; a pod really gone
+            // says nothing until node 2's neighbour entry fails (15-45 s + 8 s).
             let _ = Command::new("ip")
                 .args(["-n", lab.node(2).pod_ns().name(), "addr", "del"])
                 .args([&format!("{DEAD}/24"), "dev", "eth0"])
