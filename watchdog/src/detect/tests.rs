@@ -154,6 +154,26 @@ fn probed(now: &Sample, target: &str, path: Option<&str>, outcome: Outcome) -> P
     book
 }
 
+/// A book whose probe of `target` got "host unreachable" from `from`.
+fn host_unreachable(now: &Sample, target: &str, from: &str) -> ProbeBook {
+    probed(
+        now,
+        target,
+        None,
+        Outcome::Unreachable {
+            from: Some(ip(from)),
+            what: "host unreachable".into(),
+        },
+    )
+}
+
+/// Asserts `candidates` is one blackholed destination named from the ICMP error `icmp`.
+fn named_from_icmp(candidates: &[Candidate], icmp: &str) {
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    assert_eq!(candidates[0].kind, Kind::BlackholedDestination);
+    assert_eq!(candidates[0].evidence("icmp"), Some(icmp));
+}
+
 fn healthy_traffic(then: &mut Sample, now: &mut Sample) {
     for j in 1..=2u8 {
         let vtep = ip(&format!("192.168.77.{}", 10 + j));
@@ -572,15 +592,7 @@ fn a_destination_that_never_answers_is_blackholed_and_attributed() {
     // Silence alone: a probe is asked for, nothing condemned.
     assert_eq!(run(&net, &then, &now), vec![]);
     // Its host said it is unreachable.
-    let mut probes = probed(
-        &now,
-        "10.244.1.7",
-        None,
-        Outcome::Unreachable {
-            from: Some(ip("10.244.1.1")),
-            what: "host unreachable".into(),
-        },
-    );
+    let mut probes = host_unreachable(&now, "10.244.1.7", "10.244.1.1");
     let candidates = run_probed(&net, &then, &now, &probes);
     assert_eq!(candidates.len(), 1, "{candidates:#?}");
     assert_eq!(candidates[0].kind, Kind::BlackholedDestination);
@@ -639,22 +651,9 @@ fn a_definitive_icmp_error_names_a_destination_before_the_window_is_full() {
     now.peers.insert((FLANNEL, ip("10.244.1.7")), peer(100, 0));
     let unanswered = probed(&now, "10.244.1.7", None, Outcome::Unanswered);
     assert_eq!(run_probed(&net, &then, &now, &unanswered), vec![]);
-    let unreachable = probed(
-        &now,
-        "10.244.1.7",
-        None,
-        Outcome::Unreachable {
-            from: Some(ip("10.244.1.0")),
-            what: "host unreachable".into(),
-        },
-    );
+    let unreachable = host_unreachable(&now, "10.244.1.7", "10.244.1.0");
     let candidates = run_probed(&net, &then, &now, &unreachable);
-    assert_eq!(candidates.len(), 1, "{candidates:#?}");
-    assert_eq!(candidates[0].kind, Kind::BlackholedDestination);
-    assert_eq!(
-        candidates[0].evidence("icmp"),
-        Some("host unreachable from 10.244.1.0")
-    );
+    named_from_icmp(&candidates, "host unreachable from 10.244.1.0");
     // Not definitive: a port unreachable from a firewall on the way, or this host's own
     // stack (other findings name local causes).
     for outcome in [
@@ -670,6 +669,52 @@ fn a_definitive_icmp_error_names_a_destination_before_the_window_is_full() {
         let probes = probed(&now, "10.244.1.7", None, outcome);
         assert_eq!(run_probed(&net, &then, &now, &probes), vec![]);
     }
+}
+
+/// A destination that answered early in the window and then died (a pod that came back
+/// and died again): a definitive ICMP error to a probe started after its last reply names
+/// it at once, the replies before do not hold it back; silence still waits for a window
+/// without any reply, and a reply after the probe started clears it.
+#[test]
+fn a_definitive_icmp_error_names_a_destination_that_answered_earlier_in_the_window() {
+    let net = flannel_node();
+    let (mut then, mut now) = samples(Instant::now());
+    healthy_traffic(&mut then, &mut now);
+    // 3 s ago it still answered (40 replies in the window); 60 packets since, none back.
+    then.peers
+        .insert((FLANNEL, ip("10.244.1.7")), peer(100, 100));
+    now.peers.insert(
+        (FLANNEL, ip("10.244.1.7")),
+        PeerSample {
+            rx_packets: 140,
+            last_rx_ago: Some(Duration::from_secs(3)),
+            ..peer(200, 0)
+        },
+    );
+    // The probe started 600 ms ago, after the last reply.
+    let unreachable = host_unreachable(&now, "10.244.1.7", "10.244.1.0");
+    let candidates = run_probed(&net, &then, &now, &unreachable);
+    named_from_icmp(&candidates, "host unreachable from 10.244.1.0");
+    assert_eq!(candidates[0].evidence("packets_back_in_window"), Some("40"));
+    assert_eq!(candidates[0].evidence("last_reply"), Some("3s ago"));
+    // Silence alone: the replies in the window keep it unjudged.
+    let unanswered = probed(&now, "10.244.1.7", None, Outcome::Unanswered);
+    assert_eq!(run_probed(&net, &then, &now, &unanswered), vec![]);
+    // Nothing sent since the last reply: the traffic never met the silence.
+    let mut idle = now.clone();
+    idle.peers
+        .get_mut(&(FLANNEL, ip("10.244.1.7")))
+        .unwrap()
+        .last_tx_ago = Some(Duration::from_secs(4));
+    assert_eq!(run_probed(&net, &then, &idle, &unreachable), vec![]);
+    // A reply after the probe started: it lives, whatever the probe heard.
+    let mut answered = now.clone();
+    answered
+        .peers
+        .get_mut(&(FLANNEL, ip("10.244.1.7")))
+        .unwrap()
+        .last_rx_ago = Some(Duration::from_millis(100));
+    assert_eq!(run_probed(&net, &then, &answered, &unreachable), vec![]);
 }
 
 #[test]

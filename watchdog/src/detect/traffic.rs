@@ -1,9 +1,13 @@
 //! Destinations that swallow traffic: packets out and nothing back, or TCP connects that
 //! keep failing.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
-use super::{Inputs, silence, vxlan};
+use super::{
+    Inputs,
+    silence::{self, Replies},
+    vxlan,
+};
 use crate::{
     findings::{Candidate, Kind, Severity},
     model::{counters::growth, net::Resolution, probe::Verdict},
@@ -33,8 +37,11 @@ fn attribute(inputs: &Inputs<'_>, mut candidate: Candidate, dst: IpAddr) -> Cand
 /// back on any interface, and did not answer a probe (no answer, or host unreachable):
 /// one-way traffic to a live listener is not a blackhole. A definitive ICMP error to the
 /// probe (host or network unreachable, administratively prohibited, from a host on the
-/// way) names it at once, without waiting for a full window. VTEPs of VXLAN devices (and
-/// the overlay addresses they are probed at) are left to the FDB detector.
+/// way) names it at once, without waiting for a full window and whatever came back
+/// before the probe: a destination that answered and then died is as dead as one that
+/// never answered (the verdict already holds only if nothing came back since the probe
+/// started, and the traffic must have kept going after the last reply). VTEPs of VXLAN
+/// devices (and the overlay addresses they are probed at) are left to the FDB detector.
 pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
     let full_window = inputs.full_window();
     let excluded = silence::not_destinations(inputs, &vxlan::vteps(inputs));
@@ -48,16 +55,21 @@ pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
         let sent = growth(now.tx_packets, then.map_or(0, |then| then.tx_packets));
         let replies = replies.get(&dst);
         let back = replies.map_or(0, |replies| replies.back);
-        if sent < inputs.settings.min_packets || back != 0 {
+        if sent < inputs.settings.min_packets {
             continue;
         }
         let Verdict::Dead(probe) = inputs.probe_verdict(dst, None, replies) else {
             continue;
         };
         let definitive = probe.outcome.definitive();
-        // Silence keeps its window (and a peer known since its start); a definitive error
-        // needs neither.
-        if definitive.is_none() && (!full_window || then.is_none_or(|t| t.tx_packets == 0)) {
+        let judged = if definitive.is_some() {
+            sent_after_last_reply(now.last_tx_ago, replies)
+        } else {
+            // Silence keeps its window: nothing back during all of it, and a peer known
+            // since its start.
+            back == 0 && full_window && then.is_some_and(|t| t.tx_packets > 0)
+        };
+        if !judged {
             continue;
         }
         let mut candidate = Candidate::new(
@@ -66,7 +78,7 @@ pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
             Severity::Critical,
         )
         .with("packets_sent_in_window", sent)
-        .with("packets_back_in_window", 0)
+        .with("packets_back_in_window", back)
         .with(
             "last_reply",
             replies.and_then(|r| r.last_rx_ago).map_or_else(
@@ -81,6 +93,15 @@ pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
         candidates.push(attribute(inputs, candidate, dst));
     }
     candidates
+}
+
+/// Whether a packet left for a peer after the last reply from it (`None`: never): the
+/// traffic met the silence, not only the probe.
+fn sent_after_last_reply(last_tx_ago: Option<Duration>, replies: Option<&Replies>) -> bool {
+    let Some(tx) = last_tx_ago else {
+        return false;
+    };
+    replies.and_then(|r| r.last_rx_ago).is_none_or(|rx| rx > tx)
 }
 
 /// The most clients a finding names; the rest are counted (`+3 more`).
