@@ -15,7 +15,18 @@ use crate::{
     Daemon,
     lab::{Lab, pod_ip},
     open_fds,
+    shipped::Shipped,
 };
+
+/// The daemon's configuration in a soak.
+#[derive(Clone, Copy, Debug)]
+pub enum Settings<'a> {
+    /// This config (`""`: the embedded default).
+    Given(&'a str),
+    /// The shipped DaemonSet's ConfigMap (`namespaces = "node"`, Nodes from the Kubernetes
+    /// API: a fake server serving the lab's Nodes), see [`Shipped`].
+    Shipped,
+}
 
 /// What a soak saw.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +49,11 @@ pub struct SoakReport {
     pub one_way: (u64, u64),
     /// TCP bulk bytes received.
     pub bulk_bytes: u64,
+    /// Connects of the port scan tried.
+    pub scanned: u64,
+    /// Netfilter drops the daemon counted during the run
+    /// (`watchdog_kernel_drops_total{reason="NETFILTER_DROP"}`).
+    pub netfilter_drops: u64,
 }
 
 /// Resident memory of `pid` in KiB (`VmRSS`); panics when the process is gone.
@@ -82,14 +98,21 @@ impl Drop for Ping {
     }
 }
 
-/// Runs the mix on a fresh 3-node lab with the daemon (started with `config`) on node 0
+/// Runs the mix on a fresh 3-node lab with the daemon (started with `settings`) on node 0
 /// for `duration` (after a 15 s warm-up that fills the windows and settles memory).
-pub fn run(config: &str, duration: Duration) -> SoakReport {
+pub fn run(settings: Settings<'_>, duration: Duration) -> SoakReport {
     let lab = Lab::new(3);
     lab.check_pod_connectivity()
         .expect("the lab works before the soak");
-    let mut daemon = Daemon::start(lab.node(0).ns(), config);
+    let shipped = matches!(settings, Settings::Shipped).then(|| Shipped::start(&lab, 0));
+    let config = match (settings, &shipped) {
+        (Settings::Given(config), _) => config.to_owned(),
+        (Settings::Shipped, shipped) => shipped.as_ref().expect("started").config(""),
+    };
+    let mut daemon = Daemon::start(lab.node(0).ns(), &config);
     daemon.wait_ready();
+    lab.firewall_node_ports(0, 1000..2001);
+    let scan = lab.port_scan(1, 0, 1000..1100);
     let _pings = [Ping::start(&lab, 0, 1), Ping::start(&lab, 2, 0)];
     let bulk = lab.tcp_bulk(0, 1);
     let one_way = [
@@ -128,6 +151,13 @@ pub fn run(config: &str, duration: Duration) -> SoakReport {
     }
     report.fds.0 = open_fds(daemon.pid());
     report.rss_kib.0 = rss_kib(daemon.pid());
+    let netfilter_drops = |daemon: &Daemon| {
+        daemon.metrics().count(
+            "watchdog_kernel_drops_total",
+            &[("reason", "NETFILTER_DROP")],
+        )
+    };
+    let drops_before = netfilter_drops(&daemon);
     let start = Instant::now();
     let mut up = false;
     let mut last_churn = Instant::now();
@@ -155,6 +185,9 @@ pub fn run(config: &str, duration: Duration) -> SoakReport {
         std::thread::sleep(Duration::from_millis(100));
     }
     report.rss_kib.1 = rss_kib(daemon.pid());
+    report.netfilter_drops = netfilter_drops(&daemon) - drops_before;
+    report.scanned = scan.attempts();
+    drop(scan);
     check(&daemon, &mut report);
     report.ran = start.elapsed();
     report.bulk_bytes = bulk.received();

@@ -88,13 +88,19 @@ pub enum Bench {
         rounds: u32,
     },
     /// Soak: a healthy 3-node lab under a realistic mix (ping, TCP bulk, one-way UDP,
-    /// request/response UDP, a pod restart every 6 s) with the daemon (release, default
-    /// settings) on node 0; prints the findings seen (goal 0) and the daemon's fds and
-    /// resident memory after a 15 s warm-up and at the end.
+    /// request/response UDP, a pod restart every 6 s, node 0's host firewall dropping a
+    /// port scan of node 0) with the daemon (release; default settings, or the shipped
+    /// ConfigMap's with --shipped) on node 0; prints the findings seen (goal 0), the
+    /// netfilter drops it counted, and its fds and resident memory after a 15 s warm-up
+    /// and at the end.
     Soak {
         /// Minutes to run after the warm-up.
         #[arg(long, default_value_t = 10)]
         minutes: u64,
+        /// Run the daemon with the shipped ConfigMap (`namespaces = "node"`, Nodes from a
+        /// fake API server serving the lab's Nodes) instead of the embedded default.
+        #[arg(long)]
+        shipped: bool,
     },
     /// Desired state: Node change -> finding latency (NodeList file and Kubernetes watch,
     /// on the lab), and the idle daemon's memory and CPU with a watch on `nodes` Nodes
@@ -282,9 +288,9 @@ impl Bench {
                     .args(["--seconds", &seconds.to_string()])
                     .args(["--rounds", &rounds.to_string()]),
             ),
-            Bench::Soak { minutes } => {
+            Bench::Soak { minutes, shipped } => {
                 use_release_daemon()?;
-                soak(Duration::from_secs(minutes * 60))
+                soak(Duration::from_secs(minutes * 60), shipped)
             }
             Bench::Desired {
                 runs,
@@ -388,10 +394,20 @@ impl Bench {
 }
 
 /// The soak (see [`Bench::Soak`]).
-fn soak(duration: Duration) -> anyhow::Result<()> {
-    say_daemon("", &["poll_interval", "namespaces"])?;
+fn soak(duration: Duration, shipped: bool) -> anyhow::Result<()> {
+    use watchdog_tests::soak::{Settings, run};
+    let settings = if shipped {
+        say_daemon(
+            &watchdog_tests::shipped::configmap_config(),
+            &["poll_interval", "namespaces"],
+        )?;
+        Settings::Shipped
+    } else {
+        say_daemon("", &["poll_interval", "namespaces"])?;
+        Settings::Given("")
+    };
     eprintln!("bench soak: {duration:?} of a healthy mix after a 15 s warm-up");
-    let report = watchdog_tests::soak::run("", duration);
+    let report = run(settings, duration);
     println!(
         "soak ran {:.0} s, {} checks of /api/v1/findings",
         report.ran.as_secs_f64(),
@@ -416,6 +432,10 @@ fn soak(duration: Duration) -> anyhow::Result<()> {
         report.one_way.0,
         report.one_way.1,
         report.bulk_bytes / 1_000_000
+    );
+    println!(
+        "host firewall: {} scan connects tried, {} netfilter drops counted by the daemon",
+        report.scanned, report.netfilter_drops
     );
     Ok(())
 }

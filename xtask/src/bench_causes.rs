@@ -88,22 +88,7 @@ fn run_in(ns: &NetNs, program: &str, args: &[&str]) -> anyhow::Result<()> {
 }
 
 fn nft(ns: &NetNs, ruleset: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(ruleset.as_bytes())?;
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        bail!("nft -f: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    Ok(())
+    ns.nft(ruleset).map_err(anyhow::Error::msg)
 }
 
 fn sysctl(ns: &NetNs, key: &str, value: &str) -> anyhow::Result<()> {

@@ -32,7 +32,7 @@ pub use self::{
     observe::{FdbEntry, LinkStats, config_dump},
     traffic::{
         BULK_PORT, ConnectReport, ConnectivityError, ONE_WAY_PORT, OneWayUdp, PairFailure,
-        StreamStats, TcpBulk, UdpStream,
+        PortScan, StreamStats, TcpBulk, UdpStream,
     },
 };
 use crate::NetNs;

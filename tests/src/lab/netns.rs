@@ -119,6 +119,33 @@ impl NetNs {
         ip(&all);
     }
 
+    /// Loads `ruleset` with `nft -f -` inside the namespace; the error is nft's stderr
+    /// with the ruleset.
+    pub fn nft(&self, ruleset: &str) -> Result<(), String> {
+        use std::io::Write as _;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", self.name(), "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|err| format!("cannot run nft: {err}"))?;
+        let written = child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(ruleset.as_bytes());
+        let output = child
+            .wait_with_output()
+            .map_err(|err| format!("nft: {err}"))?;
+        if written.is_err() || !output.status.success() {
+            return Err(format!(
+                "nft -f: {}\n{ruleset}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs `bridge <args>` inside the namespace, panicking with its stderr on failure.
     pub fn bridge(&self, args: &[&str]) {
         let output = Command::new("ip")

@@ -579,3 +579,64 @@ impl Lab {
         }
     }
 }
+
+/// A port scan of a node (see [`Lab::port_scan`]). Stops on drop.
+#[derive(Debug)]
+pub struct PortScan {
+    attempts: Arc<AtomicU64>,
+    _scanner: Background,
+}
+
+impl PortScan {
+    /// Connects tried so far.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+}
+
+impl Lab {
+    /// A host firewall on node `i`: its INPUT hook drops TCP to `ports` arriving on the
+    /// underlay (`eth0`), counted (table `inet host`).
+    pub fn firewall_node_ports(&self, i: usize, ports: std::ops::Range<u16>) {
+        let ruleset = format!(
+            "table inet host {{\n chain input {{ type filter hook input priority 0; policy accept;\n  \
+             iifname \"eth0\" tcp dport {}-{} counter drop\n }}\n}}\n",
+            ports.start,
+            ports.end - 1
+        );
+        self.node(i)
+            .ns()
+            .nft(&ruleset)
+            .unwrap_or_else(|err| panic!("node {i}'s host firewall: {err}"));
+    }
+
+    /// Scans node `to`'s underlay address from node `from`'s namespace: TCP connects to
+    /// ports `ports`, one after the other, each given up after 2 ms, over and over. With a
+    /// host firewall on node `to` dropping them, each connect is a netfilter drop of
+    /// traffic to the node itself.
+    pub fn port_scan(&self, from: usize, to: usize, ports: std::ops::Range<u16>) -> PortScan {
+        let attempts = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&attempts);
+        let target = self.node(to).underlay_ip();
+        let scanner = Background::spawn(
+            self.node(from).ns(),
+            format!("port scan node {from} -> node {to}"),
+            || Ok(()),
+            move |(), stop| {
+                while !stop.load(Ordering::Relaxed) {
+                    for port in ports.clone() {
+                        let _ = TcpStream::connect_timeout(
+                            &(target, port).into(),
+                            Duration::from_millis(2),
+                        );
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            },
+        );
+        PortScan {
+            attempts,
+            _scanner: scanner,
+        }
+    }
+}

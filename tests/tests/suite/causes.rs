@@ -69,25 +69,7 @@ fn run_in(ns: &NetNs, program: &str, args: &[&str]) {
 
 /// Feeds `ruleset` to `nft -f -` in `ns`.
 fn nft(ns: &NetNs, ruleset: &str) {
-    use std::io::Write as _;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ruleset.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "nft -f: {}\n{ruleset}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    ns.nft(ruleset).unwrap_or_else(|err| panic!("{err}"));
 }
 
 /// Writes a sysctl in `ns` (`net/ipv4/conf/all/rp_filter`).
@@ -677,24 +659,8 @@ fn a_host_firewall_dropping_a_port_scan_of_the_node_raises_nothing() {
     let (lab, daemon) = (&setup.lab, &setup.daemon);
     let _there = lab.udp_stream(0, 1, 50);
     let _back = lab.udp_stream(2, 0, 50);
-    nft(
-        lab.node(0).ns(),
-        "table inet host {\n chain input { type filter hook input priority 0; policy accept;\n  \
-         iifname \"eth0\" tcp dport 1000-2000 counter drop\n }\n}\n",
-    );
-    let node0 = lab.node(0).underlay_ip();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let scan = lab.node(1).ns().spawn(move || {
-        while !flag.load(Ordering::Relaxed) {
-            for port in 1000..1100 {
-                let _ = std::net::TcpStream::connect_timeout(
-                    &(node0, port).into(),
-                    Duration::from_millis(2),
-                );
-            }
-        }
-    });
+    lab.firewall_node_ports(0, 1000..2001);
+    let scan = lab.port_scan(1, 0, 1000..1100);
     let drops = |metrics: &watchdog_tests::Metrics| {
         metrics.count(
             "watchdog_kernel_drops_total",
@@ -710,8 +676,7 @@ fn a_host_firewall_dropping_a_port_scan_of_the_node_raises_nothing() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let counted = drops(&daemon.metrics()) - before;
-    stop.store(true, Ordering::Relaxed);
-    let _ = scan.join();
+    drop(scan);
     assert!(
         counted >= 100,
         "the scan's drops were not counted: {counted}"
