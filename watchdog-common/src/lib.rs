@@ -584,6 +584,25 @@ mod tests {
         assert_eq!(key.words()[2], 0x0102_0304 | 6 << 32);
     }
 
+    /// The ingress program builds an ICMP error's key as three words (the address, then
+    /// the family) and its value as five (count, time, sender, `type | code << 8`).
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn icmp_error_words_are_their_memory() {
+        let words: [u64; 3] = [u64::from(u32::from_le_bytes([10, 244, 2, 77])), 0, 4];
+        // SAFETY: IcmpErrorKey is 24 bytes of plain integers with explicit padding.
+        let key: IcmpErrorKey = unsafe { core::mem::transmute(words) };
+        assert_eq!(key.addr[..4], [10, 244, 2, 77]);
+        assert_eq!(key.family, 4);
+        let from = u64::from(u32::from_le_bytes([10, 244, 2, 0]));
+        let words: [u64; 5] = [3, 42, from, 0, 3 | 1 << 8];
+        // SAFETY: IcmpErrorStats is 40 bytes of plain integers with explicit padding.
+        let stats: IcmpErrorStats = unsafe { core::mem::transmute(words) };
+        assert_eq!((stats.count, stats.last_ns), (3, 42));
+        assert_eq!(stats.from[..4], [10, 244, 2, 0]);
+        assert_eq!((stats.icmp_type, stats.code), (3, 1));
+    }
+
     #[test]
     fn cache_slots_are_in_range_and_spread() {
         let mut used = std::collections::BTreeSet::new();

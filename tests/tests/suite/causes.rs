@@ -344,30 +344,39 @@ fn a_dead_pod_address_is_named_at_once_from_a_definitive_icmp_error() {
         evidence(&finding, "icmp").starts_with("host unreachable from "),
         "{finding:#?}"
     );
+    // The pod comes back, its ICMP errors `ratelimit` ms apart at least, and the finding
+    // resolves.
+    let revive = |ratelimit: &str| {
+        sysctl(lab.node(2).pod_ns(), "net/ipv4/icmp_ratelimit", ratelimit);
+        lab.node(2)
+            .pod_ns()
+            .ip(&["addr", "add", &format!("{dead}/24"), "dev", "eth0"]);
+        wait_resolved(daemon, "blackholed_destination", &dead.to_string());
+    };
+    // The pod's address goes and node 2 forgets its MAC: the finding that names it.
+    let die = || {
+        lab.node(2)
+            .pod_ns()
+            .ip(&["addr", "del", &format!("{dead}/24"), "dev", "eth0"]);
+        lab.ip_in(
+            2,
+            &["neigh", "flush", "to", &dead.to_string(), "dev", "cni0"],
+        );
+        daemon.wait_finding(
+            "blackholed_destination",
+            &format!("destination {dead} dev {VXLAN_DEV}"),
+            WINDOW,
+        )
+    };
     // The pod comes back: the address answers again, every datagram.
-    sysctl(lab.node(2).pod_ns(), "net/ipv4/icmp_ratelimit", "0");
-    lab.node(2)
-        .pod_ns()
-        .ip(&["addr", "add", &format!("{dead}/24"), "dev", "eth0"]);
-    wait_resolved(daemon, "blackholed_destination", &dead.to_string());
+    revive("0");
     // And dies again, the sender still sending. Node 2 forgets its MAC (as its neighbour
     // cache does once the entry expires), so it resolves the address afresh and says
     // "host unreachable" itself, as the first time. The pod answered every datagram
     // (no ICMP rate limit in its namespace), so no probe answered just before the death
     // vouches for it (an answer does for `prober.valid_for`, and delays the naming: `cargo
     // xtask bench drops-causes` shows it).
-    lab.node(2)
-        .pod_ns()
-        .ip(&["addr", "del", &format!("{dead}/24"), "dev", "eth0"]);
-    lab.ip_in(
-        2,
-        &["neigh", "flush", "to", &dead.to_string(), "dev", "cni0"],
-    );
-    let again = daemon.wait_finding(
-        "blackholed_destination",
-        &format!("destination {dead} dev {VXLAN_DEV}"),
-        WINDOW,
-    );
+    let again = die();
     assert!(
         evidence(&again, "icmp").starts_with("host unreachable from "),
         "{again:#?}"
@@ -388,11 +397,7 @@ fn a_dead_pod_address_is_named_at_once_from_a_definitive_icmp_error() {
             &[("purpose", "destination"), ("outcome", outcome)],
         )
     };
-    sysctl(lab.node(2).pod_ns(), "net/ipv4/icmp_ratelimit", "1000");
-    lab.node(2)
-        .pod_ns()
-        .ip(&["addr", "add", &format!("{dead}/24"), "dev", "eth0"]);
-    wait_resolved(daemon, "blackholed_destination", &dead.to_string());
+    revive("1000");
     let answered = probes("answered");
     poll_until(
         DEADLINE,
@@ -408,18 +413,7 @@ fn a_dead_pod_address_is_named_at_once_from_a_definitive_icmp_error() {
             value,
         );
     }
-    lab.node(2)
-        .pod_ns()
-        .ip(&["addr", "del", &format!("{dead}/24"), "dev", "eth0"]);
-    lab.ip_in(
-        2,
-        &["neigh", "flush", "to", &dead.to_string(), "dev", "cni0"],
-    );
-    let third = daemon.wait_finding(
-        "blackholed_destination",
-        &format!("destination {dead} dev {VXLAN_DEV}"),
-        WINDOW,
-    );
+    let third = die();
     // Named from the traffic's own error while the answer still vouched: the latest
     // evidence wins.
     assert!(
