@@ -28,6 +28,8 @@ pub mod names {
         pub const PEER_STATS: &str = "PEER_STATS";
         /// Link-layer header length learned per interface (direct header reads).
         pub const LINK_HEADER: &str = "LINK_HEADER";
+        /// Definitive ICMP errors received about each destination ([`crate::IcmpErrorKey`]).
+        pub const ICMP_ERRORS: &str = "ICMP_ERRORS";
         /// TCP connect outcomes per destination.
         pub const CONNECTS: &str = "CONNECTS";
         /// The cgroup (v2 id) a process of each network namespace last connected from.
@@ -349,6 +351,43 @@ pub mod peer_stat {
     pub const COUNT: u32 = 2;
 }
 
+/// Capacity of the `ICMP_ERRORS` LRU map: destinations with a recent definitive ICMP error.
+pub const ICMP_ERROR_ENTRIES: u32 = 1024;
+
+/// Key of the `ICMP_ERRORS` LRU map: the destination of the packet a definitive ICMP error
+/// (host or network unreachable, administratively prohibited) came back for, as the
+/// error's embedded original header names it. Aligned to 8 so the programs can build it as
+/// three 64-bit words, as [`PeerKey`].
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IcmpErrorKey {
+    /// IPv4 (first 4 bytes, rest zero) or IPv6 address, network byte order.
+    pub addr: [u8; 16],
+    /// 4 or 6.
+    pub family: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 7],
+}
+
+/// The definitive ICMP errors received about one destination (TC ingress; one shared
+/// value, updated without atomics on a cold path: the count is approximate under races).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpErrorStats {
+    /// Errors received.
+    pub count: u64,
+    /// When the last one arrived, on the clock of [`PeerStats::last_rx_ns`].
+    pub last_ns: u64,
+    /// Who sent the last one (the error's own source), as the key's address.
+    pub from: [u8; 16],
+    /// The last one's ICMP type (3 for ICMPv4, 1 for ICMPv6).
+    pub icmp_type: u8,
+    /// The last one's ICMP code.
+    pub code: u8,
+    /// Explicit padding; always zero.
+    pub _pad: [u8; 6],
+}
+
 /// Configuration of the TC programs, written into `.rodata` by the loader.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -495,6 +534,8 @@ mod user {
     unsafe impl aya::Pod for super::PeerStats {}
     unsafe impl aya::Pod for super::PeerSlot {}
     unsafe impl aya::Pod for super::TcConfig {}
+    unsafe impl aya::Pod for super::IcmpErrorKey {}
+    unsafe impl aya::Pod for super::IcmpErrorStats {}
     unsafe impl aya::Pod for super::ConnectKey {}
     unsafe impl aya::Pod for super::ConnectStats {}
     unsafe impl aya::Pod for super::TcpConfig {}
@@ -515,6 +556,8 @@ const _: () = assert!(core::mem::size_of::<PeerStats>() == 56);
 const _: () = assert!(core::mem::size_of::<PeerSlot>() == 80);
 const _: () = assert!(PEER_CACHE_SLOTS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<TcConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<IcmpErrorKey>() == 24);
+const _: () = assert!(core::mem::size_of::<IcmpErrorStats>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnectKey>() == 24);
 const _: () = assert!(core::mem::size_of::<ConnectStats>() == 56);
 const _: () = assert!(core::mem::size_of::<TcpConfig>() == 80);
@@ -539,6 +582,25 @@ mod tests {
         let memory: [u64; 3] = unsafe { core::mem::transmute(key) };
         assert_eq!(key.words(), memory);
         assert_eq!(key.words()[2], 0x0102_0304 | 6 << 32);
+    }
+
+    /// The ingress program builds an ICMP error's key as three words (the address, then
+    /// the family) and its value as five (count, time, sender, `type | code << 8`).
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn icmp_error_words_are_their_memory() {
+        let words: [u64; 3] = [u64::from(u32::from_le_bytes([10, 244, 2, 77])), 0, 4];
+        // SAFETY: IcmpErrorKey is 24 bytes of plain integers with explicit padding.
+        let key: IcmpErrorKey = unsafe { core::mem::transmute(words) };
+        assert_eq!(key.addr[..4], [10, 244, 2, 77]);
+        assert_eq!(key.family, 4);
+        let from = u64::from(u32::from_le_bytes([10, 244, 2, 0]));
+        let words: [u64; 5] = [3, 42, from, 0, 3 | 1 << 8];
+        // SAFETY: IcmpErrorStats is 40 bytes of plain integers with explicit padding.
+        let stats: IcmpErrorStats = unsafe { core::mem::transmute(words) };
+        assert_eq!((stats.count, stats.last_ns), (3, 42));
+        assert_eq!(stats.from[..4], [10, 244, 2, 0]);
+        assert_eq!((stats.icmp_type, stats.code), (3, 1));
     }
 
     #[test]

@@ -11,6 +11,11 @@
 //! slots' peers in place (a packet that would flush goes to `PEERS` directly), and a
 //! reading never sees counts on their way from a slot to the map.
 //!
+//! On ingress, a definitive ICMP error (host or network unreachable, administratively
+//! prohibited) is also recorded under the destination its embedded original header names,
+//! in `ICMP_ERRORS`: the traffic's own errors name a dead destination without a probe. Other
+//! packets pay one compare of the IP protocol for it.
+//!
 //! Headers are read straight from the packet where the interface's link-layer header
 //! length is known (`LINK_HEADER`); it is learned from packets read through
 //! `bpf_skb_load_bytes_relative`, which works on any device and stays the fallback.
@@ -24,11 +29,12 @@ use aya_ebpf::{
         generated::{bpf_ktime_get_coarse_ns, bpf_skb_load_bytes_relative},
     },
     macros::{classifier, map},
-    maps::{Array, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray},
     programs::TcContext,
 };
 use watchdog_common::{
-    PEER_CACHE_SLOTS, PEER_MAP_ENTRIES, PeerKey, PeerSlot, PeerStats, TcConfig, encap,
+    ICMP_ERROR_ENTRIES, IcmpErrorKey, IcmpErrorStats, PEER_CACHE_SLOTS, PEER_MAP_ENTRIES, PeerKey,
+    PeerSlot, PeerStats, TcConfig, encap,
     names::{globals, maps, programs},
     peer_cache_slot, peer_stat,
 };
@@ -39,6 +45,7 @@ named!(PEER_CACHE, maps::PEER_CACHE);
 named!(PEER_READING, maps::PEER_READING);
 named!(PEER_STATS, maps::PEER_STATS);
 named!(LINK_HEADER, maps::LINK_HEADER);
+named!(ICMP_ERRORS, maps::ICMP_ERRORS);
 named!(peers_egress, programs::PEERS_EGRESS);
 named!(peers_ingress, programs::PEERS_INGRESS);
 
@@ -70,12 +77,28 @@ static PEER_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(peer_stat::C
 static LINK_HEADER: Array<u64> = Array::with_max_entries(LINK_HEADER_SLOTS, 0);
 
 const LINK_HEADER_SLOTS: u32 = 1024;
+
+/// Definitive ICMP errors by the destination they were about (ingress only). One shared
+/// value per destination: errors are rare, and a racing update only loses a count.
+#[map]
+static ICMP_ERRORS: LruHashMap<IcmpErrorKey, IcmpErrorStats> =
+    LruHashMap::with_max_entries(ICMP_ERROR_ENTRIES, 0);
 const ETH_HLEN: usize = 14;
 
 /// `skb->protocol` values as the context holds them (network byte order in the low bits).
 const ETH_P_IP: u32 = 0x0800u16.to_be() as u32;
 const ETH_P_IPV6: u32 = 0x86DDu16.to_be() as u32;
 const IPPROTO_UDP: u32 = 17;
+const IPPROTO_ICMP: u32 = 1;
+const IPPROTO_ICMPV6: u64 = 58;
+
+/// ICMPv4 destination unreachable (type 3) codes that say the destination cannot be
+/// reached: network (0) and host (1) unreachable, network (9) and host (10)
+/// administratively prohibited, communication administratively prohibited (13).
+const ICMP_DEFINITIVE: u32 = 1 << 0 | 1 << 1 | 1 << 9 | 1 << 10 | 1 << 13;
+/// ICMPv6 destination unreachable (type 1) codes: no route (0), administratively
+/// prohibited (1), address unreachable (3).
+const ICMPV6_DEFINITIVE: u32 = 1 << 0 | 1 << 1 | 1 << 3;
 
 /// A key as three 64-bit words (see [`PeerKey::words`]).
 type Key = [u64; 3];
@@ -295,7 +318,11 @@ fn ipv4(ctx: &TcContext, egress: bool, ifindex: u32) -> Option<(Key, Option<u32>
     ];
     // Fragments after the first carry no UDP header: offset bits of bytes 6-7.
     let first_fragment = (second >> 16) & 0xff1f == 0;
-    if (third >> 8) & 0xff != IPPROTO_UDP || !first_fragment {
+    let protocol = (third >> 8) & 0xff;
+    if protocol != IPPROTO_UDP || !first_fragment {
+        if !egress && protocol == IPPROTO_ICMP && first_fragment {
+            icmp_error_v4(ctx, (first & 0x0f) * 4, src);
+        }
         return Some((key, None));
     }
     let header_len = (first & 0x0f) * 4;
@@ -339,7 +366,12 @@ fn ipv6(ctx: &TcContext, egress: bool, ifindex: u32) -> Option<(Key, Option<u32>
         let key = [header[at], header[at + 1], u64::from(ifindex) | 6 << 32];
         (header[0], key, None)
     };
-    if (first >> 48) & 0xff != u64::from(IPPROTO_UDP) {
+    let next = (first >> 48) & 0xff;
+    if next != u64::from(IPPROTO_UDP) {
+        if !egress && next == IPPROTO_ICMPV6 {
+            // Ingress: the key is the source.
+            icmp_error_v6(ctx, [key[0], key[1]]);
+        }
         return Some((key, None));
     }
     let ports = after.or_else(|| {
@@ -349,6 +381,78 @@ fn ipv6(ctx: &TcContext, egress: bool, ifindex: u32) -> Option<(Key, Option<u32>
             .then(|| unsafe { ports.assume_init() })
     });
     Some((key, ports))
+}
+
+/// Records an ICMPv4 error from `from` whose ICMP header is `at` bytes into the packet, if
+/// it is a definitive destination unreachable (cold: only ICMP packets come here).
+#[inline(always)]
+fn icmp_error_v4(ctx: &TcContext, at: u32, from: u32) {
+    // Type, code, checksum, unused; then the original IP header, its destination 16 bytes in.
+    let mut buf = MaybeUninit::<[u32; 7]>::uninit();
+    if !load_net(ctx, at, buf.as_mut_ptr() as *mut c_void, 28) {
+        return;
+    }
+    // SAFETY: loaded.
+    let words = unsafe { buf.assume_init() };
+    let (icmp_type, code) = (words[0] & 0xff, (words[0] >> 8) & 0xff);
+    if icmp_type != 3 || code >= 32 || (ICMP_DEFINITIVE >> code) & 1 == 0 {
+        return;
+    }
+    if (words[2] & 0xff) >> 4 != 4 {
+        return; // not an IPv4 header inside
+    }
+    let dst = [u64::from(words[6]), 0];
+    record_icmp_error(dst, 4, [u64::from(from), 0], icmp_type | code << 8);
+}
+
+/// Records an ICMPv6 error from `from` right after the fixed header, if it is a definitive
+/// destination unreachable.
+#[inline(always)]
+fn icmp_error_v6(ctx: &TcContext, from: [u64; 2]) {
+    // Type, code, checksum, unused; then the original IPv6 header, its destination 24 in.
+    let mut buf = MaybeUninit::<[u64; 6]>::uninit();
+    if !load_net(ctx, 40, buf.as_mut_ptr() as *mut c_void, 48) {
+        return;
+    }
+    // SAFETY: loaded.
+    let words = unsafe { buf.assume_init() };
+    let (icmp_type, code) = ((words[0] & 0xff) as u32, ((words[0] >> 8) & 0xff) as u32);
+    if icmp_type != 1 || code >= 32 || (ICMPV6_DEFINITIVE >> code) & 1 == 0 {
+        return;
+    }
+    if (words[1] & 0xff) >> 4 != 6 {
+        return; // not an IPv6 header inside
+    }
+    record_icmp_error([words[4], words[5]], 6, from, icmp_type | code << 8);
+}
+
+/// Adds one error about `dst` (two words, as in a [`PeerKey`]) to `ICMP_ERRORS`; `what`
+/// is its type and code (`type | code << 8`).
+#[inline(always)]
+fn record_icmp_error(dst: [u64; 2], family: u64, from: [u64; 2], what: u32) {
+    let key: [u64; 3] = [dst[0], dst[1], family];
+    // SAFETY: IcmpErrorKey is three 64-bit words (repr(C), align 8, size 24): the address,
+    // then the family in the low byte.
+    let key = unsafe { &*(&key as *const [u64; 3] as *const IcmpErrorKey) };
+    let now = now();
+    let what = u64::from(what);
+    if let Some(entry) = ICMP_ERRORS.get_ptr_mut(key) {
+        // IcmpErrorStats as five words: count, last_ns, from (two), type | code << 8.
+        let words = entry as *mut [u64; 5];
+        // SAFETY: a live map value of 40 bytes, align 8.
+        unsafe {
+            (*words)[0] += 1;
+            (*words)[1] = now;
+            (*words)[2] = from[0];
+            (*words)[3] = from[1];
+            (*words)[4] = what;
+        }
+        return;
+    }
+    let value: [u64; 5] = [1, now, from[0], from[1], what];
+    // SAFETY: as above.
+    let value = unsafe { &*(&value as *const [u64; 5] as *const IcmpErrorStats) };
+    let _ = ICMP_ERRORS.insert(key, value, 0);
 }
 
 /// Counts one packet of `bytes` to or from `key`.

@@ -145,6 +145,25 @@ fn frame(addr: std::net::IpAddr, dport: u16, payload: usize) -> Vec<u8> {
     frame
 }
 
+/// An IPv4 `frame` with another protocol number (the bytes after the header unchanged).
+fn with_protocol(mut frame: Vec<u8>, protocol: u8) -> Vec<u8> {
+    frame[14 + 9] = protocol;
+    frame
+}
+
+/// An ICMP host unreachable from `from` about a UDP datagram to `dst`: what the ingress
+/// program records in `ICMP_ERRORS`.
+fn host_unreachable(from: std::net::Ipv4Addr, dst: std::net::Ipv4Addr) -> Vec<u8> {
+    let original = &frame(std::net::IpAddr::V4(dst), 8125, 0)[14..];
+    let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(original);
+    // A frame of the right length, its UDP header and payload replaced by the ICMP message.
+    let mut frame = frame(std::net::IpAddr::V4(from), 0, icmp.len() - 8);
+    frame.truncate(14 + 20);
+    frame.extend(icmp);
+    with_protocol(frame, 1)
+}
+
 /// The cache slot of IPv4 peer `addr` on interface `ifindex`.
 fn slot(addr: std::net::Ipv4Addr, ifindex: u32) -> u32 {
     let mut key = PeerKey {
@@ -198,6 +217,14 @@ fn cases() -> anyhow::Result<Vec<Case>> {
         Case {
             label: "IPv4 VXLAN 1400 B, recent peer",
             feed: Feed::Repeat(frame(IpAddr::V4(a), 8472, 1400)),
+        },
+        Case {
+            label: "IPv4 TCP 64 B, recent peer",
+            feed: Feed::Repeat(with_protocol(frame(IpAddr::V4(a), 7777, 64), 6)),
+        },
+        Case {
+            label: "IPv4 ICMP host unreachable",
+            feed: Feed::Repeat(host_unreachable(a, Ipv4Addr::new(10, 244, 2, 77))),
         },
         Case {
             label: "IPv4, 2 peers alternating, 1 slot",
@@ -347,11 +374,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.baseline {
         baseline_bytes =
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        objects.push(load("before", &baseline_bytes, false)?);
+        // Both ways, as this tree's object below: before/after pairs with and without it.
+        objects.push(load("before nc", &baseline_bytes, false)?);
+        objects.push(load("before", &baseline_bytes, true)?);
     }
     // The cache off: what the program costs where the reader cannot freeze it.
     objects.push(load(
-        "no cache",
+        "after nc",
         watchdog::sources::probes::EBPF_OBJECT,
         false,
     )?);
@@ -385,12 +414,13 @@ fn main() -> anyhow::Result<()> {
 
     println!(
         "TC peer programs, BPF_PROG_TEST_RUN on one CPU, median of {} rounds, ns per packet \
-         (the harness, a program that only returns, subtracted):",
+         (the harness, a program that only returns, subtracted; nc: the per-CPU cache off, \
+         as where the reader cannot freeze it):",
         args.rounds
     );
     print!("  {:<14} {:<36} {:>8}", "program", "case", "harness");
     for object in &objects[1..] {
-        print!(" {:>8}", object.name);
+        print!(" {:>9}", object.name);
     }
     println!();
     for (p, program) in PROGRAMS.iter().enumerate() {
@@ -398,7 +428,7 @@ fn main() -> anyhow::Result<()> {
             let harness = medians[0][p][c];
             print!("  {program:<14} {:<36} {harness:>8.1}", case.label);
             for object in &medians[1..] {
-                print!(" {:>8.1}", object[p][c] - harness);
+                print!(" {:>9.1}", object[p][c] - harness);
             }
             println!();
         }
@@ -407,7 +437,7 @@ fn main() -> anyhow::Result<()> {
     for object in &objects[1..] {
         for (program, info) in &object.info {
             println!(
-                "  {:<7} {program:<14} xlated {:>5} insns  jited {:>6} bytes  verifier processed {:>6}",
+                "  {:<9} {program:<14} xlated {:>5} insns  jited {:>6} bytes  verifier processed {:>6}",
                 object.name,
                 info.size_translated().unwrap_or(0) / 8,
                 info.size_jitted(),

@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::bail;
 use watchdog_tests::{
-    Daemon, NetNs,
+    Daemon, Finding, NetNs,
     lab::{Lab, VXLAN_DEV, overlay_ip, vtep_mac},
     poll_until,
     shipped::Shipped,
@@ -314,11 +314,16 @@ fn fault_traffic(lab: &Lab, cause: &Cause) -> anyhow::Result<Option<Load>> {
 }
 
 fn named(daemon: &Daemon, kind: &str, subject: &str) -> bool {
+    finding(daemon, kind, subject).is_some()
+}
+
+/// The active finding of `kind` whose subject contains `subject`.
+fn finding(daemon: &Daemon, kind: &str, subject: &str) -> Option<Finding> {
     daemon
         .try_findings()
         .unwrap_or_default()
-        .iter()
-        .any(|f| f.kind == kind && f.subject.contains(subject))
+        .into_iter()
+        .find(|f| f.kind == kind && f.subject.contains(subject))
 }
 
 fn summary(times: &mut [f64]) -> String {
@@ -357,9 +362,15 @@ pub fn run(runs: u32, only: Option<&str>) -> anyhow::Result<()> {
             let started = Instant::now();
             let extra = fault_traffic(&lab, &cause)?;
             (cause.fault)(&lab)?;
-            let took = poll_until(LIMIT, cause.kind, || {
-                named(&daemon, cause.kind, &subject).then(|| started.elapsed())
+            let (took, found) = poll_until(LIMIT, cause.kind, || {
+                finding(&daemon, cause.kind, &subject).map(|found| (started.elapsed(), found))
             });
+            // What named it, where an ICMP error did (the probe's or the traffic's).
+            let icmp = found
+                .evidence("icmp")
+                .first()
+                .map(|icmp| format!(" (icmp: {icmp})"))
+                .unwrap_or_default();
             let healed = Instant::now();
             (cause.heal)(&lab)?;
             let resolved = poll_until(LIMIT, "resolved", || {
@@ -367,7 +378,7 @@ pub fn run(runs: u32, only: Option<&str>) -> anyhow::Result<()> {
             });
             drop(extra);
             eprintln!(
-                "  run {}/{runs}: named {:.2}s, resolved {:.2}s",
+                "  run {}/{runs}: named {:.2}s{icmp}, resolved {:.2}s",
                 run + 1,
                 took.as_secs_f64(),
                 resolved.as_secs_f64()

@@ -305,7 +305,9 @@ const WINDOW: Duration = Duration::from_secs(10);
 /// destination before a window of silence could (how soon is `cargo xtask bench
 /// drops-causes`' figure), with the ICMP error as evidence. The pod comes back, answers,
 /// and dies again: named again from node 2's ICMP error while its replies from before are
-/// still in the window (a window of silence could not name it yet).
+/// still in the window (a window of silence could not name it yet). Back again, it answers
+/// a probe and dies right after: named from the ICMP error node 2 sends for the traffic,
+/// while the probe's answer still vouches for it.
 #[test]
 fn a_dead_pod_address_is_named_at_once_from_a_definitive_icmp_error() {
     let Some(setup) = setup("a_dead_pod_address_is_named_at_once_from_a_definitive_icmp_error")
@@ -324,30 +326,39 @@ fn a_dead_pod_address_is_named_at_once_from_a_definitive_icmp_error() {
         evidence(&finding, "icmp").starts_with("host unreachable from "),
         "{finding:#?}"
     );
+    // The pod comes back, its ICMP errors `ratelimit` ms apart at least, and the finding
+    // resolves.
+    let revive = |ratelimit: &str| {
+        sysctl(lab.node(2).pod_ns(), "net/ipv4/icmp_ratelimit", ratelimit);
+        lab.node(2)
+            .pod_ns()
+            .ip(&["addr", "add", &format!("{dead}/24"), "dev", "eth0"]);
+        wait_resolved(daemon, "blackholed_destination", &dead.to_string());
+    };
+    // The pod's address goes and node 2 forgets its MAC: the finding that names it.
+    let die = || {
+        lab.node(2)
+            .pod_ns()
+            .ip(&["addr", "del", &format!("{dead}/24"), "dev", "eth0"]);
+        lab.ip_in(
+            2,
+            &["neigh", "flush", "to", &dead.to_string(), "dev", "cni0"],
+        );
+        daemon.wait_finding(
+            "blackholed_destination",
+            &format!("destination {dead} dev {VXLAN_DEV}"),
+            WINDOW,
+        )
+    };
     // The pod comes back: the address answers again, every datagram.
-    sysctl(lab.node(2).pod_ns(), "net/ipv4/icmp_ratelimit", "0");
-    lab.node(2)
-        .pod_ns()
-        .ip(&["addr", "add", &format!("{dead}/24"), "dev", "eth0"]);
-    wait_resolved(daemon, "blackholed_destination", &dead.to_string());
+    revive("0");
     // And dies again, the sender still sending. Node 2 forgets its MAC (as its neighbour
     // cache does once the entry expires), so it resolves the address afresh and says
     // "host unreachable" itself, as the first time. The pod answered every datagram
     // (no ICMP rate limit in its namespace), so no probe answered just before the death
     // vouches for it (an answer does for `prober.valid_for`, and delays the naming: `cargo
     // xtask bench drops-causes` shows it).
-    lab.node(2)
-        .pod_ns()
-        .ip(&["addr", "del", &format!("{dead}/24"), "dev", "eth0"]);
-    lab.ip_in(
-        2,
-        &["neigh", "flush", "to", &dead.to_string(), "dev", "cni0"],
-    );
-    let again = daemon.wait_finding(
-        "blackholed_destination",
-        &format!("destination {dead} dev {VXLAN_DEV}"),
-        WINDOW,
-    );
+    let again = die();
     assert!(
         evidence(&again, "icmp").starts_with("host unreachable from "),
         "{again:#?}"
@@ -358,6 +369,43 @@ fn a_dead_pod_address_is_named_at_once_from_a_definitive_icmp_error() {
     assert!(
         back > 0,
         "named only once its replies left the window: {again:#?}"
+    );
+    // Back once more, answering a datagram a second at most (the pod's default ICMP rate
+    // limit): the daemon suspects it and probes it, and the probe is answered. That answer
+    // vouches for it for `prober.valid_for`.
+    let probes = |outcome| {
+        daemon.metrics().count(
+            "watchdog_probes_total",
+            &[("purpose", "destination"), ("outcome", outcome)],
+        )
+    };
+    revive("1000");
+    let answered = probes("answered");
+    poll_until(
+        DEADLINE,
+        "a fresh probe of the revived pod answered",
+        || (probes("answered") > answered).then_some(()),
+    );
+    // It dies right after. Node 2 gives up resolving its address after one solicit, so
+    // its "host unreachable" for the traffic comes well within the answer's validity.
+    for (key, value) in [("mcast_solicit", "1"), ("retrans_time_ms", "200")] {
+        sysctl(
+            lab.node(2).ns(),
+            &format!("net/ipv4/neigh/cni0/{key}"),
+            value,
+        );
+    }
+    let third = die();
+    // Named from the traffic's own error while the answer still vouched: the latest
+    // evidence wins.
+    assert!(
+        evidence(&third, "icmp").starts_with("host unreachable from ")
+            && evidence(&third, "icmp").ends_with(" (to the traffic)"),
+        "{third:#?}"
+    );
+    assert!(
+        evidence(&third, "probe").contains(": answered in "),
+        "{third:#?}"
     );
 }
 

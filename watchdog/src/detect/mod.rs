@@ -26,7 +26,7 @@ use crate::{
     config::DetectConfig,
     findings::{Candidate, RouteRef},
     model::{
-        counters::{ConnectSample, DropFlow, PeerSample, growth},
+        counters::{ConnectSample, DropFlow, IcmpErrorSample, PeerSample, growth},
         net::{Resolution, Route, Snapshot, is_link_local_v6, table_name},
         probe::ProbeBook,
         stack::Stack,
@@ -50,6 +50,8 @@ pub struct Sample {
     pub drop_flows: BTreeMap<DropFlow, u64>,
     /// Traffic by (interface index, remote address), cumulative.
     pub peers: BTreeMap<(u32, IpAddr), PeerSample>,
+    /// Definitive ICMP errors that came back for traffic, by its destination, cumulative.
+    pub icmp_errors: BTreeMap<IpAddr, IcmpErrorSample>,
     /// TCP outcomes by (destination, port), cumulative, summed over the namespaces kept.
     pub connects: BTreeMap<(IpAddr, u16), ConnectSample>,
     /// The same outcomes per client network namespace (inode; `NETNS_UNKNOWN` without

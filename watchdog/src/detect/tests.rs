@@ -8,7 +8,7 @@ use std::{
 use super::*;
 use crate::{
     findings::{Kind, Severity},
-    model::counters::{ConnectSample, PeerSample},
+    model::counters::{ConnectSample, IcmpErrorSample, PeerSample},
     model::net::{
         Address, Link, NeighState, Neighbour, Prefix, Route, RouteKind, Snapshot, Update, Vxlan,
     },
@@ -715,6 +715,146 @@ fn a_definitive_icmp_error_names_a_destination_that_answered_earlier_in_the_wind
         .unwrap()
         .last_rx_ago = Some(Duration::from_millis(100));
     assert_eq!(run_probed(&net, &then, &answered, &unreachable), vec![]);
+}
+
+/// A definitive ICMP error that came back for the traffic itself: a pod address that
+/// answered a probe just before it died, two seconds into a window.
+fn answered_then_dead() -> (Snapshot, Sample, Sample, ProbeBook) {
+    let net = flannel_node();
+    let start = Instant::now();
+    let mut then = Sample {
+        at: Some(start),
+        ..Sample::default()
+    };
+    let mut now = Sample {
+        at: Some(start + Duration::from_secs(2)),
+        ..Sample::default()
+    };
+    then.peers
+        .insert((FLANNEL, ip("10.244.1.7")), peer(100, 100));
+    // Its last reply 1.9 s ago (the probe's answer); traffic since, nothing back.
+    now.peers.insert(
+        (FLANNEL, ip("10.244.1.7")),
+        PeerSample {
+            rx_packets: 120,
+            last_rx_ago: Some(Duration::from_millis(1900)),
+            ..peer(140, 0)
+        },
+    );
+    // The probe was answered 1.9 s ago: it vouches for `valid_for` (5 s).
+    let mut probes = probed(
+        &now,
+        "10.244.1.7",
+        None,
+        Outcome::Answered {
+            rtt: Duration::from_millis(1),
+        },
+    );
+    for result in probes.latest.values_mut() {
+        result.started = now.at.unwrap() - Duration::from_millis(1901);
+        result.finished = now.at.unwrap() - Duration::from_millis(1900);
+    }
+    // Node 1 said "host unreachable" for the traffic 500 ms ago.
+    now.icmp_errors.insert(
+        ip("10.244.1.7"),
+        IcmpErrorSample {
+            count: 3,
+            last_ago: Some(Duration::from_millis(500)),
+            from: ip("10.244.1.0"),
+            what: "host unreachable".into(),
+        },
+    );
+    (net, then, now, probes)
+}
+
+/// The traffic's own definitive ICMP error names a destination at once when it is the
+/// latest word: newer than its last reply and than the probe's answer, which stops
+/// vouching there.
+#[test]
+fn a_definitive_icmp_error_to_the_traffic_outweighs_an_earlier_probe_answer() {
+    let (net, then, now, probes) = answered_then_dead();
+    let candidates = run_probed(&net, &then, &now, &probes);
+    named_from_icmp(
+        &candidates,
+        "host unreachable from 10.244.1.0 (to the traffic)",
+    );
+    assert_eq!(
+        candidates[0].evidence("probe"),
+        Some("UDP port probe to 10.244.1.7: answered in 1ms")
+    );
+    assert_eq!(candidates[0].evidence("packets_back_in_window"), Some("20"));
+    // Without a probe at all: the same.
+    let none = ProbeBook::new(true, Duration::from_secs(5));
+    named_from_icmp(
+        &run_probed(&net, &then, &now, &none),
+        "host unreachable from 10.244.1.0 (to the traffic)",
+    );
+    // The probe's own definitive error keeps the probe's words.
+    let unreachable = host_unreachable(&now, "10.244.1.7", "10.244.1.0");
+    let mut dead = now.clone();
+    dead.peers
+        .get_mut(&(FLANNEL, ip("10.244.1.7")))
+        .unwrap()
+        .last_rx_ago = Some(Duration::from_secs(3));
+    named_from_icmp(
+        &run_probed(&net, &then, &dead, &unreachable),
+        "host unreachable from 10.244.1.0",
+    );
+}
+
+/// The traffic's ICMP error does not name a destination that answered since (a reply, or a
+/// probe's answer), one whose error is older than the window, or one the traffic stopped
+/// going to before its last reply.
+#[test]
+fn a_definitive_icmp_error_to_the_traffic_yields_to_newer_evidence() {
+    let (net, then, now, probes) = answered_then_dead();
+    let dst = (FLANNEL, ip("10.244.1.7"));
+    // A reply after the error.
+    let mut replied = now.clone();
+    replied.peers.get_mut(&dst).unwrap().last_rx_ago = Some(Duration::from_millis(300));
+    assert_eq!(run_probed(&net, &then, &replied, &probes), vec![]);
+    // A probe answered after the error.
+    let mut answered = probes.clone();
+    for result in answered.latest.values_mut() {
+        result.started = now.at.unwrap() - Duration::from_millis(250);
+        result.finished = now.at.unwrap() - Duration::from_millis(200);
+    }
+    assert_eq!(run_probed(&net, &then, &now, &answered), vec![]);
+    // The error is older than the window: it was counted already at its start.
+    let mut old = then.clone();
+    old.icmp_errors = now.icmp_errors.clone();
+    assert_eq!(run_probed(&net, &old, &now, &probes), vec![]);
+    // Nothing sent since the last reply.
+    let mut idle = now.clone();
+    idle.peers.get_mut(&dst).unwrap().last_tx_ago = Some(Duration::from_secs(2));
+    assert_eq!(run_probed(&net, &then, &idle, &probes), vec![]);
+}
+
+/// Without a definitive ICMP error, silence keeps its window: a probe that went unanswered
+/// names the destination only once a whole window passed with nothing back.
+#[test]
+fn silence_without_an_icmp_error_keeps_its_window() {
+    let (net, then, mut now, _) = answered_then_dead();
+    now.icmp_errors.clear();
+    let dst = (FLANNEL, ip("10.244.1.7"));
+    now.peers.get_mut(&dst).unwrap().last_rx_ago = Some(Duration::from_secs(3));
+    let unanswered = probed(&now, "10.244.1.7", None, Outcome::Unanswered);
+    assert_eq!(run_probed(&net, &then, &now, &unanswered), vec![]);
+    // A full window later, nothing back during it.
+    let (mut then, mut now) = samples(Instant::now());
+    then.peers.insert(dst, peer(100, 100));
+    now.peers.insert(
+        dst,
+        PeerSample {
+            rx_packets: 100,
+            last_rx_ago: Some(Duration::from_secs(12)),
+            ..peer(300, 0)
+        },
+    );
+    let unanswered = probed(&now, "10.244.1.7", None, Outcome::Unanswered);
+    let candidates = run_probed(&net, &then, &now, &unanswered);
+    assert_eq!(candidates.len(), 1, "{candidates:#?}");
+    assert_eq!(candidates[0].evidence("icmp"), None);
 }
 
 #[test]

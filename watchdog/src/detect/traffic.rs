@@ -10,7 +10,11 @@ use super::{
 };
 use crate::{
     findings::{Candidate, Kind, Severity},
-    model::{counters::growth, net::Resolution, probe::Verdict},
+    model::{
+        counters::{IcmpErrorSample, growth},
+        net::Resolution,
+        probe::Verdict,
+    },
 };
 
 /// Adds the route (and policy rule) that carries traffic to `dst`.
@@ -35,12 +39,13 @@ fn attribute(inputs: &Inputs<'_>, mut candidate: Candidate, dst: IpAddr) -> Cand
 
 /// A remote address that got at least `min_packets` during a full window, sent nothing
 /// back on any interface, and did not answer a probe (no answer, or host unreachable):
-/// one-way traffic to a live listener is not a blackhole. A definitive ICMP error to the
-/// probe (host or network unreachable, administratively prohibited, from a host on the
-/// way) names it at once, without waiting for a full window and whatever came back
-/// before the probe: a destination that answered and then died is as dead as one that
-/// never answered (the verdict already holds only if nothing came back since the probe
-/// started, and the traffic must have kept going after the last reply). VTEPs of VXLAN
+/// one-way traffic to a live listener is not a blackhole. A definitive ICMP error (host or
+/// network unreachable, administratively prohibited, from a host on the way) names it at
+/// once, without waiting for a full window and whatever came back before: to the probe,
+/// or to the traffic itself when it is newer than the last reply and than the probe's
+/// last answer (the latest evidence wins: an answer vouches only until a host on the way
+/// says otherwise). A destination that answered and then died is as dead as one that
+/// never answered (the traffic must have kept going after the last reply). VTEPs of VXLAN
 /// devices (and the overlay addresses they are probed at) are left to the FDB detector.
 pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
     let full_window = inputs.full_window();
@@ -58,20 +63,34 @@ pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
         if sent < inputs.settings.min_packets {
             continue;
         }
-        let Verdict::Dead(probe) = inputs.probe_verdict(dst, None, replies) else {
-            continue;
-        };
-        let definitive = probe.outcome.definitive();
-        let judged = if definitive.is_some() {
-            sent_after_last_reply(now.last_tx_ago, replies)
-        } else {
+        let verdict = inputs.probe_verdict(dst, None, replies);
+        let icmp = match verdict {
+            Verdict::Dead(probe) => probe
+                .outcome
+                .definitive()
+                .map(|(from, what)| format!("{what} from {from}")),
+            _ => None,
+        }
+        .or_else(|| {
+            traffic_error(inputs, dst, replies, verdict)
+                .map(|error| format!("{} from {} (to the traffic)", error.what, error.from))
+        });
+        let judged = match (&icmp, verdict) {
+            (Some(_), _) => sent_after_last_reply(now.last_tx_ago, replies),
             // Silence keeps its window: nothing back during all of it, and a peer known
             // since its start.
-            back == 0 && full_window && then.is_some_and(|t| t.tx_packets > 0)
+            (None, Verdict::Dead(_)) => {
+                back == 0 && full_window && then.is_some_and(|t| t.tx_packets > 0)
+            }
+            (None, _) => false,
         };
         if !judged {
             continue;
         }
+        let probe = match verdict {
+            Verdict::Dead(probe) | Verdict::Alive(probe) => probe.to_string(),
+            Verdict::Unknown => "none fresh".to_owned(),
+        };
         let mut candidate = Candidate::new(
             Kind::BlackholedDestination,
             format!("destination {dst} dev {}", inputs.dev(ifindex)),
@@ -87,12 +106,42 @@ pub fn blackholed_destinations(inputs: &Inputs<'_>) -> Vec<Candidate> {
             ),
         )
         .with("probe", probe);
-        if let Some((from, what)) = definitive {
-            candidate = candidate.with("icmp", format!("{what} from {from}"));
+        if let Some(icmp) = icmp {
+            candidate = candidate.with("icmp", icmp);
         }
         candidates.push(attribute(inputs, candidate, dst));
     }
     candidates
+}
+
+/// The definitive ICMP error that came back for traffic to `dst` in the window, if it is
+/// the latest word on it: newer than its last reply and than the answer of a probe that
+/// still vouches for it.
+fn traffic_error<'a>(
+    inputs: &Inputs<'a>,
+    dst: IpAddr,
+    replies: Option<&Replies>,
+    verdict: Verdict<'_>,
+) -> Option<&'a IcmpErrorSample> {
+    let error = inputs.now.icmp_errors.get(&dst)?;
+    let before = inputs.then.icmp_errors.get(&dst).map_or(0, |e| e.count);
+    if growth(error.count, before) == 0 {
+        return None; // none in the window
+    }
+    let ago = error.last_ago?;
+    if replies
+        .and_then(|r| r.last_rx_ago)
+        .is_some_and(|rx| rx <= ago)
+    {
+        return None; // it replied since
+    }
+    if let Verdict::Alive(answer) = verdict {
+        let at = inputs.now.at?.checked_sub(ago)?;
+        if at <= answer.finished {
+            return None; // the answer came after it
+        }
+    }
+    Some(error)
 }
 
 /// Whether a packet left for a peer after the last reply from it (`None`: never): the

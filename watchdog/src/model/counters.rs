@@ -83,11 +83,27 @@ pub struct PeerSample {
     pub encap: u32,
 }
 
+/// Definitive ICMP errors (host or network unreachable, administratively prohibited) that
+/// came back for traffic to one destination, as the TC ingress program saw them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpErrorSample {
+    /// Errors received (cumulative while the destination stays in the map).
+    pub count: u64,
+    /// How long ago the last one arrived, on the clock of [`PeerSample::last_rx_ago`].
+    pub last_ago: Option<Duration>,
+    /// Who sent the last one (a router or the destination's node).
+    pub from: IpAddr,
+    /// The last one in words, as the prober says it (`host unreachable`).
+    pub what: String,
+}
+
 /// The per-peer traffic counters (TC programs).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerCounts {
     /// Samples by (interface index, remote address).
     pub peers: BTreeMap<(u32, IpAddr), PeerSample>,
+    /// Definitive ICMP errors by the destination they were about.
+    pub icmp_errors: BTreeMap<IpAddr, IcmpErrorSample>,
     /// New peers ever inserted into the LRU map.
     pub inserts: u64,
     /// Packets not recorded because a new peer could not be inserted.

@@ -173,6 +173,29 @@ const DEFINITIVE: &[&str] = &[
     "address unreachable",
 ];
 
+/// An ICMP error in words (the prober's and the traffic's, so [`Outcome::definitive`] and
+/// the detectors agree): `v6` for ICMPv6, `info` the MTU of a "too big".
+pub fn icmp_error(v6: bool, kind: u8, code: u8, info: u32) -> String {
+    match (v6, kind, code) {
+        (false, 3, 0) => "network unreachable".into(),
+        (false, 3, 1) => "host unreachable".into(),
+        (false, 3, 2) => "protocol unreachable".into(),
+        (false, 3, 3) => "port unreachable".into(),
+        (false, 3, 4) => format!("fragmentation needed (mtu {info})"),
+        (false, 3, 9 | 10 | 13) => "administratively prohibited".into(),
+        (false, 3, code) => format!("destination unreachable (code {code})"),
+        (false, 11, _) => "time exceeded".into(),
+        (true, 1, 0) => "no route to destination".into(),
+        (true, 1, 1) => "administratively prohibited".into(),
+        (true, 1, 3) => "address unreachable".into(),
+        (true, 1, 4) => "port unreachable".into(),
+        (true, 1, code) => format!("destination unreachable (code {code})"),
+        (true, 2, _) => format!("packet too big (mtu {info})"),
+        (true, 3, _) => "time exceeded".into(),
+        (_, kind, code) => format!("ICMP type {kind} code {code}"),
+    }
+}
+
 /// One finished probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeResult {

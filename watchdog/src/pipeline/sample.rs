@@ -79,6 +79,7 @@ pub fn sample(own_netns: u32, view: &NamespaceView, reading: Reading) -> Sample 
     }
     if let Some(peers) = reading.peers {
         sample.peers = peers.peers;
+        sample.icmp_errors = peers.icmp_errors;
     }
     if let Some(connects) = reading.connects {
         for ((netns, addr, port), outcome) in connects {

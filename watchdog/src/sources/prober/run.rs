@@ -14,7 +14,7 @@ use std::{
 use tokio::io::{Interest, unix::AsyncFd};
 
 use super::socket::{ProbeSocket, QueuedError};
-use crate::model::probe::{Method, Outcome, ProbeRequest};
+use crate::model::probe::{Method, Outcome, ProbeRequest, icmp_error};
 
 /// The first of the high UDP ports probes go to (traceroute's range: nothing listens).
 pub const UDP_BASE_PORT: u16 = 33434;
@@ -282,28 +282,6 @@ fn judge_error(
         from: error.offender,
         what: icmp_error(v6, error.icmp_type, error.icmp_code, error.info),
     })
-}
-
-/// The ICMP error in words.
-fn icmp_error(v6: bool, kind: u8, code: u8, info: u32) -> String {
-    match (v6, kind, code) {
-        (false, 3, 0) => "network unreachable".into(),
-        (false, 3, 1) => "host unreachable".into(),
-        (false, 3, 2) => "protocol unreachable".into(),
-        (false, 3, 3) => "port unreachable".into(),
-        (false, 3, 4) => format!("fragmentation needed (mtu {info})"),
-        (false, 3, 9 | 10 | 13) => "administratively prohibited".into(),
-        (false, 3, code) => format!("destination unreachable (code {code})"),
-        (false, 11, _) => "time exceeded".into(),
-        (true, 1, 0) => "no route to destination".into(),
-        (true, 1, 1) => "administratively prohibited".into(),
-        (true, 1, 3) => "address unreachable".into(),
-        (true, 1, 4) => "port unreachable".into(),
-        (true, 1, code) => format!("destination unreachable (code {code})"),
-        (true, 2, _) => format!("packet too big (mtu {info})"),
-        (true, 3, _) => "time exceeded".into(),
-        (_, kind, code) => format!("ICMP type {kind} code {code}"),
-    }
 }
 
 /// A local error in words, without the `(os error N)` suffix.

@@ -549,6 +549,7 @@ mod tests {
             maps::PEER_READING,
             maps::PEER_STATS,
             maps::LINK_HEADER,
+            maps::ICMP_ERRORS,
             maps::CONNECTS,
             maps::NETNS_CGROUPS,
             maps::AYA_LOGS,

@@ -10,12 +10,18 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
 };
-use watchdog_common::{PEER_CACHE_SLOTS, PeerKey, PeerSlot, PeerStats, names::maps, peer_stat};
+use watchdog_common::{
+    IcmpErrorKey, IcmpErrorStats, PEER_CACHE_SLOTS, PeerKey, PeerSlot, PeerStats, names::maps,
+    peer_stat,
+};
 
 use super::{ProbeError, ago, map};
-use crate::model::counters::{PeerCounts, PeerSample};
+use crate::model::{
+    counters::{IcmpErrorSample, PeerCounts, PeerSample},
+    probe::icmp_error,
+};
 
 /// The probe's name in metrics and logs.
 pub const NAME: &str = "peers";
@@ -98,6 +104,7 @@ impl Reader {
                 .iter()
                 .sum())
         };
+        counts.icmp_errors = icmp_errors(ebpf, &ago)?;
         counts.inserts = stat(peer_stat::INSERTS)? + cached_only;
         counts.insert_failed = stat(peer_stat::INSERT_FAILED)?;
         Ok(counts)
@@ -123,6 +130,35 @@ impl Reader {
         }
         Ok(frozen)
     }
+}
+
+/// The definitive ICMP errors the ingress program recorded, by the destination they were
+/// about.
+fn icmp_errors(
+    ebpf: &Ebpf,
+    ago: &impl Fn(u64) -> Option<std::time::Duration>,
+) -> Result<BTreeMap<IpAddr, IcmpErrorSample>, ProbeError> {
+    let errors: HashMap<&MapData, IcmpErrorKey, IcmpErrorStats> = map(ebpf, maps::ICMP_ERRORS)?;
+    let mut samples = BTreeMap::new();
+    for entry in errors.iter() {
+        let (key, stats) = entry.map_err(ProbeError::map(maps::ICMP_ERRORS))?;
+        let (Some(dst), Some(from)) = (
+            super::key_address(key.family, key.addr),
+            super::key_address(key.family, stats.from),
+        ) else {
+            continue;
+        };
+        samples.insert(
+            dst,
+            IcmpErrorSample {
+                count: stats.count,
+                last_ago: ago(stats.last_ns),
+                from,
+                what: icmp_error(key.family == 6, stats.icmp_type, stats.code, 0),
+            },
+        );
+    }
+    Ok(samples)
 }
 
 /// Clears `PEER_READING` when dropped.
