@@ -818,6 +818,14 @@ async fn https_sink_trusts_its_ca_file_and_refuses_an_unknown_ca() {
     // (1 + max_retries 2) all ended in the handshake.
     let requests = receiver.requests();
     assert_eq!(requests.len(), 1, "{requests:#?}");
+    // The receiver sees a refused handshake end after the client has given up on it: wait
+    // for the third (the client's failure count above is already final).
+    poll_async(
+        Duration::from_secs(20),
+        "the receiver saw the untrusted sink's three handshakes fail",
+        || (receiver.failed_handshakes() >= 3).then_some(()),
+    )
+    .await;
     assert_eq!(receiver.failed_handshakes(), 3);
     let request = &requests[0];
     assert_eq!(request.path, "/hook?token=TOKEN123");

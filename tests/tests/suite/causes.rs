@@ -259,7 +259,7 @@ fn bad_vxlan_checksums_from_a_peer_are_named_with_the_device_until_healed() {
     wait_resolved(daemon, "checksum_drop", &vtep1.to_string());
 }
 
-/// One-way UDP (statsd-like, 20 a second) to `to` until dropped.
+/// One-way UDP (statsd-like, 20 a second) to `to` until dropped, or a listener for it.
 struct OneWay {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -279,6 +279,27 @@ impl OneWay {
             while !flag.load(Ordering::Relaxed) {
                 let _ = socket.send_to(b"metric:1|c", (to, 8125));
                 std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// A statsd-like listener on `port` in namespace `ns`: reads every datagram, never
+    /// answers, so the one-way traffic to it gets nothing back.
+    fn listen_in(ns: &NetNs, port: u16) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = ns.spawn(move || {
+            let socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind the listener");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("read timeout");
+            let mut buf = [0u8; 512];
+            while !flag.load(Ordering::Relaxed) {
+                let _ = socket.recv_from(&mut buf);
             }
         });
         Self {
@@ -370,9 +391,12 @@ fn a_dead_pod_address_is_named_at_once_from_a_definitive_icmp_error() {
         back > 0,
         "named only once its replies left the window: {again:#?}"
     );
-    // Back once more, answering a datagram a second at most (the pod's default ICMP rate
-    // limit): the daemon suspects it and probes it, and the probe is answered. That answer
-    // vouches for it for `prober.valid_for`.
+    // Back once more, now with a statsd listener: the traffic gets nothing back (no
+    // ICMP error from the pod either), so the daemon suspects the silent destination and
+    // probes it; the probe (another port) is answered. That answer vouches for it for
+    // `prober.valid_for`, and no reply to the traffic ends that early, so no new probe is
+    // in flight when it dies (one would race the traffic's error to name it).
+    let _statsd = OneWay::listen_in(lab.node(2).pod_ns(), 8125);
     let probes = |outcome| {
         daemon.metrics().count(
             "watchdog_probes_total",
