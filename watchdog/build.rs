@@ -6,6 +6,7 @@
 //! RUSTC_BOOTSTRAP=1, which we set for the nested cargo only.
 
 use anyhow::{Context as _, anyhow};
+use object::build::elf::SectionData;
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
@@ -27,7 +28,65 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))
-        .context("building the eBPF programs (watchdog-ebpf) failed")
+        .context("building the eBPF programs (watchdog-ebpf) failed")?;
+    if let Some(out_dir) = std::env::var_os("OUT_DIR") {
+        strip_dwarf(&std::path::Path::new(&out_dir).join("watchdog-ebpf"))?;
+    }
+    pack_relative_relocations();
+    Ok(())
+}
+
+/// Removes the DWARF sections (`.debug_*` and their relocations) from the eBPF object the
+/// daemon embeds: bpf-linker needs the eBPF crate's debuginfo to write BTF, but the daemon
+/// loads only the programs, maps, `.BTF` and `.BTF.ext`; the DWARF was four fifths of the
+/// object (449 → 81 KB), embedded in the executable and read by aya's parser at start-up.
+/// Without the object (`AYA_BUILD_SKIP`), nothing to do.
+fn strip_dwarf(object: &std::path::Path) -> anyhow::Result<()> {
+    let Ok(data) = std::fs::read(object) else {
+        return Ok(());
+    };
+    let mut builder = object::build::elf::Builder::read(&*data)
+        .with_context(|| format!("{}: not an ELF object", object.display()))?;
+    let dwarf = |name: &[u8]| {
+        [&b".debug_"[..], b".rel.debug_", b".rela.debug_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+    };
+    for section in builder.sections.iter_mut() {
+        if dwarf(section.name.as_slice()) {
+            section.delete = true;
+        }
+    }
+    builder.delete_orphans();
+    // LLVM names the sections from the symbols' `.strtab`; the writer wants its own table.
+    let has_section_names = builder
+        .sections
+        .iter()
+        .any(|section| matches!(section.data, SectionData::SectionString));
+    if !has_section_names {
+        let names = builder.sections.add();
+        names.name = b".shstrtab"[..].into();
+        names.sh_type = object::elf::SHT_STRTAB;
+        names.sh_addralign = 1;
+        names.data = SectionData::SectionString;
+    }
+    let mut stripped = Vec::new();
+    builder
+        .write(&mut stripped)
+        .with_context(|| format!("{}: writing it without DWARF failed", object.display()))?;
+    std::fs::write(object, stripped).with_context(|| format!("{}", object.display()))
+}
+
+/// Links the daemon with packed relative relocations (`DT_RELR`, glibc 2.36+): a PIE's
+/// relative relocations, one 24-byte entry each in `.rela.dyn` (417 KB, read whole by the
+/// dynamic loader at every start), become a bitmap of a few KB. The image ships the glibc
+/// it was built with; a binary for a host needs glibc 2.36 there (Debian 12, Ubuntu 22.10).
+fn pack_relative_relocations() {
+    let gnu_linux = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux")
+        && std::env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|env| env == "gnu");
+    if gnu_linux {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
 }
 
 /// Lets every build of this crate (dev, test, release, clippy's check, each target) share one

@@ -14,6 +14,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 
 use super::Kube;
+use crate::sources::kernel::memory;
 
 /// What a follower reports.
 #[derive(Debug)]
@@ -68,6 +69,9 @@ where
                 Some(Ok(Event::InitDone)) => {
                     backoff.reset();
                     on(Update::ListEnd);
+                    // The list's pages (each response body read whole, then parsed) were
+                    // freed; glibc would keep their heap: 1000 Nodes left 2.9 MiB of it.
+                    memory::release_free_heap();
                 }
                 Some(Ok(Event::Apply(object))) => on(Update::Applied(object)),
                 Some(Ok(Event::Delete(object))) => on(Update::Deleted(object)),

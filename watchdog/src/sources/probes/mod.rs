@@ -562,6 +562,25 @@ mod tests {
         }
     }
 
+    /// The embedded object carries the BTF aya relocates with and none of the DWARF it was
+    /// written from (build.rs strips it: four fifths of the object).
+    #[test]
+    fn the_object_has_btf_and_no_dwarf() {
+        let object = aya_obj::Object::parse(super::EBPF_OBJECT).expect("the object parses");
+        assert!(object.btf.is_some() && object.btf_ext.is_some());
+        let named = |name: &[u8]| {
+            super::EBPF_OBJECT
+                .windows(name.len())
+                .any(|window| window == name)
+        };
+        assert!(!named(b".debug_info") && !named(b".debug_line"));
+        assert!(
+            super::EBPF_OBJECT.len() < 200 * 1024,
+            "{}",
+            super::EBPF_OBJECT.len()
+        );
+    }
+
     #[test]
     fn log_ring_is_whole_pages() {
         assert_eq!(super::log_ring_bytes(4096), 4096);
