@@ -352,6 +352,9 @@ async fn detect_loop(
                 // The peer reading moves into the sample: it is the largest map.
                 let sample = pipeline::sample(own.netns, &view, reading);
                 let sample = pipeline::without_destinations(sample, &own.sinks);
+                // The history keeps a copy each poll: none of gone interfaces' peers.
+                let sample =
+                    pipeline::on_existing_interfaces(sample, |index| net.link(index).is_some());
                 metrics.set_clients(&pipeline::client_totals(&sample), config.pods.top_n);
                 let cycle = pipeline.cycle(net, sample, state, SystemTime::now());
                 let active = pipeline.active();

@@ -13,7 +13,7 @@ pub use self::{
     cycle::{Cycle, Pipeline},
     history::History,
     judge::{Context, Judgement, Memory, judge},
-    sample::{client_totals, sample, this_node, without_destinations},
+    sample::{client_totals, on_existing_interfaces, sample, this_node, without_destinations},
 };
 use crate::findings::Finding;
 

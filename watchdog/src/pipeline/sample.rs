@@ -165,6 +165,16 @@ pub fn without_destinations(mut sample: Sample, own: &BTreeSet<(IpAddr, u16)>) -
     sample
 }
 
+/// Keeps only the peers on interfaces that still exist (`exists`: the network mirror knows
+/// the index). A deleted interface's peers stay in the kernel's LRU peer map until newer
+/// peers evict them (up to its 8192 entries), and the window history holds a copy of the
+/// sample every poll: with pods coming and going (a veth each), those copies of peers no
+/// detector can judge any more made the daemon's heap grow by ~16 KB per pod that went.
+pub fn on_existing_interfaces(mut sample: Sample, exists: impl Fn(u32) -> bool) -> Sample {
+    sample.peers.retain(|(index, _), _| exists(*index));
+    sample
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +246,24 @@ mod tests {
         sample.connects.insert(other, ConnectSample::default());
         let kept = without_destinations(sample, &BTreeSet::from([sink]));
         assert_eq!(kept.connects.keys().collect::<Vec<_>>(), [&other]);
+    }
+
+    #[test]
+    fn the_peers_of_deleted_interfaces_are_left_out() {
+        let addr: IpAddr = "10.211.0.1".parse().unwrap();
+        let mut sample = Sample::default();
+        for index in [2, 7, 9] {
+            sample
+                .peers
+                .insert((index, addr), crate::model::counters::PeerSample::default());
+        }
+        let kept = on_existing_interfaces(sample, |index| index != 7);
+        assert_eq!(
+            kept.peers
+                .keys()
+                .map(|(index, _)| *index)
+                .collect::<Vec<_>>(),
+            [2, 9]
+        );
     }
 }
