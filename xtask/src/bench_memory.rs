@@ -726,7 +726,7 @@ fn print(options: &Options, daemons: &[Daemon], results: &[(String, Value)]) {
         }
         if let Some((idle, _)) = current("default", "resident_kib") {
             budgets.push(format!(
-                "idle (VmRSS) {} < {}: {}",
+                "idle (VmRSS, the kernel test's) {} < {}: {}",
                 mib(idle),
                 mib(IDLE_BUDGET_KIB),
                 verdict(idle, IDLE_BUDGET_KIB)

@@ -709,7 +709,15 @@ pub fn boot(
         .lines()
         .find_map(|line| line.trim().strip_prefix(marker));
     let mut result: Value = match line {
-        Some(json) => serde_json::from_str(json)
+        // The object alone: the kernel's own messages share the console, and one written
+        // while the line's last bytes were still queued lands after it on the same line
+        // (`[ 41.38] reboot: Power down`).
+        Some(json) => serde_json::Deserializer::from_str(json)
+            .into_iter::<Value>()
+            .next()
+            .transpose()
+            .ok()
+            .flatten()
             .with_context(|| format!("the guest's result is not JSON: {json}"))?,
         None => {
             let mut stderr = String::new();

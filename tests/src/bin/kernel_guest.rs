@@ -119,6 +119,10 @@ fn main() {
     }
     result["errors"] = json!(errors);
     println!("WATCHDOG-GUEST-RESULT {result}");
+    // The console is a serial port: wait until the line has left it, or the init's
+    // poweroff (and the kernel's message about it) overtakes its last bytes.
+    // SAFETY: tcdrain only waits on the file descriptor; a non-terminal just fails.
+    unsafe { libc::tcdrain(libc::STDOUT_FILENO) };
 }
 
 /// The daemon's loaded eBPF programs and their sizes, read with bpf(2) the way `bpftool
