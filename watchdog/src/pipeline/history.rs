@@ -296,22 +296,6 @@ mod tests {
         }
     }
 
-    /// xorshift64*: a seeded, reproducible stream.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     /// What the kernel keeps per key: counters and the stamp (CLOCK_MONOTONIC) of the
     /// last event, turned into an age as of the reading's clock like the probes do.
     #[derive(Clone, Copy, Default)]
@@ -325,17 +309,17 @@ mod tests {
     }
 
     /// Keys appear, change, stay idle, disappear and come back.
-    fn step(rng: &mut Rng, entries: &mut BTreeMap<u8, Entry>, clock: u64) {
+    fn step(rng: &mut fastrand::Rng, entries: &mut BTreeMap<u8, Entry>, clock: u64) {
         for key in 0..24u8 {
-            match rng.below(10) {
+            match rng.u64(..10) {
                 0 => {
                     entries.remove(&key);
                 }
                 1..=3 => {
                     let entry = entries.entry(key).or_default();
-                    entry.count += 1 + rng.below(3);
+                    entry.count += 1 + rng.u64(..3);
                     // Sometimes stamped after the reading's clock (saturates to 0).
-                    entry.last = clock + rng.below(3) * 1_000 - 1_000;
+                    entry.last = clock + rng.u64(..3) * 1_000 - 1_000;
                 }
                 _ => {}
             }
@@ -414,7 +398,7 @@ mod tests {
     #[test]
     fn the_window_is_exactly_what_every_copy_kept() {
         for seed in 1..=4u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut rng = fastrand::Rng::with_seed(seed);
             let window = Duration::from_secs(10);
             let mut history = History::new(window);
             let mut copies = Copies {
@@ -425,13 +409,13 @@ mod tests {
             let (mut elapsed, mut clock) = (Duration::ZERO, 5_000_000_000u64);
             let mut entries = BTreeMap::new();
             for poll in 0..400 {
-                let jitter = rng.below(200_000_000);
+                let jitter = rng.u64(..200_000_000);
                 elapsed += Duration::from_nanos(400_000_000 + jitter);
-                clock += 400_000_000 + jitter + rng.below(1_000);
+                clock += 400_000_000 + jitter + rng.u64(..1_000);
                 step(&mut rng, &mut entries, clock);
                 // Now and then a sample without a time or without clocks.
-                let at = (rng.below(50) != 0).then_some(start + elapsed);
-                let clocks = match rng.below(20) {
+                let at = (rng.u64(..50) != 0).then_some(start + elapsed);
+                let clocks = match rng.u64(..20) {
                     0 => Clocks::default(),
                     _ => Clocks {
                         peers: clock,
@@ -486,7 +470,6 @@ mod tests {
                 )
             })
             .collect();
-        let mut busy = 0;
         for poll in 0..60u64 {
             let clock = 5_000_000_000 + poll * 500_000_123;
             let clocks = Clocks {
@@ -499,11 +482,10 @@ mod tests {
                 &idle,
             );
             // One peer that sends every poll.
-            busy += 1;
             new.peers.insert(
                 (9, IpAddr::from([10, 0, 0, 1])),
                 PeerSample {
-                    tx_packets: busy,
+                    tx_packets: poll + 1,
                     last_tx_ago: Some(Duration::ZERO),
                     ..PeerSample::default()
                 },
