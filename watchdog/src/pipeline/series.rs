@@ -14,69 +14,70 @@ use crate::model::counters::{ConnectSample, IcmpErrorSample, PeerSample};
 
 /// A value whose ages are measured from a sample's clock reading.
 pub trait Aged: Clone + PartialEq {
-    /// The value with every age moved by `by` nanoseconds (positive: older).
-    fn shifted(&self, by: i128) -> Self;
+    /// Moves every age by `by` nanoseconds (positive: older).
+    fn shift_ages(&mut self, by: i128);
+
+    /// The value with every age moved by `by` nanoseconds.
+    fn shifted(&self, by: i128) -> Self {
+        let mut value = self.clone();
+        value.shift_ages(by);
+        value
+    }
 }
 
 impl Aged for u64 {
-    fn shifted(&self, _: i128) -> Self {
-        *self
-    }
+    fn shift_ages(&mut self, _: i128) {}
 }
 
 impl Aged for String {
-    fn shifted(&self, _: i128) -> Self {
-        self.clone()
-    }
+    fn shift_ages(&mut self, _: i128) {}
 }
 
 impl Aged for PeerSample {
-    fn shifted(&self, by: i128) -> Self {
-        Self {
-            last_tx_ago: self.last_tx_ago.map(|age| shift(age, by)),
-            last_rx_ago: self.last_rx_ago.map(|age| shift(age, by)),
-            ..self.clone()
-        }
+    fn shift_ages(&mut self, by: i128) {
+        shift_each([&mut self.last_tx_ago, &mut self.last_rx_ago], by);
     }
 }
 
 impl Aged for IcmpErrorSample {
-    fn shifted(&self, by: i128) -> Self {
-        Self {
-            last_ago: self.last_ago.map(|age| shift(age, by)),
-            ..self.clone()
-        }
+    fn shift_ages(&mut self, by: i128) {
+        shift_each([&mut self.last_ago], by);
     }
 }
 
 impl Aged for ConnectSample {
-    fn shifted(&self, by: i128) -> Self {
-        Self {
-            last_failed_ago: self.last_failed_ago.map(|age| shift(age, by)),
-            last_established_ago: self.last_established_ago.map(|age| shift(age, by)),
-            ..self.clone()
-        }
+    fn shift_ages(&mut self, by: i128) {
+        shift_each(
+            [&mut self.last_failed_ago, &mut self.last_established_ago],
+            by,
+        );
     }
 }
 
 impl<K: Ord + Clone, V: Aged> Aged for BTreeMap<K, V> {
-    fn shifted(&self, by: i128) -> Self {
-        self.iter()
-            .map(|(key, value)| (key.clone(), value.shifted(by)))
-            .collect()
+    fn shift_ages(&mut self, by: i128) {
+        for value in self.values_mut() {
+            value.shift_ages(by);
+        }
     }
 }
 
-/// `age` moved by `by` nanoseconds. Only ever moved back by what it was moved forward, so
-/// it never goes below zero.
+/// Moves each age that is there by `by` nanoseconds.
+fn shift_each<const N: usize>(ages: [&mut Option<Duration>; N], by: i128) {
+    for age in ages.into_iter().flatten() {
+        *age = shift(*age, by);
+    }
+}
+
+/// `age` moved by `by` nanoseconds, at least zero. A stored age is only moved back by what
+/// it was moved forward; below zero only goes a newest value [`Series::at`] moves to an
+/// older clock although it changed since, and replaces with what it was then.
 fn shift(age: Duration, by: i128) -> Duration {
     if by == 0 {
         return age;
     }
     // as_nanos() < 2^96: no overflow in i128.
-    let nanos = age.as_nanos() as i128 + by;
-    debug_assert!(nanos >= 0, "an age moved below zero");
-    let nanos = nanos.max(0) as u128;
+    let nanos = (age.as_nanos() as i128 + by).max(0) as u128;
     Duration::new(
         u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX),
         (nanos % 1_000_000_000) as u32,
@@ -149,29 +150,36 @@ impl<K: Ord + Clone, V: Aged> Series<K, V> {
     }
 
     /// The map as of sample `seq` (its ages measured at `clock`), given the newest one
-    /// (at `newest_clock`).
+    /// (at `newest_clock`): the newest, its ages moved to `clock` (what an unchanged value
+    /// was then), with the values that changed since put back.
     pub fn at(
         &self,
         seq: u64,
         clock: u64,
         (newest, newest_clock): (&BTreeMap<K, V>, u64),
     ) -> BTreeMap<K, V> {
-        // An unchanged value's stored form is the newest's: shifted by the difference.
+        let mut map = newest.clone();
         let unchanged = i128::from(clock) - i128::from(newest_clock);
+        if unchanged != 0 {
+            map.shift_ages(unchanged);
+        }
         let back = -stored_shift(clock);
-        merge(newest.iter(), self.changes.iter())
-            .filter_map(|(key, newest, changes)| {
-                let held = changes.and_then(|changes| {
-                    let at = changes.partition_point(|(held_at, _)| *held_at < seq);
-                    changes.get(at)
-                });
-                let value = match held {
-                    Some((_, held)) => held.as_ref()?.shifted(back),
-                    None => newest?.shifted(unchanged),
-                };
-                Some((key.clone(), value))
-            })
-            .collect()
+        for (key, changes) in &self.changes {
+            let Some((_, held)) = changes.get(changes.partition_point(|(at, _)| *at < seq)) else {
+                continue;
+            };
+            match (held, map.get_mut(key)) {
+                (Some(held), Some(value)) => *value = held.shifted(back),
+                (Some(held), None) => {
+                    map.insert(key.clone(), held.shifted(back));
+                }
+                (None, Some(_)) => {
+                    map.remove(key);
+                }
+                (None, None) => {}
+            }
+        }
+        map
     }
 
     /// How many older values are stored.
