@@ -36,7 +36,7 @@ use crate::{
 pub use self::{drops::stack_request, silence::probe_requests};
 
 /// Kernel counters at one moment, as the detectors see them (this namespace only).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sample {
     /// When it was read.
     pub at: Option<Instant>,
@@ -62,6 +62,20 @@ pub struct Sample {
     /// What each client namespace (of a TCP connect or a dropped flow) is called
     /// (`default/web-7f9…`, `node`, `unattributed`); others are named by inode.
     pub client_names: BTreeMap<u32, String>,
+    /// The clock readings (ns; 0: unknown) the ages are measured from: of `peers` and
+    /// `icmp_errors`, and of `connects` and `connect_clients`. Not for the detectors: the
+    /// window history stores an unchanged entry once by them.
+    pub clocks: Clocks,
+}
+
+/// The clock readings a [`Sample`]'s ages are measured from (CLOCK_MONOTONIC, ns; 0:
+/// unknown).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Clocks {
+    /// Of `peers` and `icmp_errors`.
+    pub peers: u64,
+    /// Of `connects` and `connect_clients`.
+    pub connects: u64,
 }
 
 /// Everything a detector may look at.

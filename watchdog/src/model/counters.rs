@@ -108,6 +108,9 @@ pub struct PeerCounts {
     pub inserts: u64,
     /// Packets not recorded because a new peer could not be inserted.
     pub insert_failed: u64,
+    /// The clock reading (CLOCK_MONOTONIC, ns; 0: unknown) the peers' and the ICMP errors'
+    /// ages are measured from: an idle peer's age grows with it, its `clock - age` stays.
+    pub clock: u64,
 }
 
 /// TCP connect outcomes towards one destination.
@@ -142,6 +145,9 @@ pub struct Reading {
     pub peers: Option<PeerCounts>,
     /// The TCP outcomes.
     pub connects: Option<ConnectCounts>,
+    /// The clock reading (CLOCK_MONOTONIC, ns; 0: unknown) the TCP outcomes' ages are
+    /// measured from.
+    pub connects_clock: u64,
     /// Network namespace (inode) → the cgroup (v2 id) a process of it last started a TCP
     /// connect from, as the kernel recorded it (the TCP probe; empty without it).
     pub netns_cgroups: std::collections::BTreeMap<u32, u64>,

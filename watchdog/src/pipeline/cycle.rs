@@ -138,22 +138,19 @@ impl Pipeline {
         now: SystemTime,
     ) -> Cycle {
         self.history.push(sample);
-        let (Some(newest), Some(baseline), Some(recent)) = (
-            self.history.now(),
-            self.history.baseline(),
-            self.history.before(self.settings.vtep_window),
-        ) else {
+        let Some(window) = self.history.window(self.settings.vtep_window) else {
             return Cycle {
                 changes: Vec::new(),
                 desired,
                 overlay: None,
             };
         };
+        let newest = &window.now;
         let inputs = Inputs {
             net,
             now: newest,
-            then: baseline,
-            recent,
+            then: &window.then,
+            recent: &window.recent,
             settings: &self.settings,
             probes: &self.probes,
         };

@@ -6,12 +6,13 @@ mod cycle;
 mod history;
 mod judge;
 mod sample;
+mod series;
 
 use std::sync::{Arc, RwLock};
 
 pub use self::{
     cycle::{Cycle, Pipeline},
-    history::History,
+    history::{History, Window},
     judge::{Context, Judgement, Memory, judge},
     sample::{client_totals, on_existing_interfaces, sample, this_node, without_destinations},
 };

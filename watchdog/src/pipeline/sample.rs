@@ -77,7 +77,9 @@ pub fn sample(own_netns: u32, view: &NamespaceView, reading: Reading) -> Sample 
             }
         }
     }
+    sample.clocks.connects = reading.connects_clock;
     if let Some(peers) = reading.peers {
+        sample.clocks.peers = peers.clock;
         sample.peers = peers.peers;
         sample.icmp_errors = peers.icmp_errors;
     }

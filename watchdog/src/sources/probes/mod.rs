@@ -335,9 +335,12 @@ impl Probes {
         reading.peers = self.peers.as_ref().and_then(|reader| {
             read_or_count(&mut reading.failed_reads, "peer", reader.read(&self.ebpf))
         });
-        reading.connects = self.tcp.as_ref().and_then(|probe| {
+        if let Some((clock, connects)) = self.tcp.as_ref().and_then(|probe| {
             read_or_count(&mut reading.failed_reads, "TCP", probe.read(&self.ebpf))
-        });
+        }) {
+            reading.connects = Some(connects);
+            reading.connects_clock = clock;
+        }
         if self.tcp.is_some() {
             reading.netns_cgroups = read_or_count(
                 &mut reading.failed_reads,
@@ -390,10 +393,13 @@ where
     T::try_from(found).map_err(ProbeError::map(name))
 }
 
-/// Turns `bpf_ktime_get_ns` stamps into ages, as of now (0: never).
-fn ago() -> impl Fn(u64) -> Option<Duration> {
+/// Turns `bpf_ktime_get_ns` stamps into ages, as of now (0: never); with that now, the
+/// clock reading the ages are measured from.
+fn ago() -> (u64, impl Fn(u64) -> Option<Duration>) {
     let now = monotonic_ns();
-    move |ns: u64| (ns != 0).then(|| Duration::from_nanos(now.saturating_sub(ns)))
+    (now, move |ns: u64| {
+        (ns != 0).then(|| Duration::from_nanos(now.saturating_sub(ns)))
+    })
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.

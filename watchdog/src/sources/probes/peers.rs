@@ -80,8 +80,11 @@ impl Reader {
         // Peers only in a cache slot are not in the map yet: count them as inserted, so
         // that inserts - entries stays the number of evictions.
         let cached_only = sums.len().saturating_sub(in_map) as u64;
-        let ago = ago();
-        let mut counts = PeerCounts::default();
+        let (clock, ago) = ago();
+        let mut counts = PeerCounts {
+            clock,
+            ..PeerCounts::default()
+        };
         for (peer, sum) in sums {
             counts.peers.insert(
                 peer,

@@ -110,11 +110,12 @@ impl Tcp {
         Ok(Self)
     }
 
-    /// Reads the destination map.
-    pub(super) fn read(&self, ebpf: &Ebpf) -> Result<ConnectCounts, ProbeError> {
+    /// Reads the destination map, with the clock reading (CLOCK_MONOTONIC, ns) its ages are
+    /// measured from.
+    pub(super) fn read(&self, ebpf: &Ebpf) -> Result<(u64, ConnectCounts), ProbeError> {
         let connects: PerCpuHashMap<&MapData, ConnectKey, ConnectStats> =
             map(ebpf, maps::CONNECTS)?;
-        let ago = ago();
+        let (clock, ago) = ago();
         let mut counts = ConnectCounts::new();
         for entry in connects.iter() {
             let (key, per_cpu) = entry.map_err(ProbeError::map(maps::CONNECTS))?;
@@ -144,7 +145,7 @@ impl Tcp {
                 },
             );
         }
-        Ok(counts)
+        Ok((clock, counts))
     }
 
     /// Reads which cgroup each network namespace last connected from.
