@@ -31,22 +31,26 @@ pub struct History {
     first: u64,
     /// The newest sample, whole.
     newest: Option<Arc<Sample>>,
+    // The maps as large as the kernel's (thousands of entries) are stored by change; each
+    // series is code of its own, so the small ones are copied with their frame.
     drop_destinations: Series<(String, IpAddr), u64>,
-    drop_flows: Series<DropFlow, u64>,
     peers: Series<(u32, IpAddr), PeerSample>,
-    icmp_errors: Series<IpAddr, IcmpErrorSample>,
     connects: Series<(IpAddr, u16), ConnectSample>,
     connect_clients: Series<(IpAddr, u16), BTreeMap<u32, ConnectSample>>,
-    client_names: Series<u32, String>,
 }
 
-/// What a sample has besides its maps.
+/// What a sample has besides its large maps: its own fields and copies of the small maps
+/// (at most `DROP_FLOW_MAP_ENTRIES` and `ICMP_ERROR_ENTRIES` entries, one name per
+/// client namespace).
 #[derive(Debug)]
 struct Frame {
     at: Option<Instant>,
     own_netns: u32,
     stack: Stack,
     clocks: Clocks,
+    drop_flows: BTreeMap<DropFlow, u64>,
+    icmp_errors: BTreeMap<IpAddr, IcmpErrorSample>,
+    client_names: BTreeMap<u32, String>,
 }
 
 /// The three samples a cycle judges.
@@ -69,12 +73,9 @@ impl History {
             first: 0,
             newest: None,
             drop_destinations: Series::default(),
-            drop_flows: Series::default(),
             peers: Series::default(),
-            icmp_errors: Series::default(),
             connects: Series::default(),
             connect_clients: Series::default(),
-            client_names: Series::default(),
         }
     }
 
@@ -89,6 +90,9 @@ impl History {
             own_netns: sample.own_netns,
             stack: sample.stack.clone(),
             clocks: sample.clocks,
+            drop_flows: sample.drop_flows.clone(),
+            icmp_errors: sample.icmp_errors.clone(),
+            client_names: sample.client_names.clone(),
         });
         self.newest = Some(Arc::new(sample));
         while self.frames.len() > 1
@@ -110,15 +114,8 @@ impl History {
             (&old.drop_destinations, 0),
             (&new.drop_destinations, 0),
         );
-        self.drop_flows
-            .record(seq, (&old.drop_flows, 0), (&new.drop_flows, 0));
         self.peers
             .record(seq, (&old.peers, was.peers), (&new.peers, is.peers));
-        self.icmp_errors.record(
-            seq,
-            (&old.icmp_errors, was.peers),
-            (&new.icmp_errors, is.peers),
-        );
         self.connects.record(
             seq,
             (&old.connects, was.connects),
@@ -129,18 +126,13 @@ impl History {
             (&old.connect_clients, was.connects),
             (&new.connect_clients, is.connects),
         );
-        self.client_names
-            .record(seq, (&old.client_names, 0), (&new.client_names, 0));
     }
 
     fn forget_before(&mut self, first: u64) {
         self.drop_destinations.forget_before(first);
-        self.drop_flows.forget_before(first);
         self.peers.forget_before(first);
-        self.icmp_errors.forget_before(first);
         self.connects.forget_before(first);
         self.connect_clients.forget_before(first);
-        self.client_names.forget_before(first);
     }
 
     /// The newest sample.
@@ -176,12 +168,9 @@ impl History {
     /// How many older values the history stores besides the newest sample.
     pub fn stored(&self) -> usize {
         self.drop_destinations.stored()
-            + self.drop_flows.stored()
             + self.peers.stored()
-            + self.icmp_errors.stored()
             + self.connects.stored()
             + self.connect_clients.stored()
-            + self.client_names.stored()
     }
 
     /// The number of the sample [`History::before`] picks.
@@ -219,13 +208,11 @@ impl History {
             drop_destinations: self
                 .drop_destinations
                 .at(seq, 0, (&newest.drop_destinations, 0)),
-            drop_flows: self.drop_flows.at(seq, 0, (&newest.drop_flows, 0)),
+            drop_flows: frame.drop_flows.clone(),
             peers: self
                 .peers
                 .at(seq, clocks.peers, (&newest.peers, last.peers)),
-            icmp_errors: self
-                .icmp_errors
-                .at(seq, clocks.peers, (&newest.icmp_errors, last.peers)),
+            icmp_errors: frame.icmp_errors.clone(),
             connects: self
                 .connects
                 .at(seq, clocks.connects, (&newest.connects, last.connects)),
@@ -234,7 +221,7 @@ impl History {
                 clocks.connects,
                 (&newest.connect_clients, last.connects),
             ),
-            client_names: self.client_names.at(seq, 0, (&newest.client_names, 0)),
+            client_names: frame.client_names.clone(),
         })
     }
 }

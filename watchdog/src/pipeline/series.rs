@@ -10,7 +10,7 @@
 
 use std::{collections::BTreeMap, iter::Peekable, time::Duration};
 
-use crate::model::counters::{ConnectSample, IcmpErrorSample, PeerSample};
+use crate::model::counters::{ConnectSample, PeerSample};
 
 /// A value whose ages are measured from a sample's clock reading.
 pub trait Aged: Clone + PartialEq {
@@ -29,19 +29,9 @@ impl Aged for u64 {
     fn shift_ages(&mut self, _: i128) {}
 }
 
-impl Aged for String {
-    fn shift_ages(&mut self, _: i128) {}
-}
-
 impl Aged for PeerSample {
     fn shift_ages(&mut self, by: i128) {
         shift_each([&mut self.last_tx_ago, &mut self.last_rx_ago], by);
-    }
-}
-
-impl Aged for IcmpErrorSample {
-    fn shift_ages(&mut self, by: i128) {
-        shift_each([&mut self.last_ago], by);
     }
 }
 
